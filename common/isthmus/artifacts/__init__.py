@@ -1,0 +1,7 @@
+"""Artifacts: content-addressed storage of step outputs and the refs that point to them."""
+
+from isthmus.artifacts.materializers import Materializer, register_materializer
+from isthmus.artifacts.refs import ArtifactRef
+from isthmus.artifacts.store import ArtifactStore
+
+__all__ = ["ArtifactRef", "ArtifactStore", "Materializer", "register_materializer"]

@@ -1,0 +1,357 @@
+"""Materializers turn step outputs into files and back.
+
+Built in: JSON-native values, str, bytes, numpy arrays (.npy), pandas and pyarrow tables (parquet),
+pydantic models and dataclasses (JSON), sklearn-style estimators (joblib), and cloudpickle as a last
+resort (with a one-time warning per type). Register your own with :func:`register_materializer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from isthmus.errors import MaterializationError
+
+
+def type_path(tp: type) -> str:
+    return f"{tp.__module__}:{tp.__qualname__}"
+
+
+def import_type(path: str) -> Any:
+    module, _, qual = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qual.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class Materializer:
+    """Base class. Subclasses set ``name``/``version`` and implement ``can_handle``, ``save``, ``load``.
+
+    ``save`` writes exactly one local file at ``path`` and may return metadata (shape, columns, ...).
+    Bump ``version`` whenever the on-disk format changes: it is part of downstream cache keys.
+    """
+
+    name: str = ""
+    version: str = "1"
+
+    def can_handle(self, obj: Any) -> bool:
+        raise NotImplementedError
+
+    def save(self, obj: Any, path: str) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def load(self, path: str, python_type: str) -> Any:
+        raise NotImplementedError
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def _json_exact(obj: Any) -> bool:
+    """Whether ``obj`` survives a JSON round trip unchanged (types included)."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return True
+    if isinstance(obj, int):
+        return type(obj) is int
+    if isinstance(obj, float):
+        return type(obj) is float and math.isfinite(obj)
+    if type(obj) is list:
+        return all(_json_exact(x) for x in obj)
+    if type(obj) is dict:
+        return all(type(k) is str and _json_exact(v) for k, v in obj.items())
+    return False
+
+
+class JsonMaterializer(Materializer):
+    name = "json"
+
+    def can_handle(self, obj: Any) -> bool:
+        return not isinstance(obj, str) and _json_exact(obj)
+
+    def save(self, obj: Any, path: str) -> dict[str, Any] | None:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return None
+
+    def load(self, path: str, python_type: str) -> Any:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+
+
+class StrMaterializer(Materializer):
+    name = "str"
+
+    def can_handle(self, obj: Any) -> bool:
+        return type(obj) is str
+
+    def save(self, obj: Any, path: str) -> dict[str, Any] | None:
+        with open(path, "w", encoding="utf-8", newline="") as fh:
+            fh.write(obj)
+        return None
+
+    def load(self, path: str, python_type: str) -> Any:
+        with open(path, encoding="utf-8", newline="") as fh:
+            return fh.read()
+
+
+class BytesMaterializer(Materializer):
+    name = "bytes"
+
+    def can_handle(self, obj: Any) -> bool:
+        return type(obj) in (bytes, bytearray)
+
+    def save(self, obj: Any, path: str) -> dict[str, Any] | None:
+        with open(path, "wb") as fh:
+            fh.write(obj)
+        return None
+
+    def load(self, path: str, python_type: str) -> Any:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        return bytearray(data) if python_type.endswith(":bytearray") else data
+
+
+class NumpyMaterializer(Materializer):
+    name = "numpy"
+
+    def can_handle(self, obj: Any) -> bool:
+        np = _maybe("numpy")
+        return np is not None and type(obj) is np.ndarray and not obj.dtype.hasobject
+
+    def save(self, obj: Any, path: str) -> dict[str, Any] | None:
+        import numpy as np
+
+        with open(path, "wb") as fh:
+            np.save(fh, obj, allow_pickle=False)
+        return {"shape": list(obj.shape), "dtype": str(obj.dtype)}
+
+    def load(self, path: str, python_type: str) -> Any:
+        import numpy as np
+
+        return np.load(path, allow_pickle=False)
+
+
+class PandasMaterializer(Materializer):
+    name = "pandas-parquet"
+
+    def can_handle(self, obj: Any) -> bool:
+        pd = _maybe("pandas")
+        return pd is not None and _maybe("pyarrow") is not None and type(obj) in (pd.DataFrame, pd.Series)
+
+    def save(self, obj: Any, path: str) -> dict[str, Any] | None:
+        import pandas as pd
+
+        frame = obj.to_frame() if isinstance(obj, pd.Series) else obj
+        if not all(isinstance(c, str) for c in frame.columns):
+            raise TypeError("parquet needs string column names")
+        frame.to_parquet(path, engine="pyarrow", index=True)
+        return {
+            "columns": [{"name": str(c), "type": str(t)} for c, t in frame.dtypes.items()],
+            "rows": len(frame),
+            "series": isinstance(obj, pd.Series),
+        }
+
+    def load(self, path: str, python_type: str) -> Any:
+        import pandas as pd
+
+        frame = pd.read_parquet(path, engine="pyarrow")
+        if python_type.endswith(":Series"):
+            return frame.iloc[:, 0]
+        return frame
+
+
+class ArrowMaterializer(Materializer):
+    name = "arrow-parquet"
+
+    def can_handle(self, obj: Any) -> bool:
+        pa = _maybe("pyarrow")
+        return pa is not None and isinstance(obj, pa.Table)
+
+    def save(self, obj: Any, path: str) -> dict[str, Any] | None:
+        import pyarrow.parquet as pq
+
+        pq.write_table(obj, path)
+        return {"columns": [{"name": f.name, "type": str(f.type)} for f in obj.schema], "rows": obj.num_rows}
+
+    def load(self, path: str, python_type: str) -> Any:
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path)
+
+
+class PydanticMaterializer(Materializer):
+    name = "pydantic-json"
+
+    def can_handle(self, obj: Any) -> bool:
+        return hasattr(type(obj), "model_fields") and hasattr(obj, "model_dump_json") and "<locals>" not in type(obj).__qualname__
+
+    def save(self, obj: Any, path: str) -> dict[str, Any] | None:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(obj.model_dump_json())
+        return None
+
+    def load(self, path: str, python_type: str) -> Any:
+        with open(path, encoding="utf-8") as fh:
+            return import_type(python_type).model_validate_json(fh.read())
+
+
+class DataclassMaterializer(Materializer):
+    name = "dataclass-json"
+
+    def can_handle(self, obj: Any) -> bool:
+        return dataclasses.is_dataclass(obj) and not isinstance(obj, type) and "<locals>" not in type(obj).__qualname__
+
+    def save(self, obj: Any, path: str) -> dict[str, Any] | None:
+        from pydantic import TypeAdapter
+
+        adapter = TypeAdapter(type(obj))
+        data = adapter.dump_json(obj)
+        if adapter.validate_json(data) != obj:
+            raise TypeError("dataclass does not round-trip through JSON")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return None
+
+    def load(self, path: str, python_type: str) -> Any:
+        from pydantic import TypeAdapter
+
+        with open(path, "rb") as fh:
+            return TypeAdapter(import_type(python_type)).validate_json(fh.read())
+
+
+class EstimatorMaterializer(Materializer):
+    name = "joblib"
+
+    def can_handle(self, obj: Any) -> bool:
+        return (
+            callable(getattr(obj, "fit", None))
+            and callable(getattr(obj, "get_params", None))
+            and _maybe("joblib") is not None
+        )
+
+    def save(self, obj: Any, path: str) -> dict[str, Any] | None:
+        import joblib
+
+        joblib.dump(obj, path)
+        return None
+
+    def load(self, path: str, python_type: str) -> Any:
+        import joblib
+
+        return joblib.load(path)
+
+
+class CloudpickleMaterializer(Materializer):
+    name = "cloudpickle"
+
+    def can_handle(self, obj: Any) -> bool:
+        return True
+
+    def save(self, obj: Any, path: str) -> dict[str, Any] | None:
+        import cloudpickle
+
+        data = cloudpickle.dumps(obj)
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return None
+
+    def load(self, path: str, python_type: str) -> Any:
+        import cloudpickle
+
+        with open(path, "rb") as fh:
+            return cloudpickle.load(fh)
+
+
+def _maybe(module: str) -> Any:
+    import sys
+
+    mod = sys.modules.get(module)
+    if mod is not None:
+        return mod
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+_FALLBACK = CloudpickleMaterializer()
+_registry: list[Materializer] = [
+    StrMaterializer(),
+    BytesMaterializer(),
+    JsonMaterializer(),
+    NumpyMaterializer(),
+    PandasMaterializer(),
+    ArrowMaterializer(),
+    PydanticMaterializer(),
+    DataclassMaterializer(),
+    EstimatorMaterializer(),
+]
+_by_name: dict[str, Materializer] = {m.name: m for m in [*_registry, _FALLBACK]}
+_warned: set[str] = set()
+
+
+def register_materializer(
+    materializer: Materializer | type[Materializer] | None = None,
+    *,
+    types: tuple[type, ...] | type | None = None,
+) -> Any:
+    """Register a materializer (instance or class; usable as a class decorator).
+
+    With ``types=``, it handles exactly those types (and subclasses) before any built-in one.
+    """
+
+    def _do(m: Materializer | type[Materializer]) -> Any:
+        inst = m() if isinstance(m, type) else m
+        if not inst.name:
+            raise ValueError(f"materializer {m!r} needs a unique 'name'")
+        if types is not None:
+            handled = types if isinstance(types, tuple) else (types,)
+            inst.can_handle = lambda obj, _t=handled: isinstance(obj, _t)  # type: ignore[method-assign]
+        _registry[:] = [x for x in _registry if x.name != inst.name]
+        _registry.insert(0, inst)
+        _by_name[inst.name] = inst
+        return m
+
+    return _do if materializer is None else _do(materializer)
+
+
+def get_materializer(name: str) -> Materializer:
+    try:
+        return _by_name[name.split("@", 1)[0]]
+    except KeyError:
+        raise MaterializationError(
+            f"no materializer named {name!r} is registered in this process; import the module that "
+            "registers it (register_materializer) before loading the artifact"
+        ) from None
+
+
+def candidates(obj: Any, preferred: Materializer | str | None = None) -> list[Materializer]:
+    """Materializers to try for ``obj``, best first; cloudpickle last."""
+    out: list[Materializer] = []
+    if preferred is not None:
+        out.append(get_materializer(preferred) if isinstance(preferred, str) else preferred)
+    out.extend(m for m in _registry if m not in out and m.can_handle(obj))
+    out.append(_FALLBACK)
+    return out
+
+
+def warn_fallback(obj: Any, step_name: str, output: str) -> None:
+    tp = type_path(type(obj))
+    if tp not in _warned:
+        _warned.add(tp)
+        warnings.warn(
+            f"step {step_name!r} output {output!r}: no materializer for {tp}; storing it with cloudpickle, "
+            "which may not load under other library versions. Register one with "
+            "isthmus.register_materializer(MyMaterializer, types=...)",
+            stacklevel=3,
+        )
+
+
+MaterializerLike = Materializer | type[Materializer] | str | Callable[..., Any]

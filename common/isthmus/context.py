@@ -1,0 +1,34 @@
+"""``RunContext``: who is running a step, in the orchestrator's own terms."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunContext:
+    """Orchestrator-native identity of one step execution.
+
+    ``native`` holds the orchestrator's ids, e.g. Airflow ``dag_id``/``run_id``/``task_id``/
+    ``try_number``/``map_index``, a Flyte execution id, or a Slurm job id. Adapters fill it in and hand
+    it to the StepRunner; it is recorded with the step run.
+    """
+
+    orchestrator: str = "local"
+    pipeline_name: str | None = None
+    pipeline_run_id: str | None = None
+    invocation: str | None = None
+    attempt: int = 1
+    native: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> RunContext:
+        data = dict(data or {})
+        known = {k: data.pop(k) for k in list(data) if k in cls.__dataclass_fields__}
+        ctx = cls(**known)
+        ctx.native.update(data)  # unknown keys are orchestrator-native ids
+        return ctx

@@ -1,0 +1,254 @@
+"""``@pipeline``: a function of step calls, traced into a graph and run locally or by an adapter."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from isthmus import lineage
+from isthmus.artifacts.refs import ArtifactRef
+from isthmus.context import RunContext
+from isthmus.errors import StepDefinitionError, StepFailed
+from isthmus.redaction import redact_params, scrub, secret_values
+from isthmus.runner import StepResult, StepRunner, default_runner
+from isthmus.step import _TRACER, Step
+
+log = logging.getLogger("isthmus")
+
+
+@dataclass(frozen=True)
+class OutputHandle:
+    """Stands for a step's output while a pipeline is traced; pass it to other steps."""
+
+    invocation: str
+    output: str
+
+    def __bool__(self) -> bool:
+        raise StepDefinitionError(
+            f"output {self.output!r} of step {self.invocation!r} has no value while the pipeline is being "
+            "built; branch on pipeline parameters, or move the logic into a step"
+        )
+
+    def __iter__(self) -> Iterator[Any]:
+        raise StepDefinitionError(
+            f"output {self.invocation}.{self.output} is a single artifact; declare several outputs with a "
+            "tuple[...] or NamedTuple return annotation (or @step(outputs=[...])) to unpack it"
+        )
+
+
+@dataclass(frozen=True)
+class Param:
+    """A reference to a pipeline parameter (used when a pipeline is compiled for an orchestrator)."""
+
+    name: str
+
+
+@dataclass
+class Node:
+    """One step invocation in a pipeline graph. ``arguments`` values are literals, Params or OutputHandles."""
+
+    invocation: str
+    step: Step[Any, Any]
+    arguments: dict[str, Any]
+
+    @property
+    def upstream(self) -> list[str]:
+        return sorted({v.invocation for v in self.arguments.values() if isinstance(v, OutputHandle)})
+
+
+@dataclass
+class PipelineGraph:
+    name: str
+    nodes: dict[str, Node] = field(default_factory=dict)
+    outputs: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def topological(self) -> list[Node]:
+        return list(self.nodes.values())  # calls are recorded in dependency order
+
+
+class _Tracer:
+    def __init__(self, graph: PipelineGraph) -> None:
+        self.graph = graph
+
+    def add(self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        arguments = step.bind(args, kwargs)
+        name = step.name
+        n = 2
+        while name in self.graph.nodes:
+            name = f"{step.name}_{n}"
+            n += 1
+        for arg_name, value in arguments.items():
+            if isinstance(value, (list, tuple, dict)) and _contains_handle(value):
+                raise StepDefinitionError(
+                    f"step {step.name!r}: argument {arg_name!r} nests step outputs inside a "
+                    f"{type(value).__name__}; pass each output as its own argument"
+                )
+        self.graph.nodes[name] = Node(name, step, arguments)
+        handles = tuple(OutputHandle(name, out) for out in step.output_names)
+        return handles[0] if len(handles) == 1 else handles
+
+
+def _contains_handle(value: Any) -> bool:
+    if isinstance(value, OutputHandle):
+        return True
+    if isinstance(value, dict):
+        return any(_contains_handle(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_contains_handle(v) for v in value)
+    return False
+
+
+def _outputs_to_json(outputs: Any, refs: Callable[[OutputHandle], ArtifactRef]) -> Any:
+    if isinstance(outputs, OutputHandle):
+        return refs(outputs).to_dict()
+    if isinstance(outputs, dict):
+        return {k: _outputs_to_json(v, refs) for k, v in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return [_outputs_to_json(v, refs) for v in outputs]
+    return outputs
+
+
+@dataclass
+class PipelineRun:
+    """The result of :meth:`Pipeline.run`: ``id``, ``status``, ``steps`` by invocation name, ``outputs``."""
+
+    id: str
+    name: str
+    status: str
+    steps: dict[str, StepResult]
+    output_refs: Any
+    runner: StepRunner = field(repr=False)
+
+    @functools.cached_property
+    def outputs(self) -> Any:
+        """The pipeline's return value with every artifact loaded."""
+
+        def load(value: Any) -> Any:
+            ref = ArtifactRef.coerce(value)
+            if ref is not None:
+                return self.runner.artifacts.load(ref)
+            if isinstance(value, dict):
+                return {k: load(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [load(v) for v in value]
+            return value
+
+        return load(self.output_refs)
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(1 for s in self.steps.values() if s.cache_hit)
+
+
+class Pipeline:
+    """A traced pipeline. ``run(**params)`` executes it locally through the StepRunner."""
+
+    def __init__(self, fn: Callable[..., Any], *, name: str | None = None) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.signature = inspect.signature(fn)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def bind_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            bound = self.signature.bind(**params)
+        except TypeError as exc:
+            raise StepDefinitionError(f"pipeline {self.name!r}: {exc}; its parameters are {self.signature}") from None
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def compile(self, **params: Any) -> PipelineGraph:
+        """Trace the pipeline body with ``params`` (values or :class:`Param` placeholders) into a graph."""
+        bound = self.bind_params(params)
+        graph = PipelineGraph(name=self.name, params=bound)
+        token = _TRACER.set(_Tracer(graph))
+        try:
+            graph.outputs = self.fn(**bound)
+        finally:
+            _TRACER.reset(token)
+        if not graph.nodes:
+            raise StepDefinitionError(f"pipeline {self.name!r} calls no steps; call @step functions in its body")
+        return graph
+
+    def run(
+        self,
+        *,
+        runner: StepRunner | None = None,
+        context: RunContext | None = None,
+        **params: Any,
+    ) -> PipelineRun:
+        """Run locally: every step cached and recorded; raises :class:`StepFailed` if a step fails."""
+        graph = self.compile(**params)
+        runner = runner or default_runner()
+        ctx = context or RunContext(orchestrator="local")
+        run_id = str(uuid.uuid4())
+        safe_params = redact_params(json.loads(json.dumps(graph.params, default=repr)))
+        record = {
+            "id": run_id,
+            "pipeline": self.name,
+            "orchestrator": ctx.orchestrator,
+            "params": safe_params,
+            "context": json.loads(json.dumps(ctx.native, default=str)),
+            "user": _user(),
+            "host": socket.gethostname(),
+        }
+        runner.metadata.create_pipeline_run(record)
+        lineage.emit("on_pipeline_start", record)
+        results: dict[str, StepResult] = {}
+        try:
+            for node in graph.topological():
+                arguments = {
+                    k: (results[v.invocation].outputs[v.output] if isinstance(v, OutputHandle) else v)
+                    for k, v in node.arguments.items()
+                }
+                step_ctx = RunContext(
+                    orchestrator=ctx.orchestrator,
+                    pipeline_name=self.name,
+                    pipeline_run_id=run_id,
+                    invocation=node.invocation,
+                    native=dict(ctx.native),
+                )
+                results[node.invocation] = runner.run(node.step, arguments, step_ctx)
+        except BaseException as exc:
+            status = "FAILED" if isinstance(exc, Exception) else "ABORTED"
+            error = scrub(f"{type(exc).__name__}: {exc}", secret_values(graph.params))
+            runner.metadata.finish_pipeline_run(run_id, status, error=error)
+            lineage.emit("on_pipeline_end", {**record, "status": status, "error": error})
+            if isinstance(exc, StepFailed):
+                exc.pipeline_run_id = run_id  # type: ignore[attr-defined]
+            raise
+        out_json = _outputs_to_json(graph.outputs, lambda h: results[h.invocation].outputs[h.output])
+        runner.metadata.finish_pipeline_run(run_id, "COMPLETED", outputs=out_json)
+        lineage.emit("on_pipeline_end", {**record, "status": "COMPLETED", "outputs": out_json})
+        return PipelineRun(id=run_id, name=self.name, status="COMPLETED", steps=results, output_refs=out_json, runner=runner)
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.name}>"
+
+
+def _user() -> str | None:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:
+        return os.environ.get("USER")
+
+
+def pipeline(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+    """Declare a pipeline: ``@pipeline`` or ``@pipeline(name=...)``."""
+    if fn is not None:
+        return Pipeline(fn, name=name)
+    return lambda f: Pipeline(f, name=name)

@@ -1,0 +1,94 @@
+"""Cache policies: what goes into a step's cache key and how long an entry lives."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from isthmus.errors import StepDefinitionError
+from isthmus.resources import parse_duration
+
+DepsMode = Literal["imports", "all"] | tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """How a step is cached.
+
+    - ``code``: include the code fingerprint (step + project-local helpers it reaches).
+    - ``deps``: ``"imports"`` (versions of distributions the step's code imports), ``"all"`` (every
+      installed distribution), a list of distribution names, or ``None`` (ignore versions).
+    - ``ignore_inputs``: parameter names left out of the key.
+    - ``expires_after``: ``"7d"``, ``"12h"`` or seconds; older results are recomputed.
+    - ``version``: a salt; change it to invalidate by hand.
+    """
+
+    enabled: bool = True
+    code: bool = True
+    deps: Any = "imports"
+    ignore_inputs: tuple[str, ...] = ()
+    expires_after: float | None = None
+    version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        code: bool = True,
+        deps: str | Sequence[str] | None = "imports",
+        ignore_inputs: Sequence[str] = (),
+        expires_after: str | float | None = None,
+        version: str = "",
+        *,
+        enabled: bool = True,
+    ) -> None:
+        if isinstance(deps, str):
+            if deps not in ("imports", "all"):
+                raise StepDefinitionError(
+                    f"CachePolicy(deps={deps!r}) is not valid; use 'imports', 'all', a list of distribution names, or None"
+                )
+            norm_deps: Any = deps
+        elif deps is None:
+            norm_deps = None
+        else:
+            names = tuple(deps)
+            if not all(isinstance(n, str) and n for n in names):
+                raise StepDefinitionError(f"CachePolicy(deps={deps!r}) must list distribution names as strings")
+            norm_deps = tuple(sorted(names))
+        if isinstance(ignore_inputs, str):
+            ignore_inputs = (ignore_inputs,)
+        try:
+            exp = None if expires_after is None else parse_duration(expires_after)
+        except ValueError as exc:
+            raise StepDefinitionError(f"CachePolicy(expires_after=...): {exc}") from None
+        object.__setattr__(self, "enabled", bool(enabled))
+        object.__setattr__(self, "code", bool(code))
+        object.__setattr__(self, "deps", norm_deps)
+        object.__setattr__(self, "ignore_inputs", tuple(ignore_inputs))
+        object.__setattr__(self, "expires_after", exp)
+        object.__setattr__(self, "version", str(version))
+        object.__setattr__(self, "extra", {})
+
+    @classmethod
+    def disabled(cls) -> CachePolicy:
+        return cls(enabled=False)
+
+    @classmethod
+    def coerce(cls, value: CachePolicy | bool | None) -> CachePolicy:
+        if value is None or value is True:
+            return cls()
+        if value is False:
+            return cls.disabled()
+        if isinstance(value, CachePolicy):
+            return value
+        raise StepDefinitionError(f"cache={value!r} must be True, False or CachePolicy(...)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "code": self.code,
+            "deps": list(self.deps) if isinstance(self.deps, tuple) else self.deps,
+            "ignore_inputs": list(self.ignore_inputs),
+            "expires_after": self.expires_after,
+            "version": self.version,
+        }

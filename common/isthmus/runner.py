@@ -1,0 +1,397 @@
+"""The StepRunner: the one execution path every adapter uses.
+
+resolve inputs -> fingerprints -> cache lookup / lease -> execute with retries -> materialize ->
+record -> lineage hook.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from isthmus import _defaults, lineage
+from isthmus.artifacts.refs import ArtifactRef
+from isthmus.artifacts.store import ArtifactStore
+from isthmus.cache import cache_key, lease_keeper
+from isthmus.config import Settings, get_settings
+from isthmus.context import RunContext
+from isthmus.errors import ArtifactMissing, MaterializationError, StepFailed
+from isthmus.fingerprint.code import CodeFingerprint, code_fingerprint
+from isthmus.fingerprint.deps import DependencyFingerprint, dependency_fingerprint
+from isthmus.fingerprint.environment import environment_snapshot
+from isthmus.redaction import is_secret_name, redact_params, scrub, secret_values
+from isthmus.step import Step
+from isthmus.store.metadata import MetadataStore, utcnow
+
+log = logging.getLogger("isthmus")
+_HOST = socket.gethostname()
+
+
+@dataclass
+class StepResult:
+    """What one step execution produced (or reused from the cache)."""
+
+    step_run_id: str
+    step_name: str
+    invocation: str
+    status: str
+    cache_hit: bool
+    outputs: dict[str, ArtifactRef]
+    cache_key: str | None = None
+    source_step_run_id: str | None = None
+    duration_ms: float = 0.0
+    error: str | None = None
+    artifacts: ArtifactStore | None = field(default=None, repr=False)
+
+    def load(self, name: str | None = None) -> Any:
+        """Load an output's value (the only output when ``name`` is None)."""
+        if name is None:
+            if len(self.outputs) != 1:
+                raise KeyError(f"step {self.step_name!r} has outputs {list(self.outputs)}; pass one name")
+            name = next(iter(self.outputs))
+        store = self.artifacts or _defaults.artifact_store()
+        return store.load(self.outputs[name])
+
+    @property
+    def value(self) -> Any:
+        """The value of the single output, or a tuple of all outputs."""
+        if len(self.outputs) == 1:
+            return self.load()
+        return tuple(self.load(n) for n in self.outputs)
+
+
+def _json_param(value: Any) -> Any:
+    """A JSON form of a parameter value, or raise TypeError if it is not plain data."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_param(v) for v in value]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError("dict keys must be strings")
+        return {k: _json_param(v) for k, v in value.items()}
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item) and type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
+        return _json_param(item())
+    raise TypeError(type(value).__name__)
+
+
+class StepRunner:
+    """Runs steps with caching and recording. Adapters build a :class:`RunContext` and call :meth:`run`."""
+
+    def __init__(
+        self,
+        metadata: MetadataStore | None = None,
+        artifacts: ArtifactStore | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.metadata = metadata or _defaults.metadata_store()
+        self.artifacts = artifacts or _defaults.artifact_store()
+        self._fp_memo: dict[tuple[int, Any], tuple[Any, CodeFingerprint, DependencyFingerprint]] = {}
+
+    # -- fingerprints ----------------------------------------------------------------------------
+    def fingerprints(self, step: Step[Any, Any]) -> tuple[CodeFingerprint, DependencyFingerprint]:
+        memo_key = (id(step.fn), step.cache.deps)
+        hit = self._fp_memo.get(memo_key)
+        if hit is not None and hit[0] is step.fn:
+            return hit[1], hit[2]
+        code_fp = code_fingerprint(step)
+        deps_fp = dependency_fingerprint(step.cache.deps, code_fp.modules)
+        self._fp_memo[memo_key] = (step.fn, code_fp, deps_fp)
+        self.metadata.save_code_snapshot(code_fp.hash, code_fp.components, code_fp.sources)
+        return code_fp, deps_fp
+
+    def _environment(self, step: Step[Any, Any]) -> str:
+        import sys
+
+        mod = sys.modules.get(step.fn.__module__)
+        path = getattr(mod, "__file__", None)
+        snap = environment_snapshot(os.path.dirname(path) if path else None, self.settings.env_allowlist)
+        self.metadata.save_environment(snap.hash, snap.data)
+        return snap.hash
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(
+        self,
+        step: Step[Any, Any],
+        arguments: Mapping[str, Any],
+        context: RunContext | None = None,
+    ) -> StepResult:
+        """Run ``step`` with ``arguments`` (values, or ArtifactRefs for inputs) and record it."""
+        ctx = context or RunContext()
+        t0 = time.perf_counter()
+        invocation = ctx.invocation or step.name
+        secrets = secret_values(arguments)
+
+        inputs: dict[str, ArtifactRef] = {}
+        params: dict[str, Any] = {}
+        for name, value in arguments.items():
+            ref = ArtifactRef.coerce(value)
+            if ref is not None:
+                inputs[name] = ref
+                continue
+            try:
+                params[name] = _json_param(value)
+            except TypeError:
+                if is_secret_name(name):
+                    raise StepFailed(
+                        f"step {step.name!r}: parameter {name!r} looks like a secret but is a "
+                        f"{type(value).__name__}; pass secrets as strings (they are never stored)",
+                        step_name=step.name,
+                    ) from None
+                # Objects passed in directly become input artifacts (hashed by content, kept for lineage).
+                inputs[name] = self.artifacts.save(value, step_name=step.name, output=f"input:{name}")
+
+        code_fp, deps_fp = self.fingerprints(step)
+        env_hash = self._environment(step)
+        policy = step.cache
+        key = (
+            cache_key(
+                step_name=step.name,
+                policy=policy,
+                code_hash=code_fp.hash,
+                deps_hash=deps_fp.hash,
+                params=params,
+                inputs=inputs,
+                output_materializers={k: str(getattr(v, "key", v)) for k, v in step.materializers.items()},
+            )
+            if policy.enabled
+            else None
+        )
+        step_run_id = str(uuid.uuid4())
+        base = {
+            "id": step_run_id,
+            "pipeline_run_id": ctx.pipeline_run_id,
+            "invocation": invocation,
+            "step_name": step.name,
+            "step_path": step.import_path,
+            "orchestrator": ctx.orchestrator,
+            "attempt": ctx.attempt,
+            "code_hash": code_fp.hash,
+            "deps_hash": deps_fp.hash,
+            "deps": deps_fp.versions,
+            "environment_hash": env_hash,
+            "params": redact_params(params),
+            "inputs": {k: v.to_dict() for k, v in inputs.items()},
+            "cache_key": key,
+            "resources": step.resources.to_dict(),
+            "context": json.loads(json.dumps(ctx.to_dict(), default=str)),
+        }
+
+        holder: str | None = None
+        if key is not None:
+            hit = self._lookup(key)
+            if hit is None:
+                holder = f"{_HOST}:{os.getpid()}:{step_run_id}"
+                hit = self._acquire(key, holder, step.name)
+                if hit is not None:
+                    holder = None
+            if hit is not None:
+                return self._record_hit(step, base, inputs, hit, t0)
+
+        try:
+            return self._execute(step, ctx, base, inputs, params, arguments, key, holder, secrets, t0)
+        finally:
+            if holder is not None and key is not None:
+                lease_keeper.drop(self.metadata, key, holder)
+                try:
+                    self.metadata.release_lease(key, holder)
+                except Exception:  # an expired lease is as good as a released one
+                    log.debug("could not release lease %s", key, exc_info=True)
+
+    # -- cache -----------------------------------------------------------------------------------
+    def _lookup(self, key: str) -> dict[str, Any] | None:
+        """The newest unexpired result for ``key`` whose artifacts are all still valid."""
+        for cand in self.metadata.cache_candidates(key, time.time()):
+            refs = {k: ArtifactRef.from_dict(v) for k, v in (cand["outputs"] or {}).items()}
+            if all(self.artifacts.is_valid(r) for r in refs.values()):
+                cand["refs"] = refs
+                return cand
+            # An artifact was deleted or corrupted: this entry can never be a hit again.
+            self.metadata.drop_cache_entry(key, cand["id"])
+        return None
+
+    def _acquire(self, key: str, holder: str, step_name: str) -> dict[str, Any] | None:
+        """Take the lease for ``key``; while another process holds it, wait for its result."""
+        ttl = self.settings.lease_ttl
+        delay, waited, told = 0.02, 0.0, False
+        while True:
+            if self.metadata.acquire_lease(key, holder, ttl):
+                lease_keeper.hold(self.metadata, key, holder, ttl)
+                hit = self._lookup(key)  # it may have finished just before we took the lease
+                if hit is not None:
+                    lease_keeper.drop(self.metadata, key, holder)
+                    self.metadata.release_lease(key, holder)
+                return hit
+            hit = self._lookup(key)
+            if hit is not None:
+                return hit
+            if not told and waited > 1.0:
+                other = self.metadata.lease_holder(key)
+                log.info("step %r: identical run in progress by %s; waiting for its result", step_name, other and other[0])
+                told = True
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 1.5, 0.5)
+
+    def _record_hit(
+        self, step: Step[Any, Any], base: dict[str, Any], inputs: dict[str, ArtifactRef], hit: dict[str, Any], t0: float
+    ) -> StepResult:
+        refs: dict[str, ArtifactRef] = hit["refs"]
+        started = utcnow()
+        duration = (time.perf_counter() - t0) * 1000
+        row = {
+            **base,
+            "status": "COMPLETED",
+            "cache_hit": True,
+            "source_step_run_id": hit["id"],
+            "outputs": {k: v.to_dict() for k, v in refs.items()},
+            "started_at": started,
+        }
+        lineage.emit("on_step_start", row)
+        self.metadata.finish_step_run(
+            base["id"],
+            {"duration_ms": duration},
+            outputs=refs,
+            inputs=inputs,
+            step_name=step.name,
+            insert_row=row,
+            new_artifacts=False,
+        )
+        log.info("step %r: cache hit, outputs from step run %s", step.name, hit["id"])
+        lineage.emit("on_step_end", {**row, "duration_ms": duration})
+        return StepResult(
+            step_run_id=base["id"],
+            step_name=step.name,
+            invocation=base["invocation"],
+            status="COMPLETED",
+            cache_hit=True,
+            outputs=refs,
+            cache_key=base["cache_key"],
+            source_step_run_id=hit["id"],
+            duration_ms=duration,
+            artifacts=self.artifacts,
+        )
+
+    # -- execution -------------------------------------------------------------------------------
+    def _load_inputs(self, step: Step[Any, Any], inputs: dict[str, ArtifactRef]) -> dict[str, Any]:
+        values = {}
+        for name, ref in inputs.items():
+            if not self.artifacts.is_valid(ref):
+                raise ArtifactMissing(
+                    f"step {step.name!r}: input {name!r} ({ref.uri}) is missing or corrupt; "
+                    "re-run the step that produced it (its cache entry no longer counts)"
+                )
+            values[name] = self.artifacts.load(ref)
+        return values
+
+    def _execute(
+        self,
+        step: Step[Any, Any],
+        ctx: RunContext,
+        base: dict[str, Any],
+        inputs: dict[str, ArtifactRef],
+        params: dict[str, Any],
+        arguments: Mapping[str, Any],
+        key: str | None,
+        holder: str | None,
+        secrets: set[str],
+        t0: float,
+    ) -> StepResult:
+        attempts = step.retries + 1
+        attempt = 0
+        while True:
+            attempt += 1
+            row = {**base, "attempt": ctx.attempt + attempt - 1, "started_at": utcnow(), "cache_hit": False, "status": "RUNNING"}
+            if attempt > 1:
+                row["id"] = str(uuid.uuid4())
+            step_run_id = row["id"]
+            started = time.perf_counter()
+            self.metadata.start_step_run(row)
+            lineage.emit("on_step_start", row)
+            try:
+                values = self._load_inputs(step, inputs)
+                call_args = {**{k: v for k, v in arguments.items() if k not in inputs}, **values}
+                result = step.invoke(call_args)
+                named = step.split_outputs(result)
+                refs = {
+                    name: self.artifacts.save(value, step_name=step.name, output=name, materializer=step.materializers.get(name))
+                    for name, value in named.items()
+                }
+            except Exception as exc:
+                retryable = not isinstance(exc, (MaterializationError, ArtifactMissing)) and attempt < attempts
+                status = "RETRY" if retryable else "FAILED"
+                message = scrub(f"{type(exc).__name__}: {exc}", secrets)
+                tb = scrub(traceback.format_exc(), secrets)
+                duration = (time.perf_counter() - started) * 1000
+                self.metadata.finish_step_run(
+                    step_run_id,
+                    {"status": status, "error": message, "traceback": tb, "duration_ms": duration},
+                    inputs=inputs,
+                    step_name=step.name,
+                )
+                lineage.emit("on_step_end", {**row, "status": status, "error": message, "traceback": tb})
+                if retryable:
+                    log.warning("step %r attempt %d/%d failed: %s; retrying", step.name, attempt, attempts, message)
+                    if step.retry_delay:
+                        time.sleep(step.retry_delay)
+                    continue
+                raise StepFailed(
+                    f"step {step.name!r} failed after {attempt} attempt(s): {message}",
+                    step_name=step.name,
+                    step_run_id=step_run_id,
+                ) from exc
+            duration = (time.perf_counter() - started) * 1000
+            expires = time.time() + step.cache.expires_after if step.cache.expires_after else None
+            outputs_json = {k: v.to_dict() for k, v in refs.items()}
+            self.metadata.finish_step_run(
+                step_run_id,
+                {"status": "COMPLETED", "outputs": outputs_json, "duration_ms": duration},
+                outputs=refs,
+                inputs=inputs,
+                step_name=step.name,
+                cache_key=key,
+                expires_at=expires,
+            )
+            lineage.emit("on_step_end", {**row, "status": "COMPLETED", "outputs": outputs_json, "duration_ms": duration})
+            return StepResult(
+                step_run_id=step_run_id,
+                step_name=step.name,
+                invocation=base["invocation"],
+                status="COMPLETED",
+                cache_hit=False,
+                outputs=refs,
+                cache_key=key,
+                duration_ms=(time.perf_counter() - t0) * 1000,
+                artifacts=self.artifacts,
+            )
+
+
+_default_runner: StepRunner | None = None
+
+
+def default_runner() -> StepRunner:
+    """A StepRunner on the configured default stores (rebuilt after :func:`isthmus.configure`)."""
+    global _default_runner
+    meta, arts = _defaults.metadata_store(), _defaults.artifact_store()
+    if _default_runner is None or _default_runner.metadata is not meta or _default_runner.artifacts is not arts:
+        _default_runner = StepRunner(meta, arts, get_settings())
+    return _default_runner
+
+
+def run_step(step: Step[Any, Any], arguments: Mapping[str, Any], context: RunContext | None = None) -> StepResult:
+    """Run one step through the default StepRunner."""
+    return default_runner().run(step, arguments, context)

@@ -1,0 +1,256 @@
+"""``@step``: a plain function plus what isthmus needs to run, cache and record it anywhere."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import sys
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from isthmus.errors import NotImportableError, StepDefinitionError
+from isthmus.policy import CachePolicy
+from isthmus.resources import Resources
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Set while a @pipeline body is traced: step calls then build the graph instead of running.
+_TRACER: ContextVar[Any] = ContextVar("isthmus_tracer", default=None)
+
+
+def _output_names(fn: Callable[..., Any], explicit: Sequence[str] | None) -> tuple[str, ...]:
+    if explicit:
+        return tuple(explicit)
+    try:
+        ret = typing.get_type_hints(fn).get("return", inspect.Signature.empty)
+    except Exception:  # unresolved forward references: fall back to the raw annotation
+        ret = fn.__annotations__.get("return", inspect.Signature.empty)
+    if isinstance(ret, type) and issubclass(ret, tuple) and hasattr(ret, "_fields"):
+        return tuple(ret._fields)
+    if typing.get_origin(ret) is tuple:
+        args = typing.get_args(ret)
+        if args and args[-1] is not Ellipsis and args != ((),):
+            return tuple(f"output_{i}" for i in range(len(args)))
+    return ("output",)
+
+
+def _main_module_name() -> str | None:
+    """The importable name of ``__main__`` when run as ``python -m pkg.mod``, else None."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec.name if spec is not None and spec.name != "__main__" else None
+
+
+class Step(Generic[P, R]):
+    """A portable step. Calling it outside a pipeline just calls the function."""
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        resources: Resources | Mapping[str, Any] | None = None,
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        cache: CachePolicy | bool | None = None,
+        outputs: Sequence[str] | None = None,
+        materializers: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = (),
+        owner: str | None = None,
+        enable_lineage: bool = True,
+    ) -> None:
+        if isinstance(fn, Step):
+            fn = fn.fn
+        if not callable(fn):
+            raise StepDefinitionError(f"@step needs a function, got {fn!r}")
+        if inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn):
+            raise StepDefinitionError(
+                f"step {getattr(fn, '__qualname__', fn)!r} is a coroutine or generator function; "
+                "steps must be plain functions that return their outputs"
+            )
+        self.fn = fn
+        self.name = name or fn.__name__
+        label = f"step {self.name!r}"
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise StepDefinitionError(f"{label}: retries={retries!r} must be a whole number >= 0, e.g. retries=2")
+        if not isinstance(retry_delay, (int, float)) or retry_delay < 0:
+            raise StepDefinitionError(f"{label}: retry_delay={retry_delay!r} must be seconds >= 0")
+        try:
+            self.resources = Resources.coerce(resources)
+        except StepDefinitionError as exc:
+            raise StepDefinitionError(f"{label}: {exc}") from None
+        self.retries = retries
+        self.retry_delay = float(retry_delay)
+        self.cache = CachePolicy.coerce(cache)
+        self._explicit_outputs = tuple(outputs) if outputs else None
+        self.materializers = dict(materializers or {})
+        self.tags = tuple(tags)
+        self.owner = owner
+        self.enable_lineage = enable_lineage
+        self.signature = inspect.signature(fn)
+        unknown = [n for n in self.cache.ignore_inputs if n not in self.signature.parameters]
+        if unknown:
+            raise StepDefinitionError(
+                f"{label}: CachePolicy(ignore_inputs={list(self.cache.ignore_inputs)}) names {unknown}, "
+                f"which are not parameters of {fn.__qualname__}{self.signature}"
+            )
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    # -- identity -------------------------------------------------------------------------------
+    @functools.cached_property
+    def output_names(self) -> tuple[str, ...]:
+        return _output_names(self.fn, self._explicit_outputs)
+
+    @property
+    def module(self) -> str:
+        mod = self.fn.__module__
+        if mod == "__main__":
+            return _main_module_name() or mod
+        return mod
+
+    @property
+    def import_path(self) -> str:
+        """``module:qualname`` used by remote runners to rebuild the step."""
+        return f"{self.module}:{self.fn.__qualname__}"
+
+    def importable_reason(self) -> str | None:
+        """Why this step cannot be imported by path in another process (None when it can)."""
+        qual = self.fn.__qualname__
+        if self.fn.__name__ == "<lambda>":
+            return "it is a lambda; define it with def at module level"
+        if "<locals>" in qual:
+            return "it is defined inside another function; move it to module level"
+        if self.module == "__main__":
+            return (
+                "it is defined in __main__ (the script you ran); move it to a module and import it, "
+                "or run the script with 'python -m package.module'"
+            )
+        return None
+
+    def check_importable(self) -> None:
+        """Raise :class:`NotImportableError` if a remote runner could not import this step."""
+        reason = self.importable_reason()
+        if reason:
+            raise NotImportableError(f"step {self.name!r} cannot run remotely: {reason}")
+
+    # -- calling ---------------------------------------------------------------------------------
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        tracer = _TRACER.get()
+        if tracer is not None:
+            return tracer.add(self, args, kwargs)
+        return self.fn(*args, **kwargs)
+
+    def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Map call arguments to parameter names (defaults applied); clear error on a bad call."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise StepDefinitionError(f"step {self.name!r} called with bad arguments: {exc}") from None
+        bound.apply_defaults()
+        out: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            kind = self.signature.parameters[name].kind
+            if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                raise StepDefinitionError(
+                    f"step {self.name!r}: *args/**kwargs parameters are not supported; name each parameter"
+                )
+            out[name] = value
+        return out
+
+    def invoke(self, arguments: Mapping[str, Any]) -> Any:
+        """Call the function with named arguments (as bound by :meth:`bind`)."""
+        pos = []
+        kw = {}
+        for name, param in self.signature.parameters.items():
+            if name not in arguments:
+                continue
+            if param.kind is inspect.Parameter.POSITIONAL_ONLY:
+                pos.append(arguments[name])
+            else:
+                kw[name] = arguments[name]
+        return self.fn(*pos, **kw)
+
+    def split_outputs(self, result: Any) -> dict[str, Any]:
+        """Name a function's return value by this step's outputs."""
+        names = self.output_names
+        if len(names) == 1:
+            return {names[0]: result}
+        if not isinstance(result, tuple) or len(result) != len(names):
+            raise StepDefinitionError(
+                f"step {self.name!r} declares {len(names)} outputs {list(names)} but returned "
+                f"{type(result).__name__}; return a tuple of {len(names)} values"
+            )
+        return dict(zip(names, result, strict=True))
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Run this step once through the StepRunner (cached and recorded); returns a StepResult."""
+        from isthmus.runner import run_step
+
+        return run_step(self, self.bind(args, kwargs))
+
+    def __repr__(self) -> str:
+        return f"<Step {self.name} ({self.import_path})>"
+
+    def __reduce__(self) -> Any:
+        # Pickle by reference so Step objects travel to other processes by import path.
+        reason = self.importable_reason()
+        if reason:
+            raise NotImportableError(f"step {self.name!r} cannot be pickled by reference: {reason}")
+        return (load_step, (self.import_path,))
+
+
+@overload
+def step(fn: Callable[P, R], /) -> Step[P, R]: ...
+@overload
+def step(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    resources: Resources | Mapping[str, Any] | None = None,
+    retries: int = 0,
+    retry_delay: float = 0.0,
+    cache: CachePolicy | bool | None = None,
+    outputs: Sequence[str] | None = None,
+    materializers: Mapping[str, Any] | None = None,
+    tags: Sequence[str] = (),
+    owner: str | None = None,
+    enable_lineage: bool = True,
+) -> Callable[[Callable[P, R]], Step[P, R]]: ...
+def step(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Declare a portable step: ``@step`` or ``@step(resources=..., retries=..., cache=...)``."""
+    if fn is not None:
+        return Step(fn, **options)
+    return lambda f: Step(f, **options)
+
+
+def load_step(import_path: str) -> Step[Any, Any]:
+    """Rebuild a step from ``module:qualname`` (plain functions are wrapped with default options)."""
+    module_name, sep, qualname = import_path.partition(":")
+    if not sep or not module_name or not qualname:
+        raise NotImportableError(f"step path {import_path!r} must look like 'package.module:function'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise NotImportableError(
+            f"cannot import module {module_name!r} for step {import_path!r}: {exc}; "
+            "make sure the project is installed or on PYTHONPATH where the step runs"
+        ) from exc
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise NotImportableError(f"module {module_name!r} has no attribute {qualname!r} (step {import_path!r})") from None
+    if isinstance(obj, Step):
+        return obj
+    if callable(obj):
+        return Step(obj)
+    raise NotImportableError(f"{import_path!r} is {type(obj).__name__}, not a step or function")
+
+
+def as_step(obj: Step[Any, Any] | Callable[..., Any]) -> Step[Any, Any]:
+    """A Step for ``obj`` (itself if it already is one)."""
+    return obj if isinstance(obj, Step) else Step(obj)

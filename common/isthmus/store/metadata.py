@@ -1,0 +1,510 @@
+"""``MetadataStore``: the source of truth for runs, step runs, artifacts, aliases and the cache."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError
+
+from isthmus.artifacts.refs import ArtifactRef
+from isthmus.errors import RunNotFound
+from isthmus.store import schema as s
+from isthmus.store.engine import WRITE, make_engine, retry_locked
+
+SCHEMA_HEAD = "0001"
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+class MetadataStore:
+    """Runs, step runs, artifacts, aliases, code/environment snapshots, cache entries and leases.
+
+    The schema is created or upgraded (alembic) on first use.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.dialect = self.engine.dialect.name
+        self._known_snapshots: set[str] = set()
+        self._migrate()
+
+    # -- schema ----------------------------------------------------------------------------------
+    def _current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            try:
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            except Exception:
+                conn.rollback()
+                return None
+
+    def _migrate(self) -> None:
+        if self._current_revision() == SCHEMA_HEAD:
+            return
+        with self._migration_lock():
+            if self._current_revision() == SCHEMA_HEAD:
+                return
+            from alembic import command
+            from alembic.config import Config
+
+            cfg = Config()
+            cfg.set_main_option("script_location", str(_MIGRATIONS))
+            with self.engine.connect().execution_options(**{WRITE: True}) as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                conn.commit()
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        if self.dialect == "sqlite":
+            db = make_url(self.url).database
+            if not db or db == ":memory:":
+                yield
+                return
+            with open(f"{db}.migrate.lock", "a+") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+        elif self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(72471)"))
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(72471)"))
+                    conn.commit()
+        else:
+            yield
+
+    # -- transactions ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect().execution_options(**{WRITE: True}) as conn, conn.begin():
+            yield conn
+
+    def _run_write(self, fn: Any) -> Any:
+        def attempt() -> Any:
+            with self._write() as conn:
+                return fn(conn)
+
+        return retry_locked(attempt)
+
+    def _read(self) -> Any:
+        return self.engine.connect()
+
+    def _insert_ignore(self, table: Any, rows: list[dict[str, Any]], keys: Sequence[str]) -> Any:
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        elif self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:  # pragma: no cover - other backends: plain insert, duplicates raise
+            return insert(table).values(rows)
+        return dialect_insert(table).values(rows).on_conflict_do_nothing(index_elements=list(keys))
+
+    # -- snapshots -------------------------------------------------------------------------------
+    def save_code_snapshot(self, code_hash: str, components: dict[str, str], sources: dict[str, str]) -> None:
+        if code_hash in self._known_snapshots:
+            return
+        row = {"hash": code_hash, "components": components, "sources": sources, "created_at": utcnow()}
+        self._run_write(lambda c: c.execute(self._insert_ignore(s.code_snapshots, [row], ["hash"])))
+        self._known_snapshots.add(code_hash)
+
+    def save_environment(self, env_hash: str, data: dict[str, Any]) -> None:
+        if env_hash in self._known_snapshots:
+            return
+        row = {"hash": env_hash, "data": data, "created_at": utcnow()}
+        self._run_write(lambda c: c.execute(self._insert_ignore(s.environments, [row], ["hash"])))
+        self._known_snapshots.add(env_hash)
+
+    def get_code_snapshot(self, code_hash: str) -> dict[str, Any] | None:
+        with self._read() as conn:
+            row = conn.execute(select(s.code_snapshots).where(s.code_snapshots.c.hash == code_hash)).mappings().first()
+        return dict(row) if row else None
+
+    def get_environment(self, env_hash: str) -> dict[str, Any] | None:
+        with self._read() as conn:
+            row = conn.execute(select(s.environments.c.data).where(s.environments.c.hash == env_hash)).first()
+        return row[0] if row else None
+
+    # -- pipeline runs ---------------------------------------------------------------------------
+    def create_pipeline_run(self, row: dict[str, Any]) -> None:
+        row = {"started_at": utcnow(), "status": "RUNNING", "context": {}, "params": {}, **row}
+        self._run_write(lambda c: c.execute(insert(s.pipeline_runs).values(**row)))
+
+    def finish_pipeline_run(self, run_id: str, status: str, *, outputs: Any = None, error: str | None = None) -> None:
+        values = {"status": status, "outputs": outputs, "error": error, "ended_at": utcnow()}
+        self._run_write(lambda c: c.execute(update(s.pipeline_runs).where(s.pipeline_runs.c.id == run_id).values(**values)))
+
+    def find_pipeline_run(self, orchestrator: str, key: str, value: str) -> dict[str, Any] | None:
+        """The newest pipeline run of ``orchestrator`` whose context has ``key == value``."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(s.pipeline_runs)
+                .where(s.pipeline_runs.c.orchestrator == orchestrator)
+                .order_by(s.pipeline_runs.c.started_at.desc())
+                .limit(200)
+            ).mappings()
+            for row in rows:
+                if str((row["context"] or {}).get(key)) == str(value):
+                    return dict(row)
+        return None
+
+    # -- step runs -------------------------------------------------------------------------------
+    def start_step_run(self, row: dict[str, Any]) -> None:
+        row = {"started_at": utcnow(), "status": "RUNNING", "cache_hit": False, **row}
+        self._run_write(lambda c: c.execute(insert(s.step_runs).values(**row)))
+
+    def finish_step_run(
+        self,
+        step_run_id: str,
+        values: dict[str, Any],
+        *,
+        outputs: dict[str, ArtifactRef] | None = None,
+        inputs: dict[str, ArtifactRef] | None = None,
+        step_name: str = "",
+        cache_key: str | None = None,
+        expires_at: float | None = None,
+        insert_row: dict[str, Any] | None = None,
+        new_artifacts: bool = True,
+    ) -> None:
+        """Complete a step run in one transaction: its row, its artifacts and its cache entry.
+
+        The cache entry is written last, so it never exists without its artifacts and outputs.
+        With ``insert_row``, the step run row is inserted (cache hits) instead of updated.
+        """
+        now = utcnow()
+        values = {"ended_at": now, **values}
+        art_rows, link_rows = [], []
+        for role, refs in (("output", outputs or {}), ("input", inputs or {})):
+            for name, ref in refs.items():
+                if role == "output" and new_artifacts:
+                    art_rows.append(
+                        {
+                            "content_hash": ref.content_hash,
+                            "uri": ref.uri,
+                            "size": ref.size,
+                            "materializer": ref.materializer,
+                            "python_type": ref.python_type,
+                            "metadata": ref.metadata or None,
+                            "producer_step_run_id": step_run_id,
+                            "created_at": now,
+                        }
+                    )
+                link_rows.append(
+                    {
+                        "step_run_id": step_run_id,
+                        "role": role,
+                        "name": name,
+                        "content_hash": ref.content_hash,
+                        "artifact_name": f"{step_name}.{name}" if role == "output" else name,
+                    }
+                )
+
+        def work(conn: Connection) -> None:
+            if insert_row is not None:
+                conn.execute(insert(s.step_runs).values(**{**insert_row, **values}))
+            else:
+                conn.execute(update(s.step_runs).where(s.step_runs.c.id == step_run_id).values(**values))
+            if art_rows:
+                conn.execute(self._insert_ignore(s.artifacts, art_rows, ["content_hash"]))
+            if link_rows:
+                conn.execute(insert(s.step_run_artifacts), link_rows)
+            if cache_key is not None:
+                conn.execute(
+                    insert(s.cache_entries).values(
+                        cache_key=cache_key,
+                        step_run_id=step_run_id,
+                        step_name=step_name,
+                        created_at=time.time(),
+                        expires_at=expires_at,
+                    )
+                )
+
+        self._run_write(work)
+
+    def get_step_run(self, step_run_id: str) -> dict[str, Any]:
+        with self._read() as conn:
+            row = conn.execute(select(s.step_runs).where(s.step_runs.c.id.startswith(step_run_id))).mappings().all()
+        if len(row) != 1:
+            raise RunNotFound(f"no step run with id {step_run_id!r}; list them with 'isthmus runs show RUN'")
+        return dict(row[0])
+
+    def step_runs_of(self, pipeline_run_id: str) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(s.step_runs)
+                .where(s.step_runs.c.pipeline_run_id == pipeline_run_id)
+                .order_by(s.step_runs.c.started_at, s.step_runs.c.attempt)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def previous_step_run(self, step_name: str, before: dt.datetime, exclude: str | None = None) -> dict[str, Any] | None:
+        """The newest finished run of ``step_name`` that started before ``before``."""
+        with self._read() as conn:
+            row = (
+                conn.execute(
+                    select(s.step_runs)
+                    .where(
+                        s.step_runs.c.step_name == step_name,
+                        s.step_runs.c.started_at < before,
+                        s.step_runs.c.status == "COMPLETED",
+                        s.step_runs.c.id != (exclude or ""),
+                    )
+                    .order_by(s.step_runs.c.started_at.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+        return dict(row) if row else None
+
+    # -- cache -----------------------------------------------------------------------------------
+    def cache_candidates(self, cache_key: str, now: float, limit: int = 5) -> list[dict[str, Any]]:
+        """Unexpired completed step runs recorded under ``cache_key``, newest first."""
+        e, r = s.cache_entries, s.step_runs
+        with self._read() as conn:
+            rows = conn.execute(
+                select(r.c.id, r.c.outputs, r.c.pipeline_run_id, e.c.created_at)
+                .select_from(e.join(r, r.c.id == e.c.step_run_id))
+                .where(e.c.cache_key == cache_key, or_(e.c.expires_at.is_(None), e.c.expires_at > now))
+                .order_by(e.c.created_at.desc())
+                .limit(limit)
+            ).mappings()
+            return [dict(x) for x in rows]
+
+    def drop_cache_entry(self, cache_key: str, step_run_id: str) -> None:
+        self._run_write(
+            lambda c: c.execute(
+                delete(s.cache_entries).where(s.cache_entries.c.cache_key == cache_key, s.cache_entries.c.step_run_id == step_run_id)
+            )
+        )
+
+    def list_cache_entries(self, step_name: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        e = s.cache_entries
+        query = select(e).order_by(e.c.created_at.desc()).limit(limit)
+        if step_name:
+            query = query.where(e.c.step_name == step_name)
+        with self._read() as conn:
+            return [dict(x) for x in conn.execute(query).mappings()]
+
+    def clear_cache(self, step_name: str | None = None) -> int:
+        def work(conn: Connection) -> int:
+            query = delete(s.cache_entries)
+            if step_name:
+                query = query.where(s.cache_entries.c.step_name == step_name)
+            return conn.execute(query).rowcount or 0
+
+        return int(self._run_write(work))
+
+    def prune_expired(self, now: float) -> int:
+        def work(conn: Connection) -> int:
+            e = s.cache_entries
+            return conn.execute(delete(e).where(and_(e.c.expires_at.is_not(None), e.c.expires_at <= now))).rowcount or 0
+
+        return int(self._run_write(work))
+
+    # -- leases (in-flight deduplication) --------------------------------------------------------
+    def acquire_lease(self, cache_key: str, holder: str, ttl: float) -> bool:
+        """Take the lease on ``cache_key`` unless a live holder has it; an expired lease is taken over."""
+        now = time.time()
+        lease = s.cache_leases
+
+        def work(conn: Connection) -> bool:
+            taken = conn.execute(
+                update(lease)
+                .where(lease.c.cache_key == cache_key, or_(lease.c.expires_at < now, lease.c.holder == holder))
+                .values(holder=holder, acquired_at=now, expires_at=now + ttl)
+            ).rowcount
+            if taken:
+                return True
+            exists = conn.execute(select(lease.c.holder).where(lease.c.cache_key == cache_key)).first()
+            if exists:
+                return False
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(lease).values(cache_key=cache_key, holder=holder, acquired_at=now, expires_at=now + ttl))
+            except IntegrityError:
+                return False
+            return True
+
+        return bool(self._run_write(work))
+
+    def renew_lease(self, cache_key: str, holder: str, ttl: float) -> bool:
+        lease = s.cache_leases
+        return bool(
+            self._run_write(
+                lambda c: c.execute(
+                    update(lease)
+                    .where(lease.c.cache_key == cache_key, lease.c.holder == holder)
+                    .values(expires_at=time.time() + ttl)
+                ).rowcount
+            )
+        )
+
+    def release_lease(self, cache_key: str, holder: str) -> None:
+        lease = s.cache_leases
+        self._run_write(lambda c: c.execute(delete(lease).where(lease.c.cache_key == cache_key, lease.c.holder == holder)))
+
+    def lease_holder(self, cache_key: str) -> tuple[str, float] | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(s.cache_leases.c.holder, s.cache_leases.c.expires_at).where(s.cache_leases.c.cache_key == cache_key)
+            ).first()
+        return (row[0], row[1]) if row else None
+
+    # -- queries for the CLI ---------------------------------------------------------------------
+    def list_runs(self, limit: int = 20, pipeline: str | None = None, orchestrator: str | None = None) -> list[dict[str, Any]]:
+        p, r = s.pipeline_runs, s.step_runs
+        counts = (
+            select(
+                r.c.pipeline_run_id,
+                func.count().label("steps"),
+                func.sum(func.cast(r.c.cache_hit, s.Integer)).label("hits"),
+            )
+            .group_by(r.c.pipeline_run_id)
+            .subquery()
+        )
+        query = (
+            select(p, counts.c.steps, counts.c.hits)
+            .select_from(p.outerjoin(counts, counts.c.pipeline_run_id == p.c.id))
+            .order_by(p.c.started_at.desc())
+            .limit(limit)
+        )
+        if pipeline:
+            query = query.where(p.c.pipeline == pipeline)
+        if orchestrator:
+            query = query.where(p.c.orchestrator == orchestrator)
+        with self._read() as conn:
+            return [dict(x) for x in conn.execute(query).mappings()]
+
+    def resolve_run_id(self, ref: str) -> str:
+        """A pipeline run id from a full id, a unique prefix, ``latest`` or ``latest~N``."""
+        p = s.pipeline_runs
+        m = re.fullmatch(r"latest(?:~(\d+))?", ref.strip())
+        with self._read() as conn:
+            if m:
+                offset = int(m.group(1) or 0)
+                row = conn.execute(select(p.c.id).order_by(p.c.started_at.desc()).offset(offset).limit(1)).first()
+                if not row:
+                    raise RunNotFound(f"there is no run {ref!r}: only {self.count_runs()} run(s) recorded")
+                return str(row[0])
+            rows = conn.execute(select(p.c.id).where(p.c.id.startswith(ref.strip())).limit(2)).all()
+        if not rows:
+            raise RunNotFound(f"no pipeline run matches {ref!r}; see 'isthmus runs list' for run ids")
+        if len(rows) > 1:
+            raise RunNotFound(f"run id prefix {ref!r} is ambiguous; give more characters")
+        return str(rows[0][0])
+
+    def count_runs(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(s.pipeline_runs)).scalar() or 0)
+
+    def get_run(self, ref: str) -> dict[str, Any]:
+        run_id = self.resolve_run_id(ref)
+        with self._read() as conn:
+            row = conn.execute(select(s.pipeline_runs).where(s.pipeline_runs.c.id == run_id)).mappings().first()
+        assert row is not None
+        return dict(row)
+
+    def list_artifacts(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        a, link, r = s.artifacts, s.step_run_artifacts, s.step_runs
+        query = (
+            select(link.c.artifact_name, a, r.c.pipeline_run_id, r.c.started_at.label("produced_at"), r.c.id.label("step_run_id"))
+            .select_from(link.join(a, a.c.content_hash == link.c.content_hash).join(r, r.c.id == link.c.step_run_id))
+            .where(link.c.role == "output")
+            .order_by(r.c.started_at.desc())
+            .limit(limit)
+        )
+        if name:
+            query = query.where(link.c.artifact_name == name)
+        with self._read() as conn:
+            return [dict(x) for x in conn.execute(query).mappings()]
+
+    def get_artifact(self, ref: str) -> dict[str, Any]:
+        """An artifact by content hash (or unique prefix, with or without ``blake3:``) or ``name@alias``."""
+        a = s.artifacts
+        if "@" in ref:
+            name, alias = ref.rsplit("@", 1)
+            with self._read() as conn:
+                row = conn.execute(
+                    select(s.artifact_aliases.c.content_hash).where(
+                        s.artifact_aliases.c.name == name, s.artifact_aliases.c.alias == alias
+                    )
+                ).first()
+            if not row:
+                raise RunNotFound(f"no alias {ref!r}; set one with 'isthmus artifacts alias {name}@{alias} HASH'")
+            ref = row[0]
+        needle = ref if ":" in ref else f"blake3:{ref}"
+        with self._read() as conn:
+            rows = conn.execute(select(a).where(a.c.content_hash.startswith(needle)).limit(2)).mappings().all()
+        if len(rows) != 1:
+            what = "is ambiguous" if rows else "matches no artifact"
+            raise RunNotFound(f"artifact {ref!r} {what}; see 'isthmus artifacts list'")
+        return dict(rows[0])
+
+    def set_alias(self, name: str, alias: str, content_hash: str, step_run_id: str | None = None) -> None:
+        al = s.artifact_aliases
+
+        def work(conn: Connection) -> None:
+            conn.execute(delete(al).where(al.c.name == name, al.c.alias == alias))
+            conn.execute(
+                insert(al).values(name=name, alias=alias, content_hash=content_hash, step_run_id=step_run_id, updated_at=utcnow())
+            )
+
+        self._run_write(work)
+
+    def list_aliases(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return [dict(x) for x in conn.execute(select(s.artifact_aliases).order_by(s.artifact_aliases.c.name)).mappings()]
+
+    def artifact_producer(self, content_hash: str) -> dict[str, Any] | None:
+        """The first step run that produced ``content_hash`` (not a cache hit)."""
+        link, r = s.step_run_artifacts, s.step_runs
+        with self._read() as conn:
+            row = (
+                conn.execute(
+                    select(r)
+                    .select_from(link.join(r, r.c.id == link.c.step_run_id))
+                    .where(link.c.content_hash == content_hash, link.c.role == "output")
+                    .order_by(r.c.cache_hit, r.c.started_at)
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+        return dict(row) if row else None
+
+    def referenced_hashes(self) -> set[str]:
+        with self._read() as conn:
+            return {row[0] for row in conn.execute(select(s.artifacts.c.content_hash))}
+
+    def forget_artifact(self, content_hash: str) -> None:
+        self._run_write(lambda c: c.execute(delete(s.artifacts).where(s.artifacts.c.content_hash == content_hash)))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def default_store_path() -> str:
+    return os.path.expanduser("~/.isthmus/isthmus.db")

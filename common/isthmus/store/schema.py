@@ -1,0 +1,155 @@
+"""Table definitions (SQLAlchemy Core). Change them only together with a new alembic revision."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = String(36)
+HASH = String(80)
+
+pipeline_runs = Table(
+    "pipeline_runs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("pipeline", String(255), nullable=False),
+    Column("orchestrator", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("context", JSON, nullable=False),
+    Column("user", String(255)),
+    Column("host", String(255)),
+    Column("environment_hash", HASH),
+    Column("outputs", JSON),
+    Column("error", Text),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+    Index("ix_pipeline_runs_started_at", "started_at"),
+    Index("ix_pipeline_runs_pipeline", "pipeline"),
+)
+
+step_runs = Table(
+    "step_runs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("pipeline_run_id", ID, ForeignKey("pipeline_runs.id", ondelete="CASCADE")),
+    Column("invocation", String(255), nullable=False),
+    Column("step_name", String(255), nullable=False),
+    Column("step_path", String(1024), nullable=False),
+    Column("orchestrator", String(32), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error", Text),
+    Column("traceback", Text),
+    Column("code_hash", HASH),
+    Column("deps_hash", HASH),
+    Column("deps", JSON),
+    Column("environment_hash", HASH),
+    Column("params", JSON, nullable=False),
+    Column("inputs", JSON, nullable=False),
+    Column("outputs", JSON),
+    Column("cache_key", HASH),
+    Column("cache_hit", Boolean, nullable=False),
+    Column("source_step_run_id", ID),
+    Column("resources", JSON),
+    Column("context", JSON, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("duration_ms", Float),
+    Index("ix_step_runs_pipeline_run_id", "pipeline_run_id"),
+    Index("ix_step_runs_cache_key", "cache_key"),
+    Index("ix_step_runs_step_name", "step_name"),
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("content_hash", HASH, primary_key=True),
+    Column("uri", String(2048), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("materializer", String(255), nullable=False),
+    Column("python_type", String(1024), nullable=False),
+    Column("metadata", JSON),
+    Column("producer_step_run_id", ID),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+step_run_artifacts = Table(
+    "step_run_artifacts",
+    metadata,
+    Column("step_run_id", ID, ForeignKey("step_runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("role", String(8), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("content_hash", HASH, nullable=False),
+    Column("artifact_name", String(512), nullable=False),
+    Index("ix_step_run_artifacts_content_hash", "content_hash"),
+    Index("ix_step_run_artifacts_artifact_name", "artifact_name"),
+)
+
+artifact_aliases = Table(
+    "artifact_aliases",
+    metadata,
+    Column("name", String(512), primary_key=True),
+    Column("alias", String(255), primary_key=True),
+    Column("content_hash", HASH, nullable=False),
+    Column("step_run_id", ID),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+code_snapshots = Table(
+    "code_snapshots",
+    metadata,
+    Column("hash", HASH, primary_key=True),
+    Column("components", JSON, nullable=False),
+    Column("sources", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+environments = Table(
+    "environments",
+    metadata,
+    Column("hash", HASH, primary_key=True),
+    Column("data", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+cache_entries = Table(
+    "cache_entries",
+    metadata,
+    Column("cache_key", HASH, primary_key=True),
+    Column("step_run_id", ID, ForeignKey("step_runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("step_name", String(255), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),
+)
+
+cache_leases = Table(
+    "cache_leases",
+    metadata,
+    Column("cache_key", HASH, primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("acquired_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
