@@ -233,7 +233,7 @@ class EstimatorMaterializer(Materializer):
         return (
             callable(getattr(obj, "fit", None))
             and callable(getattr(obj, "get_params", None))
-            and _maybe("joblib") is not None
+            and _importable("joblib")
         )
 
     def save(self, obj: Any, path: str) -> dict[str, Any] | None:
@@ -270,15 +270,16 @@ class CloudpickleMaterializer(Materializer):
 
 
 def _maybe(module: str) -> Any:
+    """The module if it is already imported: an object of its types cannot exist otherwise."""
     import sys
 
-    mod = sys.modules.get(module)
-    if mod is not None:
-        return mod
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
+    return sys.modules.get(module)
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 _FALLBACK = CloudpickleMaterializer()

@@ -1,0 +1,39 @@
+"""Cache housekeeping: expired entries, entries with missing artifacts, partial writes, orphans."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from isthmus.artifacts.refs import ArtifactRef
+from isthmus.artifacts.store import ArtifactStore
+from isthmus.store.metadata import MetadataStore
+
+
+def prune(meta: MetadataStore, artifacts: ArtifactStore, *, delete_unreferenced: bool = False, grace: float = 3600.0) -> dict[str, int]:
+    """Clean the cache; objects younger than ``grace`` seconds are never deleted (they may be in flight)."""
+    report = {"expired": meta.prune_expired(time.time()), "missing": 0, "tmp": artifacts.clean_tmp(grace), "unreferenced": 0}
+    for entry in meta.list_cache_entries(limit=1_000_000):
+        try:
+            run = meta.get_step_run(entry["step_run_id"])
+        except Exception:
+            continue
+        refs = [ArtifactRef.from_dict(v) for v in (run.get("outputs") or {}).values()]
+        if not all(artifacts.exists(r) for r in refs):
+            meta.drop_cache_entry(entry["cache_key"], entry["step_run_id"])
+            report["missing"] += 1
+    if delete_unreferenced and artifacts.local:
+        known = meta.referenced_hashes()
+        cutoff = time.time() - grace
+        for content_hash, _size in artifacts.iter_objects():
+            path = artifacts.path_for(content_hash)
+            if content_hash not in known and os.stat(path).st_mtime < cutoff:
+                os.remove(path)
+                report["unreferenced"] += 1
+    return report
+
+
+def describe(meta: MetadataStore) -> dict[str, Any]:
+    entries = meta.list_cache_entries(limit=1_000_000)
+    return {"entries": len(entries), "steps": sorted({e["step_name"] for e in entries})}

@@ -1,0 +1,362 @@
+"""Commands: runs, diff, artifacts, cache, run-step, ingest."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from isthmus.cli.render import console, dump_json, duration, print_diff, short, status_text, table, when
+from isthmus.errors import IsthmusError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="isthmus: recorded, cached, portable pipeline steps.")
+runs_app = typer.Typer(no_args_is_help=True, help="Pipeline runs.")
+artifacts_app = typer.Typer(no_args_is_help=True, help="Artifacts and their aliases (name@alias).")
+cache_app = typer.Typer(no_args_is_help=True, help="The step cache.")
+app.add_typer(runs_app, name="runs")
+app.add_typer(artifacts_app, name="artifacts")
+app.add_typer(cache_app, name="cache")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _meta() -> Any:
+    from isthmus import _defaults
+
+    return _defaults.metadata_store()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code=1)
+
+
+# -- runs -----------------------------------------------------------------------------------------
+@runs_app.command("list")
+def runs_list(
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 20,
+    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p")] = None,
+    orchestrator: Annotated[str | None, typer.Option("--orchestrator", "-o")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List recent pipeline runs."""
+    rows = _meta().list_runs(limit=limit, pipeline=pipeline, orchestrator=orchestrator)
+    if as_json:
+        dump_json(rows)
+        return
+    t = table("Pipeline runs", ["run", "pipeline", "orchestrator", "status", "steps", "cache hits", "started", "took"])
+    for r in rows:
+        t.add_row(
+            r["id"][:8],
+            r["pipeline"],
+            r["orchestrator"],
+            status_text(r["status"]),
+            str(r["steps"] or 0),
+            str(r["hits"] or 0),
+            when(r["started_at"]),
+            duration(r["started_at"], r["ended_at"]),
+        )
+    console.print(t)
+
+
+@runs_app.command("show")
+def runs_show(run: Annotated[str, typer.Argument(help="Run id, unique prefix, 'latest' or 'latest~N'.")], as_json: JsonOpt = False) -> None:
+    """Show one pipeline run and its step runs."""
+    meta = _meta()
+    try:
+        r = meta.get_run(run)
+    except IsthmusError as exc:
+        _fail(str(exc))
+    steps = meta.step_runs_of(r["id"])
+    if as_json:
+        dump_json({"run": r, "steps": steps})
+        return
+    console.print(
+        f"[bold]{r['pipeline']}[/bold] run {r['id']}  {status_text(r['status'])}  "
+        f"orchestrator={r['orchestrator']}  started {when(r['started_at'])}  took {duration(r['started_at'], r['ended_at'])}"
+    )
+    if r["params"]:
+        console.print(f"params: {json.dumps(r['params'], sort_keys=True)}")
+    if r["context"]:
+        console.print(f"context: {json.dumps(r['context'], sort_keys=True, default=str)}")
+    if r["error"]:
+        console.print(f"[red]error:[/red] {r['error']}")
+    t = table("Steps", ["step", "attempt", "status", "cache", "took", "code", "outputs"])
+    for sr in steps:
+        cache = f"hit (from {short(sr['source_step_run_id'])})" if sr["cache_hit"] else ("miss" if sr["cache_key"] else "off")
+        outs = ", ".join(f"{k}={short(v.get('content_hash'))}" for k, v in (sr["outputs"] or {}).items())
+        t.add_row(
+            sr["invocation"],
+            str(sr["attempt"]),
+            status_text(sr["status"]),
+            cache,
+            f"{sr['duration_ms']:.0f} ms" if sr["duration_ms"] is not None else "-",
+            short(sr["code_hash"]),
+            outs or (sr["error"] or "")[:80],
+        )
+    console.print(t)
+
+
+# -- diff -----------------------------------------------------------------------------------------
+@app.command("diff")
+def diff(
+    run_a: Annotated[str, typer.Argument(help="Older run (id, prefix, latest~N).")],
+    run_b: Annotated[str, typer.Argument(help="Newer run.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """What changed between two runs: code, dependencies, params, input/output hashes, environment."""
+    from isthmus.diff import diff_runs
+
+    try:
+        d = diff_runs(_meta(), run_a, run_b)
+    except IsthmusError as exc:
+        _fail(str(exc))
+    if as_json:
+        dump_json(d)
+        return
+    a, b = d["run_a"], d["run_b"]
+    console.print(f"[bold]diff[/bold] {a['id'][:8]} ({a['orchestrator']}, {a['status']}) -> {b['id'][:8]} ({b['orchestrator']}, {b['status']})")
+    if d["params"]:
+        for k, (old, new) in d["params"].items():
+            console.print(f"  param [bold]{k}[/bold]: {old!r} -> {new!r}")
+    if not d["steps"]:
+        console.print(f"  steps: no changes ({len(d['unchanged_steps'])} identical)")
+    for name, entry in d["steps"].items():
+        if "only_in" in entry:
+            console.print(f"  step [bold]{name}[/bold]: only in run {entry['only_in']}")
+            continue
+        console.print(f"  step [bold]{name}[/bold]:")
+        for field in ("status", "cache_hit"):
+            if field in entry:
+                console.print(f"    {field}: {entry[field][0]} -> {entry[field][1]}")
+        for field in ("params", "dependencies"):
+            for k, (old, new) in entry.get(field, {}).items():
+                console.print(f"    {field[:-1] if field == 'params' else 'dependency'} {k}: {old} -> {new}")
+        for field in ("inputs", "outputs"):
+            for k, (old, new) in entry.get(field, {}).items():
+                console.print(f"    {field[:-1]} {k}: {short(old, 12)} -> {short(new, 12)}")
+        for _component, text in entry.get("code", {}).items():
+            print_diff(text)
+    if d["unchanged_steps"] and d["steps"]:
+        console.print(f"  unchanged: {', '.join(d['unchanged_steps'])}")
+    env = d["environment"]
+    if env:
+        console.print("  environment:")
+        for section, changes in env.items():
+            if isinstance(changes, dict):
+                for k, (old, new) in changes.items():
+                    console.print(f"    {section}.{k}: {old} -> {new}")
+            else:
+                console.print(f"    {section}: {changes[0]} -> {changes[1]}")
+
+
+# -- artifacts ------------------------------------------------------------------------------------
+@artifacts_app.command("list")
+def artifacts_list(
+    name: Annotated[str | None, typer.Option("--name", help="Only versions of this artifact name (step.output).")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Artifact versions, newest first (one row per step run that produced or reused it)."""
+    rows = _meta().list_artifacts(name=name, limit=limit)
+    if as_json:
+        dump_json(rows)
+        return
+    t = table("Artifacts", ["name", "hash", "type", "materializer", "size", "run", "produced"])
+    for r in rows:
+        t.add_row(
+            r["artifact_name"],
+            short(r["content_hash"], 12),
+            r["python_type"].split(":")[-1],
+            r["materializer"],
+            _size(r["size"]),
+            short(r["pipeline_run_id"]),
+            when(r["produced_at"]),
+        )
+    console.print(t)
+
+
+@artifacts_app.command("show")
+def artifacts_show(ref: Annotated[str, typer.Argument(help="Content hash (prefix) or name@alias.")], as_json: JsonOpt = False) -> None:
+    """One artifact: where it is, what it is, who produced it."""
+    meta = _meta()
+    try:
+        a = meta.get_artifact(ref)
+    except IsthmusError as exc:
+        _fail(str(exc))
+    producer = meta.artifact_producer(a["content_hash"])
+    if as_json:
+        dump_json({"artifact": a, "producer": producer})
+        return
+    for k in ("content_hash", "uri", "size", "materializer", "python_type"):
+        console.print(f"{k:>13}: {a[k] if k != 'size' else _size(a[k])}")
+    if a.get("metadata"):
+        console.print(f"{'metadata':>13}: {json.dumps(a['metadata'], sort_keys=True)}")
+    if producer:
+        console.print(f"{'produced by':>13}: step {producer['step_name']} (step run {producer['id']}, pipeline run {producer['pipeline_run_id']})")
+
+
+@artifacts_app.command("alias")
+def artifacts_alias(
+    alias: Annotated[str, typer.Argument(help="name@alias, e.g. train.output@prod")],
+    ref: Annotated[str, typer.Argument(help="Content hash (prefix) or another name@alias to point it at.")],
+) -> None:
+    """Point name@alias at an artifact version (use it to promote or roll back)."""
+    if "@" not in alias:
+        _fail(f"{alias!r} must look like name@alias, e.g. train.output@prod")
+    meta = _meta()
+    try:
+        a = meta.get_artifact(ref)
+    except IsthmusError as exc:
+        _fail(str(exc))
+    name, label = alias.rsplit("@", 1)
+    producer = meta.artifact_producer(a["content_hash"])
+    meta.set_alias(name, label, a["content_hash"], producer["id"] if producer else None)
+    console.print(f"{alias} -> {a['content_hash']}")
+
+
+@artifacts_app.command("aliases")
+def artifacts_aliases(as_json: JsonOpt = False) -> None:
+    """List aliases."""
+    rows = _meta().list_aliases()
+    if as_json:
+        dump_json(rows)
+        return
+    t = table("Aliases", ["alias", "hash", "updated"])
+    for r in rows:
+        t.add_row(f"{r['name']}@{r['alias']}", short(r["content_hash"], 12), when(r["updated_at"]))
+    console.print(t)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
+
+
+# -- cache ----------------------------------------------------------------------------------------
+@cache_app.command("list")
+def cache_list(
+    step: Annotated[str | None, typer.Option("--step")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cache entries (step, key, producing step run, expiry)."""
+    rows = _meta().list_cache_entries(step_name=step, limit=limit)
+    if as_json:
+        dump_json(rows)
+        return
+    t = table("Cache entries", ["step", "key", "step run", "created", "expires"])
+    for r in rows:
+        t.add_row(
+            r["step_name"],
+            short(r["cache_key"], 12),
+            short(r["step_run_id"]),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["expires_at"])) if r["expires_at"] else "never",
+        )
+    console.print(t)
+
+
+@cache_app.command("clear")
+def cache_clear(
+    step: Annotated[str | None, typer.Option("--step", help="Only this step's entries.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Forget cache entries (run history and artifacts are kept)."""
+    what = f"step {step!r}" if step else "ALL steps"
+    if not yes and sys.stdin.isatty() and not typer.confirm(f"Clear cache entries of {what}?"):
+        raise typer.Exit(code=1)
+    n = _meta().clear_cache(step)
+    console.print(f"cleared {n} cache entr{'y' if n == 1 else 'ies'}")
+
+
+@cache_app.command("prune")
+def cache_prune(
+    artifacts: Annotated[bool, typer.Option("--artifacts", help="Also delete stored objects no run refers to.")] = False,
+) -> None:
+    """Drop expired entries and entries whose artifacts are gone; remove abandoned partial writes."""
+    from isthmus import _defaults
+    from isthmus.cache_admin import prune
+
+    report = prune(_meta(), _defaults.artifact_store(), delete_unreferenced=artifacts)
+    console.print(
+        f"expired entries: {report['expired']}, entries with missing artifacts: {report['missing']}, "
+        f"partial writes removed: {report['tmp']}, unreferenced objects removed: {report['unreferenced']}"
+    )
+
+
+# -- remote entrypoint ----------------------------------------------------------------------------
+def _json_arg(value: str | None, what: str) -> dict[str, Any]:
+    if not value:
+        return {}
+    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        _fail(f"--{what} is not valid JSON ({exc}); pass a JSON object or @file.json")
+    if not isinstance(data, dict):
+        _fail(f"--{what} must be a JSON object of name -> value")
+    return data
+
+
+@app.command("run-step")
+def run_step_cmd(
+    step: Annotated[str, typer.Option("--step", help="Import path 'package.module:function'.")],
+    inputs: Annotated[str | None, typer.Option("--inputs", help="JSON object name -> ArtifactRef (or @file).")] = None,
+    params: Annotated[str | None, typer.Option("--params", help="JSON object name -> value (or @file).")] = None,
+    context: Annotated[str | None, typer.Option("--context", help="RunContext JSON (or @file).")] = None,
+    manifest: Annotated[str | None, typer.Option("--manifest", help="Where to write the result manifest.")] = None,
+    record: Annotated[str, typer.Option("--record", help="'db' (metadata store) or 'manifest' (rows ride in the manifest).")] = "db",
+) -> None:
+    """Run one step by import path and write a result manifest (the remote entrypoint)."""
+    from isthmus.context import RunContext
+    from isthmus.remote import run_remote
+
+    ctx = RunContext.from_dict(_json_arg(context, "context")) if context else RunContext(orchestrator="remote")
+    result = run_remote(
+        step,
+        inputs=_json_arg(inputs, "inputs"),
+        params=_json_arg(params, "params"),
+        context=ctx,
+        manifest_path=manifest,
+        record=record,
+    )
+    summary = {k: result.get(k) for k in ("status", "step_run_id", "cache_hit", "path", "error")}
+    print(json.dumps(summary, default=str))
+    if result["status"] != "COMPLETED":
+        raise typer.Exit(code=1)
+
+
+@app.command("ingest")
+def ingest(manifest: Annotated[str, typer.Argument(help="Path or URL of a result manifest.")]) -> None:
+    """Record a run that was written to a manifest by 'run-step --record manifest'."""
+    from isthmus.remote import ingest_manifest
+
+    n = ingest_manifest(_meta(), manifest)
+    console.print(f"ingested {n} new record(s)")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the isthmus version."""
+    from isthmus import __version__
+
+    print(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except IsthmusError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)

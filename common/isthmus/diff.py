@@ -1,0 +1,114 @@
+"""Compare two pipeline runs: code, dependencies, parameters, inputs/outputs and environment."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from isthmus.store.metadata import MetadataStore
+
+
+def _changes(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, list[Any]]:
+    """``{key: [old, new]}`` for every key whose value differs (None where absent)."""
+    a, b = a or {}, b or {}
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def _hashes(refs: dict[str, Any] | None) -> dict[str, str]:
+    return {k: v.get("content_hash") for k, v in (refs or {}).items() if isinstance(v, dict)}
+
+
+def code_diff(store: MetadataStore, old_hash: str | None, new_hash: str | None) -> dict[str, str]:
+    """Unified diff of each changed code component (step function, helpers, constants)."""
+    if old_hash == new_hash:
+        return {}
+    old = (store.get_code_snapshot(old_hash) if old_hash else None) or {"components": {}, "sources": {}}
+    new = (store.get_code_snapshot(new_hash) if new_hash else None) or {"components": {}, "sources": {}}
+    out: dict[str, str] = {}
+    for name in sorted(set(old["components"]) | set(new["components"])):
+        if old["components"].get(name) == new["components"].get(name):
+            continue
+        before = old["sources"].get(name, "")
+        after = new["sources"].get(name, "")
+        text = "".join(
+            difflib.unified_diff(
+                before.splitlines(keepends=True),
+                after.splitlines(keepends=True),
+                fromfile=f"a/{name}",
+                tofile=f"b/{name}",
+            )
+        )
+        if not text:  # same text, different normalized form (e.g. a constant's value)
+            text = f"--- a/{name}\n+++ b/{name}\n-{before}\n+{after}\n"
+        out[name] = text
+    return out
+
+
+def _environment_changes(store: MetadataStore, old_hash: str | None, new_hash: str | None) -> dict[str, Any]:
+    if old_hash == new_hash or not old_hash or not new_hash:
+        return {}
+    old = store.get_environment(old_hash) or {}
+    new = store.get_environment(new_hash) or {}
+    changes: dict[str, Any] = {}
+    for section in ("python", "platform", "git", "env"):
+        diff = _changes(old.get(section), new.get(section))
+        if diff:
+            changes[section] = diff
+    for key in ("container_image", "host", "user"):
+        if old.get(key) != new.get(key):
+            changes[key] = [old.get(key), new.get(key)]
+    packages = _changes(old.get("packages"), new.get("packages"))
+    if packages:
+        changes["packages"] = packages
+    return changes
+
+
+def _final_attempts(step_runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for sr in step_runs:  # ordered by start time: the last attempt wins
+        out[sr["invocation"]] = sr
+    return out
+
+
+def diff_runs(store: MetadataStore, run_a: str, run_b: str) -> dict[str, Any]:
+    """A JSON-ready description of everything that differs between two pipeline runs."""
+    a = store.get_run(run_a)
+    b = store.get_run(run_b)
+    steps_a = _final_attempts(store.step_runs_of(a["id"]))
+    steps_b = _final_attempts(store.step_runs_of(b["id"]))
+    steps: dict[str, Any] = {}
+    for name in list(dict.fromkeys([*steps_a, *steps_b])):
+        sa, sb = steps_a.get(name), steps_b.get(name)
+        if sa is None or sb is None:
+            steps[name] = {"only_in": "b" if sa is None else "a"}
+            continue
+        entry: dict[str, Any] = {}
+        if sa["status"] != sb["status"]:
+            entry["status"] = [sa["status"], sb["status"]]
+        if sa["cache_hit"] != sb["cache_hit"]:
+            entry["cache_hit"] = [sa["cache_hit"], sb["cache_hit"]]
+        code = code_diff(store, sa["code_hash"], sb["code_hash"])
+        if code:
+            entry["code"] = code
+        for field, key in (("dependencies", "deps"), ("params", "params")):
+            changed = _changes(sa[key], sb[key])
+            if changed:
+                entry[field] = changed
+        for field, key in (("inputs", "inputs"), ("outputs", "outputs")):
+            changed = _changes(_hashes(sa[key]), _hashes(sb[key]))
+            if changed:
+                entry[field] = changed
+        if sa["cache_key"] != sb["cache_key"]:
+            entry["cache_key"] = [sa["cache_key"], sb["cache_key"]]
+        if entry:
+            steps[name] = entry
+    env_a = next((s["environment_hash"] for s in steps_a.values()), None)
+    env_b = next((s["environment_hash"] for s in steps_b.values()), None)
+    return {
+        "run_a": {"id": a["id"], "pipeline": a["pipeline"], "orchestrator": a["orchestrator"], "status": a["status"]},
+        "run_b": {"id": b["id"], "pipeline": b["pipeline"], "orchestrator": b["orchestrator"], "status": b["status"]},
+        "params": _changes(a["params"], b["params"]),
+        "steps": steps,
+        "unchanged_steps": sorted(set(steps_a) & set(steps_b) - set(steps)),
+        "environment": _environment_changes(store, env_a, env_b),
+    }

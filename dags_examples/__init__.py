@@ -1,0 +1,1 @@
+"""Example step library and the same pipeline for local runs, Airflow and Flyte."""
