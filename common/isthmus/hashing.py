@@ -37,9 +37,20 @@ def _new() -> blake3:
 
 
 def hash_bytes(data: bytes | bytearray | memoryview) -> str:
-    """Hash a buffer without copying it."""
-    threads = blake3.AUTO if memoryview(data).nbytes >= _THREADED_MIN else 1
-    return PREFIX + blake3(data, max_threads=threads).hexdigest()
+    """Hash a buffer without copying it (a non-contiguous view is hashed in its logical C order)."""
+    mv = _byte_view(data)
+    threads = blake3.AUTO if mv.nbytes >= _THREADED_MIN else 1
+    return PREFIX + blake3(mv, max_threads=threads).hexdigest()
+
+
+def _byte_view(buf: Any) -> memoryview:
+    """A flat unsigned-byte view of ``buf``: zero-copy when contiguous, a C-order copy otherwise."""
+    mv = memoryview(buf)
+    if not mv.c_contiguous:
+        mv = memoryview(mv.tobytes())
+    if mv.ndim != 1 or mv.format != "B":
+        mv = mv.cast("B")
+    return mv
 
 
 def hash_file(path: str) -> tuple[str, int]:
@@ -105,7 +116,7 @@ def _feed_float(h: blake3, x: float) -> None:
 
 
 def _feed_buffer(h: blake3, tag: bytes, header: str, buf: Any) -> None:
-    mv = memoryview(buf).cast("B") if memoryview(buf).ndim != 1 or memoryview(buf).format != "B" else memoryview(buf)
+    mv = _byte_view(buf)
     _tag(h, tag, header.encode())
     h.update(struct.pack("<Q", mv.nbytes))
     if mv.nbytes >= _THREADED_MIN:
@@ -127,6 +138,10 @@ def _feed(h: blake3, v: Any) -> None:  # noqa: C901 - a flat type switch reads b
         _tag(h, b"i", str(int(v)).encode())
     elif isinstance(v, float):
         _feed_float(h, v)
+    elif isinstance(v, complex):
+        _tag(h, b"z")
+        _feed_float(h, v.real)
+        _feed_float(h, v.imag)
     elif isinstance(v, str):
         _tag(h, b"s", v.encode("utf-8", "surrogatepass"))
     elif isinstance(v, (bytes, bytearray, memoryview)):
@@ -156,11 +171,15 @@ def _feed_other(h: blake3, v: Any) -> None:
         _tag(h, b"A", ref_hash.encode())
         return
     if hasattr(v, "_fields") and isinstance(v, tuple):  # NamedTuple: by field name
-        _tag(h, b"T", type(v).__qualname__.encode())
+        _tag(h, b"T", f"{type(v).__module__}.{type(v).__qualname__}".encode())
         _feed(h, dict(v._asdict()))
         return
-    if isinstance(v, (_dt.datetime, _dt.date, _dt.time, _dt.timedelta)):
-        _tag(h, b"t", f"{type(v).__name__}:{v.isoformat() if hasattr(v, 'isoformat') else v.total_seconds()}".encode())
+    if isinstance(v, _dt.timedelta):  # exact: total_seconds() is a float and loses microseconds
+        exact = f"{v.days},{v.seconds},{v.microseconds},{getattr(v, 'nanoseconds', 0)}"
+        _tag(h, b"t", f"{type(v).__name__}:{exact}".encode())
+        return
+    if isinstance(v, (_dt.datetime, _dt.date, _dt.time)):
+        _tag(h, b"t", f"{type(v).__name__}:{v.isoformat()}".encode())
         return
     if isinstance(v, (decimal.Decimal, uuid.UUID, PurePath)):
         _tag(h, b"x", f"{type(v).__name__}:{v}".encode())
@@ -197,24 +216,47 @@ def _feed_numpy(h: blake3, v: Any) -> None:
     if isinstance(v, np.generic) and not isinstance(v, np.ndarray):
         if isinstance(v, np.bool_):
             _feed(h, bool(v))
+        elif isinstance(v, (np.datetime64, np.timedelta64)):  # timedelta64 is an np.integer: test first
+            _feed_numpy(h, np.asarray(v))
         elif isinstance(v, np.integer):
             _feed(h, int(v))
         elif isinstance(v, np.floating):
             _feed_float(h, float(v))
         elif isinstance(v, (np.str_, np.bytes_)):
             _feed(h, v.item())
-        else:
-            _feed_buffer(h, b"n", f"{v.dtype.str}|()", np.ascontiguousarray(v))
+        else:  # complex, void (structured), longdouble...: as a 0-d array
+            _feed_numpy(h, np.asarray(v))
         return
     if isinstance(v, np.ndarray):
         if v.dtype.hasobject:
             _tag(h, b"o", f"{v.shape}".encode())
             _feed(h, v.tolist())
             return
-        arr = v if v.flags.c_contiguous else np.ascontiguousarray(v)
-        _feed_buffer(h, b"n", f"{arr.dtype.str}|{arr.shape}", arr.reshape(-1).view(np.uint8))
+        arr = v
+        if arr.dtype.fields is None and arr.dtype.byteorder not in ("=", "|"):
+            arr = arr.astype(arr.dtype.newbyteorder("="))  # equal values hash equal whatever the byte order
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)
+        # dtype_to_descr is dtype.str for plain dtypes and keeps field names/types for structured ones
+        descr = np.lib.format.dtype_to_descr(arr.dtype)
+        _feed_buffer(h, b"n", f"{descr}|{arr.shape}", arr.reshape(-1).view(np.uint8))
         return
     raise UnhashableValueError(f"no canonical hash for numpy type {type(v).__qualname__}")
+
+
+def _label(x: Any) -> list[str]:
+    """A column/index label as (type, text): ``1`` and ``"1"`` or ``None`` and ``"None"`` stay distinct."""
+    return [type(x).__name__, str(x)]
+
+
+def _feed_object_values(h: blake3, values: Any) -> None:
+    # pandas hashes mixed object columns through str() (so 1 and "1" collide): add the values themselves.
+    items = values.tolist()
+    try:
+        sub = _digest(items)
+    except (UnhashableValueError, RecursionError):
+        sub = _digest([f"{type(x).__module__}.{type(x).__qualname__}" for x in items])
+    _tag(h, b"O", sub)
 
 
 def _feed_pandas(h: blake3, v: Any) -> None:
@@ -223,16 +265,51 @@ def _feed_pandas(h: blake3, v: Any) -> None:
     if isinstance(v, (pd.DataFrame, pd.Series)):
         _tag(h, b"p", type(v).__name__.encode())
         if isinstance(v, pd.DataFrame):
-            _feed(h, [str(c) for c in v.columns])
-            _feed(h, [str(t) for t in v.dtypes])
+            _feed(h, [_label(c) for c in v.columns])
+            dtypes = list(v.dtypes)
+            _feed(h, [repr(t) for t in dtypes])
+            columns = [v.iloc[:, i] for i, t in enumerate(dtypes) if t == object]
         else:
-            _feed(h, [str(v.name), str(v.dtype)])
+            _feed(h, [_label(v.name), repr(v.dtype)])
+            columns = [v] if v.dtype == object else []
+        index = v.index
+        _feed(h, [[_label(n) for n in index.names], repr(index.dtype), type(index).__name__])
         _feed(h, pd.util.hash_pandas_object(v, index=True).to_numpy())
+        for col in columns:
+            _feed_object_values(h, col)
+        if index.dtype == object:
+            _feed_object_values(h, index)
         return
     if isinstance(v, pd.Timestamp):
         _tag(h, b"t", v.isoformat().encode())
         return
     raise UnhashableValueError(f"no canonical hash for pandas type {type(v).__qualname__}")
+
+
+class _HashSink:
+    """A write-only file object that feeds what Arrow's IPC writer emits into a hasher."""
+
+    closed = False
+
+    def __init__(self, h: blake3) -> None:
+        self._h = h
+
+    def write(self, data: Any) -> int:
+        self._h.update(data)
+        return memoryview(data).nbytes
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _arrow_flat(pa: Any, t: Any) -> bool:
+    """A type whose array is fully described by its own buffers plus (offset, length)."""
+    if isinstance(t, pa.ExtensionType):
+        t = t.storage_type
+    return t.num_fields == 0 and not pa.types.is_dictionary(t)
 
 
 def _feed_arrow(h: blake3, v: Any) -> None:
@@ -251,6 +328,16 @@ def _feed_arrow(h: blake3, v: Any) -> None:
             _feed_arrow(h, chunk)
         return
     if isinstance(v, pa.Array):
+        if not _arrow_flat(pa, v.type):
+            # Nested and dictionary arrays: buffers() flattens children and drops their offsets and the
+            # dictionary, so distinct arrays could share buffers. Arrow's IPC stream is canonical.
+            _tag(h, b"R", f"{v.type}|{len(v)}".encode())
+            sub = _new()
+            schema = pa.schema([pa.field("v", v.type)])
+            with pa.ipc.new_stream(_HashSink(sub), schema) as writer:
+                writer.write_batch(pa.record_batch([v], schema=schema))
+            h.update(sub.digest())
+            return
         _tag(h, b"r", f"{v.type}|{v.offset}|{len(v)}".encode())
         for buf in v.buffers():
             if buf is None:

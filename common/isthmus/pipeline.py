@@ -94,7 +94,10 @@ class _Tracer:
                 )
         self.graph.nodes[name] = Node(name, step, arguments)
         handles = tuple(OutputHandle(name, out) for out in step.output_names)
-        return handles[0] if len(handles) == 1 else handles
+        if len(handles) == 1:
+            return handles[0]
+        nt = step.output_namedtuple
+        return nt(*handles) if nt is not None else handles
 
 
 def _contains_handle(value: Any) -> bool:

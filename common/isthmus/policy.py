@@ -30,7 +30,7 @@ class CachePolicy:
     ignore_inputs: tuple[str, ...] = ()
     expires_after: float | None = None
     version: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __init__(
         self,
@@ -51,12 +51,29 @@ class CachePolicy:
         elif deps is None:
             norm_deps = None
         else:
-            names = tuple(deps)
+            try:
+                names = tuple(deps)
+            except TypeError:
+                names = (deps,)
             if not all(isinstance(n, str) and n for n in names):
-                raise StepDefinitionError(f"CachePolicy(deps={deps!r}) must list distribution names as strings")
-            norm_deps = tuple(sorted(names))
-        if isinstance(ignore_inputs, str):
+                raise StepDefinitionError(
+                    f"CachePolicy(deps={deps!r}) is not valid; use 'imports', 'all', a list of distribution "
+                    "names as strings (e.g. ['numpy', 'pandas']), or None"
+                )
+            norm_deps = tuple(sorted(set(names)))
+        if ignore_inputs is None:
+            ignore_inputs = ()
+        elif isinstance(ignore_inputs, str):
             ignore_inputs = (ignore_inputs,)
+        try:
+            ignored = tuple(ignore_inputs)
+        except TypeError:
+            ignored = (ignore_inputs,)
+        if not all(isinstance(n, str) and n.isidentifier() for n in ignored):
+            raise StepDefinitionError(
+                f"CachePolicy(ignore_inputs={ignore_inputs!r}) must list parameter names as strings, "
+                "e.g. ignore_inputs=['verbose']"
+            )
         try:
             exp = None if expires_after is None else parse_duration(expires_after)
         except ValueError as exc:
@@ -64,9 +81,9 @@ class CachePolicy:
         object.__setattr__(self, "enabled", bool(enabled))
         object.__setattr__(self, "code", bool(code))
         object.__setattr__(self, "deps", norm_deps)
-        object.__setattr__(self, "ignore_inputs", tuple(ignore_inputs))
+        object.__setattr__(self, "ignore_inputs", tuple(sorted(set(ignored))))
         object.__setattr__(self, "expires_after", exp)
-        object.__setattr__(self, "version", str(version))
+        object.__setattr__(self, "version", "" if version is None else str(version))
         object.__setattr__(self, "extra", {})
 
     @classmethod

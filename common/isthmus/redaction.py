@@ -26,18 +26,95 @@ _SECRET_WORDS = (
     "DSN",
     "CONN",
 )
-_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)([^/@:\s]*):([^/@\s]+)@")
+# Whole names that contain a secret word but hold none: PWD is the working directory (scrubbing it
+# would blank every path in a traceback), the others are session plumbing of desktops and ssh.
+_NOT_SECRET_NAMES = frozenset(
+    {
+        "PWD",
+        "OLDPWD",
+        "SSH_AUTH_SOCK",
+        "XDG_SESSION_ID",
+        "XDG_SESSION_TYPE",
+        "XDG_SESSION_CLASS",
+        "XDG_SESSION_DESKTOP",
+        "DBUS_SESSION_BUS_ADDRESS",
+        "SESSION_MANAGER",
+    }
+)
+# Ordinary words that merely contain a secret word (``tokenizer`` is a model object, not a token).
+_NOT_SECRET_WORDS = frozenset(
+    {
+        "AUTHOR",
+        "AUTHORS",
+        "KEYBOARD",
+        "KEYWORD",
+        "KEYWORDS",
+        "MONKEY",
+        "TOKENIZER",
+        "TOKENIZERS",
+        "TOKENIZED",
+        "CERTAIN",
+        "CERTAINTY",
+        "UNCERTAIN",
+        "UNCERTAINTY",
+        "CONNECTED",
+        "CONNECTIVITY",
+    }
+)
+_WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")  # snake_case, kebab-case and camelCase words
+_URL_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)([^\s'\"<>`]+)")
+_QUERY_RE = re.compile(r"([?&;])([^=&#;?]+)=([^&#;]*)")
+# Tokens that are used as the user part of a URL with no password (https://<token>@github.com/...).
+_TOKEN_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox")
 
 
 def is_secret_name(name: str) -> bool:
     """True when a variable or parameter name looks like it holds a credential."""
-    upper = name.upper()
+    if name.upper() in _NOT_SECRET_NAMES:
+        return False
+    chars = list(name)
+    for m in _WORD_RE.finditer(name):
+        if m.group().upper() in _NOT_SECRET_WORDS:
+            chars[m.start() : m.end()] = "_" * (m.end() - m.start())
+    upper = "".join(chars).upper()
     return any(word in upper for word in _SECRET_WORDS)
 
 
+def _token_like(user: str) -> bool:
+    return len(user) >= 20 or user.lower().startswith(_TOKEN_PREFIXES)
+
+
+def _redact_match(m: re.Match[str]) -> str:
+    scheme, rest = m.group(1), m.group(2)
+    end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
+    authority = rest[:end]
+    at = authority.rfind("@")  # userinfo ends at the last '@' of the authority (passwords hold '@')
+    if at != -1:
+        user, colon, _ = authority[:at].partition(":")
+        userinfo = f"{user}:{REDACTED}" if colon else (REDACTED if _token_like(user) else user)
+        rest = userinfo + authority[at:] + rest[end:]
+    else:
+        # 'user:pa/ss@host': an unencoded '/', '?' or '#' in the password ends the authority early.
+        colon = authority.find(":")
+        at = rest.find("@", end)
+        if colon != -1 and at != -1 and not authority[colon + 1 :].isdigit():
+            rest = f"{authority[:colon]}:{REDACTED}{rest[at:]}"
+    return scheme + _QUERY_RE.sub(_redact_query, rest)
+
+
+def _redact_query(m: re.Match[str]) -> str:
+    name = m.group(2)
+    if is_secret_name(name) or name.lower() == "sig":  # 'sig': Azure SAS signatures
+        return f"{m.group(1)}{name}={REDACTED}"
+    return m.group(0)
+
+
 def redact_url(text: str) -> str:
-    """Hide the password in ``scheme://user:password@host`` URLs."""
-    return _URL_USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:{REDACTED}@", text)
+    """Hide credentials in URLs: the password of ``scheme://user:password@host``, a token used as the
+    user (``https://ghp_...@github.com``) and secret-named query parameters (``?token=``, signatures)."""
+    if "://" not in text:
+        return text
+    return _URL_RE.sub(_redact_match, text)
 
 
 def redact_params(params: Mapping[str, Any]) -> dict[str, Any]:

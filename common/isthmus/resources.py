@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -25,43 +27,68 @@ _MEM_UNITS = {
 }
 _MEM_RE = re.compile(r"^(\d+(?:\.\d+)?)([KMGTP]i?|)$", re.IGNORECASE)
 _DUR_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+# Slurm's forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S (a bare number string is ambiguous: rejected).
+_SLURM_RE = re.compile(r"(?:(\d+)-(\d+)(?::(\d+)(?::(\d+))?)?|(\d+):(\d+)(?::(\d+))?)")
 _DUR_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_memory(value: int | float | str) -> int:
-    """Bytes from ``4Gi``, ``512M``, ``2G``, ``1.5Gi`` or an int (bytes). Raises ValueError with the fix."""
+    """Bytes from ``4Gi``, ``512M``, ``2G``, ``1.5Gi`` or an int (bytes). Raises ValueError with the fix.
+
+    Fractions of a byte round up; zero, negative and non-finite sizes are rejected.
+    """
     if isinstance(value, bool):
         raise ValueError(f"memory={value!r} is not a size; use bytes (int) or a string like '4Gi' or '512M'")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"memory={value!r} is negative; use a positive size like '4Gi'")
-        return int(value)
-    m = _MEM_RE.match(str(value).strip()) if isinstance(value, str) and value == value.strip() else None
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(
+                f"memory={value!r} must be a positive, finite size; use bytes (int) or a string like '4Gi' "
+                "(leave memory unset for no request)"
+            )
+        return math.ceil(value)
+    m = _MEM_RE.fullmatch(value) if isinstance(value, str) else None
+    if not m and isinstance(value, str) and re.fullmatch(r"\s*\d+(?:\.\d+)?\s*[KMGTP]i?B\s*", value, re.IGNORECASE):
+        raise ValueError(
+            f"memory={value!r}: a trailing 'B' is not a unit here; write '4G' (10^9 bytes) or '4Gi' (2^30 bytes), "
+            "with no space"
+        )
     if not m:
         raise ValueError(
             f"memory={value!r} is not a size; write a number and a unit with no space, "
             "e.g. '4Gi', '512Mi', '2G' or '512M' (units: K M G T P, binary with 'i')"
         )
     unit = m.group(2).lower()
-    return int(float(m.group(1)) * _MEM_UNITS[unit])
+    size = math.ceil(Decimal(m.group(1)) * _MEM_UNITS[unit])  # exact: no float rounding
+    if size <= 0:
+        raise ValueError(f"memory={value!r} must be a positive size, e.g. '512Mi' (leave memory unset for no request)")
+    return size
 
 
 def parse_duration(value: int | float | str) -> float:
-    """Seconds from ``90``, ``"30s"``, ``"1h30m"``, ``"7d"``, ``"2w"`` or ``"HH:MM:SS"`` / ``"D-HH:MM:SS"``."""
+    """Seconds from ``90``, ``"30s"``, ``"1h30m"``, ``"7d"``, ``"2w"`` or a Slurm time.
+
+    Slurm times follow ``sbatch --time``: ``"MM:SS"``, ``"HH:MM:SS"``, ``"D-HH"``, ``"D-HH:MM"`` and
+    ``"D-HH:MM:SS"`` (so ``"30:00"`` is thirty minutes, as in Slurm).
+    """
     if isinstance(value, bool):
         raise ValueError(f"duration={value!r} is not a duration; use seconds or a string like '1h30m'")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"duration={value!r} is negative; use a positive duration like '2h'")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"duration={value!r} must be a finite duration >= 0; use e.g. 7200 or '2h'")
         return float(value)
-    text = str(value).strip().lower()
-    if re.fullmatch(r"(\d+-)?\d+(:\d{1,2}){1,2}", text):  # Slurm style [D-]HH:MM[:SS]
-        days, _, clock = text.rpartition("-")
-        parts = [int(p) for p in clock.split(":")]
-        while len(parts) < 3:
-            parts.append(0)
-        h, m, s = parts
-        return float((int(days) if days else 0) * 86400 + h * 3600 + m * 60 + s)
+    if not isinstance(value, str):
+        raise ValueError(f"duration={value!r} is not a duration; use seconds (int) or a string like '1h30m'")
+    text = value.strip().lower()
+    slurm = _SLURM_RE.fullmatch(text)
+    if slurm:
+        days, dh, dm, ds, a, b, c = slurm.groups()
+        if days is not None:
+            seconds = int(days) * 86400 + int(dh) * 3600 + int(dm or 0) * 60 + int(ds or 0)
+        elif c is None:  # MM:SS
+            seconds = int(a) * 60 + int(b)
+        else:  # HH:MM:SS
+            seconds = int(a) * 3600 + int(b) * 60 + int(c)
+        return float(seconds)
     if text and _DUR_RE.sub("", text) == "":
         return float(sum(float(n) * _DUR_UNITS[u] for n, u in _DUR_RE.findall(text)))
     raise ValueError(
@@ -77,6 +104,19 @@ def format_memory(n: int) -> str:
         if n >= size and n % size == 0:
             return f"{n // size}{unit}"
     return str(n)
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    """One pydantic error as ``field: problem (got value); fix``."""
+    loc = ".".join(str(p) for p in error.get("loc", ()))
+    msg = str(error.get("msg", "")).removeprefix("Value error, ")
+    kind = error.get("type")
+    if kind == "value_error":  # our validators: the message already names the value and the fix
+        return f"{loc}: {msg}" if loc else msg
+    if kind == "extra_forbidden":
+        known = ", ".join([*Resources.model_fields, "queue"])
+        return f"unknown field {loc}={error.get('input')!r}; the fields are: {known}"
+    return f"{loc}={error.get('input')!r}: {msg}"
 
 
 class Resources(BaseModel):
@@ -109,12 +149,7 @@ class Resources(BaseModel):
             super().__init__(**data)
         except Exception as exc:  # pydantic's ValidationError: re-raise as a definition error
             messages = getattr(exc, "errors", None)
-            if callable(messages):
-                text = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in messages()
-                )
-            else:
-                text = str(exc)
+            text = "; ".join(_describe(e) for e in messages()) if callable(messages) else str(exc)
             raise StepDefinitionError(f"invalid Resources: {text}") from None
 
     @property
@@ -133,7 +168,7 @@ class Resources(BaseModel):
                 v = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
             except ValueError:
                 raise ValueError(f"cpu={v!r} is not a number; use e.g. cpu=2, cpu=0.5 or cpu='500m'") from None
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise ValueError(f"cpu={v!r} must be a positive number of cores, e.g. cpu=2 or cpu=0.5")
         return float(v)
 

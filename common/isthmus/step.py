@@ -22,13 +22,17 @@ R = TypeVar("R")
 _TRACER: ContextVar[Any] = ContextVar("isthmus_tracer", default=None)
 
 
+def _return_annotation(fn: Callable[..., Any]) -> Any:
+    try:
+        return typing.get_type_hints(fn).get("return", inspect.Signature.empty)
+    except Exception:  # unresolved forward references: fall back to the raw annotation
+        return fn.__annotations__.get("return", inspect.Signature.empty)
+
+
 def _output_names(fn: Callable[..., Any], explicit: Sequence[str] | None) -> tuple[str, ...]:
     if explicit:
         return tuple(explicit)
-    try:
-        ret = typing.get_type_hints(fn).get("return", inspect.Signature.empty)
-    except Exception:  # unresolved forward references: fall back to the raw annotation
-        ret = fn.__annotations__.get("return", inspect.Signature.empty)
+    ret = _return_annotation(fn)
     if isinstance(ret, type) and issubclass(ret, tuple) and hasattr(ret, "_fields"):
         return tuple(ret._fields)
     if typing.get_origin(ret) is tuple:
@@ -103,6 +107,14 @@ class Step(Generic[P, R]):
     @functools.cached_property
     def output_names(self) -> tuple[str, ...]:
         return _output_names(self.fn, self._explicit_outputs)
+
+    @functools.cached_property
+    def output_namedtuple(self) -> type | None:
+        """The NamedTuple class the function returns, if any (pipelines hand back its fields)."""
+        ret = _return_annotation(self.fn)
+        if isinstance(ret, type) and issubclass(ret, tuple) and hasattr(ret, "_fields") and not self._explicit_outputs:
+            return ret
+        return None
 
     @property
     def module(self) -> str:

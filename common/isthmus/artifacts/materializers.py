@@ -119,23 +119,36 @@ class BytesMaterializer(Materializer):
 
 
 class NumpyMaterializer(Materializer):
+    """numpy arrays and scalars (``np.float64`` from a metric, say) as ``.npy``, never pickled."""
+
     name = "numpy"
 
     def can_handle(self, obj: Any) -> bool:
         np = _maybe("numpy")
-        return np is not None and type(obj) is np.ndarray and not obj.dtype.hasobject
+        if np is None:
+            return False
+        if type(obj) is np.ndarray:
+            return not obj.dtype.hasobject
+        return isinstance(obj, np.generic) and not obj.dtype.hasobject
 
     def save(self, obj: Any, path: str) -> dict[str, Any] | None:
         import numpy as np
 
+        arr = np.asarray(obj)
         with open(path, "wb") as fh:
-            np.save(fh, obj, allow_pickle=False)
-        return {"shape": list(obj.shape), "dtype": str(obj.dtype)}
+            np.save(fh, arr, allow_pickle=False)
+        return {"shape": list(arr.shape), "dtype": str(arr.dtype)}
 
     def load(self, path: str, python_type: str) -> Any:
         import numpy as np
 
-        return np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False)
+        if python_type != "numpy:ndarray" and arr.ndim == 0:
+            return arr[()]  # the numpy scalar it was
+        return arr
+
+
+_SERIES_COLUMN = "__isthmus_series__"  # the parquet column of an unnamed Series
 
 
 class PandasMaterializer(Materializer):
@@ -148,7 +161,10 @@ class PandasMaterializer(Materializer):
     def save(self, obj: Any, path: str) -> dict[str, Any] | None:
         import pandas as pd
 
-        frame = obj.to_frame() if isinstance(obj, pd.Series) else obj
+        if isinstance(obj, pd.Series):
+            frame = obj.to_frame(name=_SERIES_COLUMN if obj.name is None else obj.name)
+        else:
+            frame = obj
         if not all(isinstance(c, str) for c in frame.columns):
             raise TypeError("parquet needs string column names")
         frame.to_parquet(path, engine="pyarrow", index=True)
@@ -163,7 +179,8 @@ class PandasMaterializer(Materializer):
 
         frame = pd.read_parquet(path, engine="pyarrow")
         if python_type.endswith(":Series"):
-            return frame.iloc[:, 0]
+            series = frame.iloc[:, 0]
+            return series.rename(None) if series.name == _SERIES_COLUMN else series
         return frame
 
 
@@ -193,8 +210,11 @@ class PydanticMaterializer(Materializer):
         return hasattr(type(obj), "model_fields") and hasattr(obj, "model_dump_json") and "<locals>" not in type(obj).__qualname__
 
     def save(self, obj: Any, path: str) -> dict[str, Any] | None:
+        data = obj.model_dump_json()
+        if type(obj).model_validate_json(data) != obj:  # e.g. a tuple in an Any field comes back a list
+            raise TypeError("model does not round-trip through JSON")
         with open(path, "w", encoding="utf-8") as fh:
-            fh.write(obj.model_dump_json())
+            fh.write(data)
         return None
 
     def load(self, path: str, python_type: str) -> Any:
@@ -336,8 +356,13 @@ def get_materializer(name: str) -> Materializer:
 def candidates(obj: Any, preferred: Materializer | str | None = None) -> list[Materializer]:
     """Materializers to try for ``obj``, best first; cloudpickle last."""
     out: list[Materializer] = []
-    if preferred is not None:
-        out.append(get_materializer(preferred) if isinstance(preferred, str) else preferred)
+    if isinstance(preferred, str):
+        out.append(get_materializer(preferred))
+    elif isinstance(preferred, type):  # a Materializer class: its registered instance, or a new one
+        registered = _by_name.get(preferred.name)
+        out.append(registered if type(registered) is preferred else preferred())
+    elif preferred is not None:
+        out.append(preferred)
     out.extend(m for m in _registry if m not in out and m.can_handle(obj))
     out.append(_FALLBACK)
     return out

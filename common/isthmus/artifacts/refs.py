@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 REF_MARKER = "__isthmus_artifact__"
+_REQUIRED = ("uri", "content_hash", "size", "materializer", "python_type")
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,7 @@ class ArtifactRef:
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data[REF_MARKER] = 1
+        data = {REF_MARKER: 1, **asdict(self)}  # marker first: recognisable at the head of any JSON form
         if not data["metadata"]:
             del data["metadata"]
         return data
@@ -32,7 +32,7 @@ class ArtifactRef:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArtifactRef:
-        fields = {k: data[k] for k in ("uri", "content_hash", "size", "materializer", "python_type")}
+        fields = {k: data[k] for k in _REQUIRED}
         return cls(**fields, metadata=dict(data.get("metadata") or {}))
 
     @classmethod
@@ -41,7 +41,7 @@ class ArtifactRef:
 
     @staticmethod
     def is_ref_dict(value: Any) -> bool:
-        return isinstance(value, dict) and value.get(REF_MARKER) == 1 and "content_hash" in value
+        return isinstance(value, dict) and value.get(REF_MARKER) == 1 and all(k in value for k in _REQUIRED)
 
     @classmethod
     def coerce(cls, value: Any) -> ArtifactRef | None:
@@ -50,7 +50,7 @@ class ArtifactRef:
             return value
         if cls.is_ref_dict(value):
             return cls.from_dict(value)
-        if isinstance(value, str) and REF_MARKER in value[:400]:
+        if isinstance(value, str) and value.lstrip()[:1] == "{" and REF_MARKER in value:
             try:
                 data = json.loads(value)
             except ValueError:

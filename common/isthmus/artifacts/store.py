@@ -30,6 +30,9 @@ from isthmus.errors import ArtifactMissing, MaterializationError
 from isthmus.hashing import hash_file
 
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "abfs", "az", "abfss", "memory"}
+# A file modified within this long of being hashed may change again without its mtime moving
+# (coarse filesystem timestamps): such a hash check is not remembered ("racy git").
+_RACY_NS = 2_000_000_000
 
 
 class ArtifactStore:
@@ -42,7 +45,7 @@ class ArtifactStore:
         self.protocol = "file" if self.local else (self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0])
         self.verify_mode = verify
         self._local_cache = local_cache
-        self._verified: dict[str, tuple[Any, ...]] = {}
+        self._verified: dict[str, tuple[Any, ...]] = {}  # path -> (hash, size, mtime_ns, ino, checked_ns)
         self._lock = threading.Lock()
         if self.local:
             os.makedirs(os.path.join(self.root, ".tmp"), exist_ok=True)
@@ -82,14 +85,14 @@ class ArtifactStore:
     ) -> ArtifactRef:
         """Materialize ``obj`` and commit it; identical content is stored once."""
         errors: list[str] = []
-        for mat in candidates(obj, materializer):
+        for index, mat in enumerate(candidates(obj, materializer)):
             tmp = os.path.join(self._tmp_dir(), f"{uuid.uuid4().hex}.part")
             try:
                 metadata = mat.save(obj, tmp) or {}
             except Exception as exc:  # try the next materializer
                 _remove(tmp)
                 errors.append(f"{mat.name}: {type(exc).__name__}: {exc}")
-                if materializer is not None and mat is candidates(obj, materializer)[0]:
+                if materializer is not None and index == 0:  # the one asked for: no silent fallback
                     raise MaterializationError(
                         f"step {step_name!r} output {output!r}: materializer {mat.name!r} failed for "
                         f"{type_path(type(obj))}: {exc}"
@@ -113,9 +116,10 @@ class ArtifactStore:
         content_hash, size = hash_file(tmp)
         final = self.path_for(content_hash)
         if self.local:
-            if not _same_size(final, size):
-                os.makedirs(os.path.dirname(final), exist_ok=True)
-                os.replace(tmp, final)  # atomic: readers see nothing or everything
+            # Always replace, even when an object of this size exists: it may be corrupt, and the
+            # fresh bytes are known good. Atomic: readers see the old or the new file, never a mix.
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            os.replace(tmp, final)
             self._remember_verified(final, content_hash)
         elif not self._remote_has(final, size):
             if self.protocol in _ATOMIC_PUT:
@@ -150,7 +154,8 @@ class ArtifactStore:
     def is_valid(self, ref: ArtifactRef, mode: str | None = None) -> bool:
         """Present and, by ``mode`` ('hash' | 'size' | 'off'), matching its content hash.
 
-        A hash check is remembered for as long as the file's size, mtime and inode stay the same.
+        A hash check is remembered for as long as the file's size, mtime and inode stay the same (and
+        only for files that were not modified just before the check).
         A corrupt object is moved aside so it can never be served.
         """
         mode = mode or self.verify_mode
@@ -165,24 +170,29 @@ class ArtifactStore:
             st = os.stat(path)
         except FileNotFoundError:
             return False
-        sig = (st.st_size, st.st_mtime_ns, st.st_ino)
-        if self._verified.get(path) == (ref.content_hash, *sig):
-            return True
+        memo = self._verified.get(path)
+        if memo is not None and memo[:4] == (ref.content_hash, st.st_size, st.st_mtime_ns, st.st_ino):
+            if st.st_mtime_ns < memo[4] - _RACY_NS:
+                return True
         actual, _ = hash_file(path)
         if actual != ref.content_hash:
             self._quarantine(path)
             return False
-        with self._lock:
-            self._verified[path] = (ref.content_hash, *sig)
+        self._remember(path, ref.content_hash, st)
         return True
+
+    def _remember(self, path: str, content_hash: str, st: os.stat_result) -> None:
+        # The memo keeps the time of the check: it is trusted only for files last modified well
+        # before it, so a change within the filesystem's timestamp granularity is never missed.
+        with self._lock:
+            self._verified[path] = (content_hash, st.st_size, st.st_mtime_ns, st.st_ino, time.time_ns())
 
     def _remember_verified(self, path: str, content_hash: str) -> None:
         try:
             st = os.stat(path)
         except FileNotFoundError:
             return
-        with self._lock:
-            self._verified[path] = (content_hash, st.st_size, st.st_mtime_ns, st.st_ino)
+        self._remember(path, content_hash, st)
 
     def _quarantine(self, path: str) -> None:
         target = os.path.join(self.root, ".corrupt", f"{os.path.basename(path)}.{int(time.time())}")

@@ -115,10 +115,18 @@ class _Collector:
         self.seen: set[int] = set()
         self.modules: set[str] = set()
 
-    @staticmethod
-    def _key(obj: Any) -> str:
-        module = (getattr(obj, "__module__", None) or "").rsplit(".", 1)[-1]
-        return f"{module}.{getattr(obj, '__qualname__', getattr(obj, '__name__', repr(obj)))}"
+    def _key(self, obj: Any) -> str:
+        """The qualname; module-qualified only when two reached objects share it.
+
+        Module names are left out where possible because the same file may be imported as
+        ``steps`` by one orchestrator and ``dags_examples.steps`` by another.
+        """
+        qual = getattr(obj, "__qualname__", getattr(obj, "__name__", repr(obj)))
+        module = getattr(obj, "__module__", None) or ""
+        for key in (qual, f"{module.rsplit('.', 1)[-1]}.{qual}", f"{module}.{qual}"):
+            if key not in self.components:
+                return key
+        return f"{module}.{qual}#{id(obj)}"
 
     def visit(self, obj: Any, *, root: bool = False) -> None:
         step_fn = getattr(obj, "fn", None)
@@ -184,13 +192,12 @@ class _Collector:
             self.visit(base)
 
     def _resolve(self, chains: set[tuple[str, ...]], namespace: dict[str, Any], *, owner: Any) -> None:
-        owner_mod = (getattr(owner, "__module__", "") or "").rsplit(".", 1)[-1]
         for chain in sorted(chains):
             head = chain[0]
             if head not in namespace:
                 continue  # local variable, argument or builtin
             obj = namespace[head]
-            label = f"{owner_mod}.{head}"
+            label = f"{getattr(owner, '__qualname__', '?')}:{head}"
             for attr in chain[1:]:
                 if not isinstance(obj, (types.ModuleType, type)):
                     break
@@ -220,7 +227,7 @@ class _Collector:
                 self.visit(cls)
             return
         text = repr(obj)
-        self.sources[label] = f"{label.rsplit('.', 1)[-1]} = {text if len(text) <= 2000 else text[:2000] + ' ...'}"
+        self.sources[label] = f"{label.split(':', 1)[-1]} = {text if len(text) <= 2000 else text[:2000] + ' ...'}"
 
 
 _memo: dict[int, tuple[Any, CodeFingerprint]] = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.metadata as md
+import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -25,20 +27,66 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-@functools.cache
-def installed_versions() -> dict[str, str]:
-    """Every installed distribution (normalized name -> version), read once per process."""
-    out: dict[str, str] = {}
+def _name_version(dist: md.Distribution) -> tuple[str | None, str | None]:
+    """Name and version from the ``name-version.dist-info`` folder name, parsing METADATA only if needed."""
+    path = getattr(dist, "_path", None)
+    folder = getattr(path, "name", "")
+    if folder.endswith(".dist-info"):
+        name, sep, version = folder[: -len(".dist-info")].partition("-")
+        if sep and name and version:
+            return name, version
+    meta = dist.metadata
+    return (meta["Name"] if meta else None), dist.version
+
+
+def _scan() -> dict[str, Any]:
+    versions: dict[str, str] = {}
     for dist in md.distributions():
-        name = dist.metadata["Name"] if dist.metadata else None
-        if name:
-            out.setdefault(_norm(name), dist.version)
-    return dict(sorted(out.items()))
+        name, version = _name_version(dist)
+        if name and version:
+            versions.setdefault(_norm(name), version)
+    top = {k: sorted({_norm(d) for d in v}) for k, v in md.packages_distributions().items()}
+    return {"versions": dict(sorted(versions.items())), "top_level": top}
+
+
+def _path_signature() -> str:
+    parts = []
+    for entry in sys.path:
+        try:
+            parts.append(f"{entry}:{os.stat(entry or '.').st_mtime_ns}")
+        except OSError:
+            parts.append(f"{entry}:-")
+    return hash_parts("dists-v1", sys.version, *parts).split(":", 1)[1][:24]
 
 
 @functools.cache
-def _top_level_to_dists() -> dict[str, tuple[str, ...]]:
-    return {k: tuple(sorted({_norm(d) for d in v})) for k, v in md.packages_distributions().items()}
+def _distributions() -> dict[str, Any]:
+    """Installed distributions, cached on disk per ``sys.path`` state (an install changes folder mtimes)."""
+    from isthmus.config import get_settings
+
+    cache_file = get_settings().home / "cache" / f"dists-{_path_signature()}.json"
+    try:
+        return json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        pass
+    data = _scan()
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.part")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass
+    return data
+
+
+def installed_versions() -> dict[str, str]:
+    """Every installed distribution (normalized name -> version)."""
+    return _distributions()["versions"]
+
+
+def _top_level_to_dists() -> dict[str, list[str]]:
+    return _distributions()["top_level"]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -59,8 +107,6 @@ def _imports_of_file(path: str, mtime: float) -> frozenset[str]:
 
 def imported_top_levels(module_names: list[str] | tuple[str, ...]) -> set[str]:
     """Top-level package names imported anywhere in the given (project) modules' source files."""
-    import os
-
     names: set[str] = set()
     for mod_name in module_names:
         mod = sys.modules.get(mod_name)
@@ -95,6 +141,5 @@ def dependency_fingerprint(policy_deps: Any, modules: list[str] | tuple[str, ...
 
 def clear_caches() -> None:
     """Forget cached distribution metadata (after installing or upgrading packages in-process)."""
-    installed_versions.cache_clear()
-    _top_level_to_dists.cache_clear()
+    _distributions.cache_clear()
     _imports_of_file.cache_clear()

@@ -1,0 +1,109 @@
+"""The isthmus CLI: runs, diff, artifacts, cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from isthmus import pipeline, step
+from isthmus.cli import app
+
+
+@step
+def make(n: int) -> list:
+    return list(range(n))
+
+
+@step
+def count(items: list) -> int:
+    return len(items)
+
+
+@pipeline
+def small(n: int = 3):
+    return count(make(n))
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def two_runs() -> tuple[str, str]:
+    a = small.run(n=3)
+    b = small.run(n=4)
+    return a.id, b.id
+
+
+def test_runs_list_and_show(two_runs: tuple[str, str]) -> None:
+    code, out = invoke("runs", "list", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [r["id"] for r in rows] == [two_runs[1], two_runs[0]]
+    assert rows[0]["steps"] == 2 and rows[0]["pipeline"] == "small"
+    code, out = invoke("runs", "list")
+    assert code == 0 and two_runs[0][:8] in out and "small" in out
+    code, out = invoke("runs", "show", two_runs[0][:10])
+    assert code == 0 and "make" in out and "count" in out and "COMPLETED" in out
+    code, out = invoke("runs", "show", "latest", "--json")
+    assert json.loads(out)["run"]["id"] == two_runs[1]
+
+
+def test_unknown_run_ids_are_clear_errors(two_runs: tuple[str, str]) -> None:
+    code, out = invoke("runs", "show", "nope-not-a-run")
+    assert code == 1 and "no pipeline run matches 'nope-not-a-run'" in out and "isthmus runs list" in out
+    code, out = invoke("diff", "latest~9", "latest")
+    assert code == 1 and "only 2 run(s)" in out
+
+
+def test_diff_shows_param_and_hash_changes(two_runs: tuple[str, str]) -> None:
+    code, out = invoke("diff", two_runs[0], two_runs[1], "--json")
+    assert code == 0
+    d = json.loads(out)
+    assert d["params"] == {"n": [3, 4]}
+    assert d["steps"]["make"]["params"] == {"n": [3, 4]}
+    assert "output" in d["steps"]["make"]["outputs"]
+    assert "output" in d["steps"]["count"]["inputs"]["items"] or d["steps"]["count"]["inputs"]
+    code, text = invoke("diff", two_runs[0], two_runs[1])
+    assert code == 0 and "param n: 3 -> 4" in text
+
+
+def test_artifacts_list_show_and_alias_rollback(two_runs: tuple[str, str]) -> None:
+    code, out = invoke("artifacts", "list", "--name", "make.output", "--json")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 2
+    old, new = rows[1]["content_hash"], rows[0]["content_hash"]
+    code, out = invoke("artifacts", "alias", "make.output@prod", new[:20])
+    assert code == 0
+    code, out = invoke("artifacts", "show", "make.output@prod", "--json")
+    assert json.loads(out)["artifact"]["content_hash"] == new
+    code, out = invoke("artifacts", "alias", "make.output@prod", old)  # roll back
+    code, out = invoke("artifacts", "show", "make.output@prod", "--json")
+    data = json.loads(out)
+    assert data["artifact"]["content_hash"] == old and data["producer"]["step_name"] == "make"
+    code, out = invoke("artifacts", "show", "deadbeef")
+    assert code == 1 and "matches no artifact" in out
+
+
+def test_cache_list_clear_prune(two_runs: tuple[str, str]) -> None:
+    code, out = invoke("cache", "list", "--json")
+    assert code == 0 and len(json.loads(out)) == 4
+    code, out = invoke("cache", "clear", "--step", "count", "--yes")
+    assert code == 0 and "cleared 2" in out
+    assert small.run(n=3).steps["count"].cache_hit is False
+    code, out = invoke("cache", "prune")
+    assert code == 0 and "expired entries: 0" in out
+    code, out = invoke("cache", "clear", "--yes")
+    assert code == 0
+    assert json.loads(invoke("cache", "list", "--json")[1]) == []
+
+
+def test_python_dash_m_entrypoint_runs() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "isthmus", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "run-step" in out.stdout and "diff" in out.stdout

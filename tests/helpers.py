@@ -1,0 +1,46 @@
+"""Test helpers: write throwaway modules and run Python in a subprocess against a shared isthmus home."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_module(directory: Path, name: str, source: str) -> Path:
+    path = directory / f"{name}.py"
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def import_fresh(directory: Path, name: str) -> Any:
+    """Import (or re-import) module ``name`` from ``directory``."""
+    if str(directory) not in sys.path:
+        sys.path.insert(0, str(directory))
+    importlib.invalidate_caches()
+    sys.modules.pop(name, None)
+    return importlib.import_module(name)
+
+
+def run_python(code: str, *, env: dict[str, str], cwd: Path, timeout: float = 120) -> Any:
+    """Run ``code`` in a fresh interpreter; the last stdout line must be JSON, which is returned."""
+    full_env = {**os.environ, **env}
+    full_env["PYTHONPATH"] = os.pathsep.join([str(cwd), str(REPO), full_env.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
