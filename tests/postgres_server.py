@@ -10,7 +10,7 @@
    (also registered with ``atexit``) stops that cluster and deletes its directory.
 3. Otherwise: ``(None, reason)``.
 
-Run ``python tests/postgres_server.py`` to get a throwaway server for manual use (Ctrl-C stops it).
+Run ``python tests/postgres_server.py`` to get a throwaway server for manual use (Ctrl-C or SIGTERM stops it).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -66,6 +67,7 @@ class PostgresServer:
     bindir: str | None = None
     run_as: str | None = None
     _admin: Any = field(default=None, repr=False)
+    _watchdog: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _stopped: bool = False
 
     # -- databases -------------------------------------------------------------------------------
@@ -147,6 +149,9 @@ class PostgresServer:
         else:
             _kill_postmaster(data)
         shutil.rmtree(self.base_dir, ignore_errors=True)
+        if self._watchdog is not None:
+            self._watchdog.kill()
+            self._watchdog.wait()
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -157,13 +162,37 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
+def _as_user(cmd: list[str], run_as: str | None) -> list[str]:
+    if not run_as:
+        return cmd
+    if shutil.which("runuser"):
+        return ["runuser", "-u", run_as, "--", *cmd]
+    return ["su", run_as, "-s", "/bin/sh", "-c", shlex.join(cmd)]
+
+
 def _run_pg(cmd: list[str], run_as: str | None, cwd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    if run_as:
-        if shutil.which("runuser"):
-            cmd = ["runuser", "-u", run_as, "--", *cmd]
-        else:
-            cmd = ["su", run_as, "-s", "/bin/sh", "-c", shlex.join(cmd)]
-    return subprocess.run(cmd, cwd=cwd, env=_clean_env(), capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        _as_user(cmd, run_as), cwd=cwd, env=_clean_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _start_watchdog(bindir: str, base: str, run_as: str | None) -> subprocess.Popen[bytes]:
+    """A tiny process that stops the cluster and deletes its directory if this process dies without doing so
+    (SIGKILL, a CI job cancelled): no server outlives the tests that started it."""
+    stop = shlex.join(_as_user([f"{bindir}/pg_ctl", "-D", f"{base}/data", "-m", "immediate", "-w", "stop"], run_as))
+    script = (
+        f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 2; done; "
+        f"if [ -f {shlex.quote(base)}/data/postmaster.pid ]; then {stop} >/dev/null 2>&1; fi; rm -rf {shlex.quote(base)}"
+    )
+    return subprocess.Popen(
+        ["/bin/sh", "-c", script],
+        cwd="/",
+        env=_clean_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _kill_postmaster(data: str) -> None:
@@ -326,6 +355,7 @@ def start_server() -> tuple[PostgresServer | None, str | None]:
 
         root_url = f"postgresql+psycopg://{SUPERUSER}@127.0.0.1:{port}"
         server = PostgresServer(url=f"{root_url}/postgres", owned=True, base_dir=base, bindir=bindir, run_as=run_as)
+        server._watchdog = _start_watchdog(bindir, base, run_as)
         atexit.register(server.stop)
         try:
             from sqlalchemy import text
@@ -352,11 +382,14 @@ def start_server() -> tuple[PostgresServer | None, str | None]:
 
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on kill as on Ctrl-C
     t0 = time.monotonic()
     srv, why = start_server()
     if srv is None:
         raise SystemExit(f"no PostgreSQL: {why}")
-    print(f"{srv.url}  (ready in {time.monotonic() - t0:.2f}s; Ctrl-C stops it)", flush=True)
+    print(f"{srv.url}  (ready in {time.monotonic() - t0:.2f}s; Ctrl-C or SIGTERM stops it)", flush=True)
     try:
         while True:
             time.sleep(3600)
