@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -23,7 +23,14 @@ class RunContext:
     native: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "orchestrator": self.orchestrator,
+            "pipeline_name": self.pipeline_name,
+            "pipeline_run_id": self.pipeline_run_id,
+            "invocation": self.invocation,
+            "attempt": self.attempt,
+            "native": dict(self.native),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> RunContext:

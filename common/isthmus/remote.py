@@ -185,5 +185,6 @@ def ingest_manifest(store: MetadataStore, manifest: dict[str, Any] | str | Path)
                 if r.get("pipeline_run_id") not in known:
                     r["pipeline_run_id"] = None
         table = s.metadata.tables[name]
-        added += int(store._run_write(lambda c, t=table, rs=rows, k=keys[name]: c.execute(store._insert_ignore(t, rs, k)).rowcount or 0))
+        stmt = store._insert_ignore(table, keys[name]).returning(*[table.c[k] for k in keys[name]])
+        added += int(store._run_write(lambda c, st=stmt, rs=rows: len(c.execute(st, rs).all())))
     return added

@@ -29,7 +29,7 @@ from isthmus.fingerprint.deps import DependencyFingerprint, dependency_fingerpri
 from isthmus.fingerprint.environment import environment_snapshot
 from isthmus.redaction import is_secret_name, redact_params, scrub, secret_values
 from isthmus.step import Step
-from isthmus.store.metadata import MetadataStore, utcnow
+from isthmus.store.metadata import MetadataStore, link_rows_for, utcnow
 
 log = logging.getLogger("isthmus")
 _HOST = socket.gethostname()
@@ -134,7 +134,6 @@ class StepRunner:
         ctx = context or RunContext()
         t0 = time.perf_counter()
         invocation = ctx.invocation or step.name
-        secrets = secret_values(arguments)
 
         inputs: dict[str, ArtifactRef] = {}
         params: dict[str, Any] = {}
@@ -192,97 +191,125 @@ class StepRunner:
         }
 
         holder: str | None = None
+        started = False
         if key is not None:
-            hit = self._lookup(key)
-            if hit is None:
-                holder = f"{_HOST}:{os.getpid()}:{step_run_id}"
-                hit = self._acquire(key, holder, step.name)
-                if hit is not None:
-                    holder = None
+            holder = f"{_HOST}:{os.getpid()}:{step_run_id}"
+            hit = self._claim(step, key, holder, base, inputs, t0)
             if hit is not None:
-                return self._record_hit(step, base, inputs, hit, t0)
+                return hit
+            started = True
 
         try:
-            return self._execute(step, ctx, base, inputs, params, arguments, key, holder, secrets, t0)
-        finally:
+            return self._execute(step, ctx, base, inputs, arguments, key, holder, started, t0)
+        except StepFailed:
+            raise  # the final write released the lease
+        except BaseException:
             if holder is not None and key is not None:
-                lease_keeper.drop(self.metadata, key, holder)
                 try:
                     self.metadata.release_lease(key, holder)
                 except Exception:  # an expired lease is as good as a released one
                     log.debug("could not release lease %s", key, exc_info=True)
+            raise
+        finally:
+            if holder is not None and key is not None:
+                lease_keeper.drop(self.metadata, key, holder)
 
     # -- cache -----------------------------------------------------------------------------------
-    def _lookup(self, key: str) -> dict[str, Any] | None:
-        """The newest unexpired result for ``key`` whose artifacts are all still valid."""
-        for cand in self.metadata.cache_candidates(key, time.time()):
-            refs = {k: ArtifactRef.from_dict(v) for k, v in (cand["outputs"] or {}).items()}
-            if all(self.artifacts.is_valid(r) for r in refs.values()):
-                cand["refs"] = refs
-                return cand
-            # An artifact was deleted or corrupted: this entry can never be a hit again.
-            self.metadata.drop_cache_entry(key, cand["id"])
-        return None
+    def _verdict(self, refs: dict[str, ArtifactRef]) -> bool | None:
+        """True if every artifact is known good, False if one is gone, None if a hash check is due."""
+        verdict: bool | None = True
+        for ref in refs.values():
+            v = self.artifacts.quick_check(ref)
+            if v is False:
+                return False
+            if v is None:
+                verdict = None
+        return verdict
 
-    def _acquire(self, key: str, holder: str, step_name: str) -> dict[str, Any] | None:
-        """Take the lease for ``key``; while another process holds it, wait for its result."""
+    def _hit_row(self, base: dict[str, Any], cand: dict[str, Any], t0: float) -> dict[str, Any]:
+        return {
+            **base,
+            "status": "COMPLETED",
+            "cache_hit": True,
+            "source_step_run_id": cand["id"],
+            "outputs": cand["outputs"],
+            "started_at": utcnow(),
+            "ended_at": utcnow(),
+            "duration_ms": (time.perf_counter() - t0) * 1000,
+        }
+
+    def _claim(
+        self,
+        step: Step[Any, Any],
+        key: str,
+        holder: str,
+        base: dict[str, Any],
+        inputs: dict[str, ArtifactRef],
+        t0: float,
+    ) -> StepResult | None:
+        """Return a cache hit (recorded), or None once this process holds the lease and the RUNNING row
+        is written. While another live process computes the same key, wait for its result; a crashed
+        holder's lease expires and is taken over."""
         ttl = self.settings.lease_ttl
         delay, waited, told = 0.02, 0.0, False
+        start_row = {**base, "started_at": utcnow()}
+
+        def try_hit(cand: dict[str, Any]) -> bool | None:
+            cand["refs"] = {k: ArtifactRef.from_dict(v) for k, v in (cand["outputs"] or {}).items()}
+            return self._verdict(cand["refs"])
+
+        def hit_write(cand: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+            cand["row"] = self._hit_row(base, cand, t0)
+            return cand["row"], link_rows_for(base["id"], step.name, cand["refs"], inputs)
+
         while True:
-            if self.metadata.acquire_lease(key, holder, ttl):
+            state, payload = self.metadata.claim_step_run(start_row, key, holder, ttl, try_hit, hit_write)
+            if state == "hit":
+                return self._hit_result(step, payload["row"], payload["refs"])
+            if state == "started":
                 lease_keeper.hold(self.metadata, key, holder, ttl)
-                hit = self._lookup(key)  # it may have finished just before we took the lease
+                return None
+            if state == "candidates":  # results exist but need a hash check: do it outside the transaction
+                hit = self._validated(key, payload)
                 if hit is not None:
-                    lease_keeper.drop(self.metadata, key, holder)
-                    self.metadata.release_lease(key, holder)
-                return hit
-            hit = self._lookup(key)
-            if hit is not None:
-                return hit
+                    row = self._hit_row(base, hit, t0)
+                    self.metadata.finish_step_run(
+                        base["id"], {}, outputs=hit["refs"], inputs=inputs, step_name=step.name, insert_row=row, new_artifacts=False
+                    )
+                    return self._hit_result(step, row, hit["refs"])
+                continue
             if not told and waited > 1.0:
                 other = self.metadata.lease_holder(key)
-                log.info("step %r: identical run in progress by %s; waiting for its result", step_name, other and other[0])
+                log.info("step %r: identical run in progress by %s; waiting for its result", step.name, other and other[0])
                 told = True
             time.sleep(delay)
             waited += delay
             delay = min(delay * 1.5, 0.5)
 
-    def _record_hit(
-        self, step: Step[Any, Any], base: dict[str, Any], inputs: dict[str, ArtifactRef], hit: dict[str, Any], t0: float
-    ) -> StepResult:
-        refs: dict[str, ArtifactRef] = hit["refs"]
-        started = utcnow()
-        duration = (time.perf_counter() - t0) * 1000
-        row = {
-            **base,
-            "status": "COMPLETED",
-            "cache_hit": True,
-            "source_step_run_id": hit["id"],
-            "outputs": {k: v.to_dict() for k, v in refs.items()},
-            "started_at": started,
-        }
+    def _validated(self, key: str, candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The first candidate whose artifacts pass a full check; failing entries are dropped."""
+        for cand in candidates:
+            refs = cand.get("refs") or {k: ArtifactRef.from_dict(v) for k, v in (cand["outputs"] or {}).items()}
+            if all(self.artifacts.is_valid(r) for r in refs.values()):
+                cand["refs"] = refs
+                return cand
+            self.metadata.drop_cache_entry(key, cand["id"])  # deleted or corrupted: never a hit again
+        return None
+
+    def _hit_result(self, step: Step[Any, Any], row: dict[str, Any], refs: dict[str, ArtifactRef]) -> StepResult:
         lineage.emit("on_step_start", row)
-        self.metadata.finish_step_run(
-            base["id"],
-            {"duration_ms": duration},
-            outputs=refs,
-            inputs=inputs,
-            step_name=step.name,
-            insert_row=row,
-            new_artifacts=False,
-        )
-        log.info("step %r: cache hit, outputs from step run %s", step.name, hit["id"])
-        lineage.emit("on_step_end", {**row, "duration_ms": duration})
+        log.info("step %r: cache hit, outputs from step run %s", step.name, row["source_step_run_id"])
+        lineage.emit("on_step_end", row)
         return StepResult(
-            step_run_id=base["id"],
+            step_run_id=row["id"],
             step_name=step.name,
-            invocation=base["invocation"],
+            invocation=row["invocation"],
             status="COMPLETED",
             cache_hit=True,
             outputs=refs,
-            cache_key=base["cache_key"],
-            source_step_run_id=hit["id"],
-            duration_ms=duration,
+            cache_key=row["cache_key"],
+            source_step_run_id=row["source_step_run_id"],
+            duration_ms=row["duration_ms"],
             artifacts=self.artifacts,
         )
 
@@ -304,15 +331,15 @@ class StepRunner:
         ctx: RunContext,
         base: dict[str, Any],
         inputs: dict[str, ArtifactRef],
-        params: dict[str, Any],
         arguments: Mapping[str, Any],
         key: str | None,
         holder: str | None,
-        secrets: set[str],
+        row_written: bool,
         t0: float,
     ) -> StepResult:
         attempts = step.retries + 1
         attempt = 0
+        release = (key, holder) if key is not None and holder is not None else None
         while True:
             attempt += 1
             row = {**base, "attempt": ctx.attempt + attempt - 1, "started_at": utcnow(), "cache_hit": False, "status": "RUNNING"}
@@ -320,7 +347,8 @@ class StepRunner:
                 row["id"] = str(uuid.uuid4())
             step_run_id = row["id"]
             started = time.perf_counter()
-            self.metadata.start_step_run(row)
+            if attempt > 1 or not row_written:
+                self.metadata.start_step_run(row)
             lineage.emit("on_step_start", row)
             try:
                 values = self._load_inputs(step, inputs)
@@ -334,6 +362,7 @@ class StepRunner:
             except Exception as exc:
                 retryable = not isinstance(exc, (MaterializationError, ArtifactMissing)) and attempt < attempts
                 status = "RETRY" if retryable else "FAILED"
+                secrets = secret_values(arguments)
                 message = scrub(f"{type(exc).__name__}: {exc}", secrets)
                 tb = scrub(traceback.format_exc(), secrets)
                 duration = (time.perf_counter() - started) * 1000
@@ -342,6 +371,7 @@ class StepRunner:
                     {"status": status, "error": message, "traceback": tb, "duration_ms": duration},
                     inputs=inputs,
                     step_name=step.name,
+                    release=None if retryable else release,
                 )
                 lineage.emit("on_step_end", {**row, "status": status, "error": message, "traceback": tb})
                 if retryable:
@@ -365,6 +395,7 @@ class StepRunner:
                 step_name=step.name,
                 cache_key=key,
                 expires_at=expires,
+                release=release,
             )
             lineage.emit("on_step_end", {**row, "status": "COMPLETED", "outputs": outputs_json, "duration_ms": duration})
             return StepResult(

@@ -42,11 +42,14 @@ class ArtifactStore:
         self.fs, path = fsspec.core.url_to_fs(root)
         self.local = isinstance(self.fs, LocalFileSystem)
         self.root = os.path.abspath(path) if self.local else path.rstrip("/")
-        self.protocol = "file" if self.local else (self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0])
+        self.protocol = (
+            "file" if self.local else (self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0])
+        )
         self.verify_mode = verify
         self._local_cache = local_cache
         self._verified: dict[str, tuple[Any, ...]] = {}  # path -> (hash, size, mtime_ns, ino, checked_ns)
         self._lock = threading.Lock()
+        self._dirs: set[str] = set()
         if self.local:
             os.makedirs(os.path.join(self.root, ".tmp"), exist_ok=True)
             os.makedirs(os.path.join(self.root, "objects"), exist_ok=True)
@@ -98,8 +101,8 @@ class ArtifactStore:
                         f"{type_path(type(obj))}: {exc}"
                     ) from exc
                 continue
-            if mat.name == "cloudpickle":
-                warn_fallback(obj, step_name, output)
+            if mat.name == "cloudpickle" and not (materializer is not None and index == 0):
+                warn_fallback(obj, step_name, output)  # a fallback, not a choice: say so once per type
             try:
                 return self._commit(tmp, mat, type_path(type(obj)), metadata)
             finally:
@@ -118,8 +121,15 @@ class ArtifactStore:
         if self.local:
             # Always replace, even when an object of this size exists: it may be corrupt, and the
             # fresh bytes are known good. Atomic: readers see the old or the new file, never a mix.
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            os.replace(tmp, final)
+            parent = os.path.dirname(final)
+            if parent not in self._dirs:
+                os.makedirs(parent, exist_ok=True)
+                self._dirs.add(parent)
+            try:
+                os.replace(tmp, final)
+            except FileNotFoundError:  # the directory went away behind our back (wipe, cache clear)
+                os.makedirs(parent, exist_ok=True)
+                os.replace(tmp, final)
             self._remember_verified(final, content_hash)
         elif not self._remote_has(final, size):
             if self.protocol in _ATOMIC_PUT:
@@ -171,15 +181,39 @@ class ArtifactStore:
         except FileNotFoundError:
             return False
         memo = self._verified.get(path)
-        if memo is not None and memo[:4] == (ref.content_hash, st.st_size, st.st_mtime_ns, st.st_ino):
-            if st.st_mtime_ns < memo[4] - _RACY_NS:
-                return True
+        if (
+            memo is not None
+            and memo[:4] == (ref.content_hash, st.st_size, st.st_mtime_ns, st.st_ino)
+            and st.st_mtime_ns < memo[4] - _RACY_NS
+        ):
+            return True
         actual, _ = hash_file(path)
         if actual != ref.content_hash:
             self._quarantine(path)
             return False
         self._remember(path, ref.content_hash, st)
         return True
+
+    def quick_check(self, ref: ArtifactRef) -> bool | None:
+        """``is_valid`` without reading file contents: True/False when a stat settles it, None when a
+        hash check is due (used while a database transaction is open)."""
+        if self.verify_mode != "hash" or not self.local:
+            return self.is_valid(ref)
+        path = self._path_of(ref)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return False
+        if st.st_size != ref.size:
+            return False
+        memo = self._verified.get(path)
+        if (
+            memo is not None
+            and memo[:4] == (ref.content_hash, st.st_size, st.st_mtime_ns, st.st_ino)
+            and st.st_mtime_ns < memo[4] - _RACY_NS
+        ):
+            return True
+        return None
 
     def _remember(self, path: str, content_hash: str, st: os.stat_result) -> None:
         # The memo keeps the time of the check: it is trusted only for files last modified well
@@ -281,6 +315,9 @@ class ArtifactStore:
         """Delete everything under the root (tests and ``cache clear --artifacts``)."""
         if self.local:
             shutil.rmtree(self.root, ignore_errors=True)
+            self._dirs.clear()
+            with self._lock:
+                self._verified.clear()
             os.makedirs(os.path.join(self.root, ".tmp"), exist_ok=True)
             os.makedirs(os.path.join(self.root, "objects"), exist_ok=True)
 

@@ -8,13 +8,12 @@ import fcntl
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError
 
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.errors import RunNotFound
@@ -23,6 +22,58 @@ from isthmus.store.engine import WRITE, make_engine, retry_locked
 
 SCHEMA_HEAD = "0001"
 _MIGRATIONS = Path(__file__).with_name("migrations")
+
+# Hot-path statements are built once: constructing SQLAlchemy statements costs more than running them.
+_CANDIDATES = (
+    select(s.step_runs.c.id, s.step_runs.c.outputs, s.step_runs.c.pipeline_run_id, s.cache_entries.c.created_at)
+    .select_from(s.cache_entries.join(s.step_runs, s.step_runs.c.id == s.cache_entries.c.step_run_id))
+    .where(
+        s.cache_entries.c.cache_key == bindparam("key"),
+        or_(s.cache_entries.c.expires_at.is_(None), s.cache_entries.c.expires_at > bindparam("now")),
+    )
+    .order_by(s.cache_entries.c.created_at.desc())
+    .limit(bindparam("limit"))
+)
+_UPDATE_STEP_RUN = s.step_runs.update().where(s.step_runs.c.id == bindparam("_id"))
+_INSERT_STEP_RUN = s.step_runs.insert()
+_INSERT_LINKS = s.step_run_artifacts.insert()
+_INSERT_CACHE_ENTRY = s.cache_entries.insert()
+_TAKE_LEASE = (
+    s.cache_leases.update()
+    .where(
+        s.cache_leases.c.cache_key == bindparam("_key"),
+        or_(s.cache_leases.c.expires_at < bindparam("_now"), s.cache_leases.c.holder == bindparam("_holder")),
+    )
+    .values(holder=bindparam("_holder"), acquired_at=bindparam("_now"), expires_at=bindparam("_expires"))
+)
+_DROP_ENTRY = s.cache_entries.delete().where(
+    s.cache_entries.c.cache_key == bindparam("_key"), s.cache_entries.c.step_run_id == bindparam("_id")
+)
+_RELEASE_LEASE = s.cache_leases.delete().where(
+    s.cache_leases.c.cache_key == bindparam("_key"), s.cache_leases.c.holder == bindparam("_holder")
+)
+
+
+def link_rows_for(
+    step_run_id: str,
+    step_name: str,
+    outputs: dict[str, ArtifactRef] | None,
+    inputs: dict[str, ArtifactRef] | None,
+) -> list[dict[str, Any]]:
+    """Rows of ``step_run_artifacts`` for a step run's outputs and inputs."""
+    rows = []
+    for role, refs in (("output", outputs or {}), ("input", inputs or {})):
+        for name, ref in refs.items():
+            rows.append(
+                {
+                    "step_run_id": step_run_id,
+                    "role": role,
+                    "name": name,
+                    "content_hash": ref.content_hash,
+                    "artifact_name": f"{step_name}.{name}" if role == "output" else name,
+                }
+            )
+    return rows
 
 
 def utcnow() -> dt.datetime:
@@ -46,6 +97,7 @@ class MetadataStore:
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
         self._known_snapshots: set[str] = set()
+        self._ignore_stmts: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._migrate()
 
     # -- schema ----------------------------------------------------------------------------------
@@ -113,28 +165,34 @@ class MetadataStore:
     def _read(self) -> Any:
         return self.engine.connect()
 
-    def _insert_ignore(self, table: Any, rows: list[dict[str, Any]], keys: Sequence[str]) -> Any:
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        elif self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:  # pragma: no cover - other backends: plain insert, duplicates raise
-            return insert(table).values(rows)
-        return dialect_insert(table).values(rows).on_conflict_do_nothing(index_elements=list(keys))
+    def _insert_ignore(self, table: Any, keys: Sequence[str]) -> Any:
+        """An INSERT that skips rows whose key exists; execute it with a list of row dicts."""
+        cache_key = (table.name, tuple(keys))
+        stmt = self._ignore_stmts.get(cache_key)
+        if stmt is None:
+            if self.dialect == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            elif self.dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            else:  # pragma: no cover - other backends: plain insert, duplicates raise
+                return insert(table)
+            stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=list(keys))
+            self._ignore_stmts[cache_key] = stmt
+        return stmt
 
     # -- snapshots -------------------------------------------------------------------------------
     def save_code_snapshot(self, code_hash: str, components: dict[str, str], sources: dict[str, str]) -> None:
         if code_hash in self._known_snapshots:
             return
         row = {"hash": code_hash, "components": components, "sources": sources, "created_at": utcnow()}
-        self._run_write(lambda c: c.execute(self._insert_ignore(s.code_snapshots, [row], ["hash"])))
+        self._run_write(lambda c: c.execute(self._insert_ignore(s.code_snapshots, ["hash"]), [row]))
         self._known_snapshots.add(code_hash)
 
     def save_environment(self, env_hash: str, data: dict[str, Any]) -> None:
         if env_hash in self._known_snapshots:
             return
         row = {"hash": env_hash, "data": data, "created_at": utcnow()}
-        self._run_write(lambda c: c.execute(self._insert_ignore(s.environments, [row], ["hash"])))
+        self._run_write(lambda c: c.execute(self._insert_ignore(s.environments, ["hash"]), [row]))
         self._known_snapshots.add(env_hash)
 
     def get_code_snapshot(self, code_hash: str) -> dict[str, Any] | None:
@@ -173,7 +231,50 @@ class MetadataStore:
     # -- step runs -------------------------------------------------------------------------------
     def start_step_run(self, row: dict[str, Any]) -> None:
         row = {"started_at": utcnow(), "status": "RUNNING", "cache_hit": False, **row}
-        self._run_write(lambda c: c.execute(insert(s.step_runs).values(**row)))
+        self._run_write(lambda c: c.execute(_INSERT_STEP_RUN, row))
+
+    def claim_step_run(
+        self,
+        row: dict[str, Any],
+        cache_key: str,
+        holder: str,
+        ttl: float,
+        try_hit: Callable[[dict[str, Any]], bool | None],
+        hit_write: Callable[[dict[str, Any]], tuple[dict[str, Any], list[dict[str, Any]]]],
+    ) -> tuple[str, Any]:
+        """Look up, then hit or claim, in one write transaction.
+
+        - a cached result whose artifacts ``try_hit`` confirms cheaply is recorded as a hit
+          (``hit_write`` gives the step run row and artifact links): ``("hit", candidate)``;
+        - results that need a slower check (rehashing) are returned: ``("candidates", rows)``;
+        - otherwise the lease is taken and ``row`` recorded as RUNNING: ``("started", None)``,
+          or another live holder has it: ``("busy", None)``.
+        Entries whose artifacts ``try_hit`` finds gone are dropped on the way.
+        """
+
+        def work(conn: Connection) -> tuple[str, Any]:
+            cands = [dict(x) for x in conn.execute(_CANDIDATES, {"key": cache_key, "now": time.time(), "limit": 5}).mappings()]
+            pending = []
+            for cand in cands:
+                verdict = try_hit(cand)
+                if verdict is True and not pending:
+                    hit_row, links = hit_write(cand)
+                    conn.execute(_INSERT_STEP_RUN, hit_row)
+                    if links:
+                        conn.execute(_INSERT_LINKS, links)
+                    return "hit", cand
+                if verdict is False:
+                    conn.execute(_DROP_ENTRY, {"_key": cache_key, "_id": cand["id"]})
+                else:
+                    pending.append(cand)
+            if pending:
+                return "candidates", pending
+            if not self._take_lease(conn, cache_key, holder, ttl):
+                return "busy", None
+            conn.execute(_INSERT_STEP_RUN, {"started_at": utcnow(), "status": "RUNNING", "cache_hit": False, **row})
+            return "started", None
+
+        return self._run_write(work)
 
     def finish_step_run(
         self,
@@ -187,59 +288,55 @@ class MetadataStore:
         expires_at: float | None = None,
         insert_row: dict[str, Any] | None = None,
         new_artifacts: bool = True,
+        release: tuple[str, str] | None = None,
     ) -> None:
         """Complete a step run in one transaction: its row, its artifacts and its cache entry.
 
         The cache entry is written last, so it never exists without its artifacts and outputs.
-        With ``insert_row``, the step run row is inserted (cache hits) instead of updated.
+        With ``insert_row``, the step run row is inserted (cache hits) instead of updated;
+        ``release=(cache_key, holder)`` drops that lease in the same transaction.
         """
         now = utcnow()
         values = {"ended_at": now, **values}
-        art_rows, link_rows = [], []
-        for role, refs in (("output", outputs or {}), ("input", inputs or {})):
-            for name, ref in refs.items():
-                if role == "output" and new_artifacts:
-                    art_rows.append(
-                        {
-                            "content_hash": ref.content_hash,
-                            "uri": ref.uri,
-                            "size": ref.size,
-                            "materializer": ref.materializer,
-                            "python_type": ref.python_type,
-                            "metadata": ref.metadata or None,
-                            "producer_step_run_id": step_run_id,
-                            "created_at": now,
-                        }
-                    )
-                link_rows.append(
+        art_rows: list[dict[str, Any]] = []
+        link_rows = link_rows_for(step_run_id, step_name, outputs, inputs)
+        if new_artifacts:
+            for ref in (outputs or {}).values():
+                art_rows.append(
                     {
-                        "step_run_id": step_run_id,
-                        "role": role,
-                        "name": name,
                         "content_hash": ref.content_hash,
-                        "artifact_name": f"{step_name}.{name}" if role == "output" else name,
+                        "uri": ref.uri,
+                        "size": ref.size,
+                        "materializer": ref.materializer,
+                        "python_type": ref.python_type,
+                        "metadata": ref.metadata or None,
+                        "producer_step_run_id": step_run_id,
+                        "created_at": now,
                     }
                 )
 
         def work(conn: Connection) -> None:
             if insert_row is not None:
-                conn.execute(insert(s.step_runs).values(**{**insert_row, **values}))
+                conn.execute(_INSERT_STEP_RUN, {**insert_row, **values})
             else:
-                conn.execute(update(s.step_runs).where(s.step_runs.c.id == step_run_id).values(**values))
+                conn.execute(_UPDATE_STEP_RUN, {"_id": step_run_id, **values})
             if art_rows:
-                conn.execute(self._insert_ignore(s.artifacts, art_rows, ["content_hash"]))
+                conn.execute(self._insert_ignore(s.artifacts, ["content_hash"]), art_rows)
             if link_rows:
-                conn.execute(insert(s.step_run_artifacts), link_rows)
+                conn.execute(_INSERT_LINKS, link_rows)
             if cache_key is not None:
                 conn.execute(
-                    insert(s.cache_entries).values(
-                        cache_key=cache_key,
-                        step_run_id=step_run_id,
-                        step_name=step_name,
-                        created_at=time.time(),
-                        expires_at=expires_at,
-                    )
+                    _INSERT_CACHE_ENTRY,
+                    {
+                        "cache_key": cache_key,
+                        "step_run_id": step_run_id,
+                        "step_name": step_name,
+                        "created_at": time.time(),
+                        "expires_at": expires_at,
+                    },
                 )
+            if release is not None:
+                conn.execute(_RELEASE_LEASE, {"_key": release[0], "_holder": release[1]})
 
         self._run_write(work)
 
@@ -282,15 +379,8 @@ class MetadataStore:
     # -- cache -----------------------------------------------------------------------------------
     def cache_candidates(self, cache_key: str, now: float, limit: int = 5) -> list[dict[str, Any]]:
         """Unexpired completed step runs recorded under ``cache_key``, newest first."""
-        e, r = s.cache_entries, s.step_runs
         with self._read() as conn:
-            rows = conn.execute(
-                select(r.c.id, r.c.outputs, r.c.pipeline_run_id, e.c.created_at)
-                .select_from(e.join(r, r.c.id == e.c.step_run_id))
-                .where(e.c.cache_key == cache_key, or_(e.c.expires_at.is_(None), e.c.expires_at > now))
-                .order_by(e.c.created_at.desc())
-                .limit(limit)
-            ).mappings()
+            rows = conn.execute(_CANDIDATES, {"key": cache_key, "now": now, "limit": limit}).mappings()
             return [dict(x) for x in rows]
 
     def drop_cache_entry(self, cache_key: str, step_run_id: str) -> None:
@@ -327,28 +417,17 @@ class MetadataStore:
     # -- leases (in-flight deduplication) --------------------------------------------------------
     def acquire_lease(self, cache_key: str, holder: str, ttl: float) -> bool:
         """Take the lease on ``cache_key`` unless a live holder has it; an expired lease is taken over."""
+        return bool(self._run_write(lambda conn: self._take_lease(conn, cache_key, holder, ttl)))
+
+    def _take_lease(self, conn: Connection, cache_key: str, holder: str, ttl: float) -> bool:
         now = time.time()
-        lease = s.cache_leases
-
-        def work(conn: Connection) -> bool:
-            taken = conn.execute(
-                update(lease)
-                .where(lease.c.cache_key == cache_key, or_(lease.c.expires_at < now, lease.c.holder == holder))
-                .values(holder=holder, acquired_at=now, expires_at=now + ttl)
-            ).rowcount
-            if taken:
-                return True
-            exists = conn.execute(select(lease.c.holder).where(lease.c.cache_key == cache_key)).first()
-            if exists:
-                return False
-            try:
-                with conn.begin_nested():
-                    conn.execute(insert(lease).values(cache_key=cache_key, holder=holder, acquired_at=now, expires_at=now + ttl))
-            except IntegrityError:
-                return False
+        params = {"_key": cache_key, "_holder": holder, "_now": now, "_expires": now + ttl}
+        if conn.execute(_TAKE_LEASE, params).rowcount:  # ours already, or expired: take it over
             return True
-
-        return bool(self._run_write(work))
+        row = {"cache_key": cache_key, "holder": holder, "acquired_at": now, "expires_at": now + ttl}
+        # preserve_rowcount: SQLAlchemy reports rowcount -1 for an INSERT on psycopg unless asked to keep it.
+        insert_lease = self._insert_ignore(s.cache_leases, ["cache_key"]).execution_options(preserve_rowcount=True)
+        return conn.execute(insert_lease, row).rowcount == 1
 
     def renew_lease(self, cache_key: str, holder: str, ttl: float) -> bool:
         lease = s.cache_leases
@@ -363,8 +442,7 @@ class MetadataStore:
         )
 
     def release_lease(self, cache_key: str, holder: str) -> None:
-        lease = s.cache_leases
-        self._run_write(lambda c: c.execute(delete(lease).where(lease.c.cache_key == cache_key, lease.c.holder == holder)))
+        self._run_write(lambda c: c.execute(_RELEASE_LEASE, {"_key": cache_key, "_holder": holder}))
 
     def lease_holder(self, cache_key: str) -> tuple[str, float] | None:
         with self._read() as conn:
