@@ -103,7 +103,7 @@ def test_cache_disabled_always_recomputes() -> None:
         CALLS.append("noisy")
         return x
 
-    r1 = default_runner().run(noisy, {"x": 1})
+    default_runner().run(noisy, {"x": 1})
     r2 = default_runner().run(noisy, {"x": 1})
     assert CALLS == ["noisy", "noisy"] and not r2.cache_hit and r2.cache_key is None
 
