@@ -268,16 +268,16 @@ def _feed_pandas(h: blake3, v: Any) -> None:
             _feed(h, [_label(c) for c in v.columns])
             dtypes = list(v.dtypes)
             _feed(h, [repr(t) for t in dtypes])
-            columns = [v.iloc[:, i] for i, t in enumerate(dtypes) if t == object]
+            columns = [v.iloc[:, i] for i, t in enumerate(dtypes) if pd.api.types.is_object_dtype(t)]
         else:
             _feed(h, [_label(v.name), repr(v.dtype)])
-            columns = [v] if v.dtype == object else []
+            columns = [v] if pd.api.types.is_object_dtype(v.dtype) else []
         index = v.index
-        _feed(h, [[_label(n) for n in index.names], repr(index.dtype), type(index).__name__])
+        _feed(h, [[_label(n) for n in index.names], repr(index.dtype)])  # RangeIndex == equal Index
         _feed(h, pd.util.hash_pandas_object(v, index=True).to_numpy())
         for col in columns:
             _feed_object_values(h, col)
-        if index.dtype == object:
+        if pd.api.types.is_object_dtype(index.dtype):
             _feed_object_values(h, index)
         return
     if isinstance(v, pd.Timestamp):

@@ -77,7 +77,10 @@ class CachePolicy:
         try:
             exp = None if expires_after is None else parse_duration(expires_after)
         except ValueError as exc:
-            raise StepDefinitionError(f"CachePolicy(expires_after=...): {exc}") from None
+            raise StepDefinitionError(
+                f"CachePolicy(expires_after={expires_after!r}) is not valid ({exc}); "
+                "write e.g. expires_after='7d', '12h' or a number of seconds"
+            ) from None
         object.__setattr__(self, "enabled", bool(enabled))
         object.__setattr__(self, "code", bool(code))
         object.__setattr__(self, "deps", norm_deps)

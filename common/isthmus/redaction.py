@@ -91,13 +91,17 @@ def _redact_match(m: re.Match[str]) -> str:
     at = authority.rfind("@")  # userinfo ends at the last '@' of the authority (passwords hold '@')
     if at != -1:
         user, colon, _ = authority[:at].partition(":")
-        userinfo = f"{user}:{REDACTED}" if colon else (REDACTED if _token_like(user) else user)
-        rest = userinfo + authority[at:] + rest[end:]
+        if colon:
+            # 'user:p@ss/w@host': a password can hold both '@' and '/'; when in doubt, hide more.
+            last = rest.rfind("@")
+            rest = f"{user}:{REDACTED}{rest[last:]}"
+        else:
+            rest = (REDACTED if _token_like(user) else user) + authority[at:] + rest[end:]
     else:
         # 'user:pa/ss@host': an unencoded '/', '?' or '#' in the password ends the authority early.
         colon = authority.find(":")
-        at = rest.find("@", end)
-        if colon != -1 and at != -1 and not authority[colon + 1 :].isdigit():
+        at = rest.rfind("@")
+        if colon != -1 and at >= end and not authority[colon + 1 :].isdigit():
             rest = f"{authority[:colon]}:{REDACTED}{rest[at:]}"
     return scheme + _QUERY_RE.sub(_redact_query, rest)
 

@@ -92,8 +92,7 @@ def parse_duration(value: int | float | str) -> float:
     if text and _DUR_RE.sub("", text) == "":
         return float(sum(float(n) * _DUR_UNITS[u] for n, u in _DUR_RE.findall(text)))
     raise ValueError(
-        f"duration={value!r} is not a duration; use seconds (int) or a string like '90s', '1h30m', "
-        "'7d' or '02:00:00'"
+        f"duration={value!r} is not a duration; use seconds (int) or a string like '90s', '1h30m', '7d' or '02:00:00'"
     )
 
 
@@ -143,7 +142,9 @@ class Resources(BaseModel):
         if "queue" in data:
             queue = data.pop("queue")
             if data.get("partition") not in (None, queue):
-                raise StepDefinitionError(f"Resources(partition={data['partition']!r}, queue={queue!r}): give one of them")
+                raise StepDefinitionError(
+                    f"Resources(partition={data['partition']!r}, queue={queue!r}): give one of them"
+                )
             data["partition"] = queue
         try:
             super().__init__(**data)

@@ -207,7 +207,11 @@ class PydanticMaterializer(Materializer):
     name = "pydantic-json"
 
     def can_handle(self, obj: Any) -> bool:
-        return hasattr(type(obj), "model_fields") and hasattr(obj, "model_dump_json") and "<locals>" not in type(obj).__qualname__
+        return (
+            hasattr(type(obj), "model_fields")
+            and hasattr(obj, "model_dump_json")
+            and "<locals>" not in type(obj).__qualname__
+        )
 
     def save(self, obj: Any, path: str) -> dict[str, Any] | None:
         data = obj.model_dump_json()
@@ -251,9 +255,7 @@ class EstimatorMaterializer(Materializer):
 
     def can_handle(self, obj: Any) -> bool:
         return (
-            callable(getattr(obj, "fit", None))
-            and callable(getattr(obj, "get_params", None))
-            and _importable("joblib")
+            callable(getattr(obj, "fit", None)) and callable(getattr(obj, "get_params", None)) and _importable("joblib")
         )
 
     def save(self, obj: Any, path: str) -> dict[str, Any] | None:
@@ -363,6 +365,8 @@ def candidates(obj: Any, preferred: Materializer | str | None = None) -> list[Ma
         out.append(registered if type(registered) is preferred else preferred())
     elif preferred is not None:
         out.append(preferred)
+    if out:
+        _by_name.setdefault(out[0].name, out[0])  # so what it writes can be loaded by name
     out.extend(m for m in _registry if m not in out and m.can_handle(obj))
     out.append(_FALLBACK)
     return out
