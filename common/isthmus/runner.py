@@ -23,7 +23,7 @@ from isthmus.artifacts.store import ArtifactStore
 from isthmus.cache import cache_key, lease_keeper
 from isthmus.config import Settings, get_settings
 from isthmus.context import RunContext
-from isthmus.errors import ArtifactMissing, MaterializationError, StepFailed
+from isthmus.errors import ArtifactMissing, MaterializationError, StepDefinitionError, StepFailed
 from isthmus.fingerprint.code import CodeFingerprint, code_fingerprint
 from isthmus.fingerprint.deps import DependencyFingerprint, dependency_fingerprint
 from isthmus.fingerprint.environment import environment_snapshot
@@ -360,7 +360,8 @@ class StepRunner:
                     for name, value in named.items()
                 }
             except Exception as exc:
-                retryable = not isinstance(exc, (MaterializationError, ArtifactMissing)) and attempt < attempts
+                deterministic = isinstance(exc, (MaterializationError, ArtifactMissing, StepDefinitionError))
+                retryable = not deterministic and attempt < attempts
                 status = "RETRY" if retryable else "FAILED"
                 secrets = secret_values(arguments)
                 message = scrub(f"{type(exc).__name__}: {exc}", secrets)
@@ -384,6 +385,16 @@ class StepRunner:
                     step_name=step.name,
                     step_run_id=step_run_id,
                 ) from exc
+            except BaseException as exc:  # interrupted (Ctrl-C, task killed): not a failure of the step
+                self.metadata.finish_step_run(
+                    step_run_id,
+                    {"status": "ABORTED", "error": type(exc).__name__, "duration_ms": (time.perf_counter() - started) * 1000},
+                    inputs=inputs,
+                    step_name=step.name,
+                    release=release,
+                )
+                lineage.emit("on_step_end", {**row, "status": "ABORTED", "error": type(exc).__name__})
+                raise
             duration = (time.perf_counter() - started) * 1000
             expires = time.time() + step.cache.expires_after if step.cache.expires_after else None
             outputs_json = {k: v.to_dict() for k, v in refs.items()}

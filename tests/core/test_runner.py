@@ -303,3 +303,36 @@ def test_nested_handles_and_branching_on_outputs_are_rejected() -> None:
 
     with pytest.raises(isthmus.StepDefinitionError, match="no value while the pipeline is being built"):
         branching.run()
+
+
+def test_interrupted_step_is_recorded_as_aborted_and_not_cached() -> None:
+    @step
+    def interrupted(x: int) -> int:
+        raise KeyboardInterrupt
+
+    @pipeline
+    def p():
+        return interrupted(1)
+
+    with pytest.raises(KeyboardInterrupt):
+        p.run()
+    meta = default_runner().metadata
+    run = meta.get_run("latest")
+    assert run["status"] == "ABORTED"
+    (sr,) = meta.step_runs_of(run["id"])
+    assert sr["status"] == "ABORTED" and sr["error"] == "KeyboardInterrupt"
+    assert meta.list_cache_entries(step_name="interrupted") == []
+    assert meta.lease_holder(sr["cache_key"]) is None
+
+
+def test_wrong_number_of_outputs_is_not_retried() -> None:
+    calls = []
+
+    @step(retries=3)
+    def two() -> tuple[int, int]:
+        calls.append(1)
+        return 1  # type: ignore[return-value]
+
+    with pytest.raises(StepFailed, match="declares 2 outputs"):
+        default_runner().run(two, {})
+    assert len(calls) == 1
