@@ -27,6 +27,7 @@ from isthmus.errors import ArtifactMissing, MaterializationError, StepDefinition
 from isthmus.fingerprint.code import CodeFingerprint, code_fingerprint
 from isthmus.fingerprint.deps import DependencyFingerprint, dependency_fingerprint
 from isthmus.fingerprint.environment import environment_snapshot
+from isthmus.hashing import UnhashableValueError, hash_value
 from isthmus.redaction import is_secret_name, redact_params, scrub, secret_values
 from isthmus.step import Step
 from isthmus.store.metadata import MetadataStore, link_rows_for, utcnow
@@ -146,11 +147,12 @@ class StepRunner:
                 params[name] = _json_param(value)
             except TypeError:
                 if is_secret_name(name):
-                    raise StepFailed(
-                        f"step {step.name!r}: parameter {name!r} looks like a secret but is a "
-                        f"{type(value).__name__}; pass secrets as strings (they are never stored)",
-                        step_name=step.name,
-                    ) from None
+                    # Never stored: only its hash enters the cache key; the function gets the object.
+                    try:
+                        params[name] = hash_value(value)
+                    except UnhashableValueError:
+                        params[name] = f"<unhashable {type(value).__name__}>"
+                    continue
                 # Objects passed in directly become input artifacts (hashed by content, kept for lineage).
                 inputs[name] = self.artifacts.save(value, step_name=step.name, output=f"input:{name}")
 

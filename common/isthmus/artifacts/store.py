@@ -31,8 +31,9 @@ from isthmus.hashing import hash_file
 
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "abfs", "az", "abfss", "memory"}
 # A file modified within this long of being hashed may change again without its mtime moving
-# (coarse filesystem timestamps): such a hash check is not remembered ("racy git").
-_RACY_NS = 2_000_000_000
+# (filesystem timestamps follow the kernel tick, a few ms on ext4/xfs/btrfs): such a hash check is
+# not remembered ("racy git").
+_RACY_NS = 100_000_000
 
 
 class ArtifactStore:

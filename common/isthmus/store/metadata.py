@@ -421,13 +421,13 @@ class MetadataStore:
 
     def _take_lease(self, conn: Connection, cache_key: str, holder: str, ttl: float) -> bool:
         now = time.time()
-        params = {"_key": cache_key, "_holder": holder, "_now": now, "_expires": now + ttl}
-        if conn.execute(_TAKE_LEASE, params).rowcount:  # ours already, or expired: take it over
-            return True
         row = {"cache_key": cache_key, "holder": holder, "acquired_at": now, "expires_at": now + ttl}
         # preserve_rowcount: SQLAlchemy reports rowcount -1 for an INSERT on psycopg unless asked to keep it.
         insert_lease = self._insert_ignore(s.cache_leases, ["cache_key"]).execution_options(preserve_rowcount=True)
-        return conn.execute(insert_lease, row).rowcount == 1
+        if conn.execute(insert_lease, row).rowcount == 1:  # nobody holds it (the usual case)
+            return True
+        params = {"_key": cache_key, "_holder": holder, "_now": now, "_expires": now + ttl}
+        return bool(conn.execute(_TAKE_LEASE, params).rowcount)  # ours already, or expired: take it over
 
     def renew_lease(self, cache_key: str, holder: str, ttl: float) -> bool:
         lease = s.cache_leases
