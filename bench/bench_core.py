@@ -25,14 +25,18 @@ from rich.table import Table
 console = Console(width=120)
 
 
-def _median_time(fn, repeat: int) -> float:
+def _times(fn, repeat: int) -> list[float]:
     times = []
     for _ in range(repeat):
         gc.collect()
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def _median_time(fn, repeat: int) -> float:
+    return statistics.median(_times(fn, repeat))
 
 
 def bench_steps(n_steps: int, repeat: int) -> None:
@@ -64,20 +68,24 @@ def bench_steps(n_steps: int, repeat: int) -> None:
     chain.run(start=-1)  # warm-up: schema, fingerprints, environment snapshot
     counter = iter(range(10**9))
     t_plain = _median_time(lambda: plain(0), repeat)
-    t_uncached = _median_time(lambda: chain.run(start=next(counter) * 1000), repeat)
+    uncached = _times(lambda: chain.run(start=next(counter) * 1000), repeat)
     fixed = 10_000_000
     chain.run(start=fixed)
-    t_cached = _median_time(lambda: chain.run(start=fixed), repeat)
+    cached = _times(lambda: chain.run(start=fixed), repeat)
     run = chain.run(start=fixed)
     assert run.cache_hits == n_steps
 
-    t = Table(title=f"Local pipeline, chain of {n_steps} trivial steps (SQLite, median of {repeat})")
-    for col in ("run", "wall time", "per step", "overhead per step vs plain", "target"):
+    t = Table(title=f"Local pipeline, chain of {n_steps} trivial steps (SQLite, {repeat} runs each)")
+    for col in ("run", "median wall time", "overhead per step vs plain (median)", "fastest .. slowest run", "target"):
         t.add_column(col)
-    per = lambda s: f"{s / n_steps * 1000:.3f} ms"  # noqa: E731
-    t.add_row("plain Python calls (peer)", f"{t_plain * 1000:.2f} ms", per(t_plain), "-", "-")
-    t.add_row("isthmus uncached", f"{t_uncached * 1000:.1f} ms", per(t_uncached), per(t_uncached - t_plain), "<= 3 ms")
-    t.add_row("isthmus all cached", f"{t_cached * 1000:.1f} ms", per(t_cached), per(t_cached - t_plain), "<= 1.5 ms")
+
+    def per(s: float) -> str:
+        return f"{(s - t_plain) / n_steps * 1000:.2f} ms"
+
+    t.add_row("plain Python calls (peer)", f"{t_plain * 1000:.2f} ms", "-", "-", "-")
+    for label, times, target in (("isthmus uncached", uncached, "<= 3 ms"), ("isthmus all cached", cached, "<= 1.5 ms")):
+        med = statistics.median(times)
+        t.add_row(label, f"{med * 1000:.1f} ms", per(med), f"{per(min(times))} .. {per(max(times))}", target)
     console.print(t)
 
 
@@ -98,14 +106,20 @@ def bench_hashing(mb: int, repeat: int) -> None:
         t.add_column(col)
     t.add_row("raw blake3, 1 thread", f"{t_raw1 * 1000:.0f} ms", f"{gb / t_raw1:.2f} GB/s", "-", "-")
     t.add_row("raw blake3, all cores (peer)", f"{t_raw * 1000:.0f} ms", f"{gb / t_raw:.2f} GB/s", "100 %", "-")
-    t.add_row("isthmus hash_value", f"{t_isthmus * 1000:.0f} ms", f"{gb / t_isthmus:.2f} GB/s", f"{t_raw / t_isthmus * 100:.0f} %", ">= 80 %")
+    t.add_row(
+        "isthmus hash_value",
+        f"{t_isthmus * 1000:.0f} ms",
+        f"{gb / t_isthmus:.2f} GB/s",
+        f"{t_raw / t_isthmus * 100:.0f} %",
+        ">= 80 %",
+    )
     console.print(t)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--mb", type=int, default=512)
     args = parser.parse_args()
     bench_steps(args.steps, args.repeat)

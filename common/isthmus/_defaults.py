@@ -31,7 +31,9 @@ def artifact_store() -> Any:
     with _lock:
         store = _cache.get(key)  # type: ignore[call-overload]
         if store is None:
-            store = ArtifactStore(settings.artifact_root, verify=settings.verify, local_cache=str(settings.home / "cache"))
+            store = ArtifactStore(
+                settings.artifact_root, verify=settings.verify, local_cache=str(settings.home / "cache")
+            )
             _cache[key] = store  # type: ignore[index]
         return store
 

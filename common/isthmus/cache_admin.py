@@ -11,9 +11,16 @@ from isthmus.artifacts.store import ArtifactStore
 from isthmus.store.metadata import MetadataStore
 
 
-def prune(meta: MetadataStore, artifacts: ArtifactStore, *, delete_unreferenced: bool = False, grace: float = 3600.0) -> dict[str, int]:
+def prune(
+    meta: MetadataStore, artifacts: ArtifactStore, *, delete_unreferenced: bool = False, grace: float = 3600.0
+) -> dict[str, int]:
     """Clean the cache; objects younger than ``grace`` seconds are never deleted (they may be in flight)."""
-    report = {"expired": meta.prune_expired(time.time()), "missing": 0, "tmp": artifacts.clean_tmp(grace), "unreferenced": 0}
+    report = {
+        "expired": meta.prune_expired(time.time()),
+        "missing": 0,
+        "tmp": artifacts.clean_tmp(grace),
+        "unreferenced": 0,
+    }
     for entry in meta.list_cache_entries(limit=1_000_000):
         try:
             run = meta.get_step_run(entry["step_run_id"])

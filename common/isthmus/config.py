@@ -40,7 +40,9 @@ class Settings:
         artifact_root = os.environ.get("ISTHMUS_ARTIFACT_ROOT") or str(home / "artifacts")
         verify = os.environ.get("ISTHMUS_VERIFY", "hash").strip().lower()
         if verify not in _VERIFY_MODES:
-            raise ValueError(f"ISTHMUS_VERIFY={verify!r} is not one of {_VERIFY_MODES}; use 'hash' (default), 'size' or 'off'")
+            raise ValueError(
+                f"ISTHMUS_VERIFY={verify!r} is not one of {_VERIFY_MODES}; use 'hash' (default), 'size' or 'off'"
+            )
         allow = tuple(n.strip() for n in os.environ.get("ISTHMUS_ENV_ALLOWLIST", "").split(",") if n.strip())
         return cls(
             home=home,

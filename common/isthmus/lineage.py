@@ -56,4 +56,6 @@ def emit(event: str, payload: dict[str, Any]) -> None:
     except Exception as exc:  # lineage must never fail a step
         if not _warned:
             _warned = True
-            log.warning("lineage hook %s failed (%s: %s); runs continue without lineage", event, type(exc).__name__, exc)
+            log.warning(
+                "lineage hook %s failed (%s: %s); runs continue without lineage", event, type(exc).__name__, exc
+            )

@@ -235,7 +235,9 @@ class Pipeline:
         out_json = _outputs_to_json(graph.outputs, lambda h: results[h.invocation].outputs[h.output])
         runner.metadata.finish_pipeline_run(run_id, "COMPLETED", outputs=out_json)
         lineage.emit("on_pipeline_end", {**record, "status": "COMPLETED", "outputs": out_json})
-        return PipelineRun(id=run_id, name=self.name, status="COMPLETED", steps=results, output_refs=out_json, runner=runner)
+        return PipelineRun(
+            id=run_id, name=self.name, status="COMPLETED", steps=results, output_refs=out_json, runner=runner
+        )
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name}>"

@@ -37,7 +37,14 @@ def default_manifest_path(context: RunContext) -> str:
     root = get_settings().artifact_root
     native = context.native
     ident = native.get("manifest_id") or "-".join(
-        str(x) for x in (context.pipeline_run_id or "adhoc", context.invocation or "step", native.get("map_index", ""), context.attempt) if x != ""
+        str(x)
+        for x in (
+            context.pipeline_run_id or "adhoc",
+            context.invocation or "step",
+            native.get("map_index", ""),
+            context.attempt,
+        )
+        if x != ""
     )
     return f"{root.rstrip('/')}/manifests/{ident}.json"
 
@@ -47,7 +54,9 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 
     fs, p = fsspec.core.url_to_fs(path)
     text = json.dumps(data, default=_json_default, sort_keys=True, indent=1)
-    if fs.protocol in ("file", "local") or "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+    if fs.protocol in ("file", "local") or "file" in (
+        fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    ):
         os.makedirs(os.path.dirname(p), exist_ok=True)
         tmp = f"{p}.{uuid.uuid4().hex}.part"
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -95,7 +104,9 @@ def run_remote(
     for name, value in (inputs or {}).items():
         ref = ArtifactRef.coerce(value)
         if ref is None:
-            raise IsthmusError(f"run-step: input {name!r} is not an artifact ref: {value!r}; pass it in --params instead")
+            raise IsthmusError(
+                f"run-step: input {name!r} is not an artifact ref: {value!r}; pass it in --params instead"
+            )
         arguments[name] = ref
     private_db: str | None = None
     if record == "manifest":

@@ -26,7 +26,7 @@ from isthmus.context import RunContext
 from isthmus.errors import ArtifactMissing, MaterializationError, StepDefinitionError, StepFailed
 from isthmus.fingerprint.code import CodeFingerprint, code_fingerprint
 from isthmus.fingerprint.deps import DependencyFingerprint, dependency_fingerprint
-from isthmus.fingerprint.environment import environment_snapshot
+from isthmus.fingerprint.environment import DEFAULT_ENV_ALLOWLIST, IMAGE_VARS, environment_snapshot
 from isthmus.hashing import UnhashableValueError, hash_value
 from isthmus.redaction import is_secret_name, redact_params, scrub, secret_values
 from isthmus.step import Step
@@ -102,6 +102,8 @@ class StepRunner:
         self.metadata = metadata or _defaults.metadata_store()
         self.artifacts = artifacts or _defaults.artifact_store()
         self._fp_memo: dict[tuple[int, Any], tuple[Any, CodeFingerprint, DependencyFingerprint]] = {}
+        self._env_memo: dict[str | None, tuple[tuple[str | None, ...], str]] = {}
+        self._env_names = tuple(sorted(set(DEFAULT_ENV_ALLOWLIST) | set(self.settings.env_allowlist) | set(IMAGE_VARS)))
 
     # -- fingerprints ----------------------------------------------------------------------------
     def fingerprints(self, step: Step[Any, Any]) -> tuple[CodeFingerprint, DependencyFingerprint]:
@@ -116,12 +118,20 @@ class StepRunner:
         return code_fp, deps_fp
 
     def _environment(self, step: Step[Any, Any]) -> str:
+        """The environment snapshot hash for ``step`` (rebuilt only when a recorded variable changes)."""
         import sys
 
         mod = sys.modules.get(step.fn.__module__)
         path = getattr(mod, "__file__", None)
-        snap = environment_snapshot(os.path.dirname(path) if path else None, self.settings.env_allowlist)
+        code_dir = os.path.dirname(path) if path else None
+        names = self._env_names
+        watched = tuple(os.environ.get(n) for n in names)
+        memo = self._env_memo.get(code_dir)
+        if memo is not None and memo[0] == watched:
+            return memo[1]
+        snap = environment_snapshot(code_dir, self.settings.env_allowlist)
         self.metadata.save_environment(snap.hash, snap.data)
+        self._env_memo[code_dir] = (watched, snap.hash)
         return snap.hash
 
     # -- the run ---------------------------------------------------------------------------------
@@ -276,13 +286,21 @@ class StepRunner:
                 if hit is not None:
                     row = self._hit_row(base, hit, t0)
                     self.metadata.finish_step_run(
-                        base["id"], {}, outputs=hit["refs"], inputs=inputs, step_name=step.name, insert_row=row, new_artifacts=False
+                        base["id"],
+                        {},
+                        outputs=hit["refs"],
+                        inputs=inputs,
+                        step_name=step.name,
+                        insert_row=row,
+                        new_artifacts=False,
                     )
                     return self._hit_result(step, row, hit["refs"])
                 continue
             if not told and waited > 1.0:
                 other = self.metadata.lease_holder(key)
-                log.info("step %r: identical run in progress by %s; waiting for its result", step.name, other and other[0])
+                log.info(
+                    "step %r: identical run in progress by %s; waiting for its result", step.name, other and other[0]
+                )
                 told = True
             time.sleep(delay)
             waited += delay
@@ -344,7 +362,13 @@ class StepRunner:
         release = (key, holder) if key is not None and holder is not None else None
         while True:
             attempt += 1
-            row = {**base, "attempt": ctx.attempt + attempt - 1, "started_at": utcnow(), "cache_hit": False, "status": "RUNNING"}
+            row = {
+                **base,
+                "attempt": ctx.attempt + attempt - 1,
+                "started_at": utcnow(),
+                "cache_hit": False,
+                "status": "RUNNING",
+            }
             if attempt > 1:
                 row["id"] = str(uuid.uuid4())
             step_run_id = row["id"]
@@ -358,7 +382,9 @@ class StepRunner:
                 result = step.invoke(call_args)
                 named = step.split_outputs(result)
                 refs = {
-                    name: self.artifacts.save(value, step_name=step.name, output=name, materializer=step.materializers.get(name))
+                    name: self.artifacts.save(
+                        value, step_name=step.name, output=name, materializer=step.materializers.get(name)
+                    )
                     for name, value in named.items()
                 }
             except Exception as exc:
@@ -390,7 +416,11 @@ class StepRunner:
             except BaseException as exc:  # interrupted (Ctrl-C, task killed): not a failure of the step
                 self.metadata.finish_step_run(
                     step_run_id,
-                    {"status": "ABORTED", "error": type(exc).__name__, "duration_ms": (time.perf_counter() - started) * 1000},
+                    {
+                        "status": "ABORTED",
+                        "error": type(exc).__name__,
+                        "duration_ms": (time.perf_counter() - started) * 1000,
+                    },
                     inputs=inputs,
                     step_name=step.name,
                     release=release,
@@ -410,7 +440,9 @@ class StepRunner:
                 expires_at=expires,
                 release=release,
             )
-            lineage.emit("on_step_end", {**row, "status": "COMPLETED", "outputs": outputs_json, "duration_ms": duration})
+            lineage.emit(
+                "on_step_end", {**row, "status": "COMPLETED", "outputs": outputs_json, "duration_ms": duration}
+            )
             return StepResult(
                 step_run_id=step_run_id,
                 step_name=step.name,

@@ -255,7 +255,9 @@ def load_step(import_path: str) -> Step[Any, Any]:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise NotImportableError(f"module {module_name!r} has no attribute {qualname!r} (step {import_path!r})") from None
+            raise NotImportableError(
+                f"module {module_name!r} has no attribute {qualname!r} (step {import_path!r})"
+            ) from None
     if isinstance(obj, Step):
         return obj
     if callable(obj):

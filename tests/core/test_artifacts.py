@@ -426,7 +426,7 @@ def test_corrupt_object_is_invalid_and_quarantined(store: ArtifactStore) -> None
 
 def test_corruption_within_the_timestamp_granularity_is_caught(store: ArtifactStore) -> None:
     # A coarse filesystem clock can leave mtime unchanged by a write right after the hash check.
-    ref = store.save({"a": list(range(100))})
+    ref = ArtifactStore(store.root).save({"a": list(range(100))})  # written by another process
     path = store.local_path(ref)
     st = os.stat(path)
     assert store.is_valid(ref)
@@ -472,12 +472,21 @@ def test_verification_is_remembered(store: ArtifactStore, monkeypatch: pytest.Mo
 
 
 def test_a_just_written_file_is_rehashed(store: ArtifactStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    ref = store.save([1])
+    ref = ArtifactStore(store.root).save([1])  # written by another process moments ago
     calls: list[str] = []
     real = store_module.hash_file
     monkeypatch.setattr(store_module, "hash_file", lambda p: calls.append(p) or real(p))
     assert store.is_valid(ref) and store.is_valid(ref)
     assert len(calls) == 2  # modified moments ago: the memo is not trusted yet
+
+
+def test_own_commits_are_trusted_without_rehashing(store: ArtifactStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = store.save([1, 2])  # this store hashed exactly these bytes before the rename
+    calls: list[str] = []
+    real = store_module.hash_file
+    monkeypatch.setattr(store_module, "hash_file", lambda p: calls.append(p) or real(p))
+    assert store.quick_check(ref) is True and store.is_valid(ref)
+    assert calls == []
 
 
 def test_load_with_verify(store: ArtifactStore) -> None:

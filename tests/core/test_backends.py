@@ -68,7 +68,12 @@ def test_pipeline_runs_and_hits_on_each_store(store_url: str, tmp_path: Path, mo
     script = tmp_path / "conc.py"
     script.write_text(CONCURRENT)
     env = {**os.environ, "ISTHMUS_STORE_URL": store_url, "COUNTER": str(counter), "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(8)
+    ]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=180)

@@ -244,7 +244,14 @@ def test_eight_concurrent_identical_steps_compute_once(tmp_path: Path, isthmus_h
 
     _defaults.metadata_store()
     procs = [
-        subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(script)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(8)
     ]
     results = []
@@ -341,5 +348,7 @@ def test_main_module_step_warns_for_remote(tmp_path: Path, where: str) -> None:
             """
         )
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     assert "__main__" in out.stdout and "python -m" in out.stdout

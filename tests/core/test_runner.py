@@ -84,7 +84,12 @@ def test_changing_a_parameter_reruns_only_downstream_steps() -> None:
     flow.run(n=10)
     CALLS.clear()
     run = flow.run(n=10, column="x")
-    assert {k: v.cache_hit for k, v in run.steps.items()} == {"load": True, "split": True, "minmax": True, "total": False}
+    assert {k: v.cache_hit for k, v in run.steps.items()} == {
+        "load": True,
+        "split": True,
+        "minmax": True,
+        "total": False,
+    }
     assert CALLS == ["total"]
     assert run.outputs["total"] == 45.0
 
@@ -190,7 +195,11 @@ def test_retries_record_each_attempt() -> None:
     from isthmus.store import schema
 
     with runner.metadata.engine.connect() as conn:
-        rows = conn.execute(select(schema.step_runs.c.status, schema.step_runs.c.attempt, schema.step_runs.c.error).order_by(schema.step_runs.c.attempt)).all()
+        rows = conn.execute(
+            select(schema.step_runs.c.status, schema.step_runs.c.attempt, schema.step_runs.c.error).order_by(
+                schema.step_runs.c.attempt
+            )
+        ).all()
     assert [(r[0], r[1]) for r in rows] == [("RETRY", 1), ("RETRY", 2), ("COMPLETED", 3)]
     assert "transient failure 1" in rows[0][2]
 
@@ -239,7 +248,7 @@ def test_records_fingerprints_environment_and_resources() -> None:
     assert sr["code_hash"].startswith("blake3:") and sr["deps_hash"].startswith("blake3:")
     assert "pandas" in sr["deps"] and "numpy" in sr["deps"]
     snap = meta.get_code_snapshot(sr["code_hash"])
-    assert "CALLS.append(\"load\")" in snap["sources"]["load"]
+    assert 'CALLS.append("load")' in snap["sources"]["load"]
     env = meta.get_environment(sr["environment_hash"])
     assert env["python"]["version"] and env["platform"]["machine"] and env["packages"]["pandas"]
     assert env["host"] and "git" in env
@@ -253,7 +262,9 @@ def test_resources_and_context_are_recorded() -> None:
     def gpu_step(x: int) -> int:
         return x
 
-    ctx = RunContext(orchestrator="airflow", invocation="t1", attempt=2, native={"dag_id": "d", "run_id": "r", "map_index": 3})
+    ctx = RunContext(
+        orchestrator="airflow", invocation="t1", attempt=2, native={"dag_id": "d", "run_id": "r", "map_index": 3}
+    )
     result = default_runner().run(gpu_step, {"x": 1}, ctx)
     sr = default_runner().metadata.get_step_run(result.step_run_id)
     assert sr["resources"] == {"cpu": 2.0, "memory": 4 * 1024**3, "gpu": 1, "gpu_type": "A100", "partition": "gpu"}

@@ -85,7 +85,10 @@ def test_git_remote_credentials_are_redacted(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    subprocess.run(["git", "-C", str(repo), "remote", "add", "origin", f"https://user:{PARAM_CANARY}@example.invalid/x.git"], check=True)
+    subprocess.run(
+        ["git", "-C", str(repo), "remote", "add", "origin", f"https://user:{PARAM_CANARY}@example.invalid/x.git"],
+        check=True,
+    )
     (repo / "a.txt").write_text("x")
     subprocess.run(["git", "-C", str(repo), "add", "."], check=True)
     subprocess.run(

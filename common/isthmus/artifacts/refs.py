@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 REF_MARKER = "__isthmus_artifact__"
@@ -22,9 +23,16 @@ class ArtifactRef:
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
-        data = {REF_MARKER: 1, **asdict(self)}  # marker first: recognisable at the head of any JSON form
-        if not data["metadata"]:
-            del data["metadata"]
+        data: dict[str, Any] = {  # marker first: recognisable at the head of any JSON form
+            REF_MARKER: 1,
+            "uri": self.uri,
+            "content_hash": self.content_hash,
+            "size": self.size,
+            "materializer": self.materializer,
+            "python_type": self.python_type,
+        }
+        if self.metadata:
+            data["metadata"] = copy.deepcopy(self.metadata)
         return data
 
     def to_json(self) -> str:

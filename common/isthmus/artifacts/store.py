@@ -216,18 +216,20 @@ class ArtifactStore:
             return True
         return None
 
-    def _remember(self, path: str, content_hash: str, st: os.stat_result) -> None:
+    def _remember(self, path: str, content_hash: str, st: os.stat_result, *, checked_ns: int | None = None) -> None:
         # The memo keeps the time of the check: it is trusted only for files last modified well
         # before it, so a change within the filesystem's timestamp granularity is never missed.
         with self._lock:
-            self._verified[path] = (content_hash, st.st_size, st.st_mtime_ns, st.st_ino, time.time_ns())
+            self._verified[path] = (content_hash, st.st_size, st.st_mtime_ns, st.st_ino, checked_ns or time.time_ns())
 
     def _remember_verified(self, path: str, content_hash: str) -> None:
+        """Remember an object this process just committed: its bytes are the ones it hashed before the
+        rename, so the memo is trusted at once (as if checked after the racy window)."""
         try:
             st = os.stat(path)
         except FileNotFoundError:
             return
-        self._remember(path, content_hash, st)
+        self._remember(path, content_hash, st, checked_ns=st.st_mtime_ns + _RACY_NS + 1)
 
     def _quarantine(self, path: str) -> None:
         target = os.path.join(self.root, ".corrupt", f"{os.path.basename(path)}.{int(time.time())}")

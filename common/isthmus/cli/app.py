@@ -13,7 +13,9 @@ import typer
 from isthmus.cli.render import console, dump_json, duration, print_diff, short, status_text, table, when
 from isthmus.errors import IsthmusError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="isthmus: recorded, cached, portable pipeline steps.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="isthmus: recorded, cached, portable pipeline steps."
+)
 runs_app = typer.Typer(no_args_is_help=True, help="Pipeline runs.")
 artifacts_app = typer.Typer(no_args_is_help=True, help="Artifacts and their aliases (name@alias).")
 cache_app = typer.Typer(no_args_is_help=True, help="The step cache.")
@@ -64,7 +66,9 @@ def runs_list(
 
 
 @runs_app.command("show")
-def runs_show(run: Annotated[str, typer.Argument(help="Run id, unique prefix, 'latest' or 'latest~N'.")], as_json: JsonOpt = False) -> None:
+def runs_show(
+    run: Annotated[str, typer.Argument(help="Run id, unique prefix, 'latest' or 'latest~N'.")], as_json: JsonOpt = False
+) -> None:
     """Show one pipeline run and its step runs."""
     meta = _meta()
     try:
@@ -87,7 +91,11 @@ def runs_show(run: Annotated[str, typer.Argument(help="Run id, unique prefix, 'l
         console.print(f"[red]error:[/red] {r['error']}")
     t = table("Steps", ["step", "attempt", "status", "cache", "took", "code", "outputs"])
     for sr in steps:
-        cache = f"hit (from {short(sr['source_step_run_id'])})" if sr["cache_hit"] else ("miss" if sr["cache_key"] else "off")
+        cache = (
+            f"hit (from {short(sr['source_step_run_id'])})"
+            if sr["cache_hit"]
+            else ("miss" if sr["cache_key"] else "off")
+        )
         outs = ", ".join(f"{k}={short(v.get('content_hash'))}" for k, v in (sr["outputs"] or {}).items())
         t.add_row(
             sr["invocation"],
@@ -119,7 +127,9 @@ def diff(
         dump_json(d)
         return
     a, b = d["run_a"], d["run_b"]
-    console.print(f"[bold]diff[/bold] {a['id'][:8]} ({a['orchestrator']}, {a['status']}) -> {b['id'][:8]} ({b['orchestrator']}, {b['status']})")
+    console.print(
+        f"[bold]diff[/bold] {a['id'][:8]} ({a['orchestrator']}, {a['status']}) -> {b['id'][:8]} ({b['orchestrator']}, {b['status']})"
+    )
     if d["params"]:
         for k, (old, new) in d["params"].items():
             console.print(f"  param [bold]{k}[/bold]: {old!r} -> {new!r}")
@@ -157,7 +167,9 @@ def diff(
 # -- artifacts ------------------------------------------------------------------------------------
 @artifacts_app.command("list")
 def artifacts_list(
-    name: Annotated[str | None, typer.Option("--name", help="Only versions of this artifact name (step.output).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Only versions of this artifact name (step.output).")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
@@ -181,7 +193,9 @@ def artifacts_list(
 
 
 @artifacts_app.command("show")
-def artifacts_show(ref: Annotated[str, typer.Argument(help="Content hash (prefix) or name@alias.")], as_json: JsonOpt = False) -> None:
+def artifacts_show(
+    ref: Annotated[str, typer.Argument(help="Content hash (prefix) or name@alias.")], as_json: JsonOpt = False
+) -> None:
     """One artifact: where it is, what it is, who produced it."""
     meta = _meta()
     try:
@@ -197,7 +211,9 @@ def artifacts_show(ref: Annotated[str, typer.Argument(help="Content hash (prefix
     if a.get("metadata"):
         console.print(f"{'metadata':>13}: {json.dumps(a['metadata'], sort_keys=True)}")
     if producer:
-        console.print(f"{'produced by':>13}: step {producer['step_name']} (step run {producer['id']}, pipeline run {producer['pipeline_run_id']})")
+        console.print(
+            f"{'produced by':>13}: step {producer['step_name']} (step run {producer['id']}, pipeline run {producer['pipeline_run_id']})"
+        )
 
 
 @artifacts_app.command("alias")
@@ -282,7 +298,9 @@ def cache_clear(
 
 @cache_app.command("prune")
 def cache_prune(
-    artifacts: Annotated[bool, typer.Option("--artifacts", help="Also delete stored objects no run refers to.")] = False,
+    artifacts: Annotated[
+        bool, typer.Option("--artifacts", help="Also delete stored objects no run refers to.")
+    ] = False,
 ) -> None:
     """Drop expired entries and entries whose artifacts are gone; remove abandoned partial writes."""
     from isthmus import _defaults
@@ -316,7 +334,9 @@ def run_step_cmd(
     params: Annotated[str | None, typer.Option("--params", help="JSON object name -> value (or @file).")] = None,
     context: Annotated[str | None, typer.Option("--context", help="RunContext JSON (or @file).")] = None,
     manifest: Annotated[str | None, typer.Option("--manifest", help="Where to write the result manifest.")] = None,
-    record: Annotated[str, typer.Option("--record", help="'db' (metadata store) or 'manifest' (rows ride in the manifest).")] = "db",
+    record: Annotated[
+        str, typer.Option("--record", help="'db' (metadata store) or 'manifest' (rows ride in the manifest).")
+    ] = "db",
 ) -> None:
     """Run one step by import path and write a result manifest (the remote entrypoint)."""
     from isthmus.context import RunContext

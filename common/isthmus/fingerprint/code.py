@@ -79,7 +79,13 @@ def _definition_node(source: str, obj: Any) -> ast.AST | None:
 def _bytecode_digest(code: types.CodeType) -> bytes:
     consts = []
     for c in code.co_consts:
-        consts.append(_bytecode_digest(c) if isinstance(c, types.CodeType) else marshal.dumps(c) if _marshalable(c) else repr(c).encode())
+        consts.append(
+            _bytecode_digest(c)
+            if isinstance(c, types.CodeType)
+            else marshal.dumps(c)
+            if _marshalable(c)
+            else repr(c).encode()
+        )
     return marshal.dumps((code.co_code, code.co_names, code.co_varnames, tuple(consts)))
 
 

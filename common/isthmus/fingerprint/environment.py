@@ -38,7 +38,7 @@ DEFAULT_ENV_ALLOWLIST = (
     "FLYTE_INTERNAL_EXECUTION_DOMAIN",
     "ISTHMUS_IMAGE",
 )
-_IMAGE_VARS = ("ISTHMUS_IMAGE", "CONTAINER_IMAGE", "FLYTE_INTERNAL_IMAGE", "IMAGE", "DOCKER_IMAGE")
+IMAGE_VARS = ("ISTHMUS_IMAGE", "CONTAINER_IMAGE", "FLYTE_INTERNAL_IMAGE", "IMAGE", "DOCKER_IMAGE")
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,7 @@ class EnvironmentSnapshot:
 
 def _git(cwd: str, *args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
-        )
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -95,7 +93,7 @@ def _user() -> str | None:
 
 @functools.lru_cache(maxsize=16)
 def _snapshot(code_path: str, allowlist: tuple[str, ...], env_key: str) -> EnvironmentSnapshot:
-    image = next((os.environ[v] for v in _IMAGE_VARS if os.environ.get(v)), None)
+    image = next((os.environ[v] for v in IMAGE_VARS if os.environ.get(v)), None)
     data: dict[str, Any] = {
         "python": {
             "version": platform.python_version(),

@@ -22,7 +22,11 @@ def make_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
     if parsed.database and parsed.database != ":memory:":
         os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, poolclass=NullPool if parsed.database in (None, "", ":memory:") else None)
+    engine = create_engine(
+        url,
+        connect_args={"timeout": 60, "check_same_thread": False},
+        poolclass=NullPool if parsed.database in (None, "", ":memory:") else None,
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -40,7 +44,9 @@ def make_engine(url: str) -> Engine:
         # with "database is locked" without waiting for the busy timeout.
         # Straight to the driver: this runs for every transaction, and SQLAlchemy's execution
         # machinery costs more than the statement.
-        conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
+        conn.connection.driver_connection.execute(
+            "BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN"
+        )
 
     return engine
 

@@ -212,7 +212,9 @@ class MetadataStore:
 
     def finish_pipeline_run(self, run_id: str, status: str, *, outputs: Any = None, error: str | None = None) -> None:
         values = {"status": status, "outputs": outputs, "error": error, "ended_at": utcnow()}
-        self._run_write(lambda c: c.execute(update(s.pipeline_runs).where(s.pipeline_runs.c.id == run_id).values(**values)))
+        self._run_write(
+            lambda c: c.execute(update(s.pipeline_runs).where(s.pipeline_runs.c.id == run_id).values(**values))
+        )
 
     def find_pipeline_run(self, orchestrator: str, key: str, value: str) -> dict[str, Any] | None:
         """The newest pipeline run of ``orchestrator`` whose context has ``key == value``."""
@@ -253,7 +255,10 @@ class MetadataStore:
         """
 
         def work(conn: Connection) -> tuple[str, Any]:
-            cands = [dict(x) for x in conn.execute(_CANDIDATES, {"key": cache_key, "now": time.time(), "limit": 5}).mappings()]
+            cands = [
+                dict(x)
+                for x in conn.execute(_CANDIDATES, {"key": cache_key, "now": time.time(), "limit": 5}).mappings()
+            ]
             pending = []
             for cand in cands:
                 verdict = try_hit(cand)
@@ -356,7 +361,9 @@ class MetadataStore:
             ).mappings()
             return [dict(r) for r in rows]
 
-    def previous_step_run(self, step_name: str, before: dt.datetime, exclude: str | None = None) -> dict[str, Any] | None:
+    def previous_step_run(
+        self, step_name: str, before: dt.datetime, exclude: str | None = None
+    ) -> dict[str, Any] | None:
         """The newest finished run of ``step_name`` that started before ``before``."""
         with self._read() as conn:
             row = (
@@ -386,7 +393,9 @@ class MetadataStore:
     def drop_cache_entry(self, cache_key: str, step_run_id: str) -> None:
         self._run_write(
             lambda c: c.execute(
-                delete(s.cache_entries).where(s.cache_entries.c.cache_key == cache_key, s.cache_entries.c.step_run_id == step_run_id)
+                delete(s.cache_entries).where(
+                    s.cache_entries.c.cache_key == cache_key, s.cache_entries.c.step_run_id == step_run_id
+                )
             )
         )
 
@@ -433,11 +442,13 @@ class MetadataStore:
         lease = s.cache_leases
         return bool(
             self._run_write(
-                lambda c: c.execute(
-                    update(lease)
-                    .where(lease.c.cache_key == cache_key, lease.c.holder == holder)
-                    .values(expires_at=time.time() + ttl)
-                ).rowcount
+                lambda c: (
+                    c.execute(
+                        update(lease)
+                        .where(lease.c.cache_key == cache_key, lease.c.holder == holder)
+                        .values(expires_at=time.time() + ttl)
+                    ).rowcount
+                )
             )
         )
 
@@ -447,12 +458,16 @@ class MetadataStore:
     def lease_holder(self, cache_key: str) -> tuple[str, float] | None:
         with self._read() as conn:
             row = conn.execute(
-                select(s.cache_leases.c.holder, s.cache_leases.c.expires_at).where(s.cache_leases.c.cache_key == cache_key)
+                select(s.cache_leases.c.holder, s.cache_leases.c.expires_at).where(
+                    s.cache_leases.c.cache_key == cache_key
+                )
             ).first()
         return (row[0], row[1]) if row else None
 
     # -- queries for the CLI ---------------------------------------------------------------------
-    def list_runs(self, limit: int = 20, pipeline: str | None = None, orchestrator: str | None = None) -> list[dict[str, Any]]:
+    def list_runs(
+        self, limit: int = 20, pipeline: str | None = None, orchestrator: str | None = None
+    ) -> list[dict[str, Any]]:
         p, r = s.pipeline_runs, s.step_runs
         counts = (
             select(
@@ -508,7 +523,13 @@ class MetadataStore:
     def list_artifacts(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         a, link, r = s.artifacts, s.step_run_artifacts, s.step_runs
         query = (
-            select(link.c.artifact_name, a, r.c.pipeline_run_id, r.c.started_at.label("produced_at"), r.c.id.label("step_run_id"))
+            select(
+                link.c.artifact_name,
+                a,
+                r.c.pipeline_run_id,
+                r.c.started_at.label("produced_at"),
+                r.c.id.label("step_run_id"),
+            )
             .select_from(link.join(a, a.c.content_hash == link.c.content_hash).join(r, r.c.id == link.c.step_run_id))
             .where(link.c.role == "output")
             .order_by(r.c.started_at.desc())
@@ -547,14 +568,18 @@ class MetadataStore:
         def work(conn: Connection) -> None:
             conn.execute(delete(al).where(al.c.name == name, al.c.alias == alias))
             conn.execute(
-                insert(al).values(name=name, alias=alias, content_hash=content_hash, step_run_id=step_run_id, updated_at=utcnow())
+                insert(al).values(
+                    name=name, alias=alias, content_hash=content_hash, step_run_id=step_run_id, updated_at=utcnow()
+                )
             )
 
         self._run_write(work)
 
     def list_aliases(self) -> list[dict[str, Any]]:
         with self._read() as conn:
-            return [dict(x) for x in conn.execute(select(s.artifact_aliases).order_by(s.artifact_aliases.c.name)).mappings()]
+            return [
+                dict(x) for x in conn.execute(select(s.artifact_aliases).order_by(s.artifact_aliases.c.name)).mappings()
+            ]
 
     def artifact_producer(self, content_hash: str) -> dict[str, Any] | None:
         """The first step run that produced ``content_hash`` (not a cache hit)."""
