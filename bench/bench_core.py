@@ -83,7 +83,10 @@ def bench_steps(n_steps: int, repeat: int) -> None:
         return f"{(s - t_plain) / n_steps * 1000:.2f} ms"
 
     t.add_row("plain Python calls (peer)", f"{t_plain * 1000:.2f} ms", "-", "-", "-")
-    for label, times, target in (("isthmus uncached", uncached, "<= 3 ms"), ("isthmus all cached", cached, "<= 1.5 ms")):
+    for label, times, target in (
+        ("isthmus uncached", uncached, "<= 3 ms"),
+        ("isthmus all cached", cached, "<= 1.5 ms"),
+    ):
         med = statistics.median(times)
         t.add_row(label, f"{med * 1000:.1f} ms", per(med), f"{per(min(times))} .. {per(max(times))}", target)
     console.print(t)
