@@ -102,8 +102,8 @@ def diff_runs(store: MetadataStore, run_a: str, run_b: str) -> dict[str, Any]:
             entry["cache_key"] = [sa["cache_key"], sb["cache_key"]]
         if entry:
             steps[name] = entry
-    env_a = next((s["environment_hash"] for s in steps_a.values()), None)
-    env_b = next((s["environment_hash"] for s in steps_b.values()), None)
+    env_a = a.get("environment_hash") or next((s["environment_hash"] for s in steps_a.values()), None)
+    env_b = b.get("environment_hash") or next((s["environment_hash"] for s in steps_b.values()), None)
     return {
         "run_a": {"id": a["id"], "pipeline": a["pipeline"], "orchestrator": a["orchestrator"], "status": a["status"]},
         "run_b": {"id": b["id"], "pipeline": b["pipeline"], "orchestrator": b["orchestrator"], "status": b["status"]},

@@ -206,6 +206,7 @@ class Pipeline:
             "context": json.loads(json.dumps(ctx.native, default=str)),
             "user": _user(),
             "host": socket.gethostname(),
+            "environment_hash": runner.environment_hash(self.fn),
         }
         runner.metadata.create_pipeline_run(record)
         lineage.emit("on_pipeline_start", record)

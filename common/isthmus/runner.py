@@ -117,11 +117,12 @@ class StepRunner:
         self.metadata.save_code_snapshot(code_fp.hash, code_fp.components, code_fp.sources)
         return code_fp, deps_fp
 
-    def _environment(self, step: Step[Any, Any]) -> str:
-        """The environment snapshot hash for ``step`` (rebuilt only when a recorded variable changes)."""
+    def environment_hash(self, fn: Any) -> str:
+        """The environment snapshot hash for code defined in ``fn``'s module (stored once per hash;
+        rebuilt only when a recorded variable changes)."""
         import sys
 
-        mod = sys.modules.get(step.fn.__module__)
+        mod = sys.modules.get(getattr(fn, "__module__", "") or "")
         path = getattr(mod, "__file__", None)
         code_dir = os.path.dirname(path) if path else None
         names = self._env_names
@@ -167,7 +168,7 @@ class StepRunner:
                 inputs[name] = self.artifacts.save(value, step_name=step.name, output=f"input:{name}")
 
         code_fp, deps_fp = self.fingerprints(step)
-        env_hash = self._environment(step)
+        env_hash = self.environment_hash(step.fn)
         policy = step.cache
         key = (
             cache_key(

@@ -347,3 +347,11 @@ def test_wrong_number_of_outputs_is_not_retried() -> None:
     with pytest.raises(StepFailed, match="declares 2 outputs"):
         default_runner().run(two, {})
     assert len(calls) == 1
+
+
+def test_pipeline_run_records_its_environment() -> None:
+    run = flow.run(n=3)
+    meta = default_runner().metadata
+    record = meta.get_run(run.id)
+    assert record["environment_hash"] == meta.get_step_run(run.steps["load"].step_run_id)["environment_hash"]
+    assert meta.get_environment(record["environment_hash"])["python"]["version"]

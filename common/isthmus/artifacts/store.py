@@ -172,22 +172,12 @@ class ArtifactStore:
         mode = mode or self.verify_mode
         if mode == "off":
             return True
-        if not self.exists(ref):
-            return False
         if mode == "size" or not self.local:
-            return True
+            return self.exists(ref)
+        verdict, st = self._stat_verdict(ref)
+        if verdict is not None:
+            return verdict
         path = self._path_of(ref)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return False
-        memo = self._verified.get(path)
-        if (
-            memo is not None
-            and memo[:4] == (ref.content_hash, st.st_size, st.st_mtime_ns, st.st_ino)
-            and st.st_mtime_ns < memo[4] - _RACY_NS
-        ):
-            return True
         actual, _ = hash_file(path)
         if actual != ref.content_hash:
             self._quarantine(path)
@@ -200,21 +190,26 @@ class ArtifactStore:
         hash check is due (used while a database transaction is open)."""
         if self.verify_mode != "hash" or not self.local:
             return self.is_valid(ref)
+        return self._stat_verdict(ref)[0]
+
+    def _stat_verdict(self, ref: ArtifactRef) -> tuple[bool | None, Any]:
+        """(False, _) if the object is gone or resized, (True, _) if a trusted hash check is
+        remembered for it, (None, stat) if its bytes must be hashed."""
         path = self._path_of(ref)
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            return False
+            return False, None
         if st.st_size != ref.size:
-            return False
+            return False, None
         memo = self._verified.get(path)
         if (
             memo is not None
             and memo[:4] == (ref.content_hash, st.st_size, st.st_mtime_ns, st.st_ino)
             and st.st_mtime_ns < memo[4] - _RACY_NS
         ):
-            return True
-        return None
+            return True, st
+        return None, st
 
     def _remember(self, path: str, content_hash: str, st: os.stat_result, *, checked_ns: int | None = None) -> None:
         # The memo keeps the time of the check: it is trusted only for files last modified well
