@@ -107,3 +107,15 @@ def test_python_dash_m_entrypoint_runs() -> None:
 
     out = subprocess.run([sys.executable, "-m", "isthmus", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "run-step" in out.stdout and "diff" in out.stdout
+
+
+def test_diff_shows_environment_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    small.run(n=2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    small.run(n=2)
+    code, out = invoke("diff", "latest~1", "latest", "--json")
+    assert code == 0
+    assert json.loads(out)["environment"]["env"] == {"OMP_NUM_THREADS": ["1", "8"]}
+    code, text = invoke("diff", "latest~1", "latest")
+    assert "env.OMP_NUM_THREADS: 1 -> 8" in text
