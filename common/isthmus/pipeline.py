@@ -240,8 +240,34 @@ class Pipeline:
             id=run_id, name=self.name, status="COMPLETED", steps=results, output_refs=out_json, runner=runner
         )
 
+    def to_airflow_dag(self, dag_id: str | None = None, **dag_kwargs: Any) -> Any:
+        """This pipeline as an Airflow DAG (needs the ``airflow`` extra)."""
+        return _adapter("airflow")(self, dag_id=dag_id, **dag_kwargs)
+
+    def to_flyte_workflow(self, **kwargs: Any) -> Any:
+        """This pipeline as a Flyte workflow (needs the ``flyte`` extra)."""
+        return _adapter("flyte")(self, **kwargs)
+
     def __repr__(self) -> str:
         return f"<Pipeline {self.name}>"
+
+
+def _adapter(name: str) -> Callable[..., Any]:
+    """The converter an orchestrator adapter registers under the ``isthmus.adapters`` entry point group.
+
+    Found by entry point, so the core never imports an orchestrator.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="isthmus.adapters"):
+        if ep.name == name:
+            try:
+                return ep.load()
+            except ImportError as exc:
+                raise StepDefinitionError(
+                    f"the {name} adapter cannot be imported ({exc}); install it with: pip install 'isthmus[{name}]'"
+                ) from exc
+    raise StepDefinitionError(f"no isthmus adapter named {name!r} is installed; install 'isthmus[{name}]'")
 
 
 def _user() -> str | None:

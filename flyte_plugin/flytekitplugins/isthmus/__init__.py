@@ -1,0 +1,1 @@
+"""The isthmus flytekit plugin: portable isthmus steps as Flyte tasks."""
