@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+# Namespace of the run ids derived from orchestrator-native ids (any process derives the same id).
+RUN_NAMESPACE = uuid.UUID("6f1c9a52-3b0e-4f7d-9a43-2a6c1d8e5b71")
+
+
+def derived_run_id(orchestrator: str, *native_ids: Any) -> str:
+    """A stable pipeline run id for an orchestrator run, e.g. ``derived_run_id("airflow", dag_id, run_id)``.
+
+    Every task process of the same DAG run / Flyte execution / Slurm array derives the same id, so they
+    all record into one pipeline run without talking to each other.
+    """
+    return str(uuid.uuid5(RUN_NAMESPACE, "\x1f".join([orchestrator, *[str(x) for x in native_ids]])))
 
 
 @dataclass

@@ -599,3 +599,15 @@ def test_concurrent_first_open_migrates_once(store_url: str, tmp_path: Path) -> 
             ]
     finally:
         store.dispose()
+
+
+def test_ensure_pipeline_run_is_idempotent(metadata_store: MetadataStore) -> None:
+    from isthmus.context import derived_run_id
+
+    run_id = derived_run_id("airflow", "my_dag", "manual__2026-01-01")
+    assert run_id == derived_run_id("airflow", "my_dag", "manual__2026-01-01")
+    assert run_id != derived_run_id("airflow", "my_dag", "manual__2026-01-02")
+    row = {"id": run_id, "pipeline": "my_dag", "orchestrator": "airflow", "context": {"dag_id": "my_dag"}}
+    assert metadata_store.ensure_pipeline_run(row) is True
+    assert metadata_store.ensure_pipeline_run(row) is False
+    assert metadata_store.get_run(run_id)["context"] == {"dag_id": "my_dag"}

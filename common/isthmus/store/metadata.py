@@ -210,6 +210,13 @@ class MetadataStore:
         row = {"started_at": utcnow(), "status": "RUNNING", "context": {}, "params": {}, **row}
         self._run_write(lambda c: c.execute(insert(s.pipeline_runs).values(**row)))
 
+    def ensure_pipeline_run(self, row: dict[str, Any]) -> bool:
+        """Create the pipeline run ``row["id"]`` unless it exists (tasks of one orchestrator run race to
+        do this). Returns True if this call created it."""
+        row = {"started_at": utcnow(), "status": "RUNNING", "context": {}, "params": {}, **row}
+        stmt = self._insert_ignore(s.pipeline_runs, ["id"]).returning(s.pipeline_runs.c.id)
+        return bool(self._run_write(lambda c: c.execute(stmt, row).first() is not None))
+
     def finish_pipeline_run(self, run_id: str, status: str, *, outputs: Any = None, error: str | None = None) -> None:
         values = {"status": status, "outputs": outputs, "error": error, "ended_at": utcnow()}
         self._run_write(
