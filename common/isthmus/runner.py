@@ -141,8 +141,14 @@ class StepRunner:
         step: Step[Any, Any],
         arguments: Mapping[str, Any],
         context: RunContext | None = None,
+        *,
+        retries: int | None = None,
     ) -> StepResult:
-        """Run ``step`` with ``arguments`` (values, or ArtifactRefs for inputs) and record it."""
+        """Run ``step`` with ``arguments`` (values, or ArtifactRefs for inputs) and record it.
+
+        ``retries`` overrides the step's own in-process retries, e.g. ``0`` when the orchestrator
+        retries the task itself (each orchestrator try is then one attempt, ``context.attempt``).
+        """
         ctx = context or RunContext()
         t0 = time.perf_counter()
         invocation = ctx.invocation or step.name
@@ -213,7 +219,8 @@ class StepRunner:
             started = True
 
         try:
-            return self._execute(step, ctx, base, inputs, arguments, key, holder, started, t0)
+            attempts = 1 + (step.retries if retries is None else retries)
+            return self._execute(step, ctx, base, inputs, arguments, key, holder, started, t0, attempts)
         except StepFailed:
             raise  # the final write released the lease
         except BaseException:
@@ -357,8 +364,8 @@ class StepRunner:
         holder: str | None,
         row_written: bool,
         t0: float,
+        attempts: int,
     ) -> StepResult:
-        attempts = step.retries + 1
         attempt = 0
         release = (key, holder) if key is not None and holder is not None else None
         while True:

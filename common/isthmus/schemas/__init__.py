@@ -1,0 +1,1 @@
+"""JSON schemas of the isthmus OpenLineage facets (shipped with the package)."""

@@ -1,0 +1,97 @@
+"""``IsthmusHook``: the isthmus metadata store and artifact root, from an Airflow connection."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from airflow.sdk import BaseHook
+
+from isthmus.artifacts.store import ArtifactStore
+from isthmus.config import get_settings
+from isthmus.runner import StepRunner
+from isthmus.store import MetadataStore
+
+
+class IsthmusHook(BaseHook):
+    """Connection type ``isthmus``.
+
+    - ``extra.store_url`` (any SQLAlchemy URL), or host/port/schema/login/password for PostgreSQL
+      (``postgresql+psycopg://login:password@host:port/schema``);
+    - ``extra.artifact_root``: a path or fsspec URL (``s3://bucket/isthmus``);
+    - ``extra.verify``: ``hash`` (default), ``size`` or ``off``.
+
+    The connection form fields are declared in the provider info (``conn-fields``).
+    With the default connection id and no such connection, isthmus's own configuration
+    (``ISTHMUS_*`` environment variables, ``~/.isthmus``) is used.
+    """
+
+    conn_name_attr = "isthmus_conn_id"
+    default_conn_name = "isthmus_default"
+    conn_type = "isthmus"
+    hook_name = "isthmus"
+
+    _cache: dict[tuple[str, str, str], StepRunner] = {}
+
+    def __init__(self, isthmus_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.isthmus_conn_id = isthmus_conn_id
+
+    def locations(self) -> tuple[str, str, str]:
+        """(store URL, artifact root, verify mode) from the connection, else from isthmus's config."""
+        settings = get_settings()
+        try:
+            conn = self.get_connection(self.isthmus_conn_id)
+        except Exception as exc:  # AirflowNotFoundException, or no Airflow connections backend
+            if self.isthmus_conn_id != self.default_conn_name:
+                raise ValueError(
+                    f"isthmus connection {self.isthmus_conn_id!r} does not exist ({exc}); create it "
+                    "(type 'isthmus') or leave isthmus_conn_id unset to use ISTHMUS_* settings"
+                ) from None
+            return settings.store_url, settings.artifact_root, settings.verify
+        extra = conn.extra_dejson or {}
+        store_url = extra.get("store_url")
+        if not store_url and conn.host:
+            auth = quote(conn.login or "", safe="")
+            if conn.password:
+                auth += ":" + quote(conn.password, safe="")
+            port = f":{conn.port}" if conn.port else ""
+            store_url = f"postgresql+psycopg://{auth}{'@' if auth else ''}{conn.host}{port}/{conn.schema or 'isthmus'}"
+        return (
+            store_url or settings.store_url,
+            extra.get("artifact_root") or settings.artifact_root,
+            extra.get("verify") or settings.verify,
+        )
+
+    def get_conn(self) -> StepRunner:
+        """A StepRunner on this connection's stores (one per process and location)."""
+        key = self.locations()
+        runner = self._cache.get(key)
+        if runner is None:
+            store_url, root, verify = key
+            settings = get_settings()
+            try:
+                metadata = MetadataStore(store_url)
+            except Exception as exc:
+                raise ConnectionError(
+                    f"isthmus metadata store unreachable via connection {self.isthmus_conn_id!r}: "
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0]}; check the connection's host, "
+                    "credentials and database, or ISTHMUS_STORE_URL"
+                ) from None
+            artifacts = ArtifactStore(root, verify=verify, local_cache=str(settings.home / "cache"))
+            runner = StepRunner(metadata, artifacts, settings)
+            self._cache[key] = runner
+        return runner
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Open the metadata store (migrating it if needed) and the artifact root."""
+        try:
+            runner = self.get_conn()
+            runs = runner.metadata.count_runs()
+            runner.artifacts.exists  # noqa: B018 - the store opened
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        return (
+            True,
+            f"isthmus store reachable ({runner.metadata.dialect}, {runs} pipeline runs); artifacts at {runner.artifacts.root}",
+        )

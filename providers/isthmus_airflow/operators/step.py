@@ -1,0 +1,152 @@
+"""``StepOperator``: run a portable isthmus step as an Airflow task, through the isthmus StepRunner."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from isthmus.artifacts.refs import ArtifactRef
+from isthmus.errors import StepFailed
+from isthmus.step import Step, as_step, load_step
+from isthmus_airflow.context import pipeline_run_row, run_context
+from isthmus_airflow.hooks.isthmus import IsthmusHook
+
+PARAM_MARKER = "__isthmus_param__"
+
+
+def param_ref(name: str) -> dict[str, str]:
+    """A placeholder resolved from the DAG run's ``params`` when the task runs (keeps native types)."""
+    return {PARAM_MARKER: name}
+
+
+class StepOperator(BaseOperator):
+    """Run ``step`` with ``op_args``/``op_kwargs`` (templated); inputs may be upstream ``ArtifactRef`` XComs.
+
+    Only ``ArtifactRef`` JSON travels through XCom: one output is returned as its ref, several as
+    ``{output: ref}`` (also pushed under each output's name). Caching, recording and lineage are the
+    StepRunner's; Airflow retries the task (each try is one attempt), and a retry of an attempt that
+    already finished is a cache hit. ``Resources.partition`` becomes the task's ``queue`` and
+    ``Resources.extra["pool"]`` its ``pool`` unless they are given.
+    """
+
+    template_fields: Sequence[str] = ("op_args", "op_kwargs")
+    template_fields_renderers = {"op_kwargs": "json", "op_args": "py"}
+    ui_color = "#d9f0e3"
+    custom_operator_name = "StepOperator"
+
+    def __init__(
+        self,
+        *,
+        step: Step[Any, Any] | Callable[..., Any] | str,
+        op_args: Sequence[Any] | None = None,
+        op_kwargs: Mapping[str, Any] | None = None,
+        isthmus_conn_id: str = IsthmusHook.default_conn_name,
+        pipeline_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        resolved = load_step(step) if isinstance(step, str) else as_step(step)
+        default_args = kwargs.get("default_args") or {}
+        if "retries" not in kwargs and "retries" not in default_args:
+            kwargs["retries"] = resolved.retries  # the step's portable retries, unless the DAG sets them
+        resources = resolved.resources
+        if resources.partition and "queue" not in kwargs and "queue" not in default_args:
+            kwargs["queue"] = resources.partition
+        if resources.extra.get("pool") and "pool" not in kwargs and "pool" not in default_args:
+            kwargs["pool"] = resources.extra["pool"]
+        if len(resolved.output_names) > 1:
+            kwargs.setdefault("multiple_outputs", True)
+        super().__init__(**kwargs)
+        self.step = resolved
+        self.op_args = list(op_args or [])
+        self.op_kwargs = dict(op_kwargs or {})
+        self.isthmus_conn_id = isthmus_conn_id
+        self.pipeline_name = pipeline_name
+        self._isthmus_record: dict[str, Any] | None = None
+
+    # -- execution -------------------------------------------------------------------------------
+    def _arguments(self, context: Any) -> dict[str, Any]:
+        params = context.get("params") or {}
+
+        def resolve(value: Any) -> Any:
+            if isinstance(value, dict) and set(value) == {PARAM_MARKER}:
+                name = value[PARAM_MARKER]
+                if name not in params:
+                    raise ValueError(
+                        f"step {self.step.name!r}: DAG param {name!r} is not defined; add it to the DAG's params"
+                    )
+                return params[name]
+            return value
+
+        bound = self.step.bind([resolve(v) for v in self.op_args], {k: resolve(v) for k, v in self.op_kwargs.items()})
+        return bound
+
+    def execute(self, context: Any) -> Any:
+        runner = IsthmusHook(self.isthmus_conn_id).get_conn()
+        ctx = run_context(context, pipeline_name=self.pipeline_name)
+        runner.metadata.ensure_pipeline_run(pipeline_run_row(ctx, context))
+        arguments = self._arguments(context)
+        try:
+            result = runner.run(self.step, arguments, ctx, retries=0)
+        except StepFailed as exc:
+            if exc.step_run_id:
+                self._isthmus_record = runner.metadata.get_step_run(exc.step_run_id)
+            if ctx.attempt > self.retries:  # no Airflow retry left: the pipeline run failed
+                runner.metadata.finish_pipeline_run(ctx.pipeline_run_id, "FAILED", error=str(exc))
+            raise
+        self._isthmus_record = runner.metadata.get_step_run(result.step_run_id)
+        if result.cache_hit:
+            self.log.info(
+                "isthmus cache hit for step %r: outputs from step run %s (pipeline run %s)",
+                self.step.name,
+                result.source_step_run_id,
+                self._source_pipeline_run(runner, result.source_step_run_id),
+            )
+        else:
+            self.log.info("isthmus step %r computed in %.0f ms", self.step.name, result.duration_ms)
+        refs = {name: ref.to_dict() for name, ref in result.outputs.items()}
+        for name, ref in refs.items():
+            self.log.info("output %s: %s (%s, %d bytes)", name, ref["content_hash"], ref["python_type"], ref["size"])
+        if len(refs) == 1:
+            return next(iter(refs.values()))
+        return refs
+
+    @staticmethod
+    def _source_pipeline_run(runner: Any, step_run_id: str | None) -> str | None:
+        if not step_run_id:
+            return None
+        try:
+            return runner.metadata.get_step_run(step_run_id).get("pipeline_run_id")
+        except Exception:
+            return None
+
+    # -- OpenLineage (apache-airflow-providers-openlineage calls these) --------------------------
+    def _lineage(self, record: dict[str, Any] | None) -> Any:
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        if not record:
+            return OperatorLineage()
+        from isthmus.lineage_facets import datasets, run_facets
+
+        return OperatorLineage(
+            inputs=datasets(record.get("inputs") or {}, output=False),
+            outputs=datasets(record.get("outputs") or {}, output=True),
+            run_facets=run_facets(record),
+        )
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        return OperatorLineage()
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        return self._lineage(self._isthmus_record)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        return self._lineage(self._isthmus_record)
+
+
+def output_ref(value: Any) -> ArtifactRef | None:
+    """The ArtifactRef in an XCom value pushed by a StepOperator (None if it is not one)."""
+    return ArtifactRef.coerce(value)
