@@ -1,0 +1,38 @@
+"""``Isthmus``: the task config that makes a flytekit task an isthmus step.
+
+Kept free of heavy imports: flytekit imports this plugin (entry point ``flytekit.plugins``) on
+``import flytekit``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Isthmus:
+    """Run a Flyte task as an isthmus step: cached, recorded and traceable through the isthmus core.
+
+    ``@task(task_config=Isthmus())`` on a plain function (or a ``@step``), or ``isthmus_task(step)``.
+
+    - ``pipeline``: the pipeline name step runs are recorded under (default: the Flyte workflow's name;
+      a stand-alone local task call records no pipeline run).
+    - ``invocation``: the step's name inside that pipeline (default: the step name); set by
+      ``Pipeline.to_flyte_workflow()`` so a step called twice keeps both invocations apart.
+    - ``tolerations``: Kubernetes tolerations (dicts with key/operator/value/effect, or
+      ``V1Toleration``) added to the task's pod template, next to ``Resources(node_selector=...)``.
+    """
+
+    pipeline: str | None = None
+    invocation: str | None = None
+    tolerations: list[Any] = field(default_factory=list)
+
+    def to_options(self) -> dict[str, Any]:
+        """What a container needs to rebuild the task (JSON)."""
+        out: dict[str, Any] = {}
+        if self.pipeline:
+            out["pipeline"] = self.pipeline
+        if self.invocation:
+            out["invocation"] = self.invocation
+        return out

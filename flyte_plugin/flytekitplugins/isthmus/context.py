@@ -1,0 +1,208 @@
+"""Flyte's execution context -> an isthmus :class:`~isthmus.context.RunContext` and pipeline run.
+
+Every task of one Flyte execution derives the same pipeline run id from the execution id
+(``derived_run_id("flyte", project, domain, name)``), so tasks running in separate pods record into one
+pipeline run without talking to each other; the first creates it (race-safe).
+
+Local executions all carry flytekit's placeholder id ``local:local:local``; there the run is keyed by
+the top-level local workflow execution instead (a fresh key per ``wf(...)`` call). A task called on its
+own, outside any workflow, records a step run with no pipeline run (like ``step.run()``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from flytekit.core.context_manager import ExecutionState, FlyteContext, FlyteContextManager, flyte_context_Var
+
+from isthmus import lineage
+from isthmus.context import RunContext, derived_run_id
+
+_LOCAL_ATTR = "_isthmus_local_run"
+_ensured: dict[tuple[str, str], None] = {}  # (store url, run id) already ensured by this process
+
+
+@dataclass
+class FlyteRun:
+    """Where one task execution belongs."""
+
+    context: RunContext
+    local: bool
+    pipeline_context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pipeline_run_id(self) -> str | None:
+        return self.context.pipeline_run_id
+
+
+def _env(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def _local_root(stack: list[FlyteContext]) -> ExecutionState | None:
+    """The execution state of the outermost local workflow execution on the context stack."""
+    for c in stack:
+        es = c.execution_state
+        if es is not None and es.mode == ExecutionState.Mode.LOCAL_WORKFLOW_EXECUTION:
+            return es
+    return None
+
+
+def _local_workflow_name() -> str | None:
+    """The name of the outermost workflow being executed locally (found on the call stack)."""
+    from flytekit.core.workflow import WorkflowBase
+
+    name = None
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "local_execute":
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, WorkflowBase):
+                name = owner.name  # keep walking: the outermost wins
+        frame = frame.f_back
+    return name
+
+
+def _short(name: str | None) -> str | None:
+    """``project:domain:name`` -> ``name``."""
+    return name.rsplit(":", 1)[-1] if name else name
+
+
+def flyte_run(task_name: str, pipeline: str | None, invocation: str | None) -> FlyteRun:
+    """The RunContext of the task now executing, and the pipeline run it belongs to."""
+    ctx = FlyteContextManager.current_context()
+    es = ctx.execution_state
+    params = ctx.user_space_params
+    exe = params.execution_id if params is not None else None
+    tid = params.task_id if params is not None else None
+    project, domain, name = (exe.project, exe.domain, exe.name) if exe is not None else ("local", "local", "local")
+    local = es is None or es.is_local_execution()
+    retry = int(_env("FLYTE_ATTEMPT_NUMBER") or 0) if not local else 0
+    native: dict[str, Any] = {
+        "execution_id": f"{project}:{domain}:{name}",
+        "project": project,
+        "domain": domain,
+        "execution_name": name,
+        "task_name": (tid.name if tid is not None and not local else None) or task_name,
+        "task_version": tid.version if tid is not None else None,
+        "retry_attempt": retry,
+    }
+    pipeline_context: dict[str, Any] = {}
+    run_id: str | None = None
+    if local:
+        root = _local_root(flyte_context_Var.get())
+        if root is not None:
+            info = getattr(root, _LOCAL_ATTR, None)
+            if info is None:
+                info = {"key": uuid.uuid4().hex, "workflow": _local_workflow_name()}
+                object.__setattr__(root, _LOCAL_ATTR, info)
+            native["local_execution"] = info["key"]
+            run_id = derived_run_id("flyte", "local", info["key"])
+            pipeline = pipeline or info["workflow"] or task_name
+            pipeline_context = {
+                "execution_id": native["execution_id"],
+                "local_execution": info["key"],
+                "workflow": info["workflow"],
+            }
+    else:
+        workflow = _env("FLYTE_INTERNAL_EXECUTION_WORKFLOW", "_F_WF")
+        launch_plan = _env("FLYTE_INTERNAL_EXECUTION_LAUNCHPLAN", "_F_LP")
+        native.update(workflow=workflow, launch_plan=launch_plan)
+        run_id = derived_run_id("flyte", project, domain, name)
+        pipeline = pipeline or _short(workflow) or task_name
+        pipeline_context = {
+            "execution_id": native["execution_id"],
+            "project": project,
+            "domain": domain,
+            "execution_name": name,
+            "workflow": workflow,
+            "launch_plan": launch_plan,
+        }
+    run_ctx = RunContext(
+        orchestrator="flyte",
+        pipeline_name=pipeline if run_id else None,
+        pipeline_run_id=run_id,
+        invocation=invocation,
+        attempt=retry + 1,
+        native=native,
+    )
+    return FlyteRun(context=run_ctx, local=local, pipeline_context=pipeline_context)
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return os.environ.get("USER")
+
+
+def ensure_pipeline_run(runner: Any, run: FlyteRun, code: Any) -> None:
+    """Create the run's pipeline run once (whichever task gets there first); emit its lineage start."""
+    run_id = run.pipeline_run_id
+    if run_id is None:
+        return
+    memo = (runner.metadata.url, run_id)
+    if memo in _ensured:
+        return
+    row = {
+        "id": run_id,
+        "pipeline": run.context.pipeline_name or "?",
+        "orchestrator": "flyte",
+        "context": json.loads(json.dumps(run.pipeline_context, default=str)),
+        "params": {},
+        "user": _user(),
+        "host": socket.gethostname(),
+        "environment_hash": runner.environment_hash(code),
+    }
+    if runner.metadata.ensure_pipeline_run(row):
+        lineage.emit("on_pipeline_start", row)
+    if len(_ensured) > 4096:
+        _ensured.clear()
+    _ensured[memo] = None
+
+
+def set_pipeline_params(store: Any, run_id: str, params: dict[str, Any]) -> None:
+    """Record the pipeline parameters on a pipeline run created by a task that did not know them.
+
+    Workaround until the core's ``finish_pipeline_run`` (or ``ensure_pipeline_run``) can set them.
+    """
+    from sqlalchemy import update
+
+    from isthmus.redaction import redact_params
+    from isthmus.store import schema as s
+
+    safe = redact_params(json.loads(json.dumps(params, default=repr)))
+    stmt = update(s.pipeline_runs).where(s.pipeline_runs.c.id == run_id).values(params=safe)
+    store._run_write(lambda c: c.execute(stmt))
+
+
+def finish_pipeline_run(
+    runner: Any,
+    run_id: str,
+    status: str,
+    *,
+    outputs: Any = None,
+    error: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> None:
+    """Finish a pipeline run and emit its lineage end."""
+    store = runner.metadata
+    if params is not None:
+        set_pipeline_params(store, run_id, params)
+    store.finish_pipeline_run(run_id, status, outputs=outputs, error=error)
+    try:
+        record = store.get_run(run_id)
+    except Exception:
+        record = {"id": run_id}
+    lineage.emit("on_pipeline_end", {**record, "status": status, "outputs": outputs, "error": error})

@@ -1,0 +1,312 @@
+"""``IsthmusTask``: a Flyte ``python-task`` whose body is an isthmus step run through the StepRunner.
+
+The task's typed interface comes from the step's signature (see :mod:`.transformer` for how values
+travel). Executing the task hands the arguments to :meth:`isthmus.runner.StepRunner.run` — the same path a
+local or Airflow run takes — so caching, recording, retries and lineage are the core's, and a result
+computed under another orchestrator is a cache hit here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import typing
+from typing import Any
+
+from flytekit.core.base_task import TaskMetadata
+from flytekit.core.context_manager import FlyteContext
+from flytekit.core.docstring import Docstring
+from flytekit.core.interface import Interface, transform_interface_to_typed_interface
+from flytekit.core.python_function_task import PythonFunctionTask, PythonInstanceTask
+from flytekit.core.type_engine import TypeEngine
+from flytekit.models.literals import LiteralMap
+
+from flytekitplugins.isthmus.config import Isthmus
+from flytekitplugins.isthmus.transformer import REF_METADATA_KEY, ensure_registered, flyte_type_for, ref_from_literal
+
+if typing.TYPE_CHECKING:
+    from isthmus.step import Step
+
+log = logging.getLogger("flytekitplugins.isthmus")
+
+_RESOURCE_KWARGS = ("requests", "limits", "resources", "accelerator", "pod_template", "pod_template_name")
+
+
+class StepOutputs:
+    """What :meth:`IsthmusTask.execute` returns: the Flyte-facing values plus the artifact refs behind them."""
+
+    __slots__ = ("native", "refs")
+
+    def __init__(self, native: Any, refs: dict[str, Any]) -> None:
+        self.native = native
+        self.refs = refs
+
+
+class _RefAwareIO:
+    """Inputs carrying an artifact ref in their literal metadata reach the runner as that ref; outputs
+    get the ref of the artifact that holds them attached."""
+
+    def _literal_map_to_python_input(self, literal_map: LiteralMap, ctx: FlyteContext) -> dict[str, Any]:
+        types = self.python_interface.inputs  # type: ignore[attr-defined]
+        out: dict[str, Any] = {}
+        for name, lv in literal_map.literals.items():
+            ref = ref_from_literal(lv)
+            out[name] = ref if ref is not None else TypeEngine.to_python_value(ctx, lv, types[name])
+        return out
+
+    async def _output_to_literal_map(self, native_outputs: Any, ctx: FlyteContext) -> Any:
+        refs: dict[str, Any] = {}
+        if isinstance(native_outputs, StepOutputs):
+            refs, native_outputs = native_outputs.refs, native_outputs.native
+        literals, as_map = await super()._output_to_literal_map(native_outputs, ctx)  # type: ignore[misc]
+        for name, lv in literals.literals.items():
+            ref = refs.get(name)
+            if ref is not None:
+                lv.set_metadata({**(lv.metadata or {}), REF_METADATA_KEY: ref.to_json()})
+        return literals, as_map
+
+
+def _type_hints(fn: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # unresolved forward references: use what can be read
+        return {k: v for k, v in getattr(fn, "__annotations__", {}).items() if not isinstance(v, str)}
+
+
+def step_interface(step: Step[Any, Any]) -> Interface:
+    """The Flyte interface of a step: small values as themselves, everything else as ArtifactRef."""
+    hints = _type_hints(step.fn)
+    inputs: dict[str, Any] = {}
+    for name, param in step.signature.parameters.items():
+        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            from isthmus.errors import StepDefinitionError
+
+            raise StepDefinitionError(
+                f"step {step.name!r}: *args/**kwargs parameters cannot become Flyte task inputs; name each parameter"
+            )
+        annotation = hints.get(name, inspect.Parameter.empty)
+        tp = flyte_type_for(annotation, param.default)
+        if param.default is inspect.Parameter.empty:
+            inputs[name] = tp
+        else:
+            inputs[name] = (tp, param.default)
+    names = step.output_names
+    ret = hints.get("return", inspect.Parameter.empty)
+    if len(names) == 1:
+        out_types = [ret]
+    elif isinstance(ret, type) and issubclass(ret, tuple) and hasattr(ret, "_fields"):
+        field_hints = _type_hints(ret)
+        out_types = [field_hints.get(f, inspect.Parameter.empty) for f in ret._fields]
+    elif typing.get_origin(ret) is tuple and len(typing.get_args(ret)) == len(names):
+        out_types = list(typing.get_args(ret))
+    else:
+        out_types = [inspect.Parameter.empty] * len(names)
+    outputs = {n: flyte_type_for(t) for n, t in zip(names, out_types, strict=True)}
+    tuple_name = None
+    if len(names) > 1:
+        nt = step.output_namedtuple
+        tuple_name = nt.__name__ if nt is not None else f"{step.name}_outputs"
+    return Interface(inputs, outputs, output_tuple_name=tuple_name, docstring=Docstring(callable_=step.fn))
+
+
+def _shim_for(step: Step[Any, Any]) -> Any:
+    """A stand-in function for flytekit's constructor (the real interface is set right after)."""
+
+    def isthmus_step() -> None:
+        return None
+
+    isthmus_step.__module__ = step.module
+    isthmus_step.__name__ = step.fn.__name__
+    isthmus_step.__qualname__ = step.fn.__qualname__
+    isthmus_step.__doc__ = step.fn.__doc__
+    return isthmus_step
+
+
+class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
+    """A Flyte task that runs an isthmus step. Task type stays ``python-task``: any Flyte backend runs it.
+
+    Built by ``isthmus_task(step)``, ``Pipeline.to_flyte_workflow()`` or ``@task(task_config=Isthmus())``.
+    """
+
+    def __init__(
+        self,
+        task_config: Isthmus | None,
+        task_function: Any,
+        task_type: str = "python-task",
+        *,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        ensure_registered()
+        from flytekitplugins.isthmus.resolver import isthmus_task_resolver
+        from flytekitplugins.isthmus.resources import task_settings, timeout_for
+        from isthmus.step import as_step
+
+        config = task_config if task_config is not None else Isthmus()
+        step = as_step(task_function)
+        interface = step_interface(step)
+        if kwargs.get("task_resolver") is None:
+            kwargs["task_resolver"] = isthmus_task_resolver
+        given = {k: kwargs.get(k) for k in _RESOURCE_KWARGS}
+        kwargs.update(task_settings(step.resources, config.tolerations, given))
+        metadata = kwargs.get("metadata") or TaskMetadata()
+        if not metadata.timeout:
+            metadata.timeout = timeout_for(step.resources)
+        kwargs["metadata"] = metadata
+        kwargs.pop("pickle_untyped", None)
+        super().__init__(config, _shim_for(step), task_type=task_type, **kwargs)
+        # The real interface: from the step's signature, with the step's output names.
+        self._native_interface = interface
+        self._python_interface = interface
+        self._interface = transform_interface_to_typed_interface(interface, allow_partial_artifact_id_binding=True)
+        self._task_function = step.fn
+        self._step = step
+        self._name = name or f"{step.module}.{step.fn.__qualname__}"
+        self._small_outputs = {n for n, t in interface.outputs.items() if t is not _ref_type()}
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def step(self) -> Step[Any, Any]:
+        return self._step
+
+    def resolver_args(self) -> list[str]:
+        """What :class:`~flytekitplugins.isthmus.resolver.IsthmusTaskResolver` needs to rebuild this task."""
+        self._step.check_importable()
+        options: dict[str, Any] = {"name": self.name, **self.task_config.to_options()}
+        if self.enable_deck:
+            options["enable_deck"] = True
+        return ["step", self._step.import_path, "options", json.dumps(options, sort_keys=True, separators=(",", ":"))]
+
+    def execute(self, **kwargs: Any) -> Any:
+        from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
+        from isthmus.runner import default_runner
+
+        step = self._step
+        config = self.task_config
+        invocation = config.invocation or step.name
+        runner = default_runner()
+        run = flyte_run(self.name, config.pipeline, invocation)
+        ensure_pipeline_run(runner, run, step.fn)
+        positional = [
+            kwargs.pop(n) for n, p in step.signature.parameters.items() if p.kind is inspect.Parameter.POSITIONAL_ONLY
+        ]
+        arguments = step.bind(positional, kwargs)
+        try:
+            result = runner.run(step, arguments, run.context)
+        except Exception as exc:
+            if run.local and run.pipeline_run_id:  # a local workflow stops at the first failure
+                finish_pipeline_run(runner, run.pipeline_run_id, "FAILED", error=f"{type(exc).__name__}: {exc}")
+            raise
+        if self.enable_deck:
+            self._render_deck(runner, invocation, result, run.context.to_dict())
+        values = []
+        for name in step.output_names:
+            ref = result.outputs[name]
+            values.append(runner.artifacts.load(ref) if name in self._small_outputs else ref)
+        native = values[0] if len(values) == 1 else tuple(values)
+        return StepOutputs(native, dict(result.outputs))
+
+    def _render_deck(self, runner: Any, invocation: str, result: Any, run_context: dict[str, Any]) -> None:
+        from flytekit.deck import Deck
+
+        from flytekitplugins.isthmus import deck
+
+        try:
+            Deck("isthmus", deck.build(runner, self._step, invocation, result, run_context))
+        except Exception as exc:  # the deck never fails a step
+            log.warning("isthmus deck for step %r failed: %s: %s", self._step.name, type(exc).__name__, exc)
+
+
+def _ref_type() -> type:
+    from isthmus.artifacts.refs import ArtifactRef
+
+    return ArtifactRef
+
+
+class IsthmusControlTask(_RefAwareIO, PythonInstanceTask[Isthmus]):
+    """Bookkeeping tasks of a pipeline workflow (finish the pipeline run; record its failure)."""
+
+    def __init__(self, name: str, role: str, interface: Interface, run_fn: Any, resolver_args: list[str]) -> None:
+        ensure_registered()
+        from flytekitplugins.isthmus.resolver import isthmus_task_resolver
+
+        super().__init__(
+            name=name,
+            task_config=Isthmus(),
+            task_resolver=isthmus_task_resolver,
+            interface=interface,
+        )
+        self._role = role
+        self._run_fn = run_fn
+        self._resolver_args = resolver_args
+
+    @property
+    def role(self) -> str:
+        return self._role
+
+    def resolver_args(self) -> list[str]:
+        return list(self._resolver_args)
+
+    def execute(self, **kwargs: Any) -> Any:
+        return self._run_fn(self, **kwargs)
+
+
+def isthmus_task(
+    step: Any,
+    *,
+    name: str | None = None,
+    task_config: Isthmus | None = None,
+    cache: Any = False,
+    retries: int = 0,
+    interruptible: bool | None = None,
+    timeout: Any = None,
+    enable_deck: bool | None = None,
+    **kwargs: Any,
+) -> IsthmusTask:
+    """A Flyte task running ``step`` (a ``@step`` or a plain function) through the isthmus StepRunner.
+
+    - The typed interface comes from the step's signature; outputs keep the step's output names.
+    - ``cache``: isthmus always caches through its own store (hits recorded and shared with Airflow and
+      local runs). ``cache=True`` (or a ``flytekit.Cache``) also turns Flyte's cache on, versioned by
+      :class:`~flytekitplugins.isthmus.cache.IsthmusCachePolicy` (code and dependency fingerprints); a
+      Flyte cache hit skips the task, so isthmus records nothing for it.
+    - ``retries``: Flyte-level retries (pod failures); the step's own ``retries`` run inside the task.
+    - Resources, GPU type, node selector and time limit come from the step (``Resources``); explicit
+      ``requests``/``limits``/``accelerator``/``pod_template``/``timeout`` arguments win.
+    - Any other keyword goes to flytekit (``container_image``, ``environment``, ``secret_requests`` …).
+    """
+    from flytekit.core.cache import Cache, VersionParameters
+
+    from flytekitplugins.isthmus.cache import IsthmusCachePolicy
+    from isthmus.step import as_step
+
+    s = as_step(step)
+    meta: dict[str, Any] = {"retries": retries, "interruptible": interruptible, "timeout": timeout}
+    if cache is True:
+        cache = Cache(policies=[IsthmusCachePolicy()])
+    if isinstance(cache, Cache):
+        meta["cache"] = True
+        meta["cache_serialize"] = cache.serialize
+        meta["cache_ignore_input_vars"] = tuple(cache.get_ignored_inputs())
+        meta["cache_version"] = cache.get_version(
+            VersionParameters(
+                func=s,
+                container_image=kwargs.get("container_image"),
+                pod_template=kwargs.get("pod_template"),
+                pod_template_name=kwargs.get("pod_template_name"),
+            )
+        )
+    elif cache:
+        raise TypeError(f"cache={cache!r} must be True, False or flytekit.Cache(...)")
+    return IsthmusTask(
+        task_config,
+        s,
+        name=name,
+        metadata=TaskMetadata(**meta),
+        enable_deck=enable_deck,
+        **kwargs,
+    )

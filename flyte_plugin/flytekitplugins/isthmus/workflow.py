@@ -1,0 +1,318 @@
+"""``Pipeline.to_flyte_workflow()``: a whole ``@pipeline`` as a Flyte workflow.
+
+The pipeline body is traced once with its parameters as placeholders; every step invocation becomes one
+:class:`~flytekitplugins.isthmus.task.IsthmusTask` node (named ``<workflow>.<invocation>``) wired to its
+upstream outputs, pipeline parameters become workflow inputs (with their defaults), and the pipeline's
+return value becomes the workflow's outputs.
+
+Two bookkeeping tasks keep the isthmus pipeline run complete when tasks run in separate pods: a last
+node that records the pipeline's parameters and outputs and marks the run COMPLETED, and the workflow's
+``on_failure`` handler, which marks it FAILED (locally the failing task does that itself).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from flytekit.core.interface import Interface
+from flytekit.core.workflow import (
+    PythonFunctionWorkflow,
+    WorkflowFailurePolicy,
+    WorkflowMetadata,
+    WorkflowMetadataDefaults,
+)
+from flytekit.types.error import FlyteError
+
+from flytekitplugins.isthmus.config import Isthmus
+from flytekitplugins.isthmus.task import IsthmusControlTask, IsthmusTask, isthmus_task
+from flytekitplugins.isthmus.transformer import ensure_registered, flyte_type_for
+
+FINISH, FAILURE = "finish", "failure"
+
+
+@dataclass
+class _Plan:
+    """A traced pipeline, laid out for Flyte."""
+
+    pipeline: Any
+    name: str
+    graph: Any
+    params: dict[str, tuple[Any, Any]]  # name -> (flyte python type, default or inspect.Parameter.empty)
+    handles: list[Any]  # the pipeline's output handles, flattened in order
+    shape: str  # "none" | "single" | "tuple" | "fields"
+    fields: list[str] = field(default_factory=list)
+    sinks: list[Any] = field(default_factory=list)  # one output of each node nothing else consumes
+
+
+def _plan(pipeline: Any, name: str | None) -> _Plan:
+    from isthmus.errors import StepDefinitionError
+    from isthmus.pipeline import OutputHandle, Param
+
+    graph = pipeline.compile(**{p: Param(p) for p in pipeline.signature.parameters})
+    try:
+        hints = typing.get_type_hints(pipeline.fn)
+    except Exception:
+        hints = {}
+    params: dict[str, tuple[Any, Any]] = {}
+    for pname, param in pipeline.signature.parameters.items():
+        annotation = hints.get(pname, inspect.Parameter.empty)
+        if annotation is inspect.Parameter.empty and param.default in (inspect.Parameter.empty, None):
+            raise StepDefinitionError(
+                f"pipeline {pipeline.name!r}: parameter {pname!r} needs a type annotation (or a default value) "
+                "to become a Flyte workflow input"
+            )
+        params[pname] = (flyte_type_for(annotation, param.default), param.default)
+
+    out = graph.outputs
+    fields: list[str] = []
+    if out is None:
+        shape, handles = "none", []
+    elif isinstance(out, OutputHandle):
+        shape, handles = "single", [out]
+    elif isinstance(out, tuple) and hasattr(out, "_fields"):
+        shape, handles, fields = "fields", list(out), list(out._fields)
+    elif isinstance(out, (tuple, list)):
+        shape, handles = "tuple", list(out)
+    elif isinstance(out, dict):
+        shape, handles, fields = "fields", list(out.values()), [str(k) for k in out]
+        bad = [k for k in fields if not k.isidentifier()]
+        if bad:
+            raise StepDefinitionError(
+                f"pipeline {pipeline.name!r} returns a dict with keys {bad} that cannot name Flyte outputs; "
+                "use identifiers as keys"
+            )
+    else:
+        shape, handles = "single", [out]
+    if any(not isinstance(h, OutputHandle) for h in handles):
+        raise StepDefinitionError(
+            f"pipeline {pipeline.name!r} returns {out!r}; a pipeline run as a Flyte workflow can return step "
+            "outputs only (a single output, a tuple or a dict of them, or None)"
+        )
+    consumed = {
+        h.invocation for node in graph.nodes.values() for h in node.arguments.values() if isinstance(h, OutputHandle)
+    }
+    covered = {h.invocation for h in handles}
+    sinks = [
+        OutputHandle(inv, node.step.output_names[0])
+        for inv, node in graph.nodes.items()
+        if inv not in consumed and inv not in covered
+    ]
+    wf_name = name or f"{pipeline.fn.__module__}.{pipeline.name}"
+    return _Plan(pipeline, wf_name, graph, params, handles, shape, fields, sinks)
+
+
+def _pipeline_path(pipeline: Any) -> str:
+    from isthmus.errors import NotImportableError
+
+    module, qual = pipeline.fn.__module__, pipeline.fn.__qualname__
+    if module == "__main__" or "<locals>" in qual:
+        raise NotImportableError(
+            f"pipeline {pipeline.name!r} is defined in {module}:{qual}, which a Flyte container cannot import; "
+            "define it at module level in an importable module"
+        )
+    return f"{module}:{qual}"
+
+
+def _control_args(plan: _Plan, role: str) -> list[str]:
+    options = json.dumps({"name": plan.name}, sort_keys=True, separators=(",", ":"))
+    try:
+        path = _pipeline_path(plan.pipeline)
+    except Exception:
+        path = f"{plan.pipeline.fn.__module__}:{plan.pipeline.fn.__qualname__}"
+    return ["pipeline", path, "role", role, "options", options]
+
+
+def _finish_task(plan: _Plan, tasks: dict[str, IsthmusTask]) -> IsthmusControlTask:
+    inputs: dict[str, Any] = {p: t for p, (t, _) in plan.params.items()}
+    for i, h in enumerate(plan.handles):
+        inputs[f"out_{i}"] = tasks[h.invocation].python_interface.outputs[h.output]
+    for i, h in enumerate(plan.sinks):
+        inputs[f"done_{i}"] = tasks[h.invocation].python_interface.outputs[h.output]
+
+    def finish(task: IsthmusControlTask, **kwargs: Any) -> None:
+        from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
+        from isthmus.artifacts.refs import ArtifactRef
+        from isthmus.runner import default_runner
+
+        run = flyte_run(task.name, plan.pipeline.name, None)
+        if run.pipeline_run_id is None:  # called on its own, outside a workflow
+            return None
+        runner = default_runner()
+        ensure_pipeline_run(runner, run, plan.pipeline.fn)
+
+        def as_json(value: Any) -> Any:
+            ref = ArtifactRef.coerce(value)
+            return ref.to_dict() if ref is not None else json.loads(json.dumps(value, default=str))
+
+        values = [as_json(kwargs[f"out_{i}"]) for i in range(len(plan.handles))]
+        if plan.shape == "none":
+            outputs: Any = None
+        elif plan.shape == "single":
+            outputs = values[0]
+        elif plan.shape == "tuple":
+            outputs = values
+        else:
+            outputs = dict(zip(plan.fields, values, strict=True))
+        params = {p: kwargs[p] for p in plan.params}
+        finish_pipeline_run(runner, run.pipeline_run_id, "COMPLETED", outputs=outputs, params=params)
+        return None
+
+    return IsthmusControlTask(
+        name=f"{plan.name}.finish_pipeline_run",
+        role=FINISH,
+        interface=Interface(inputs, {}),
+        run_fn=finish,
+        resolver_args=_control_args(plan, FINISH),
+    )
+
+
+def _failure_task(plan: _Plan) -> IsthmusControlTask:
+    inputs: dict[str, Any] = {p: t for p, (t, _) in plan.params.items()}
+    inputs["err"] = typing.Optional[FlyteError]  # noqa: UP045 - flytekit matches this exact form
+
+    def record_failure(task: IsthmusControlTask, **kwargs: Any) -> None:
+        from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
+        from isthmus.redaction import scrub, secret_values
+        from isthmus.runner import default_runner
+
+        err = kwargs.pop("err", None)
+        run = flyte_run(task.name, plan.pipeline.name, None)
+        if run.local or run.pipeline_run_id is None:
+            return None  # locally the failing task has already recorded the failure
+        runner = default_runner()
+        ensure_pipeline_run(runner, run, plan.pipeline.fn)
+        params = {p: kwargs.get(p) for p in plan.params}
+        if err is not None:
+            message = f"node {err.failed_node_id} failed: {err.message}"
+        else:
+            message = "the Flyte workflow failed"
+        error = scrub(message, secret_values(params))
+        finish_pipeline_run(runner, run.pipeline_run_id, "FAILED", error=error, params=params)
+        return None
+
+    return IsthmusControlTask(
+        name=f"{plan.name}.fail_pipeline_run",
+        role=FAILURE,
+        interface=Interface(inputs, {}),
+        run_fn=record_failure,
+        resolver_args=_control_args(plan, FAILURE),
+    )
+
+
+def _return_annotation(plan: _Plan, tasks: dict[str, IsthmusTask]) -> Any:
+    types = [tasks[h.invocation].python_interface.outputs[h.output] for h in plan.handles]
+    if plan.shape == "none":
+        return None
+    if plan.shape == "single":
+        return types[0]
+    if plan.shape == "tuple":
+        return typing.Tuple[tuple(types)]  # noqa: UP006
+    return NamedTuple(f"{plan.pipeline.name}_outputs", list(zip(plan.fields, types, strict=True)))  # type: ignore[misc]
+
+
+def _body(plan: _Plan, tasks: dict[str, IsthmusTask], finish: IsthmusControlTask) -> Callable[..., Any]:
+    from isthmus.pipeline import OutputHandle, Param
+
+    def pipeline_workflow(**kwargs: Any) -> Any:
+        produced: dict[str, dict[str, Any]] = {}
+
+        def value(v: Any) -> Any:
+            if isinstance(v, Param):
+                return kwargs[v.name]
+            if isinstance(v, OutputHandle):
+                return produced[v.invocation][v.output]
+            return v
+
+        for inv, node in plan.graph.nodes.items():
+            result = tasks[inv](**{k: value(v) for k, v in node.arguments.items()})
+            names = node.step.output_names
+            produced[inv] = {names[0]: result} if len(names) == 1 else dict(zip(names, result, strict=True))
+        done = {p: kwargs[p] for p in plan.params}
+        done.update({f"out_{i}": value(h) for i, h in enumerate(plan.handles)})
+        done.update({f"done_{i}": value(h) for i, h in enumerate(plan.sinks)})
+        finish(**done)
+        outs = [value(h) for h in plan.handles]
+        if plan.shape == "none":
+            return None
+        if plan.shape == "single":
+            return outs[0]
+        return tuple(outs)
+
+    parameters = [
+        inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, annotation=t, default=d)
+        for p, (t, d) in plan.params.items()
+    ]
+    ret = _return_annotation(plan, tasks)
+    pipeline_workflow.__signature__ = inspect.Signature(parameters, return_annotation=ret)  # type: ignore[attr-defined]
+    pipeline_workflow.__annotations__ = {p: t for p, (t, _) in plan.params.items()} | {"return": ret}
+    pipeline_workflow.__module__ = plan.pipeline.fn.__module__
+    pipeline_workflow.__name__ = plan.pipeline.name
+    pipeline_workflow.__qualname__ = plan.pipeline.name
+    pipeline_workflow.__doc__ = plan.pipeline.fn.__doc__
+    return pipeline_workflow
+
+
+def pipeline_to_workflow(
+    pipeline: Any,
+    *,
+    name: str | None = None,
+    enable_deck: bool | None = None,
+    cache: Any = False,
+    failure_policy: WorkflowFailurePolicy | None = None,
+    interruptible: bool = False,
+    **task_kwargs: Any,
+) -> PythonFunctionWorkflow:
+    """``pipeline`` as a Flyte workflow (``Pipeline.to_flyte_workflow(**kwargs)`` calls this).
+
+    - ``name``: the workflow name (default ``<pipeline module>.<pipeline name>``).
+    - ``enable_deck``, ``cache`` and any other keyword (``container_image``, ``environment``,
+      ``retries`` …) apply to every step task, see :func:`~flytekitplugins.isthmus.isthmus_task`.
+
+    The workflow carries ``isthmus_tasks`` (invocation -> task), ``isthmus_finish_task``,
+    ``isthmus_failure_task`` and ``isthmus_pipeline``.
+    """
+    ensure_registered()
+    plan = _plan(pipeline, name)
+    tasks: dict[str, IsthmusTask] = {}
+    for inv, node in plan.graph.nodes.items():
+        tasks[inv] = isthmus_task(
+            node.step,
+            name=f"{plan.name}.{inv}",
+            task_config=Isthmus(pipeline=pipeline.name, invocation=inv),
+            enable_deck=enable_deck,
+            cache=cache,
+            **task_kwargs,
+        )
+    finish = _finish_task(plan, tasks)
+    failure = _failure_task(plan)
+    from flytekit.core.docstring import Docstring
+
+    body = _body(plan, tasks, finish)
+    wf = PythonFunctionWorkflow(
+        body,
+        metadata=WorkflowMetadata(on_failure=failure_policy or WorkflowFailurePolicy.FAIL_IMMEDIATELY),
+        default_metadata=WorkflowMetadataDefaults(interruptible=interruptible),
+        docstring=Docstring(callable_=pipeline.fn),
+        on_failure=failure,
+    )
+    wf._name = plan.name
+    wf.isthmus_tasks = tasks  # type: ignore[attr-defined]
+    wf.isthmus_finish_task = finish  # type: ignore[attr-defined]
+    wf.isthmus_failure_task = failure  # type: ignore[attr-defined]
+    wf.isthmus_pipeline = pipeline  # type: ignore[attr-defined]
+    return wf
+
+
+def control_task(pipeline: Any, role: str, options: dict[str, Any]) -> IsthmusControlTask:
+    """Rebuild a pipeline workflow's bookkeeping task (used by the resolver inside a container)."""
+    wf = pipeline_to_workflow(pipeline, name=options.get("name"))
+    if role == FINISH:
+        return wf.isthmus_finish_task  # type: ignore[attr-defined]
+    if role == FAILURE:
+        return wf.isthmus_failure_task  # type: ignore[attr-defined]
+    raise ValueError(f"isthmus resolver: unknown pipeline task role {role!r}")
