@@ -89,6 +89,20 @@ def _json_param(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
+def _ref_list(value: Any) -> list[ArtifactRef] | None:
+    """The refs of a non-empty list/tuple (or lazy sequence) whose items are all artifact refs, else None."""
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__") or not hasattr(value, "__getitem__"):
+        return None
+    try:
+        items = list(value)
+    except Exception:
+        return None
+    if not items:
+        return None
+    refs = [ArtifactRef.coerce(item) for item in items]
+    return refs if all(r is not None for r in refs) else None  # type: ignore[return-value]
+
+
 class StepRunner:
     """Runs steps with caching and recording. Adapters build a :class:`RunContext` and call :meth:`run`."""
 
@@ -155,10 +169,16 @@ class StepRunner:
 
         inputs: dict[str, ArtifactRef] = {}
         params: dict[str, Any] = {}
+        collections: dict[str, int] = {}  # list arguments made of artifacts (e.g. a mapped task's results)
         for name, value in arguments.items():
             ref = ArtifactRef.coerce(value)
             if ref is not None:
                 inputs[name] = ref
+                continue
+            refs = _ref_list(value)
+            if refs is not None:
+                collections[name] = len(refs)
+                inputs.update({f"{name}[{i}]": r for i, r in enumerate(refs)})
                 continue
             try:
                 params[name] = _json_param(value)
@@ -182,7 +202,7 @@ class StepRunner:
                 policy=policy,
                 code_hash=code_fp.hash,
                 deps_hash=deps_fp.hash,
-                params=params,
+                params={**params, **{f"<{k}>": n for k, n in collections.items()}},
                 inputs=inputs,
                 output_materializers={k: str(getattr(v, "key", v)) for k, v in step.materializers.items()},
             )
@@ -220,7 +240,7 @@ class StepRunner:
 
         try:
             attempts = 1 + (step.retries if retries is None else retries)
-            return self._execute(step, ctx, base, inputs, arguments, key, holder, started, t0, attempts)
+            return self._execute(step, ctx, base, inputs, arguments, key, holder, started, t0, attempts, collections)
         except StepFailed:
             raise  # the final write released the lease
         except BaseException:
@@ -365,6 +385,7 @@ class StepRunner:
         row_written: bool,
         t0: float,
         attempts: int,
+        collections: dict[str, int],
     ) -> StepResult:
         attempt = 0
         release = (key, holder) if key is not None and holder is not None else None
@@ -386,6 +407,8 @@ class StepRunner:
             lineage.emit("on_step_start", row)
             try:
                 values = self._load_inputs(step, inputs)
+                for name, n in collections.items():
+                    values[name] = [values.pop(f"{name}[{i}]") for i in range(n)]
                 call_args = {**{k: v for k, v in arguments.items() if k not in inputs}, **values}
                 result = step.invoke(call_args)
                 named = step.split_outputs(result)

@@ -355,3 +355,23 @@ def test_pipeline_run_records_its_environment() -> None:
     record = meta.get_run(run.id)
     assert record["environment_hash"] == meta.get_step_run(run.steps["load"].step_run_id)["environment_hash"]
     assert meta.get_environment(record["environment_hash"])["python"]["version"]
+
+
+def test_a_list_of_artifacts_is_one_input_of_several_artifacts() -> None:
+    @step
+    def part(i: int) -> list:
+        return [i] * i
+
+    @step
+    def merge(parts: list) -> list:
+        CALLS.append("merge")
+        return [x for p in parts for x in p]
+
+    runner = default_runner()
+    refs = [runner.run(part, {"i": i}).outputs["output"] for i in (1, 2, 3)]
+    first = runner.run(merge, {"parts": refs})
+    assert first.value == [1, 2, 2, 3, 3, 3]
+    assert runner.run(merge, {"parts": [r.to_dict() for r in refs]}).cache_hit  # refs as JSON (XCom) too
+    assert not runner.run(merge, {"parts": list(reversed(refs))}).cache_hit  # order matters
+    sr = runner.metadata.get_step_run(first.step_run_id)
+    assert set(sr["inputs"]) == {"parts[0]", "parts[1]", "parts[2]"}
