@@ -302,6 +302,11 @@ def isthmus_task(
         )
     elif cache:
         raise TypeError(f"cache={cache!r} must be True, False or flytekit.Cache(...)")
+    if enable_deck and "deck_fields" not in kwargs:
+        # flytekit's "Dependencies" deck shells out to pip; the isthmus deck has the dependency fingerprint.
+        from flytekit.deck import DeckField
+
+        kwargs["deck_fields"] = (DeckField.SOURCE_CODE, DeckField.TIMELINE, DeckField.INPUT, DeckField.OUTPUT)
     return IsthmusTask(
         task_config,
         s,

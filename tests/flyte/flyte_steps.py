@@ -1,0 +1,70 @@
+"""Small steps and pipelines for the flytekit plugin tests (an importable module, as in a real project)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from isthmus import Resources, pipeline, step
+
+
+@step
+def make_numbers(n: int = 3) -> list[int]:
+    return list(range(n))
+
+
+@step
+def total(numbers: list[int]) -> int:
+    return sum(numbers)
+
+
+@step
+def describe(value: int, label: str = "sum") -> str:
+    return f"{label}={value}"
+
+
+class Stats(NamedTuple):
+    count: int
+    mean: float
+
+
+@step
+def stats(numbers: list[int]) -> Stats:
+    return Stats(len(numbers), sum(numbers) / max(len(numbers), 1))
+
+
+@pipeline
+def small_pipeline(n: int = 3, label: str = "sum"):
+    numbers = make_numbers(n)
+    value = total(numbers)
+    parts = stats(numbers)
+    return {"text": describe(value, label=label), "count": parts.count}
+
+
+@step
+def explode(n: int) -> int:
+    raise RuntimeError(f"boom <b>{n}</b>")
+
+
+@pipeline
+def failing_pipeline(n: int = 1):
+    return explode(total(make_numbers(n)))
+
+
+@step(
+    resources=Resources(
+        cpu=0.5,
+        memory="3Gi",
+        gpu=2,
+        gpu_type="A100",
+        time_limit="2h",
+        node_selector={"pool": "gpu"},
+        extra={"tolerations": "nvidia.com/gpu:NoSchedule,team=ml:NoExecute"},
+    )
+)
+def gpu_step(n: int) -> int:
+    return n * 2
+
+
+@step(resources=Resources(cpu=2, memory="512Mi", gpu=1, gpu_type="T4"))
+def plain_gpu_step(n: int) -> int:
+    return n + 1
