@@ -102,11 +102,14 @@ def test_example_dags_record_cache_and_emit_lineage() -> None:
     hit = by_job["isthmus_ml_taskflow.train"][1]
     assert hit["sourceStepRunId"] == steps["train"]["id"]
     train_event = next(e for e in completes if e["job"]["name"] == "isthmus_ml_taskflow.train")
-    assert train_event["inputs"][0]["facets"]["version"]["datasetVersion"] == steps["featurize"]["outputs"]["output"]["content_hash"]
+    assert (
+        train_event["inputs"][0]["facets"]["version"]["datasetVersion"]
+        == steps["featurize"]["outputs"]["output"]["content_hash"]
+    )
     assert {f["name"] for f in train_event["inputs"][0]["facets"]["schema"]["fields"]} >= {"bmi", "target"}
 
 
-EDGE_DAG = '''
+EDGE_DAG = """
 import os, threading
 from airflow.sdk import dag, task
 from isthmus import step
@@ -149,13 +152,18 @@ def isthmus_edges():
     task.isthmus(broken)(42)
     task.isthmus(makes_lock)()
     task.isthmus(square, task_id="no_connection", isthmus_conn_id="does_not_exist")(7)
+    task.isthmus(square, task_id="store_down", isthmus_conn_id="isthmus_down")(8)
+    task.isthmus(square, task_id="templated")("{{ dag_run.conf.get('x', 9) }}")
 
 
 isthmus_edges()
-'''
+"""
 
 
-def test_mapping_retries_failures_and_bad_input() -> None:
+def test_mapping_retries_failures_and_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    down = {"conn_type": "isthmus", "host": "127.0.0.1", "port": 9, "login": "me", "schema": "meta"}
+    monkeypatch.setenv("AIRFLOW_CONN_ISTHMUS_DOWN", json.dumps(down))
+    before = len(lineage_events())
     path = put_dag("isthmus_edges", EDGE_DAG)
     dag = load_dag(path, "isthmus_edges")
     dr, run_id = _airflow_run(dag)
@@ -188,8 +196,39 @@ def test_mapping_retries_failures_and_bad_input() -> None:
     assert lock["status"] == "FAILED" and "register_materializer" in lock["error"]
     # a missing connection fails before anything is recorded
     assert "no_connection" not in by_inv
+    assert states[("store_down", -1)] == "failed"
+    # a rendered template ("9") reaches an int parameter as an int
+    assert states[("templated", -1)] == "success"
+    assert by_inv["templated"][0]["params"] == {"x": 9}
     record = meta.get_run(run_id)
     assert record["status"] == "FAILED"
+    # the FAIL event of the failing step carries the isthmus facet with the failed status
+    fails = [
+        e for e in lineage_events()[before:] if e["eventType"] == "FAIL" and e["job"]["name"] == "isthmus_edges.broken"
+    ]
+    assert fails and fails[-1]["run"]["facets"]["isthmus_step"]["status"] == "FAILED"
+
+
+def test_operator_maps_retries_queue_and_pool_from_the_step() -> None:
+    from airflow.sdk import DAG
+
+    from isthmus import Resources, step
+    from isthmus_airflow.operators.step import StepOperator
+
+    @step(retries=2, resources=Resources(cpu=1, partition="gpu-queue", extra={"pool": "gpus"}))
+    def heavy(x: int) -> int:
+        return x
+
+    with DAG("retries_mapping", schedule=None):
+        op = StepOperator(task_id="heavy", step=heavy, op_kwargs={"x": 1})
+        explicit = StepOperator(task_id="explicit", step=heavy, op_kwargs={"x": 1}, retries=5, queue="default")
+    with DAG("retries_from_dag", schedule=None, default_args={"retries": 0}):
+        from_dag = StepOperator(task_id="heavy", step=heavy, op_kwargs={"x": 1})
+    assert (op.retries, op.queue, op.pool) == (2, "gpu-queue", "gpus")
+    assert (explicit.retries, explicit.queue) == (5, "default")
+    assert from_dag.retries == 0
+    by_path = StepOperator(task_id="by_path", step="dags_examples.steps:train", dag=DAG("by_path", schedule=None))
+    assert by_path.step.name == "train" and by_path.retries == 1
 
 
 def test_total_of_mapped_squares_reads_refs_from_xcom() -> None:
@@ -244,7 +283,10 @@ def test_hook_reads_its_connection_and_tests_it(tmp_path: Path, monkeypatch: pyt
     from isthmus_airflow.hooks.isthmus import IsthmusHook
 
     store = tmp_path / "shared.db"
-    conn = {"conn_type": "isthmus", "extra": {"store_url": f"sqlite:///{store}", "artifact_root": str(tmp_path / "arts")}}
+    conn = {
+        "conn_type": "isthmus",
+        "extra": {"store_url": f"sqlite:///{store}", "artifact_root": str(tmp_path / "arts")},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_ISTHMUS_SHARED", json.dumps(conn))
     hook = IsthmusHook("isthmus_shared")
     assert hook.locations() == (f"sqlite:///{store}", str(tmp_path / "arts"), "hash")
@@ -252,7 +294,14 @@ def test_hook_reads_its_connection_and_tests_it(tmp_path: Path, monkeypatch: pyt
     assert ok, message
     assert store.exists()
 
-    pg = {"conn_type": "isthmus", "host": "127.0.0.1", "port": 9, "login": "me", "password": "s3cr3t/pw", "schema": "meta"}
+    pg = {
+        "conn_type": "isthmus",
+        "host": "127.0.0.1",
+        "port": 9,
+        "login": "me",
+        "password": "s3cr3t/pw",
+        "schema": "meta",
+    }
     monkeypatch.setenv("AIRFLOW_CONN_ISTHMUS_DOWN", json.dumps(pg))
     down = IsthmusHook("isthmus_down")
     assert down.locations()[0] == "postgresql+psycopg://me:s3cr3t%2Fpw@127.0.0.1:9/meta"

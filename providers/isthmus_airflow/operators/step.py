@@ -80,7 +80,33 @@ class StepOperator(BaseOperator):
             return value
 
         bound = self.step.bind([resolve(v) for v in self.op_args], {k: resolve(v) for k, v in self.op_kwargs.items()})
-        return bound
+        return {name: self._coerce(name, value) for name, value in bound.items()}
+
+    def _coerce(self, name: str, value: Any) -> Any:
+        """A rendered template is a string: turn ``"100"`` into ``100`` when the step's parameter is
+        annotated int/float/bool (so the value, and the cache key, match a local run)."""
+        if not isinstance(value, str):
+            return value
+        annotation = self._annotations().get(name)
+        if annotation not in (int, float, bool):
+            return value
+        from pydantic import TypeAdapter, ValidationError
+
+        try:
+            return TypeAdapter(annotation).validate_python(value.strip())
+        except ValidationError:
+            raise ValueError(
+                f"step {self.step.name!r}: parameter {name!r} expects {annotation.__name__} but got {value!r}; "
+                "fix the value, or render templates natively with DAG(render_template_as_native_obj=True)"
+            ) from None
+
+    def _annotations(self) -> dict[str, Any]:
+        import typing
+
+        try:
+            return typing.get_type_hints(self.step.fn)
+        except Exception:
+            return {}
 
     def execute(self, context: Any) -> Any:
         runner = IsthmusHook(self.isthmus_conn_id).get_conn()
