@@ -219,3 +219,61 @@ def test_step_failure_raises_with_the_step_name() -> None:
         explode_task(n=3)
     (run,) = _step_runs("explode")
     assert run["status"] == "FAILED" and "boom" in run["error"]
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict]] = []
+
+    def on_pipeline_start(self, run: dict) -> None:
+        self.events.append(("pipeline_start", run))
+
+    def on_pipeline_end(self, run: dict) -> None:
+        self.events.append(("pipeline_end", run))
+
+    def on_step_start(self, step_run: dict) -> None:
+        self.events.append(("step_start", step_run))
+
+    def on_step_end(self, step_run: dict) -> None:
+        self.events.append(("step_end", step_run))
+
+
+def test_lineage_hook_sees_the_pipeline_and_every_step(small_workflow) -> None:
+    from isthmus import lineage
+
+    recorder = _Recorder()
+    lineage.set_lineage_hook(recorder)
+    try:
+        small_workflow(n=2)
+        with pytest.raises(Exception, match="boom"):
+            fs.failing_pipeline.to_flyte_workflow()(n=1)
+    finally:
+        lineage.set_lineage_hook(None)
+    kinds = [k for k, _ in recorder.events]
+    assert kinds[0] == "pipeline_start" and kinds.count("pipeline_start") == 2
+    ok_run = recorder.events[0][1]
+    assert ok_run["orchestrator"] == "flyte" and ok_run["pipeline"] == "small_pipeline"
+    ends = [p for k, p in recorder.events if k == "pipeline_end"]
+    assert [(e["id"], e["status"]) for e in ends][0] == (ok_run["id"], "COMPLETED")
+    assert ends[1]["status"] == "FAILED" and "boom" in ends[1]["error"]
+    step_ends = [p for k, p in recorder.events if k == "step_end" and p["pipeline_run_id"] == ok_run["id"]]
+    assert sorted(p["invocation"] for p in step_ends) == ["describe", "make_numbers", "stats", "total"]
+    assert all(p["context"]["native"]["execution_id"] == "local:local:local" for p in step_ends)
+
+
+def test_map_task_over_an_isthmus_task() -> None:
+    import functools
+
+    from flytekit import map_task, workflow
+
+    mapped = map_task(functools.partial(isthmus_task(fs.describe), label="n"))
+
+    @workflow
+    def fan_out(values: list[int]) -> list[str]:
+        return mapped(value=values)
+
+    assert fan_out(values=[1, 2, 3]) == ["n=1", "n=2", "n=3"]
+    assert fan_out(values=[1, 2, 3]) == ["n=1", "n=2", "n=3"]
+    runs = _step_runs("describe")
+    assert [r["cache_hit"] for r in runs] == [False] * 3 + [True] * 3
+    assert {r["orchestrator"] for r in runs} == {"flyte"}

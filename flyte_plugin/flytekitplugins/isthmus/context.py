@@ -11,6 +11,7 @@ own, outside any workflow, records a step run with no pipeline run (like ``step.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import os
@@ -74,6 +75,11 @@ def _local_workflow_name() -> str | None:
     return name
 
 
+@functools.lru_cache(maxsize=256)
+def _remote_run_id(project: str, domain: str, name: str) -> str:
+    return derived_run_id("flyte", project, domain, name)
+
+
 def _short(name: str | None) -> str | None:
     """``project:domain:name`` -> ``name``."""
     return name.rsplit(":", 1)[-1] if name else name
@@ -105,10 +111,11 @@ def flyte_run(task_name: str, pipeline: str | None, invocation: str | None) -> F
         if root is not None:
             info = getattr(root, _LOCAL_ATTR, None)
             if info is None:
-                info = {"key": uuid.uuid4().hex, "workflow": _local_workflow_name()}
+                key = uuid.uuid4().hex
+                info = {"key": key, "workflow": _local_workflow_name(), "run_id": derived_run_id("flyte", "local", key)}
                 object.__setattr__(root, _LOCAL_ATTR, info)
             native["local_execution"] = info["key"]
-            run_id = derived_run_id("flyte", "local", info["key"])
+            run_id = info["run_id"]
             pipeline = pipeline or info["workflow"] or task_name
             pipeline_context = {
                 "execution_id": native["execution_id"],
@@ -119,7 +126,7 @@ def flyte_run(task_name: str, pipeline: str | None, invocation: str | None) -> F
         workflow = _env("FLYTE_INTERNAL_EXECUTION_WORKFLOW", "_F_WF")
         launch_plan = _env("FLYTE_INTERNAL_EXECUTION_LAUNCHPLAN", "_F_LP")
         native.update(workflow=workflow, launch_plan=launch_plan)
-        run_id = derived_run_id("flyte", project, domain, name)
+        run_id = _remote_run_id(project, domain, name)
         pipeline = pipeline or _short(workflow) or task_name
         pipeline_context = {
             "execution_id": native["execution_id"],

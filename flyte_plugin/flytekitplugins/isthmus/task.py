@@ -12,6 +12,7 @@ import inspect
 import json
 import logging
 import typing
+from contextvars import ContextVar
 from typing import Any
 
 from flytekit.core.base_task import TaskMetadata
@@ -30,6 +31,10 @@ if typing.TYPE_CHECKING:
 
 log = logging.getLogger("flytekitplugins.isthmus")
 
+# Set while flytekit's dispatch_execute runs this task: execute() then hands the artifact refs along with
+# the values. Callers of execute() alone (e.g. a local map task) get plain values.
+_DISPATCHING: ContextVar[bool] = ContextVar("isthmus_dispatching", default=False)
+
 _RESOURCE_KWARGS = ("requests", "limits", "resources", "accelerator", "pod_template", "pod_template_name")
 
 
@@ -46,6 +51,13 @@ class StepOutputs:
 class _RefAwareIO:
     """Inputs carrying an artifact ref in their literal metadata reach the runner as that ref; outputs
     get the ref of the artifact that holds them attached."""
+
+    def dispatch_execute(self, ctx: FlyteContext, input_literal_map: LiteralMap) -> Any:
+        token = _DISPATCHING.set(True)
+        try:
+            return super().dispatch_execute(ctx, input_literal_map)  # type: ignore[misc]
+        finally:
+            _DISPATCHING.reset(token)
 
     def _literal_map_to_python_input(self, literal_map: LiteralMap, ctx: FlyteContext) -> dict[str, Any]:
         types = self.python_interface.inputs  # type: ignore[attr-defined]
@@ -208,7 +220,7 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
             ref = result.outputs[name]
             values.append(runner.artifacts.load(ref) if name in self._small_outputs else ref)
         native = values[0] if len(values) == 1 else tuple(values)
-        return StepOutputs(native, dict(result.outputs))
+        return StepOutputs(native, dict(result.outputs)) if _DISPATCHING.get() else native
 
     def _render_deck(self, runner: Any, invocation: str, result: Any, run_context: dict[str, Any]) -> None:
         from flytekit.deck import Deck

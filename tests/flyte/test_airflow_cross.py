@@ -1,0 +1,75 @@
+"""One cache across orchestrators: the example pipeline under Airflow 3 ``dag.test()``, then as a Flyte
+workflow against the same isthmus store (every step a hit naming its Airflow source run), and the other
+way round."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.conftest import skip_or_fail
+
+try:
+    from tests.airflow.conftest import DAGS, REPO, airflow_db, load_dag  # noqa: F401 - airflow_db is a fixture
+except ImportError as exc:  # pragma: no cover - the Airflow test helpers are part of the repository
+    DAGS = REPO = None
+    _IMPORT_ERROR = str(exc)
+else:
+    _IMPORT_ERROR = ""
+
+
+@pytest.fixture
+def pipeline_dag(request):
+    if _IMPORT_ERROR:
+        skip_or_fail(f"the Airflow test helpers cannot be imported: {_IMPORT_ERROR}")
+    request.getfixturevalue("airflow_db")
+    try:
+        import isthmus_airflow  # noqa: F401
+    except ImportError as exc:
+        skip_or_fail(f"the isthmus Airflow provider cannot be imported: {exc}")
+    path = DAGS / "airflow_ml_pipeline.py"
+    shutil.copy(REPO / "dags_examples" / "airflow_ml_pipeline.py", path)
+    return load_dag(path, "isthmus_ml_pipeline")
+
+
+def _steps_of(run_id: str) -> dict[str, dict]:
+    from isthmus import _defaults
+
+    return {s["invocation"]: s for s in _defaults.metadata_store().step_runs_of(run_id)}
+
+
+def _flyte_run(wf, **params) -> tuple[object, dict[str, dict]]:
+    from isthmus import _defaults
+
+    out = wf(**params)
+    (latest, *_) = _defaults.metadata_store().list_runs(orchestrator="flyte")
+    return out, _steps_of(latest["id"])
+
+
+def test_airflow_and_flyte_share_one_cache(pipeline_dag) -> None:
+    from dags_examples import steps
+    from isthmus.context import derived_run_id
+
+    wf = steps.ml_pipeline.to_flyte_workflow()
+
+    # Airflow first: every step computed; then Flyte: every step a hit on the Airflow step run.
+    dr = pipeline_dag.test(run_conf={"n_estimators": 10})
+    assert dr.state == "success"
+    airflow_steps = _steps_of(derived_run_id("airflow", pipeline_dag.dag_id, dr.run_id))
+    assert set(airflow_steps) == {"ingest", "featurize", "train", "evaluate"}
+    assert not any(s["cache_hit"] for s in airflow_steps.values())
+    _, flyte_steps = _flyte_run(wf, n_estimators=10)
+    for inv, sr in flyte_steps.items():
+        assert sr["cache_hit"] and sr["orchestrator"] == "flyte", inv
+        assert sr["source_step_run_id"] == airflow_steps[inv]["id"]
+
+    # Flyte first (a new parameter value): then Airflow hits on what Flyte computed.
+    _, flyte_new = _flyte_run(wf, n_estimators=12)
+    assert not flyte_new["train"]["cache_hit"] and not flyte_new["evaluate"]["cache_hit"]
+    dr2 = pipeline_dag.test(run_conf={"n_estimators": 12})
+    assert dr2.state == "success"
+    airflow_new = _steps_of(derived_run_id("airflow", pipeline_dag.dag_id, dr2.run_id))
+    assert all(s["cache_hit"] for s in airflow_new.values())
+    for inv in ("train", "evaluate"):
+        assert airflow_new[inv]["source_step_run_id"] == flyte_new[inv]["id"]
