@@ -156,7 +156,7 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
         from isthmus.step import as_step
 
         config = task_config if task_config is not None else Isthmus()
-        step = as_step(task_function)
+        step = as_step(task_function.step if isinstance(task_function, IsthmusTask) else task_function)
         interface = step_interface(step)
         if kwargs.get("task_resolver") is None:
             kwargs["task_resolver"] = isthmus_task_resolver
@@ -211,7 +211,10 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
             result = runner.run(step, arguments, run.context)
         except Exception as exc:
             if run.local and run.pipeline_run_id:  # a local workflow stops at the first failure
-                finish_pipeline_run(runner, run.pipeline_run_id, "FAILED", error=f"{type(exc).__name__}: {exc}")
+                from isthmus.redaction import scrub, secret_values
+
+                error = scrub(f"{type(exc).__name__}: {exc}", secret_values(arguments))
+                finish_pipeline_run(runner, run.pipeline_run_id, "FAILED", error=error)
             raise
         if self.enable_deck:
             self._render_deck(runner, invocation, result, run.context.to_dict())
@@ -296,7 +299,7 @@ def isthmus_task(
     from flytekitplugins.isthmus.cache import IsthmusCachePolicy
     from isthmus.step import as_step
 
-    s = as_step(step)
+    s = as_step(step.step if isinstance(step, IsthmusTask) else step)
     meta: dict[str, Any] = {"retries": retries, "interruptible": interruptible, "timeout": timeout}
     if cache is True:
         cache = Cache(policies=[IsthmusCachePolicy()])
