@@ -43,7 +43,7 @@ def bench_steps(n_steps: int, repeat: int) -> None:
     home = tempfile.mkdtemp(prefix="isthmus-bench-")
     os.environ["ISTHMUS_HOME"] = home
     import isthmus
-    from isthmus import pipeline, step
+    from isthmus import lineage, pipeline, step
 
     isthmus.configure(home=home)
 
@@ -65,16 +65,7 @@ def bench_steps(n_steps: int, repeat: int) -> None:
             x = inc_fn(x)
         return x
 
-    chain.run(start=-1)  # warm-up: schema, fingerprints, environment snapshot
-    counter = iter(range(10**9))
     t_plain = _median_time(lambda: plain(0), repeat)
-    uncached = _times(lambda: chain.run(start=next(counter) * 1000), repeat)
-    fixed = 10_000_000
-    chain.run(start=fixed)
-    cached = _times(lambda: chain.run(start=fixed), repeat)
-    run = chain.run(start=fixed)
-    assert run.cache_hits == n_steps
-
     t = Table(title=f"Local pipeline, chain of {n_steps} trivial steps (SQLite, {repeat} runs each)")
     for col in ("run", "median wall time", "overhead per step vs plain (median)", "fastest .. slowest run", "target"):
         t.add_column(col)
@@ -83,12 +74,32 @@ def bench_steps(n_steps: int, repeat: int) -> None:
         return f"{(s - t_plain) / n_steps * 1000:.2f} ms"
 
     t.add_row("plain Python calls (peer)", f"{t_plain * 1000:.2f} ms", "-", "-", "-")
-    for label, times, target in (
-        ("isthmus uncached", uncached, "<= 3 ms"),
-        ("isthmus all cached", cached, "<= 1.5 ms"),
-    ):
-        med = statistics.median(times)
-        t.add_row(label, f"{med * 1000:.1f} ms", per(med), f"{per(min(times))} .. {per(max(times))}", target)
+    counter = iter(range(1, 10**6))
+    for mode in ("bookkeeping only", "with OpenLineage (file)"):
+        if mode == "bookkeeping only":
+            lineage.set_lineage_hook(lineage.NoopLineage())
+        else:
+            from isthmus.lineage_emitter import OpenLineageEmitter
+
+            emitter = OpenLineageEmitter()
+            lineage.set_lineage_hook(emitter)
+        chain.run(start=-next(counter))  # warm-up: schema, fingerprints, environment snapshot
+        uncached = _times(lambda: chain.run(start=next(counter) * 1000), repeat)
+        fixed = next(counter) * 1000
+        chain.run(start=fixed)
+        cached = _times(lambda: chain.run(start=fixed), repeat)
+        assert chain.run(start=fixed).cache_hits == n_steps
+        for label, times, target in (("uncached", uncached, "<= 3 ms"), ("all cached", cached, "<= 1.5 ms")):
+            med = statistics.median(times)
+            t.add_row(
+                f"isthmus {label}, {mode}",
+                f"{med * 1000:.1f} ms",
+                per(med),
+                f"{per(min(times))} .. {per(max(times))}",
+                target if mode == "bookkeeping only" else "-",
+            )
+        if mode != "bookkeeping only":
+            emitter.flush(30)
     console.print(t)
 
 

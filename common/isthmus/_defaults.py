@@ -39,6 +39,9 @@ def artifact_store() -> Any:
 
 
 def reset() -> None:
+    from isthmus import lineage
+
+    lineage.reset()
     with _lock:
         for value in _cache.values():
             dispose = getattr(value, "dispose", None)

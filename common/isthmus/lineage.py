@@ -34,25 +34,57 @@ class NoopLineage:
         return None
 
 
-_hook: LineageHook = NoopLineage()
+_hook: LineageHook | None = None
 _warned = False
 
 
 def set_lineage_hook(hook: LineageHook | None) -> None:
-    """Install the process-wide lineage hook (None restores the no-op hook)."""
+    """Install the process-wide lineage hook (None: choose again on next use)."""
     global _hook
-    _hook = hook or NoopLineage()
+    _hook = hook
 
 
 def get_lineage_hook() -> LineageHook:
+    """The installed hook; by default the OpenLineage emitter when openlineage-python is installed
+    (``ISTHMUS_LINEAGE=off`` or ``OPENLINEAGE_DISABLED=true`` turn it off)."""
+    global _hook
+    if _hook is None:
+        _hook = _default_hook()
     return _hook
+
+
+def reset() -> None:
+    """Drop the automatically chosen hook (after a configuration change); pending events are flushed."""
+    global _hook
+    from isthmus import lineage_emitter
+
+    if _hook is not None and _hook is lineage_emitter._emitter:
+        _hook.flush(5.0)  # type: ignore[attr-defined]
+        _hook = None
+        lineage_emitter._emitter = None
+
+
+def _default_hook() -> LineageHook:
+    import os
+
+    if os.environ.get("ISTHMUS_LINEAGE", "").strip().lower() in ("off", "0", "false", "no"):
+        return NoopLineage()
+    if os.environ.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true":
+        return NoopLineage()
+    try:
+        import openlineage.client  # noqa: F401
+    except ImportError:
+        return NoopLineage()
+    from isthmus.lineage_emitter import default_emitter
+
+    return default_emitter()
 
 
 def emit(event: str, payload: dict[str, Any]) -> None:
     """Call ``hook.<event>(payload)``; a failure is logged once and never propagates."""
     global _warned
     try:
-        getattr(_hook, event)(payload)
+        getattr(get_lineage_hook(), event)(payload)
     except Exception as exc:  # lineage must never fail a step
         if not _warned:
             _warned = True

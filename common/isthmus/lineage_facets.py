@@ -14,6 +14,11 @@ FACET_VERSION = "1-0-0"
 # Versioned location of the facet schemas; the same files ship in isthmus/schemas/.
 SCHEMA_BASE = f"https://isthmus.dev/spec/facets/{FACET_VERSION}"
 STEP_FACET_SCHEMA = f"{SCHEMA_BASE}/IsthmusStepRunFacet.json"
+SCHEMA_FILES = {
+    "isthmus_step": "IsthmusStepRunFacet.json",
+    "isthmus_environment": "IsthmusEnvironmentRunFacet.json",
+    "isthmus_resources": "IsthmusResourcesRunFacet.json",
+}
 
 
 def dataset_id(uri: str) -> tuple[str, str]:
@@ -42,9 +47,39 @@ def step_facet_dict(step_run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def environment_facet_dict(step_run: dict[str, Any]) -> dict[str, Any]:
+    """The ``isthmus_environment`` facet: python, platform, container image and the step's dependency versions."""
+    import os
+    import platform
+
+    from isthmus.fingerprint.environment import IMAGE_VARS
+
+    image = next((os.environ[v] for v in IMAGE_VARS if os.environ.get(v)), None)
+    return {
+        "pythonVersion": platform.python_version(),
+        "pythonImplementation": platform.python_implementation(),
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "containerImage": image,
+        "dependencies": dict(step_run.get("deps") or {}),
+        "environmentHash": step_run.get("environment_hash"),
+    }
+
+
+def resources_facet_dict(step_run: dict[str, Any]) -> dict[str, Any]:
+    """The ``isthmus_resources`` facet: the requested resources and the Slurm job id when there is one."""
+    native = (step_run.get("context") or {}).get("native") or {}
+    job_id = native.get("slurm_job_id")
+    return {"requested": dict(step_run.get("resources") or {}), "slurmJobId": str(job_id) if job_id else None}
+
+
+def schema(facet_key: str) -> dict[str, Any]:
+    """The JSON schema shipped for a custom facet (``isthmus_step``, ``isthmus_environment``, ``isthmus_resources``)."""
+    return json.loads(resources.files("isthmus.schemas").joinpath(SCHEMA_FILES[facet_key]).read_text())
+
+
 def step_facet_schema() -> dict[str, Any]:
     """The JSON schema shipped for the ``isthmus_step`` facet."""
-    return json.loads(resources.files("isthmus.schemas").joinpath("IsthmusStepRunFacet.json").read_text())
+    return schema("isthmus_step")
 
 
 @functools.cache
@@ -71,7 +106,42 @@ def _facet_classes() -> dict[str, type]:
         def _get_schema() -> str:
             return STEP_FACET_SCHEMA
 
-    return {"step": IsthmusStepRunFacet}
+    @attr.define
+    class IsthmusEnvironmentRunFacet(RunFacet):
+        """Where an isthmus step ran: python, platform, image and the versions its code imports."""
+
+        pythonVersion: str | None = attr.field(default=None)  # noqa: N815
+        pythonImplementation: str | None = attr.field(default=None)  # noqa: N815
+        platform: str | None = attr.field(default=None)
+        containerImage: str | None = attr.field(default=None)  # noqa: N815
+        dependencies: dict[str, str] = attr.field(factory=dict)
+        environmentHash: str | None = attr.field(default=None)  # noqa: N815
+
+        @staticmethod
+        def _get_schema() -> str:
+            return f"{SCHEMA_BASE}/IsthmusEnvironmentRunFacet.json"
+
+    @attr.define
+    class IsthmusResourcesRunFacet(RunFacet):
+        """What an isthmus step asked for (cpu, memory, gpus, …), and its Slurm job id when it has one."""
+
+        requested: dict[str, Any] = attr.field(factory=dict)
+        slurmJobId: str | None = attr.field(default=None)  # noqa: N815
+
+        @staticmethod
+        def _get_schema() -> str:
+            return f"{SCHEMA_BASE}/IsthmusResourcesRunFacet.json"
+
+    return {
+        "step": IsthmusStepRunFacet,
+        "environment": IsthmusEnvironmentRunFacet,
+        "resources": IsthmusResourcesRunFacet,
+    }
+
+
+def facet_class(kind: str) -> type:
+    """The attrs class of a custom facet: ``step``, ``environment`` or ``resources``."""
+    return _facet_classes()[kind]
 
 
 def run_facets(step_run: dict[str, Any]) -> dict[str, Any]:

@@ -165,6 +165,37 @@ class StepRunner:
         """
         ctx = context or RunContext()
         t0 = time.perf_counter()
+        inputs, key, base, collections = self._prepare(step, arguments, ctx)
+
+        holder: str | None = None
+        started = False
+        if key is not None:
+            holder = f"{_HOST}:{os.getpid()}:{base['id']}"
+            hit = self._claim(step, key, holder, base, inputs, t0)
+            if hit is not None:
+                return hit
+            started = True
+
+        try:
+            attempts = 1 + (step.retries if retries is None else retries)
+            return self._execute(step, ctx, base, inputs, arguments, key, holder, started, t0, attempts, collections)
+        except StepFailed:
+            raise  # the final write released the lease
+        except BaseException:
+            if holder is not None and key is not None:
+                try:
+                    self.metadata.release_lease(key, holder)
+                except Exception:  # an expired lease is as good as a released one
+                    log.debug("could not release lease %s", key, exc_info=True)
+            raise
+        finally:
+            if holder is not None and key is not None:
+                lease_keeper.drop(self.metadata, key, holder)
+
+    def _prepare(
+        self, step: Step[Any, Any], arguments: Mapping[str, Any], ctx: RunContext
+    ) -> tuple[dict[str, ArtifactRef], str | None, dict[str, Any], dict[str, int]]:
+        """Inputs (refs), cache key, the step run row's common fields, and list-of-artifact arguments."""
         invocation = ctx.invocation or step.name
 
         inputs: dict[str, ArtifactRef] = {}
@@ -228,31 +259,36 @@ class StepRunner:
             "resources": step.resources.to_dict(),
             "context": json.loads(json.dumps(ctx.to_dict(), default=str)),
         }
+        return inputs, key, base, collections
 
-        holder: str | None = None
-        started = False
-        if key is not None:
-            holder = f"{_HOST}:{os.getpid()}:{step_run_id}"
-            hit = self._claim(step, key, holder, base, inputs, t0)
-            if hit is not None:
-                return hit
-            started = True
+    def cache_key(
+        self, step: Step[Any, Any], arguments: Mapping[str, Any], context: RunContext | None = None
+    ) -> str | None:
+        """The cache key :meth:`run` would use for ``step`` with ``arguments`` (None when caching is off)."""
+        return self._prepare(step, arguments, context or RunContext())[1]
 
-        try:
-            attempts = 1 + (step.retries if retries is None else retries)
-            return self._execute(step, ctx, base, inputs, arguments, key, holder, started, t0, attempts, collections)
-        except StepFailed:
-            raise  # the final write released the lease
-        except BaseException:
-            if holder is not None and key is not None:
-                try:
-                    self.metadata.release_lease(key, holder)
-                except Exception:  # an expired lease is as good as a released one
-                    log.debug("could not release lease %s", key, exc_info=True)
-            raise
-        finally:
-            if holder is not None and key is not None:
-                lease_keeper.drop(self.metadata, key, holder)
+    def lookup(
+        self, step: Step[Any, Any], arguments: Mapping[str, Any], context: RunContext | None = None
+    ) -> StepResult | None:
+        """A cache hit for ``step`` with ``arguments``, recorded as a step run, or None (nothing recorded).
+
+        For adapters that run the step elsewhere (a Slurm job): look up first, and submit only on a
+        miss. Unlike :meth:`run` it never takes the lease nor waits for an identical run in progress.
+        """
+        ctx = context or RunContext()
+        t0 = time.perf_counter()
+        inputs, key, base, _ = self._prepare(step, arguments, ctx)
+        if key is None:
+            return None
+        cands = self.metadata.cache_candidates(key, time.time())
+        hit = self._validated(key, cands) if cands else None
+        if hit is None:
+            return None
+        row = self._hit_row(base, hit, t0)
+        self.metadata.finish_step_run(
+            base["id"], {}, outputs=hit["refs"], inputs=inputs, step_name=step.name, insert_row=row, new_artifacts=False
+        )
+        return self._hit_result(step, row, hit["refs"])
 
     # -- cache -----------------------------------------------------------------------------------
     def _verdict(self, refs: dict[str, ArtifactRef]) -> bool | None:

@@ -1,0 +1,306 @@
+"""The OpenLineage emitter: every pipeline run and step run as OpenLineage RunEvents.
+
+Configuration is OpenLineage's own (``openlineage.yml``, ``OPENLINEAGE__…`` variables, ``OPENLINEAGE_URL``,
+``OPENLINEAGE_DISABLED``); without any, events go to a file transport at
+``$ISTHMUS_HOME/lineage/events.jsonl``. Events are sent by one background thread, in order, so a slow or
+dead receiver never stalls a step; failures are reported once as a warning.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import importlib
+import inspect
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from typing import Any
+
+from isthmus.context import RUN_NAMESPACE
+from isthmus.lineage_facets import datasets, environment_facet_dict, resources_facet_dict, run_facets
+
+log = logging.getLogger("isthmus.lineage")
+
+PRODUCER = "https://github.com/isthmus-dev/isthmus"
+_TERMINAL = {"COMPLETED": "COMPLETE", "FAILED": "FAIL", "RETRY": "FAIL", "ABORTED": "ABORT"}
+# Runs of these orchestrators get their lineage from the orchestrator's own integration.
+_EMITTED_ELSEWHERE = {"airflow"}
+
+
+def namespace() -> str:
+    return os.environ.get("OPENLINEAGE_NAMESPACE") or "isthmus"
+
+
+def step_run_uuid(step_run: dict[str, Any]) -> str:
+    """The OpenLineage run id of a step run: derived from (pipeline run, invocation, attempt), so every
+    process taking part in it (the submitter of a Slurm job and the job itself) computes the same id."""
+    pipeline_run_id = step_run.get("pipeline_run_id")
+    if not pipeline_run_id:
+        return str(step_run["id"])
+    key = f"step\x1f{pipeline_run_id}\x1f{step_run.get('invocation')}\x1f{step_run.get('attempt')}"
+    return str(uuid.uuid5(RUN_NAMESPACE, key))
+
+
+def configured() -> bool:
+    """Whether OpenLineage has a transport configured by the user (file, env or yaml)."""
+    if os.environ.get("OPENLINEAGE_URL") or any(k.startswith("OPENLINEAGE__TRANSPORT") for k in os.environ):
+        return True
+    from openlineage.client import OpenLineageClient
+
+    return OpenLineageClient._find_yaml_config_path() is not None
+
+
+def make_client() -> Any:
+    """OpenLineage's client from its own configuration, or a file transport under isthmus's home."""
+    from openlineage.client import OpenLineageClient
+
+    if os.environ.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true" or configured():
+        return OpenLineageClient()
+    from isthmus.config import get_settings
+
+    path = get_settings().home / "lineage" / "events.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return OpenLineageClient(config={"transport": {"type": "file", "log_file_path": str(path), "append": True}})
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value.isoformat()
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+class OpenLineageEmitter:
+    """A LineageHook that builds OpenLineage events and sends them from a background thread."""
+
+    def __init__(self, client: Any | None = None, *, max_queue: int = 10_000, cooldown: float = 60.0) -> None:
+        self._client = client
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._warned = False
+        self.cooldown = cooldown  # after a failed send, events are dropped this long (no pile-up)
+        self._paused_until = 0.0
+        self.sent = 0
+        self.failed = 0
+
+    # -- LineageHook -----------------------------------------------------------------------------
+    def on_pipeline_start(self, run: dict[str, Any]) -> None:
+        if run.get("orchestrator") not in _EMITTED_ELSEWHERE:
+            self._submit(self._pipeline_event, run, "START")
+
+    def on_pipeline_end(self, run: dict[str, Any]) -> None:
+        if run.get("orchestrator") not in _EMITTED_ELSEWHERE:
+            self._submit(self._pipeline_event, run, _TERMINAL.get(run.get("status", ""), "OTHER"))
+
+    def on_step_start(self, step_run: dict[str, Any]) -> None:
+        if step_run.get("orchestrator") not in _EMITTED_ELSEWHERE:
+            self._submit(self._step_event, step_run, "START")
+
+    def on_step_end(self, step_run: dict[str, Any]) -> None:
+        if step_run.get("orchestrator") not in _EMITTED_ELSEWHERE:
+            self._submit(self._step_event, step_run, _TERMINAL.get(step_run.get("status", ""), "OTHER"))
+
+    def on_step_waiting(self, step_run: dict[str, Any]) -> None:
+        """OTHER: the step is waiting (e.g. its Slurm job is pending)."""
+        self._submit(self._step_event, step_run, "OTHER")
+
+    # -- queueing --------------------------------------------------------------------------------
+    def _submit(self, build: Any, payload: dict[str, Any], event_type: str) -> None:
+        # Built and sent in the background: the runner hands over payloads it no longer changes.
+        event = (build, dict(payload), event_type)
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._worker, name="isthmus-openlineage", daemon=True)
+                self._thread.start()
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self._warn("the OpenLineage queue is full; dropping events")
+
+    def _worker(self) -> None:
+        while True:
+            build, payload, event_type = self._queue.get()
+            try:
+                if time.monotonic() < self._paused_until:
+                    self.failed += 1  # the receiver failed moments ago: drop instead of waiting again
+                    continue
+                event = build(payload, event_type)
+                if self._client is None:
+                    self._client = make_client()
+                self._client.emit(event)
+                self.sent += 1
+            except Exception as exc:  # lineage never fails a step
+                self.failed += 1
+                self._paused_until = time.monotonic() + self.cooldown
+                self._warn(f"sending OpenLineage events failed ({type(exc).__name__}: {exc}); runs go on without them")
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until queued events are sent (at most ``timeout`` seconds); True if all went out."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _warn(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("isthmus lineage: %s", message)
+
+    # -- events ----------------------------------------------------------------------------------
+    def _base_run_facets(self, orchestrator: str) -> dict[str, Any]:
+        from openlineage.client import __version__ as ol_version
+        from openlineage.client.facet_v2 import processing_engine_run
+
+        from isthmus import __version__
+
+        return {
+            "processing_engine": processing_engine_run.ProcessingEngineRunFacet(
+                version=__version__, name=f"isthmus/{orchestrator}", openlineageAdapterVersion=ol_version
+            )
+        }
+
+    def _pipeline_event(self, run: dict[str, Any], event_type: str) -> Any:
+        from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
+        from openlineage.client.facet_v2 import error_message_run, job_type_job, nominal_time_run
+
+        orchestrator = run.get("orchestrator") or "local"
+        run_facets_: dict[str, Any] = self._base_run_facets(orchestrator)
+        run_facets_["nominalTime"] = nominal_time_run.NominalTimeRunFacet(nominalStartTime=_iso(run.get("started_at")))
+        if run.get("error") and event_type in ("FAIL", "ABORT"):
+            run_facets_["errorMessage"] = error_message_run.ErrorMessageRunFacet(
+                message=str(run["error"]), programmingLanguage="python"
+            )
+        job_facets = {
+            "jobType": job_type_job.JobTypeJobFacet(processingType="BATCH", integration="ISTHMUS", jobType="DAG")
+        }
+        return RunEvent(
+            eventType=RunState[event_type],
+            eventTime=dt.datetime.now(dt.timezone.utc).isoformat(),
+            run=Run(runId=str(run["id"]), facets=run_facets_),
+            job=Job(namespace=namespace(), name=str(run.get("pipeline")), facets=job_facets),
+            producer=PRODUCER,
+        )
+
+    def _step_event(self, step_run: dict[str, Any], event_type: str) -> Any:
+        from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
+        from openlineage.client.facet_v2 import error_message_run, job_type_job, parent_run
+
+        ctx = step_run.get("context") or {}
+        orchestrator = step_run.get("orchestrator") or ctx.get("orchestrator") or "local"
+        pipeline = ctx.get("pipeline_name")
+        job_name = f"{pipeline}.{step_run.get('invocation')}" if pipeline else str(step_run.get("step_name"))
+        facets: dict[str, Any] = self._base_run_facets(orchestrator)
+        facets.update(run_facets(step_run))
+        facets["isthmus_environment"] = _custom("environment", environment_facet_dict(step_run))
+        facets["isthmus_resources"] = _custom("resources", resources_facet_dict(step_run))
+        if step_run.get("pipeline_run_id") and pipeline:
+            parent = parent_run.ParentRunFacet(
+                run=parent_run.Run(runId=str(step_run["pipeline_run_id"])),
+                job=parent_run.Job(namespace=namespace(), name=str(pipeline)),
+            )
+            root = (ctx.get("native") or {}).get("openlineage_root")
+            if isinstance(root, dict) and root.get("run_id") and root.get("job_name"):
+                parent.root = parent_run.Root(
+                    run=parent_run.RootRun(runId=str(root["run_id"])),
+                    job=parent_run.RootJob(namespace=root.get("namespace") or namespace(), name=str(root["job_name"])),
+                )
+            facets["parent"] = parent
+        if event_type == "FAIL" and step_run.get("error"):
+            facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
+                message=str(step_run["error"]), programmingLanguage="python", stackTrace=step_run.get("traceback")
+            )
+        job_facets: dict[str, Any] = {
+            "jobType": job_type_job.JobTypeJobFacet(processingType="BATCH", integration="ISTHMUS", jobType="TASK")
+        }
+        job_facets.update(_source_facets(step_run))
+        inputs = datasets(step_run.get("inputs") or {}, output=False)
+        outputs = datasets(step_run.get("outputs") or {}, output=True) if event_type != "START" else []
+        return RunEvent(
+            eventType=RunState[event_type],
+            eventTime=dt.datetime.now(dt.timezone.utc).isoformat(),
+            run=Run(runId=step_run_uuid(step_run), facets=facets),
+            job=Job(namespace=namespace(), name=job_name, facets=job_facets),
+            inputs=inputs,
+            outputs=outputs,
+            producer=PRODUCER,
+        )
+
+
+def _custom(kind: str, fields: dict[str, Any]) -> Any:
+    from isthmus.lineage_facets import facet_class
+
+    return facet_class(kind)(**fields)
+
+
+_source_cache: dict[str, dict[str, Any]] = {}
+
+
+def _source_facets(step_run: dict[str, Any]) -> dict[str, Any]:
+    """Job facets from the step's code: ``sourceCode``, ``sourceCodeLocation`` (git), ``ownership`` and
+    ``tags`` (when set on the step). Looked up once per step per process."""
+    key = str(step_run.get("step_path"))
+    if key not in _source_cache:
+        _source_cache[key] = _find_source_facets(step_run)
+    return _source_cache[key]
+
+
+def _find_source_facets(step_run: dict[str, Any]) -> dict[str, Any]:
+    from openlineage.client.facet_v2 import source_code_job, source_code_location_job
+
+    from isthmus.fingerprint.environment import git_info
+    from isthmus.redaction import redact_url
+
+    out: dict[str, Any] = {}
+    module_name, _, qualname = str(step_run.get("step_path") or "").partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        fn = getattr(obj, "fn", obj)
+        out["sourceCode"] = source_code_job.SourceCodeJobFacet(language="python", sourceCode=inspect.getsource(fn))
+        path = inspect.getsourcefile(fn)
+    except Exception:
+        return out
+    owner, tags = getattr(obj, "owner", None), getattr(obj, "tags", ())
+    if owner:
+        from openlineage.client.facet_v2 import ownership_job
+
+        out["ownership"] = ownership_job.OwnershipJobFacet(owners=[ownership_job.Owner(name=str(owner))])
+    if tags:
+        from openlineage.client.facet_v2 import tags_job
+
+        out["tags"] = tags_job.TagsJobFacet(
+            tags=[tags_job.TagsJobFacetFields(key=str(t), value="true", source="isthmus") for t in tags]
+        )
+    git = git_info(os.path.dirname(path)) if path else None
+    if git and git.get("remote") and git.get("root"):
+        out["sourceCodeLocation"] = source_code_location_job.SourceCodeLocationJobFacet(
+            type="git",
+            url=redact_url(git["remote"]),
+            repoUrl=redact_url(git["remote"]),
+            path=os.path.relpath(path, git["root"]),
+            version=git["commit"],
+            branch=git.get("branch"),
+        )
+    return out
+
+
+_emitter: OpenLineageEmitter | None = None
+
+
+def default_emitter() -> OpenLineageEmitter:
+    global _emitter
+    if _emitter is None:
+        _emitter = OpenLineageEmitter()
+        atexit.register(_emitter.flush, 5.0)
+    return _emitter

@@ -1,0 +1,212 @@
+"""``SlurmClient``: submit, status, cancel and logs behind one interface, with interchangeable backends.
+
+- ``cli``: ``sbatch --parsable``, ``scontrol show job -o``, ``squeue``, ``sacct`` (when the cluster
+  has accounting), ``scancel`` — run locally or on a login node over SSH (asyncssh; host keys are
+  verified against ``known_hosts`` unless explicitly turned off);
+- ``rest``: slurmrestd over a unix socket or HTTP(S) with JWT headers; the API version is chosen from
+  what the server offers (``v0.0.38`` of Slurm 22.05, or the data_parser ``v0.0.39``+ of 23.02+).
+
+All methods are coroutines (one event loop: the Airflow triggerer, the Flyte connector service);
+:func:`run_sync` runs one from synchronous code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from isthmus.errors import IsthmusError
+from isthmus.slurm.spec import JobSpec
+from isthmus.slurm.states import JobStatus
+
+log = logging.getLogger("isthmus.slurm")
+T = TypeVar("T")
+LOG_TAIL_BYTES = 64 * 1024
+
+
+class SlurmError(IsthmusError):
+    """A Slurm command or API call failed. The message names the command, what it said and the fix."""
+
+
+class SlurmUnavailable(SlurmError, ConnectionError):
+    """The controller (or slurmrestd, or the SSH login node) cannot be reached."""
+
+
+class SlurmSubmitError(SlurmError):
+    """The cluster refused the job (unknown partition, resources it cannot satisfy, ...). No job exists."""
+
+
+class SlurmParseError(SlurmError):
+    """A Slurm command printed something this client cannot read."""
+
+
+def run_sync(coro: Awaitable[T]) -> T:
+    """Run a coroutine of this package from synchronous code (not from inside a running event loop)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    raise RuntimeError("isthmus.slurm: run_sync() called inside an event loop; 'await' the coroutine instead")
+
+
+class SlurmClient:
+    """Base class of the backends. Build one with :meth:`create` (or :func:`connect`)."""
+
+    backend = "?"
+
+    # -- backend interface -----------------------------------------------------------------------
+    async def submit(self, spec: JobSpec) -> str:
+        """Submit ``spec``; returns the job id. Raises :class:`SlurmSubmitError` if refused."""
+        raise NotImplementedError
+
+    async def status(self, job_id: str) -> JobStatus | None:
+        """The job's state, or None when the cluster no longer (or never) knew it."""
+        raise NotImplementedError
+
+    async def cancel(self, job_id: str) -> None:
+        """Cancel the job (no error if it already ended)."""
+        raise NotImplementedError
+
+    async def find(self, name: str) -> list[JobStatus]:
+        """Jobs the controller still knows with this job name, newest first."""
+        raise NotImplementedError
+
+    async def read_file(self, path: str, max_bytes: int = LOG_TAIL_BYTES) -> str | None:
+        """The last ``max_bytes`` of a file where the jobs run (None if it cannot be read)."""
+        raise NotImplementedError
+
+    async def make_dirs(self, path: str) -> None:
+        """Create a directory on the cluster's filesystem (job logs go there)."""
+        raise NotImplementedError
+
+    async def ping(self) -> dict[str, Any]:
+        """Check that the controller answers; returns what it said (version, partitions, ...)."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release connections (SSH, HTTP)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Backend and location, for logs and lineage (never credentials)."""
+        return {"backend": self.backend}
+
+    def serialize(self) -> dict[str, Any]:
+        """Keyword arguments of :meth:`create` that rebuild this client (may include a token: keep
+        them out of logs; the Airflow trigger rebuilds clients from the connection id instead)."""
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------------
+    async def logs(self, status: JobStatus, max_bytes: int = LOG_TAIL_BYTES) -> dict[str, str]:
+        """The tails of the job's stdout and stderr (``{"stdout": ..., "stderr": ...}``; a stream
+        that cannot be read is missing; stderr is not repeated when it goes to the stdout file)."""
+        out: dict[str, str] = {}
+        for stream in ("stdout", "stderr"):
+            path = getattr(status, stream)
+            if not path or (stream == "stderr" and path == status.stdout):
+                continue
+            path = path.replace("%j", status.job_id)
+            text = await self.read_file(path, max_bytes)
+            if text is not None:
+                out[stream] = text
+        return out
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        poll_interval: float = 2.0,
+        timeout: float | None = None,
+        on_change: Callable[[JobStatus], Any] | None = None,
+        fallback: Callable[[str], Awaitable[JobStatus | None]] | None = None,
+        gone_grace: float = 10.0,
+    ) -> JobStatus:
+        """Poll until the job is terminal; returns its final status.
+
+        A job the controller no longer knows is resolved by ``fallback`` (e.g. the result manifest),
+        after ``gone_grace`` seconds of not seeing it; without a result it ends ``LOST`` — never
+        success. A requeued job is followed through PENDING/REQUEUED to its end.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: str | None = None
+        gone_since: float | None = None
+        errors = 0
+        while True:
+            try:
+                status = await self.status(job_id)
+                errors = 0
+            except SlurmUnavailable:
+                errors += 1
+                if errors >= 5:
+                    raise
+                log.warning("Slurm job %s: controller unreachable, retrying", job_id, exc_info=True)
+                status = None
+                await asyncio.sleep(poll_interval)
+                continue
+            if status is None:
+                gone_since = gone_since or time.monotonic()
+                found = await fallback(job_id) if fallback else None
+                if found is not None:
+                    status = found
+                elif time.monotonic() - gone_since >= gone_grace:
+                    status = JobStatus(
+                        job_id=job_id,
+                        state="LOST",
+                        reason="the controller no longer knows the job and it left no result",
+                        source="wait",
+                    )
+            else:
+                gone_since = None
+            if status is not None:
+                if status.state != last:
+                    last = status.state
+                    log.info("Slurm job %s: %s%s", job_id, status.state, f" ({status.reason})" if status.reason else "")
+                    if on_change:
+                        on_change(status)
+                if status.terminal:
+                    return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"Slurm job {job_id} still {last or 'unknown'} after {timeout:.0f}s")
+            await asyncio.sleep(poll_interval)
+
+    async def __aenter__(self) -> SlurmClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # -- construction ----------------------------------------------------------------------------
+    @staticmethod
+    def create(backend: str = "cli", **options: Any) -> SlurmClient:
+        """``cli`` (``host=`` for SSH, else local), ``rest`` (``url=`` or ``socket=``, ``token=``), or
+        ``pyslurm`` (not available: see the error)."""
+        if backend == "cli":
+            from isthmus.slurm.cli import CliSlurmClient
+
+            return CliSlurmClient(**options)
+        if backend == "rest":
+            from isthmus.slurm.rest import RestSlurmClient
+
+            return RestSlurmClient(**options)
+        if backend == "pyslurm":
+            raise SlurmError(
+                "backend 'pyslurm' is not supported by isthmus yet: pyslurm builds only against its own "
+                "Slurm version; use backend='cli' (sbatch/squeue/scontrol, locally or over SSH) or 'rest' (slurmrestd)"
+            )
+        raise SlurmError(f"unknown Slurm backend {backend!r}; use 'cli' or 'rest'")
+
+
+def connect(backend: str = "cli", **options: Any) -> SlurmClient:
+    """Shorthand for :meth:`SlurmClient.create`."""
+    return SlurmClient.create(backend, **options)
+
+
+async def cancel_quietly(client: SlurmClient, job_id: str | None) -> None:
+    """Cancel a job on a cleanup path; never raises."""
+    if not job_id:
+        return
+    with contextlib.suppress(Exception):
+        await client.cancel(job_id)

@@ -1,0 +1,452 @@
+"""Run a step as a Slurm job: cache lookup first, then a batch job whose script runs the isthmus remote
+entrypoint, then the result manifest (ingested when the job could not reach the metadata database).
+
+The Airflow operator and trigger (and later the Flyte connector) use this module; so can a script::
+
+    from isthmus.slurm import SlurmExecutor, connect
+    result = SlurmExecutor(connect("cli")).run(train, {"features": ref, "n_estimators": 200})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from isthmus.artifacts.refs import ArtifactRef
+from isthmus.context import RunContext
+from isthmus.errors import StepDefinitionError
+from isthmus.runner import StepResult, StepRunner, _json_param, _ref_list, default_runner
+from isthmus.slurm.client import SlurmClient, SlurmError, cancel_quietly
+from isthmus.slurm.spec import JobSpec, job_name_for
+from isthmus.slurm.states import JobStatus
+from isthmus.step import Step
+
+log = logging.getLogger("isthmus.slurm")
+RECORD_MODES = ("db", "manifest")
+# Passed on to the job when set here (the job records, caches and verifies like this process).
+_PASS_ENV = ("ISTHMUS_LEASE_TTL", "ISTHMUS_ENV_ALLOWLIST", "ISTHMUS_IMAGE", "OPENLINEAGE_URL", "OPENLINEAGE_CONFIG")
+
+
+class SlurmStepFailed(SlurmError):
+    """The job of a step did not complete: its Slurm ``state`` (FAILED, TIMEOUT, CANCELLED, ...),
+    the step's error and traceback when it raised, and the tail of the job's log."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step_name: str,
+        job_id: str | None,
+        state: str,
+        error: str | None = None,
+        traceback: str | None = None,
+        logs: dict[str, str] | None = None,
+        step_run_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.step_name = step_name
+        self.job_id = job_id
+        self.state = state
+        self.error = error
+        self.traceback = traceback
+        self.logs = logs or {}
+        self.step_run_id = step_run_id
+
+    @property
+    def retryable(self) -> bool:
+        from isthmus.slurm.states import is_retryable
+
+        return is_retryable(self.state)
+
+
+@dataclass
+class SubmittedJob:
+    """A step's job: where its manifest and logs go. JSON-serializable (Airflow trigger kwargs)."""
+
+    job_id: str
+    job_name: str
+    step_path: str
+    step_name: str
+    work_dir: str
+    manifest: str
+    stdout: str
+    stderr: str
+    record: str = "db"
+    adopted: bool = False
+    spec: dict[str, Any] = field(default_factory=dict)
+    backend: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SubmittedJob:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def import_root(step: Step[Any, Any]) -> str | None:
+    """The directory to put on PYTHONPATH so the job imports ``step``'s module as it is imported here."""
+    mod = sys.modules.get(step.module)
+    path = getattr(mod, "__file__", None)
+    if not path:
+        return None
+    root = os.path.dirname(os.path.abspath(path))
+    if os.path.basename(path).startswith("__init__."):
+        root = os.path.dirname(root)
+    for _ in range(step.module.count(".")):
+        root = os.path.dirname(root)
+    return root
+
+
+class SlurmExecutor:
+    """Submit steps as Slurm jobs through ``client`` and record them in ``runner``'s stores.
+
+    - ``partition``/``account``/``qos``/``constraint``: defaults where the step's ``Resources`` set none;
+      ``extra_options``: more sbatch options; ``env``: exported in the job.
+    - ``python``: the interpreter on the compute node (default: this one, for a shared filesystem);
+      ``pythonpath``: extra import roots (the step's own root is added).
+    - ``work_root``: where job directories (manifest, logs) go, on the shared filesystem
+      (default ``$ISTHMUS_HOME/slurm``).
+    - ``record``: ``"db"`` when compute nodes reach the metadata store, ``"manifest"`` when they do not
+      (the rows travel in the manifest and are ingested here).
+    """
+
+    def __init__(
+        self,
+        client: SlurmClient,
+        runner: StepRunner | None = None,
+        *,
+        partition: str | None = None,
+        account: str | None = None,
+        qos: str | None = None,
+        constraint: str | None = None,
+        extra_options: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        python: str | None = None,
+        pythonpath: Sequence[str] = (),
+        work_root: str | None = None,
+        record: str = "db",
+        poll_interval: float = 2.0,
+    ) -> None:
+        if record not in RECORD_MODES:
+            raise StepDefinitionError(f"record={record!r} must be 'db' or 'manifest'")
+        self.client = client
+        self.runner = runner or default_runner()
+        self.partition = partition
+        self.account = account
+        self.qos = qos
+        self.constraint = constraint
+        self.extra_options = list(extra_options)
+        self.env = dict(env or {})
+        self.python = python or sys.executable
+        self.pythonpath = list(pythonpath)
+        self.work_root = work_root or str(self.runner.settings.home / "slurm")
+        self.record = record
+        self.poll_interval = poll_interval
+
+    # -- arguments and cache -----------------------------------------------------------------------
+    def split_arguments(
+        self, step: Step[Any, Any], arguments: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(inputs as ref dicts, JSON params). Objects that are not plain data are saved as input
+        artifacts here, exactly as the runner would, so the job computes the same cache key."""
+        inputs: dict[str, Any] = {}
+        params: dict[str, Any] = {}
+        for name, value in arguments.items():
+            ref = ArtifactRef.coerce(value)
+            if ref is not None:
+                inputs[name] = ref.to_dict()
+                continue
+            refs = _ref_list(value)
+            if refs is not None:
+                params[name] = [r.to_dict() for r in refs]
+                continue
+            try:
+                params[name] = _json_param(value)
+            except TypeError:
+                saved = self.runner.artifacts.save(value, step_name=step.name, output=f"input:{name}")
+                inputs[name] = saved.to_dict()
+        return inputs, params
+
+    def arguments_for_runner(self, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        return {**params, **{k: ArtifactRef.from_dict(v) for k, v in inputs.items()}}
+
+    def lookup(
+        self, step: Step[Any, Any], inputs: dict[str, Any], params: dict[str, Any], ctx: RunContext
+    ) -> StepResult | None:
+        """A cache hit (recorded) or None: a hit means no job at all."""
+        return self.runner.lookup(step, self.arguments_for_runner(inputs, params), ctx)
+
+    # -- the job -----------------------------------------------------------------------------------
+    def _job_env(self, step: Step[Any, Any]) -> dict[str, str]:
+        arts = self.runner.artifacts
+        root = arts.root if arts.local else f"{arts.protocol}://{arts.root}"
+        env = {
+            "ISTHMUS_HOME": str(self.runner.settings.home),
+            "ISTHMUS_ARTIFACT_ROOT": root,
+            "ISTHMUS_VERIFY": arts.verify_mode,
+        }
+        if self.record == "db":
+            env["ISTHMUS_STORE_URL"] = self.runner.metadata.url
+        paths = [p for p in [import_root(step), *self.pythonpath] if p]
+        existing = os.environ.get("PYTHONPATH")
+        if existing:
+            paths.append(existing)
+        if paths:
+            env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        for name in _PASS_ENV:
+            if os.environ.get(name):
+                env[name] = os.environ[name]
+        env.update(self.env)
+        return env
+
+    def build(
+        self,
+        step: Step[Any, Any],
+        inputs: dict[str, Any],
+        params: dict[str, Any],
+        ctx: RunContext,
+        cache_key: str | None = None,
+    ) -> tuple[JobSpec, SubmittedJob]:
+        """The job spec and script for one step run (no side effects)."""
+        step.check_importable()
+        name = job_name_for(step.name, ctx, cache_key, salt=self.work_root)
+        work_dir = f"{self.work_root.rstrip('/')}/{name}"
+        manifest_dir = work_dir
+        command = [
+            self.python,
+            "-m",
+            "isthmus.slurm",
+            "run-step",
+            "--step",
+            step.import_path,
+            "--inputs",
+            json.dumps(inputs, sort_keys=True),
+            "--params",
+            json.dumps(params, sort_keys=True),
+            "--context",
+            json.dumps(ctx.to_dict(), sort_keys=True, default=str),
+            "--record",
+            self.record,
+        ]
+        env = self._job_env(step)
+        lines = [
+            "#!/bin/bash",
+            f"# isthmus step {step.name} ({step.import_path}); written by isthmus.slurm",
+            *[f"export {k}={shlex.quote(v)}" for k, v in env.items()],
+            f'echo "isthmus: step {step.name} in Slurm job $SLURM_JOB_ID on $(hostname) (restart ${{SLURM_RESTART_COUNT:-0}})"',
+            f'exec {shlex.join(command)} --manifest "{manifest_dir}/manifest-$SLURM_JOB_ID.json"',
+        ]
+        label = f"step {step.name!r}: "
+        try:
+            spec = JobSpec.from_resources(
+                step.resources,
+                name=name,
+                script="\n".join(lines) + "\n",
+                partition=step.resources.partition or self.partition,
+                account=step.resources.account or self.account,
+                qos=step.resources.qos or self.qos,
+                constraint=self.constraint,
+                extra_options=self.extra_options,
+                env=env,
+                work_dir=work_dir,
+                stdout=f"{work_dir}/slurm-%j.out",
+                stderr=f"{work_dir}/slurm-%j.err",
+                label=label,
+            )
+        except StepDefinitionError as exc:
+            text = str(exc)
+            raise StepDefinitionError(text if text.startswith(label) else f"{label}{text}") from None
+        job = SubmittedJob(
+            job_id="",
+            job_name=name,
+            step_path=step.import_path,
+            step_name=step.name,
+            work_dir=work_dir,
+            manifest=f"{manifest_dir}/manifest-%j.json",
+            stdout=spec.stdout or "",
+            stderr=spec.stderr or "",
+            record=self.record,
+            spec=spec.to_dict(),
+            backend=self.client.describe(),
+        )
+        return spec, job
+
+    async def submit(
+        self,
+        step: Step[Any, Any],
+        inputs: dict[str, Any],
+        params: dict[str, Any],
+        ctx: RunContext,
+        *,
+        cache_key: str | None = None,
+        adopt: bool = True,
+    ) -> SubmittedJob:
+        """Submit the step's job — or, with ``adopt``, follow a job of the same name (same task, same
+        inputs) that is still queued/running or completed, instead of submitting twice."""
+        spec, job = self.build(step, inputs, params, ctx, cache_key)
+        if adopt:
+            for found in await self.client.find(spec.name):
+                if not found.terminal or found.success:
+                    log.info(
+                        "step %r: following Slurm job %s (%s) submitted earlier for this task",
+                        step.name,
+                        found.job_id,
+                        found.state,
+                    )
+                    return self._with_id(job, found.job_id, adopted=True)
+        await self.client.make_dirs(job.work_dir)
+        job_id = await self.client.submit(spec)
+        log.info("step %r: submitted Slurm job %s (%s) via %s", step.name, job_id, spec.name, self.client.backend)
+        return self._with_id(job, job_id)
+
+    @staticmethod
+    def _with_id(job: SubmittedJob, job_id: str, adopted: bool = False) -> SubmittedJob:
+        data = job.to_dict()
+        data.update(
+            job_id=str(job_id),
+            adopted=adopted,
+            manifest=job.manifest.replace("%j", str(job_id)),
+            stdout=job.stdout.replace("%j", str(job_id)),
+            stderr=job.stderr.replace("%j", str(job_id)),
+        )
+        return SubmittedJob.from_dict(data)
+
+    async def read_manifest(self, job: SubmittedJob) -> dict[str, Any] | None:
+        text = await self.client.read_file(job.manifest, max_bytes=64 * 1024 * 1024)
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None  # being written: the writer renames a finished file into place, so this is rare
+
+    async def wait(
+        self, job: SubmittedJob, *, timeout: float | None = None, on_change: Callable[[JobStatus], Any] | None = None
+    ) -> JobStatus:
+        """Poll until the job ends; a job the controller forgot (no accounting) is settled by its manifest."""
+
+        async def from_manifest(job_id: str) -> JobStatus | None:
+            manifest = await self.read_manifest(job)
+            if manifest is None:
+                return None
+            state = "COMPLETED" if manifest.get("status") == "COMPLETED" else "FAILED"
+            return JobStatus(job_id=job_id, state=state, stdout=job.stdout, stderr=job.stderr, source="manifest")
+
+        return await self.client.wait(
+            job.job_id, poll_interval=self.poll_interval, timeout=timeout, on_change=on_change, fallback=from_manifest
+        )
+
+    async def collect(self, step_name: str, job: SubmittedJob, status: JobStatus) -> StepResult:
+        """The step's result from the manifest of a finished job; raises :class:`SlurmStepFailed`."""
+        manifest = await self.read_manifest(job)
+        if manifest is not None and manifest.get("records"):
+            from isthmus.remote import ingest_manifest
+
+            added = ingest_manifest(self.runner.metadata, manifest)
+            log.info("step %r: ingested %d record(s) from the manifest of job %s", step_name, added, job.job_id)
+        if status.success and manifest is not None and manifest.get("status") == "COMPLETED":
+            outputs = {k: ArtifactRef.from_dict(v) for k, v in (manifest.get("outputs") or {}).items()}
+            return StepResult(
+                step_run_id=manifest.get("step_run_id") or "",
+                step_name=step_name,
+                invocation=(manifest.get("context") or {}).get("invocation") or step_name,
+                status="COMPLETED",
+                cache_hit=bool(manifest.get("cache_hit")),
+                outputs=outputs,
+                cache_key=manifest.get("cache_key"),
+                source_step_run_id=manifest.get("source_step_run_id"),
+                artifacts=self.runner.artifacts,
+            )
+        logs = await self.client.logs(_status_with_paths(status, job))
+        state = status.state if not status.success else "LOST"
+        error = (manifest or {}).get("error")
+        tb = (manifest or {}).get("traceback")
+        if status.success and manifest is None:
+            detail = f"the job ended COMPLETED but wrote no manifest at {job.manifest}"
+        elif status.success:
+            state = "FAILED"
+            detail = f"the step failed: {error}"
+        elif error:
+            detail = f"the step failed: {error}"
+        else:
+            detail = f"Slurm ended the job {status.state}" + (f" ({status.reason})" if status.reason else "")
+        message = f"step {step_name!r}: Slurm job {job.job_id} {state}: {detail}"
+        if tb:
+            message += f"\n{tb.rstrip()}"
+        tail = (logs.get("stderr") or logs.get("stdout") or "").strip()
+        if tail and not tb:
+            message += "\n--- job log (tail) ---\n" + "\n".join(tail.splitlines()[-30:])
+        if state == "TIMEOUT":
+            message += "\nfix: raise Resources(time_limit=...) for this step"
+        elif state == "OUT_OF_MEMORY":
+            message += "\nfix: raise Resources(memory=...) for this step"
+        raise SlurmStepFailed(
+            message,
+            step_name=step_name,
+            job_id=job.job_id,
+            state=state,
+            error=error,
+            traceback=tb,
+            logs=logs,
+            step_run_id=(manifest or {}).get("step_run_id"),
+        )
+
+    # -- all in one ----------------------------------------------------------------------------------
+    async def arun(
+        self,
+        step: Step[Any, Any],
+        arguments: Mapping[str, Any],
+        context: RunContext | None = None,
+        *,
+        timeout: float | None = None,
+        on_submit: Callable[[SubmittedJob], Any] | None = None,
+    ) -> StepResult:
+        """Cache lookup; on a miss submit (or adopt) the job, wait, and collect. Cancelling this
+        coroutine (or an error while waiting) cancels the job."""
+        ctx = context or RunContext(orchestrator="slurm")
+        inputs, params = self.split_arguments(step, arguments)
+        hit = self.lookup(step, inputs, params, ctx)
+        if hit is not None:
+            return hit
+        key = self.runner.cache_key(step, self.arguments_for_runner(inputs, params), ctx)
+        job = await self.submit(step, inputs, params, ctx, cache_key=key)
+        if on_submit:
+            on_submit(job)
+        try:
+            status = await self.wait(job, timeout=timeout)
+        except BaseException:
+            await asyncio.shield(cancel_quietly(self.client, job.job_id))
+            raise
+        return await self.collect(step.name, job, status)
+
+    def run(
+        self, step: Step[Any, Any], arguments: Mapping[str, Any], context: RunContext | None = None, **kw: Any
+    ) -> StepResult:
+        """:meth:`arun` from synchronous code."""
+        from isthmus.slurm.client import run_sync
+
+        async def go() -> StepResult:
+            try:
+                return await self.arun(step, arguments, context, **kw)
+            finally:
+                await self.client.close()
+
+        return run_sync(go())
+
+
+def _status_with_paths(status: JobStatus, job: SubmittedJob) -> JobStatus:
+    """The status with the job's log paths filled in when the cluster did not report them."""
+    if status.stdout and status.stderr:
+        return status
+    data = status.to_dict()
+    data["stdout"] = status.stdout or job.stdout
+    data["stderr"] = status.stderr or job.stderr
+    return JobStatus.from_dict(data)
