@@ -87,7 +87,7 @@ def bench_steps(n_steps: int, repeat: int) -> None:
         uncached = _times(lambda: chain.run(start=next(counter) * 1000), repeat)
         fixed = next(counter) * 1000
         chain.run(start=fixed)
-        cached = _times(lambda: chain.run(start=fixed), repeat)
+        cached = _times(lambda fixed=fixed: chain.run(start=fixed), repeat)
         assert chain.run(start=fixed).cache_hits == n_steps
         for label, times, target in (("uncached", uncached, "<= 3 ms"), ("all cached", cached, "<= 1.5 ms")):
             med = statistics.median(times)
