@@ -47,12 +47,58 @@ def _literal(value, tp):
     return TypeEngine.to_literal(ctx, value, tp, TypeEngine.to_literal_type(tp))
 
 
-def test_pyflyte_execute_runs_a_task_built_in_another_module(isthmus_home: Path, tmp_path: Path) -> None:
-    from dags_examples import flyte_ml_pipeline as example
+EXECUTION = {
+    "FLYTE_INTERNAL_EXECUTION_PROJECT": "proj",
+    "FLYTE_INTERNAL_EXECUTION_DOMAIN": "development",
+    "FLYTE_INTERNAL_EXECUTION_ID": "f3a9c2e1b",
+    "FLYTE_INTERNAL_EXECUTION_WORKFLOW": "proj:development:dags_examples.flyte_ml_pipeline.hand_written",
+    "FLYTE_INTERNAL_TASK_PROJECT": "proj",
+    "FLYTE_INTERNAL_TASK_DOMAIN": "development",
+    "FLYTE_INTERNAL_TASK_VERSION": "v7",
+}
 
+
+def _pyflyte_execute(
+    task, inputs: LiteralMap, workdir: Path, home: Path, **env_extra: str
+) -> tuple[list[str], LiteralMap]:
+    """Serialize ``task`` and run its container command line as a Flyte pod would; returns (args, outputs)."""
     pyflyte_execute = Path(sys.executable).with_name("pyflyte-execute")
     if not pyflyte_execute.exists():
         skip_or_fail(f"flytekit's pyflyte-execute is not installed next to {sys.executable}")
+    workdir.mkdir()
+    inputs_pb, out_dir, raw_dir = workdir / "inputs.pb", workdir / "outputs", workdir / "raw"
+    inputs_pb.write_bytes(inputs.to_flyte_idl().SerializeToString())
+    out_dir.mkdir()
+    raw_dir.mkdir()
+    spec = get_serializable(OrderedDict(), SETTINGS, task)
+    assert spec.template.type == "python-task"
+    args = list(spec.template.container.args)
+    assert args[: args.index("--")][-2:] == ["--resolver", LOCATION]
+    substitutions = {
+        "{{.input}}": str(inputs_pb),
+        "{{.outputPrefix}}": str(out_dir),
+        "{{.rawOutputDataPrefix}}": str(raw_dir),
+    }
+    env = {
+        **os.environ,
+        **EXECUTION,
+        "ISTHMUS_HOME": str(home),
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "FLYTE_INTERNAL_TASK_NAME": spec.template.id.name,
+        **env_extra,
+    }
+    command = [str(pyflyte_execute), *[substitutions.get(a, a) for a in args[1:]]]
+    proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not (out_dir / "error.pb").exists(), proc.stderr[-3000:]
+    msg = literals_pb2.LiteralMap()
+    if (out_dir / "outputs.pb").exists():
+        msg.ParseFromString((out_dir / "outputs.pb").read_bytes())
+    return args[args.index("--") + 1 :], LiteralMap.from_flyte_idl(msg)
+
+
+def test_pyflyte_execute_runs_a_task_built_in_another_module(isthmus_home: Path, tmp_path: Path) -> None:
+    from dags_examples import flyte_ml_pipeline as example
 
     # Inputs as an upstream task would have produced them: features from a local run, ints as literals.
     runner = default_runner()
@@ -65,46 +111,10 @@ def test_pyflyte_execute_runs_a_task_built_in_another_module(isthmus_home: Path,
             "seed": _literal(0, int),
         }
     )
-    inputs_pb = tmp_path / "inputs.pb"
-    inputs_pb.write_bytes(inputs.to_flyte_idl().SerializeToString())
-    out_dir, raw_dir = tmp_path / "outputs", tmp_path / "raw"
-    out_dir.mkdir()
-    raw_dir.mkdir()
-
-    spec = get_serializable(OrderedDict(), SETTINGS, example.train_task)
-    args = list(spec.template.container.args)
-    assert args[: args.index("--")][-2:] == ["--resolver", LOCATION]
-    loader_args = args[args.index("--") + 1 :]
+    loader_args, outputs = _pyflyte_execute(
+        example.train_task, inputs, tmp_path / "train", isthmus_home, FLYTE_ATTEMPT_NUMBER="1"
+    )
     assert loader_args[:2] == ["step", "dags_examples.steps:train"]
-    assert spec.template.type == "python-task"
-    substitutions = {
-        "{{.input}}": str(inputs_pb),
-        "{{.outputPrefix}}": str(out_dir),
-        "{{.rawOutputDataPrefix}}": str(raw_dir),
-    }
-    command = [str(pyflyte_execute), *[substitutions.get(a, a) for a in args[1:]]]
-
-    env = {
-        **os.environ,
-        "ISTHMUS_HOME": str(isthmus_home),
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        "FLYTE_INTERNAL_EXECUTION_PROJECT": "proj",
-        "FLYTE_INTERNAL_EXECUTION_DOMAIN": "development",
-        "FLYTE_INTERNAL_EXECUTION_ID": "f3a9c2e1b",
-        "FLYTE_INTERNAL_EXECUTION_WORKFLOW": "proj:development:dags_examples.flyte_ml_pipeline.hand_written",
-        "FLYTE_INTERNAL_TASK_PROJECT": "proj",
-        "FLYTE_INTERNAL_TASK_DOMAIN": "development",
-        "FLYTE_INTERNAL_TASK_NAME": spec.template.id.name,
-        "FLYTE_INTERNAL_TASK_VERSION": "v7",
-        "FLYTE_ATTEMPT_NUMBER": "1",
-    }
-    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert not (out_dir / "error.pb").exists(), proc.stderr[-3000:]
-
-    msg = literals_pb2.LiteralMap()
-    msg.ParseFromString((out_dir / "outputs.pb").read_bytes())
-    outputs = LiteralMap.from_flyte_idl(msg)
     literal = outputs.literals["output"]
     assert REF_METADATA_KEY in literal.metadata
     ref = TypeEngine.to_python_value(FlyteContextManager.current_context(), literal, ArtifactRef)
@@ -116,18 +126,35 @@ def test_pyflyte_execute_runs_a_task_built_in_another_module(isthmus_home: Path,
     run_id = derived_run_id("flyte", "proj", "development", "f3a9c2e1b")
     run = store.get_run(run_id)
     assert run["pipeline"] == "dags_examples.flyte_ml_pipeline.hand_written"
-    assert run["orchestrator"] == "flyte"
+    assert run["orchestrator"] == "flyte" and run["status"] == "RUNNING"
     (train_run,) = store.step_runs_of(run_id)
     assert train_run["step_name"] == "train" and not train_run["cache_hit"]
     native = train_run["context"]["native"]
     assert native["execution_id"] == "proj:development:f3a9c2e1b"
-    assert native["task_name"] == spec.template.id.name
+    assert native["task_name"] == "dags_examples.steps.train"
     assert native["task_version"] == "v7"
     assert train_run["attempt"] == 2  # FLYTE_ATTEMPT_NUMBER counts from 0
 
     # ... and the other way round: the same step locally is a hit on the pod's result.
     local = runner.run(steps.train, {"features": features, "n_estimators": 7, "seed": 0})
     assert local.cache_hit and local.source_step_run_id == train_run["id"]
+
+    # The pipeline workflow's last node, rebuilt from the pipeline's import path, completes the run.
+    metrics = runner.run(steps.evaluate, {"model": ref, "features": features, "seed": 0}).outputs["output"]
+    metrics_literal = _literal(_defaults.artifact_store().load(metrics), dict)
+    metrics_literal.set_metadata({REF_METADATA_KEY: metrics.to_json()})
+    finish = example.ml_pipeline.isthmus_finish_task
+    loader_args, _ = _pyflyte_execute(
+        finish,
+        LiteralMap({"n_estimators": _literal(7, int), "seed": _literal(0, int), "out_0": metrics_literal}),
+        tmp_path / "finish",
+        isthmus_home,
+    )
+    assert loader_args[:4] == ["pipeline", "dags_examples.steps:ml_pipeline", "role", "finish"]
+    run = store.get_run(run_id)
+    assert run["status"] == "COMPLETED"
+    assert run["params"] == {"n_estimators": 7, "seed": 0}
+    assert ArtifactRef.coerce(run["outputs"]) == metrics
 
 
 def test_resolver_rebuilds_pipeline_tasks_in_process() -> None:
@@ -142,3 +169,23 @@ def test_resolver_rebuilds_pipeline_tasks_in_process() -> None:
     node = wf.isthmus_tasks["describe"]
     options = json.loads(isthmus_task_resolver.loader_args(SETTINGS, node)[-1])
     assert options == {"enable_deck": True, "invocation": "describe", "name": node.name, "pipeline": "small_pipeline"}
+
+
+def test_failure_handler_marks_the_execution_failed(monkeypatch, tmp_path: Path) -> None:
+    """The workflow's on_failure node, executed the way pyflyte-execute sets a pod up (TASK_EXECUTION)."""
+    import typing
+
+    from flytekit.bin.entrypoint import setup_execution
+    from flytekit.types.error import FlyteError
+
+    for key, value in {**EXECUTION, "FLYTE_INTERNAL_EXECUTION_ID": "e-failed"}.items():
+        monkeypatch.setenv(key, value)
+    failure = fs.failing_pipeline.to_flyte_workflow().isthmus_failure_task
+    err = FlyteError(message="boom <b>2</b>", failed_node_id="n2")
+    inputs = LiteralMap({"n": _literal(2, int), "err": _literal(err, typing.Optional[FlyteError])})  # noqa: UP045
+    with setup_execution(raw_output_data_prefix=str(tmp_path / "raw")) as ctx:
+        failure.dispatch_execute(ctx, inputs)
+    run = _defaults.metadata_store().get_run(derived_run_id("flyte", "proj", "development", "e-failed"))
+    assert run["status"] == "FAILED" and run["pipeline"] == "failing_pipeline"
+    assert "n2" in run["error"] and "boom" in run["error"]
+    assert run["params"] == {"n": 2}
