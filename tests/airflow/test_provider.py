@@ -108,6 +108,22 @@ def test_example_dags_record_cache_and_emit_lineage() -> None:
     )
     assert {f["name"] for f in train_event["inputs"][0]["facets"]["schema"]["fields"]} >= {"bmi", "target"}
 
+    # the events are schema-valid, each task's parent is its DAG run, and isthmus itself emitted nothing
+    from tests.lineage import schemas
+
+    if schemas.available():
+        for event in events:
+            schemas.validate_event(event)
+    dag_runs = {e["run"]["runId"] for e in events if e["job"]["name"] == "isthmus_ml_taskflow"}
+    for e in completes:
+        if e["job"]["name"].startswith("isthmus_ml_taskflow."):
+            parent = e["run"]["facets"]["parent"]
+            assert parent["job"]["name"] == "isthmus_ml_taskflow" and parent["run"]["runId"] in dag_runs
+    from isthmus import lineage
+
+    lineage.get_lineage_hook().flush(10)
+    assert not (Path(os.environ["ISTHMUS_HOME"]) / "lineage" / "events.jsonl").exists()
+
 
 EDGE_DAG = """
 import os, threading
