@@ -135,3 +135,26 @@ def test_cache_policy_on_a_task_decorator() -> None:
     assert tpl.metadata.discoverable
     expected = Cache(policies=[IsthmusCachePolicy()]).get_version(VersionParameters(func=cached_double.task_function))
     assert tpl.metadata.discovery_version == expected
+
+
+def test_steps_a_container_cannot_import_fail_at_serialization_with_the_fix() -> None:
+    from isthmus.errors import NotImportableError
+
+    def local_step(x: int) -> int:
+        return x
+
+    t = isthmus_task(local_step)
+    assert t(x=2) == 2  # runs locally
+    with pytest.raises(NotImportableError, match="move it to module level"):
+        _template(t)
+
+
+def test_pipeline_parameters_need_a_type() -> None:
+    from isthmus import pipeline
+
+    @pipeline
+    def untyped(n):
+        return fs.total(fs.make_numbers(n))
+
+    with pytest.raises(StepDefinitionError, match="needs a type annotation"):
+        untyped.to_flyte_workflow()

@@ -245,7 +245,7 @@ def _ref_type() -> type:
 class IsthmusControlTask(_RefAwareIO, PythonInstanceTask[Isthmus]):
     """Bookkeeping tasks of a pipeline workflow (finish the pipeline run; record its failure)."""
 
-    def __init__(self, name: str, role: str, interface: Interface, run_fn: Any, resolver_args: list[str]) -> None:
+    def __init__(self, name: str, role: str, interface: Interface, run_fn: Any, resolver_args: Any) -> None:
         ensure_registered()
         from flytekitplugins.isthmus.resolver import isthmus_task_resolver
 
@@ -264,7 +264,7 @@ class IsthmusControlTask(_RefAwareIO, PythonInstanceTask[Isthmus]):
         return self._role
 
     def resolver_args(self) -> list[str]:
-        return list(self._resolver_args)
+        return list(self._resolver_args())
 
     def execute(self, **kwargs: Any) -> Any:
         return self._run_fn(self, **kwargs)

@@ -118,13 +118,15 @@ def _pipeline_path(pipeline: Any) -> str:
     return f"{module}:{qual}"
 
 
-def _control_args(plan: _Plan, role: str) -> list[str]:
-    options = json.dumps({"name": plan.name}, sort_keys=True, separators=(",", ":"))
-    try:
-        path = _pipeline_path(plan.pipeline)
-    except Exception:
-        path = f"{plan.pipeline.fn.__module__}:{plan.pipeline.fn.__qualname__}"
-    return ["pipeline", path, "role", role, "options", options]
+def _control_args(plan: _Plan, role: str) -> Callable[[], list[str]]:
+    """The loader args of a bookkeeping task, computed when it is serialized (a pipeline in ``__main__``
+    runs locally, and fails clearly only when it would have to be imported in a container)."""
+
+    def args() -> list[str]:
+        options = json.dumps({"name": plan.name}, sort_keys=True, separators=(",", ":"))
+        return ["pipeline", _pipeline_path(plan.pipeline), "role", role, "options", options]
+
+    return args
 
 
 def _finish_task(plan: _Plan, tasks: dict[str, IsthmusTask]) -> IsthmusControlTask:
