@@ -54,14 +54,17 @@ def get_lineage_hook() -> LineageHook:
 
 
 def reset() -> None:
-    """Drop the automatically chosen hook (after a configuration change); pending events are flushed."""
+    """Forget the automatically chosen hook and emitter (after a configuration change); pending events
+    are flushed first. A hook installed with :func:`set_lineage_hook` stays."""
     global _hook
     from isthmus import lineage_emitter
 
-    if _hook is not None and _hook is lineage_emitter._emitter:
-        _hook.flush(5.0)  # type: ignore[attr-defined]
-        _hook = None
+    emitter = lineage_emitter._emitter
+    if emitter is not None:
+        emitter.flush(5.0)
         lineage_emitter._emitter = None
+    if _hook is emitter or isinstance(_hook, NoopLineage):
+        _hook = None
 
 
 def _default_hook() -> LineageHook:

@@ -99,12 +99,19 @@ class OpenLineageEmitter:
             self._submit(self._pipeline_event, run, _TERMINAL.get(run.get("status", ""), "OTHER"))
 
     def on_step_start(self, step_run: dict[str, Any]) -> None:
-        if step_run.get("orchestrator") not in _EMITTED_ELSEWHERE:
+        if self._wanted(step_run):
             self._submit(self._step_event, step_run, "START")
 
     def on_step_end(self, step_run: dict[str, Any]) -> None:
-        if step_run.get("orchestrator") not in _EMITTED_ELSEWHERE:
+        if self._wanted(step_run):
             self._submit(self._step_event, step_run, _TERMINAL.get(step_run.get("status", ""), "OTHER"))
+
+    @staticmethod
+    def _wanted(step_run: dict[str, Any]) -> bool:
+        if step_run.get("orchestrator") in _EMITTED_ELSEWHERE:
+            return False
+        step = _step_object(step_run)
+        return step is None or getattr(step, "enable_lineage", True)
 
     def on_step_waiting(self, step_run: dict[str, Any]) -> None:
         """OTHER: the step is waiting (e.g. its Slurm job is pending)."""
@@ -225,6 +232,12 @@ class OpenLineageEmitter:
         job_facets.update(_source_facets(step_run))
         inputs = datasets(step_run.get("inputs") or {}, output=False)
         outputs = datasets(step_run.get("outputs") or {}, output=True) if event_type != "START" else []
+        step = _step_object(step_run)
+        if step is not None:
+            from openlineage.client.event_v2 import InputDataset, OutputDataset
+
+            inputs += [InputDataset(namespace=ns, name=name) for ns, name in getattr(step, "lineage_inputs", ())]
+            outputs += [OutputDataset(namespace=ns, name=name) for ns, name in getattr(step, "lineage_outputs", ())]
         return RunEvent(
             eventType=RunState[event_type],
             eventTime=dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -254,6 +267,24 @@ def _source_facets(step_run: dict[str, Any]) -> dict[str, Any]:
     return _source_cache[key]
 
 
+_step_cache: dict[str, Any] = {}
+
+
+def _step_object(step_run: dict[str, Any]) -> Any:
+    """The Step (or function) named by the run's import path, when its module is importable here."""
+    path = str(step_run.get("step_path") or "")
+    if path not in _step_cache:
+        module_name, _, qualname = path.partition(":")
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+        except Exception:
+            obj = None
+        _step_cache[path] = obj
+    return _step_cache[path]
+
+
 def _find_source_facets(step_run: dict[str, Any]) -> dict[str, Any]:
     from openlineage.client.facet_v2 import source_code_job, source_code_location_job
 
@@ -261,11 +292,10 @@ def _find_source_facets(step_run: dict[str, Any]) -> dict[str, Any]:
     from isthmus.redaction import redact_url
 
     out: dict[str, Any] = {}
-    module_name, _, qualname = str(step_run.get("step_path") or "").partition(":")
+    obj = _step_object(step_run)
+    if obj is None:
+        return out
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
         fn = getattr(obj, "fn", obj)
         out["sourceCode"] = source_code_job.SourceCodeJobFacet(language="python", sourceCode=inspect.getsource(fn))
         path = inspect.getsourcefile(fn)

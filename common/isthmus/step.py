@@ -65,6 +65,8 @@ class Step(Generic[P, R]):
         tags: Sequence[str] = (),
         owner: str | None = None,
         enable_lineage: bool = True,
+        lineage_inputs: Sequence[str | tuple[str, str]] = (),
+        lineage_outputs: Sequence[str | tuple[str, str]] = (),
     ) -> None:
         if isinstance(fn, Step):
             fn = fn.fn
@@ -94,6 +96,9 @@ class Step(Generic[P, R]):
         self.tags = tuple(tags)
         self.owner = owner
         self.enable_lineage = enable_lineage
+        # External data the step reads or writes (a table, a path): joins the lineage graph.
+        self.lineage_inputs = tuple(_external(d, label) for d in lineage_inputs)
+        self.lineage_outputs = tuple(_external(d, label) for d in lineage_outputs)
         self.signature = inspect.signature(fn)
         unknown = [n for n in self.cache.ignore_inputs if n not in self.signature.parameters]
         if unknown:
@@ -231,12 +236,30 @@ def step(
     tags: Sequence[str] = (),
     owner: str | None = None,
     enable_lineage: bool = True,
+    lineage_inputs: Sequence[str | tuple[str, str]] = (),
+    lineage_outputs: Sequence[str | tuple[str, str]] = (),
 ) -> Callable[[Callable[P, R]], Step[P, R]]: ...
 def step(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Declare a portable step: ``@step`` or ``@step(resources=..., retries=..., cache=...)``."""
     if fn is not None:
         return Step(fn, **options)
     return lambda f: Step(f, **options)
+
+
+def _external(dataset: str | tuple[str, str], label: str) -> tuple[str, str]:
+    """(namespace, name) of an external dataset given as a URI or an OpenLineage (namespace, name) pair."""
+    if isinstance(dataset, str):
+        from isthmus.lineage_facets import dataset_id
+
+        if "://" not in dataset and not dataset.startswith("/"):
+            raise StepDefinitionError(
+                f"{label}: lineage dataset {dataset!r} needs a scheme, e.g. 'postgres://db:5432/shop.public.orders', "
+                "'s3://bucket/key' or an absolute path, or give (namespace, name)"
+            )
+        return dataset_id(dataset)
+    if isinstance(dataset, tuple) and len(dataset) == 2 and all(isinstance(x, str) and x for x in dataset):
+        return dataset
+    raise StepDefinitionError(f"{label}: lineage dataset {dataset!r} must be a URI string or a (namespace, name) pair")
 
 
 def load_step(import_path: str) -> Step[Any, Any]:

@@ -22,6 +22,17 @@ def _spec() -> None:
         skip_or_fail(f"the OpenLineage JSON Schemas are not at {schemas.SPEC_DIR}")
 
 
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    """openlineage-python rewrites OPENLINEAGE_URL into OPENLINEAGE__TRANSPORT__… variables in os.environ."""
+    import os
+
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @step(owner="ml-team", tags=["demo"])
 def load(n: int) -> list:
     return list(range(n))
@@ -231,3 +242,45 @@ def test_lineage_can_be_turned_off(isthmus_home: Path, monkeypatch: pytest.Monke
     finally:
         lineage.set_lineage_hook(None)
     assert not (isthmus_home / "lineage" / "events.jsonl").exists()
+
+
+@step(
+    lineage_inputs=["postgres://db.internal:5432/shop.public.orders"],
+    lineage_outputs=[("s3://reports", "daily/summary.csv")],
+)
+def summarize(n: int) -> int:
+    return n * 2
+
+
+@step(enable_lineage=False)
+def quiet(n: int) -> int:
+    return n
+
+
+@pipeline
+def external(n: int = 1):
+    return quiet(summarize(n))
+
+
+def test_declared_external_datasets_join_the_graph_and_steps_can_opt_out(isthmus_home: Path) -> None:
+    external.run(n=3)
+    events = _file_events(isthmus_home)
+    for event in events:
+        schemas.validate_event(event)
+    names = {e["job"]["name"] for e in events}
+    assert "external.quiet" not in names and "external.summarize" in names
+    complete = next(e for e in events if e["job"]["name"] == "external.summarize" and e["eventType"] == "COMPLETE")
+    assert {"namespace": "postgres://db.internal:5432", "name": "shop.public.orders"}.items() <= complete["inputs"][
+        0
+    ].items()
+    assert any(o["namespace"] == "s3://reports" and o["name"] == "daily/summary.csv" for o in complete["outputs"])
+
+
+def test_external_dataset_without_a_scheme_is_rejected_at_definition() -> None:
+    from isthmus import StepDefinitionError
+
+    with pytest.raises(StepDefinitionError, match="needs a scheme"):
+
+        @step(lineage_inputs=["orders"])
+        def bad(x: int) -> int:
+            return x

@@ -320,29 +320,26 @@ class SlurmExecutor:
         return SubmittedJob.from_dict(data)
 
     async def read_manifest(self, job: SubmittedJob) -> dict[str, Any] | None:
-        text = await self.client.read_file(job.manifest, max_bytes=64 * 1024 * 1024)
-        if not text:
-            return None
-        try:
-            return json.loads(text)
-        except ValueError:
-            return None  # being written: the writer renames a finished file into place, so this is rare
+        return await read_manifest(self.client, job)
 
     async def wait(
         self, job: SubmittedJob, *, timeout: float | None = None, on_change: Callable[[JobStatus], Any] | None = None
     ) -> JobStatus:
-        """Poll until the job ends; a job the controller forgot (no accounting) is settled by its manifest."""
-
-        async def from_manifest(job_id: str) -> JobStatus | None:
-            manifest = await self.read_manifest(job)
-            if manifest is None:
-                return None
-            state = "COMPLETED" if manifest.get("status") == "COMPLETED" else "FAILED"
-            return JobStatus(job_id=job_id, state=state, stdout=job.stdout, stderr=job.stderr, source="manifest")
-
-        return await self.client.wait(
-            job.job_id, poll_interval=self.poll_interval, timeout=timeout, on_change=on_change, fallback=from_manifest
+        """Poll until the job ends (see :func:`wait_for_job`)."""
+        return await wait_for_job(
+            self.client, job, poll_interval=self.poll_interval, timeout=timeout, on_change=on_change
         )
+
+    async def wait_until(self, job: SubmittedJob, states: set[str], *, timeout: float = 60) -> JobStatus:
+        """Poll until the job is in one of ``states`` (or ends); raises TimeoutError."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            status = await self.client.status(job.job_id)
+            if status is not None and (status.state in states or status.terminal):
+                return status
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"Slurm job {job.job_id} not in {sorted(states)} after {timeout:.0f}s")
+            await asyncio.sleep(self.poll_interval)
 
     async def collect(self, step_name: str, job: SubmittedJob, status: JobStatus) -> StepResult:
         """The step's result from the manifest of a finished job; raises :class:`SlurmStepFailed`."""
@@ -440,6 +437,40 @@ class SlurmExecutor:
                 await self.client.close()
 
         return run_sync(go())
+
+
+async def read_manifest(client: SlurmClient, job: SubmittedJob) -> dict[str, Any] | None:
+    """The job's result manifest, or None while it has none."""
+    text = await client.read_file(job.manifest, max_bytes=64 * 1024 * 1024)
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None  # the writer renames a finished file into place, so this is a foreign file
+
+
+async def wait_for_job(
+    client: SlurmClient,
+    job: SubmittedJob,
+    *,
+    poll_interval: float = 2.0,
+    timeout: float | None = None,
+    on_change: Callable[[JobStatus], Any] | None = None,
+) -> JobStatus:
+    """Poll until the job ends. A job the controller forgot (no accounting to ask) is settled by its
+    manifest; without one it is LOST, never success."""
+
+    async def from_manifest(job_id: str) -> JobStatus | None:
+        manifest = await read_manifest(client, job)
+        if manifest is None:
+            return None
+        state = "COMPLETED" if manifest.get("status") == "COMPLETED" else "FAILED"
+        return JobStatus(job_id=job_id, state=state, stdout=job.stdout, stderr=job.stderr, source="manifest")
+
+    return await client.wait(
+        job.job_id, poll_interval=poll_interval, timeout=timeout, on_change=on_change, fallback=from_manifest
+    )
 
 
 def _status_with_paths(status: JobStatus, job: SubmittedJob) -> JobStatus:
