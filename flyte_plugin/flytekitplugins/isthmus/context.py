@@ -51,26 +51,32 @@ def _env(*names: str) -> str | None:
     return None
 
 
+_ROOT_MODES = (
+    ExecutionState.Mode.LOCAL_WORKFLOW_EXECUTION,
+    ExecutionState.Mode.EAGER_LOCAL_EXECUTION,
+    ExecutionState.Mode.LOCAL_DYNAMIC_TASK_EXECUTION,
+)
+
+
 def _local_root(stack: list[FlyteContext]) -> ExecutionState | None:
-    """The execution state of the outermost local workflow execution on the context stack."""
+    """The execution state of the outermost local workflow (eager or dynamic) execution on the stack."""
     for c in stack:
         es = c.execution_state
-        if es is not None and es.mode == ExecutionState.Mode.LOCAL_WORKFLOW_EXECUTION:
+        if es is not None and es.mode in _ROOT_MODES:
             return es
     return None
 
 
 def _local_workflow_name() -> str | None:
-    """The name of the outermost workflow being executed locally (found on the call stack)."""
-    from flytekit.core.workflow import WorkflowBase
-
+    """The name of the outermost workflow (or dynamic task) being executed locally, from the call stack."""
     name = None
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "local_execute":
             owner = frame.f_locals.get("self")
-            if isinstance(owner, WorkflowBase):
-                name = owner.name  # keep walking: the outermost wins
+            owner_name = getattr(owner, "name", None)
+            if isinstance(owner_name, str):
+                name = owner_name  # keep walking: the outermost wins
         frame = frame.f_back
     return name
 
