@@ -42,7 +42,7 @@ def test_deck_shows_cache_status_fingerprints_hashes_and_changes_escaped() -> No
     # A cache hit names the run it came from.
     assert describe(value=3, label=HOSTILE) == f"{HOSTILE}=3"
     hit = _isthmus_deck()
-    assert "hit" in hit and row["id"] in hit
+    assert "hit" in hit and row["id"] in hit and "by flyte" in hit
 
     # A code change is shown as an escaped unified diff.
     changed = isthmus_task(step(_label_v2, name="describe"), enable_deck=True)

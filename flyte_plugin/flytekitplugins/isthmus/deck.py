@@ -96,13 +96,20 @@ def render(
     previous: dict[str, Any] | None,
     changes: dict[str, Any],
     run_context: dict[str, Any],
+    source: dict[str, Any] | None = None,
 ) -> str:
-    """The deck's HTML."""
+    """The deck's HTML (``source``: the step run a cache hit reused)."""
     parts = [_STYLE, "<div class='isthmus'>", f"<h3>isthmus step <code>{_e(step_name)}</code></h3>"]
     if result.cache_hit:
+        src = source or {}
+        where = ", ".join(
+            f"{label} {_e(src[key])}"
+            for label, key in (("by", "orchestrator"), ("in pipeline run", "pipeline_run_id"), ("at", "started_at"))
+            if src.get(key)
+        )
         parts.append(
             "<p>Cache: <span class='hit'>hit</span> — outputs reused from step run "
-            f"<code>{_e(result.source_step_run_id)}</code></p>"
+            f"<code>{_e(result.source_step_run_id)}</code>{' (' + where + ')' if where else ''}</p>"
         )
     else:
         parts.append("<p>Cache: <span class='miss'>computed</span> (no earlier result with this cache key)</p>")
@@ -169,6 +176,7 @@ def build(runner: Any, step: Any, invocation: str, result: Any, run_context: dic
     started = row.get("started_at")
     if started is not None:
         previous = store.previous_step_run(step.name, started, exclude=result.step_run_id)
+    source = store.get_step_run(result.source_step_run_id) if result.cache_hit and result.source_step_run_id else None
     return render(
         step_name=step.name,
         invocation=invocation,
@@ -177,4 +185,5 @@ def build(runner: Any, step: Any, invocation: str, result: Any, run_context: dic
         previous=previous,
         changes=changes_against(store, row, previous),
         run_context=run_context,
+        source=source,
     )
