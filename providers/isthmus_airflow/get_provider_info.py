@@ -12,8 +12,19 @@ def get_provider_info() -> dict[str, Any]:
         "description": "Portable, cached, recorded isthmus steps as Airflow tasks, with OpenLineage facets.",
         "versions": ["0.1.0"],
         "integrations": [{"integration-name": "isthmus", "tags": ["software"]}],
-        "hooks": [{"integration-name": "isthmus", "python-modules": ["isthmus_airflow.hooks.isthmus"]}],
-        "operators": [{"integration-name": "isthmus", "python-modules": ["isthmus_airflow.operators.step"]}],
+        "hooks": [
+            {
+                "integration-name": "isthmus",
+                "python-modules": ["isthmus_airflow.hooks.isthmus", "isthmus_airflow.hooks.slurm"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "isthmus",
+                "python-modules": ["isthmus_airflow.operators.step", "isthmus_airflow.operators.slurm"],
+            }
+        ],
+        "triggers": [{"integration-name": "isthmus", "python-modules": ["isthmus_airflow.triggers.slurm"]}],
         "connection-types": [
             {
                 "hook-class-name": "isthmus_airflow.hooks.isthmus.IsthmusHook",
@@ -41,7 +52,57 @@ def get_provider_info() -> dict[str, Any]:
                     "placeholders": {"host": "db.internal", "schema": "isthmus", "port": "5432"},
                 },
             },
+            {
+                "hook-class-name": "isthmus_airflow.hooks.slurm.SlurmHook",
+                "hook-name": "Slurm (isthmus)",
+                "connection-type": "slurm",
+                "conn-fields": {
+                    "backend": {
+                        "label": "Backend",
+                        "schema": {"type": ["string", "null"], "default": "cli", "enum": ["cli", "rest"]},
+                        "description": "cli: sbatch/squeue/scontrol here or over SSH; rest: slurmrestd",
+                    },
+                    "key_file": {"label": "SSH key file", "schema": {"type": ["string", "null"]}},
+                    "known_hosts": {
+                        "label": "SSH known_hosts",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Host keys are verified; default ~/.ssh/known_hosts",
+                    },
+                    "socket": {"label": "slurmrestd unix socket", "schema": {"type": ["string", "null"]}},
+                    "slurm_conf": {"label": "SLURM_CONF (local cli)", "schema": {"type": ["string", "null"]}},
+                    "partition": {"label": "Default partition", "schema": {"type": ["string", "null"]}},
+                    "account": {"label": "Default account", "schema": {"type": ["string", "null"]}},
+                    "qos": {"label": "Default QOS", "schema": {"type": ["string", "null"]}},
+                    "python": {
+                        "label": "Python on compute nodes",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Interpreter with isthmus and the steps installed",
+                    },
+                    "work_root": {
+                        "label": "Shared job directory",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Where job logs and manifests go (visible to the nodes)",
+                    },
+                    "record": {
+                        "label": "Record runs via",
+                        "schema": {"type": ["string", "null"], "default": "db", "enum": ["db", "manifest"]},
+                        "description": "manifest: compute nodes cannot reach the metadata store",
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema"],
+                    "relabeling": {
+                        "host": "SSH login node or slurmrestd URL",
+                        "login": "User",
+                        "password": "JWT (rest)",
+                    },
+                    "placeholders": {"host": "login.hpc.example or http://slurmrestd:6820", "port": "22 / 6820"},
+                },
+            },
         ],
-        "task-decorators": [{"class-name": "isthmus_airflow.decorators.isthmus.isthmus_task", "name": "isthmus"}],
+        "task-decorators": [
+            {"class-name": "isthmus_airflow.decorators.isthmus.isthmus_task", "name": "isthmus"},
+            {"class-name": "isthmus_airflow.operators.slurm.slurm_task", "name": "isthmus_slurm"},
+        ],
         "plugins": [{"name": "isthmus", "plugin-class": "isthmus_airflow.plugins.isthmus.IsthmusPlugin"}],
     }

@@ -277,6 +277,9 @@ def start_cluster() -> tuple[SlurmCluster | None, str | None]:
 
         _wait("the node to be idle in sinfo", idle, START_TIMEOUT, cluster)
         rest_env = {**env, "SLURMRESTD_SECURITY": "disable_user_check"}
+        # SLURM_JWT=daemon: slurmrestd authenticates its threads with auth/jwt (else with munge, which
+        # rejects every token: "Rejecting thread config token").
+        jwt_env = {**rest_env, "SLURM_JWT": "daemon"}
         _spawn(
             cluster,
             "slurmrestd",
@@ -287,7 +290,7 @@ def start_cluster() -> tuple[SlurmCluster | None, str | None]:
             cluster,
             "slurmrestd-jwt",
             [BINARIES["slurmrestd"], "-a", "rest_auth/jwt", "-s", "openapi/v0.0.38", f"127.0.0.1:{ports['rest']}"],
-            rest_env,
+            jwt_env,
         )
 
         def rest_up() -> bool:

@@ -175,6 +175,13 @@ class RestSlurmClient(SlurmClient):
             self._clients[loop_id] = client
         return client
 
+    def _token_hint(self) -> str:
+        if not self.token:
+            return ""
+        return (
+            "; with a JWT, check that the token is valid and unexpired ('scontrol token') and belongs to the user name"
+        )
+
     @property
     def where(self) -> str:
         return self.url or f"unix:{self.socket}"
@@ -270,7 +277,9 @@ class RestSlurmClient(SlurmClient):
             code == 200 and not errors
         ):
             return None
-        raise SlurmError(f"slurmrestd could not report job {job_id}: {'; '.join(errors) or f'HTTP {code}'}")
+        raise SlurmError(
+            f"slurmrestd could not report job {job_id}: {'; '.join(errors) or f'HTTP {code}'}{self._token_hint()}"
+        )
 
     async def cancel(self, job_id: str) -> None:
         v = await self.api_version()
@@ -286,7 +295,9 @@ class RestSlurmClient(SlurmClient):
         v = await self.api_version()
         code, data = await self._request("GET", f"/slurm/{v}/jobs")
         if code >= 400:
-            raise SlurmError(f"slurmrestd could not list jobs: {'; '.join(_errors(data)) or f'HTTP {code}'}")
+            raise SlurmError(
+                f"slurmrestd could not list jobs: {'; '.join(_errors(data)) or f'HTTP {code}'}{self._token_hint()}"
+            )
         jobs = data.get("jobs") if isinstance(data, dict) else None
         if not isinstance(jobs, list):
             raise SlurmParseError(f"slurmrestd returned {str(data)[:200]!r} for the job list")
@@ -312,6 +323,7 @@ class RestSlurmClient(SlurmClient):
         if code >= 400 or not pings:
             raise SlurmUnavailable(
                 f"slurmrestd at {self.where} cannot reach slurmctld: {'; '.join(_errors(data)) or f'HTTP {code}'}"
+                f"{self._token_hint()}"
             )
         up = [p for p in pings if str(p.get("ping") or p.get("pinged") or "").upper() == "UP"]
         if not up:

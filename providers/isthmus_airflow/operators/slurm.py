@@ -1,0 +1,343 @@
+"""``SlurmStepOperator`` and ``@task.isthmus_slurm``: an isthmus step as a Slurm job from Airflow.
+
+The isthmus cache is asked first (a hit means no job at all). On a miss the step is submitted as a
+batch job running ``python -m isthmus.slurm run-step``; by default the task then defers to
+:class:`~isthmus_airflow.triggers.slurm.SlurmJobTrigger`, and on resume reads the job's manifest
+(ingesting it when the job could not reach the metadata store), copies the job's log into the task log
+and pushes the outputs' ``ArtifactRef`` to XCom.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
+
+from isthmus.errors import StepDefinitionError
+from isthmus.slurm.client import SlurmClient, run_sync
+from isthmus.slurm.executor import SlurmExecutor, SlurmStepFailed, SubmittedJob, wait_for_job
+from isthmus.slurm.states import JobStatus
+from isthmus.step import Step, as_step, load_step
+from isthmus_airflow.context import pipeline_run_row, run_context
+from isthmus_airflow.hooks.isthmus import IsthmusHook
+from isthmus_airflow.hooks.slurm import SlurmHook
+from isthmus_airflow.operators.step import StepOperator
+
+LOG_LINES = 200
+
+
+def _default_queue() -> str | None:
+    try:
+        from airflow.sdk.definitions._internal.abstractoperator import DEFAULT_QUEUE
+
+        return DEFAULT_QUEUE
+    except Exception:  # pragma: no cover - other Airflow layouts
+        return None
+
+
+class SlurmStepOperator(StepOperator):
+    """Run ``step`` as a Slurm job. Arguments as for :class:`StepOperator` (``op_args``/``op_kwargs``,
+    upstream ``ArtifactRef`` XComs), plus:
+
+    - ``slurm_conn_id``: a ``slurm`` connection (backend, host/SSH or slurmrestd URL/token, defaults);
+    - ``partition``/``account``/``qos``/``constraint``: where the step's ``Resources`` set none
+      (these win over the connection's defaults); ``extra_options``: more sbatch options; ``env``:
+      exported in the job; ``python``, ``pythonpath``, ``work_root``, ``record`` (``db``/``manifest``);
+    - ``deferrable`` (default True): wait in the triggerer; False polls in the worker;
+    - ``poll_interval`` seconds between polls; ``job_timeout`` seconds before giving up (the job is
+      cancelled).
+
+    The step's ``Resources.partition`` is the Slurm partition here, not the Airflow queue.
+    """
+
+    template_fields: Sequence[str] = (*StepOperator.template_fields, "partition", "account", "qos", "env")
+    ui_color = "#e3e0f5"
+    custom_operator_name = "SlurmStepOperator"
+
+    def __init__(
+        self,
+        *,
+        step: Step[Any, Any] | Callable[..., Any] | str,
+        slurm_conn_id: str = SlurmHook.default_conn_name,
+        deferrable: bool = True,
+        poll_interval: float = 5.0,
+        job_timeout: float | None = None,
+        partition: str | None = None,
+        account: str | None = None,
+        qos: str | None = None,
+        constraint: str | None = None,
+        extra_options: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        python: str | None = None,
+        pythonpath: Sequence[str] | None = None,
+        work_root: str | None = None,
+        record: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        resolved = load_step(step) if isinstance(step, str) else as_step(step)
+        resolved.check_importable()  # a job imports it by path: fail when the DAG is parsed
+        if record not in (None, "db", "manifest"):
+            raise StepDefinitionError(f"step {resolved.name!r}: record={record!r} must be 'db' or 'manifest'")
+        default_args = kwargs.get("default_args") or {}
+        if "queue" not in kwargs and "queue" not in default_args and _default_queue():
+            kwargs["queue"] = _default_queue()  # Resources.partition is for Slurm
+        super().__init__(step=resolved, **kwargs)
+        self.slurm_conn_id = slurm_conn_id
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.job_timeout = job_timeout
+        self.partition = partition
+        self.account = account
+        self.qos = qos
+        self.constraint = constraint
+        self.extra_options = list(extra_options or [])
+        self.env = dict(env or {})
+        self.python = python
+        self.pythonpath = list(pythonpath or [])
+        self.work_root = work_root
+        self.record = record
+        self._job: SubmittedJob | None = None
+        self._slurm_status: dict[str, Any] | None = None
+
+    # -- pieces ----------------------------------------------------------------------------------
+    def _executor(self, runner: Any, client: SlurmClient | None = None) -> SlurmExecutor:
+        hook = SlurmHook(self.slurm_conn_id)
+        cfg = hook.settings()
+        d = cfg["defaults"]
+        if client is None:
+            from isthmus.slurm import connect
+
+            client = connect(cfg["backend"], **cfg["client"])
+        return SlurmExecutor(
+            client,
+            runner,
+            partition=self.partition or d.get("partition"),
+            account=self.account or d.get("account"),
+            qos=self.qos or d.get("qos"),
+            constraint=self.constraint or d.get("constraint"),
+            extra_options=self.extra_options,
+            env={**(d.get("env") or {}), **self.env},
+            python=self.python or d.get("python"),
+            pythonpath=[*self.pythonpath, *(d.get("pythonpath") or [])],
+            work_root=self.work_root or d.get("work_root"),
+            record=self.record or d.get("record") or "db",
+            poll_interval=self.poll_interval,
+        )
+
+    def _refs(self, result: Any) -> Any:
+        refs = {name: ref.to_dict() for name, ref in result.outputs.items()}
+        for name, ref in refs.items():
+            self.log.info("output %s: %s (%s, %d bytes)", name, ref["content_hash"], ref["python_type"], ref["size"])
+        return next(iter(refs.values())) if len(refs) == 1 else refs
+
+    # -- execution -------------------------------------------------------------------------------
+    def execute(self, context: Any) -> Any:
+        runner = IsthmusHook(self.isthmus_conn_id).get_conn()
+        ctx = run_context(context, pipeline_name=self.pipeline_name)
+        runner.metadata.ensure_pipeline_run(pipeline_run_row(ctx, context))
+        arguments = self._arguments(context)
+        ex = self._executor(runner)
+        inputs, params = ex.split_arguments(self.step, arguments)
+        hit = ex.lookup(self.step, inputs, params, ctx)
+        if hit is not None:
+            self._isthmus_record = runner.metadata.get_step_run(hit.step_run_id)
+            self.log.info(
+                "isthmus cache hit for step %r: outputs from step run %s (pipeline run %s); no Slurm job",
+                self.step.name,
+                hit.source_step_run_id,
+                self._source_pipeline_run(runner, hit.source_step_run_id),
+            )
+            return self._refs(hit)
+        key = runner.cache_key(self.step, ex.arguments_for_runner(inputs, params), ctx)
+
+        async def submit() -> SubmittedJob:
+            try:
+                return await ex.submit(self.step, inputs, params, ctx, cache_key=key)
+            finally:
+                await ex.client.close()
+
+        job = run_sync(submit())
+        self._job = job
+        verb = "following" if job.adopted else "submitted"
+        self.log.info(
+            "isthmus step %r: %s Slurm job %s (%s) via %s; logs: %s",
+            self.step.name,
+            verb,
+            job.job_id,
+            job.job_name,
+            ex.client.backend,
+            job.stdout,
+        )
+        context["ti"].xcom_push(key="slurm_job_id", value=job.job_id)
+        if self.deferrable:
+            from isthmus_airflow.triggers.slurm import SlurmJobTrigger
+
+            self.defer(
+                trigger=SlurmJobTrigger(
+                    job=job.to_dict(),
+                    slurm_conn_id=self.slurm_conn_id,
+                    poll_interval=self.poll_interval,
+                    timeout=self.job_timeout,
+                ),
+                method_name="execute_complete",
+            )
+
+        async def wait() -> JobStatus:
+            try:
+                return await wait_for_job(ex.client, job, poll_interval=self.poll_interval, timeout=self.job_timeout)
+            finally:
+                await ex.client.close()
+
+        try:
+            status = run_sync(wait())
+        except BaseException:
+            self._cancel_job()  # killed, timed out or the cluster stopped answering: leave no job behind
+            raise
+        return self._finish(context, runner, job, status)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        job = SubmittedJob.from_dict(event["job"])
+        self._job = job
+        if event.get("status") != "done":
+            self._cancel_job()
+            raise RuntimeError(
+                f"step {self.step.name!r}: lost track of Slurm job {job.job_id} ({event.get('message')}); "
+                "the job was cancelled; check the slurm connection and retry"
+            )
+        runner = IsthmusHook(self.isthmus_conn_id).get_conn()
+        return self._finish(context, runner, job, JobStatus.from_dict(event["final"]))
+
+    def _finish(self, context: Any, runner: Any, job: SubmittedJob, status: JobStatus) -> Any:
+        ex = self._executor(runner)
+        self._slurm_status = status.to_dict()
+        self.log.info(
+            "Slurm job %s ended %s on %s (exit code %s)", job.job_id, status.state, status.nodes, status.exit_code
+        )
+
+        async def finish() -> Any:
+            try:
+                logs = await ex.client.logs(_with_paths(status, job))
+                try:
+                    return logs, await ex.collect(self.step.name, job, status), None
+                except SlurmStepFailed as exc:
+                    return logs, None, exc
+            finally:
+                await ex.client.close()
+
+        logs, result, error = run_sync(finish())
+        for stream, text in logs.items():
+            lines = text.rstrip().splitlines()[-LOG_LINES:]
+            self.log.info(
+                "--- Slurm job %s %s (last %d lines) ---\n%s", job.job_id, stream, len(lines), "\n".join(lines)
+            )
+        if error is not None:
+            if error.step_run_id:
+                try:
+                    self._isthmus_record = runner.metadata.get_step_run(error.step_run_id)
+                except Exception:
+                    self._isthmus_record = None
+            ctx = run_context(context, pipeline_name=self.pipeline_name)
+            if ctx.attempt > self.retries:  # no Airflow retry left: the pipeline run failed
+                runner.metadata.finish_pipeline_run(ctx.pipeline_run_id, "FAILED", error=str(error))
+            raise error
+        self._isthmus_record = runner.metadata.get_step_run(result.step_run_id)
+        self.log.info(
+            "isthmus step %r computed in Slurm job %s%s",
+            self.step.name,
+            job.job_id,
+            " (a cache hit inside the job)" if result.cache_hit else "",
+        )
+        return self._refs(result)
+
+    def _cancel_job(self) -> None:
+        """Cancel the submitted job from any thread (on_kill runs inside a signal handler, maybe while an
+        event loop runs in this thread)."""
+        job = self._job
+        if job is None or not job.job_id:
+            return
+        done: list[BaseException] = []
+
+        def cancel() -> None:
+            async def go() -> None:
+                client = SlurmHook(self.slurm_conn_id).get_conn()
+                try:
+                    await asyncio.wait_for(client.cancel(job.job_id), timeout=30)
+                finally:
+                    await client.close()
+
+            try:
+                asyncio.run(go())
+            except BaseException as exc:  # reported below
+                done.append(exc)
+
+        thread = threading.Thread(target=cancel, name=f"scancel-{job.job_id}", daemon=True)
+        thread.start()
+        thread.join(timeout=40)
+        if done:
+            self.log.warning("could not cancel Slurm job %s: %s", job.job_id, done[0])
+        else:
+            self.log.info("cancelled Slurm job %s", job.job_id)
+
+    def on_kill(self) -> None:
+        self._cancel_job()
+
+    # -- OpenLineage -----------------------------------------------------------------------------
+    def _lineage(self, record: dict[str, Any] | None) -> Any:
+        lineage = super()._lineage(record)
+        if self._job is not None:
+            from isthmus.slurm.lineage import FACET_KEY, slurm_run_facet
+
+            lineage.run_facets[FACET_KEY] = slurm_run_facet(self._job.to_dict(), self._slurm_status)
+        return lineage
+
+
+def _with_paths(status: JobStatus, job: SubmittedJob) -> JobStatus:
+    data = status.to_dict()
+    data["stdout"] = status.stdout or job.stdout
+    data["stderr"] = status.stderr or job.stderr
+    return JobStatus.from_dict(data)
+
+
+# -- TaskFlow: @task.isthmus_slurm ----------------------------------------------------------------
+class _SlurmDecoratedOperator(DecoratedOperator, SlurmStepOperator):
+    """A SlurmStepOperator built by ``@task.isthmus_slurm``; call arguments are the step's arguments."""
+
+    custom_operator_name = "@task.isthmus_slurm"
+    template_fields = SlurmStepOperator.template_fields
+    template_fields_renderers = SlurmStepOperator.template_fields_renderers
+
+    def __init__(self, *, python_callable: Any, op_args: Any = None, op_kwargs: Any = None, **kwargs: Any) -> None:
+        kwargs_to_upstream = {"step": python_callable, "op_args": op_args, "op_kwargs": op_kwargs}
+        super().__init__(
+            kwargs_to_upstream=kwargs_to_upstream,
+            python_callable=python_callable,
+            op_args=op_args,
+            op_kwargs=op_kwargs,
+            **kwargs,
+        )
+
+
+def slurm_task(
+    python_callable: Step[Any, Any] | Callable[..., Any] | None = None,
+    multiple_outputs: bool | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``@task.isthmus_slurm(partition="gpu")``, or ``task.isthmus_slurm(train)(features)``: a step as a
+    Slurm job in TaskFlow. Keyword arguments are :class:`SlurmStepOperator`'s."""
+
+    def build(fn: Step[Any, Any] | Callable[..., Any]) -> Any:
+        step = as_step(fn)
+        multi = multiple_outputs if multiple_outputs is not None else len(step.output_names) > 1
+        return task_decorator_factory(
+            python_callable=step,
+            multiple_outputs=multi,
+            decorated_operator_class=_SlurmDecoratedOperator,
+            **kwargs,
+        )
+
+    if python_callable is not None:
+        return build(python_callable)
+    return build

@@ -1,0 +1,97 @@
+"""``SlurmJobTrigger``: wait for a step's Slurm job in the triggerer, polling asynchronously."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from isthmus.slurm.client import SlurmClient, SlurmError
+from isthmus.slurm.executor import SubmittedJob, wait_for_job
+
+CANCEL_TIMEOUT = 30.0
+
+
+class SlurmJobTrigger(BaseTrigger):
+    """Fires once the job is terminal: ``{"status": "done", "job": ..., "final": JobStatus dict}``, or
+    ``{"status": "error", "message": ...}`` when the cluster could not be asked.
+
+    Killing the task (mark failed/success, clear) calls :meth:`on_kill`, which cancels the job; a
+    triggerer restart only runs :meth:`cleanup`, which never does. The client is rebuilt from the
+    ``slurm`` connection, so no credential is stored with the trigger.
+    """
+
+    def __init__(
+        self,
+        job: dict[str, Any],
+        slurm_conn_id: str = "slurm_default",
+        poll_interval: float = 5.0,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.job = dict(job)
+        self.slurm_conn_id = slurm_conn_id
+        self.poll_interval = float(poll_interval)
+        self.timeout = timeout
+        self._client: SlurmClient | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "isthmus_airflow.triggers.slurm.SlurmJobTrigger",
+            {
+                "job": self.job,
+                "slurm_conn_id": self.slurm_conn_id,
+                "poll_interval": self.poll_interval,
+                "timeout": self.timeout,
+            },
+        )
+
+    async def _get_client(self) -> SlurmClient:
+        if self._client is None:
+            from isthmus_airflow.hooks.slurm import SlurmHook
+
+            self._client = await SlurmHook(self.slurm_conn_id).aget_conn()
+        return self._client
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        job = SubmittedJob.from_dict(self.job)
+        try:
+            client = await self._get_client()
+            status = await wait_for_job(
+                client,
+                job,
+                poll_interval=self.poll_interval,
+                timeout=self.timeout,
+                on_change=lambda s: self.log.info(
+                    "Slurm job %s: %s%s", job.job_id, s.state, f" ({s.reason})" if s.reason else ""
+                ),
+            )
+        except (SlurmError, TimeoutError, OSError) as exc:
+            yield TriggerEvent({"status": "error", "job": self.job, "message": f"{type(exc).__name__}: {exc}"})
+            return
+        finally:
+            await self._close()
+        yield TriggerEvent({"status": "done", "job": self.job, "final": status.to_dict()})
+
+    async def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def on_kill(self) -> None:
+        """The task was killed by a user: cancel the job."""
+        job_id = self.job.get("job_id")
+        if not job_id:
+            return
+        self.log.info("task killed: cancelling Slurm job %s", job_id)
+        try:
+            client = await self._get_client()
+            await asyncio.wait_for(client.cancel(str(job_id)), timeout=CANCEL_TIMEOUT)
+        finally:
+            await self._close()
+
+    async def cleanup(self) -> None:
+        """Release connections only: a triggerer restart or redistribution must not cancel the job."""
+        await self._close()
