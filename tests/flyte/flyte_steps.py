@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import pandas as pd
+
 from isthmus import Resources, pipeline, step
 
 
@@ -68,3 +70,8 @@ def gpu_step(n: int) -> int:
 @step(resources=Resources(cpu=2, memory="512Mi", gpu=1, gpu_type="T4"))
 def plain_gpu_step(n: int) -> int:
     return n + 1
+
+
+@step
+def count_rows(frame: pd.DataFrame | None = None, extra: int = 0) -> int:
+    return (0 if frame is None else len(frame)) + extra

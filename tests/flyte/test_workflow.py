@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import pandas as pd
 import pytest
 from flytekit import task
@@ -277,3 +279,12 @@ def test_map_task_over_an_isthmus_task() -> None:
     runs = _step_runs("describe")
     assert [r["cache_hit"] for r in runs] == [False] * 3 + [True] * 3
     assert {r["orchestrator"] for r in runs} == {"flyte"}
+
+
+def test_optional_artifact_inputs() -> None:
+    count_task = isthmus_task(fs.count_rows)
+    assert set(typing.get_args(count_task.python_interface.inputs["frame"])) == {ArtifactRef, type(None)}
+    assert count_task(extra=2) == 2
+    assert count_task(frame=pd.DataFrame({"a": [1, 2, 3]}), extra=1) == 4
+    local = fs.count_rows.run(pd.DataFrame({"a": [1, 2, 3]}), extra=1)
+    assert local.cache_hit

@@ -24,7 +24,13 @@ from flytekit.core.type_engine import TypeEngine
 from flytekit.models.literals import LiteralMap
 
 from flytekitplugins.isthmus.config import Isthmus
-from flytekitplugins.isthmus.transformer import REF_METADATA_KEY, ensure_registered, flyte_type_for, ref_from_literal
+from flytekitplugins.isthmus.transformer import (
+    REF_METADATA_KEY,
+    ensure_registered,
+    flyte_type_for,
+    is_small_type,
+    ref_from_literal,
+)
 
 if typing.TYPE_CHECKING:
     from isthmus.step import Step
@@ -175,7 +181,7 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
         self._task_function = step.fn
         self._step = step
         self._name = name or f"{step.module}.{step.fn.__qualname__}"
-        self._small_outputs = {n for n, t in interface.outputs.items() if t is not _ref_type()}
+        self._small_outputs = {n for n, t in interface.outputs.items() if is_small_type(t)}
 
     @property
     def name(self) -> str:
@@ -234,12 +240,6 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
             Deck("isthmus", deck.build(runner, self._step, invocation, result, run_context))
         except Exception as exc:  # the deck never fails a step
             log.warning("isthmus deck for step %r failed: %s: %s", self._step.name, type(exc).__name__, exc)
-
-
-def _ref_type() -> type:
-    from isthmus.artifacts.refs import ArtifactRef
-
-    return ArtifactRef
 
 
 class IsthmusControlTask(_RefAwareIO, PythonInstanceTask[Isthmus]):

@@ -56,14 +56,19 @@ def _artifact_ref_type() -> type:
 
 
 def flyte_type_for(annotation: Any, default: Any = inspect.Parameter.empty) -> Any:
-    """The Flyte-facing python type of a step parameter or output: itself if small, else ArtifactRef."""
-    if annotation is inspect.Parameter.empty or annotation is None:
+    """The Flyte-facing python type of a step parameter or output: itself if small, else ArtifactRef
+    (``Optional[ArtifactRef]`` when the annotation is optional or the default is None)."""
+    ref = _artifact_ref_type()
+    if annotation is inspect.Parameter.empty or annotation is None or isinstance(annotation, str):
         if default is not inspect.Parameter.empty and default is not None and type(default) in _PRIMITIVES:
             return type(default)
-        return _artifact_ref_type()
-    if isinstance(annotation, str):  # unresolved forward reference
-        return _artifact_ref_type()
-    return annotation if is_small_type(annotation) else _artifact_ref_type()
+        return typing.Optional[ref] if default is None else ref  # noqa: UP045
+    if is_small_type(annotation):
+        return annotation
+    optional = default is None or (
+        typing.get_origin(annotation) in _UNION_TYPES and type(None) in typing.get_args(annotation)
+    )
+    return typing.Optional[ref] if optional else ref  # noqa: UP045
 
 
 def ref_from_literal(lv: Literal) -> Any:
