@@ -156,6 +156,21 @@ def test_pyflyte_execute_runs_a_task_built_in_another_module(isthmus_home: Path,
     assert run["params"] == {"n_estimators": 7, "seed": 0}
     assert ArtifactRef.coerce(run["outputs"]) == metrics
 
+    # Each pod sent its OpenLineage events through the core's emitter (default file transport here).
+    events_file = isthmus_home / "lineage" / "events.jsonl"
+    if events_file.exists():  # absent only without openlineage-python
+        events = [json.loads(line) for line in events_file.read_text().splitlines()]
+        pipeline_events = [e["eventType"] for e in events if e["run"]["runId"] == run_id]
+        assert pipeline_events == ["START", "COMPLETE"]
+        (train_complete,) = [
+            e
+            for e in events
+            if e["eventType"] == "COMPLETE"
+            and e["run"]["facets"].get("parent", {}).get("run", {}).get("runId") == run_id
+        ]
+        assert train_complete["job"]["name"].endswith(".train")
+        assert train_complete["run"]["facets"]["processing_engine"]["name"] == "isthmus/flyte"
+
 
 def test_resolver_rebuilds_pipeline_tasks_in_process() -> None:
     wf = fs.small_pipeline.to_flyte_workflow(enable_deck=True)
