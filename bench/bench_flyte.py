@@ -1,6 +1,6 @@
 """Flyte plugin benchmark: a chain of trivial tasks under flytekit's local executor, plain vs isthmus.
 
-    python bench/bench_flyte.py [--tasks 20] [--repeat 15]
+    python bench/bench_flyte.py [--repeat 15]          # ISTHMUS_BENCH_TASKS=20: the chain length
 
 - plain flytekit: ``@task def inc(x: int) -> int`` chained N times in a ``@workflow``;
 - isthmus tasks: the same chain of ``isthmus_task(inc)`` (cached and recorded through the StepRunner);
@@ -9,7 +9,8 @@
 
 Uncached runs start from a new value each time (every task computes); cached runs repeat one value
 (every task is an isthmus cache hit). Prints the median wall time and the time added per task against
-plain flytekit. Nothing here passes or fails.
+plain flytekit, with lineage off (as bench_core.py: the target is for the bookkeeping) and, in two more
+rows, with the OpenLineage emitter writing to its file transport. Nothing here passes or fails.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from flytekitplugins.isthmus import isthmus_task  # noqa: E402
-from isthmus import pipeline, step  # noqa: E402
+from isthmus import lineage, pipeline, step  # noqa: E402
 
 console = Console(width=130)
 N_TASKS = int(os.environ.get("ISTHMUS_BENCH_TASKS", "20"))
@@ -81,6 +82,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("isthmus").setLevel(logging.WARNING)
     n = N_TASKS
+    # As bench_core: the target is for the bookkeeping; OpenLineage (file transport) gets its own rows.
+    lineage.set_lineage_hook(lineage.NoopLineage())
 
     for wf in (plain_chain, isthmus_chain, pipeline_chain):  # warm-up: schema, fingerprints, environment
         assert wf(x=-1000) == n - 1000
@@ -107,6 +110,23 @@ def main() -> None:
     for _ in range(args.repeat):
         for name, fn in variants.items():
             times[name].append(_timed(fn))
+
+    from isthmus.lineage_emitter import OpenLineageEmitter
+
+    emitter = OpenLineageEmitter()
+    lineage.set_lineage_hook(emitter)
+    fixed["lineage"] = -5000
+    isthmus_chain(x=fixed["lineage"])
+    with_lineage = {
+        "plain (lineage rounds)": lambda: plain_chain(x=next(counter) * 1000),
+        "tasks uncached, OpenLineage": lambda: isthmus_chain(x=next(counter) * 1000),
+        "tasks cached, OpenLineage": lambda: isthmus_chain(x=fixed["lineage"]),
+    }
+    times.update({k: [] for k in with_lineage})
+    for _ in range(args.repeat):
+        for name, fn in with_lineage.items():
+            times[name].append(_timed(fn))
+    emitter.flush(60)
 
     def added(name: str, base: str) -> list[float]:
         return [(a - b) / n * 1000 for a, b in zip(times[name], times[base], strict=True)]
@@ -139,6 +159,15 @@ def main() -> None:
             f"{med(per):.2f} ms",
             f"{min(per):.2f} .. {max(per):.2f} ms",
             "<= 3 ms",
+        )
+    lineage_labels = {
+        "tasks uncached, OpenLineage": "isthmus tasks, uncached, with OpenLineage (file)",
+        "tasks cached, OpenLineage": "isthmus tasks, all cached, with OpenLineage (file)",
+    }
+    for key, label in lineage_labels.items():
+        per = added(key, "plain (lineage rounds)")
+        table.add_row(
+            label, f"{med(times[key]) * 1000:.1f} ms", f"{med(per):.2f} ms", f"{min(per):.2f} .. {max(per):.2f} ms", "-"
         )
     console.print(table)
 
