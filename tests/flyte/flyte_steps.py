@@ -75,3 +75,29 @@ def plain_gpu_step(n: int) -> int:
 @step
 def count_rows(frame: pd.DataFrame | None = None, extra: int = 0) -> int:
     return (0 if frame is None else len(frame)) + extra
+
+
+@step
+def triple(n: int):  # no return annotation: its output type is unknown to Flyte
+    return n * 3
+
+
+@step
+def plus_one(x: int) -> int:
+    return x + 1
+
+
+@step
+def halve(x: float) -> float:
+    return x / 2
+
+
+@step
+def show(value) -> str:  # no parameter annotation
+    return repr(value)
+
+
+@pipeline
+def loosely_typed(n: int = 2):
+    a = plus_one(triple(n))
+    return halve(a), show(a), plus_one(a)

@@ -174,7 +174,13 @@ def test_pyflyte_execute_runs_a_task_built_in_another_module(isthmus_home: Path,
 
 def test_resolver_rebuilds_pipeline_tasks_in_process() -> None:
     wf = fs.small_pipeline.to_flyte_workflow(enable_deck=True)
-    for original in [*wf.isthmus_tasks.values(), wf.isthmus_finish_task, wf.isthmus_failure_task]:
+    loose = fs.loosely_typed.to_flyte_workflow()
+    for original in [
+        *wf.isthmus_tasks.values(),
+        wf.isthmus_finish_task,
+        wf.isthmus_failure_task,
+        *loose.isthmus_tasks.values(),
+    ]:
         loader_args = isthmus_task_resolver.loader_args(SETTINGS, original)
         rebuilt = isthmus_task_resolver.load_task(loader_args)
         assert rebuilt.name == original.name

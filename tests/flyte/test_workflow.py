@@ -288,3 +288,32 @@ def test_optional_artifact_inputs() -> None:
     assert count_task(frame=pd.DataFrame({"a": [1, 2, 3]}), extra=1) == 4
     local = fs.count_rows.run(pd.DataFrame({"a": [1, 2, 3]}), extra=1)
     assert local.cache_hit
+
+
+def test_edges_between_disagreeing_types_travel_as_refs_and_type_check() -> None:
+    """An unannotated output feeding an int parameter, an int feeding a float: Flyte's compiler compares
+    literal types exactly, so such edges become ArtifactRef on both ends (the runner gets a ref anyway)."""
+    local = fs.loosely_typed.run(n=2)
+    wf = fs.loosely_typed.to_flyte_workflow()
+    assert tuple(wf(n=2)) == tuple(local.outputs) == (3.5, "7", 8)
+    (run,) = _flyte_runs()
+    assert all(sr["cache_hit"] for sr in _final_steps(run["id"]).values())
+
+    def wire(lt) -> bytes:
+        idl = lt.to_flyte_idl()
+        for name in ("metadata", "structure", "annotation"):
+            idl.ClearField(name)
+        return idl.SerializeToString(deterministic=True)
+
+    from isthmus.pipeline import OutputHandle, Param
+
+    graph = fs.loosely_typed.compile(n=Param("n"))
+    tasks = wf.isthmus_tasks
+    for inv, node in graph.nodes.items():
+        for arg, handle in node.arguments.items():
+            if isinstance(handle, OutputHandle):
+                up = tasks[handle.invocation].interface.outputs[handle.output].type
+                down = tasks[inv].interface.inputs[arg].type
+                assert wire(up) == wire(down), (handle, inv, arg)
+    assert tasks["halve"].python_interface.inputs["x"] is ArtifactRef
+    assert tasks["plus_one_2"].python_interface.outputs["output"] is int  # its output feeds nothing else

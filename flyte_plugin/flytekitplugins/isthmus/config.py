@@ -22,11 +22,15 @@ class Isthmus:
       ``Pipeline.to_flyte_workflow()`` so a step called twice keeps both invocations apart.
     - ``tolerations``: Kubernetes tolerations (dicts with key/operator/value/effect, or
       ``V1Toleration``) added to the task's pod template, next to ``Resources(node_selector=...)``.
+    - ``ref_inputs`` / ``ref_outputs``: inputs and outputs passed as ``ArtifactRef`` although their type
+      is small; ``to_flyte_workflow`` sets them where connected steps disagree on a type.
     """
 
     pipeline: str | None = None
     invocation: str | None = None
     tolerations: list[Any] = field(default_factory=list)
+    ref_inputs: tuple[str, ...] = ()
+    ref_outputs: tuple[str, ...] = ()
 
     def to_options(self) -> dict[str, Any]:
         """What a container needs to rebuild the task (JSON)."""
@@ -35,4 +39,8 @@ class Isthmus:
             out["pipeline"] = self.pipeline
         if self.invocation:
             out["invocation"] = self.invocation
+        if self.ref_inputs:
+            out["ref_inputs"] = sorted(self.ref_inputs)
+        if self.ref_outputs:
+            out["ref_outputs"] = sorted(self.ref_outputs)
         return out

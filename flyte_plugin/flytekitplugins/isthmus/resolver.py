@@ -69,7 +69,12 @@ class IsthmusTaskResolver(TrackedInstance, TaskResolverMixin):
             from isthmus.step import load_step
 
             step = load_step(fields["step"])
-            config = Isthmus(pipeline=options.get("pipeline"), invocation=options.get("invocation"))
+            config = Isthmus(
+                pipeline=options.get("pipeline"),
+                invocation=options.get("invocation"),
+                ref_inputs=tuple(options.get("ref_inputs", ())),
+                ref_outputs=tuple(options.get("ref_outputs", ())),
+            )
             return isthmus_task(
                 step,
                 name=options.get("name"),

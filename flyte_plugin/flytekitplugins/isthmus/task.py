@@ -92,8 +92,15 @@ def _type_hints(fn: Any) -> dict[str, Any]:
         return {k: v for k, v in getattr(fn, "__annotations__", {}).items() if not isinstance(v, str)}
 
 
-def step_interface(step: Step[Any, Any]) -> Interface:
-    """The Flyte interface of a step: small values as themselves, everything else as ArtifactRef."""
+def step_interface(
+    step: Step[Any, Any], ref_inputs: typing.Collection[str] = (), ref_outputs: typing.Collection[str] = ()
+) -> Interface:
+    """The Flyte interface of a step: small values as themselves, everything else as ArtifactRef.
+
+    ``ref_inputs``/``ref_outputs`` name inputs and outputs that travel as ArtifactRef even though their
+    type is small (set by ``to_flyte_workflow`` where two connected steps disagree on a type, so the edge
+    still type-checks in Flyte's compiler).
+    """
     hints = _type_hints(step.fn)
     inputs: dict[str, Any] = {}
     for name, param in step.signature.parameters.items():
@@ -104,8 +111,8 @@ def step_interface(step: Step[Any, Any]) -> Interface:
                 f"step {step.name!r}: *args/**kwargs parameters cannot become Flyte task inputs; name each parameter"
             )
         annotation = hints.get(name, inspect.Parameter.empty)
-        tp = flyte_type_for(annotation, param.default)
-        if param.default is inspect.Parameter.empty:
+        tp = flyte_type_for(annotation if name not in ref_inputs else object, param.default)
+        if param.default is inspect.Parameter.empty or (name in ref_inputs and param.default is not None):
             inputs[name] = tp
         else:
             inputs[name] = (tp, param.default)
@@ -120,7 +127,7 @@ def step_interface(step: Step[Any, Any]) -> Interface:
         out_types = list(typing.get_args(ret))
     else:
         out_types = [inspect.Parameter.empty] * len(names)
-    outputs = {n: flyte_type_for(t) for n, t in zip(names, out_types, strict=True)}
+    outputs = {n: flyte_type_for(t if n not in ref_outputs else object) for n, t in zip(names, out_types, strict=True)}
     tuple_name = None
     if len(names) > 1:
         nt = step.output_namedtuple
@@ -163,7 +170,7 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
 
         config = task_config if task_config is not None else Isthmus()
         step = as_step(task_function.step if isinstance(task_function, IsthmusTask) else task_function)
-        interface = step_interface(step)
+        interface = step_interface(step, config.ref_inputs, config.ref_outputs)
         if kwargs.get("task_resolver") is None:
             kwargs["task_resolver"] = isthmus_task_resolver
         given = {k: kwargs.get(k) for k in _RESOURCE_KWARGS}

@@ -106,6 +106,58 @@ def _plan(pipeline: Any, name: str | None) -> _Plan:
     return _Plan(pipeline, wf_name, graph, params, handles, shape, fields, sinks)
 
 
+def _literal_key(lt: Any) -> bytes:
+    """A literal type without metadata, structure and annotation (what Flyte's compiler compares)."""
+    idl = lt.to_flyte_idl()
+    for name in ("metadata", "structure", "annotation"):
+        idl.ClearField(name)
+    return idl.SerializeToString(deterministic=True)
+
+
+def _castable(upstream: Any, downstream: Any) -> bool:
+    """Whether Flyte's compiler accepts an ``upstream`` output bound to a ``downstream`` input."""
+    from flytekit.core.type_engine import TypeEngine
+
+    up, down = TypeEngine.to_literal_type(upstream), TypeEngine.to_literal_type(downstream)
+    key = _literal_key(up)
+    if key == _literal_key(down):
+        return True
+    return down.union_type is not None and any(_literal_key(v) == key for v in down.union_type.variants)
+
+
+def _wire_types(plan: _Plan) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Per invocation, the inputs and outputs that must travel as ArtifactRef so that every edge of the
+    pipeline type-checks in Flyte (e.g. an unannotated output feeding an ``int`` parameter, or an ``int``
+    output feeding a ``float`` one). Locally the runner gets the same ref either way."""
+    from flytekitplugins.isthmus.task import step_interface
+    from isthmus.pipeline import OutputHandle
+
+    natural = {inv: step_interface(node.step) for inv, node in plan.graph.nodes.items()}
+    ref_in: dict[str, set[str]] = {inv: set() for inv in natural}
+    ref_out: dict[str, set[str]] = {inv: set() for inv in natural}
+    edges = [
+        (h.invocation, h.output, inv, arg)
+        for inv, node in plan.graph.nodes.items()
+        for arg, h in node.arguments.items()
+        if isinstance(h, OutputHandle)
+    ]
+    changed = True
+    while changed:
+        changed = False
+        for up_inv, out, inv, arg in edges:
+            up = object if out in ref_out[up_inv] else natural[up_inv].outputs[out]
+            down = natural[inv].inputs[arg] if arg not in ref_in[inv] else object
+            if up is object and down is object:
+                continue
+            up_t = flyte_type_for(up) if up is object else up
+            down_t = flyte_type_for(down) if down is object else down
+            if not _castable(up_t, down_t):
+                changed |= out not in ref_out[up_inv] or arg not in ref_in[inv]
+                ref_out[up_inv].add(out)
+                ref_in[inv].add(arg)
+    return {inv: (tuple(sorted(ref_in[inv])), tuple(sorted(ref_out[inv]))) for inv in natural}
+
+
 def _pipeline_path(pipeline: Any) -> str:
     from isthmus.errors import NotImportableError
 
@@ -280,12 +332,14 @@ def pipeline_to_workflow(
     """
     ensure_registered()
     plan = _plan(pipeline, name)
+    wiring = _wire_types(plan)
     tasks: dict[str, IsthmusTask] = {}
     for inv, node in plan.graph.nodes.items():
+        ref_inputs, ref_outputs = wiring[inv]
         tasks[inv] = isthmus_task(
             node.step,
             name=f"{plan.name}.{inv}",
-            task_config=Isthmus(pipeline=pipeline.name, invocation=inv),
+            task_config=Isthmus(pipeline=pipeline.name, invocation=inv, ref_inputs=ref_inputs, ref_outputs=ref_outputs),
             enable_deck=enable_deck,
             cache=cache,
             **task_kwargs,
