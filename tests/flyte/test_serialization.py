@@ -158,3 +158,14 @@ def test_pipeline_parameters_need_a_type() -> None:
 
     with pytest.raises(StepDefinitionError, match="needs a type annotation"):
         untyped.to_flyte_workflow()
+
+
+def test_pipeline_parameter_and_step_input_must_agree() -> None:
+    from isthmus import pipeline
+
+    @pipeline
+    def mismatched(n: int = 3):
+        return fs.halve(n)
+
+    with pytest.raises(StepDefinitionError, match=r"parameter 'n' \(int\) is passed to step 'halve' as 'x'"):
+        mismatched.to_flyte_workflow()

@@ -158,6 +158,29 @@ def _wire_types(plan: _Plan) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]
     return {inv: (tuple(sorted(ref_in[inv])), tuple(sorted(ref_out[inv]))) for inv in natural}
 
 
+def _check_parameter_edges(plan: _Plan, tasks: dict[str, IsthmusTask]) -> None:
+    """A pipeline parameter must have a type its steps' inputs accept (Flyte's compiler compares them)."""
+    from isthmus.errors import StepDefinitionError
+    from isthmus.pipeline import Param
+
+    for inv, node in plan.graph.nodes.items():
+        for arg, value in node.arguments.items():
+            if not isinstance(value, Param):
+                continue
+            param_type = plan.params[value.name][0]
+            input_type = tasks[inv].python_interface.inputs[arg]
+            if not _castable(param_type, input_type):
+                raise StepDefinitionError(
+                    f"pipeline {plan.pipeline.name!r}: parameter {value.name!r} ({_type_name(param_type)}) is passed "
+                    f"to step {node.step.name!r} as {arg!r}, which takes {_type_name(input_type)}; a Flyte workflow "
+                    "needs them to match: annotate both with the same type"
+                )
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp)
+
+
 def _pipeline_path(pipeline: Any) -> str:
     from isthmus.errors import NotImportableError
 
@@ -344,6 +367,7 @@ def pipeline_to_workflow(
             cache=cache,
             **task_kwargs,
         )
+    _check_parameter_edges(plan, tasks)
     finish = _finish_task(plan, tasks)
     failure = _failure_task(plan)
     from flytekit.core.docstring import Docstring
