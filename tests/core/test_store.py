@@ -611,3 +611,10 @@ def test_ensure_pipeline_run_is_idempotent(metadata_store: MetadataStore) -> Non
     assert metadata_store.ensure_pipeline_run(row) is True
     assert metadata_store.ensure_pipeline_run(row) is False
     assert metadata_store.get_run(run_id)["context"] == {"dag_id": "my_dag"}
+
+
+def test_finish_pipeline_run_can_record_params_redacted(metadata_store: MetadataStore) -> None:
+    metadata_store.ensure_pipeline_run({"id": "p-1", "pipeline": "flow", "orchestrator": "flyte"})
+    metadata_store.finish_pipeline_run("p-1", "COMPLETED", params={"n": 3, "api_token": "abc123secret"})
+    run = metadata_store.get_run("p-1")
+    assert run["status"] == "COMPLETED" and run["params"] == {"n": 3, "api_token": "***"}

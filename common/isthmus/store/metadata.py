@@ -217,8 +217,24 @@ class MetadataStore:
         stmt = self._insert_ignore(s.pipeline_runs, ["id"]).returning(s.pipeline_runs.c.id)
         return bool(self._run_write(lambda c: c.execute(stmt, row).first() is not None))
 
-    def finish_pipeline_run(self, run_id: str, status: str, *, outputs: Any = None, error: str | None = None) -> None:
-        values = {"status": status, "outputs": outputs, "error": error, "ended_at": utcnow()}
+    def finish_pipeline_run(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        outputs: Any = None,
+        error: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        """Set the final status (and outputs, error; ``params`` when the creator did not know them).
+        Parameters are stored redacted."""
+        values: dict[str, Any] = {"status": status, "outputs": outputs, "error": error, "ended_at": utcnow()}
+        if params is not None:
+            import json
+
+            from isthmus.redaction import redact_params
+
+            values["params"] = redact_params(json.loads(json.dumps(params, default=repr)))
         self._run_write(
             lambda c: c.execute(update(s.pipeline_runs).where(s.pipeline_runs.c.id == run_id).values(**values))
         )

@@ -185,21 +185,6 @@ def ensure_pipeline_run(runner: Any, run: FlyteRun, code: Any) -> None:
     _ensured[memo] = None
 
 
-def set_pipeline_params(store: Any, run_id: str, params: dict[str, Any]) -> None:
-    """Record the pipeline parameters on a pipeline run created by a task that did not know them.
-
-    Workaround until the core's ``finish_pipeline_run`` (or ``ensure_pipeline_run``) can set them.
-    """
-    from sqlalchemy import update
-
-    from isthmus.redaction import redact_params
-    from isthmus.store import schema as s
-
-    safe = redact_params(json.loads(json.dumps(params, default=repr)))
-    stmt = update(s.pipeline_runs).where(s.pipeline_runs.c.id == run_id).values(params=safe)
-    store._run_write(lambda c: c.execute(stmt))
-
-
 def finish_pipeline_run(
     runner: Any,
     run_id: str,
@@ -211,9 +196,7 @@ def finish_pipeline_run(
 ) -> None:
     """Finish a pipeline run and emit its lineage end."""
     store = runner.metadata
-    if params is not None:
-        set_pipeline_params(store, run_id, params)
-    store.finish_pipeline_run(run_id, status, outputs=outputs, error=error)
+    store.finish_pipeline_run(run_id, status, outputs=outputs, error=error, params=params)
     try:
         record = store.get_run(run_id)
     except Exception:
