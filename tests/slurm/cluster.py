@@ -90,6 +90,7 @@ class SlurmCluster:
     partitions: tuple[str, ...] = PARTITIONS
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _stopped: bool = False
+    _watchdog: subprocess.Popen[bytes] | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -143,6 +144,45 @@ class SlurmCluster:
                 proc.kill()
                 proc.wait(timeout=5)
         shutil.rmtree(self.base, ignore_errors=True)
+        if self._watchdog is not None:  # nothing left for it to do (a forked child may hold its pipe open)
+            self._watchdog.kill()
+            self._watchdog.wait(timeout=10)
+
+    def start_watchdog(self) -> None:
+        """A helper process that stops this cluster's daemons if the test process dies without
+        stopping them (killed by a timeout, SIGKILL): it waits for its stdin pipe to close."""
+        pids = [str(p.pid) for p in self.procs.values()]
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(self.base), *pids],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+        )
+
+
+_WATCHDOG = """
+import os, shutil, signal, sys, time
+sys.stdin.buffer.read()  # returns when the test process is gone (or stop() closed the pipe)
+base, pids = sys.argv[1], [int(p) for p in sys.argv[2:]]
+def ours(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return base.encode() in fh.read()
+    except OSError:
+        return False
+alive = [p for p in pids if ours(p)]
+for p in alive:
+    try: os.kill(p, signal.SIGTERM)
+    except OSError: pass
+deadline = time.monotonic() + 15
+while time.monotonic() < deadline and any(ours(p) for p in alive):
+    time.sleep(0.2)
+for p in alive:
+    if ours(p):
+        try: os.kill(p, signal.SIGKILL)
+        except OSError: pass
+if alive:
+    shutil.rmtree(base, ignore_errors=True)
+"""
 
 
 def _write_config(base: Path) -> tuple[Path, dict[str, int]]:
@@ -283,13 +323,31 @@ def start_cluster() -> tuple[SlurmCluster | None, str | None]:
         _spawn(
             cluster,
             "slurmrestd",
-            [BINARIES["slurmrestd"], "-a", "rest_auth/local", "-s", "openapi/v0.0.38", f"unix:{cluster.rest_socket}"],
+            [
+                BINARIES["slurmrestd"],
+                "-f",
+                str(conf),
+                "-a",
+                "rest_auth/local",
+                "-s",
+                "openapi/v0.0.38",
+                f"unix:{cluster.rest_socket}",
+            ],
             rest_env,
         )
         _spawn(
             cluster,
             "slurmrestd-jwt",
-            [BINARIES["slurmrestd"], "-a", "rest_auth/jwt", "-s", "openapi/v0.0.38", f"127.0.0.1:{ports['rest']}"],
+            [
+                BINARIES["slurmrestd"],
+                "-f",
+                str(conf),
+                "-a",
+                "rest_auth/jwt",
+                "-s",
+                "openapi/v0.0.38",
+                f"127.0.0.1:{ports['rest']}",
+            ],
             jwt_env,
         )
 
@@ -300,6 +358,7 @@ def start_cluster() -> tuple[SlurmCluster | None, str | None]:
                 return s.connect_ex(("127.0.0.1", ports["rest"])) == 0
 
         _wait("slurmrestd", rest_up, 20, cluster)
+        cluster.start_watchdog()
     except Exception as exc:
         logs = "\n".join(
             f"--- {n}.out\n{(base / f'{n}.out').read_text(errors='replace')[-1500:]}" for n in cluster.procs

@@ -40,6 +40,10 @@ _SUBMIT_HINTS = (
         "requested node configuration is not available",
         "no node can satisfy the request; lower cpu/memory/gpu or choose a partition with larger nodes",
     ),
+    (
+        "partition configuration not available",
+        "no node of the partition can satisfy the request; lower cpu/memory/gpu or choose another partition",
+    ),
     ("invalid generic resource", "the cluster has no such GRES; check gpu/gpu_type against 'sinfo -o %G'"),
     ("invalid account", "set an account you belong to (Resources(account=...) or the connection's default)"),
     ("invalid qos", "set a QOS your association allows"),

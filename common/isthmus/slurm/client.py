@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from isthmus.errors import IsthmusError
 from isthmus.slurm.spec import JobSpec
-from isthmus.slurm.states import JobStatus
+from isthmus.slurm.states import UNSATISFIABLE_REASONS, JobStatus
 
 log = logging.getLogger("isthmus.slurm")
 T = TypeVar("T")
@@ -161,6 +161,12 @@ class SlurmClient:
             else:
                 gone_since = None
             if status is not None:
+                hint = UNSATISFIABLE_REASONS.get(status.reason or "") if status.state == "PENDING" else None
+                if hint:
+                    await cancel_quietly(self, job_id)
+                    raise SlurmSubmitError(
+                        f"Slurm job {job_id} can never start ({status.reason}): {hint}; the job was cancelled"
+                    )
                 if status.state != last:
                     last = status.state
                     log.info("Slurm job %s: %s%s", job_id, status.state, f" ({status.reason})" if status.reason else "")

@@ -23,7 +23,7 @@ from isthmus.artifacts.refs import ArtifactRef
 from isthmus.context import RunContext
 from isthmus.errors import StepDefinitionError
 from isthmus.runner import StepResult, StepRunner, _json_param, _ref_list, default_runner
-from isthmus.slurm.client import SlurmClient, SlurmError, cancel_quietly
+from isthmus.slurm.client import SlurmClient, SlurmError, SlurmSubmitError, cancel_quietly
 from isthmus.slurm.spec import JobSpec, job_name_for
 from isthmus.slurm.states import JobStatus
 from isthmus.step import Step
@@ -303,7 +303,10 @@ class SlurmExecutor:
                     )
                     return self._with_id(job, found.job_id, adopted=True)
         await self.client.make_dirs(job.work_dir)
-        job_id = await self.client.submit(spec)
+        try:
+            job_id = await self.client.submit(spec)
+        except SlurmSubmitError as exc:
+            raise SlurmSubmitError(f"step {step.name!r}: {exc}") from None
         log.info("step %r: submitted Slurm job %s (%s) via %s", step.name, job_id, spec.name, self.client.backend)
         return self._with_id(job, job_id)
 
@@ -419,6 +422,8 @@ class SlurmExecutor:
             on_submit(job)
         try:
             status = await self.wait(job, timeout=timeout)
+        except SlurmSubmitError as exc:
+            raise SlurmSubmitError(f"step {step.name!r}: {exc} (requested {job.spec})") from None
         except BaseException:
             await asyncio.shield(cancel_quietly(self.client, job.job_id))
             raise

@@ -61,6 +61,19 @@ _BUSY_FLAGS = (
     "SIGNALING",
     "STAGE_OUT",
 )
+# Pending reasons that mean the job can never start as submitted (the controller keeps it queued when
+# partition limits are not enforced at submission): the waiter cancels such a job and says why.
+UNSATISFIABLE_REASONS = {
+    "PartitionConfig": "no node of the partition has the requested cpus/memory/GPUs; lower the request or pick another partition",
+    "PartitionNodeLimit": "the job asks for more nodes than the partition allows",
+    "PartitionTimeLimit": "Resources(time_limit=...) exceeds the partition's MaxTime; lower it",
+    "BadConstraints": "no node has the requested features (constraint); check 'sinfo -o %f'",
+    "InvalidAccount": "the account does not exist or is not yours; set another account",
+    "InvalidQOS": "the QOS does not exist or is not allowed; set another qos",
+    "AccountNotAllowed": "the partition does not allow this account",
+    "QOSNotAllowed": "the partition does not allow this QOS",
+    "DependencyNeverSatisfied": "a job it depends on failed",
+}
 # Compact codes (squeue %t, sacct) to names.
 _CODES = {
     "PD": "PENDING",

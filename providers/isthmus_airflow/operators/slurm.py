@@ -204,8 +204,8 @@ class SlurmStepOperator(StepOperator):
         if event.get("status") != "done":
             self._cancel_job()
             raise RuntimeError(
-                f"step {self.step.name!r}: lost track of Slurm job {job.job_id} ({event.get('message')}); "
-                "the job was cancelled; check the slurm connection and retry"
+                f"step {self.step.name!r}: waiting for Slurm job {job.job_id} failed: {event.get('message')}; "
+                "the job was cancelled (check the slurm connection, then retry)"
             )
         runner = IsthmusHook(self.isthmus_conn_id).get_conn()
         return self._finish(context, runner, job, JobStatus.from_dict(event["final"]))
