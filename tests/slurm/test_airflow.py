@@ -49,7 +49,9 @@ with DAG(dag_id="{dag_id}", schedule=None) as dag:
 """
 
 
-def test_operator_deferred_then_cache_hits_without_a_job(backend: str, slurm_conns, slurm_cluster, job_home: Path):
+def test_operator_deferred_then_cache_hits_without_a_job(
+    backend: str, slurm_conns, slurm_cluster, job_home: Path, capfd: pytest.CaptureFixture
+):
     dag_id = f"slurm_square_{backend}"
     path = put_dag(dag_id, DAG_SOURCE.format(dag_id=dag_id, x=6, conn=slurm_conns[backend]))
     dag = load_dag(path, dag_id)
@@ -59,6 +61,9 @@ def test_operator_deferred_then_cache_hits_without_a_job(backend: str, slurm_con
     dr = dag.test()
     assert dr.state == "success"
     runs = _steps_of(dag_id, dr.run_id)
+    # the job's own log is copied into the task log
+    out = "".join(capfd.readouterr())
+    assert "isthmus: step square in Slurm job" in out and "--- Slurm job" in out, out[-3000:]
     assert set(runs) == {"square", "add", "gpu_env"}
     square = runs["square"]
     assert square["status"] == "COMPLETED" and not square["cache_hit"]
