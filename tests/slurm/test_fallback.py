@@ -48,3 +48,28 @@ def test_no_accounting_here_and_forgotten_jobs_settle_by_manifest(client, job_ho
 
     with pytest.raises(SlurmStepFailed, match="LOST"):
         asyncio.run(ex.collect("square", lost_job, status))
+
+
+def test_a_retry_follows_the_job_it_already_submitted(client, job_home: Path):
+    """The same task (same run context and inputs; another try number) finds its queued/running job
+    instead of submitting a second one."""
+    ex = SlurmExecutor(client, default_runner(), poll_interval=0.2)
+    args = {"seconds": 60}
+    first_try = RunContext(
+        orchestrator="airflow", pipeline_run_id="p", invocation="t", attempt=1, native={"try_number": 1}
+    )
+    retry = RunContext(orchestrator="airflow", pipeline_run_id="p", invocation="t", attempt=2, native={"try_number": 2})
+
+    async def go():
+        key = default_runner().cache_key(steps.sleepy, args, first_try)
+        job = await ex.submit(steps.sleepy, {}, args, first_try, cache_key=key)
+        again = await ex.submit(steps.sleepy, {}, args, retry, cache_key=key)
+        await client.cancel(job.job_id)
+        await ex.wait(job, timeout=60)
+        after_failure = await ex.submit(steps.sleepy, {}, args, retry, cache_key=key)  # a cancelled job is not followed
+        await client.cancel(after_failure.job_id)
+        return job, again, after_failure
+
+    job, again, after_failure = asyncio.run(go())
+    assert again.adopted and again.job_id == job.job_id and again.manifest == job.manifest
+    assert not after_failure.adopted and after_failure.job_id != job.job_id
