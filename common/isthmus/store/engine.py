@@ -32,9 +32,9 @@ def make_engine(url: str) -> Engine:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=60000")
+        _enable_wal(cur)
+        cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
@@ -49,6 +49,25 @@ def make_engine(url: str) -> Engine:
         )
 
     return engine
+
+
+def _enable_wal(cur: Any) -> None:
+    """Switch the database to WAL once (the mode is stored in the file). Several processes opening a new
+    database at once race for this; switching can report "locked" without waiting, so retry."""
+    import sqlite3
+
+    delay = 0.01
+    for attempt in range(200):
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() and "busy" not in str(exc).lower() or attempt == 199:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
 
 def retry_locked(fn: Callable[[], T], *, attempts: int = 20) -> T:
