@@ -27,7 +27,9 @@ def _restore_environ():
 def file_events(home: Path) -> list[dict[str, Any]]:
     hook = lineage.get_lineage_hook()
     if not hasattr(hook, "flush"):
-        pytest.skip("no OpenLineage emitter here (openlineage-python missing or lineage turned off)")
+        from tests.conftest import skip_or_fail
+
+        skip_or_fail("no OpenLineage emitter here (openlineage-python missing or lineage turned off)")
     hook.flush(10)
     path = home / "lineage" / "events.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
