@@ -18,6 +18,9 @@ class LineageHook(Protocol):
     def on_step_end(self, step_run: dict[str, Any]) -> None: ...
 
 
+# Optional hook method: ``on_step_waiting(step_run)`` (OTHER while e.g. a Slurm job is pending).
+
+
 class NoopLineage:
     """Records nothing."""
 
@@ -87,7 +90,10 @@ def emit(event: str, payload: dict[str, Any]) -> None:
     """Call ``hook.<event>(payload)``; a failure is logged once and never propagates."""
     global _warned
     try:
-        getattr(get_lineage_hook(), event)(payload)
+        method = getattr(get_lineage_hook(), event, None)
+        if method is None:  # an optional event this hook does not take
+            return
+        method(payload)
     except Exception as exc:  # lineage must never fail a step
         if not _warned:
             _warned = True

@@ -22,6 +22,7 @@ from typing import Any
 
 from isthmus.context import RUN_NAMESPACE
 from isthmus.lineage_facets import datasets, environment_facet_dict, resources_facet_dict, run_facets
+from isthmus.lineage_parent import NAMESPACE_KEY, PARENT_KEY, ROOT_KEY
 
 log = logging.getLogger("isthmus.lineage")
 
@@ -108,14 +109,33 @@ class OpenLineageEmitter:
 
     @staticmethod
     def _wanted(step_run: dict[str, Any]) -> bool:
-        if step_run.get("orchestrator") in _EMITTED_ELSEWHERE:
+        # A run handed a parent (a Slurm job an Airflow task started) is a run of its own: emitted here.
+        if step_run.get("orchestrator") in _EMITTED_ELSEWHERE and not _external_parent(step_run):
             return False
         step = _step_object(step_run)
         return step is None or getattr(step, "enable_lineage", True)
 
     def on_step_waiting(self, step_run: dict[str, Any]) -> None:
         """OTHER: the step is waiting (e.g. its Slurm job is pending)."""
-        self._submit(self._step_event, step_run, "OTHER")
+        if self._wanted(step_run):
+            self._submit(self._step_event, step_run, "OTHER")
+
+    def emit_now(self, event: str, payload: dict[str, Any]) -> bool:
+        """Build and send one event in this thread (``event``: a hook method name); True if sent.
+        For callers without a thread to spare, e.g. an Airflow trigger (run it in a worker thread)."""
+        event_types = {"on_step_waiting": "OTHER", "on_step_start": "START"}
+        if event not in event_types or not self._wanted(payload):
+            return False
+        try:
+            if self._client is None:
+                self._client = make_client()
+            self._client.emit(self._step_event(dict(payload), event_types[event]))
+            self.sent += 1
+            return True
+        except Exception as exc:  # lineage never fails the caller
+            self.failed += 1
+            self._warn(f"sending an OpenLineage event failed ({type(exc).__name__}: {exc})")
+            return False
 
     # -- queueing --------------------------------------------------------------------------------
     def _submit(self, build: Any, payload: dict[str, Any], event_type: str) -> None:
@@ -203,6 +223,7 @@ class OpenLineageEmitter:
         from openlineage.client.facet_v2 import error_message_run, job_type_job, parent_run
 
         ctx = step_run.get("context") or {}
+        native = ctx.get("native") or {}
         orchestrator = step_run.get("orchestrator") or ctx.get("orchestrator") or "local"
         pipeline = ctx.get("pipeline_name")
         job_name = f"{pipeline}.{step_run.get('invocation')}" if pipeline else str(step_run.get("step_name"))
@@ -210,17 +231,33 @@ class OpenLineageEmitter:
         facets.update(run_facets(step_run))
         facets["isthmus_environment"] = _custom("environment", environment_facet_dict(step_run))
         facets["isthmus_resources"] = _custom("resources", resources_facet_dict(step_run))
-        if step_run.get("pipeline_run_id") and pipeline:
+        if step_run.get("slurm"):
+            from isthmus.slurm.lineage import FACET_KEY, slurm_run_facet
+
+            slurm = step_run["slurm"]
+            facets[FACET_KEY] = slurm_run_facet(slurm.get("job") or {}, slurm.get("status"))
+        job_namespace = str(native.get(NAMESPACE_KEY) or namespace())
+        external = _external_parent(step_run)
+        parent = None
+        if external:
+            if external["job_name"] == job_name and external["namespace"] == job_namespace:
+                job_name += ".slurm" if native.get("slurm_job_id") or step_run.get("slurm") else ".run"
+            parent = parent_run.ParentRunFacet(
+                run=parent_run.Run(runId=external["run_id"]),
+                job=parent_run.Job(namespace=external["namespace"], name=external["job_name"]),
+            )
+        elif step_run.get("pipeline_run_id") and pipeline:
             parent = parent_run.ParentRunFacet(
                 run=parent_run.Run(runId=str(step_run["pipeline_run_id"])),
                 job=parent_run.Job(namespace=namespace(), name=str(pipeline)),
             )
-            root = (ctx.get("native") or {}).get("openlineage_root")
-            if isinstance(root, dict) and root.get("run_id") and root.get("job_name"):
-                parent.root = parent_run.Root(
-                    run=parent_run.RootRun(runId=str(root["run_id"])),
-                    job=parent_run.RootJob(namespace=root.get("namespace") or namespace(), name=str(root["job_name"])),
-                )
+        root = native.get(ROOT_KEY)
+        if parent is not None and isinstance(root, dict) and root.get("run_id") and root.get("job_name"):
+            parent.root = parent_run.Root(
+                run=parent_run.RootRun(runId=str(root["run_id"])),
+                job=parent_run.RootJob(namespace=root.get("namespace") or namespace(), name=str(root["job_name"])),
+            )
+        if parent is not None:
             facets["parent"] = parent
         if event_type == "FAIL" and step_run.get("error"):
             facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
@@ -242,11 +279,18 @@ class OpenLineageEmitter:
             eventType=RunState[event_type],
             eventTime=dt.datetime.now(dt.timezone.utc).isoformat(),
             run=Run(runId=step_run_uuid(step_run), facets=facets),
-            job=Job(namespace=namespace(), name=job_name, facets=job_facets),
+            job=Job(namespace=job_namespace, name=job_name, facets=job_facets),
             inputs=inputs,
             outputs=outputs,
             producer=PRODUCER,
         )
+
+
+def _external_parent(step_run: dict[str, Any]) -> dict[str, Any] | None:
+    """The parent run handed to this run from outside (``OPENLINEAGE_PARENT_ID``), if any."""
+    native = (step_run.get("context") or {}).get("native") or {}
+    parent = native.get(PARENT_KEY)
+    return parent if isinstance(parent, dict) and parent.get("run_id") and parent.get("job_name") else None
 
 
 def _custom(kind: str, fields: dict[str, Any]) -> Any:

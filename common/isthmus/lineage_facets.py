@@ -68,7 +68,7 @@ def environment_facet_dict(step_run: dict[str, Any]) -> dict[str, Any]:
 def resources_facet_dict(step_run: dict[str, Any]) -> dict[str, Any]:
     """The ``isthmus_resources`` facet: the requested resources and the Slurm job id when there is one."""
     native = (step_run.get("context") or {}).get("native") or {}
-    job_id = native.get("slurm_job_id")
+    job_id = native.get("slurm_job_id") or ((step_run.get("slurm") or {}).get("job") or {}).get("job_id")
     return {"requested": dict(step_run.get("resources") or {}), "slurmJobId": str(job_id) if job_id else None}
 
 

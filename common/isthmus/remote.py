@@ -23,6 +23,7 @@ from isthmus.artifacts.refs import ArtifactRef
 from isthmus.config import get_settings
 from isthmus.context import RunContext
 from isthmus.errors import IsthmusError, StepFailed
+from isthmus.lineage_parent import parents_from_env
 from isthmus.runner import StepRunner
 from isthmus.step import load_step
 from isthmus.store import schema as s
@@ -99,6 +100,8 @@ def run_remote(
 ) -> dict[str, Any]:
     """Run one step by import path and write its manifest; returns the manifest."""
     ctx = context or RunContext(orchestrator="remote")
+    for key, value in parents_from_env().items():  # OPENLINEAGE_PARENT_ID from whoever started this job
+        ctx.native.setdefault(key, value)
     manifest_path = manifest_path or default_manifest_path(ctx)
     arguments: dict[str, Any] = dict(params or {})
     for name, value in (inputs or {}).items():

@@ -17,12 +17,13 @@ def _load() -> tuple[Any, dict[str, str], str]:
     from referencing import Registry, Resource
 
     from isthmus.lineage_facets import SCHEMA_FILES, schema
+    from isthmus.slurm.lineage import slurm_facet_schema
 
     schemas = [
         json.loads(p.read_text())
         for p in [SPEC_DIR / "OpenLineage.json", *sorted((SPEC_DIR / "facets").glob("*.json"))]
     ]
-    custom = [schema(key) for key in SCHEMA_FILES]
+    custom = [schema(key) for key in SCHEMA_FILES] + [slurm_facet_schema()]
     registry = Registry().with_resources([(s["$id"], Resource.from_contents(s)) for s in [*schemas, *custom]])
     facet_files: dict[str, str] = {}
     for s in [*schemas[1:], *custom]:

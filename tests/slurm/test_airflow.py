@@ -235,3 +235,56 @@ def _eventually(check, timeout: float = 30) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+TREE_SOURCE = """
+from airflow.sdk import DAG, task
+from tests.slurm import steps
+
+with DAG(dag_id="{dag_id}", schedule=None) as dag:
+    task.isthmus(steps.square, executor="slurm", task_id="square", slurm_conn_id="{conn}", poll_interval=0.2,
+                 extra_options=["--begin=now+3"])(x=9)
+"""
+
+
+def test_taskflow_executor_slurm_three_level_lineage(slurm_conns, job_home: Path):
+    """DAG run -> task run (the OpenLineage provider) -> the Slurm job's run (isthmus, inside the job):
+    the job gets the task's run as OPENLINEAGE_PARENT_ID and the DAG run as its root, and sends its
+    events through the provider's transport; the trigger sends OTHER while the job is pending."""
+    from tests.lineage import schemas
+
+    dag_id = "slurm_lineage_tree"
+    path = put_dag(dag_id, TREE_SOURCE.format(dag_id=dag_id, conn=slurm_conns["cli"]))
+    before = len(lineage_events())
+    dr = load_dag(path, dag_id).test()
+    assert dr.state == "success"
+    run = _steps_of(dag_id, dr.run_id)["square"]
+    assert run["status"] == "COMPLETED" and run["context"]["native"]["slurm_job_id"]
+    assert default_runner().artifacts.load(_ref(run)) == 81
+
+    events = lineage_events()[before:]
+    task_events = [e for e in events if e["job"]["name"] == f"{dag_id}.square"]
+    task_runs = {e["run"]["runId"] for e in task_events}
+    # the provider's task events name their DAG run as parent (its own DAG events may come later)
+    dag_runs = {e["run"]["facets"]["parent"]["run"]["runId"] for e in task_events}
+    job_events = [e for e in events if e["job"]["name"] == f"{dag_id}.square.slurm"]
+    assert len(dag_runs) == 1 and len(task_runs) == 1, [(e["eventType"], e["job"]["name"]) for e in events]
+    kinds = [e["eventType"] for e in job_events]
+    assert "OTHER" in kinds and kinds[-2:] == ["START", "COMPLETE"], kinds
+    assert kinds.index("OTHER") < kinds.index("START")
+    assert len({e["run"]["runId"] for e in job_events}) == 1
+    for event in job_events:
+        assert event["job"]["namespace"] == "isthmus-tests"
+        parent = event["run"]["facets"]["parent"]
+        assert parent["run"]["runId"] in task_runs and parent["job"]["name"] == f"{dag_id}.square"
+        assert parent["root"]["run"]["runId"] in dag_runs and parent["root"]["job"]["name"] == dag_id
+        if schemas.available():
+            schemas.validate_event(event)
+    assert job_events[-1]["run"]["facets"]["isthmus_step"]["stepRunId"] == run["id"]
+
+
+def test_taskflow_rejects_an_unknown_executor():
+    from airflow.sdk import task
+
+    with pytest.raises(ValueError, match="executor='k8s' is not one of 'local', 'slurm'"):
+        task.isthmus(steps.square, executor="k8s")

@@ -17,6 +17,8 @@ from isthmus.slurm.client import (
     SlurmSubmitError,
     SlurmUnavailable,
     log,
+    remove_local_file,
+    write_local_file,
 )
 from isthmus.slurm.spec import JobSpec
 from isthmus.slurm.states import JobStatus, normalize_state
@@ -414,6 +416,24 @@ class CliSlurmClient(SlurmClient):
                 raise SlurmError(f"mkdir -p {path} on {self.host} failed: {err.strip()}")
             return
         os.makedirs(path, exist_ok=True)
+
+    async def write_file(self, path: str, text: str, mode: int = 0o600) -> None:
+        if not self.host:
+            write_local_file(path, text, mode)
+            return
+        # umask first, so the file is never readable by others on the login node.
+        script = f'umask 077 && cat > "$1.tmp" && chmod {mode:o} "$1.tmp" && mv -f "$1.tmp" "$1"'
+        rc, _, err = await self._run(["sh", "-c", script, "sh", path], stdin=text)
+        if rc != 0:
+            raise SlurmError(f"writing {path} on {self.host} failed: {err.strip() or rc}")
+
+    async def remove_file(self, path: str) -> None:
+        if not self.host:
+            remove_local_file(path)
+            return
+        rc, _, err = await self._run(["rm", "-f", path])
+        if rc != 0:
+            raise SlurmError(f"rm -f {path} on {self.host} failed: {err.strip() or rc}")
 
     async def ping(self) -> dict[str, Any]:
         rc, out, err = await self._run(["scontrol", "ping"])

@@ -83,6 +83,14 @@ class SlurmClient:
         """Create a directory on the cluster's filesystem (job logs go there)."""
         raise NotImplementedError
 
+    async def write_file(self, path: str, text: str, mode: int = 0o600) -> None:
+        """Write a file on the cluster's filesystem, readable by the job's user only (by default)."""
+        raise NotImplementedError
+
+    async def remove_file(self, path: str) -> None:
+        """Remove a file on the cluster's filesystem (no error if it is gone)."""
+        raise NotImplementedError
+
     async def ping(self) -> dict[str, Any]:
         """Check that the controller answers; returns what it said (version, partitions, ...)."""
         raise NotImplementedError
@@ -216,3 +224,32 @@ async def cancel_quietly(client: SlurmClient, job_id: str | None) -> None:
         return
     with contextlib.suppress(Exception):
         await client.cancel(job_id)
+
+
+def write_local_file(path: str, text: str, mode: int = 0o600) -> None:
+    """Write ``text`` to ``path`` created with ``mode`` from the start (never readable by others, not
+    even for a moment), replacing any older file."""
+    import contextlib
+    import os
+
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)  # the umask may have taken bits away
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def remove_local_file(path: str) -> None:
+    import contextlib
+    import os
+
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

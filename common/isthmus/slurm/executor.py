@@ -24,14 +24,36 @@ from isthmus.context import RunContext
 from isthmus.errors import StepDefinitionError
 from isthmus.runner import StepResult, StepRunner, _json_param, _ref_list, default_runner
 from isthmus.slurm.client import SlurmClient, SlurmError, SlurmSubmitError, cancel_quietly
+from isthmus.slurm.lineage import emit_waiting
 from isthmus.slurm.spec import JobSpec, job_name_for
 from isthmus.slurm.states import JobStatus
 from isthmus.step import Step
 
 log = logging.getLogger("isthmus.slurm")
 RECORD_MODES = ("db", "manifest")
-# Passed on to the job when set here (the job records, caches and verifies like this process).
-_PASS_ENV = ("ISTHMUS_LEASE_TTL", "ISTHMUS_ENV_ALLOWLIST", "ISTHMUS_IMAGE", "OPENLINEAGE_URL", "OPENLINEAGE_CONFIG")
+# Passed on to the job when set here (the job records, caches, verifies and emits lineage like this
+# process). Every ``OPENLINEAGE__...`` variable (transport settings) is passed on too.
+_PASS_ENV = (
+    "ISTHMUS_LEASE_TTL",
+    "ISTHMUS_ENV_ALLOWLIST",
+    "ISTHMUS_IMAGE",
+    "ISTHMUS_LINEAGE",
+    "OPENLINEAGE_URL",
+    "OPENLINEAGE_API_KEY",
+    "OPENLINEAGE_ENDPOINT",
+    "OPENLINEAGE_CONFIG",
+    "OPENLINEAGE_NAMESPACE",
+    "OPENLINEAGE_DISABLED",
+)
+SECRET_ENV_FILE = "job.env"  # in the job directory, mode 0600: what must not be in the batch script
+
+
+def is_secret_env(name: str, value: str) -> bool:
+    """A variable that holds a credential: by its name, or a URL with a password or token in it."""
+    from isthmus.redaction import is_secret_name, redact_url
+
+    # OPENLINEAGE__TRANSPORT (JSON) and its parts may hold an API key under any name.
+    return name.startswith("OPENLINEAGE__TRANSPORT") or is_secret_name(name) or redact_url(value) != value
 
 
 class SlurmStepFailed(SlurmError):
@@ -82,6 +104,12 @@ class SubmittedJob:
     adopted: bool = False
     spec: dict[str, Any] = field(default_factory=dict)
     backend: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)  # the run context (for lineage while it waits)
+    inputs: dict[str, Any] = field(default_factory=dict)  # input artifact refs
+    cache_key: str | None = None
+    code_hash: str | None = None  # the step's fingerprints, for lineage while it waits
+    deps_hash: str | None = None
+    secret_env_file: str | None = None  # removed once the job is collected
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,7 +213,10 @@ class SlurmExecutor:
         return self.runner.lookup(step, self.arguments_for_runner(inputs, params), ctx)
 
     # -- the job -----------------------------------------------------------------------------------
-    def _job_env(self, step: Step[Any, Any]) -> dict[str, str]:
+    def _job_env(self, step: Step[Any, Any], ctx: RunContext) -> tuple[dict[str, str], dict[str, str]]:
+        """(variables exported by the batch script, credentials that go to a 0600 file it sources)."""
+        from isthmus.lineage_parent import PARENT_KEY, ROOT_KEY, env_for
+
         arts = self.runner.artifacts
         root = arts.root if arts.local else f"{arts.protocol}://{arts.root}"
         env = {
@@ -201,11 +232,13 @@ class SlurmExecutor:
             paths.append(existing)
         if paths:
             env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-        for name in _PASS_ENV:
-            if os.environ.get(name):
-                env[name] = os.environ[name]
+        for name, value in os.environ.items():
+            if value and (name in _PASS_ENV or name.startswith("OPENLINEAGE__")):
+                env[name] = value
+        env.update(env_for(ctx.native.get(PARENT_KEY), ctx.native.get(ROOT_KEY)))
         env.update(self.env)
-        return env
+        secret = {k: v for k, v in env.items() if is_secret_env(k, v)}
+        return {k: v for k, v in env.items() if k not in secret}, secret
 
     def build(
         self,
@@ -236,11 +269,18 @@ class SlurmExecutor:
             "--record",
             self.record,
         ]
-        env = self._job_env(step)
+        env, secret = self._job_env(step, ctx)
+        code_fp, deps_fp = self.runner.fingerprints(step)
+        secret_file = f"{work_dir}/{SECRET_ENV_FILE}" if secret else None
         lines = [
             "#!/bin/bash",
             f"# isthmus step {step.name} ({step.import_path}); written by isthmus.slurm",
             *[f"export {k}={shlex.quote(v)}" for k, v in env.items()],
+            *(
+                [f"set -a; . {shlex.quote(secret_file)}; set +a  # credentials: {', '.join(sorted(secret))}"]
+                if secret_file
+                else []
+            ),
             f'echo "isthmus: step {step.name} in Slurm job $SLURM_JOB_ID on $(hostname) (restart ${{SLURM_RESTART_COUNT:-0}})"',
             f'exec {shlex.join(command)} --manifest "{manifest_dir}/manifest-$SLURM_JOB_ID.json"',
         ]
@@ -276,6 +316,12 @@ class SlurmExecutor:
             record=self.record,
             spec=spec.to_dict(),
             backend=self.client.describe(),
+            context=json.loads(json.dumps(ctx.to_dict(), default=str)),
+            inputs=dict(inputs),
+            cache_key=cache_key,
+            code_hash=code_fp.hash,
+            deps_hash=deps_fp.hash,
+            secret_env_file=secret_file,
         )
         return spec, job
 
@@ -303,10 +349,17 @@ class SlurmExecutor:
                     )
                     return self._with_id(job, found.job_id, adopted=True)
         await self.client.make_dirs(job.work_dir)
+        if job.secret_env_file:
+            secret = self._job_env(step, ctx)[1]
+            text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in secret.items())
+            await self.client.write_file(job.secret_env_file, text, mode=0o600)
         try:
             job_id = await self.client.submit(spec)
-        except SlurmSubmitError as exc:
-            raise SlurmSubmitError(f"step {step.name!r}: {exc}") from None
+        except BaseException as exc:
+            await self.forget_secrets(job)
+            if isinstance(exc, SlurmSubmitError):
+                raise SlurmSubmitError(f"step {step.name!r}: {exc}") from None
+            raise
         log.info("step %r: submitted Slurm job %s (%s) via %s", step.name, job_id, spec.name, self.client.backend)
         return self._with_id(job, job_id)
 
@@ -324,6 +377,14 @@ class SlurmExecutor:
 
     async def read_manifest(self, job: SubmittedJob) -> dict[str, Any] | None:
         return await read_manifest(self.client, job)
+
+    async def forget_secrets(self, job: SubmittedJob) -> None:
+        """Remove the job's credentials file (once the job ended or was never submitted)."""
+        if job.secret_env_file:
+            try:
+                await self.client.remove_file(job.secret_env_file)
+            except Exception as exc:  # reported, never fatal: the file is the user's own and 0600
+                log.warning("could not remove %s: %s", job.secret_env_file, exc)
 
     async def wait(
         self, job: SubmittedJob, *, timeout: float | None = None, on_change: Callable[[JobStatus], Any] | None = None
@@ -346,6 +407,7 @@ class SlurmExecutor:
 
     async def collect(self, step_name: str, job: SubmittedJob, status: JobStatus) -> StepResult:
         """The step's result from the manifest of a finished job; raises :class:`SlurmStepFailed`."""
+        await self.forget_secrets(job)
         manifest = await self.read_manifest(job)
         if manifest is not None and manifest.get("records"):
             from isthmus.remote import ingest_manifest
@@ -421,11 +483,14 @@ class SlurmExecutor:
         if on_submit:
             on_submit(job)
         try:
-            status = await self.wait(job, timeout=timeout)
+            status = await self.wait(
+                job, timeout=timeout, on_change=lambda st: emit_waiting(job.to_dict(), st.to_dict())
+            )
         except SlurmSubmitError as exc:
             raise SlurmSubmitError(f"step {step.name!r}: {exc} (requested {job.spec})") from None
         except BaseException:
             await asyncio.shield(cancel_quietly(self.client, job.job_id))
+            await asyncio.shield(self.forget_secrets(job))
             raise
         return await self.collect(step.name, job, status)
 

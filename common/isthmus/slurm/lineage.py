@@ -32,6 +32,48 @@ def slurm_facet_dict(job: dict[str, Any], status: dict[str, Any] | None = None) 
     }
 
 
+def waiting_step_run(job: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """The step run a waiting job stands for, as the lineage emitter reads it: the same derived run id
+    (pipeline run, invocation, attempt) the job's own events carry, and the Slurm job as a facet."""
+    ctx = dict(job.get("context") or {})
+    return {
+        "pipeline_run_id": ctx.get("pipeline_run_id"),
+        "invocation": ctx.get("invocation") or job.get("step_name"),
+        "attempt": ctx.get("attempt") or 1,
+        "step_name": job.get("step_name"),
+        "step_path": job.get("step_path"),
+        "orchestrator": ctx.get("orchestrator"),
+        "status": "WAITING",
+        "inputs": dict(job.get("inputs") or {}),
+        "cache_key": job.get("cache_key"),
+        "code_hash": job.get("code_hash"),
+        "deps_hash": job.get("deps_hash"),
+        "resources": dict(job.get("spec") or {}),
+        "context": ctx,
+        "slurm": {"job": job, "status": status},
+    }
+
+
+def emit_waiting(job: dict[str, Any], status: dict[str, Any], client: Any | None = None) -> bool:
+    """Send OpenLineage OTHER for a step whose job is queued (or held, requeued, suspended); True if
+    the state is such a state. With an OpenLineage ``client`` (e.g. Airflow's) the event is sent
+    through it, in this thread; otherwise through the process's lineage hook. Never raises."""
+    from isthmus.slurm.states import WAITING
+
+    if status.get("state") not in WAITING:
+        return False
+    payload = waiting_step_run(job, status)
+    if client is not None:
+        from isthmus.lineage_emitter import OpenLineageEmitter
+
+        OpenLineageEmitter(client).emit_now("on_step_waiting", payload)
+    else:
+        from isthmus import lineage
+
+        lineage.emit("on_step_waiting", payload)
+    return True
+
+
 def slurm_facet_schema() -> dict[str, Any]:
     """The JSON schema shipped for the facet."""
     text = resources.files("isthmus.slurm").joinpath("schemas/IsthmusSlurmRunFacet.json").read_text()

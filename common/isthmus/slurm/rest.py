@@ -22,6 +22,8 @@ from isthmus.slurm.client import (
     SlurmParseError,
     SlurmSubmitError,
     SlurmUnavailable,
+    remove_local_file,
+    write_local_file,
 )
 from isthmus.slurm.spec import JobSpec
 from isthmus.slurm.states import JobStatus, normalize_state
@@ -315,6 +317,12 @@ class RestSlurmClient(SlurmClient):
 
     async def make_dirs(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
+
+    async def write_file(self, path: str, text: str, mode: int = 0o600) -> None:
+        write_local_file(path, text, mode)  # slurmrestd has no file API: a filesystem shared with the nodes
+
+    async def remove_file(self, path: str) -> None:
+        remove_local_file(path)
 
     async def ping(self) -> dict[str, Any]:
         v = await self.api_version()

@@ -48,6 +48,20 @@ FAILED = frozenset(
         "LOST",  # ours: the job is gone from the controller and left no result
     }
 )
+# Transient states in which the step's code is not running (yet, or for now): lineage says OTHER.
+WAITING = frozenset(
+    {
+        "PENDING",
+        "CONFIGURING",
+        "REQUEUED",
+        "REQUEUE_FED",
+        "REQUEUE_HOLD",
+        "SUSPENDED",
+        "STOPPED",
+        "RESV_DEL_HOLD",
+        "POWER_UP_NODE",
+    }
+)
 # Not the step's fault: worth another try on a healthy node.
 RETRYABLE = frozenset({"NODE_FAIL", "BOOT_FAIL", "PREEMPTED"})
 # Flags that, present on a job whose base state is terminal, mean it is still being processed.

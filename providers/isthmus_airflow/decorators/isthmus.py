@@ -29,15 +29,32 @@ class _IsthmusDecoratedOperator(DecoratedOperator, StepOperator):
         )
 
 
+EXECUTORS = ("local", "slurm")
+
+
 def isthmus_task(
     python_callable: Step[Any, Any] | Callable[..., Any] | None = None,
     multiple_outputs: bool | None = None,
+    executor: str = "local",
     **kwargs: Any,
 ) -> Any:
     """Wrap a step (or plain function, which becomes a step) into an Airflow task.
 
     Operator keyword arguments (``task_id``, ``retries``, ``isthmus_conn_id``, …) pass through.
+    ``executor="slurm"`` runs the step as a Slurm job (:class:`SlurmStepOperator`, whose keyword
+    arguments — ``slurm_conn_id``, ``partition``, ``deferrable``, … — are then accepted too); the default
+    ``"local"`` runs it in the Airflow worker.
     """
+    if executor == "slurm":
+        from isthmus_airflow.operators.slurm import slurm_task
+
+        return slurm_task(python_callable, multiple_outputs=multiple_outputs, **kwargs)
+    if executor != "local":
+        what = getattr(python_callable, "name", None) or getattr(python_callable, "__name__", None)
+        raise ValueError(
+            f"@task.isthmus{f' for step {what!r}' if what else ''}: executor={executor!r} is not one of "
+            f"{', '.join(map(repr, EXECUTORS))}; use executor='slurm' to run the step as a Slurm job"
+        )
 
     def build(fn: Step[Any, Any] | Callable[..., Any]) -> Any:
         step = as_step(fn)

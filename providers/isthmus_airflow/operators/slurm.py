@@ -19,11 +19,13 @@ from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factor
 from isthmus.errors import StepDefinitionError
 from isthmus.slurm.client import SlurmClient, run_sync
 from isthmus.slurm.executor import SlurmExecutor, SlurmStepFailed, SubmittedJob, wait_for_job
+from isthmus.slurm.lineage import emit_waiting
 from isthmus.slurm.states import JobStatus
 from isthmus.step import Step, as_step, load_step
 from isthmus_airflow.context import pipeline_run_row, run_context
 from isthmus_airflow.hooks.isthmus import IsthmusHook
 from isthmus_airflow.hooks.slurm import SlurmHook
+from isthmus_airflow.lineage import openlineage_client, openlineage_handoff
 from isthmus_airflow.operators.step import StepOperator
 
 LOG_LINES = 200
@@ -103,7 +105,9 @@ class SlurmStepOperator(StepOperator):
         self._slurm_status: dict[str, Any] | None = None
 
     # -- pieces ----------------------------------------------------------------------------------
-    def _executor(self, runner: Any, client: SlurmClient | None = None) -> SlurmExecutor:
+    def _executor(
+        self, runner: Any, client: SlurmClient | None = None, lineage_env: Mapping[str, str] | None = None
+    ) -> SlurmExecutor:
         hook = SlurmHook(self.slurm_conn_id)
         cfg = hook.settings()
         d = cfg["defaults"]
@@ -119,7 +123,7 @@ class SlurmStepOperator(StepOperator):
             qos=self.qos or d.get("qos"),
             constraint=self.constraint or d.get("constraint"),
             extra_options=self.extra_options,
-            env={**(d.get("env") or {}), **self.env},
+            env={**(lineage_env or {}), **(d.get("env") or {}), **self.env},
             python=self.python or d.get("python"),
             pythonpath=[*self.pythonpath, *(d.get("pythonpath") or [])],
             work_root=self.work_root or d.get("work_root"),
@@ -139,7 +143,10 @@ class SlurmStepOperator(StepOperator):
         ctx = run_context(context, pipeline_name=self.pipeline_name)
         runner.metadata.ensure_pipeline_run(pipeline_run_row(ctx, context))
         arguments = self._arguments(context)
-        ex = self._executor(runner)
+        # The job's own OpenLineage run hangs under this task's run (and the DAG run as its root).
+        lineage_native, lineage_env = openlineage_handoff(context)
+        ctx.native.update(lineage_native)
+        ex = self._executor(runner, lineage_env=lineage_env)
         inputs, params = ex.split_arguments(self.step, arguments)
         hit = ex.lookup(self.step, inputs, params, ctx)
         if hit is not None:
@@ -185,9 +192,17 @@ class SlurmStepOperator(StepOperator):
                 method_name="execute_complete",
             )
 
+        ol_client = openlineage_client() if lineage_native else None
+
         async def wait() -> JobStatus:
             try:
-                return await wait_for_job(ex.client, job, poll_interval=self.poll_interval, timeout=self.job_timeout)
+                return await wait_for_job(
+                    ex.client,
+                    job,
+                    poll_interval=self.poll_interval,
+                    timeout=self.job_timeout,
+                    on_change=lambda st: emit_waiting(job.to_dict(), st.to_dict(), ol_client),
+                )
             finally:
                 await ex.client.close()
 

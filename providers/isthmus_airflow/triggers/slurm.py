@@ -8,8 +8,11 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from isthmus.lineage_parent import PARENT_KEY
 from isthmus.slurm.client import SlurmClient, SlurmError
 from isthmus.slurm.executor import SubmittedJob, wait_for_job
+from isthmus.slurm.lineage import emit_waiting
+from isthmus.slurm.states import WAITING, JobStatus
 
 CANCEL_TIMEOUT = 30.0
 
@@ -57,22 +60,30 @@ class SlurmJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         job = SubmittedJob.from_dict(self.job)
+        pending: set[asyncio.Task[Any]] = set()
+
+        def on_change(status: JobStatus) -> None:
+            self.log.info(
+                "Slurm job %s: %s%s", job.job_id, status.state, f" ({status.reason})" if status.reason else ""
+            )
+            if status.state in WAITING and (job.context.get("native") or {}).get(PARENT_KEY):
+                # OpenLineage OTHER for the job's run while it waits; sent off the event loop
+                task = asyncio.ensure_future(asyncio.to_thread(_emit_waiting, self.job, status.to_dict()))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+
         try:
             client = await self._get_client()
             status = await wait_for_job(
-                client,
-                job,
-                poll_interval=self.poll_interval,
-                timeout=self.timeout,
-                on_change=lambda s: self.log.info(
-                    "Slurm job %s: %s%s", job.job_id, s.state, f" ({s.reason})" if s.reason else ""
-                ),
+                client, job, poll_interval=self.poll_interval, timeout=self.timeout, on_change=on_change
             )
         except (SlurmError, TimeoutError, OSError) as exc:
             yield TriggerEvent({"status": "error", "job": self.job, "message": f"{type(exc).__name__}: {exc}"})
             return
         finally:
             await self._close()
+            if pending:
+                await asyncio.wait(pending, timeout=10)
         yield TriggerEvent({"status": "done", "job": self.job, "final": status.to_dict()})
 
     async def _close(self) -> None:
@@ -95,3 +106,9 @@ class SlurmJobTrigger(BaseTrigger):
     async def cleanup(self) -> None:
         """Release connections only: a triggerer restart or redistribution must not cancel the job."""
         await self._close()
+
+
+def _emit_waiting(job: dict[str, Any], status: dict[str, Any]) -> None:
+    from isthmus_airflow.lineage import openlineage_client
+
+    emit_waiting(job, status, openlineage_client())
