@@ -1,7 +1,9 @@
 """Real Airflow for the provider tests: a temporary AIRFLOW_HOME with a migrated SQLite metadata DB.
 
 Airflow reads its configuration when first imported, so the environment is set when this conftest is
-imported (before any test imports airflow), and ``airflow db migrate`` runs once per session.
+imported (before any test imports airflow), and ``airflow db migrate`` runs once per session. The
+OpenLineage provider sends its events over HTTP to a Marquez-compatible receiver started here for the
+session (as do Slurm jobs that Airflow tasks start, which get the provider's transport).
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import skip_or_fail
+from tests.lineage.receiver import MarquezReceiver
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="isthmus-airflow-"))
 DAGS = AIRFLOW_HOME / "dags"
-LINEAGE_FILE = AIRFLOW_HOME / "openlineage" / "events.jsonl"
+RECEIVER = MarquezReceiver()
 
 _ENV = {
     "AIRFLOW_HOME": str(AIRFLOW_HOME),
@@ -31,13 +34,12 @@ _ENV = {
     "AIRFLOW__CORE__DAG_DISCOVERY_SAFE_MODE": "False",
     "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
     "AIRFLOW__OPENLINEAGE__NAMESPACE": "isthmus-tests",
-    "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(LINEAGE_FILE), "append": True}),
-    # no background thread pools: events are written before the task returns
+    "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "http", "url": RECEIVER.url, "timeout": 10}),
+    # no background thread pools: events are sent before the task returns
     "AIRFLOW__OPENLINEAGE__EXECUTION_TIMEOUT": "30",
 }
 os.environ.update(_ENV)
 DAGS.mkdir(parents=True, exist_ok=True)
-LINEAGE_FILE.parent.mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +75,5 @@ def load_dag(path: Path, dag_id: str):
 
 
 def lineage_events() -> list[dict]:
-    if not LINEAGE_FILE.exists():
-        return []
-    return [json.loads(line) for line in LINEAGE_FILE.read_text().splitlines() if line.strip()]
+    """Every event the receiver got this session, in arrival order."""
+    return RECEIVER.received()

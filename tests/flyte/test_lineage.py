@@ -1,9 +1,8 @@
-"""OpenLineage from Flyte runs: the core's emitter, fed by the plugin (Flyte has no OpenLineage integration)."""
+"""OpenLineage from Flyte runs: the core's emitter, fed by the plugin (Flyte has no OpenLineage integration),
+sending over openlineage-python's HTTP transport to a Marquez-compatible receiver."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from isthmus import _defaults, lineage
 from tests.flyte import flyte_steps as fs
 from tests.lineage import schemas
+from tests.lineage.receiver import MarquezReceiver
 
 
 @pytest.fixture(autouse=True)
@@ -24,22 +24,31 @@ def _restore_environ():
     os.environ.update(saved)
 
 
-def file_events(home: Path) -> list[dict[str, Any]]:
-    hook = lineage.get_lineage_hook()
-    if not hasattr(hook, "flush"):
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch):
+    """A Marquez-compatible receiver, and a fresh emitter configured (OPENLINEAGE_URL) to send to it."""
+    try:
+        from isthmus.lineage_emitter import OpenLineageEmitter
+    except ImportError as exc:
         from tests.conftest import skip_or_fail
 
-        skip_or_fail("no OpenLineage emitter here (openlineage-python missing or lineage turned off)")
-    hook.flush(10)
-    path = home / "lineage" / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        skip_or_fail(f"openlineage-python is not installed ({exc}); install the 'lineage' extra")
+    r = MarquezReceiver()
+    monkeypatch.setenv("OPENLINEAGE_URL", r.url)
+    emitter = OpenLineageEmitter()
+    lineage.set_lineage_hook(emitter)
+    r.emitter = emitter
+    yield r
+    lineage.set_lineage_hook(None)
+    r.close()
 
 
-def test_flyte_workflow_emits_an_openlineage_run_tree(isthmus_home: Path) -> None:
+def test_flyte_workflow_emits_an_openlineage_run_tree(receiver: MarquezReceiver) -> None:
     fs.small_pipeline.to_flyte_workflow()(n=3)
     with pytest.raises(Exception, match="boom"):
         fs.failing_pipeline.to_flyte_workflow()(n=1)
-    events = file_events(isthmus_home)
+    assert receiver.emitter.flush(20) and receiver.emitter.failed == 0
+    events = receiver.received()
     if schemas.available():
         for event in events:
             schemas.validate_event(event)
@@ -62,3 +71,16 @@ def test_flyte_workflow_emits_an_openlineage_run_tree(isthmus_home: Path) -> Non
     for e in steps:
         assert e["run"]["facets"]["isthmus_step"]["codeFingerprint"].startswith("blake3:")
         assert e["run"]["facets"]["processing_engine"]["name"] == "isthmus/flyte"
+    # every run: START first, then exactly one terminal event
+    for run_events in by_run.values():
+        kinds = [e["eventType"] for e in run_events]
+        assert kinds[0] == "START" and sum(k in ("COMPLETE", "FAIL", "ABORT") for k in kinds) == 1, kinds
+    # the failing step sent FAIL with its error and stack trace, under its pipeline run
+    fails = [
+        e
+        for e in events
+        if e["eventType"] == "FAIL" and e["run"]["facets"].get("parent", {}).get("run", {}).get("runId")
+    ]
+    assert fails and fails[0]["run"]["facets"]["parent"]["run"]["runId"] == runs["failing_pipeline"]
+    error = fails[0]["run"]["facets"]["errorMessage"]
+    assert "boom" in error["message"] and "Traceback" in error["stackTrace"]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ from isthmus import StepFailed, lineage, pipeline, step
 from isthmus.lineage_emitter import OpenLineageEmitter, step_run_uuid
 from tests.conftest import skip_or_fail
 from tests.lineage import schemas
+from tests.lineage.receiver import MarquezReceiver
 
 
 @pytest.fixture(autouse=True)
@@ -144,37 +143,9 @@ def test_step_run_ids_are_derived_the_same_way_everywhere() -> None:
     assert step_run_uuid(row) != step_run_uuid(dict(row, attempt=3))
 
 
-class _Receiver:
-    """A Marquez-compatible endpoint: POST /api/v1/lineage answers 201 (or a chosen status)."""
-
-    def __init__(self, status: int = 201) -> None:
-        self.events: list[dict[str, Any]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.path == "/api/v1/lineage":
-                    receiver.events.append(json.loads(body))
-                self.send_response(status if self.path == "/api/v1/lineage" else 404)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch):
-    r = _Receiver()
+    r = MarquezReceiver()
     monkeypatch.setenv("OPENLINEAGE_URL", r.url)
     yield r
     r.close()
@@ -186,7 +157,7 @@ def _fresh_emitter() -> OpenLineageEmitter:
     return emitter
 
 
-def test_http_transport_to_a_marquez_compatible_receiver(receiver: _Receiver) -> None:
+def test_http_transport_to_a_marquez_compatible_receiver(receiver: MarquezReceiver) -> None:
     emitter = _fresh_emitter()
     try:
         run = flow.run(n=5)
@@ -216,7 +187,7 @@ def test_a_broken_receiver_never_fails_the_pipeline(
         monkeypatch.setenv("OPENLINEAGE_URL", f"http://127.0.0.1:{port}")
         server = None
     else:
-        server = _Receiver(status=500)
+        server = MarquezReceiver(status=500)
         monkeypatch.setenv("OPENLINEAGE_URL", server.url)
     emitter = _fresh_emitter()
     try:
