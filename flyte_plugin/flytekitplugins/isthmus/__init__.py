@@ -4,9 +4,10 @@
 ``Isthmus`` task config so ``@task(task_config=Isthmus())`` builds an :class:`IsthmusTask`. The import
 stays light — the isthmus core loads on first use — and never fails ``import flytekit``.
 
-    from flytekitplugins.isthmus import Isthmus, IsthmusCachePolicy, isthmus_task
+    from flytekitplugins.isthmus import Isthmus, IsthmusCachePolicy, SlurmJob, isthmus_task
 
     train_task = isthmus_task(steps.train)          # a Flyte task from a step
+    gpu_train = isthmus_task(steps.train, slurm=SlurmJob(partition="gpu"))  # the step as a Slurm job
     wf = steps.ml_pipeline.to_flyte_workflow()      # a Flyte workflow from a pipeline
 """
 
@@ -20,8 +21,11 @@ __all__ = [
     "ArtifactRefTransformer",
     "Isthmus",
     "IsthmusCachePolicy",
+    "IsthmusSlurmConnector",
+    "IsthmusSlurmTask",
     "IsthmusTask",
     "IsthmusTaskResolver",
+    "SlurmJob",
     "isthmus_task",
     "isthmus_task_resolver",
     "load",
@@ -33,6 +37,9 @@ _log = logging.getLogger("flytekitplugins.isthmus")
 _LAZY = {
     "ArtifactRefTransformer": "flytekitplugins.isthmus.transformer",
     "IsthmusCachePolicy": "flytekitplugins.isthmus.cache",
+    "IsthmusSlurmConnector": "flytekitplugins.isthmus.slurm",
+    "IsthmusSlurmTask": "flytekitplugins.isthmus.slurm",
+    "SlurmJob": "flytekitplugins.isthmus.slurm",
     "IsthmusTaskResolver": "flytekitplugins.isthmus.resolver",
     "isthmus_task_resolver": "flytekitplugins.isthmus.resolver",
     "pipeline_to_workflow": "flytekitplugins.isthmus.workflow",
@@ -42,9 +49,13 @@ try:
     from flytekit.core.task import TaskPlugins
 
     from flytekitplugins.isthmus.config import Isthmus
+    from flytekitplugins.isthmus.slurm import IsthmusSlurmTask, SlurmJob
+    from flytekitplugins.isthmus.slurm import register as _register_slurm_connector
     from flytekitplugins.isthmus.task import IsthmusTask, isthmus_task
 
     TaskPlugins.register_pythontask_plugin(Isthmus, IsthmusTask)
+    TaskPlugins.register_pythontask_plugin(SlurmJob, IsthmusSlurmTask)
+    _register_slurm_connector()  # the connector service (and local executions) serve isthmus_slurm tasks
     if "isthmus.artifacts.refs" in sys.modules:  # the core is loaded already: make refs known to flytekit now
         from flytekitplugins.isthmus.transformer import ensure_registered
 

@@ -91,6 +91,17 @@ def _short(name: str | None) -> str | None:
     return name.rsplit(":", 1)[-1] if name else name
 
 
+def remote_pipeline(
+    native: dict[str, Any], workflow: str | None, launch_plan: str | None, pipeline: str | None, task_name: str
+) -> tuple[str, str, dict[str, Any]]:
+    """The pipeline run id, pipeline name and pipeline context of a task in a Flyte execution (not
+    local); adds the workflow and launch plan to ``native`` (which holds the execution's ids)."""
+    native.update(workflow=workflow, launch_plan=launch_plan)
+    run_id = _remote_run_id(native["project"], native["domain"], native["execution_name"])
+    keys = ("execution_id", "project", "domain", "execution_name", "workflow", "launch_plan")
+    return run_id, pipeline or _short(workflow) or task_name, {k: native[k] for k in keys}
+
+
 def flyte_run(task_name: str, pipeline: str | None, invocation: str | None) -> FlyteRun:
     """The RunContext of the task now executing, and the pipeline run it belongs to."""
     ctx = FlyteContextManager.current_context()
@@ -131,17 +142,7 @@ def flyte_run(task_name: str, pipeline: str | None, invocation: str | None) -> F
     else:
         workflow = _env("FLYTE_INTERNAL_EXECUTION_WORKFLOW", "_F_WF")
         launch_plan = _env("FLYTE_INTERNAL_EXECUTION_LAUNCHPLAN", "_F_LP")
-        native.update(workflow=workflow, launch_plan=launch_plan)
-        run_id = _remote_run_id(project, domain, name)
-        pipeline = pipeline or _short(workflow) or task_name
-        pipeline_context = {
-            "execution_id": native["execution_id"],
-            "project": project,
-            "domain": domain,
-            "execution_name": name,
-            "workflow": workflow,
-            "launch_plan": launch_plan,
-        }
+        run_id, pipeline, pipeline_context = remote_pipeline(native, workflow, launch_plan, pipeline, task_name)
     run_ctx = RunContext(
         orchestrator="flyte",
         pipeline_name=pipeline if run_id else None,

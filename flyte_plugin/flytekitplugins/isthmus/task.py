@@ -287,6 +287,7 @@ def isthmus_task(
     interruptible: bool | None = None,
     timeout: Any = None,
     enable_deck: bool | None = None,
+    slurm: Any = None,
     **kwargs: Any,
 ) -> IsthmusTask:
     """A Flyte task running ``step`` (a ``@step`` or a plain function) through the isthmus StepRunner.
@@ -299,6 +300,8 @@ def isthmus_task(
     - ``retries``: Flyte-level retries (pod failures); the step's own ``retries`` run inside the task.
     - Resources, GPU type, node selector and time limit come from the step (``Resources``); explicit
       ``requests``/``limits``/``accelerator``/``pod_template``/``timeout`` arguments win.
+    - ``slurm=SlurmJob(partition="gpu", ...)``: run the step as a Slurm job instead, through the
+      ``isthmus_slurm`` connector (:mod:`flytekitplugins.isthmus.slurm`); same interface, cache and records.
     - Any other keyword goes to flytekit (``container_image``, ``environment``, ``secret_requests`` …).
     """
     from flytekit.core.cache import Cache, VersionParameters
@@ -324,6 +327,14 @@ def isthmus_task(
         )
     elif cache:
         raise TypeError(f"cache={cache!r} must be True, False or flytekit.Cache(...)")
+    if slurm is not None:
+        from flytekitplugins.isthmus.slurm import IsthmusSlurmTask, SlurmJob
+
+        if not isinstance(slurm, SlurmJob):
+            raise TypeError(f"slurm={slurm!r} must be a flytekitplugins.isthmus.SlurmJob(...)")
+        if enable_deck:
+            raise TypeError("enable_deck is not available with slurm=: the step runs in a Slurm job, not in this task")
+        return IsthmusSlurmTask(task_config, s, name=name, metadata=TaskMetadata(**meta), slurm=slurm, **kwargs)
     if enable_deck and "deck_fields" not in kwargs:
         # flytekit's "Dependencies" deck shells out to pip; the isthmus deck has the dependency fingerprint.
         from flytekit.deck import DeckField
