@@ -22,7 +22,7 @@ from typing import Any
 
 from isthmus.context import RUN_NAMESPACE
 from isthmus.lineage_facets import datasets, environment_facet_dict, resources_facet_dict, run_facets
-from isthmus.lineage_parent import NAMESPACE_KEY, PARENT_KEY, ROOT_KEY
+from isthmus.lineage_parent import NAMESPACE_KEY, PARENT_KEY, ROOT_KEY, RUN_ID_KEY
 
 log = logging.getLogger("isthmus.lineage")
 
@@ -38,10 +38,13 @@ def namespace() -> str:
 
 def step_run_uuid(step_run: dict[str, Any]) -> str:
     """The OpenLineage run id of a step run: derived from (pipeline run, invocation, attempt), so every
-    process taking part in it (the submitter of a Slurm job and the job itself) computes the same id."""
+    process taking part in it (the submitter of a Slurm job and the job itself) computes the same id.
+    Without a pipeline run: the id the submitter chose (native ``openlineage_run_id``), else the step
+    run's own id."""
     pipeline_run_id = step_run.get("pipeline_run_id")
     if not pipeline_run_id:
-        return str(step_run["id"])
+        native = (step_run.get("context") or {}).get("native") or {}
+        return str(native.get(RUN_ID_KEY) or step_run["id"])
     key = f"step\x1f{pipeline_run_id}\x1f{step_run.get('invocation')}\x1f{step_run.get('attempt')}"
     return str(uuid.uuid5(RUN_NAMESPACE, key))
 

@@ -22,6 +22,7 @@ ROOT_ENV = "OPENLINEAGE_ROOT_PARENT_ID"
 PARENT_KEY = "openlineage_parent"  # RunContext.native keys
 ROOT_KEY = "openlineage_root"
 NAMESPACE_KEY = "openlineage_namespace"  # the namespace of the run's own job, when its starter chose one
+RUN_ID_KEY = "openlineage_run_id"  # the run id a submitter chose for a step run without a pipeline run
 
 
 def parse_parent_id(value: str | None, *, what: str = PARENT_ENV) -> dict[str, str] | None:

@@ -135,3 +135,33 @@ def test_pending_job_sends_other_then_the_job_reports_under_the_handed_parent(
     assert done["isthmus_resources"]["slurmJobId"] == job.job_id and done["isthmus_step"]["attempt"] == 2
     # nothing of the credential in the metadata either
     assert secret not in json.dumps(default_runner().metadata.get_step_run(result.step_run_id), default=str)
+
+
+def test_a_step_without_a_pipeline_run_keeps_one_run_id_from_pending_to_complete(
+    slurm_cluster, job_home: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """No pipeline run to derive the id from: the submitter chooses it and hands it to the job."""
+    if not schemas.available():
+        skip_or_fail(f"the OpenLineage JSON Schemas are not at {schemas.SPEC_DIR}")
+    for var in [v for v in os.environ if v.startswith("OPENLINEAGE")]:
+        monkeypatch.delenv(var)
+    value = int(uuid.uuid4().int % 10**6)  # a fresh input: the job computes
+    ex = SlurmExecutor(make_client(slurm_cluster, "rest"), default_runner(), poll_interval=0.2)
+    ex_pending = SlurmExecutor(
+        make_client(slurm_cluster, "cli"), default_runner(), poll_interval=0.2, extra_options=["--begin=now+2"]
+    )
+    result = ex_pending.run(steps.square, {"x": value})
+    assert result.value == value * value and not result.cache_hit
+    assert ex.run(steps.square, {"x": value}).cache_hit  # and a hit for the other backend: no job
+
+    lineage.reset()
+    step_run = default_runner().metadata.get_step_run(result.step_run_id)
+    events = [e for e in _events(job_home) if e["job"]["name"].endswith("square")]
+    ours = [e for e in events if e["run"]["facets"].get("isthmus_step", {}).get("stepRunId") == result.step_run_id]
+    assert [e["eventType"] for e in ours] == ["START", "COMPLETE"], [e["eventType"] for e in events]
+    run_id = ours[0]["run"]["runId"]
+    assert run_id == step_run["context"]["native"]["openlineage_run_id"]
+    other = [e for e in events if e["eventType"] == "OTHER" and e["run"]["runId"] == run_id]
+    assert other and other[0]["run"]["facets"]["isthmus_slurm"]["state"] == "PENDING"
+    for event in [*other, *ours]:
+        schemas.validate_event(event)

@@ -15,13 +15,15 @@ import logging
 import os
 import shlex
 import sys
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.context import RunContext
 from isthmus.errors import StepDefinitionError
+from isthmus.lineage_parent import RUN_ID_KEY
 from isthmus.runner import StepResult, StepRunner, _json_param, _ref_list, default_runner
 from isthmus.slurm.client import SlurmClient, SlurmError, SlurmSubmitError, cancel_quietly
 from isthmus.slurm.lineage import emit_waiting
@@ -251,6 +253,10 @@ class SlurmExecutor:
         """The job spec and script for one step run (no side effects)."""
         step.check_importable()
         name = job_name_for(step.name, ctx, cache_key, salt=self.work_root)
+        if not ctx.pipeline_run_id and RUN_ID_KEY not in ctx.native:
+            # no pipeline run to derive the OpenLineage run id from: choose one, so the OTHER sent
+            # while the job waits and the job's own START/COMPLETE are one run
+            ctx = replace(ctx, native={**ctx.native, RUN_ID_KEY: str(uuid.uuid4())})
         work_dir = f"{self.work_root.rstrip('/')}/{name}"
         manifest_dir = work_dir
         command = [
