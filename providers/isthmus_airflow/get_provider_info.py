@@ -59,7 +59,7 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "backend": {
                         "label": "Backend",
-                        "schema": {"type": ["string", "null"], "default": "cli", "enum": ["cli", "rest"]},
+                        "schema": {"type": ["string", "null"], "default": "cli", "enum": ["cli", "rest", "pyslurm"]},
                         "description": "cli: sbatch/squeue/scontrol here or over SSH; rest: slurmrestd",
                     },
                     "key_file": {"label": "SSH key file", "schema": {"type": ["string", "null"]}},

@@ -412,7 +412,7 @@ def test_task_config_and_registration():
     with pytest.raises(ValueError, match="WANDB_API_KEY look"):
         SlurmJob(env={"WANDB_API_KEY": "abc", "OMP_NUM_THREADS": "4"})
     with pytest.raises(ValueError, match="use 'cli'"):
-        SlurmJob(backend="pyslurm")
+        SlurmJob(backend="slurmrest")
     with pytest.raises(TypeError, match="enable_deck"):
         isthmus_task(steps.square, slurm=SlurmJob(), enable_deck=True)
     with pytest.raises(TypeError, match="must be a flytekitplugins.isthmus.SlurmJob"):

@@ -1,6 +1,6 @@
 """isthmus on Slurm: the same steps as batch jobs, with the same recording, caching and lineage.
 
-- :class:`SlurmClient` (``connect("cli" | "rest", ...)``): submit, status, cancel, logs;
+- :class:`SlurmClient` (``connect("cli" | "rest" | "pyslurm", ...)``): submit, status, cancel, logs;
 - :class:`JobSpec`: a job from a step's ``Resources`` (sbatch options or a slurmrestd body);
 - :mod:`isthmus.slurm.states`: every Slurm state as transient, success or (retryable) failure;
 - :class:`SlurmExecutor`: cache lookup, then a job running ``python -m isthmus.slurm run-step``, then

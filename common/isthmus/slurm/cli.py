@@ -17,6 +17,7 @@ from isthmus.slurm.client import (
     SlurmSubmitError,
     SlurmUnavailable,
     log,
+    read_local_tail,
     remove_local_file,
     write_local_file,
 )
@@ -400,14 +401,7 @@ class CliSlurmClient(SlurmClient):
         if self.host:
             rc, out, _ = await self._run(["tail", "-c", str(max_bytes), path])
             return out if rc == 0 else None
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                size = fh.tell()
-                fh.seek(max(0, size - max_bytes))
-                return fh.read().decode(errors="replace")
-        except OSError:
-            return None
+        return read_local_tail(path, max_bytes)
 
     async def make_dirs(self, path: str) -> None:
         if self.host:

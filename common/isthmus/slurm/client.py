@@ -4,7 +4,9 @@
   has accounting), ``scancel`` — run locally or on a login node over SSH (asyncssh; host keys are
   verified against ``known_hosts`` unless explicitly turned off);
 - ``rest``: slurmrestd over a unix socket or HTTP(S) with JWT headers; the API version is chosen from
-  what the server offers (``v0.0.38`` of Slurm 22.05, or the data_parser ``v0.0.39``+ of 23.02+).
+  what the server offers (``v0.0.38`` of Slurm 22.05, or the data_parser ``v0.0.39``+ of 23.02+);
+- ``pyslurm`` (optional): libslurm in this process through pyslurm's object API, when pyslurm is
+  importable and was built for the cluster's Slurm major version (checked on first use).
 
 All methods are coroutines (one event loop: the Airflow triggerer, the Flyte connector service);
 :func:`run_sync` runs one from synchronous code.
@@ -196,7 +198,7 @@ class SlurmClient:
     @staticmethod
     def create(backend: str = "cli", **options: Any) -> SlurmClient:
         """``cli`` (``host=`` for SSH, else local), ``rest`` (``url=`` or ``socket=``, ``token=``), or
-        ``pyslurm`` (not available: see the error)."""
+        ``pyslurm`` (``job_env=``; needs pyslurm built for the cluster's Slurm version)."""
         if backend == "cli":
             from isthmus.slurm.cli import CliSlurmClient
 
@@ -206,11 +208,10 @@ class SlurmClient:
 
             return RestSlurmClient(**options)
         if backend == "pyslurm":
-            raise SlurmError(
-                "backend 'pyslurm' is not supported by isthmus yet: pyslurm builds only against its own "
-                "Slurm version; use backend='cli' (sbatch/squeue/scontrol, locally or over SSH) or 'rest' (slurmrestd)"
-            )
-        raise SlurmError(f"unknown Slurm backend {backend!r}; use 'cli' or 'rest'")
+            from isthmus.slurm.pyslurm_backend import PySlurmClient
+
+            return PySlurmClient(**options)
+        raise SlurmError(f"unknown Slurm backend {backend!r}; use 'cli', 'rest' or 'pyslurm'")
 
 
 def connect(backend: str = "cli", **options: Any) -> SlurmClient:
@@ -253,3 +254,35 @@ def remove_local_file(path: str) -> None:
 
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def read_local_tail(path: str, max_bytes: int = LOG_TAIL_BYTES) -> str | None:
+    """The last ``max_bytes`` of a local file (None if it cannot be read)."""
+    import os
+
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - max_bytes))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return None
+
+
+class LocalFilesMixin:
+    """The file methods of a backend whose jobs share this machine's filesystem (job logs and job
+    files are read and written here): put it before :class:`SlurmClient` in the bases."""
+
+    async def read_file(self, path: str, max_bytes: int = LOG_TAIL_BYTES) -> str | None:
+        return read_local_tail(path, max_bytes)
+
+    async def make_dirs(self, path: str) -> None:
+        import os
+
+        os.makedirs(path, exist_ok=True)
+
+    async def write_file(self, path: str, text: str, mode: int = 0o600) -> None:
+        write_local_file(path, text, mode)
+
+    async def remove_file(self, path: str) -> None:
+        remove_local_file(path)

@@ -21,7 +21,7 @@ def slurm_facet_dict(job: dict[str, Any], status: dict[str, Any] | None = None) 
     return {
         "jobId": str(job.get("job_id")) if job.get("job_id") else None,
         "jobName": job.get("job_name"),
-        "backend": backend if backend in ("cli", "rest") else None,
+        "backend": backend if backend in ("cli", "rest", "pyslurm") else None,
         "partition": status.get("partition") or (job.get("spec") or {}).get("partition"),
         "nodes": status.get("nodes"),
         "state": status.get("state"),

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import os
 import re
 from typing import Any
 
 from isthmus.slurm.cli import _SUBMIT_HINTS
 from isthmus.slurm.client import (
-    LOG_TAIL_BYTES,
+    LocalFilesMixin,
     SlurmClient,
     SlurmError,
     SlurmParseError,
     SlurmSubmitError,
     SlurmUnavailable,
-    remove_local_file,
-    write_local_file,
 )
 from isthmus.slurm.spec import JobSpec
 from isthmus.slurm.states import JobStatus, normalize_state
@@ -104,7 +101,7 @@ def _errors(data: Any) -> list[str]:
     return [x for x in out if x]
 
 
-class RestSlurmClient(SlurmClient):
+class RestSlurmClient(LocalFilesMixin, SlurmClient):  # no file API in slurmrestd: a filesystem shared with the nodes
     """slurmrestd at ``url`` (``http(s)://host:port``) or on a unix ``socket``.
 
     ``token`` (a JWT, e.g. from ``scontrol token``) and ``user`` (default: the current user) become
@@ -305,24 +302,6 @@ class RestSlurmClient(SlurmClient):
             raise SlurmParseError(f"slurmrestd returned {str(data)[:200]!r} for the job list")
         found = [status_from_rest(j) for j in jobs if isinstance(j, dict) and j.get("name") == name]
         return sorted(found, key=lambda s: int(s.job_id), reverse=True)
-
-    async def read_file(self, path: str, max_bytes: int = LOG_TAIL_BYTES) -> str | None:
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - max_bytes))
-                return fh.read().decode(errors="replace")
-        except OSError:
-            return None
-
-    async def make_dirs(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
-
-    async def write_file(self, path: str, text: str, mode: int = 0o600) -> None:
-        write_local_file(path, text, mode)  # slurmrestd has no file API: a filesystem shared with the nodes
-
-    async def remove_file(self, path: str) -> None:
-        remove_local_file(path)
 
     async def ping(self) -> dict[str, Any]:
         v = await self.api_version()

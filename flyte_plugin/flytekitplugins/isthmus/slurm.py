@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("flytekitplugins.isthmus")
 
 TASK_TYPE = "isthmus_slurm"
-BACKENDS = ("cli", "rest")
+BACKENDS = ("cli", "rest", "pyslurm")
 _SECRET_OPTION_WORDS = ("token", "password", "passphrase", "secret", "jwt")
 
 # Where each Slurm state lands in Flyte while the job is not finished. Finished states go through the
@@ -121,7 +121,8 @@ class SlurmJob:
       ``pythonpath``: extra import roots; ``work_root``: job directories on the shared filesystem
       (default ``$ISTHMUS_HOME/slurm``); ``record``: ``"db"``, or ``"manifest"`` when compute nodes
       cannot reach the metadata store;
-    - ``backend``: ``"cli"`` (sbatch/squeue/scontrol, locally or over SSH) or ``"rest"`` (slurmrestd);
+    - ``backend``: ``"cli"`` (sbatch/squeue/scontrol, locally or over SSH), ``"rest"`` (slurmrestd) or
+      ``"pyslurm"`` (libslurm where the connector runs; pyslurm built for the cluster's Slurm);
       ``client_options``: its non-secret options (``host``, ``user``, ``key_file``, ``known_hosts`` for
       SSH; ``url`` or ``socket``, ``user``, ``version`` for slurmrestd);
     - the slurmrestd token is never part of the config: it is read where the client is built, from
@@ -146,7 +147,10 @@ class SlurmJob:
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(f"SlurmJob(backend={self.backend!r}): use 'cli' (sbatch/squeue over a shell) or 'rest'")
+            raise ValueError(
+                f"SlurmJob(backend={self.backend!r}): use 'cli' (sbatch/squeue over a shell), 'rest' (slurmrestd) "
+                "or 'pyslurm' (libslurm where the connector runs)"
+            )
         if self.record not in ("db", "manifest"):
             raise ValueError(f"SlurmJob(record={self.record!r}) must be 'db' or 'manifest'")
         self.extra_options = [str(o) for o in self.extra_options]

@@ -8,7 +8,7 @@ from airflow.sdk import BaseHook
 
 from isthmus.slurm import SlurmClient, connect, run_sync
 
-BACKENDS = ("cli", "rest")
+BACKENDS = ("cli", "rest", "pyslurm")
 
 
 def _bool(value: Any, default: bool) -> bool:
@@ -29,6 +29,7 @@ def settings_from_connection(conn: Any, conn_id: str = "slurm_default") -> dict[
     - backend ``rest``: ``host`` is the slurmrestd URL (``http(s)://host:port``; ``port`` is added if the
       URL has none) or ``extra.socket`` a unix socket; ``password`` the JWT (``scontrol token``) and
       ``login`` its user; ``extra.api_version`` pins the API.
+    - backend ``pyslurm``: libslurm in the worker (pyslurm built for the cluster's Slurm release).
     - job defaults: ``extra.partition``, ``account``, ``qos``, ``constraint``, ``python`` (interpreter on
       the compute nodes), ``work_root`` (shared directory for job files), ``record`` (``db`` or
       ``manifest``), ``pythonpath`` (list), ``env`` (object).
@@ -50,6 +51,13 @@ def settings_from_connection(conn: Any, conn_id: str = "slurm_default") -> dict[
             "env": {"SLURM_CONF": extra["slurm_conf"]} if extra.get("slurm_conf") else {},
             "timeout": float(extra.get("timeout") or 60),
         }
+    elif backend == "pyslurm":  # libslurm in this process: the controller comes from SLURM_CONF
+        if extra.get("slurm_conf"):
+            raise ValueError(
+                f"Slurm connection {conn_id!r}: extra.slurm_conf does not apply to the pyslurm backend "
+                "(libslurm reads SLURM_CONF when pyslurm is imported); set SLURM_CONF for the worker instead"
+            )
+        client = {}
     else:
         url = host or None
         if url and "://" not in url:
