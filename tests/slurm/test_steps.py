@@ -129,13 +129,20 @@ def test_requeued_job_is_followed_to_its_end(client, job_home: Path, slurm_clust
         await ex.wait_until(job, {"RUNNING"}, timeout=60)
         slurm_cluster.run("scontrol", "requeue", job.job_id)
         waiter = asyncio.create_task(ex.wait(job, timeout=120, on_change=lambda s: seen.append(s.state)))
-        # let it start again, then let the step finish
+        # let it start again (Slurm holds a requeued job back for its credential lifetime; start it
+        # sooner, but not in the second of the requeue: slurmd would still see its credential as
+        # revoked and fail the job), then let the step finish
+        deadline = time.monotonic() + 90
+        nudged = False
         while True:
             status = await client.status(job.job_id)
             if status.restarts >= 1 and status.state == "RUNNING":
                 break
-            if slurm_cluster_pending_begin(status):
-                slurm_cluster.run("scontrol", "update", f"jobid={job.job_id}", "StartTime=now", check=False)
+            assert not status.terminal, f"the requeued job ended before running again: {status}"
+            assert time.monotonic() < deadline, f"the requeued job did not run again: {status}"
+            if not nudged and slurm_cluster_pending_begin(status):
+                slurm_cluster.run("scontrol", "update", f"jobid={job.job_id}", "StartTime=now+3", check=False)
+                nudged = True
             await asyncio.sleep(0.2)
         flag.write_text("go")
         status = await waiter
