@@ -39,14 +39,22 @@ def namespace() -> str:
 def step_run_uuid(step_run: dict[str, Any]) -> str:
     """The OpenLineage run id of a step run: derived from (pipeline run, invocation, attempt), so every
     process taking part in it (the submitter of a Slurm job and the job itself) computes the same id.
-    Without a pipeline run: the id the submitter chose (native ``openlineage_run_id``), else the step
-    run's own id."""
+    Without a pipeline run: derived from the id the submitter chose (native ``openlineage_run_id``) and
+    the attempt, else the step run's own id."""
     pipeline_run_id = step_run.get("pipeline_run_id")
     if not pipeline_run_id:
-        native = (step_run.get("context") or {}).get("native") or {}
-        return str(native.get(RUN_ID_KEY) or step_run["id"])
+        chosen = ((step_run.get("context") or {}).get("native") or {}).get(RUN_ID_KEY)
+        if not chosen:
+            return str(step_run["id"])
+        return str(uuid.uuid5(RUN_NAMESPACE, f"step\x1f{chosen}\x1f{step_run.get('attempt')}"))
     key = f"step\x1f{pipeline_run_id}\x1f{step_run.get('invocation')}\x1f{step_run.get('attempt')}"
     return str(uuid.uuid5(RUN_NAMESPACE, key))
+
+
+def _identifiable(step_run: dict[str, Any]) -> bool:
+    """Whether a run id can be derived (a waiting job adopted without its chosen id: not)."""
+    native = (step_run.get("context") or {}).get("native") or {}
+    return bool(step_run.get("pipeline_run_id") or native.get(RUN_ID_KEY) or step_run.get("id"))
 
 
 def configured() -> bool:
@@ -120,14 +128,14 @@ class OpenLineageEmitter:
 
     def on_step_waiting(self, step_run: dict[str, Any]) -> None:
         """OTHER: the step is waiting (e.g. its Slurm job is pending)."""
-        if self._wanted(step_run):
+        if self._wanted(step_run) and _identifiable(step_run):
             self._submit(self._step_event, step_run, "OTHER")
 
     def emit_now(self, event: str, payload: dict[str, Any]) -> bool:
         """Build and send one event in this thread (``event``: a hook method name); True if sent.
         For callers without a thread to spare, e.g. an Airflow trigger (run it in a worker thread)."""
         event_types = {"on_step_waiting": "OTHER", "on_step_start": "START"}
-        if event not in event_types or not self._wanted(payload):
+        if event not in event_types or not self._wanted(payload) or not _identifiable(payload):
             return False
         try:
             if self._client is None:

@@ -12,6 +12,7 @@ _SECRET_WORDS = (
     "KEY",
     "SECRET",
     "TOKEN",
+    "JWT",
     "PASSWORD",
     "PASSWD",
     "PASSPHRASE",
@@ -119,6 +120,12 @@ def redact_url(text: str) -> str:
     if "://" not in text:
         return text
     return _URL_RE.sub(_redact_match, text)
+
+
+def is_secret_env(name: str, value: str) -> bool:
+    """An environment variable that holds a credential: by its name, or a URL with a password or token."""
+    # OPENLINEAGE__TRANSPORT (JSON) and its parts may hold an API key under any name.
+    return name.startswith("OPENLINEAGE__TRANSPORT") or is_secret_name(name) or redact_url(str(value)) != str(value)
 
 
 def redact_params(params: Mapping[str, Any]) -> dict[str, Any]:

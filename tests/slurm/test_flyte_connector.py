@@ -260,6 +260,7 @@ class _StubClient:
         self.status_ = status
         self.error = error
         self.cancelled: list[str] = []
+        self.removed: list[str] = []
 
     async def status(self, job_id: str):
         if self.error is not None:
@@ -276,7 +277,7 @@ class _StubClient:
         return {"stderr": "slurmstepd: error: *** JOB 42 ON node1 CANCELLED DUE TO NODE FAILURE ***\n"}
 
     async def remove_file(self, path: str) -> None:
-        return None
+        self.removed.append(path)
 
     async def close(self) -> None:
         return None
@@ -297,6 +298,7 @@ def _meta() -> SlurmStepMeta:
         manifest="/nonexistent/isthmus-square/manifest-42.json",
         stdout="/nonexistent/isthmus-square/slurm-42.out",
         stderr="/nonexistent/isthmus-square/slurm-42.err",
+        secret_env_file="/nonexistent/isthmus-square/job.env",
     )
     return SlurmStepMeta(
         step="tests.slurm.steps:square",
@@ -366,6 +368,7 @@ def test_pending_forever_gone_jobs_and_an_unreachable_controller():
     _, resource = _get(client)
     assert resource.phase == TaskExecution.FAILED and client.cancelled == ["42"]
     assert "can never start (PartitionConfig)" in resource.message and "the job was cancelled" in resource.message
+    assert client.removed == ["/nonexistent/isthmus-square/job.env"]  # no collect() follows: credentials go now
 
     # the controller forgot the job and it left no manifest: keep polling, then LOST (never success)
     _, resource = _get(_StubClient(None), gone_grace=60)
@@ -373,13 +376,33 @@ def test_pending_forever_gone_jobs_and_an_unreachable_controller():
     _, resource = _get(_StubClient(None), gone_grace=0)
     assert resource.phase == TaskExecution.FAILED and "Slurm job 42 LOST" in resource.message
 
-    # the controller does not answer: polls on, then a retryable failure
+    # the controller does not answer: polls on (for a number of polls and a time), then a retryable
+    # failure that cancels the job as far as it can (Flyte calls no delete() after a failure)
     client = _StubClient(error=SlurmUnavailable("slurmctld: connection refused"))
-    connector = IsthmusSlurmConnector(lambda config: client, max_unreachable=2)
+    connector = IsthmusSlurmConnector(lambda config: client, max_unreachable=2, unreachable_grace=0)
     first = asyncio.run(connector.get(resource_meta=_meta()))
     assert first.phase == TaskExecution.RUNNING and "did not answer (1/2)" in first.message
+    assert not client.cancelled
     second = asyncio.run(connector.get(resource_meta=_meta()))
     assert second.phase == TaskExecution.RETRYABLE_FAILED and "connection refused" in second.message
+    assert client.cancelled == ["42"] and client.removed == ["/nonexistent/isthmus-square/job.env"]
+    # a short outage does not fail the task, however many polls it spans
+    client = _StubClient(error=SlurmUnavailable("slurmctld: connection refused"))
+    connector = IsthmusSlurmConnector(lambda config: client, max_unreachable=2, unreachable_grace=300)
+    for _ in range(3):
+        assert asyncio.run(connector.get(resource_meta=_meta())).phase == TaskExecution.RUNNING
+    assert not client.cancelled
+
+
+def test_a_local_run_whose_polling_breaks_cancels_its_job():
+    from isthmus.slurm.client import SlurmError
+
+    client = _StubClient(error=SlurmError("squeue printed something unreadable"))
+    local = isthmus_task(steps.square, slurm=SlurmJob())
+    local._connector = IsthmusSlurmConnector(lambda config: client)
+    with pytest.raises(SlurmError, match="unreadable"):
+        asyncio.run(local._get(_meta()))
+    assert client.cancelled == ["42"] and client.removed == ["/nonexistent/isthmus-square/job.env"]
 
 
 # -- definition ----------------------------------------------------------------------------------
@@ -409,8 +432,15 @@ def test_task_config_and_registration():
         SlurmJob(backend="rest", client_options={"url": "http://slurm:6820", "token": "x.y.z"})
     with pytest.raises(ValueError, match="the URL carries credentials"):
         SlurmJob(backend="rest", client_options={"url": "https://root:secret@slurm:6820"})
-    with pytest.raises(ValueError, match="WANDB_API_KEY look"):
+    with pytest.raises(ValueError, match=r"SlurmJob\(env=...\): WANDB_API_KEY hold"):
         SlurmJob(env={"WANDB_API_KEY": "abc", "OMP_NUM_THREADS": "4"})
+    with pytest.raises(ValueError, match=r"SlurmJob\(env=...\): DB hold"):  # a URL with a password
+        SlurmJob(env={"DB": "postgresql://isthmus:hunter2@db/isthmus"})
+    with pytest.raises(ValueError, match=r"client_options\['job_env'\]=...\): AWS_SECRET_ACCESS_KEY hold"):
+        SlurmJob(backend="pyslurm", client_options={"job_env": {"AWS_SECRET_ACCESS_KEY": "x"}})
+    with pytest.raises(ValueError, match=r"client_options\['env'\]=...\): MY_TOKEN hold"):
+        SlurmJob(client_options={"env": {"MY_TOKEN": "x", "SLURM_CONF": "/etc/slurm/slurm.conf"}})
+    assert SlurmJob(env={"DB": "postgresql://db/isthmus"}).env == {"DB": "postgresql://db/isthmus"}
     with pytest.raises(ValueError, match="use 'cli'"):
         SlurmJob(backend="slurmrest")
     with pytest.raises(TypeError, match="enable_deck"):

@@ -15,10 +15,11 @@ import pytest
 
 from isthmus import lineage
 from isthmus.context import RunContext
+from isthmus.lineage_emitter import step_run_uuid
 from isthmus.lineage_parent import PARENT_KEY, ROOT_KEY, format_parent_id, parents_from_env, parse_parent_id
+from isthmus.redaction import is_secret_env
 from isthmus.runner import default_runner
 from isthmus.slurm import SlurmExecutor
-from isthmus.slurm.executor import is_secret_env
 from tests.conftest import skip_or_fail
 from tests.lineage import schemas
 from tests.slurm import steps
@@ -160,8 +161,28 @@ def test_a_step_without_a_pipeline_run_keeps_one_run_id_from_pending_to_complete
     ours = [e for e in events if e["run"]["facets"].get("isthmus_step", {}).get("stepRunId") == result.step_run_id]
     assert [e["eventType"] for e in ours] == ["START", "COMPLETE"], [e["eventType"] for e in events]
     run_id = ours[0]["run"]["runId"]
-    assert run_id == step_run["context"]["native"]["openlineage_run_id"]
+    assert step_run["context"]["native"]["openlineage_run_id"] and run_id == step_run_uuid(step_run)
     other = [e for e in events if e["eventType"] == "OTHER" and e["run"]["runId"] == run_id]
     assert other and other[0]["run"]["facets"]["isthmus_slurm"]["state"] == "PENDING"
     for event in [*other, *ours]:
         schemas.validate_event(event)
+
+
+def test_waiting_without_a_derivable_run_id_sends_nothing():
+    """A job followed (adopted) without a pipeline run has no run id this process can derive."""
+    from isthmus.lineage_emitter import OpenLineageEmitter
+
+    class Client:
+        sent: list = []
+
+        def emit(self, event) -> None:
+            self.sent.append(event)
+
+    client = Client()
+    payload = {"pipeline_run_id": None, "invocation": "square", "attempt": 1, "context": {"native": {}}}
+    assert OpenLineageEmitter(client).emit_now("on_step_waiting", payload) is False and not client.sent
+    payload["context"]["native"]["openlineage_run_id"] = str(uuid.uuid4())
+    payload.update(step_name="square", step_path="tests.slurm.steps:square", status="WAITING")
+    assert OpenLineageEmitter(client).emit_now("on_step_waiting", payload) is True and len(client.sent) == 1
+    first = step_run_uuid(payload)
+    assert client.sent[0].run.runId == first and step_run_uuid({**payload, "attempt": 2}) != first

@@ -216,11 +216,15 @@ def test_spec_becomes_a_submit_description(ps: types.ModuleType, tmp_path: Path)
 
 def test_untyped_gpus_and_the_default_environment(ps: types.ModuleType, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("ISTHMUS_TEST_MARK", "1")
+    monkeypatch.setenv("SLURM_JWT", "header.payload.signature")
+    monkeypatch.setenv("ISTHMUS_STORE_URL", "postgresql+psycopg://isthmus:hunter2@db/isthmus")
     client = connect("pyslurm")
     run(client.submit(JobSpec(name="j", script="#!/bin/sh\necho hi\n", gpus=1)))
     desc = ps.cluster.submitted[0]
     assert desc.gres_per_node == {"gpu": 1} and desc.tres_per_node == "gres:gpu:1"
     assert desc.environment["ISTHMUS_TEST_MARK"] == "1"  # like sbatch: this process's environment
+    # ... minus its credentials (slurmctld keeps a job's environment with the job)
+    assert "SLURM_JWT" not in desc.environment and "ISTHMUS_STORE_URL" not in desc.environment
     assert desc.is_requeueable is True and desc.time_limit is None and desc.partitions is None
 
 

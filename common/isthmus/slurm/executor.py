@@ -24,6 +24,7 @@ from isthmus.artifacts.refs import ArtifactRef
 from isthmus.context import RunContext
 from isthmus.errors import StepDefinitionError
 from isthmus.lineage_parent import RUN_ID_KEY
+from isthmus.redaction import is_secret_env
 from isthmus.runner import StepResult, StepRunner, _json_param, _ref_list, default_runner
 from isthmus.slurm.client import SlurmClient, SlurmError, SlurmSubmitError, cancel_quietly
 from isthmus.slurm.lineage import emit_waiting
@@ -48,14 +49,6 @@ _PASS_ENV = (
     "OPENLINEAGE_DISABLED",
 )
 SECRET_ENV_FILE = "job.env"  # in the job directory, mode 0600: what must not be in the batch script
-
-
-def is_secret_env(name: str, value: str) -> bool:
-    """A variable that holds a credential: by its name, or a URL with a password or token in it."""
-    from isthmus.redaction import is_secret_name, redact_url
-
-    # OPENLINEAGE__TRANSPORT (JSON) and its parts may hold an API key under any name.
-    return name.startswith("OPENLINEAGE__TRANSPORT") or is_secret_name(name) or redact_url(value) != value
 
 
 class SlurmStepFailed(SlurmError):
@@ -372,6 +365,9 @@ class SlurmExecutor:
     @staticmethod
     def _with_id(job: SubmittedJob, job_id: str, adopted: bool = False) -> SubmittedJob:
         data = job.to_dict()
+        if adopted:  # the run id the found job carries is its own, not the one just chosen for a new job
+            native = {k: v for k, v in (data["context"].get("native") or {}).items() if k != RUN_ID_KEY}
+            data["context"] = {**data["context"], "native": native}
         data.update(
             job_id=str(job_id),
             adopted=adopted,

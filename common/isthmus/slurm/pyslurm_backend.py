@@ -36,6 +36,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
+from isthmus.redaction import is_secret_env
 from isthmus.slurm.cli import _SUBMIT_HINTS, _UNREACHABLE
 from isthmus.slurm.client import (
     LocalFilesMixin,
@@ -196,7 +197,8 @@ class PySlurmClient(LocalFilesMixin, SlurmClient):
     """libslurm through pyslurm, in this process (pyslurm must be built for the cluster's Slurm).
 
     ``job_env`` is the environment jobs start from (default: this process's, as ``sbatch`` exports
-    it); a job spec's ``env`` is added to it. libslurm finds the controller as Slurm's commands do
+    it, minus variables holding credentials — slurmctld keeps a job's environment with the job; the
+    executor hands credentials to jobs in a 0600 file instead); a job spec's ``env`` is added to it. libslurm finds the controller as Slurm's commands do
     (``SLURM_CONF`` when pyslurm is imported, else the default ``slurm.conf``).
     """
 
@@ -297,7 +299,10 @@ class PySlurmClient(LocalFilesMixin, SlurmClient):
 
     # -- interface -------------------------------------------------------------------------------
     async def submit(self, spec: JobSpec) -> str:
-        fields = description_fields(spec, os.environ if self.job_env is None else self.job_env)
+        base = self.job_env
+        if base is None:  # this process's environment, as sbatch exports it, without its credentials
+            base = {k: v for k, v in os.environ.items() if not is_secret_env(k, v)}
+        fields = description_fields(spec, base)
         return str(await self._call(self._submit, spec, fields))  # submit() returns the job id, or raises
 
     def _submit(self, spec: JobSpec, fields: dict[str, Any]) -> Any:

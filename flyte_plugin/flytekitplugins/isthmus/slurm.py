@@ -173,14 +173,21 @@ class SlurmJob:
                     "SlurmJob(client_options={'url': ...}): the URL carries credentials; "
                     "pass the token through token_env / token_secret instead"
                 )
-        if self.env:
-            from isthmus.redaction import is_secret_name
+        from isthmus.redaction import is_secret_env
 
-            secret = sorted(k for k in self.env if is_secret_name(k))
+        # env (and a client's own job environment) travel in the task template: no credentials there
+        for where, env in (
+            ("env", self.env),
+            *((f"client_options[{k!r}]", v) for k, v in self.client_options.items() if k in ("env", "job_env")),
+        ):
+            if not isinstance(env, dict):
+                raise ValueError(f"SlurmJob({where}={env!r}) must be a dict of environment variables")
+            secret = sorted(str(k) for k, v in env.items() if is_secret_env(str(k), str(v)))
             if secret:
                 raise ValueError(
-                    f"SlurmJob(env=...): {', '.join(secret)} look(s) like credentials, and env is stored in the "
-                    "Flyte task template; provide secrets on the cluster instead (e.g. in the job's environment)"
+                    f"SlurmJob({where}=...): {', '.join(secret)} hold(s) credentials (by name, or a URL with a "
+                    "password), and this is stored in the Flyte task template; provide secrets where the connector "
+                    "or the job runs instead (its environment, a flytekit secret, the metadata store's own config)"
                 )
 
     # -- (de)serialization: the task template's custom field and the connector's resource meta --
@@ -372,7 +379,9 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
 
     ``client_factory`` builds the Slurm client of a :class:`SlurmJob` (default :meth:`SlurmJob.connect`;
     a client is built per call, so a rotated token is picked up). ``gone_grace``: seconds a job may be
-    missing from the controller (and leave no manifest) before it is ``LOST``.
+    missing from the controller (and leave no manifest) before it is ``LOST``. An unreachable controller
+    fails the task (retryable, after cancelling the job as far as possible) once it has not answered
+    ``max_unreachable`` polls in a row over at least ``unreachable_grace`` seconds.
     """
 
     name = "Isthmus Slurm Connector"
@@ -383,13 +392,15 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
         *,
         gone_grace: float = 30.0,
         max_unreachable: int = 5,
+        unreachable_grace: float = 300.0,
     ) -> None:
         super().__init__(task_type_name=TASK_TYPE, metadata_type=SlurmStepMeta)
         self._client_factory = client_factory or SlurmJob.connect
         self.gone_grace = gone_grace
         self.max_unreachable = max_unreachable
+        self.unreachable_grace = unreachable_grace
         self._gone_since: dict[str, float] = {}
-        self._unreachable: dict[str, int] = {}
+        self._unreachable: dict[str, tuple[int, float]] = {}  # job id -> (failed polls, since)
         self._last_state: dict[str, str] = {}
 
     def _client(self, config: SlurmJob) -> SlurmClient:
@@ -498,13 +509,19 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
             try:
                 status = await client.status(job.job_id)
             except SlurmUnavailable as exc:
-                errors = self._unreachable.get(job.job_id, 0) + 1
-                self._unreachable[job.job_id] = errors
-                if errors >= self.max_unreachable:
+                errors, since = self._unreachable.get(job.job_id, (0, time.monotonic()))
+                errors += 1
+                self._unreachable[job.job_id] = (errors, since)
+                waited = time.monotonic() - since
+                if errors >= self.max_unreachable and waited >= self.unreachable_grace:
                     self._unreachable.pop(job.job_id, None)
+                    # Flyte calls no delete() after a failure: cancel the job here, as far as possible
+                    await cancel_quietly(client, job.job_id)
+                    await self._forget_secrets(config, client, job)
                     return Resource(
                         phase=TaskExecution.RETRYABLE_FAILED,
-                        message=f"{label}: the Slurm controller did not answer {errors} times in a row: {exc}",
+                        message=f"{label}: the Slurm controller did not answer {errors} times in a row over "
+                        f"{waited:.0f}s ({exc}); cancelling the job was attempted (check with squeue -j {job.job_id})",
                         custom_info=_info(job, None),
                     )
                 return Resource(
@@ -527,6 +544,7 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
                 hint = UNSATISFIABLE_REASONS.get(status.reason or "") if status.state == "PENDING" else None
                 if hint:
                     await cancel_quietly(client, job.job_id)
+                    await self._forget_secrets(config, client, job)
                     return Resource(
                         phase=TaskExecution.FAILED,
                         message=f"{label} can never start ({status.reason}): {hint}; the job was cancelled",
@@ -562,6 +580,14 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
             outputs=outputs,
             custom_info={**_info(job, status), "step_run_id": result.step_run_id, "cache_hit": result.cache_hit},
         )
+
+    @staticmethod
+    async def _forget_secrets(config: SlurmJob, client: SlurmClient, job: Any) -> None:
+        """Remove the job's credentials file (when it has one) on a path where no collect() follows."""
+        try:
+            await config.executor(client).forget_secrets(job)
+        except Exception as exc:  # a cleanup path: never hide the real outcome
+            log.warning("Slurm job %s: removing its credentials file failed: %s", job.job_id, exc)
 
     async def _state_changed(self, job: Any, status: JobStatus) -> None:
         """Log a new state; while the job waits (queued, held, suspended) lineage hears OTHER, as
@@ -616,9 +642,7 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
             await client.cancel(job_id)
             log.info("step %r: cancelled Slurm job %s", resource_meta.step_name, job_id)
             # no get() follows an abort: remove the job's credentials file (if any) now
-            forget = getattr(config.executor(client), "forget_secrets", None)
-            if forget is not None:
-                await forget(SubmittedJob.from_dict(resource_meta.job))
+            await self._forget_secrets(config, client, SubmittedJob.from_dict(resource_meta.job))
         finally:
             await client.close()
 
@@ -767,7 +791,15 @@ class IsthmusSlurmTask(AsyncConnectorExecutorMixin, IsthmusTask):
     async def _get(self, resource_meta: ResourceMeta) -> Resource:
         if isinstance(resource_meta, SlurmStepMeta) and not resource_meta.job_id:  # a cache hit: no job to poll
             return await self._connector.get(resource_meta=resource_meta)
-        return await super()._get(resource_meta)
+        try:
+            return await super()._get(resource_meta)
+        except Exception:
+            # polling broke off (flytekit calls no delete then): no job outlives the local run
+            try:
+                await self._connector.delete(resource_meta=resource_meta)
+            except Exception as exc:
+                log.warning("Slurm job %s: cancelling it after the error failed: %s", resource_meta.job_id, exc)
+            raise
 
 
 @contextlib.contextmanager
