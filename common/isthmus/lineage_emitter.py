@@ -57,9 +57,15 @@ def _identifiable(step_run: dict[str, Any]) -> bool:
     return bool(step_run.get("pipeline_run_id") or native.get(RUN_ID_KEY) or step_run.get("id"))
 
 
+def env_configured() -> bool:
+    """Whether the environment configures an OpenLineage transport (``OPENLINEAGE_URL`` or
+    ``OPENLINEAGE__TRANSPORT...``)."""
+    return bool(os.environ.get("OPENLINEAGE_URL")) or any(k.startswith("OPENLINEAGE__TRANSPORT") for k in os.environ)
+
+
 def configured() -> bool:
     """Whether OpenLineage has a transport configured by the user (file, env or yaml)."""
-    if os.environ.get("OPENLINEAGE_URL") or any(k.startswith("OPENLINEAGE__TRANSPORT") for k in os.environ):
+    if env_configured():
         return True
     from openlineage.client import OpenLineageClient
 

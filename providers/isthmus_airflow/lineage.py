@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Any
 
+from isthmus.lineage_emitter import env_configured
 from isthmus.lineage_parent import NAMESPACE_KEY, PARENT_KEY, ROOT_KEY, parse_parent_id
 
 log = logging.getLogger("isthmus_airflow.lineage")
@@ -50,10 +50,7 @@ def openlineage_handoff(context: Any) -> tuple[dict[str, Any], dict[str, str]]:
     if not native[PARENT_KEY]:
         return {}, {}
     env: dict[str, str] = {}
-    user_configured = os.environ.get("OPENLINEAGE_URL") or any(
-        k.startswith("OPENLINEAGE__TRANSPORT") for k in os.environ
-    )
-    if not user_configured:
+    if not env_configured():  # else the job gets the same variables as this process
         transport = conf.transport()
         if transport:
             env["OPENLINEAGE__TRANSPORT"] = json.dumps(transport)

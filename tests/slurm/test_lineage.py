@@ -60,14 +60,19 @@ def _events(home: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def test_pending_job_sends_other_then_the_job_reports_under_the_handed_parent(
-    slurm_cluster, job_home: Path, monkeypatch: pytest.MonkeyPatch
-):
-    """cli backend: ``--begin=now+3`` keeps the job PENDING for a few seconds."""
+@pytest.fixture
+def file_lineage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events to the default file transport under the isthmus home, validated against the schemas."""
     if not schemas.available():
         skip_or_fail(f"the OpenLineage JSON Schemas are not at {schemas.SPEC_DIR}")
     for var in [v for v in os.environ if v.startswith("OPENLINEAGE")]:
         monkeypatch.delenv(var)
+
+
+def test_pending_job_sends_other_then_the_job_reports_under_the_handed_parent(
+    slurm_cluster, job_home: Path, file_lineage: None
+):
+    """cli backend: ``--begin=now+3`` keeps the job PENDING for a few seconds."""
     secret = f"s3cr3t-{uuid.uuid4().hex}"
     client = make_client(slurm_cluster, "cli")
     ex = SlurmExecutor(
@@ -139,13 +144,9 @@ def test_pending_job_sends_other_then_the_job_reports_under_the_handed_parent(
 
 
 def test_a_step_without_a_pipeline_run_keeps_one_run_id_from_pending_to_complete(
-    slurm_cluster, job_home: Path, monkeypatch: pytest.MonkeyPatch
+    slurm_cluster, job_home: Path, file_lineage: None
 ):
     """No pipeline run to derive the id from: the submitter chooses it and hands it to the job."""
-    if not schemas.available():
-        skip_or_fail(f"the OpenLineage JSON Schemas are not at {schemas.SPEC_DIR}")
-    for var in [v for v in os.environ if v.startswith("OPENLINEAGE")]:
-        monkeypatch.delenv(var)
     value = int(uuid.uuid4().int % 10**6)  # a fresh input: the job computes
     ex = SlurmExecutor(make_client(slurm_cluster, "rest"), default_runner(), poll_interval=0.2)
     ex_pending = SlurmExecutor(
