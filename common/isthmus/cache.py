@@ -11,7 +11,7 @@ from isthmus.artifacts.refs import ArtifactRef
 from isthmus.hashing import hash_parts, hash_value
 from isthmus.policy import CachePolicy
 
-CACHE_KEY_VERSION = "isthmus-cache-v1"
+CACHE_KEY_VERSION = "isthmus-cache-v2"
 
 
 def cache_key(

@@ -2,8 +2,9 @@
 
 Every hash is a string ``"blake3:<hex>"``: the algorithm is part of the value, so stored hashes stay
 meaningful if the default ever changes. Equal values hash equal regardless of dict order, tuple vs list,
-numpy scalar vs Python scalar, or ``-0.0`` vs ``0.0``; buffers (bytes, numpy arrays, Arrow buffers) are
-hashed in place without copying.
+or numpy scalar vs Python scalar; buffers (bytes, numpy arrays, Arrow buffers) are hashed in place without
+copying. Floats are hashed by their IEEE-754 bits, like the floats inside a numpy array: ``-0.0`` and
+``0.0`` (``1/x`` tells them apart) and NaNs with different payloads or signs hash differently.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
-import math
 import struct
 import uuid
 from collections.abc import Mapping, Set
@@ -94,6 +94,22 @@ def hash_parts(*parts: str | bytes) -> str:
     return PREFIX + h.hexdigest()
 
 
+def keyed_hash(key: bytes, *parts: str | bytes) -> str:
+    """BLAKE3 in keyed mode over length-prefixed ``parts``: without the 32-byte ``key`` the result
+    reveals nothing about low-entropy inputs (a short password cannot be recovered by guessing)."""
+    h = blake3(key=key)
+    for part in parts:
+        b = part.encode() if isinstance(part, str) else part
+        h.update(struct.pack("<Q", len(b)))
+        h.update(b)
+    return PREFIX + h.hexdigest()
+
+
+def value_digest(value: Any) -> bytes:
+    """The raw 32-byte canonical digest of ``value`` (what :func:`hash_value` prints in hex)."""
+    return _digest(value)
+
+
 def _digest(value: Any) -> bytes:
     h = _new()
     _feed(h, value)
@@ -107,12 +123,7 @@ def _tag(h: blake3, tag: bytes, payload: bytes = b"") -> None:
 
 
 def _feed_float(h: blake3, x: float) -> None:
-    if math.isnan(x):
-        _tag(h, b"f", b"nan")
-    elif x == 0.0:
-        _tag(h, b"f", b"0.0")  # -0.0 == 0.0
-    else:
-        _tag(h, b"f", repr(float(x)).encode())
+    _tag(h, b"f", struct.pack("<d", x))  # the exact bits: no two distinct floats (or NaN payloads) collide
 
 
 def _feed_buffer(h: blake3, tag: bytes, header: str, buf: Any) -> None:
@@ -260,6 +271,7 @@ def _feed_object_values(h: blake3, values: Any) -> None:
 
 
 def _feed_pandas(h: blake3, v: Any) -> None:
+    import numpy as np
     import pandas as pd
 
     if isinstance(v, (pd.DataFrame, pd.Series)):
@@ -277,6 +289,13 @@ def _feed_pandas(h: blake3, v: Any) -> None:
         _feed(h, pd.util.hash_pandas_object(v, index=True).to_numpy())
         for col in columns:
             _feed_object_values(h, col)
+        # pandas hashes -0.0 like 0.0 and every NaN alike: add the bits of float columns and index.
+        frame = v.to_frame() if isinstance(v, pd.Series) else v
+        for i, t in enumerate(frame.dtypes):
+            if isinstance(t, np.dtype) and t.kind == "f":
+                _feed_numpy(h, np.ascontiguousarray(frame.iloc[:, i].to_numpy()))
+        if isinstance(index.dtype, np.dtype) and index.dtype.kind == "f":
+            _feed_numpy(h, np.ascontiguousarray(index.to_numpy()))
         if pd.api.types.is_object_dtype(index.dtype):
             _feed_object_values(h, index)
         return
