@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from isthmus.fingerprint.redact import redact_source
+from isthmus.redaction import secret_values
 from isthmus.store.metadata import MetadataStore
 
 
@@ -25,11 +27,12 @@ def code_diff(store: MetadataStore, old_hash: str | None, new_hash: str | None) 
     old = (store.get_code_snapshot(old_hash) if old_hash else None) or {"components": {}, "sources": {}}
     new = (store.get_code_snapshot(new_hash) if new_hash else None) or {"components": {}, "sources": {}}
     out: dict[str, str] = {}
+    secrets = secret_values()
     for name in sorted(set(old["components"]) | set(new["components"])):
         if old["components"].get(name) == new["components"].get(name):
             continue
-        before = old["sources"].get(name, "")
-        after = new["sources"].get(name, "")
+        before = redact_source(old["sources"].get(name, ""), secrets)
+        after = redact_source(new["sources"].get(name, ""), secrets)
         text = "".join(
             difflib.unified_diff(
                 before.splitlines(keepends=True),

@@ -14,8 +14,8 @@ from tests.helpers import import_fresh, write_module
 _counter = itertools.count()
 
 
-def fp_of(tmp_path: Path, source: str, attr: str = "f") -> tuple[str, dict[str, str]]:
-    name = f"fpmod_{next(_counter)}"
+def fp_of(tmp_path: Path, source: str, attr: str = "f", name: str | None = None) -> tuple[str, dict[str, str]]:
+    name = name or f"fpmod_{next(_counter)}"
     write_module(tmp_path, name, source)
     mod = import_fresh(tmp_path, name)
     clear_memo()
@@ -168,3 +168,221 @@ def test_non_importable_steps_are_reported(bad: str) -> None:
 
     with pytest.raises(NotImportableError):
         pickle.dumps(s)
+
+
+# -- every path the code can take ------------------------------------------------------------------
+def _variants(tmp_path: Path, template: str, *values: str, attr: str = "f") -> list[str]:
+    """Fingerprints of one module (same name, as in every day of a project) edited to each value."""
+    name = f"fpmod_{next(_counter)}"
+    return [fp_of(tmp_path, template.replace("{V}", v), attr, name)[0] for v in values]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        # functools.partial: the function it wraps, its args, its keywords
+        "import functools\ndef g(x, k=0):\n    return x * {V}\nP = functools.partial(g)\ndef f(x):\n    return P(x)\n",
+        "import functools\ndef g(k, x):\n    return x * k\nP = functools.partial(g, {V})\ndef f(x):\n    return P(x)\n",
+        "import functools\ndef g(x, k=0):\n    return x * k\nP = functools.partial(g, k={V})\ndef f(x):\n    return P(x)\n",
+        # containers holding functions, and constants beside them
+        "def g(x):\n    return x * {V}\nOPS = {'g': g}\ndef f(x):\n    return OPS['g'](x)\n",
+        "def g(x):\n    return x\nOPS = {'g': g, 'k': {V}}\ndef f(x):\n    return OPS['k']\n",
+        "def g(x):\n    return x * {V}\nOPS = [g]\ndef f(x):\n    return OPS[0](x)\n",
+        "def g(x):\n    return x * {V}\nOPS = (g, 1)\ndef f(x):\n    return OPS[0](x)\n",
+        "def g(x):\n    return x * {V}\nOPS = {frozenset({g})}\ndef f(x):\n    return len(OPS)\n",
+        # decorators that return non-function callables
+        "import functools\n@functools.lru_cache(maxsize=None)\ndef g(x):\n    return x * {V}\ndef f(x):\n    return g(x)\n",
+        "import functools\n@functools.cache\ndef g(x):\n    return x * {V}\ndef f(x):\n    return g(x)\n",
+        "class W:\n    def __init__(self, fn):\n        self.__wrapped__ = fn\n    def __call__(self, x):\n"
+        "        return self.__wrapped__(x)\n@W\ndef g(x):\n    return x * {V}\ndef f(x):\n    return g(x)\n",
+        # a decorator's wrapper body (functools.wraps makes inspect show the wrapped function instead)
+        "import functools\ndef deco(fn):\n    @functools.wraps(fn)\n    def wrapper(x):\n        return fn(x) * {V}\n"
+        "    return wrapper\n@deco\ndef g(x):\n    return x\ndef f(x):\n    return g(x)\n",
+        # decorator arguments other than isthmus's
+        "def scaled(k):\n    def deco(fn):\n        return fn\n    return deco\n@scaled({V})\ndef f(x):\n    return x\n",
+        # callable instances and the code of their class
+        "class S:\n    def __call__(self, x):\n        return x * {V}\nSCALE = S()\ndef f(x):\n    return SCALE(x)\n",
+        # state that is not source
+        "import types\nNS = types.SimpleNamespace(k={V})\ndef f(x):\n    return NS.k\n",
+        "import re\nPAT = re.compile('a+', re.I if {V} == 2 else re.M)\ndef f(x):\n    return PAT.findall(x)\n",
+        "class C:\n    def __init__(self):\n        self.k = {V}\nOBJ = C()\ndef f(x):\n    return OBJ.k\n",
+        "class C:\n    __slots__ = ('k',)\n    def __init__(self):\n        self.k = {V}\nOBJ = C()\ndef f(x):\n    return OBJ.k\n",
+        "import dataclasses\n@dataclasses.dataclass\nclass C:\n    k: int\nOBJ = C({V})\ndef f(x):\n    return OBJ.k\n",
+        "class C:\n    def get(self):\n        return {V}\nOBJ = C()\ndef f(x):\n    return OBJ.get()\n",
+        "class C:\n    K = [{V}]\ndef f(x):\n    return C.K\n",
+        # defaults and closures of helpers, computed values included
+        "def g(x, k=int('{V}')):\n    return x * k\ndef f(x):\n    return g(x)\n",
+    ],
+)
+def test_every_reachable_change_counts(tmp_path: Path, template: str) -> None:
+    one, two, one_again = _variants(tmp_path, template, "2", "3", "2")
+    assert one != two
+    assert one == one_again  # stable: a fresh import of the same code gives the same fingerprint
+
+
+def test_partial_and_containers_show_readable_sources(tmp_path: Path) -> None:
+    src = "import functools\ndef g(x, k=0):\n    return x\nP = functools.partial(g, k=2)\nOPS = {'g': g, 'k': 1}\n"
+    src += "def f(x):\n    return P(x) + OPS['k']\n"
+    _, sources = fp_of(tmp_path, src)
+    assert sources["f:P"] == "P = partial(g, k=2)"
+    assert sources["f:OPS"] == "OPS = {'g': g, 'k': 1}"
+    assert "g" in sources
+
+
+def test_isthmus_decorator_options_do_not_count_but_other_decorators_do(tmp_path: Path) -> None:
+    plain = fp_of(tmp_path, "from isthmus import step\n@step\ndef f(x):\n    return x\n")[0]
+    opts = "from isthmus import step, CachePolicy\n@step(retries=2, cache=CachePolicy(version='1'))\ndef f(x):\n"
+    assert fp_of(tmp_path, opts + "    return x\n")[0] == plain
+    other = "import functools\nfrom isthmus import step\n@step\n@functools.lru_cache\ndef f(x):\n    return x\n"
+    assert fp_of(tmp_path, other)[0] != plain
+
+
+def test_lambdas_in_a_container_are_told_apart_and_stable(tmp_path: Path) -> None:
+    src = "OPS = {'a': lambda x: x * 2, 'b': lambda x: x * {V}}\ndef f(x):\n    return OPS['a'](x)\n"
+    one, two, one_again = _variants(tmp_path, src, "3", "4", "3")
+    assert one != two and one == one_again
+
+
+def test_imports_inside_the_body_are_followed(tmp_path: Path) -> None:
+    def helpers(factor: int) -> None:
+        write_module(tmp_path, "fp_local_helpers", f"def double(x):\n    return x * {factor}\n")
+        import_fresh(tmp_path, "fp_local_helpers")
+
+    for body in (
+        "def f(x):\n    from fp_local_helpers import double\n    return double(x)\n",
+        "def f(x):\n    import fp_local_helpers\n    return fp_local_helpers.double(x)\n",
+        "def f(x):\n    import fp_local_helpers as h\n    return h.double(x)\n",
+        "class M:\n    def run(self, x):\n        from fp_local_helpers import double\n        return double(x)\n"
+        "def f(x):\n    return M().run(x)\n",
+    ):
+        helpers(2)
+        base, sources = fp_of(tmp_path, body)
+        assert "double" in sources
+        helpers(3)
+        assert fp_of(tmp_path, body)[0] != base
+
+
+def test_a_project_module_used_as_a_value_counts_whole(tmp_path: Path) -> None:
+    body = "import fp_dispatch_ops\ndef f(name, x):\n    return getattr(fp_dispatch_ops, name)(x)\n"
+    fps = []
+    for ops in (
+        "def a(x):\n    return x\nK = 1\n",
+        "def a(x):\n    return -x\nK = 1\n",  # a function it holds
+        "def a(x):\n    return -x\nK = 2\n",  # a constant it holds
+        "def a(x):\n    return -x\nK = 2\nclass C:\n    pass\n",  # a class added
+    ):
+        write_module(tmp_path, "fp_dispatch_ops", ops)
+        import_fresh(tmp_path, "fp_dispatch_ops")
+        fps.append(fp_of(tmp_path, body, name="fp_dispatch_step")[0])
+    assert len(set(fps)) == len(fps)
+    # attribute chains alone do not pull in the whole module
+    write_module(tmp_path, "fp_dispatch_ops", "def a(x):\n    return x\ndef b(x):\n    return x\n")
+    import_fresh(tmp_path, "fp_dispatch_ops")
+    _, sources = fp_of(tmp_path, "import fp_dispatch_ops\ndef f(x):\n    return fp_dispatch_ops.a(x)\n")
+    assert "b" not in sources
+
+
+def test_a_body_import_of_a_missing_project_module_counts_once_it_exists(tmp_path: Path) -> None:
+    body = "def f(x):\n    try:\n        from fp_later import g\n    except ImportError:\n        return x\n"
+    body += "    return g(x)\n"
+    before, sources = fp_of(tmp_path, body)
+    assert any("fp_later" in k for k in sources)
+    write_module(tmp_path, "fp_later", "def g(x):\n    return -x\n")
+    assert fp_of(tmp_path, body)[0] != before
+
+
+def test_library_internals_stay_out(tmp_path: Path) -> None:
+    src = "import json\nimport functools\nDUMP = functools.partial(json.dumps, sort_keys=True)\n"
+    src += "def f(x):\n    return DUMP(x)\n"
+    _, sources = fp_of(tmp_path, src)
+    assert set(sources) == {"f", "f:DUMP"}
+
+
+def test_classes_of_call_values_join_the_fingerprint(tmp_path: Path) -> None:
+    write_module(tmp_path, "fp_arg_model", "class Model:\n    def predict(self, x):\n        return x\n")
+    mod = import_fresh(tmp_path, "fp_arg_model")
+    name = f"fpmod_{next(_counter)}"
+    write_module(tmp_path, name, "def f(model):\n    return model.predict(1)\n")
+    f = import_fresh(tmp_path, name).f
+    clear_memo()
+    plain = code_fingerprint(f)
+    with_model = code_fingerprint(f, (mod.Model,))
+    assert "Model" in with_model.sources and "Model" not in plain.sources
+    assert with_model.hash != plain.hash
+
+
+def test_state_without_a_canonical_form_is_unique_to_the_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = "import socket\nSOCK = socket.socket()\ndef f(x):\n    return SOCK.fileno()\n"
+    name = f"fpmod_{next(_counter)}"
+    write_module(tmp_path, name, src)
+    mod = import_fresh(tmp_path, name)
+    clear_memo()
+    with caplog.at_level("WARNING", logger="isthmus"):
+        fp = code_fingerprint(mod.f)
+    assert list(fp.unstable) == ["f:SOCK"] and "no canonical state" in caplog.text
+    assert "register_state" in caplog.text
+
+    from isthmus.fingerprint import register_state
+    from isthmus.fingerprint.values import _state_of
+
+    register_state(type(mod.SOCK), lambda s: s.family.name)
+    try:
+        clear_memo()
+        assert code_fingerprint(mod.f).unstable == {}
+    finally:
+        _state_of.pop(type(mod.SOCK))
+    mod.SOCK.close()
+
+
+def test_opaque_values_count_by_type_only(tmp_path: Path) -> None:
+    src = "import threading, logging\nLOCK = threading.Lock()\nLOG = logging.getLogger('x')\n"
+    src += "def f(x):\n    with LOCK:\n        LOG.info(x)\n"
+    name = f"fpmod_{next(_counter)}"
+    write_module(tmp_path, name, src)
+    mod = import_fresh(tmp_path, name)
+    clear_memo()
+    unlocked = code_fingerprint(mod.f)
+    assert unlocked.unstable == {}
+    with mod.LOCK:
+        clear_memo()
+        assert code_fingerprint(mod.f).hash == unlocked.hash
+
+
+# -- credentials -------------------------------------------------------------------------------------
+def test_secret_constants_are_redacted_and_keyed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FP_SERVICE_TOKEN", "tok-canary-123456")
+    src = (
+        "import os\nAPI_KEY = 'sk-canary-0001'\nAUTH = 'Bearer ' + os.environ['FP_SERVICE_TOKEN']\n"
+        "CONF = {'password': 'pw-canary', 'host': 'db'}\nURL = 'postgresql://u:pw-canary-2@db/x'\nSCALE = 2\n"
+        "def f(x):\n    return (API_KEY, AUTH, CONF, URL, SCALE)\n"
+    )
+    name = f"fpmod_{next(_counter)}"
+    write_module(tmp_path, name, src)
+    mod = import_fresh(tmp_path, name)
+    clear_memo()
+    fp = code_fingerprint(mod.f)
+    shown = "\n".join(fp.sources.values())
+    for canary in ("sk-canary-0001", "tok-canary-123456", "pw-canary"):
+        assert canary not in shown
+    assert fp.sources["f:API_KEY"] == "API_KEY = ***"
+    assert fp.sources["f:CONF"] == "CONF = {'password': ***, 'host': 'db'}"
+    assert fp.sources["f:SCALE"] == "SCALE = 2"
+    assert set(fp.secret_digests) == {"f:API_KEY", "f:AUTH", "f:CONF", "f:URL"}
+    # keyed: the same salt agrees, another salt (or no salt) reveals nothing comparable
+    a, b = fp.keyed(b"a" * 32), fp.keyed(b"b" * 32)
+    assert a.hash == fp.keyed(b"a" * 32).hash and a.hash != b.hash
+    assert a.components["f:SCALE"] == b.components["f:SCALE"] and a.components["f:API_KEY"] != b.components["f:API_KEY"]
+    # rotating the secret changes the key
+    write_module(tmp_path, name, src.replace("sk-canary-0001", "sk-canary-0002"))
+    rotated = import_fresh(tmp_path, name)
+    clear_memo()
+    assert code_fingerprint(rotated.f).keyed(b"a" * 32).hash != a.hash
+
+
+def test_secret_literals_in_source_are_redacted_in_stored_text(tmp_path: Path) -> None:
+    src = "def f(x):\n    token = 'lit-canary-77'\n    return call(x, password=1234, user='bob')\n"
+    _, sources = fp_of(tmp_path, src)
+    assert "lit-canary-77" not in sources["f"] and "token = ***" in sources["f"]
+    assert "password=***" in sources["f"] and "user='bob'" in sources["f"]

@@ -3,6 +3,7 @@
 from isthmus.fingerprint.code import CodeFingerprint, code_fingerprint
 from isthmus.fingerprint.deps import DependencyFingerprint, dependency_fingerprint
 from isthmus.fingerprint.environment import EnvironmentSnapshot, environment_snapshot
+from isthmus.fingerprint.values import register_state
 
 __all__ = [
     "CodeFingerprint",
@@ -11,4 +12,5 @@ __all__ = [
     "code_fingerprint",
     "dependency_fingerprint",
     "environment_snapshot",
+    "register_state",
 ]

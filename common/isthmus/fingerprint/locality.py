@@ -35,6 +35,21 @@ def _file_is_local(path: str) -> bool:
     return not any(real == root or real.startswith(root + os.sep) for root in _installed_roots())
 
 
+def is_project_file(path: str) -> bool:
+    """True for a file or package directory of the user's project (outside site-packages and stdlib)."""
+    return _file_is_local(path)
+
+
+def is_tool_module(name: str) -> bool:
+    """True for modules of isthmus itself and its adapters."""
+    top = name.split(".", 1)[0]
+    return (
+        top in ("isthmus", "isthmus_airflow")
+        or name == "flytekitplugins.isthmus"
+        or name.startswith("flytekitplugins.isthmus.")
+    )
+
+
 def is_project_module(module: ModuleType | str | None) -> bool:
     """True for modules of the user's project: not stdlib, not site-packages, not isthmus itself."""
     if module is None:
