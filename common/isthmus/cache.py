@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from isthmus.artifacts.refs import ArtifactRef
-from isthmus.hashing import hash_parts, hash_value
+from isthmus.fingerprint.files import declared_files_digest
+from isthmus.fingerprint.values import is_secret_string, secret_env_values
+from isthmus.hashing import hash_parts, hash_value, keyed_hash, value_digest
 from isthmus.policy import CachePolicy
+from isthmus.redaction import is_secret_name
 
 CACHE_KEY_VERSION = "isthmus-cache-v2"
+_PROCESS_SALT = os.urandom(32)  # when no store salt is given: secret parts then match only in this process
 
 
 def cache_key(
@@ -23,24 +28,69 @@ def cache_key(
     params: Mapping[str, Any],
     inputs: Mapping[str, ArtifactRef],
     output_materializers: Mapping[str, str] | None = None,
+    output_names: Sequence[str] = (),
+    declared: str = "",
+    salt: bytes | None = None,
 ) -> str:
-    """hash(step identity, code fp, dependency fp, canonical params, input content hashes,
-    materializer versions, version salt) — each part included as the policy says."""
+    """hash(step identity, output names, code fp, dependency fp, canonical params, input content hashes,
+    materializer versions, declared files/env, version salt) — each part included as the policy says.
+
+    Secret parameters (credential-like names at any depth, URLs with a password, values of credential
+    environment variables) enter through a hash keyed with ``salt`` (the store's), so the key reveals
+    nothing about them; ``declared`` comes from :func:`declared_inputs`.
+    """
     ignored = set(policy.ignore_inputs)
-    param_hash = hash_value({k: v for k, v in params.items() if k not in ignored})
+    key = salt or _PROCESS_SALT
+    secrets = secret_env_values()
+    kept = {k: protect_secrets(v, key, secrets, is_secret_name(k)) for k, v in params.items() if k not in ignored}
+    param_hash = hash_value(kept)
     input_parts = sorted(
         f"{name}={ref.content_hash}|{ref.materializer}" for name, ref in inputs.items() if name not in ignored
     )
     return hash_parts(
         CACHE_KEY_VERSION,
         step_name,
+        "outputs=" + ",".join(output_names),
         code_hash if policy.code else "-",
         deps_hash if policy.deps is not None else "-",
         param_hash,
         *input_parts,
         "|".join(f"{k}={v}" for k, v in sorted((output_materializers or {}).items())),
+        declared,
         policy.version,
     )
+
+
+def protect_secrets(value: Any, key: bytes, env_secrets: frozenset[str], secret: bool = False) -> Any:
+    """``value`` with every secret part replaced by its keyed hash (see :func:`cache_key`)."""
+    if secret:
+        return keyed_hash(key, "param", value_digest(value))
+    if isinstance(value, Mapping):
+        return {
+            k: protect_secrets(v, key, env_secrets, isinstance(k, str) and is_secret_name(k)) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [protect_secrets(v, key, env_secrets) for v in value]
+    if isinstance(value, str) and is_secret_string(value, env_secrets):
+        return keyed_hash(key, "param", value_digest(value))
+    return value
+
+
+def declared_inputs(policy: CachePolicy, salt: bytes | None = None) -> str:
+    """The part of the key for what the step declares it reads: ``CachePolicy(files=..., env=...)``.
+
+    Files count by content (read now); environment variables by a hash of their value keyed with the
+    store's ``salt`` (never stored), an unset variable differently from an empty one.
+    """
+    if not policy.files and not policy.env:
+        return ""
+    parts = [declared_files_digest(policy.files)] if policy.files else []
+    for name in policy.env:
+        value = os.environ.get(name)
+        parts.append(
+            f"{name}:unset" if value is None else f"{name}={keyed_hash(salt or _PROCESS_SALT, 'env', name, value)}"
+        )
+    return hash_parts("declared", *parts)
 
 
 class LeaseKeeper:

@@ -20,13 +20,15 @@ from typing import Any
 from isthmus import _defaults, lineage
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.artifacts.store import ArtifactStore
-from isthmus.cache import cache_key, lease_keeper
+from isthmus.cache import cache_key, declared_inputs, lease_keeper
 from isthmus.config import Settings, get_settings
 from isthmus.context import RunContext
 from isthmus.errors import ArtifactMissing, MaterializationError, StepDefinitionError, StepFailed
+from isthmus.fingerprint.arguments import class_of_type_path, classes_of_values, holds_path, with_path_contents
 from isthmus.fingerprint.code import CodeFingerprint, code_fingerprint
 from isthmus.fingerprint.deps import DependencyFingerprint, dependency_fingerprint
 from isthmus.fingerprint.environment import DEFAULT_ENV_ALLOWLIST, IMAGE_VARS, environment_snapshot
+from isthmus.fingerprint.values import state_digest
 from isthmus.hashing import UnhashableValueError, hash_value
 from isthmus.redaction import is_secret_name, redact_params, scrub, secret_values
 from isthmus.step import Step
@@ -89,6 +91,10 @@ def _json_param(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
+def _class_order(cls: type) -> tuple[str, str]:
+    return (cls.__module__, cls.__qualname__)
+
+
 def _ref_list(value: Any) -> list[ArtifactRef] | None:
     """The refs of a non-empty list/tuple (or lazy sequence) whose items are all artifact refs, else None."""
     if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__") or not hasattr(value, "__getitem__"):
@@ -120,14 +126,21 @@ class StepRunner:
         self._env_names = tuple(sorted(set(DEFAULT_ENV_ALLOWLIST) | set(self.settings.env_allowlist) | set(IMAGE_VARS)))
 
     # -- fingerprints ----------------------------------------------------------------------------
-    def fingerprints(self, step: Step[Any, Any]) -> tuple[CodeFingerprint, DependencyFingerprint]:
-        memo_key = (id(step.fn), step.cache.deps)
+    def fingerprints(
+        self, step: Step[Any, Any], arg_classes: tuple[type, ...] = ()
+    ) -> tuple[CodeFingerprint, DependencyFingerprint]:
+        """Code and dependency fingerprints of ``step``; ``arg_classes``: project classes of the values a
+        call receives (their code joins the code fingerprint). Secret constants are keyed with the
+        store's salt."""
+        memo_key = (id(step.fn), step.cache.deps, *map(id, arg_classes))
         hit = self._fp_memo.get(memo_key)
-        if hit is not None and hit[0] is step.fn:
+        if hit is not None and hit[0] == (step.fn, *arg_classes):
             return hit[1], hit[2]
-        code_fp = code_fingerprint(step)
+        code_fp = code_fingerprint(step, arg_classes)
+        if code_fp.secret_digests:
+            code_fp = code_fp.keyed(self.metadata.secret_salt())
         deps_fp = dependency_fingerprint(step.cache.deps, code_fp.modules)
-        self._fp_memo[memo_key] = (step.fn, code_fp, deps_fp)
+        self._fp_memo[memo_key] = ((step.fn, *arg_classes), code_fp, deps_fp)
         self.metadata.save_code_snapshot(code_fp.hash, code_fp.components, code_fp.sources)
         return code_fp, deps_fp
 
@@ -201,6 +214,7 @@ class StepRunner:
         inputs: dict[str, ArtifactRef] = {}
         params: dict[str, Any] = {}
         collections: dict[str, int] = {}  # list arguments made of artifacts (e.g. a mapped task's results)
+        values: list[Any] = []  # argument values whose project classes join the code fingerprint
         for name, value in arguments.items():
             ref = ArtifactRef.coerce(value)
             if ref is not None:
@@ -211,24 +225,31 @@ class StepRunner:
                 collections[name] = len(refs)
                 inputs.update({f"{name}[{i}]": r for i, r in enumerate(refs)})
                 continue
+            values.append(value)
             try:
                 params[name] = _json_param(value)
             except TypeError:
+                if holds_path(value):  # a pathlib path counts by what is there now; the step gets the path
+                    params[name] = _json_param(with_path_contents(value))
+                    continue
                 if is_secret_name(name):
-                    # Never stored: only its hash enters the cache key; the function gets the object.
+                    # Never stored: only its digest (keyed in the cache key) enters; the function gets the object.
                     try:
                         params[name] = hash_value(value)
                     except UnhashableValueError:
-                        params[name] = f"<unhashable {type(value).__name__}>"
+                        params[name] = state_digest(value)
                     continue
                 # Objects passed in directly become input artifacts (hashed by content, kept for lineage).
                 inputs[name] = self.artifacts.save(value, step_name=step.name, output=f"input:{name}")
 
-        code_fp, deps_fp = self.fingerprints(step)
+        arg_classes = classes_of_values(values)
+        arg_classes.update(c for r in inputs.values() if (c := class_of_type_path(r.python_type)) is not None)
+        code_fp, deps_fp = self.fingerprints(step, tuple(sorted(arg_classes, key=_class_order)))
         env_hash = self.environment_hash(step.fn)
         policy = step.cache
-        key = (
-            cache_key(
+        if policy.enabled:
+            salt = self.metadata.secret_salt()
+            key: str | None = cache_key(
                 step_name=step.name,
                 policy=policy,
                 code_hash=code_fp.hash,
@@ -236,10 +257,12 @@ class StepRunner:
                 params={**params, **{f"<{k}>": n for k, n in collections.items()}},
                 inputs=inputs,
                 output_materializers={k: str(getattr(v, "key", v)) for k, v in step.materializers.items()},
+                output_names=step.output_names,
+                declared=declared_inputs(policy, salt),
+                salt=salt,
             )
-            if policy.enabled
-            else None
-        )
+        else:
+            key = None
         step_run_id = str(uuid.uuid4())
         base = {
             "id": step_run_id,

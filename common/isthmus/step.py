@@ -91,7 +91,7 @@ class Step(Generic[P, R]):
         self.retries = retries
         self.retry_delay = float(retry_delay)
         self.cache = CachePolicy.coerce(cache)
-        self._explicit_outputs = tuple(outputs) if outputs else None
+        self._explicit_outputs = _outputs(outputs, label) if outputs else None
         self.materializers = dict(materializers or {})
         self.tags = tuple(tags)
         self.owner = owner
@@ -244,6 +244,18 @@ def step(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     if fn is not None:
         return Step(fn, **options)
     return lambda f: Step(f, **options)
+
+
+def _outputs(outputs: Sequence[str], label: str) -> tuple[str, ...]:
+    """Validated ``outputs=[...]`` names (they name artifacts and are part of the cache key)."""
+    names = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+    bad = [n for n in names if not isinstance(n, str) or not n.isidentifier()]
+    if bad or len(set(names)) != len(names):
+        raise StepDefinitionError(
+            f"{label}: outputs={list(names)!r} must be distinct names that are valid identifiers, "
+            "e.g. outputs=['train', 'test']"
+        )
+    return names
 
 
 def _external(dataset: str | tuple[str, str], label: str) -> tuple[str, str]:

@@ -7,6 +7,7 @@ import datetime as dt
 import fcntl
 import os
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -16,11 +17,11 @@ from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text,
 from sqlalchemy.engine import Connection, make_url
 
 from isthmus.artifacts.refs import ArtifactRef
-from isthmus.errors import RunNotFound
+from isthmus.errors import IsthmusError, RunNotFound
 from isthmus.store import schema as s
 from isthmus.store.engine import WRITE, make_engine, retry_locked
 
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 # Hot-path statements are built once: constructing SQLAlchemy statements costs more than running them.
@@ -630,6 +631,42 @@ class MetadataStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    # -- the store's secret salt -----------------------------------------------------------------
+    # One random 32-byte key per store (table ``store_settings``, revision 0002), created by the first
+    # process that asks. Secret parts of cache keys (credential-named parameters, CachePolicy(env=...),
+    # constants holding a credential) are hashed with it in BLAKE3's keyed mode, so a cache key seen
+    # outside the store (lineage facets, manifests, logs) reveals nothing about a low-entropy secret,
+    # while every process sharing the store computes the same keys. Never exported in a manifest.
+    def secret_salt(self) -> bytes:
+        """This store's secret salt (created on first use; cached per process)."""
+        salt: bytes | None = getattr(self, "_secret_salt", None)
+        if salt is None:
+            salt = self._load_secret_salt()
+            self._secret_salt = salt
+        return salt
+
+    def _load_secret_salt(self) -> bytes:
+        select_salt = text("SELECT value FROM store_settings WHERE name = 'secret_salt'")
+        with self._read() as conn:
+            value = conn.execute(select_salt).scalar()
+        if value is None:
+            insert_salt = text(
+                "INSERT INTO store_settings (name, value) VALUES ('secret_salt', :v) ON CONFLICT (name) DO NOTHING"
+            )
+
+            def work(conn: Connection) -> Any:
+                conn.execute(insert_salt, {"v": secrets.token_hex(32)})
+                return conn.execute(select_salt).scalar()
+
+            value = self._run_write(work)
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise IsthmusError(
+                "the metadata store's secret salt (table store_settings, name 'secret_salt') is not 64 hex "
+                "characters; delete that row and isthmus creates a new one (cache entries of steps with "
+                "secret parameters are then recomputed once)"
+            )
+        return bytes.fromhex(value)
 
 
 def default_store_path() -> str:
