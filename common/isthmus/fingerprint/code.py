@@ -39,6 +39,7 @@ from isthmus.fingerprint.redact import redact_source
 from isthmus.fingerprint.source import (
     LocalImport,
     bytecode_digest,
+    class_assignments,
     code_names,
     decorator_chain,
     definition_node,
@@ -220,9 +221,12 @@ class _Collector:
             self.sources[key] = f"<no source for class {cls.__qualname__}>"
         for base in cls.__mro__[1:]:
             self.code_ref(base)
+        # Class-level data the body assigns (``WEIGHTS = np.load(...)``) counts by its value; what a
+        # metaclass or decorator adds (registries, caches) is machinery, not the class's code.
+        assigned = class_assignments(node) if node is not None else None
         for name, value in vars(cls).items():
-            if name.startswith("_"):
-                continue  # dunders and private caches; the class body's source covers its literals
+            if name.startswith("__") or (assigned is not None and name not in assigned):
+                continue
             if node is not None and (isinstance(value, types.FunctionType) or hasattr(type(value), "__get__")):
                 continue  # methods and descriptors are code, already in the class's source
             self.visit_value(f"{cls.__qualname__}.{name}", value)

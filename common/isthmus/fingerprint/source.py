@@ -99,6 +99,20 @@ def referenced_chains(node: ast.AST) -> set[tuple[str, ...]]:
     return chains
 
 
+def class_assignments(node: ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    """Names a class body assigns at its top level (``K = ...``, ``k: int = ...``, ``a, b = ...``)."""
+    names: set[str] = set()
+    for stmt in node.body:
+        targets: list[ast.expr] = []
+        if isinstance(stmt, ast.Assign):
+            targets = list(stmt.targets)
+        elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
+            targets = [stmt.target]
+        for target in targets:
+            names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
+
+
 @dataclass(frozen=True)
 class LocalImport:
     """One name bound by an ``import`` inside a function or class body."""
