@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import weakref
@@ -17,6 +18,7 @@ from isthmus.redaction import is_secret_name
 
 CACHE_KEY_VERSION = "isthmus-cache-v2"
 _PROCESS_SALT = os.urandom(32)  # when no store salt is given: secret parts then match only in this process
+_secret_name = functools.lru_cache(maxsize=4096)(is_secret_name)  # parameter names repeat on every call
 
 
 def cache_key(
@@ -42,7 +44,7 @@ def cache_key(
     ignored = set(policy.ignore_inputs)
     key = salt or _PROCESS_SALT
     secrets = secret_env_values()
-    kept = {k: protect_secrets(v, key, secrets, is_secret_name(k)) for k, v in params.items() if k not in ignored}
+    kept = {k: protect_secrets(v, key, secrets, _secret_name(k)) for k, v in params.items() if k not in ignored}
     param_hash = hash_value(kept)
     input_parts = sorted(
         f"{name}={ref.content_hash}|{ref.materializer}" for name, ref in inputs.items() if name not in ignored
@@ -67,7 +69,7 @@ def protect_secrets(value: Any, key: bytes, env_secrets: frozenset[str], secret:
         return keyed_hash(key, "param", value_digest(value))
     if isinstance(value, Mapping):
         return {
-            k: protect_secrets(v, key, env_secrets, isinstance(k, str) and is_secret_name(k)) for k, v in value.items()
+            k: protect_secrets(v, key, env_secrets, isinstance(k, str) and _secret_name(k)) for k, v in value.items()
         }
     if isinstance(value, (list, tuple)):
         return [protect_secrets(v, key, env_secrets) for v in value]
