@@ -665,6 +665,21 @@ def test_secrets_never_reach_the_store_or_the_diff(days: dict[str, Any], monkeyp
     code = diff["steps"]["keyed_call"]["code"]  # the rotation is a visible change, without its value
     assert any("API_KEY = ***" in text for text in code.values()), code
 
+    # the Flyte deck shows the same code diff between a step run and the one before it
+    from flytekitplugins.isthmus.deck import changes_against
+    from isthmus.store import MetadataStore
+
+    store = MetadataStore(f"sqlite:///{home / 'isthmus.db'}")
+    try:
+        runs = [r for r in store.step_runs_of(diff["run_b"]["id"]) if r["step_name"] == "keyed_call"]
+        previous = store.previous_step_run("keyed_call", runs[0]["started_at"], exclude=runs[0]["id"])
+        shown = json.dumps(changes_against(store, runs[0], previous))
+    finally:
+        store.dispose()
+    assert "API_KEY = ***" in shown
+    for canary in (TOKEN_DAY1, TOKEN_DAY2, SERVICE_TOKEN):
+        assert canary not in shown
+
 
 def test_a_secret_parameter_is_keyed_with_the_store_salt(days: dict[str, Any]) -> None:
     from isthmus.cache import cache_key

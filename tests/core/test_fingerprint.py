@@ -386,3 +386,18 @@ def test_secret_literals_in_source_are_redacted_in_stored_text(tmp_path: Path) -
     _, sources = fp_of(tmp_path, src)
     assert "lit-canary-77" not in sources["f"] and "token = ***" in sources["f"]
     assert "password=***" in sources["f"] and "user='bob'" in sources["f"]
+
+
+def test_state_that_raises_when_read_never_crashes_a_fingerprint(tmp_path: Path) -> None:
+    src = (
+        "import dataclasses\n@dataclasses.dataclass\nclass C:\n    k: int = dataclasses.field(init=False)\n"
+        "OBJ = C()\nclass Boom:\n    def __reduce_ex__(self, protocol):\n        raise RuntimeError('no')\n"
+        "    def __repr__(self):\n        raise RuntimeError('no')\nB = Boom()\n"
+        "def f(x):\n    return OBJ, B\n"
+    )
+    name = f"fpmod_{next(_counter)}"
+    write_module(tmp_path, name, src)
+    mod = import_fresh(tmp_path, name)
+    clear_memo()
+    fp = code_fingerprint(mod.f)
+    assert set(fp.unstable) == {"f:OBJ", "f:B"}

@@ -166,8 +166,13 @@ class StateWalker:
     def digest(self, value: Any, name: str = "") -> tuple[bytes, bool, str | None]:
         """(digest, holds a secret, why it is unstable or None) of ``value`` held under ``name``."""
         self._nodes, self._secret, self.unstable = 0, False, None
-        d = self._digest(value, is_secret_name(name) if name else False, 0)
-        return d, self._secret, self.unstable
+        secret = is_secret_name(name) if name else False
+        try:
+            d = self._digest(value, secret, 0)
+        except Exception as exc:  # a property or a registered state function that raises: never a crash
+            self._path.clear()
+            d = self._unstable(value, f"reading its state raised {type(exc).__name__}: {exc}")
+        return d, self._secret or secret, self.unstable
 
     # -- the walk --------------------------------------------------------------------------------
     def _is_secret_str(self, s: str) -> bool:
@@ -339,7 +344,10 @@ def render(value: Any, name: str, secrets: frozenset[str]) -> str:
     """A readable, credential-free text of a value for the stored code snapshot and run diffs."""
     if is_secret_name(name):
         return REDACTED
-    text = _render(value, 0)
+    try:
+        text = _render(value, 0)
+    except Exception:  # a property or repr that raises
+        text = f"<{type(value).__qualname__}>"
     for s in sorted(secrets, key=len, reverse=True):
         text = text.replace(s, REDACTED)
     text = redact_url(text)
