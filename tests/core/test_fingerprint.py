@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,15 @@ from isthmus.fingerprint.deps import dependency_fingerprint
 from tests.helpers import import_fresh, write_module
 
 _counter = itertools.count()
+
+
+def fresh_module(tmp_path: Path, source: str) -> Any:
+    """A new module holding ``source``, with no memoized fingerprints."""
+    name = f"fpmod_{next(_counter)}"
+    write_module(tmp_path, name, source)
+    mod = import_fresh(tmp_path, name)
+    clear_memo()
+    return mod
 
 
 def fp_of(tmp_path: Path, source: str, attr: str = "f", name: str | None = None) -> tuple[str, dict[str, str]]:
@@ -315,10 +325,7 @@ def test_state_without_a_canonical_form_is_unique_to_the_process(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     src = "import socket\nSOCK = socket.socket()\ndef f(x):\n    return SOCK.fileno()\n"
-    name = f"fpmod_{next(_counter)}"
-    write_module(tmp_path, name, src)
-    mod = import_fresh(tmp_path, name)
-    clear_memo()
+    mod = fresh_module(tmp_path, src)
     with caplog.at_level("WARNING", logger="isthmus"):
         fp = code_fingerprint(mod.f)
     assert list(fp.unstable) == ["f:SOCK"] and "no canonical state" in caplog.text
@@ -339,10 +346,7 @@ def test_state_without_a_canonical_form_is_unique_to_the_process(
 def test_opaque_values_count_by_type_only(tmp_path: Path) -> None:
     src = "import threading, logging\nLOCK = threading.Lock()\nLOG = logging.getLogger('x')\n"
     src += "def f(x):\n    with LOCK:\n        LOG.info(x)\n"
-    name = f"fpmod_{next(_counter)}"
-    write_module(tmp_path, name, src)
-    mod = import_fresh(tmp_path, name)
-    clear_memo()
+    mod = fresh_module(tmp_path, src)
     unlocked = code_fingerprint(mod.f)
     assert unlocked.unstable == {}
     with mod.LOCK:
@@ -358,10 +362,7 @@ def test_secret_constants_are_redacted_and_keyed(tmp_path: Path, monkeypatch: py
         "CONF = {'password': 'pw-canary', 'host': 'db'}\nURL = 'postgresql://u:pw-canary-2@db/x'\nSCALE = 2\n"
         "def f(x):\n    return (API_KEY, AUTH, CONF, URL, SCALE)\n"
     )
-    name = f"fpmod_{next(_counter)}"
-    write_module(tmp_path, name, src)
-    mod = import_fresh(tmp_path, name)
-    clear_memo()
+    mod = fresh_module(tmp_path, src)
     fp = code_fingerprint(mod.f)
     shown = "\n".join(fp.sources.values())
     for canary in ("sk-canary-0001", "tok-canary-123456", "pw-canary"):
@@ -375,8 +376,8 @@ def test_secret_constants_are_redacted_and_keyed(tmp_path: Path, monkeypatch: py
     assert a.hash == fp.keyed(b"a" * 32).hash and a.hash != b.hash
     assert a.components["f:SCALE"] == b.components["f:SCALE"] and a.components["f:API_KEY"] != b.components["f:API_KEY"]
     # rotating the secret changes the key
-    write_module(tmp_path, name, src.replace("sk-canary-0001", "sk-canary-0002"))
-    rotated = import_fresh(tmp_path, name)
+    write_module(tmp_path, mod.__name__, src.replace("sk-canary-0001", "sk-canary-0002"))
+    rotated = import_fresh(tmp_path, mod.__name__)
     clear_memo()
     assert code_fingerprint(rotated.f).keyed(b"a" * 32).hash != a.hash
 
@@ -395,9 +396,6 @@ def test_state_that_raises_when_read_never_crashes_a_fingerprint(tmp_path: Path)
         "    def __repr__(self):\n        raise RuntimeError('no')\nB = Boom()\n"
         "def f(x):\n    return OBJ, B\n"
     )
-    name = f"fpmod_{next(_counter)}"
-    write_module(tmp_path, name, src)
-    mod = import_fresh(tmp_path, name)
-    clear_memo()
+    mod = fresh_module(tmp_path, src)
     fp = code_fingerprint(mod.f)
     assert set(fp.unstable) == {"f:OBJ", "f:B"}
