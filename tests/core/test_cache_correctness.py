@@ -572,6 +572,7 @@ def _day(project: Path, home: Path, *, day: int, token: str, variant: str) -> tu
         "CC_MY_TOKEN": token,
         "CC_SERVICE_TOKEN": SERVICE_TOKEN,
         "CC_VARIANT": variant,
+        "PYTHONDONTWRITEBYTECODE": "1",  # an edit within the second of a .pyc, at the same size, would be missed by Python
         "PYTHONPATH": os.pathsep.join([str(project), str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     proc = subprocess.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,13 @@ from isthmus.fingerprint.deps import dependency_fingerprint
 from tests.helpers import import_fresh, write_module
 
 _counter = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _no_bytecode_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests rewrite a module within the same second, often to the same size: a .pyc written by
+    the first import would be taken for the new source (Python checks mtime in seconds and size)."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
 
 
 def fresh_module(tmp_path: Path, source: str) -> Any:
