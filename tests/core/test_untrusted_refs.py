@@ -220,7 +220,8 @@ BAD_FIELDS = [
     ("materializer", ["cloudpickle@1"]),
     ("materializer", "json@1; rm -rf /"),
     ("python_type", "os.system"),
-    ("python_type", "os:system; import x"),
+    ("python_type", "os; import x:system"),
+    ("python_type", "mod:Cls\nnext line"),
     ("python_type", 5),
     ("metadata", ["not", "an", "object"]),
 ]
@@ -247,6 +248,7 @@ def test_well_formed_refs_and_plain_values_still_pass() -> None:
     good = ArtifactRef.from_dict(ref_dict(metadata={"rows": 3}))
     assert ArtifactRef.coerce(good.to_json()) == good
     nested = ref_dict(python_type="pkg.mod:Outer.<locals>.Inner", materializer="my-type+v2@1.0")
+    assert ArtifactRef.from_dict(ref_dict(python_type="app.models:Page[dict[str, int]]"))  # a generic model
     assert ArtifactRef.from_dict(nested).python_type == "pkg.mod:Outer.<locals>.Inner"
     for plain in ({"uri": "x"}, {"__isthmus_artifact__": 1}, "blake3:../../..", [1, 2], None):
         assert ArtifactRef.coerce(plain) is None

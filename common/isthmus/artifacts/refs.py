@@ -27,7 +27,8 @@ _HEX = re.compile(r"[0-9a-f]+")
 
 _MATERIALIZER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}(@[A-Za-z0-9_.+-]{1,64})?")
 _IDENT = r"[^\W\d]\w*"
-_PYTHON_TYPE = re.compile(rf"{_IDENT}(\.{_IDENT})*:({_IDENT}|<locals>|<lambda>)(\.({_IDENT}|<locals>|<lambda>))*")
+# module (dotted identifiers: it may be imported) ":" qualname (any printable text: R[dict[str, int]])
+_PYTHON_TYPE = re.compile(rf"{_IDENT}(\.{_IDENT})*:[^\x00-\x1f\x7f]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_URI = 2048
 _MAX_TYPE = 1024
