@@ -871,8 +871,9 @@ def test_s3_cached_step_with_a_corrupted_object_recomputes_in_a_new_process(
     assert counter.read_text().count("computed") == 2
 
 
+@pytest.mark.parametrize("mode", ["hash", "size", "off"])
 def test_s3_hostile_refs_write_nothing_anywhere(
-    s3_server: Any, s3_env: dict[str, str], tmp_path: Path, victim: dict[str, Path], isthmus_home: Path
+    s3_server: Any, s3_env: dict[str, str], tmp_path: Path, victim: dict[str, Path], isthmus_home: Path, mode: str
 ) -> None:
     """Before: the local download cache joined the hash into a path: a ref could write a file anywhere."""
     write_module(tmp_path, "proj_consume", CONSUMER)
@@ -895,7 +896,8 @@ def test_s3_hostile_refs_write_nothing_anywhere(
     frozen = Untouched(tmp_path, ignore=(out,))
     proc = isthmus_cli(
         "run-step", "--step", "proj_consume:consume", "--inputs", json.dumps({"x": attack}),
-        "--manifest", str(out / "m.json"), env=env_for(isthmus_home, tmp_path, **s3_env, ISTHMUS_ARTIFACT_ROOT=root),
+        "--manifest", str(out / "m.json"),
+        env=env_for(isthmus_home, tmp_path, **s3_env, ISTHMUS_ARTIFACT_ROOT=root, ISTHMUS_VERIFY=mode),
         cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 1 and "content_hash" in one_line(proc.stderr)
