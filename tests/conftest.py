@@ -79,3 +79,16 @@ def metadata_store(store_url: str):
     store = MetadataStore(store_url)
     yield store
     store.dispose()
+
+
+# -- an S3-protocol server (moto) -------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3_server():
+    """The session's S3-protocol server (see tests/s3_server.py); skips (fails in CI) without one."""
+    from tests.s3_server import start_server
+
+    server, reason = start_server()
+    if server is None:
+        skip_or_fail(f"S3 server: {reason}")
+    yield server
+    server.stop()

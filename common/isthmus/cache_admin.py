@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any
 
+from isthmus.artifacts.errors import InvalidArtifactRef
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.artifacts.store import ArtifactStore
 from isthmus.store.metadata import MetadataStore
@@ -26,8 +27,11 @@ def prune(
             run = meta.get_step_run(entry["step_run_id"])
         except Exception:
             continue
-        refs = [ArtifactRef.from_dict(v) for v in (run.get("outputs") or {}).values()]
-        if not all(artifacts.exists(r) for r in refs):
+        try:
+            refs = [ArtifactRef.from_dict(v) for v in (run.get("outputs") or {}).values()]
+        except InvalidArtifactRef:
+            refs = None  # a malformed recorded ref can never be served: the entry goes
+        if refs is None or not all(artifacts.exists(r) for r in refs):
             meta.drop_cache_entry(entry["cache_key"], entry["step_run_id"])
             report["missing"] += 1
     if delete_unreferenced and artifacts.local:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from isthmus import _defaults, lineage
+from isthmus.artifacts.errors import InvalidArtifactRef
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.artifacts.store import ArtifactStore
 from isthmus.cache import cache_key, declared_inputs, lease_keeper
@@ -107,6 +108,14 @@ def _ref_list(value: Any) -> list[ArtifactRef] | None:
         return None
     refs = [ArtifactRef.coerce(item) for item in items]
     return refs if all(r is not None for r in refs) else None  # type: ignore[return-value]
+
+
+def _recorded_refs(cand: dict[str, Any]) -> dict[str, ArtifactRef] | None:
+    """The output refs of a recorded step run, or None if one is malformed (never a hit)."""
+    try:
+        return {k: ArtifactRef.from_dict(v) for k, v in (cand["outputs"] or {}).items()}
+    except InvalidArtifactRef:
+        return None
 
 
 class StepRunner:
@@ -216,11 +225,16 @@ class StepRunner:
         collections: dict[str, int] = {}  # list arguments made of artifacts (e.g. a mapped task's results)
         values: list[Any] = []  # argument values whose project classes join the code fingerprint
         for name, value in arguments.items():
-            ref = ArtifactRef.coerce(value)
+            try:  # refs are untrusted: valid and of this store, or refused before anything is touched
+                ref = ArtifactRef.coerce(value)
+                refs = None if ref is not None else _ref_list(value)
+                for r in [ref] if ref is not None else refs or []:
+                    self.artifacts.check_ref(r)
+            except (InvalidArtifactRef, MaterializationError) as exc:
+                raise type(exc)(f"step {step.name!r}: input {name!r}: {exc}") from None
             if ref is not None:
                 inputs[name] = ref
                 continue
-            refs = _ref_list(value)
             if refs is not None:
                 collections[name] = len(refs)
                 inputs.update({f"{name}[{i}]": r for i, r in enumerate(refs)})
@@ -354,8 +368,8 @@ class StepRunner:
         start_row = {**base, "started_at": utcnow()}
 
         def try_hit(cand: dict[str, Any]) -> bool | None:
-            cand["refs"] = {k: ArtifactRef.from_dict(v) for k, v in (cand["outputs"] or {}).items()}
-            return self._verdict(cand["refs"])
+            cand["refs"] = _recorded_refs(cand)
+            return False if cand["refs"] is None else self._verdict(cand["refs"])
 
         def hit_write(cand: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             cand["row"] = self._hit_row(base, cand, t0)
@@ -396,8 +410,8 @@ class StepRunner:
     def _validated(self, key: str, candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The first candidate whose artifacts pass a full check; failing entries are dropped."""
         for cand in candidates:
-            refs = cand.get("refs") or {k: ArtifactRef.from_dict(v) for k, v in (cand["outputs"] or {}).items()}
-            if all(self.artifacts.is_valid(r) for r in refs.values()):
+            refs = cand.get("refs") or _recorded_refs(cand)
+            if refs is not None and all(self.artifacts.is_valid(r) for r in refs.values()):
                 cand["refs"] = refs
                 return cand
             self.metadata.drop_cache_entry(key, cand["id"])  # deleted or corrupted: never a hit again

@@ -120,9 +120,13 @@ def tmp_entries(store: ArtifactStore) -> list[str]:
 
 
 def age(path: str, seconds: float = 3600) -> None:
-    """Backdate a file's mtime (as if it had been written long ago)."""
+    """Backdate a file's mtime (as if it had been written long ago). Setting it moves the ctime to now, and
+    a hash check is remembered only for files whose mtime and ctime are settled: wait that window out."""
     t = time.time() - seconds
     os.utime(path, (t, t))
+    settle = os.stat(path).st_ctime_ns / 1e9 + store_module._RACY_NS / 1e9 + 0.01 - time.time()
+    if settle > 0:
+        time.sleep(settle)
 
 
 # -- round trips ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from blake3 import blake3
 from sqlalchemy import func, inspect, select, text
 
 from isthmus.artifacts.refs import ArtifactRef
@@ -36,13 +37,23 @@ def _count(store: MetadataStore, table: Any, *where: Any) -> int:
         return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar() or 0)
 
 
+def _hex(tag: str) -> str:
+    """Hex digits standing for ``tag``; tags that share a prefix share a hex prefix."""
+    return tag.encode().hex() if len(tag) <= 32 else blake3(tag.encode()).hexdigest()
+
+
+def _h(tag: str) -> str:
+    """A well-formed content hash standing for ``tag`` (refs refuse anything else)."""
+    return "blake3:" + _hex(tag).ljust(64, "0")
+
+
 def _ref(tag: str, size: int = 10) -> ArtifactRef:
     return ArtifactRef(
         uri=f"file:///artifacts/{tag}",
-        content_hash=f"blake3:{tag}",
+        content_hash=_h(tag),
         size=size,
         materializer="isthmus.json",
-        python_type="builtins.dict",
+        python_type="builtins:dict",
         metadata={"tag": tag},
     )
 
@@ -224,10 +235,10 @@ def test_finish_step_run_writes_artifacts_links_and_cache_entry(metadata_store: 
         cache_key="k-train",
         expires_at=None,
     )
-    art = metadata_store.get_artifact("blake3:model")
+    art = metadata_store.get_artifact(_h("model"))
     assert (art["uri"], art["size"], art["producer_step_run_id"]) == (model.uri, 100, sid)
     assert art["metadata"] == {"tag": "model"}
-    assert metadata_store.get_artifact("metrics")["content_hash"] == "blake3:metrics"  # prefix without "blake3:"
+    assert metadata_store.get_artifact(_h("metrics")[7:19])["content_hash"] == _h("metrics")  # prefix without "blake3:"
     with pytest.raises(RunNotFound):
         metadata_store.get_artifact("upstream")  # inputs are linked, not registered as new artifacts
 
@@ -237,16 +248,16 @@ def test_finish_step_run_writes_artifacts_links_and_cache_entry(metadata_store: 
             for r in conn.execute(select(s.step_run_artifacts).where(s.step_run_artifacts.c.step_run_id == sid))
         }
     assert links == {
-        ("output", "model", "blake3:model", "train.model"),
-        ("output", "metrics", "blake3:metrics", "train.metrics"),
-        ("input", "data", "blake3:upstream", "data"),
+        ("output", "model", _h("model"), "train.model"),
+        ("output", "metrics", _h("metrics"), "train.metrics"),
+        ("input", "data", _h("upstream"), "data"),
     }
     [entry] = metadata_store.list_cache_entries("train")
     assert (entry["cache_key"], entry["step_run_id"], entry["expires_at"]) == ("k-train", sid, None)
     [cand] = metadata_store.cache_candidates("k-train", time.time())
     assert cand["id"] == sid
     assert ArtifactRef.from_dict(cand["outputs"]["model"]) == model
-    assert metadata_store.artifact_producer("blake3:model")["id"] == sid
+    assert metadata_store.artifact_producer(_h("model"))["id"] == sid
     assert [a["artifact_name"] for a in metadata_store.list_artifacts("train.model")] == ["train.model"]
 
     # A cache hit inserts its own row, links the same artifacts and registers none.
@@ -262,7 +273,7 @@ def test_finish_step_run_writes_artifacts_links_and_cache_entry(metadata_store: 
         new_artifacts=False,
     )
     assert metadata_store.get_step_run(hit)["cache_hit"] is True
-    assert metadata_store.artifact_producer("blake3:model")["id"] == sid  # the producer, not the hit
+    assert metadata_store.artifact_producer(_h("model"))["id"] == sid  # the producer, not the hit
     assert _count(metadata_store, s.artifacts) == 2
     assert _count(metadata_store, s.cache_entries) == 1
 
@@ -285,7 +296,7 @@ def test_finish_step_run_is_one_transaction(metadata_store: MetadataStore) -> No
         )
     row = metadata_store.get_step_run(sid)
     assert (row["status"], row["error"]) == ("COMPLETED", None)
-    assert _count(metadata_store, s.artifacts, s.artifacts.c.content_hash == "blake3:second") == 0
+    assert _count(metadata_store, s.artifacts, s.artifacts.c.content_hash == _h("second")) == 0
     assert metadata_store.cache_candidates("k2", time.time()) == []
     assert [c["id"] for c in metadata_store.cache_candidates("k1", time.time())] == [sid]
 
@@ -295,7 +306,7 @@ def test_finish_step_run_is_one_transaction(metadata_store: MetadataStore) -> No
         metadata_store.finish_step_run(
             ghost, {"status": "COMPLETED"}, outputs={"o": _ref("ghost")}, step_name="x", cache_key="k3"
         )
-    assert _count(metadata_store, s.artifacts, s.artifacts.c.content_hash == "blake3:ghost") == 0
+    assert _count(metadata_store, s.artifacts, s.artifacts.c.content_hash == _h("ghost")) == 0
     assert metadata_store.cache_candidates("k3", time.time()) == []
 
 
@@ -381,29 +392,29 @@ def test_aliases(metadata_store: MetadataStore) -> None:
 
     with pytest.raises(RunNotFound, match="no alias"):
         metadata_store.get_artifact("train.out@prod")
-    metadata_store.set_alias("train.out", "prod", "blake3:model-v1", step_run_id=v1)
-    assert metadata_store.get_artifact("train.out@prod")["content_hash"] == "blake3:model-v1"
+    metadata_store.set_alias("train.out", "prod", _h("model-v1"), step_run_id=v1)
+    assert metadata_store.get_artifact("train.out@prod")["content_hash"] == _h("model-v1")
 
-    metadata_store.set_alias("train.out", "prod", "blake3:model-v2", step_run_id=v2)  # moves the alias
-    metadata_store.set_alias("train.out", "staging", "blake3:model-v1")
-    assert metadata_store.get_artifact("train.out@prod")["content_hash"] == "blake3:model-v2"
-    assert metadata_store.get_artifact("train.out@staging")["content_hash"] == "blake3:model-v1"
+    metadata_store.set_alias("train.out", "prod", _h("model-v2"), step_run_id=v2)  # moves the alias
+    metadata_store.set_alias("train.out", "staging", _h("model-v1"))
+    assert metadata_store.get_artifact("train.out@prod")["content_hash"] == _h("model-v2")
+    assert metadata_store.get_artifact("train.out@staging")["content_hash"] == _h("model-v1")
     aliases = {(a["name"], a["alias"]): (a["content_hash"], a["step_run_id"]) for a in metadata_store.list_aliases()}
     assert aliases == {
-        ("train.out", "prod"): ("blake3:model-v2", v2),
-        ("train.out", "staging"): ("blake3:model-v1", None),
+        ("train.out", "prod"): (_h("model-v2"), v2),
+        ("train.out", "staging"): (_h("model-v1"), None),
     }
 
     # Hash prefixes: unique, ambiguous, unknown.
-    assert metadata_store.get_artifact("blake3:model-v2")["producer_step_run_id"] == v2
+    assert metadata_store.get_artifact(_h("model-v2"))["producer_step_run_id"] == v2
     with pytest.raises(RunNotFound, match="ambiguous"):
-        metadata_store.get_artifact("model-v")
+        metadata_store.get_artifact(_hex("model-v"))
     with pytest.raises(RunNotFound, match="matches no artifact"):
-        metadata_store.get_artifact("blake3:nothing")
+        metadata_store.get_artifact(_h("nothing"))
 
-    assert metadata_store.referenced_hashes() == {"blake3:model-v1", "blake3:model-v2"}
-    metadata_store.forget_artifact("blake3:model-v1")
-    assert metadata_store.referenced_hashes() == {"blake3:model-v2"}
+    assert metadata_store.referenced_hashes() == {_h("model-v1"), _h("model-v2")}
+    metadata_store.forget_artifact(_h("model-v1"))
+    assert metadata_store.referenced_hashes() == {_h("model-v2")}
 
 
 # -- run ids ---------------------------------------------------------------------------------------

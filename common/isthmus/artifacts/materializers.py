@@ -3,6 +3,10 @@
 Built in: JSON-native values, str, bytes, numpy arrays (.npy), pandas and pyarrow tables (parquet),
 pydantic models and dataclasses (JSON), sklearn-style estimators (joblib), and cloudpickle as a last
 resort (with a one-time warning per type). Register your own with :func:`register_materializer`.
+
+A materializer whose ``load`` can execute code carried in the bytes (pickle: joblib, cloudpickle, and
+any user materializer that does not say otherwise) has ``needs_verified_bytes = True``: the store hashes
+such bytes inside the store before every load, whatever ``ISTHMUS_VERIFY`` says.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import dataclasses
 import importlib
 import json
 import math
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -35,10 +40,12 @@ class Materializer:
 
     ``save`` writes exactly one local file at ``path`` and may return metadata (shape, columns, ...).
     Bump ``version`` whenever the on-disk format changes: it is part of downstream cache keys.
+    Set ``needs_verified_bytes = False`` only if ``load`` can never execute code from the file (no pickle).
     """
 
     name: str = ""
     version: str = "1"
+    needs_verified_bytes: bool = True
 
     def can_handle(self, obj: Any) -> bool:
         raise NotImplementedError
@@ -70,6 +77,7 @@ def _json_exact(obj: Any) -> bool:
 
 
 class JsonMaterializer(Materializer):
+    needs_verified_bytes = False
     name = "json"
 
     def can_handle(self, obj: Any) -> bool:
@@ -86,6 +94,7 @@ class JsonMaterializer(Materializer):
 
 
 class StrMaterializer(Materializer):
+    needs_verified_bytes = False
     name = "str"
 
     def can_handle(self, obj: Any) -> bool:
@@ -102,6 +111,7 @@ class StrMaterializer(Materializer):
 
 
 class BytesMaterializer(Materializer):
+    needs_verified_bytes = False
     name = "bytes"
 
     def can_handle(self, obj: Any) -> bool:
@@ -122,6 +132,7 @@ class NumpyMaterializer(Materializer):
     """numpy arrays and scalars (``np.float64`` from a metric, say) as ``.npy``, never pickled."""
 
     name = "numpy"
+    needs_verified_bytes = False  # np.load(allow_pickle=False)
 
     def can_handle(self, obj: Any) -> bool:
         np = _maybe("numpy")
@@ -152,6 +163,7 @@ _SERIES_COLUMN = "__isthmus_series__"  # the parquet column of an unnamed Series
 
 
 class PandasMaterializer(Materializer):
+    needs_verified_bytes = False
     name = "pandas-parquet"
 
     def can_handle(self, obj: Any) -> bool:
@@ -185,6 +197,7 @@ class PandasMaterializer(Materializer):
 
 
 class ArrowMaterializer(Materializer):
+    needs_verified_bytes = False
     name = "arrow-parquet"
 
     def can_handle(self, obj: Any) -> bool:
@@ -204,6 +217,7 @@ class ArrowMaterializer(Materializer):
 
 
 class PydanticMaterializer(Materializer):
+    needs_verified_bytes = False
     name = "pydantic-json"
 
     def can_handle(self, obj: Any) -> bool:
@@ -222,11 +236,15 @@ class PydanticMaterializer(Materializer):
         return None
 
     def load(self, path: str, python_type: str) -> Any:
+        model = import_type(python_type)
+        if not (isinstance(model, type) and hasattr(model, "model_validate_json")):
+            raise MaterializationError(f"pydantic-json artifact: {python_type!r} is not a pydantic model class")
         with open(path, encoding="utf-8") as fh:
-            return import_type(python_type).model_validate_json(fh.read())
+            return model.model_validate_json(fh.read())
 
 
 class DataclassMaterializer(Materializer):
+    needs_verified_bytes = False
     name = "dataclass-json"
 
     def can_handle(self, obj: Any) -> bool:
@@ -246,8 +264,11 @@ class DataclassMaterializer(Materializer):
     def load(self, path: str, python_type: str) -> Any:
         from pydantic import TypeAdapter
 
+        cls = import_type(python_type)
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            raise MaterializationError(f"dataclass-json artifact: {python_type!r} is not a dataclass")
         with open(path, "rb") as fh:
-            return TypeAdapter(import_type(python_type)).validate_json(fh.read())
+            return TypeAdapter(cls).validate_json(fh.read())
 
 
 class EstimatorMaterializer(Materializer):
@@ -334,6 +355,11 @@ def register_materializer(
         inst = m() if isinstance(m, type) else m
         if not inst.name:
             raise ValueError(f"materializer {m!r} needs a unique 'name'")
+        if not _NAME.fullmatch(f"{inst.name}@{inst.version}"):
+            raise ValueError(
+                f"materializer {m!r}: name {inst.name!r} and version {inst.version!r} must be letters, digits and "
+                "'_.+-' (name up to 128 characters, version up to 64), e.g. name='my-type', version='1'"
+            )
         if types is not None:
             handled = types if isinstance(types, tuple) else (types,)
             inst.can_handle = lambda obj, _t=handled: isinstance(obj, _t)  # type: ignore[method-assign]
@@ -343,6 +369,9 @@ def register_materializer(
         return m
 
     return _do if materializer is None else _do(materializer)
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}@[A-Za-z0-9_.+-]{1,64}")
 
 
 def get_materializer(name: str) -> Materializer:

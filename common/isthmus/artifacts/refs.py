@@ -1,19 +1,89 @@
-"""``ArtifactRef``: the small JSON value that stands for an artifact between tasks and orchestrators."""
+"""``ArtifactRef``: the small JSON value that stands for an artifact between tasks and orchestrators.
+
+Refs arrive through XCom, Flyte literals, Slurm manifests and the command line, so they are untrusted
+input. Every way to make one (the constructor, :meth:`ArtifactRef.from_dict`, ``from_json``, ``coerce``)
+goes through one validation: a ref that exists has a content hash of a known algorithm with exactly its
+number of lowercase hex digits (so it can only ever name ``objects/<2 hex>/<hex>`` under a store's root),
+a non-negative int size, and plain-text uri, materializer and type fields. A malformed ref raises
+:class:`~isthmus.artifacts.errors.InvalidArtifactRef` with a one-line message before any path exists.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from isthmus.artifacts.errors import InvalidArtifactRef
 
 REF_MARKER = "__isthmus_artifact__"
 _REQUIRED = ("uri", "content_hash", "size", "materializer", "python_type")
 
+# Algorithm prefix -> number of lowercase hex digits of its digest. Add one with :func:`register_hash_algorithm`.
+HASH_ALGORITHMS: dict[str, int] = {"blake3": 64}
+_HEX = re.compile(r"[0-9a-f]+")
+
+_MATERIALIZER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}(@[A-Za-z0-9_.+-]{1,64})?")
+_IDENT = r"[^\W\d]\w*"
+# module (dotted identifiers: it may be imported) ":" qualname (any printable text: R[dict[str, int]])
+_PYTHON_TYPE = re.compile(rf"{_IDENT}(\.{_IDENT})*:[^\x00-\x1f\x7f]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_URI = 2048
+_MAX_TYPE = 1024
+_MAX_SIZE = 2**63 - 1
+
+
+def register_hash_algorithm(name: str, hex_digits: int) -> None:
+    """Accept content hashes ``<name>:<hex_digits lowercase hex digits>`` (e.g. for a store that another
+    hash function filled)."""
+    if not re.fullmatch(r"[a-z0-9]+", name) or not 16 <= hex_digits <= 256:
+        raise ValueError(f"hash algorithm {name!r} with {hex_digits} hex digits: use [a-z0-9]+ and 16..256 digits")
+    HASH_ALGORITHMS[name] = hex_digits
+
+
+def _show(value: Any) -> str:
+    text = repr(value)  # escapes NUL, newlines and control characters: the message stays one line
+    return text if len(text) <= 90 else f"{text[:80]}...({len(text)} chars)"
+
+
+def check_content_hash(value: Any) -> str:
+    """``value`` if it is ``<known algorithm>:<exact hex digest>``; raises InvalidArtifactRef otherwise."""
+    if not isinstance(value, str):
+        raise InvalidArtifactRef(
+            f"artifact ref: content_hash must be a string like 'blake3:<64 hex digits>', got {type(value).__name__} "
+            f"{_show(value)}"
+        )
+    algorithm, sep, digest = value.partition(":")
+    digits = HASH_ALGORITHMS.get(algorithm) if sep else None
+    if digits is None:
+        raise InvalidArtifactRef(
+            f"artifact ref: content_hash {_show(value)} has no known algorithm prefix "
+            f"({', '.join(a + ':' for a in HASH_ALGORITHMS)}); pass a ref written by isthmus"
+        )
+    if len(digest) != digits or _HEX.fullmatch(digest) is None:
+        raise InvalidArtifactRef(
+            f"artifact ref: content_hash {_show(value)} is not {algorithm}: followed by exactly {digits} "
+            "lowercase hex digits; pass a ref written by isthmus"
+        )
+    return value
+
+
+def _check_text(name: str, value: Any, pattern: re.Pattern[str] | None, limit: int, hint: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidArtifactRef(f"artifact ref: {name} must be a string, got {type(value).__name__} {_show(value)}")
+    if not value or len(value) > limit or _CONTROL.search(value) or (pattern and not pattern.fullmatch(value)):
+        raise InvalidArtifactRef(f"artifact ref: {name} {_show(value)} is not {hint}")
+
 
 @dataclass(frozen=True)
 class ArtifactRef:
-    """Where an artifact lives and what it is. Its ``content_hash`` names the bytes at ``uri``."""
+    """Where an artifact lives and what it is. Its ``content_hash`` names the bytes at ``uri``.
+
+    Validated on construction (see the module docstring); a store additionally refuses a ref whose
+    ``uri`` is not where that store keeps ``content_hash``.
+    """
 
     uri: str
     content_hash: str
@@ -21,6 +91,21 @@ class ArtifactRef:
     materializer: str
     python_type: str
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        check_content_hash(self.content_hash)
+        if type(self.size) is not int or not 0 <= self.size <= _MAX_SIZE:
+            raise InvalidArtifactRef(
+                f"artifact ref {self.content_hash}: size must be a non-negative integer, got "
+                f"{type(self.size).__name__} {_show(self.size)}"
+            )
+        _check_text("uri", self.uri, None, _MAX_URI, f"a URL of at most {_MAX_URI} printable characters")
+        _check_text("materializer", self.materializer, _MATERIALIZER, 200, "a materializer key like 'json@1'")
+        _check_text("python_type", self.python_type, _PYTHON_TYPE, _MAX_TYPE, "a type path like 'package.module:Class'")
+        if not isinstance(self.metadata, dict) or not all(isinstance(k, str) for k in self.metadata):
+            raise InvalidArtifactRef(
+                f"artifact ref {self.content_hash}: metadata must be a JSON object, got {_show(self.metadata)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {  # marker first: recognisable at the head of any JSON form
@@ -39,13 +124,27 @@ class ArtifactRef:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ArtifactRef:
-        fields = {k: data[k] for k in _REQUIRED}
-        return cls(**fields, metadata=dict(data.get("metadata") or {}))
+    def from_dict(cls, data: Any) -> ArtifactRef:
+        """The ref in ``data`` (a ``to_dict`` form); raises InvalidArtifactRef for anything malformed."""
+        if not isinstance(data, dict):
+            raise InvalidArtifactRef(f"artifact ref must be a JSON object, got {type(data).__name__} {_show(data)}")
+        missing = [k for k in _REQUIRED if k not in data]
+        if missing:
+            raise InvalidArtifactRef(f"artifact ref {_show(data)} lacks {', '.join(missing)}")
+        metadata = data.get("metadata")
+        if metadata is None:
+            metadata = {}
+        elif not isinstance(metadata, dict):
+            raise InvalidArtifactRef(f"artifact ref: metadata must be a JSON object, got {_show(metadata)}")
+        return cls(**{k: data[k] for k in _REQUIRED}, metadata=dict(metadata))
 
     @classmethod
     def from_json(cls, text: str) -> ArtifactRef:
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArtifactRef(f"artifact ref is not valid JSON ({exc}): {_show(text)}") from None
+        return cls.from_dict(data)
 
     @staticmethod
     def is_ref_dict(value: Any) -> bool:
@@ -53,7 +152,9 @@ class ArtifactRef:
 
     @classmethod
     def coerce(cls, value: Any) -> ArtifactRef | None:
-        """An ArtifactRef from a ref, its dict or its JSON string; None for anything else."""
+        """An ArtifactRef from a ref, its dict or its JSON string; None for anything that is not shaped like
+        a ref. Something shaped like one (the marker and every field) must be a valid ref: otherwise
+        InvalidArtifactRef, never a silent fallback to a plain value."""
         if isinstance(value, ArtifactRef):
             return value
         if cls.is_ref_dict(value):

@@ -314,16 +314,25 @@ def cache_prune(
 
 
 # -- remote entrypoint ----------------------------------------------------------------------------
+def _fail_line(message: str) -> None:
+    """One plain line on stderr (no wrapping, no markup: the message may quote hostile input), exit 1."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(code=1)
+
+
 def _json_arg(value: str | None, what: str) -> dict[str, Any]:
     if not value:
         return {}
-    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    try:
+        text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail_line(f"--{what} {value!r}: cannot read the file ({getattr(exc, 'strerror', None) or exc})")
     try:
         data = json.loads(text)
     except ValueError as exc:
-        _fail(f"--{what} is not valid JSON ({exc}); pass a JSON object or @file.json")
+        _fail_line(f"--{what} is not valid JSON ({exc}); pass a JSON object or @file.json")
     if not isinstance(data, dict):
-        _fail(f"--{what} must be a JSON object of name -> value")
+        _fail_line(f"--{what} must be a JSON object of name -> value")
     return data
 
 
@@ -342,19 +351,25 @@ def run_step_cmd(
     from isthmus.context import RunContext
     from isthmus.remote import run_remote
 
-    ctx = RunContext.from_dict(_json_arg(context, "context")) if context else RunContext(orchestrator="remote")
-    result = run_remote(
-        step,
-        inputs=_json_arg(inputs, "inputs"),
-        params=_json_arg(params, "params"),
-        context=ctx,
-        manifest_path=manifest,
-        record=record,
-    )
+    try:
+        ctx = RunContext.from_dict(_json_arg(context, "context")) if context else RunContext(orchestrator="remote")
+    except TypeError as exc:  # a field the context does not have the shape for
+        _fail_line(f"--context is not a run context ({exc})")
+    try:
+        result = run_remote(
+            step,
+            inputs=_json_arg(inputs, "inputs"),
+            params=_json_arg(params, "params"),
+            context=ctx,
+            manifest_path=manifest,
+            record=record,
+        )
+    except IsthmusError as exc:  # nothing ran, and no manifest could be written
+        _fail_line(str(exc))
     summary = {k: result.get(k) for k in ("status", "step_run_id", "cache_hit", "path", "error")}
     print(json.dumps(summary, default=str))
     if result["status"] != "COMPLETED":
-        raise typer.Exit(code=1)
+        _fail_line(str(result.get("error") or "the step failed"))
 
 
 @app.command("ingest")
@@ -362,7 +377,10 @@ def ingest(manifest: Annotated[str, typer.Argument(help="Path or URL of a result
     """Record a run that was written to a manifest by 'run-step --record manifest'."""
     from isthmus.remote import ingest_manifest
 
-    n = ingest_manifest(_meta(), manifest)
+    try:
+        n = ingest_manifest(_meta(), manifest)
+    except IsthmusError as exc:
+        _fail_line(str(exc))
     console.print(f"ingested {n} new record(s)")
 
 

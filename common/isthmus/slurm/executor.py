@@ -414,7 +414,7 @@ class SlurmExecutor:
         if manifest is not None and manifest.get("records"):
             from isthmus.remote import ingest_manifest
 
-            added = ingest_manifest(self.runner.metadata, manifest)
+            added = ingest_manifest(self.runner.metadata, manifest, artifacts=self.runner.artifacts)
             log.info("step %r: ingested %d record(s) from the manifest of job %s", step_name, added, job.job_id)
         if status.success and manifest is not None and manifest.get("status") == "COMPLETED":
             outputs = {k: ArtifactRef.from_dict(v) for k, v in (manifest.get("outputs") or {}).items()}

@@ -1,0 +1,19 @@
+"""Errors of the artifact layer: refs that fail validation, and a store that cannot be read or written."""
+
+from __future__ import annotations
+
+from isthmus.errors import IsthmusError
+
+
+class InvalidArtifactRef(IsthmusError, ValueError):
+    """An artifact ref (from XCom, a Flyte literal, a manifest, the command line) is malformed, names an
+    unknown materializer, or does not point into this artifact store. Nothing on disk was touched."""
+
+
+class UnsafePath(IsthmusError, ValueError):
+    """A value that becomes part of a path (an id from a run context, a step name) could leave its root."""
+
+
+class ArtifactStoreError(IsthmusError, OSError):
+    """The artifact store itself cannot be read or written (permissions, a full disk, an unreachable
+    bucket): a problem of ``ISTHMUS_ARTIFACT_ROOT``, not of the value or its materializer."""
