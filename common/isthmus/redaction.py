@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -86,6 +87,7 @@ _QUERY_RE = re.compile(r"([?&;])([^=&#;?]+)=([^&#;]*)")
 _TOKEN_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox")
 
 
+@functools.lru_cache(maxsize=4096)  # names repeat (parameters, fields, variables): decide each once
 def is_secret_name(name: str) -> bool:
     """True when a variable or parameter name looks like it holds a credential."""
     if name.upper() in _NOT_SECRET_NAMES:
