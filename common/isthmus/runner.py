@@ -34,7 +34,16 @@ from isthmus.fingerprint.code import CodeFingerprint, code_fingerprint
 from isthmus.fingerprint.deps import DependencyFingerprint, dependency_fingerprint
 from isthmus.fingerprint.environment import DEFAULT_ENV_ALLOWLIST, IMAGE_VARS, environment_snapshot
 from isthmus.hashing import UnhashableValueError, hash_value
-from isthmus.redaction import REDACTED, find_secret, is_secret_name, redact_params, reveal_secrets, scrub, secret_values
+from isthmus.redaction import (
+    REDACTED,
+    find_secret,
+    is_secret_name,
+    looks_like_token,
+    redact_params,
+    reveal_secrets,
+    scrub,
+    secret_values,
+)
 from isthmus.step import Step
 from isthmus.store.holders import current_holder
 from isthmus.store.metadata import MetadataStore, link_rows_for, utcnow
@@ -449,7 +458,7 @@ class StepRunner:
         attempt = 0
         release = (key, holder) if key is not None and holder is not None else None
         secrets = secret_values(arguments)  # everything the run knows to be secret, for scrubbing
-        in_outputs = secret_values(arguments, {}) | {v for v in secret_values({}) if len(v) >= 8}
+        in_outputs = secret_values(arguments, {}) | {v for v in secret_values({}) if looks_like_token(v)}
         failure: StepFailed | None = None
         while True:
             attempt += 1
