@@ -112,6 +112,15 @@ def _safe(params: Any) -> dict[str, Any]:
     return safe_params(params) if isinstance(params, dict) else {}
 
 
+def _with_connect_timeout(url: str, seconds: int = 10) -> str:
+    """A PostgreSQL URL that gives up connecting after ``seconds`` (libpq waits for the OS otherwise:
+    minutes for an unroutable host) unless the URL sets its own ``connect_timeout``."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or "connect_timeout" in parsed.query:
+        return url
+    return parsed.update_query_dict({"connect_timeout": str(seconds)}).render_as_string(hide_password=False)
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -136,7 +145,7 @@ class MetadataStore:
         self._known_snapshots: set[str] = set()
         self._ignore_stmts: dict[tuple[str, tuple[str, ...]], Any] = {}
         try:
-            self.engine = make_engine(self.url)
+            self.engine = make_engine(_with_connect_timeout(self.url))
             self.dialect = self.engine.dialect.name
             self._migrate()
         except (DBAPIError, OSError, ImportError) as exc:
