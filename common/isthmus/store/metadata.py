@@ -520,10 +520,13 @@ class MetadataStore:
         row = {"cache_key": cache_key, "holder": holder, "acquired_at": now, "expires_at": now + ttl}
         # preserve_rowcount: SQLAlchemy reports rowcount -1 for an INSERT on psycopg unless asked to keep it.
         insert_lease = self._insert_ignore(s.cache_leases, ["cache_key"]).execution_options(preserve_rowcount=True)
-        if conn.execute(insert_lease, row).rowcount == 1:  # nobody holds it (the usual case)
-            return True
-        current = conn.execute(_LEASE_OF, {"_key": cache_key}).first()
-        if current is None:  # released in between: the caller tries again
+        for _ in range(3):
+            if conn.execute(insert_lease, row).rowcount == 1:  # nobody holds it (the usual case)
+                return True
+            current = conn.execute(_LEASE_OF, {"_key": cache_key}).first()
+            if current is not None:
+                break
+        else:  # released and taken again, over and over: the caller waits and tries again
             return False
         was, expires_at = current
         if was != holder and expires_at >= now and not holder_is_dead(was):
