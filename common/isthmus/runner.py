@@ -24,6 +24,7 @@ from isthmus.config import Settings, get_settings
 from isthmus.context import RunContext
 from isthmus.errors import (
     ArtifactMissing,
+    ConfigurationError,
     MaterializationError,
     ScrubbedError,
     SecretValueError,
@@ -493,7 +494,8 @@ class StepRunner:
                 }
             except Exception as exc:
                 deterministic = isinstance(
-                    exc, (MaterializationError, ArtifactMissing, StepDefinitionError, SecretValueError)
+                    exc,
+                    (MaterializationError, ArtifactMissing, StepDefinitionError, SecretValueError, ConfigurationError),
                 )
                 retryable = not deterministic and attempt < attempts
                 status = "RETRY" if retryable else "FAILED"
