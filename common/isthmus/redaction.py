@@ -291,15 +291,6 @@ def reveal_secrets(value: Any) -> Any:
     return value
 
 
-def looks_like_token(value: str) -> bool:
-    """A value shaped like a generated credential (16+ characters, no spaces or slashes, mixing letters and
-    digits or cases) — not a word, a path or a mode that a secret-looking variable may hold."""
-    if len(value) < 16 or any(c.isspace() or c == "/" for c in value):
-        return False
-    classes = (any(c.islower() for c in value), any(c.isupper() for c in value), any(c.isdigit() for c in value))
-    return sum(classes) >= 2
-
-
 def find_secret(value: Any, known: Iterable[str] = (), *, by_key: bool = False) -> tuple[str, str] | None:
     """Where ``value`` holds a secret, as ``(path, what)`` (``path`` like ``.password`` or ``[0]``), or None.
 

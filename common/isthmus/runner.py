@@ -39,7 +39,6 @@ from isthmus.redaction import (
     REDACTED,
     find_secret,
     is_secret_name,
-    looks_like_token,
     redact_params,
     reveal_secrets,
     scrub,
@@ -459,7 +458,9 @@ class StepRunner:
         attempt = 0
         release = (key, holder) if key is not None and holder is not None else None
         secrets = secret_values(arguments)  # everything the run knows to be secret, for scrubbing
-        in_outputs = secret_values(arguments, {}) | {v for v in secret_values({}) if looks_like_token(v)}
+        # Outputs are checked against the secrets the step was given, not against the environment's: a value
+        # a step reads from a variable itself is its own to return (documented in the README).
+        in_outputs = secret_values(arguments, {})
         failure: StepFailed | None = None
         while True:
             attempt += 1
