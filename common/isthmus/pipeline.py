@@ -38,8 +38,8 @@ class OutputHandle:
     """Stands for a step's output while a pipeline is traced; pass it to other steps.
 
     It has no value yet: anything else done with it — arithmetic, ``len()``, ``str()``, indexing,
-    attributes, comparisons with data, calling it — raises :class:`OutputHandleMisuse` naming the
-    pipeline, the call and the fix.
+    attributes, comparisons with data — raises :class:`OutputHandleMisuse` naming the pipeline, the call
+    and the fix. (It is deliberately not callable: code that probes with ``callable()`` sees data.)
     """
 
     invocation: str
@@ -90,9 +90,6 @@ class OutputHandle:
 
     def __contains__(self, item: Any) -> bool:
         _misuse(self, f"... in {self._label()}")
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        _misuse(self, f"{self._label()}(...)")
 
 
 def _where(handle: OutputHandle) -> str:
