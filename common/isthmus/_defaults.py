@@ -13,11 +13,12 @@ def metadata_store() -> Any:
     from isthmus.config import get_settings
     from isthmus.store import MetadataStore
 
-    url = get_settings().store_url
+    settings = get_settings()
+    url = settings.store_url
     with _lock:
         store = _cache.get(("meta", url))  # type: ignore[call-overload]
         if store is None:
-            store = MetadataStore(url)
+            store = MetadataStore(url, setting=settings.store_setting())
             _cache[("meta", url)] = store  # type: ignore[index]
         return store
 

@@ -6,7 +6,7 @@ import functools
 import os
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from isthmus.artifacts.refs import ArtifactRef
@@ -33,18 +33,24 @@ def cache_key(
     output_names: Sequence[str] = (),
     declared: str = "",
     salt: bytes | None = None,
+    secret_params: Collection[str] = (),
 ) -> str:
     """hash(step identity, output names, code fp, dependency fp, canonical params, input content hashes,
     materializer versions, declared files/env, version salt) — each part included as the policy says.
 
     Secret parameters (credential-like names at any depth, URLs with a password, values of credential
     environment variables) enter through a hash keyed with ``salt`` (the store's), so the key reveals
-    nothing about them; ``declared`` comes from :func:`declared_inputs`.
+    nothing about them, and so do the parameters named in ``secret_params`` (found secret by value);
+    ``declared`` comes from :func:`declared_inputs`.
     """
     ignored = set(policy.ignore_inputs)
     key = salt or _PROCESS_SALT
     secrets = secret_env_values()
-    kept = {k: protect_secrets(v, key, secrets, _secret_name(k)) for k, v in params.items() if k not in ignored}
+    kept = {
+        k: protect_secrets(v, key, secrets, k in secret_params or _secret_name(k))
+        for k, v in params.items()
+        if k not in ignored
+    }
     param_hash = hash_value(kept)
     input_parts = sorted(
         f"{name}={ref.content_hash}|{ref.materializer}" for name, ref in inputs.items() if name not in ignored

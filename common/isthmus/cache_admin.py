@@ -15,8 +15,11 @@ from isthmus.store.metadata import MetadataStore
 def prune(
     meta: MetadataStore, artifacts: ArtifactStore, *, delete_unreferenced: bool = False, grace: float = 3600.0
 ) -> dict[str, int]:
-    """Clean the cache; objects younger than ``grace`` seconds are never deleted (they may be in flight)."""
+    """Clean the cache; objects younger than ``grace`` seconds are never deleted (they may be in flight).
+    Step runs left RUNNING by a dead process (its lease expired, or its pid is gone on this host) are
+    marked ABORTED and their leases dropped."""
     report = {
+        "aborted": len(meta.abort_dead_holders()),
         "expired": meta.prune_expired(time.time()),
         "missing": 0,
         "tmp": artifacts.clean_tmp(grace),

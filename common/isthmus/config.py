@@ -1,22 +1,97 @@
-"""Where isthmus keeps things: resolved from ``ISTHMUS_*`` environment variables or :func:`configure`."""
+"""Where isthmus keeps things: resolved from ``ISTHMUS_*`` environment variables or :func:`configure`.
+
+Every setting is checked when it is read: a bad value raises :class:`~isthmus.errors.ConfigurationError`
+whose one-line message names the variable, the value (credentials hidden) and the fix.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from isthmus.errors import ConfigurationError
+
 _VERIFY_MODES = ("hash", "size", "off")
 
+# The PostgreSQL driver isthmus ships (the ``postgres`` extra).
+_PG_HINT = "postgresql+psycopg://user:password@host:5432/isthmus (pip install 'isthmus[postgres]')"
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
+
+def _shown(value: str) -> str:
+    from isthmus.redaction import redact_url
+
+    return repr(redact_url(value))
+
+
+def check_store_url(url: str, setting: str = "ISTHMUS_STORE_URL") -> str:
+    """``url`` if SQLAlchemy can use it as the metadata store, else a :class:`ConfigurationError`.
+
+    Catches what fails later with a traceback: no scheme, ``postgres://`` (not a SQLAlchemy dialect),
+    ``postgresql://`` without a driver (SQLAlchemy would load psycopg2, which isthmus does not install),
+    unknown dialects and drivers that are not installed.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    text = url.strip()
+    scheme, sep, rest = text.partition("://")
+    scheme = scheme.lower() if sep else ""
+    if not scheme:
+        raise ConfigurationError(
+            f"{setting}={_shown(url)} is not a database URL; use sqlite:////path/to/isthmus.db or {_PG_HINT}"
+        )
+    psycopg = _shown("postgresql+psycopg://" + rest)
+    if scheme == "postgres" or scheme.startswith("postgres+"):
+        raise ConfigurationError(
+            f"{setting}={_shown(url)}: SQLAlchemy has no 'postgres' dialect; use {psycopg} "
+            "(the psycopg 3 driver, pip install 'isthmus[postgres]')"
+        )
     try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number; set it to seconds, e.g. {name}=60") from None
+        make_url(text).get_dialect().import_dbapi()
+    except NoSuchModuleError:
+        raise ConfigurationError(
+            f"{setting}={_shown(url)}: SQLAlchemy has no dialect {scheme!r}; use sqlite:///... or {_PG_HINT}"
+        ) from None
+    except ArgumentError as exc:
+        raise ConfigurationError(
+            f"{setting}={_shown(url)} is not a valid database URL ({exc}); use {_PG_HINT}"
+        ) from None
+    except ImportError as exc:
+        if scheme.startswith("postgresql"):
+            raise ConfigurationError(
+                f"{setting}={_shown(url)}: its driver is not installed ({exc}); use {psycopg} "
+                "(the psycopg 3 driver, pip install 'isthmus[postgres]')"
+            ) from None
+        raise ConfigurationError(
+            f"{setting}={_shown(url)}: the database driver for {scheme!r} is not installed ({exc}); install it"
+        ) from None
+    return text
+
+
+def check_lease_ttl(raw: object, setting: str = "ISTHMUS_LEASE_TTL") -> float:
+    """The lease TTL in seconds: a finite number > 0."""
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(
+            f"{setting}={raw!r} is not a positive number of seconds; set it to how long a crashed run's "
+            f"claim on a step is honoured, e.g. {setting}=60"
+        )
+    return value
+
+
+def check_verify(raw: str, setting: str = "ISTHMUS_VERIFY") -> str:
+    mode = raw.strip().lower()
+    if mode not in _VERIFY_MODES:
+        raise ConfigurationError(
+            f"{setting}={raw!r} is not one of {', '.join(_VERIFY_MODES)}; use 'hash' (default: artifacts are "
+            "re-hashed before reuse), 'size' or 'off'"
+        )
+    return mode
 
 
 @dataclass(frozen=True)
@@ -33,25 +108,36 @@ class Settings:
     lease_ttl: float = 60.0
     env_allowlist: tuple[str, ...] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:  # values given to configure() are checked like variables
+        object.__setattr__(self, "verify", check_verify(str(self.verify), "verify"))
+        object.__setattr__(self, "lease_ttl", check_lease_ttl(self.lease_ttl, "lease_ttl"))
+
     @classmethod
     def from_env(cls) -> Settings:
         home = Path(os.environ.get("ISTHMUS_HOME") or Path.home() / ".isthmus").expanduser()
-        store_url = os.environ.get("ISTHMUS_STORE_URL") or f"sqlite:///{home / 'isthmus.db'}"
+        raw_url = os.environ.get("ISTHMUS_STORE_URL")
+        store_url = check_store_url(raw_url) if raw_url else f"sqlite:///{home / 'isthmus.db'}"
         artifact_root = os.environ.get("ISTHMUS_ARTIFACT_ROOT") or str(home / "artifacts")
-        verify = os.environ.get("ISTHMUS_VERIFY", "hash").strip().lower()
-        if verify not in _VERIFY_MODES:
-            raise ValueError(
-                f"ISTHMUS_VERIFY={verify!r} is not one of {_VERIFY_MODES}; use 'hash' (default), 'size' or 'off'"
-            )
+        verify = check_verify(os.environ.get("ISTHMUS_VERIFY") or "hash")
+        raw_ttl = os.environ.get("ISTHMUS_LEASE_TTL")
+        lease_ttl = check_lease_ttl(raw_ttl) if raw_ttl not in (None, "") else 60.0
         allow = tuple(n.strip() for n in os.environ.get("ISTHMUS_ENV_ALLOWLIST", "").split(",") if n.strip())
         return cls(
             home=home,
             store_url=store_url,
             artifact_root=artifact_root,
             verify=verify,
-            lease_ttl=_env_float("ISTHMUS_LEASE_TTL", 60.0),
+            lease_ttl=lease_ttl,
             env_allowlist=allow,
         )
+
+    def store_setting(self) -> str:
+        """The setting the store URL came from (named in error messages)."""
+        if self.store_url == (os.environ.get("ISTHMUS_STORE_URL") or "").strip():
+            return "ISTHMUS_STORE_URL"
+        if self.store_url == f"sqlite:///{self.home / 'isthmus.db'}":
+            return "ISTHMUS_HOME"
+        return "store_url"
 
 
 _settings: Settings | None = None
@@ -77,6 +163,8 @@ def configure(**overrides: object) -> Settings:
         overrides.setdefault("store_url", f"sqlite:///{home / 'isthmus.db'}")
         overrides.setdefault("artifact_root", str(home / "artifacts"))
         overrides["home"] = home
+    if overrides.get("store_url") is not None:
+        overrides["store_url"] = check_store_url(str(overrides["store_url"]), "store_url")
     _settings = replace(base, **overrides)  # type: ignore[arg-type]
     from isthmus import _defaults
 

@@ -7,17 +7,51 @@ class IsthmusError(Exception):
     """Base class of isthmus errors."""
 
 
+class ConfigurationError(IsthmusError, ValueError):
+    """A setting (an ``ISTHMUS_*`` variable, a store URL) is invalid or points at something unusable.
+
+    The message is one line: the setting, its value (credentials hidden) and the fix.
+    """
+
+
 class StepDefinitionError(IsthmusError, ValueError):
     """A step, its resources or its cache policy are invalid (raised at definition time)."""
 
 
+class PipelineDefinitionError(StepDefinitionError):
+    """A pipeline body does something that cannot be traced into a graph (uses a step output's value,
+    calls itself)."""
+
+
 class StepFailed(IsthmusError):
-    """A step raised after its retries were used up. ``step_run_id`` points to the recorded run."""
+    """A step raised after its retries were used up. ``step_run_id`` points to the recorded run.
+
+    Its cause is a :class:`ScrubbedError`, never the step's own exception: that one may carry secrets
+    in its message, arguments or attributes.
+    """
 
     def __init__(self, message: str, *, step_name: str, step_run_id: str | None = None) -> None:
         super().__init__(message)
         self.step_name = step_name
         self.step_run_id = step_run_id
+
+
+class ScrubbedError(IsthmusError):
+    """Stands in for the exception a step raised: its type name, message and traceback as text, with
+    every secret the run knew about replaced by ``***``. The traceback is attached as a note, so
+    ``traceback.print_exc()`` shows where the step failed."""
+
+    def __init__(self, message: str, *, original_type: str, traceback_text: str) -> None:
+        super().__init__(message)
+        self.original_type = original_type
+        self.traceback_text = traceback_text
+        if traceback_text:
+            self.add_note("step traceback (secrets scrubbed):\n" + traceback_text.rstrip())
+
+
+class SecretValueError(IsthmusError, ValueError):
+    """A secret (``pydantic.SecretStr``/``SecretBytes``, a secret-named field) would be written into an
+    artifact. isthmus never stores secret values."""
 
 
 class MaterializationError(IsthmusError, TypeError):

@@ -3,7 +3,12 @@
 Configuration is OpenLineage's own (``openlineage.yml``, ``OPENLINEAGE__…`` variables, ``OPENLINEAGE_URL``,
 ``OPENLINEAGE_DISABLED``); without any, events go to a file transport at
 ``$ISTHMUS_HOME/lineage/events.jsonl``. Events are sent by one background thread, in order, so a slow or
-dead receiver never stalls a step; failures are reported once as a warning.
+dead receiver never stalls a step.
+
+Failures are reported as one warning that says how many events were not delivered and why: when the
+events are flushed (:meth:`OpenLineageEmitter.flush`, and at interpreter exit, bounded by
+``EXIT_FLUSH_SECONDS``), or ``REPORT_AFTER_SECONDS`` after the first failure in a long-running process.
+Events dropped after that warning are counted in one last line at exit.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ PRODUCER = "https://github.com/isthmus-dev/isthmus"
 _TERMINAL = {"COMPLETED": "COMPLETE", "FAILED": "FAIL", "RETRY": "FAIL", "ABORTED": "ABORT"}
 # Runs of these orchestrators get their lineage from the orchestrator's own integration.
 _EMITTED_ELSEWHERE = {"airflow"}
+EXIT_FLUSH_SECONDS = 5.0  # how long a finishing process waits for its events to go out
+REPORT_AFTER_SECONDS = 5.0  # a long-running process reports failures this long after the first one
 
 
 def namespace() -> str:
@@ -101,11 +108,13 @@ class OpenLineageEmitter:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._warned = False
         self.cooldown = cooldown  # after a failed send, events are dropped this long (no pile-up)
         self._paused_until = 0.0
         self.sent = 0
-        self.failed = 0
+        self.failed = 0  # events not delivered: failed sends, and events dropped while paused or queue-full
+        self._first_error: str | None = None
+        self._reported = 0  # undelivered events already counted in a warning
+        self._timer: threading.Timer | None = None
 
     # -- LineageHook -----------------------------------------------------------------------------
     def on_pipeline_start(self, run: dict[str, Any]) -> None:
@@ -150,8 +159,7 @@ class OpenLineageEmitter:
             self.sent += 1
             return True
         except Exception as exc:  # lineage never fails the caller
-            self.failed += 1
-            self._warn(f"sending an OpenLineage event failed ({type(exc).__name__}: {exc})")
+            self._failed(exc)
             return False
 
     # -- queueing --------------------------------------------------------------------------------
@@ -165,14 +173,14 @@ class OpenLineageEmitter:
         try:
             self._queue.put_nowait(event)
         except queue.Full:
-            self._warn("the OpenLineage queue is full; dropping events")
+            self._failed(None, "the OpenLineage queue is full")
 
     def _worker(self) -> None:
         while True:
             build, payload, event_type = self._queue.get()
             try:
                 if time.monotonic() < self._paused_until:
-                    self.failed += 1  # the receiver failed moments ago: drop instead of waiting again
+                    self._failed(None)  # the receiver failed moments ago: drop instead of waiting again
                     continue
                 event = build(payload, event_type)
                 if self._client is None:
@@ -180,25 +188,64 @@ class OpenLineageEmitter:
                 self._client.emit(event)
                 self.sent += 1
             except Exception as exc:  # lineage never fails a step
-                self.failed += 1
                 self._paused_until = time.monotonic() + self.cooldown
-                self._warn(f"sending OpenLineage events failed ({type(exc).__name__}: {exc}); runs go on without them")
+                self._failed(exc)
             finally:
                 self._queue.task_done()
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until queued events are sent (at most ``timeout`` seconds); True if all went out."""
+        """Wait until queued events are sent (at most ``timeout`` seconds); True if all went out.
+        Events that could not be delivered are then reported in one warning."""
         deadline = time.monotonic() + timeout
+        done = True
         while self._queue.unfinished_tasks:
             if time.monotonic() > deadline:
-                return False
+                done = False
+                break
             time.sleep(0.01)
-        return True
+        self._report(unsent=self._queue.unfinished_tasks, waited=None if done else timeout)
+        return done
 
-    def _warn(self, message: str) -> None:
-        if not self._warned:
-            self._warned = True
-            log.warning("isthmus lineage: %s", message)
+    def close(self, timeout: float = EXIT_FLUSH_SECONDS) -> None:
+        """At exit: flush for at most ``timeout`` seconds and report what was not delivered."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self.flush(timeout)
+
+    def _failed(self, exc: BaseException | None, why: str | None = None) -> None:
+        """Count one undelivered event; the first failure's reason goes into the warning."""
+        with self._lock:
+            self.failed += 1
+            if self._first_error is None and (exc is not None or why):
+                self._first_error = why or f"{type(exc).__name__}: {exc}"
+            if self._timer is None:
+                self._timer = threading.Timer(REPORT_AFTER_SECONDS, self._report)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _report(self, unsent: int = 0, waited: float | None = None) -> None:
+        """Log what was not delivered since the last report: one warning with the count and the reason."""
+        with self._lock:
+            undelivered = self.failed + unsent
+            new = undelivered - self._reported
+            if new <= 0:
+                return
+            first = self._reported == 0
+            self._reported = undelivered
+            reason = self._first_error
+        from isthmus.redaction import scrub, secret_values
+
+        if reason is None:
+            reason = f"no answer from the receiver within {waited:g} s" if waited is not None else "unknown error"
+        reason = scrub(" ".join(reason.split()), secret_values())[:300]
+        if first:
+            log.warning(
+                "isthmus lineage: %d OpenLineage event(s) not delivered (%s); runs go on without them",
+                undelivered,
+                reason,
+            )
+        else:
+            log.warning("isthmus lineage: %d more OpenLineage event(s) not delivered (%d in all)", new, undelivered)
 
     # -- events ----------------------------------------------------------------------------------
     def _base_run_facets(self, orchestrator: str) -> dict[str, Any]:
@@ -393,5 +440,5 @@ def default_emitter() -> OpenLineageEmitter:
     global _emitter
     if _emitter is None:
         _emitter = OpenLineageEmitter()
-        atexit.register(_emitter.flush, 5.0)
+        atexit.register(_emitter.close)
     return _emitter

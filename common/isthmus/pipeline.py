@@ -10,38 +10,130 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from isthmus import lineage
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.context import RunContext
-from isthmus.errors import StepDefinitionError, StepFailed
-from isthmus.redaction import redact_params, scrub, secret_values
+from isthmus.errors import PipelineDefinitionError, StepDefinitionError, StepFailed
+from isthmus.redaction import safe_params, scrub, secret_values
 from isthmus.runner import StepResult, StepRunner, default_runner
 from isthmus.step import _TRACER, Step
 
 log = logging.getLogger("isthmus")
 
+# The pipelines whose bodies are being traced, outermost first (to refuse a pipeline that calls itself).
+_BUILDING: ContextVar[tuple[Pipeline, ...]] = ContextVar("isthmus_pipelines_building", default=())
 
-@dataclass(frozen=True)
+
+class OutputHandleMisuse(PipelineDefinitionError, TypeError, AttributeError):
+    """A pipeline body used a step output's value (``len(h)``, ``h + 1``, ``str(h)``, ``h.attr`` …).
+    Also a TypeError and an AttributeError, so code that probes values (``hasattr``) keeps working."""
+
+
+@dataclass(frozen=True, eq=False)
 class OutputHandle:
-    """Stands for a step's output while a pipeline is traced; pass it to other steps."""
+    """Stands for a step's output while a pipeline is traced; pass it to other steps.
+
+    It has no value yet: anything else done with it — arithmetic, ``len()``, ``str()``, indexing,
+    attributes, comparisons with data — raises :class:`OutputHandleMisuse` naming the pipeline, the call
+    and the fix. (It is deliberately not callable: code that probes with ``callable()`` sees data.)
+    """
 
     invocation: str
     output: str
+    pipeline: str = field(default="", compare=False)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, OutputHandle):
+            return (self.invocation, self.output) == (other.invocation, other.output)
+        if isinstance(other, (int, float, complex, str, bytes)):
+            _misuse(self, f"{self._label()} == {type(other).__name__}")
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((OutputHandle, self.invocation, self.output))
+
+    def _label(self) -> str:
+        return f"{self.invocation}.{self.output}"
 
     def __bool__(self) -> bool:
-        raise StepDefinitionError(
-            f"output {self.output!r} of step {self.invocation!r} has no value while the pipeline is being "
-            "built; branch on pipeline parameters, or move the logic into a step"
+        raise OutputHandleMisuse(
+            f"{_where(self)}output {self.output!r} of step {self.invocation!r} has no value while the pipeline is "
+            "being built; branch on pipeline parameters, or move the logic into a step"
         )
 
     def __iter__(self) -> Iterator[Any]:
-        raise StepDefinitionError(
-            f"output {self.invocation}.{self.output} is a single artifact; declare several outputs with a "
-            "tuple[...] or NamedTuple return annotation (or @step(outputs=[...])) to unpack it"
+        raise OutputHandleMisuse(
+            f"{_where(self)}output {self.invocation}.{self.output} is a single artifact; declare several outputs "
+            "with a tuple[...] or NamedTuple return annotation (or @step(outputs=[...])) to unpack it"
         )
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):  # protocols probed by copy, pickle, numpy …
+            raise AttributeError(name)
+        _misuse(self, f"{self._label()}.{name}")
+
+    def __str__(self) -> str:
+        _misuse(self, f"str({self._label()})")
+
+    def __format__(self, spec: str) -> str:
+        _misuse(self, f"format({self._label()}) (an f-string)")
+
+    def __len__(self) -> int:
+        _misuse(self, f"len({self._label()})")
+
+    def __getitem__(self, key: Any) -> Any:
+        _misuse(self, f"{self._label()}[{key!r}]")
+
+    def __contains__(self, item: Any) -> bool:
+        _misuse(self, f"... in {self._label()}")
+
+
+def _where(handle: OutputHandle) -> str:
+    return f"pipeline {handle.pipeline!r}: " if handle.pipeline else ""
+
+
+def _misuse(handle: OutputHandle, call: str) -> NoReturn:
+    raise OutputHandleMisuse(
+        f"{_where(handle)}{call} uses the output of step {handle.invocation!r}, which has no value while the "
+        "pipeline is being built (its body only wires steps together); do this inside a step: decorate the "
+        "function that does it with @step, or move the code into the step that receives the output"
+    )
+
+
+def _operator(symbol: str, reflected: bool = False) -> Callable[..., Any]:
+    def method(self: OutputHandle, other: Any = None) -> Any:
+        other_name = other._label() if isinstance(other, OutputHandle) else type(other).__name__
+        call = f"{other_name} {symbol} {self._label()}" if reflected else f"{self._label()} {symbol} {other_name}"
+        _misuse(self, call)
+
+    return method
+
+
+def _builtin(fn: str) -> Callable[..., Any]:
+    def method(self: OutputHandle, *args: Any) -> Any:
+        _misuse(self, f"{fn}({self._label()})")
+
+    return method
+
+
+for _name, _symbol in {
+    "add": "+", "sub": "-", "mul": "*", "matmul": "@", "truediv": "/", "floordiv": "//", "mod": "%",
+    "pow": "**", "lshift": "<<", "rshift": ">>", "and": "&", "xor": "^", "or": "|",
+}.items():  # fmt: skip
+    setattr(OutputHandle, f"__{_name}__", _operator(_symbol))
+    setattr(OutputHandle, f"__r{_name}__", _operator(_symbol, reflected=True))
+for _name, _symbol in {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}.items():
+    setattr(OutputHandle, f"__{_name}__", _operator(_symbol))
+for _name, _fn in {
+    "neg": "-", "pos": "+", "abs": "abs", "invert": "~", "int": "int", "float": "float", "complex": "complex",
+    "index": "operator.index", "round": "round", "trunc": "math.trunc", "floor": "math.floor",
+    "ceil": "math.ceil", "reversed": "reversed",
+}.items():  # fmt: skip
+    setattr(OutputHandle, f"__{_name}__", _builtin(_fn))
 
 
 @dataclass(frozen=True)
@@ -88,12 +180,12 @@ class _Tracer:
             n += 1
         for arg_name, value in arguments.items():
             if isinstance(value, (list, tuple, dict)) and _contains_handle(value):
-                raise StepDefinitionError(
-                    f"step {step.name!r}: argument {arg_name!r} nests step outputs inside a "
+                raise PipelineDefinitionError(
+                    f"pipeline {self.graph.name!r}: step {step.name!r}: argument {arg_name!r} nests step outputs inside a "
                     f"{type(value).__name__}; pass each output as its own argument"
                 )
         self.graph.nodes[name] = Node(name, step, arguments)
-        handles = tuple(OutputHandle(name, out) for out in step.output_names)
+        handles = tuple(OutputHandle(name, out, self.graph.name) for out in step.output_names)
         if len(handles) == 1:
             return handles[0]
         nt = step.output_namedtuple
@@ -162,7 +254,23 @@ class Pipeline:
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(*args, **kwargs)
+        """Outside a build, the plain function. Inside another pipeline's body: its steps join that graph
+        (a pipeline may call other pipelines, never itself)."""
+        building = _BUILDING.get()
+        if self in building:
+            chain = " -> ".join(p.name for p in (*building, self))
+            raise PipelineDefinitionError(
+                f"pipeline {self.name!r} calls itself ({chain}); a pipeline body runs once to wire its steps "
+                "and cannot recurse: unroll the repetition with a loop over pipeline parameters, or move the "
+                "recursion into a step"
+            )
+        if _TRACER.get() is None:
+            return self.fn(*args, **kwargs)
+        token = _BUILDING.set((*building, self))
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            _BUILDING.reset(token)
 
     def bind_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         try:
@@ -177,12 +285,19 @@ class Pipeline:
         bound = self.bind_params(params)
         graph = PipelineGraph(name=self.name, params=bound)
         token = _TRACER.set(_Tracer(graph))
+        building = _BUILDING.set((*_BUILDING.get(), self))
         try:
             graph.outputs = self.fn(**bound)
+        except RecursionError:
+            raise PipelineDefinitionError(
+                f"pipeline {self.name!r} recursed too deeply while being built; a pipeline body runs once to wire "
+                "its steps: unroll the repetition with a loop, or move the recursion into a step"
+            ) from None
         finally:
+            _BUILDING.reset(building)
             _TRACER.reset(token)
         if not graph.nodes:
-            raise StepDefinitionError(f"pipeline {self.name!r} calls no steps; call @step functions in its body")
+            raise PipelineDefinitionError(f"pipeline {self.name!r} calls no steps; call @step functions in its body")
         return graph
 
     def run(
@@ -197,12 +312,12 @@ class Pipeline:
         runner = runner or default_runner()
         ctx = context or RunContext(orchestrator="local")
         run_id = str(uuid.uuid4())
-        safe_params = redact_params(json.loads(json.dumps(graph.params, default=repr)))
+        secrets = secret_values(graph.params)
         record = {
             "id": run_id,
             "pipeline": self.name,
             "orchestrator": ctx.orchestrator,
-            "params": safe_params,
+            "params": safe_params(graph.params, secrets),
             "context": json.loads(json.dumps(ctx.native, default=str)),
             "user": _user(),
             "host": socket.gethostname(),
@@ -227,7 +342,7 @@ class Pipeline:
                 results[node.invocation] = runner.run(node.step, arguments, step_ctx)
         except BaseException as exc:
             status = "FAILED" if isinstance(exc, Exception) else "ABORTED"
-            error = scrub(f"{type(exc).__name__}: {exc}", secret_values(graph.params))
+            error = scrub(f"{type(exc).__name__}: {exc}", secrets)
             runner.metadata.finish_pipeline_run(run_id, status, error=error)
             lineage.emit("on_pipeline_end", {**record, "status": status, "error": error})
             if isinstance(exc, StepFailed):

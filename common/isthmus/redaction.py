@@ -1,10 +1,28 @@
-"""Keep credentials out of metadata, logs and lineage."""
+"""Keep credentials out of metadata, logs, artifacts and lineage.
+
+Three tools, used wherever a value leaves a step:
+
+- by name: :func:`is_secret_name` (``password``, ``api_key``, ``Authorization`` …) and :func:`is_secret_env`;
+- by type: ``pydantic.SecretStr``/``SecretBytes`` (anything with ``get_secret_value()``), and dataclasses,
+  pydantic models, attrs classes and named tuples whose secret-named fields hold text
+  (:func:`find_secret`);
+- by value: :func:`secret_values` collects every secret a run knows about (secret-named parameters at
+  any depth, secret objects, header pairs such as ``("Authorization", "Bearer …")`` and the token cut out
+  of them, URL passwords, secret-looking environment variables) and :func:`scrub` removes them from free
+  text (error messages, tracebacks), with their quoted and escaped spellings.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import dataclasses
+import functools
+import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 REDACTED = "***"
@@ -69,6 +87,7 @@ _QUERY_RE = re.compile(r"([?&;])([^=&#;?]+)=([^&#;]*)")
 _TOKEN_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox")
 
 
+@functools.lru_cache(maxsize=4096)  # names repeat (parameters, fields, variables): decide each once
 def is_secret_name(name: str) -> bool:
     """True when a variable or parameter name looks like it holds a credential."""
     if name.upper() in _NOT_SECRET_NAMES:
@@ -128,44 +147,313 @@ def is_secret_env(name: str, value: str) -> bool:
     return name.startswith("OPENLINEAGE__TRANSPORT") or is_secret_name(name) or redact_url(str(value)) != str(value)
 
 
-def redact_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Copy of ``params`` with secret-named values (at any depth) replaced by ``***``."""
-    return {k: _redact_value(k, v) for k, v in params.items()}
+_AUTH_SCHEME_RE = re.compile(
+    r"\b(Bearer|Basic|Token|Digest|Negotiate|ApiKey|Api-Key)(\s+)([A-Za-z0-9._~+/=:\-]{6,})", re.I
+)
+_HEADER_LINE_RE = re.compile(
+    r"\b((?:Proxy-)?Authorization|X-Api-Key|X-Auth-Token|Cookie|Set-Cookie)(\s*[:=]\s*)([^\r\n'\"]+)", re.I
+)
+_SCAN_BUDGET = 10_000  # nodes visited per value: a huge list is scanned in part, never for minutes
+_OPAQUE_MODULES = ("numpy", "pandas", "pyarrow", "torch", "scipy", "polars")
 
 
-def _redact_value(name: str, value: Any) -> Any:
-    if is_secret_name(str(name)):
-        return REDACTED
+def redact_text(text: str) -> str:
+    """Hide credentials that free text shows by their form: URL passwords and tokens, the token of an
+    ``Authorization: Bearer …`` header or a ``Bearer …`` value."""
+    text = redact_url(text)
+    if not text:
+        return text
+    text = _HEADER_LINE_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    return _AUTH_SCHEME_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+
+
+def is_secret_object(value: Any) -> bool:
+    """A value that holds a secret by its type: ``pydantic.SecretStr``/``SecretBytes``/``Secret[...]``, or
+    any object with a ``get_secret_value()`` method."""
+    return callable(getattr(type(value), "get_secret_value", None))
+
+
+def _reveal(value: Any) -> Any:
+    try:
+        return value.get_secret_value()
+    except Exception:
+        return None
+
+
+def _fields(value: Any) -> list[tuple[str, Any]] | None:
+    """(name, value) of the declared fields of a dataclass, pydantic model, attrs class or named tuple."""
+    cls = type(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [(f.name, getattr(value, f.name, None)) for f in dataclasses.fields(value)]
+    model_fields = getattr(cls, "model_fields", None) or getattr(cls, "__fields__", None)
+    if isinstance(model_fields, Mapping) and (
+        hasattr(value, "__pydantic_fields_set__") or hasattr(value, "__fields_set__")
+    ):  # pydantic v2 and v1 models
+        return [(name, getattr(value, name, None)) for name in model_fields]
+    attrs = getattr(cls, "__attrs_attrs__", None)
+    if attrs is not None:
+        return [(a.name, getattr(value, a.name, None)) for a in attrs]
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return list(zip(value._fields, value, strict=False))
+    return None
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, (str, bytes)) and len(value) > 0
+
+
+def _header_pair(value: Any) -> bool:
+    """``("Authorization", "Bearer …")``: a two-item list/tuple of a secret-looking name and a text value."""
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and 0 < len(value[0]) <= 64
+        and " " not in value[0].strip()
+        and is_secret_name(value[0])
+        and _is_text(value[1])
+    )
+
+
+def _walk(
+    value: Any, path: str = "", budget: list[int] | None = None, scoped: bool = False
+) -> Iterator[tuple[str, str, Any]]:
+    """Every (path, how, value) in ``value`` that holds a secret: ``how`` is ``object`` (a secret type),
+    ``field`` (a secret-named field of a declared type holding text), ``key`` (a secret-named mapping key
+    holding text), ``header`` (a header pair), ``scoped`` (text nested deeper under a secret name) or
+    ``text`` (any other string leaf, for by-value checks)."""
+    budget = budget if budget is not None else [_SCAN_BUDGET]
+    budget[0] -= 1
+    if budget[0] < 0:
+        return
+    if isinstance(value, (str, bytes)):
+        yield path, "scoped" if scoped else "text", value
+        return
+    if value is None or isinstance(value, (bool, int, float, complex)):
+        return
+    if is_secret_object(value):
+        yield path, "object", value
+        return
+    if type(value).__module__.split(".", 1)[0] in _OPAQUE_MODULES:
+        return  # arrays and frames: data, not credentials (a string column is not scanned)
     if isinstance(value, Mapping):
-        return {k: _redact_value(str(k), v) for k, v in value.items()}
+        for k, v in list(value.items()):
+            sub = f"{path}[{k!r}]"
+            secret_key = isinstance(k, str) and is_secret_name(k)
+            if secret_key and _is_text(v) and not scoped:
+                yield sub, "key", v
+            else:
+                yield from _walk(v, sub, budget, scoped or secret_key)
+        return
+    fields = _fields(value)
+    if fields is not None:
+        for name, v in fields:
+            sub = f"{path}.{name}"
+            if is_secret_name(name) and _is_text(v) and not scoped:
+                yield sub, "field", v
+            else:
+                yield from _walk(v, sub, budget, scoped or is_secret_name(name))
+        return
+    if isinstance(value, (list, tuple, set, frozenset)):
+        if not scoped and _header_pair(value):
+            yield f"{path}[1]", "header", value[1]  # type: ignore[index]
+            return
+        for i, v in enumerate(value):
+            yield from _walk(v, f"{path}[{i}]", budget, scoped)
+        return
+    if isinstance(getattr(value, "__dict__", None), dict) and not isinstance(value, type):
+        for name, v in list(vars(value).items()):  # plain objects: secret types count, names only as scope
+            if is_secret_object(v):
+                yield f"{path}.{name}", "object", v
+            elif isinstance(v, (Mapping, list, tuple)) or _fields(v) is not None:
+                for hit in _walk(v, f"{path}.{name}", budget, scoped):
+                    if hit[1] != "text":
+                        yield hit
+
+
+def reveal_secrets(value: Any) -> Any:
+    """``value`` with every secret object replaced by ``{"<secret>": its value}`` and declared types
+    (dataclasses, pydantic models, attrs classes) by ``{"<type>": name, **fields}``, so it can be hashed
+    canonically. For cache keys only: the result holds the secrets in clear."""
+    if is_secret_object(value):
+        revealed = _reveal(value)
+        return {"<secret>": revealed if isinstance(revealed, (str, bytes)) else reveal_secrets(revealed)}
+    if isinstance(value, Mapping):
+        return {k: reveal_secrets(v) for k, v in value.items()}
+    fields = None if isinstance(value, (str, bytes)) else _fields(value)
+    if fields is not None:
+        cls = type(value)
+        return {"<type>": f"{cls.__module__}.{cls.__qualname__}", **{k: reveal_secrets(v) for k, v in fields}}
     if isinstance(value, (list, tuple)):
-        return [_redact_value("", v) for v in value]
-    if isinstance(value, str):
-        return redact_url(value)
+        return [reveal_secrets(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return {"<set>": sorted((reveal_secrets(v) for v in value), key=repr)}
     return value
 
 
+def find_secret(value: Any, known: Iterable[str] = (), *, by_key: bool = False) -> tuple[str, str] | None:
+    """Where ``value`` holds a secret, as ``(path, what)`` (``path`` like ``.password`` or ``[0]``), or None.
+
+    Found: a secret type anywhere; a secret-named field of a dataclass, pydantic model, attrs class or
+    named tuple that holds text; a header pair; a string that is, or contains, one of the ``known``
+    secret values; with ``by_key``, a secret-named mapping key holding text (off for step outputs:
+    ``{"tokens": "..."}`` is ordinary data there). At most 10,000 nodes are visited.
+    """
+    needles = [k for k in known if len(k) >= 4]
+    for path, how, leaf in _walk(value):
+        if how == "object":
+            return path, f"a {type(leaf).__module__}.{type(leaf).__qualname__}"
+        if how == "field":
+            return path, "a secret-named field"
+        if how == "header":
+            return path, "an authorization header"
+        if how == "key" and by_key:
+            return path, "a secret-named key"
+        if needles and isinstance(leaf, (str, bytes)):
+            text = leaf.decode(errors="ignore") if isinstance(leaf, bytes) else leaf
+            if any(n == text or (len(n) >= 8 and n in text) for n in needles):
+                return path, "the value of a secret"
+    return None
+
+
+def redact_params(params: Mapping[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:
+    """Copy of ``params`` (JSON data) with secret-named values at any depth and the value of header
+    pairs replaced by ``***``, and credentials in strings (URL passwords, bearer tokens, any of
+    ``secrets``) scrubbed."""
+    known = _variants(secrets)
+    return {k: _redact_value(k, v, known) for k, v in params.items()}
+
+
+def _redact_value(name: str, value: Any, known: list[str]) -> Any:
+    if is_secret_name(str(name)):
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {k: _redact_value(str(k), v, known) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        if _header_pair(value):
+            return [value[0], REDACTED]
+        return [_redact_value("", v, known) for v in value]
+    if isinstance(value, str):
+        return _scrub_known(redact_text(value), known)
+    return value
+
+
+def safe_params(params: Mapping[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:
+    """Parameters as they may be recorded: JSON data redacted like :func:`redact_params`; any other object
+    as a typed placeholder ``<module.Type>`` (``***`` when it holds a secret) — never its ``repr()``,
+    which may show a password."""
+    known = list(secrets)
+    return redact_params({str(k): _jsonable(v, known) for k, v in params.items()}, known)
+
+
+def _jsonable(value: Any, known: list[str]) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return [_jsonable(v, known) for v in value]
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        return {k: _jsonable(v, known) for k, v in value.items()}
+    to_dict = getattr(value, "to_dict", None)
+    if type(value).__name__ == "ArtifactRef" and callable(to_dict):
+        return to_dict()
+    if find_secret(value, known) is not None:
+        return REDACTED
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
+
+
 def secret_values(params: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> set[str]:
-    """Literal secret strings to scrub from free text (errors, tracebacks)."""
+    """Literal secret strings to scrub from free text (errors, tracebacks): the values of secret-named
+    parameters and fields at any depth, of secret objects (``SecretStr``), of header pairs (and the token
+    in ``Bearer <token>``), URL passwords in any string argument, and secret-looking environment
+    variables."""
     found: set[str] = set()
 
+    def add(value: Any) -> None:
+        if isinstance(value, bytes):
+            value = value.decode(errors="ignore")
+        if not isinstance(value, str) or len(value) < 4:
+            return
+        found.add(value)
+        for m in _AUTH_SCHEME_RE.finditer(value):
+            token = m.group(3)
+            found.add(token)
+            if m.group(1).lower() == "basic":
+                try:
+                    decoded = base64.b64decode(token, validate=True).decode()
+                except (binascii.Error, UnicodeDecodeError, ValueError):
+                    continue
+                found.add(decoded)
+                found.add(decoded.partition(":")[2])
+
+    def text(value: Any) -> None:  # any string argument: the credentials its form shows
+        if isinstance(value, bytes):
+            value = value.decode(errors="ignore")
+        if not isinstance(value, str):
+            return
+        if "://" in value:
+            for m in _URL_RE.finditer(value):
+                password = _url_password(m.group(0))
+                if password:
+                    add(password)
+                    add(urllib.parse.unquote(password))
+        for m in _AUTH_SCHEME_RE.finditer(value):
+            add(m.group(0))
+
     def collect(name: str, value: Any) -> None:
-        if isinstance(value, Mapping):
-            for k, v in value.items():
-                collect(str(k), v)
-        elif is_secret_name(name) and isinstance(value, (str, bytes)) and len(value) >= 4:
-            found.add(value.decode(errors="ignore") if isinstance(value, bytes) else value)
+        if is_secret_name(name) and _is_text(value):
+            add(value)
+            return
+        for _path, how, leaf in _walk(value, name):
+            if how == "object":
+                add(_reveal(leaf))
+            elif how == "text":
+                text(leaf)
+            else:
+                add(leaf)
 
     for k, v in (params or {}).items():
-        collect(k, v)
+        collect(str(k), v)
     for k, v in (os.environ if environ is None else environ).items():
-        collect(k, v)
-    return found
+        if is_secret_name(k) and len(v) >= 4:
+            found.add(v)
+    found.discard("")
+    return {f for f in found if len(f) >= 4}
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        return parts.password
+    except ValueError:
+        return None
+
+
+def _variants(secrets: Iterable[str]) -> list[str]:
+    """Each secret with the spellings it takes in messages: repr()- and JSON-escaped, URL-quoted."""
+    out: set[str] = set()
+    for secret in secrets:
+        if not secret:
+            continue
+        out.add(secret)
+        out.add(repr(secret)[1:-1])
+        out.add(json.dumps(secret)[1:-1])
+        out.add(urllib.parse.quote(secret, safe=""))
+        out.add(urllib.parse.quote_plus(secret, safe=""))
+    return sorted((v for v in out if v), key=len, reverse=True)
+
+
+def _scrub_known(text: str, known: list[str]) -> str:
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Replace every occurrence of each secret (longest first) and URL passwords in ``text``."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return redact_url(text)
+    """Replace every occurrence of each secret (longest first, also repr/JSON-escaped and URL-quoted),
+    then URL passwords and bearer tokens, in ``text``."""
+    return redact_text(_scrub_known(text, _variants(secrets)))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 import traceback
 import uuid
@@ -24,19 +23,35 @@ from isthmus.artifacts.store import ArtifactStore
 from isthmus.cache import cache_key, declared_inputs, lease_keeper
 from isthmus.config import Settings, get_settings
 from isthmus.context import RunContext
-from isthmus.errors import ArtifactMissing, MaterializationError, StepDefinitionError, StepFailed
+from isthmus.errors import (
+    ArtifactMissing,
+    ConfigurationError,
+    MaterializationError,
+    ScrubbedError,
+    SecretValueError,
+    StepDefinitionError,
+    StepFailed,
+)
 from isthmus.fingerprint.arguments import class_of_type_path, classes_of_values, holds_path, with_path_contents
 from isthmus.fingerprint.code import CodeFingerprint, code_fingerprint
 from isthmus.fingerprint.deps import DependencyFingerprint, dependency_fingerprint
 from isthmus.fingerprint.environment import DEFAULT_ENV_ALLOWLIST, IMAGE_VARS, environment_snapshot
 from isthmus.fingerprint.values import state_digest
 from isthmus.hashing import UnhashableValueError, hash_value
-from isthmus.redaction import is_secret_name, redact_params, scrub, secret_values
+from isthmus.redaction import (
+    REDACTED,
+    find_secret,
+    is_secret_name,
+    redact_params,
+    reveal_secrets,
+    scrub,
+    secret_values,
+)
 from isthmus.step import Step
+from isthmus.store.holders import current_holder
 from isthmus.store.metadata import MetadataStore, link_rows_for, utcnow
 
 log = logging.getLogger("isthmus")
-_HOST = socket.gethostname()
 
 
 @dataclass
@@ -192,7 +207,7 @@ class StepRunner:
         holder: str | None = None
         started = False
         if key is not None:
-            holder = f"{_HOST}:{os.getpid()}:{base['id']}"
+            holder = current_holder(base["id"])
             hit = self._claim(step, key, holder, base, inputs, t0)
             if hit is not None:
                 return hit
@@ -224,6 +239,8 @@ class StepRunner:
         params: dict[str, Any] = {}
         collections: dict[str, int] = {}  # list arguments made of artifacts (e.g. a mapped task's results)
         values: list[Any] = []  # argument values whose project classes join the code fingerprint
+        secret_params: set[str] = set()  # objects holding secrets: hashed (keyed) for the key, never stored
+        known = secret_values(arguments, {})
         for name, value in arguments.items():
             try:  # refs are untrusted: valid and of this store, or refused before anything is touched
                 ref = ArtifactRef.coerce(value)
@@ -246,12 +263,14 @@ class StepRunner:
                 if holds_path(value):  # a pathlib path counts by what is there now; the step gets the path
                     params[name] = _json_param(with_path_contents(value))
                     continue
-                if is_secret_name(name):
-                    # Never stored: only its digest (keyed in the cache key) enters; the function gets the object.
+                if is_secret_name(name) or find_secret(value, known, by_key=True) is not None:
+                    # Never stored, never an artifact: only its digest enters the cache key, through the
+                    # store's keyed hash; the function gets the object itself (a SecretStr stays one).
+                    secret_params.add(name)
                     try:
-                        params[name] = hash_value(value)
-                    except UnhashableValueError:
-                        params[name] = state_digest(value)
+                        params[name] = hash_value(reveal_secrets(value))
+                    except UnhashableValueError:  # no canonical hash: its state, or unique to this process
+                        params[name] = state_digest(reveal_secrets(value))
                     continue
                 # Objects passed in directly become input artifacts (hashed by content, kept for lineage).
                 inputs[name] = self.artifacts.save(value, step_name=step.name, output=f"input:{name}")
@@ -274,6 +293,7 @@ class StepRunner:
                 output_names=step.output_names,
                 declared=declared_inputs(policy, salt),
                 salt=salt,
+                secret_params=secret_params,
             )
         else:
             key = None
@@ -290,7 +310,7 @@ class StepRunner:
             "deps_hash": deps_fp.hash,
             "deps": deps_fp.versions,
             "environment_hash": env_hash,
-            "params": redact_params(params),
+            "params": redact_params({k: REDACTED if k in secret_params else v for k, v in params.items()}, known),
             "inputs": {k: v.to_dict() for k, v in inputs.items()},
             "cache_key": key,
             "resources": step.resources.to_dict(),
@@ -381,6 +401,7 @@ class StepRunner:
                 return self._hit_result(step, payload["row"], payload["refs"])
             if state == "started":
                 lease_keeper.hold(self.metadata, key, holder, ttl)
+                self._report_aborted(step, payload or [])
                 return None
             if state == "candidates":  # results exist but need a hash check: do it outside the transaction
                 hit = self._validated(key, payload)
@@ -406,6 +427,15 @@ class StepRunner:
             time.sleep(delay)
             waited += delay
             delay = min(delay * 1.5, 0.5)
+
+    def _report_aborted(self, step: Step[Any, Any], step_run_ids: list[str]) -> None:
+        """Log and send lineage ABORT for runs of dead holders this process took the step over from."""
+        for run_id in step_run_ids:
+            log.warning("step %r: step run %s was abandoned by a dead process; computing it again", step.name, run_id)
+            try:
+                lineage.emit("on_step_end", self.metadata.get_step_run(run_id))
+            except Exception:  # lineage never fails a step
+                log.debug("no lineage for aborted step run %s", run_id, exc_info=True)
 
     def _validated(self, key: str, candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The first candidate whose artifacts pass a full check; failing entries are dropped."""
@@ -462,6 +492,11 @@ class StepRunner:
     ) -> StepResult:
         attempt = 0
         release = (key, holder) if key is not None and holder is not None else None
+        secrets = secret_values(arguments)  # everything the run knows to be secret, for scrubbing
+        # Outputs are checked against the secrets the step was given, not against the environment's: a value
+        # a step reads from a variable itself is its own to return (documented in the README).
+        in_outputs = secret_values(arguments, {})
+        failure: StepFailed | None = None
         while True:
             attempt += 1
             row = {
@@ -485,6 +520,8 @@ class StepRunner:
                 call_args = {**{k: v for k, v in arguments.items() if k not in inputs}, **values}
                 result = step.invoke(call_args)
                 named = step.split_outputs(result)
+                for name, value in named.items():
+                    _refuse_secret_output(step, name, value, in_outputs)
                 refs = {
                     name: self.artifacts.save(
                         value, step_name=step.name, output=name, materializer=step.materializers.get(name)
@@ -492,10 +529,12 @@ class StepRunner:
                     for name, value in named.items()
                 }
             except Exception as exc:
-                deterministic = isinstance(exc, (MaterializationError, ArtifactMissing, StepDefinitionError))
+                deterministic = isinstance(
+                    exc,
+                    (MaterializationError, ArtifactMissing, StepDefinitionError, SecretValueError, ConfigurationError),
+                )
                 retryable = not deterministic and attempt < attempts
                 status = "RETRY" if retryable else "FAILED"
-                secrets = secret_values(arguments)
                 message = scrub(f"{type(exc).__name__}: {exc}", secrets)
                 tb = scrub(traceback.format_exc(), secrets)
                 duration = (time.perf_counter() - started) * 1000
@@ -512,11 +551,7 @@ class StepRunner:
                     if step.retry_delay:
                         time.sleep(step.retry_delay)
                     continue
-                raise StepFailed(
-                    f"step {step.name!r} failed after {attempt} attempt(s): {message}",
-                    step_name=step.name,
-                    step_run_id=step_run_id,
-                ) from exc
+                failure = _scrubbed_failure(step, attempt, step_run_id, exc, message, tb)
             except BaseException as exc:  # interrupted (Ctrl-C, task killed): not a failure of the step
                 self.metadata.finish_step_run(
                     step_run_id,
@@ -531,6 +566,11 @@ class StepRunner:
                 )
                 lineage.emit("on_step_end", {**row, "status": "ABORTED", "error": type(exc).__name__})
                 raise
+            if failure is not None:
+                # Raised here, outside the handler: the step's own exception (which may carry secrets in its
+                # message, arguments or attributes) is neither the cause nor the context of what callers,
+                # orchestrator logs and lineage integrations see.
+                raise failure
             duration = (time.perf_counter() - started) * 1000
             expires = time.time() + step.cache.expires_after if step.cache.expires_after else None
             outputs_json = {k: v.to_dict() for k, v in refs.items()}
@@ -558,6 +598,34 @@ class StepRunner:
                 duration_ms=(time.perf_counter() - t0) * 1000,
                 artifacts=self.artifacts,
             )
+
+
+def _refuse_secret_output(step: Step[Any, Any], name: str, value: Any, known: set[str]) -> None:
+    """Raise :class:`SecretValueError` when an output holds a secret: it would be written into an artifact
+    (a file anyone with the artifact root can read, and a cache entry shared across orchestrators)."""
+    found = find_secret(value, known)
+    if found is not None:
+        where, what = found
+        raise SecretValueError(
+            f"step {step.name!r}: output {name!r} holds a secret ({what} at {name}{where}); isthmus never writes "
+            "secrets into artifacts: return the value without it, and pass the secret to the steps that need "
+            "it as a parameter (stored as ***) or read it inside them"
+        )
+
+
+def _scrubbed_failure(
+    step: Step[Any, Any], attempt: int, step_run_id: str, exc: BaseException, message: str, tb: str
+) -> StepFailed:
+    """The StepFailed to raise for ``exc``: scrubbed text only, with a :class:`ScrubbedError` as its cause."""
+    failure = StepFailed(
+        f"step {step.name!r} failed after {attempt} attempt(s): {message}", step_name=step.name, step_run_id=step_run_id
+    )
+    exc_type = type(exc)
+    failure.__cause__ = ScrubbedError(
+        message, original_type=f"{exc_type.__module__}.{exc_type.__qualname__}", traceback_text=tb
+    )
+    failure.__suppress_context__ = True
+    return failure
 
 
 _default_runner: StepRunner | None = None

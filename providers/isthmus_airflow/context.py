@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from isthmus.context import RunContext, derived_run_id
-from isthmus.redaction import redact_params
+from isthmus.redaction import safe_params
 
 
 def run_context(context: Any, *, pipeline_name: str | None = None) -> RunContext:
@@ -37,15 +36,14 @@ def run_context(context: Any, *, pipeline_name: str | None = None) -> RunContext
 def pipeline_run_row(ctx: RunContext, context: Any) -> dict[str, Any]:
     """The pipeline run that stands for the Airflow DAG run (created once by whichever task is first)."""
     params = {}
-    try:
-        params = {k: v for k, v in dict(context.get("params") or {}).items()}
-        params = json.loads(json.dumps(params, default=str))
+    try:  # objects become typed placeholders, never their str()/repr(), which may show a password
+        params = safe_params({str(k): v for k, v in dict(context.get("params") or {}).items()})
     except Exception:  # params are informational here
         params = {}
     return {
         "id": ctx.pipeline_run_id,
         "pipeline": ctx.pipeline_name,
         "orchestrator": "airflow",
-        "params": redact_params(params),
+        "params": params,
         "context": {k: ctx.native[k] for k in ("dag_id", "run_id", "logical_date")},
     }

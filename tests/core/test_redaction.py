@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import re
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from isthmus.redaction import REDACTED, is_secret_name, redact_params, redact_url, scrub, secret_values
+from isthmus.redaction import (
+    REDACTED,
+    find_secret,
+    is_secret_name,
+    redact_params,
+    redact_url,
+    reveal_secrets,
+    safe_params,
+    scrub,
+    secret_values,
+)
 
 fast = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 
@@ -166,3 +178,145 @@ def test_scrub_replaces_longest_secrets_first() -> None:
     assert scrub("abcdef abc", ["abc", "abcdef"]) == "*** ***"
     assert scrub("nothing here", []) == "nothing here"
     assert scrub("x", [""]) == "x"
+
+
+# -- secrets by type, header pairs, bearer tokens, object parameters --------------------------------------
+def test_secret_values_find_secrets_at_any_depth_and_in_any_form() -> None:
+    import dataclasses
+
+    from pydantic import BaseModel, SecretBytes, SecretStr
+
+    @dataclasses.dataclass
+    class Api:
+        url: str
+        api_key: str
+
+    class Db(BaseModel):
+        host: str
+        password: SecretStr
+
+    class Client:  # a plain object: its secret-typed attributes count
+        def __init__(self) -> None:
+            self.creds = SecretStr("plain-object-secret")
+            self.token_pattern = r"\w+"  # an ordinary attribute with a secret-looking name
+
+    basic = "dXNlcjpiYXNpYy1wYXNzd29yZA=="  # user:basic-password
+    params = {
+        "headers": [["Authorization", "Bearer bearer-token-123"], ["Accept", "text/plain"]],
+        "proxy": ("Proxy-Authorization", f"Basic {basic}"),
+        "api": Api("https://u:url-password@api/x", "dataclass-key"),
+        "db": Db(host="h", password=SecretStr("model-secret")),
+        "blob": SecretBytes(b"secret-bytes"),
+        "client": Client(),
+        "deep": {"level": [{"tokens": ["listed-token-1", "listed-token-2"]}]},
+        "text": "curl -H 'Authorization: Bearer inline-token-9'",
+    }
+    found = secret_values(params, {})
+    for secret in (
+        "bearer-token-123",
+        "basic-password",
+        "url-password",
+        "dataclass-key",
+        "model-secret",
+        "secret-bytes",
+        "plain-object-secret",
+        "listed-token-1",
+        "inline-token-9",
+    ):
+        assert secret in found, secret
+    assert "text/plain" not in found and r"\w+" not in found
+
+
+def test_scrub_catches_escaped_and_quoted_spellings_and_bearer_tokens() -> None:
+    secret = "p@ss'wo/rd\\x"
+    text = f"raw {secret} repr {secret!r} json {json.dumps(secret)} url {quote(secret, safe='')}"
+    out = scrub(text, [secret])
+    assert "p@ss" not in out and "wo/rd" not in out and "wo%2Frd" not in out, out
+    assert scrub("401: Authorization: Bearer abcdef123456", []) == "401: Authorization: ***"
+    assert scrub("sent Bearer abcdef123456 twice", []) == "sent Bearer *** twice"
+    assert scrub("a Bearer of news", []) == "a Bearer of news"  # too short to be a token
+
+
+def test_redact_params_hides_header_pairs_and_bearer_tokens() -> None:
+    params = {
+        "headers": [["Authorization", "Bearer abcdef123456"], ["Accept", "application/json"]],
+        "h": ("X-Api-Key", "k-123456"),
+        "note": "use Bearer abcdef123456",
+        "url": "https://x/?q=1",
+    }
+    assert redact_params(params, ["zzz-known"]) == {
+        "headers": [["Authorization", REDACTED], ["Accept", "application/json"]],
+        "h": ["X-Api-Key", REDACTED],
+        "note": "use Bearer ***",
+        "url": "https://x/?q=1",
+    }
+    assert redact_params({"msg": "value zzz-known-secret here"}, ["zzz-known-secret"]) == {"msg": "value *** here"}
+
+
+def test_find_secret_by_type_field_header_and_value() -> None:
+    import dataclasses
+    from typing import NamedTuple
+
+    from pydantic import BaseModel, SecretStr
+
+    @dataclasses.dataclass
+    class Conf:
+        password: str
+        password_length: int = 0
+
+    class Creds(NamedTuple):
+        user: str
+        token: str
+
+    class Model(BaseModel):
+        name: str
+        api_key: str = ""
+
+    assert find_secret(SecretStr("x")) == ("", "a pydantic.types.SecretStr")
+    assert find_secret({"a": [1, {"b": SecretStr("x")}]}) == ("['a'][1]['b']", "a pydantic.types.SecretStr")
+    assert find_secret(Conf("pw")) == (".password", "a secret-named field")
+    assert find_secret(Creds("u", "t")) == (".token", "a secret-named field")
+    assert find_secret(Model(name="m", api_key="k")) == (".api_key", "a secret-named field")
+    assert find_secret(Model(name="m")) is None  # an empty field holds nothing
+    assert find_secret(["Authorization", "Bearer x"]) == ("[1]", "an authorization header")
+    assert find_secret({"echo": "the value known-secret-1 here"}, ["known-secret-1"]) is not None
+    # ordinary data: secret-looking keys of plain dicts count only where asked (parameters, not outputs)
+    assert find_secret({"password_length": 10, "tokens": ["a", "b"]}) is None
+    assert find_secret({"token": "abc"}) is None and find_secret({"token": "abc"}, by_key=True) is not None
+    assert find_secret(list(range(100_000))) is None  # a bounded scan
+
+
+def test_safe_params_never_store_a_repr() -> None:
+    import dataclasses
+
+    from pydantic import SecretStr
+
+    @dataclasses.dataclass
+    class Settings:
+        url: str
+        api_key: str
+
+    class Opaque:
+        def __repr__(self) -> str:
+            return "Opaque(secret=repr-leak)"
+
+    out = safe_params(
+        {"s": Settings("u", "key-1"), "o": Opaque(), "c": SecretStr("x"), "n": 1.5, "nan": float("nan"), "l": [1]}
+    )
+    assert out["s"] == REDACTED and out["c"] == REDACTED
+    assert out["o"].startswith("<") and out["o"].endswith(".Opaque>") and "repr-leak" not in out["o"]
+    assert out["n"] == 1.5 and out["nan"] == "nan" and out["l"] == [1]
+    json.dumps(out)  # JSON, whatever came in
+
+
+def test_reveal_secrets_makes_secret_objects_hashable_and_distinct() -> None:
+    from pydantic import BaseModel, SecretStr
+
+    from isthmus.hashing import hash_value
+
+    class Db(BaseModel):
+        password: SecretStr
+
+    a, b = reveal_secrets(Db(password=SecretStr("a"))), reveal_secrets(Db(password=SecretStr("b")))
+    assert hash_value(a) != hash_value(b)
+    assert hash_value(reveal_secrets(SecretStr("a"))) == hash_value(reveal_secrets(SecretStr("a")))

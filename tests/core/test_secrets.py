@@ -100,3 +100,278 @@ def test_git_remote_credentials_are_redacted(tmp_path: Path) -> None:
     (repo / "a.txt").write_text("changed")
     git_info.cache_clear()
     assert git_info(str(repo))["dirty"] is True
+
+
+# -- every route a secret could take, planted with canaries ---------------------------------------------
+CANARY = "cnry"  # every planted secret starts with this; none of them may appear in any record or output
+
+SECRET_STEPS = """
+import dataclasses, os
+from pydantic import BaseModel, SecretBytes, SecretStr
+from isthmus import pipeline, step
+
+
+class DbConfig(BaseModel):
+    host: str
+    password: str
+
+
+@dataclasses.dataclass
+class ApiConfig:
+    url: str
+    api_key: str
+
+
+@step
+def use_secret(creds: SecretStr, n: int) -> int:
+    assert isinstance(creds, SecretStr), type(creds)  # the object itself reaches the step
+    return len(creds.get_secret_value()) + n
+
+
+@step
+def use_configs(db: DbConfig, api: ApiConfig, blob: SecretBytes) -> str:
+    return f"{db.host}|{api.url}|{len(blob.get_secret_value())}"
+
+
+@step
+def return_secretstr(n: int) -> SecretStr:
+    return SecretStr(os.environ["C_OUT_SECRETSTR"])
+
+
+@step
+def return_config(n: int) -> ApiConfig:
+    return ApiConfig("https://api.example", os.environ["C_OUT_DATACLASS"])
+
+
+@step
+def echo(token: str) -> dict:
+    return {"echoed": token}
+
+
+@step
+def call_api(url: str, headers: list) -> int:
+    token = headers[0][1].split(" ", 1)[1]  # the token cut out of 'Bearer <token>'
+    raise PermissionError(f"401 from {url} for {token}")
+
+
+@step
+def reveal(creds: SecretStr) -> int:
+    raise ValueError(f"bad credentials {creds.get_secret_value()!r} (retry later)")
+
+
+@step
+def env_leak(n: int) -> int:
+    raise RuntimeError("the service said: " + os.environ["MY_SERVICE_TOKEN"])
+
+
+@pipeline
+def api_flow(url: str, headers: list, api: ApiConfig):
+    use_configs(DbConfig(host="db", password=api.api_key), api, SecretBytes(b"x"))
+    return call_api(url, headers)
+
+
+@pipeline
+def object_params(api: ApiConfig, n: int = 1):
+    return use_secret(SecretStr(api.api_key), n)
+"""
+
+SECRET_SCRIPT = """
+import json, os, sys, traceback
+from pydantic import SecretBytes, SecretStr
+from isthmus import StepFailed
+from isthmus.runner import default_runner
+import secret_steps as s
+
+env = os.environ
+runner = default_runner()
+out = {}
+
+r1 = runner.run(s.use_secret, {"creds": SecretStr(env["C_SECRETSTR"]), "n": 1})
+r2 = runner.run(s.use_secret, {"creds": SecretStr(env["C_SECRETSTR"]), "n": 1})
+r3 = runner.run(s.use_secret, {"creds": SecretStr(env["C_SECRETSTR"] + "-rotated"), "n": 1})
+out["secretstr"] = [r1.value, r2.cache_hit, r3.cache_hit, r1.step_run_id]
+
+r = runner.run(s.use_configs, {
+    "db": s.DbConfig(host="db", password=env["C_MODEL_FIELD"]),
+    "api": s.ApiConfig("https://api.example", env["C_DATACLASS_FIELD"]),
+    "blob": SecretBytes(env["C_SECRETBYTES"].encode()),
+})
+out["configs"] = [r.value, r.step_run_id]
+
+out["refused"] = {}
+for step, args in ((s.return_secretstr, {"n": 1}), (s.return_config, {"n": 1}), (s.echo, {"token": env["C_ECHO"]})):
+    try:
+        runner.run(step, args)
+        out["refused"][step.name] = None
+    except StepFailed as exc:
+        out["refused"][step.name] = str(exc)
+
+out["failures"] = {}
+headers = [["Authorization", "Bearer " + env["C_BEARER"]]]
+api = s.ApiConfig("https://api.example", env["C_PIPELINE_PARAM"])
+cases = (
+    ("call_api", lambda: s.api_flow.run(url="https://api.example/v1", headers=headers, api=api)),
+    ("reveal", lambda: runner.run(s.reveal, {"creds": SecretStr(env["C_REVEALED"])})),
+    ("env_leak", lambda: runner.run(s.env_leak, {"n": 1})),
+)
+for name, call in cases:
+    try:
+        call()
+    except StepFailed as exc:
+        traceback.print_exc()  # what a user's script or an orchestrator log shows
+        out["failures"][name] = {"message": str(exc), "id": exc.step_run_id, "cause": type(exc.__cause__).__name__}
+
+run = s.object_params.run(api=api, n=2)
+out["object_params_run"] = run.id
+print(json.dumps(out))
+sys.stdout.flush()
+runner.run(s.reveal, {"creds": SecretStr(env["C_REVEALED"])})  # uncaught: Python prints the chain itself
+"""
+
+
+def _canaries() -> dict[str, str]:
+    routes = [
+        "SECRETSTR",
+        "MODEL_FIELD",
+        "DATACLASS_FIELD",
+        "SECRETBYTES",
+        "OUT_SECRETSTR",
+        "OUT_DATACLASS",
+        "ECHO",
+        "BEARER",
+        "PIPELINE_PARAM",
+        "REVEALED",
+        "ENV",
+    ]
+    return {f"C_{r}": f"{CANARY}{r.lower().replace('_', '')}7f3a9c" for r in routes}
+
+
+def test_secrets_on_every_route_reach_no_record_artifact_event_or_output(isthmus_home: Path, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, write_module
+
+    write_module(tmp_path, "secret_steps", SECRET_STEPS)
+    canaries = _canaries()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENLINEAGE")}
+    env.update(canaries, ISTHMUS_HOME=str(isthmus_home), MY_SERVICE_TOKEN=canaries["C_ENV"])
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO)])
+    proc = subprocess.run(
+        [sys.executable, "-c", SECRET_SCRIPT], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 1, proc.stderr  # the last, uncaught StepFailed
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    # the SecretStr reached the step intact; its hash is in the key (same secret: hit, rotated: miss)
+    assert out["secretstr"][:3] == [len(canaries["C_SECRETSTR"]) + 1, True, False]
+    assert out["configs"][0] == f"db|https://api.example|{len(canaries['C_SECRETBYTES'])}"
+    refused = out["refused"]
+    assert "output 'output' holds a secret (a pydantic.types.SecretStr" in refused["return_secretstr"]
+    assert "holds a secret (a secret-named field at output.api_key)" in refused["return_config"]
+    assert "holds a secret (the value of a secret at output['echoed'])" in refused["echo"]
+    assert all("never writes secrets into artifacts" in m for m in refused.values())
+    failures = out["failures"]
+    assert set(failures) == {"call_api", "reveal", "env_leak"}
+    assert all(f["cause"] == "ScrubbedError" and "***" in f["message"] for f in failures.values())
+
+    # no canary in stdout/stderr, but the scrubbed traceback of the step is there
+    for canary in canaries.values():
+        assert canary not in proc.stdout and canary not in proc.stderr, canary
+    assert "ScrubbedError" in proc.stderr and "step traceback (secrets scrubbed)" in proc.stderr
+    assert 'in reveal\n    raise ValueError(f"bad credentials' in proc.stderr
+    assert "bad credentials '***'" in proc.stderr and "401 from https://api.example/v1 for ***" in proc.stderr
+    assert CANARY not in proc.stdout + proc.stderr
+
+    # records: the step runs, pipeline runs, artifacts (no secret object was written) and lineage events
+    meta = _store(isthmus_home)
+    sr = meta.get_step_run(out["secretstr"][3])
+    assert sr["params"] == {"creds": "***", "n": 1} and sr["inputs"] == {}
+    cfg = meta.get_step_run(out["configs"][1])
+    assert cfg["params"] == {"db": "***", "api": "***", "blob": "***"} and cfg["inputs"] == {}
+    call = meta.get_step_run(failures["call_api"]["id"])
+    assert call["params"]["headers"] == [["Authorization", "***"]] and "for ***" in call["error"]
+    assert "***" in call["traceback"] and "call_api" in call["traceback"]
+    run = meta.get_run(out["object_params_run"])
+    assert run["params"] == {"api": "***", "n": 2}
+    failed_run = meta.get_run(meta.get_step_run(failures["call_api"]["id"])["pipeline_run_id"])
+    assert failed_run["params"]["api"] == "***" and failed_run["params"]["headers"] == [["Authorization", "***"]]
+    meta.dispose()
+
+    events = (isthmus_home / "lineage" / "events.jsonl").read_text()
+    assert '"eventType": "FAIL"' in events and "401 from" in events
+    everything = _all_bytes(isthmus_home)  # SQLite file + WAL + every artifact + lineage events + caches
+    assert list((isthmus_home / "artifacts").rglob("*")), "no artifact was written"
+    assert CANARY.encode() not in everything
+
+
+def _store(home: Path):
+    from isthmus.store import MetadataStore
+
+    return MetadataStore(f"sqlite:///{home / 'isthmus.db'}")
+
+
+@step
+def takes_secretstr(creds: object, n: int) -> int:
+    from pydantic import SecretStr
+
+    assert isinstance(creds, SecretStr)
+    return len(creds.get_secret_value()) * n
+
+
+@step
+def raises_with(creds: object, token_header: list) -> int:
+    raise ConnectionError(f"{creds.get_secret_value()} / {token_header[1]} / {token_header[1].split()[1]}")
+
+
+def test_secretstr_parameter_is_hashed_never_stored_and_reaches_the_step(isthmus_home: Path) -> None:
+    from pydantic import SecretStr
+
+    runner = default_runner()
+    first = runner.run(takes_secretstr, {"creds": SecretStr(PARAM_CANARY), "n": 2})
+    assert first.value == 2 * len(PARAM_CANARY) and not first.cache_hit
+    assert runner.run(takes_secretstr, {"creds": SecretStr(PARAM_CANARY), "n": 2}).cache_hit
+    assert not runner.run(takes_secretstr, {"creds": SecretStr(PARAM_CANARY + "x"), "n": 2}).cache_hit
+    row = runner.metadata.get_step_run(first.step_run_id)
+    assert row["params"] == {"creds": "***", "n": 2} and row["inputs"] == {}
+
+
+def test_the_raised_step_failure_carries_no_secret_in_its_chain(isthmus_home: Path) -> None:
+    import traceback
+
+    from pydantic import SecretStr
+
+    from isthmus.errors import ScrubbedError
+
+    with pytest.raises(StepFailed) as info:
+        default_runner().run(
+            raises_with, {"creds": SecretStr(PARAM_CANARY), "token_header": ["X-Api-Key", f"Bearer {ENV_CANARY}"]}
+        )
+    exc = info.value
+    assert isinstance(exc.__cause__, ScrubbedError) and exc.__suppress_context__
+    assert exc.__cause__.original_type == "builtins.ConnectionError"
+    assert exc.__cause__.__traceback__ is None and exc.__context__ is None
+    printed = "".join(traceback.format_exception(exc))
+    assert PARAM_CANARY not in printed and ENV_CANARY not in printed
+    assert "ConnectionError: *** / *** / ***" in printed and "in raises_with" in printed
+
+
+@pytest.mark.parametrize(
+    ("route", "value"),
+    [
+        ("dict of headers", {"Authorization": f"Bearer {PARAM_CANARY}"}),
+        ("header pair", ("Proxy-Authorization", f"Basic {PARAM_CANARY}")),
+        ("url", f"https://user:{PARAM_CANARY}@host/x"),
+        ("bearer text", f"curl -H 'Authorization: Bearer {PARAM_CANARY}'"),
+    ],
+)
+def test_json_parameters_are_stored_redacted(route: str, value: object, isthmus_home: Path) -> None:
+    @step(name=f"json_param_{abs(hash(route))}")
+    def uses(config: object) -> int:
+        return 1
+
+    result = default_runner().run(uses, {"config": value})
+    stored = default_runner().metadata.get_step_run(result.step_run_id)["params"]["config"]
+    assert PARAM_CANARY not in str(stored) and "***" in str(stored), route

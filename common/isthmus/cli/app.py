@@ -6,12 +6,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from isthmus.cli.render import console, dump_json, duration, print_diff, short, status_text, table, when
-from isthmus.errors import IsthmusError
+from isthmus.errors import ConfigurationError, IsthmusError
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="isthmus: recorded, cached, portable pipeline steps."
@@ -29,11 +29,30 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")
 def _meta() -> Any:
     from isthmus import _defaults
 
-    return _defaults.metadata_store()
+    try:
+        return _defaults.metadata_store()
+    except ConfigurationError as exc:
+        _fail(str(exc))
 
 
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+def _artifacts() -> Any:
+    from isthmus import _defaults
+
+    try:
+        return _defaults.artifact_store()
+    except ConfigurationError as exc:
+        _fail(str(exc))
+
+
+def _error_line(message: str) -> None:
+    """One plain line on stderr (no markup, no wrapping: messages hold URLs, brackets and long paths)."""
+    text = " ".join(str(message).split())
+    prefix = typer.style("error:", fg="red") if sys.stderr.isatty() else "error:"
+    typer.echo(f"{prefix} {text}", err=True)
+
+
+def _fail(message: str) -> NoReturn:
+    _error_line(message)
     raise typer.Exit(code=1)
 
 
@@ -302,15 +321,16 @@ def cache_prune(
         bool, typer.Option("--artifacts", help="Also delete stored objects no run refers to.")
     ] = False,
 ) -> None:
-    """Drop expired entries and entries whose artifacts are gone; remove abandoned partial writes."""
-    from isthmus import _defaults
+    """Drop expired entries and entries whose artifacts are gone; remove abandoned partial writes; mark step
+    runs of dead processes ABORTED."""
     from isthmus.cache_admin import prune
 
-    report = prune(_meta(), _defaults.artifact_store(), delete_unreferenced=artifacts)
+    report = prune(_meta(), _artifacts(), delete_unreferenced=artifacts)
     console.print(
         f"expired entries: {report['expired']}, entries with missing artifacts: {report['missing']}, "
         f"partial writes removed: {report['tmp']}, unreferenced objects removed: {report['unreferenced']}"
     )
+    console.print(f"abandoned step runs marked ABORTED: {report['aborted']}")
 
 
 # -- remote entrypoint ----------------------------------------------------------------------------
@@ -396,5 +416,5 @@ def main() -> None:
     try:
         app()
     except IsthmusError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _error_line(str(exc))
         sys.exit(1)

@@ -15,11 +15,14 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 
 from isthmus.artifacts.refs import ArtifactRef
-from isthmus.errors import IsthmusError, RunNotFound
+from isthmus.config import check_store_url
+from isthmus.errors import ConfigurationError, IsthmusError, RunNotFound
 from isthmus.store import schema as s
 from isthmus.store.engine import WRITE, make_engine, retry_locked
+from isthmus.store.holders import LeaseHolder, holder_is_dead
 
 SCHEMA_HEAD = "0002"
 _MIGRATIONS = Path(__file__).with_name("migrations")
@@ -39,13 +42,18 @@ _UPDATE_STEP_RUN = s.step_runs.update().where(s.step_runs.c.id == bindparam("_id
 _INSERT_STEP_RUN = s.step_runs.insert()
 _INSERT_LINKS = s.step_run_artifacts.insert()
 _INSERT_CACHE_ENTRY = s.cache_entries.insert()
+_LEASE_OF = select(s.cache_leases.c.holder, s.cache_leases.c.expires_at).where(
+    s.cache_leases.c.cache_key == bindparam("_key")
+)
 _TAKE_LEASE = (
     s.cache_leases.update()
-    .where(
-        s.cache_leases.c.cache_key == bindparam("_key"),
-        or_(s.cache_leases.c.expires_at < bindparam("_now"), s.cache_leases.c.holder == bindparam("_holder")),
-    )
+    .where(s.cache_leases.c.cache_key == bindparam("_key"), s.cache_leases.c.holder == bindparam("_was"))
     .values(holder=bindparam("_holder"), acquired_at=bindparam("_now"), expires_at=bindparam("_expires"))
+)
+_ABORT_RUNNING = (
+    s.step_runs.update()
+    .where(s.step_runs.c.id == bindparam("_id"), s.step_runs.c.status == "RUNNING")
+    .values(status="ABORTED", error=bindparam("_error"), ended_at=bindparam("_now"))
 )
 _DROP_ENTRY = s.cache_entries.delete().where(
     s.cache_entries.c.cache_key == bindparam("_key"), s.cache_entries.c.step_run_id == bindparam("_id")
@@ -77,6 +85,43 @@ def link_rows_for(
     return rows
 
 
+def unusable_store(url: str, setting: str, exc: BaseException) -> ConfigurationError:
+    """The one-line error for a metadata store that cannot be opened: the setting, the URL (password
+    hidden), the reason and what to check."""
+    from isthmus.redaction import redact_url, scrub
+
+    parsed = make_url(url)
+    secrets = [parsed.password] if parsed.password else []
+    orig = getattr(exc, "orig", None) or exc
+    reason = " ".join(str(orig).split()) or type(orig).__name__
+    if len(reason) > 300:
+        reason = reason[:300] + "…"
+    reason = scrub(reason, secrets)
+    if type(exc).__module__.startswith("alembic"):
+        fix = "the database was migrated by another isthmus version; upgrade isthmus, or point it at another database"
+    elif parsed.get_backend_name() == "sqlite":
+        fix = "make that directory writable, or set ISTHMUS_HOME (or ISTHMUS_STORE_URL) to a writable place"
+    else:
+        fix = "check that the server is running and reachable from here, and the user, password and database name"
+    shown = redact_url(url)
+    return ConfigurationError(f"{setting}: cannot open the metadata store {shown!r} ({reason}); {fix}")
+
+
+def _safe(params: Any) -> dict[str, Any]:
+    from isthmus.redaction import safe_params
+
+    return safe_params(params) if isinstance(params, dict) else {}
+
+
+def _with_connect_timeout(url: str, seconds: int = 10) -> str:
+    """A PostgreSQL URL that gives up connecting after ``seconds`` (libpq waits for the OS otherwise:
+    minutes for an unroutable host) unless the URL sets its own ``connect_timeout``."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or "connect_timeout" in parsed.query:
+        return url
+    return parsed.update_query_dict({"connect_timeout": str(seconds)}).render_as_string(hide_password=False)
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -93,13 +138,23 @@ class MetadataStore:
     The schema is created or upgraded (alembic) on first use.
     """
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine = make_engine(url)
-        self.dialect = self.engine.dialect.name
+    def __init__(self, url: str, *, setting: str = "store URL") -> None:
+        """Open (and create or migrate) the store at ``url``. Anything that keeps it from opening — a bad
+        URL, a server that does not answer, a directory that cannot be written — raises
+        :class:`~isthmus.errors.ConfigurationError` naming ``setting`` (the variable the URL came from)."""
+        self.url = check_store_url(url, setting)
         self._known_snapshots: set[str] = set()
         self._ignore_stmts: dict[tuple[str, tuple[str, ...]], Any] = {}
-        self._migrate()
+        try:
+            self.engine = make_engine(_with_connect_timeout(self.url))
+            self.dialect = self.engine.dialect.name
+            self._migrate()
+        except (DBAPIError, OSError, ImportError) as exc:
+            raise unusable_store(self.url, setting, exc) from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("alembic"):  # e.g. a revision this isthmus does not know
+                raise unusable_store(self.url, setting, exc) from None
+            raise
 
     # -- schema ----------------------------------------------------------------------------------
     def _current_revision(self) -> str | None:
@@ -208,13 +263,15 @@ class MetadataStore:
 
     # -- pipeline runs ---------------------------------------------------------------------------
     def create_pipeline_run(self, row: dict[str, Any]) -> None:
-        row = {"started_at": utcnow(), "status": "RUNNING", "context": {}, "params": {}, **row}
+        """Record a pipeline run. Its ``params`` are stored as :func:`~isthmus.redaction.safe_params`:
+        JSON data redacted, other objects as a typed placeholder (never their ``repr()``)."""
+        row = {"started_at": utcnow(), "status": "RUNNING", "context": {}, **row, "params": _safe(row.get("params"))}
         self._run_write(lambda c: c.execute(insert(s.pipeline_runs).values(**row)))
 
     def ensure_pipeline_run(self, row: dict[str, Any]) -> bool:
         """Create the pipeline run ``row["id"]`` unless it exists (tasks of one orchestrator run race to
-        do this). Returns True if this call created it."""
-        row = {"started_at": utcnow(), "status": "RUNNING", "context": {}, "params": {}, **row}
+        do this). Returns True if this call created it. ``params`` are stored as in :meth:`create_pipeline_run`."""
+        row = {"started_at": utcnow(), "status": "RUNNING", "context": {}, **row, "params": _safe(row.get("params"))}
         stmt = self._insert_ignore(s.pipeline_runs, ["id"]).returning(s.pipeline_runs.c.id)
         return bool(self._run_write(lambda c: c.execute(stmt, row).first() is not None))
 
@@ -228,14 +285,15 @@ class MetadataStore:
         params: dict[str, Any] | None = None,
     ) -> None:
         """Set the final status (and outputs, error; ``params`` when the creator did not know them).
-        Parameters are stored redacted."""
+        Parameters are stored as in :meth:`create_pipeline_run`; credentials the error shows by their
+        form (URL passwords, bearer tokens) are hidden — callers scrub it of the run's known secrets."""
+        if error:
+            from isthmus.redaction import redact_text
+
+            error = redact_text(error)
         values: dict[str, Any] = {"status": status, "outputs": outputs, "error": error, "ended_at": utcnow()}
         if params is not None:
-            import json
-
-            from isthmus.redaction import redact_params
-
-            values["params"] = redact_params(json.loads(json.dumps(params, default=repr)))
+            values["params"] = _safe(params)
         self._run_write(
             lambda c: c.execute(update(s.pipeline_runs).where(s.pipeline_runs.c.id == run_id).values(**values))
         )
@@ -273,8 +331,9 @@ class MetadataStore:
         - a cached result whose artifacts ``try_hit`` confirms cheaply is recorded as a hit
           (``hit_write`` gives the step run row and artifact links): ``("hit", candidate)``;
         - results that need a slower check (rehashing) are returned: ``("candidates", rows)``;
-        - otherwise the lease is taken and ``row`` recorded as RUNNING: ``("started", None)``,
-          or another live holder has it: ``("busy", None)``.
+        - otherwise the lease is taken and ``row`` recorded as RUNNING: ``("started", aborted)`` where
+          ``aborted`` lists the step runs of dead holders this claim marked ABORTED; or another live
+          holder has it: ``("busy", None)``.
         Entries whose artifacts ``try_hit`` finds gone are dropped on the way.
         """
 
@@ -298,10 +357,11 @@ class MetadataStore:
                     pending.append(cand)
             if pending:
                 return "candidates", pending
-            if not self._take_lease(conn, cache_key, holder, ttl):
+            aborted: list[str] = []
+            if not self._take_lease(conn, cache_key, holder, ttl, aborted):
                 return "busy", None
             conn.execute(_INSERT_STEP_RUN, {"started_at": utcnow(), "status": "RUNNING", "cache_hit": False, **row})
-            return "started", None
+            return "started", aborted
 
         return self._run_write(work)
 
@@ -449,18 +509,72 @@ class MetadataStore:
 
     # -- leases (in-flight deduplication) --------------------------------------------------------
     def acquire_lease(self, cache_key: str, holder: str, ttl: float) -> bool:
-        """Take the lease on ``cache_key`` unless a live holder has it; an expired lease is taken over."""
+        """Take the lease on ``cache_key`` unless a live holder has it. An expired lease, or one whose
+        holder is provably dead (:mod:`isthmus.store.holders`), is taken over at once and the holder's
+        RUNNING step run marked ABORTED."""
         return bool(self._run_write(lambda conn: self._take_lease(conn, cache_key, holder, ttl)))
 
-    def _take_lease(self, conn: Connection, cache_key: str, holder: str, ttl: float) -> bool:
+    def _take_lease(
+        self, conn: Connection, cache_key: str, holder: str, ttl: float, aborted: list[str] | None = None
+    ) -> bool:
         now = time.time()
         row = {"cache_key": cache_key, "holder": holder, "acquired_at": now, "expires_at": now + ttl}
         # preserve_rowcount: SQLAlchemy reports rowcount -1 for an INSERT on psycopg unless asked to keep it.
         insert_lease = self._insert_ignore(s.cache_leases, ["cache_key"]).execution_options(preserve_rowcount=True)
-        if conn.execute(insert_lease, row).rowcount == 1:  # nobody holds it (the usual case)
-            return True
-        params = {"_key": cache_key, "_holder": holder, "_now": now, "_expires": now + ttl}
-        return bool(conn.execute(_TAKE_LEASE, params).rowcount)  # ours already, or expired: take it over
+        for _ in range(3):
+            if conn.execute(insert_lease, row).rowcount == 1:  # nobody holds it (the usual case)
+                return True
+            current = conn.execute(_LEASE_OF, {"_key": cache_key}).first()
+            if current is not None:
+                break
+        else:  # released and taken again, over and over: the caller waits and tries again
+            return False
+        was, expires_at = current
+        if was != holder and expires_at >= now and not holder_is_dead(was):
+            return False  # a live holder
+        params = {"_key": cache_key, "_was": was, "_holder": holder, "_now": now, "_expires": now + ttl}
+        if not conn.execute(_TAKE_LEASE, params).rowcount:  # someone else took it first
+            return False
+        if was != holder:
+            run_id = self._abort_holder_run(conn, was, expired=expires_at < now)
+            if run_id and aborted is not None:
+                aborted.append(run_id)
+        return True
+
+    def _abort_holder_run(self, conn: Connection, holder: str, *, expired: bool) -> str | None:
+        """Mark the RUNNING step run of a dead (or silent) lease holder ABORTED; its id, if one was marked."""
+        parsed = LeaseHolder.parse(holder)
+        if parsed is None:
+            return None
+        if expired:
+            why = "its lease expired (the process stopped renewing it: killed, frozen or cut off from the store)"
+        else:
+            why = f"its process (pid {parsed.pid} on {parsed.host}) is gone"
+        error = f"aborted: {why}; another run took the step over"
+        done = conn.execute(_ABORT_RUNNING, {"_id": parsed.step_run_id, "_error": error, "_now": utcnow()})
+        return parsed.step_run_id if done.rowcount else None
+
+    def abort_dead_holders(self) -> list[str]:
+        """Drop leases whose holder is dead or expired and mark their RUNNING step runs ABORTED (what
+        ``isthmus cache prune`` does for runs nobody retried). Returns the step run ids marked."""
+        lease = s.cache_leases
+        with self._read() as conn:
+            rows = conn.execute(select(lease.c.cache_key, lease.c.holder, lease.c.expires_at)).all()
+        now = time.time()
+        marked: list[str] = []
+        for key, holder, expires_at in rows:
+            expired = expires_at < now
+            if not expired and not holder_is_dead(holder):
+                continue
+
+            def work(conn: Connection, key: str = key, holder: str = holder, expired: bool = expired) -> None:
+                if conn.execute(_RELEASE_LEASE, {"_key": key, "_holder": holder}).rowcount:
+                    run_id = self._abort_holder_run(conn, holder, expired=expired)
+                    if run_id:
+                        marked.append(run_id)
+
+            self._run_write(work)
+        return marked
 
     def renew_lease(self, cache_key: str, holder: str, ttl: float) -> bool:
         lease = s.cache_leases

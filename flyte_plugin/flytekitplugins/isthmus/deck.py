@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from isthmus.artifacts.refs import ArtifactRef
+from isthmus.redaction import REDACTED, find_secret, is_secret_name, redact_params, secret_values
 
 _STYLE = """
 <style>
@@ -55,6 +57,24 @@ def _ref_cells(ref: ArtifactRef) -> list[str]:
         _e(ref.materializer),
         f"<code>{_e(ref.uri)}</code>",
     ]
+
+
+def redact_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Task inputs as flytekit's own Input deck may show them: a secret-named input, or one that holds a
+    secret (a ``SecretStr``, a header pair, a secret-named field), becomes ``***``; credentials in strings,
+    lists and dicts (URL passwords, bearer tokens, secret-named keys) are hidden; artifact refs stay."""
+    known = secret_values(inputs)
+    out: dict[str, Any] = {}
+    for name, value in inputs.items():
+        if ArtifactRef.coerce(value) is not None:
+            out[name] = value
+        elif is_secret_name(name) or find_secret(value, known, by_key=True) is not None:
+            out[name] = REDACTED
+        elif isinstance(value, (str, list, tuple, dict)):
+            out[name] = redact_params({name: value}, known)[name]
+        else:
+            out[name] = value
+    return out
 
 
 def _changes(old: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str, list[Any]]:

@@ -238,6 +238,13 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
         native = values[0] if len(values) == 1 else tuple(values)
         return StepOutputs(native, dict(result.outputs)) if _DISPATCHING.get() else native
 
+    def _write_decks(self, native_inputs: Any, native_outputs_as_map: Any, ctx: Any, new_user_params: Any) -> Any:
+        """flytekit's own decks, with secret inputs shown as ``***`` in its Input deck."""
+        from flytekitplugins.isthmus.deck import redact_inputs
+
+        shown = redact_inputs(native_inputs or {})
+        return super()._write_decks(shown, native_outputs_as_map, ctx, new_user_params)
+
     def _render_deck(self, runner: Any, invocation: str, result: Any, run_context: dict[str, Any]) -> None:
         from flytekit.deck import Deck
 

@@ -126,7 +126,15 @@ class ArtifactRefTransformer(TypeTransformer[Any]):
         ref = self.python_type.coerce(python_val)
         if ref is None:
             from isthmus import _defaults
+            from isthmus.redaction import find_secret
 
+            found = find_secret(python_val, by_key=True)
+            if found is not None:  # never written into an artifact
+                raise TypeTransformerFailedError(
+                    f"a task input holds a secret ({found[1]} at input{found[0]}); isthmus never writes secrets into "
+                    "artifacts, so it cannot travel between Flyte tasks: request it with secret_requests= and read "
+                    "it inside the step (flytekit.current_context().secrets), or pass it as a plain str parameter"
+                )
             ref = _defaults.artifact_store().save(python_val, step_name="flyte", output="input")
         struct = Struct()
         struct.update(ref.to_dict())
@@ -153,8 +161,10 @@ class ArtifactRefTransformer(TypeTransformer[Any]):
 
     def to_html(self, ctx: FlyteContext, python_val: Any, expected_python_type: Any) -> str:
         ref = self.python_type.coerce(python_val)
-        if ref is None:
-            return html.escape(repr(python_val))
+        if ref is None:  # a type name, not repr(): a repr may show a password
+            if isinstance(python_val, str) and python_val == "***":  # an input the Input deck redacted
+                return "***"
+            return html.escape(f"<{type(python_val).__module__}.{type(python_val).__qualname__}>")
         return ref_table(ref)
 
 
