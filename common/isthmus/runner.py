@@ -429,7 +429,13 @@ class StepRunner:
             delay = min(delay * 1.5, 0.5)
 
     def _report_aborted(self, step: Step[Any, Any], step_run_ids: list[str]) -> None:
-        """Log and send lineage ABORT for runs of dead holders this process took the step over from."""
+        """Log and send lineage ABORT for runs of dead holders this process took the step over from, and
+        remove the partial writes dead processes left behind."""
+        if step_run_ids:
+            try:
+                self.artifacts.clean_tmp()
+            except OSError:  # best effort: prune removes them later
+                log.debug("could not remove partial writes of dead processes", exc_info=True)
         for run_id in step_run_ids:
             log.warning("step %r: step run %s was abandoned by a dead process; computing it again", step.name, run_id)
             try:

@@ -101,6 +101,62 @@ def test_a_killed_holder_is_taken_over_at_once_and_its_row_aborted(tmp_path: Pat
     assert [e["eventType"] for e in events if e["job"]["name"] == "crunch"].count("ABORT") == 1
 
 
+WRITING_STEP = """
+import json, os, time
+from isthmus import Materializer, register_materializer, step
+from isthmus.runner import run_step
+
+class Blob:
+    def __init__(self, data):
+        self.data = data
+
+@register_materializer(types=(Blob,))
+class SlowBlob(Materializer):
+    name, version = "slow-blob", "1"
+
+    def save(self, obj, path):
+        with open(path, "wb") as fh:
+            fh.write(obj.data[:4])
+            fh.flush()
+            if os.environ.get("HANG"):
+                open(os.environ["MARKER"], "w").close()
+                time.sleep(600)  # killed while the partial write is on disk
+            fh.write(obj.data[4:])
+
+    def load(self, path, python_type):
+        with open(path, "rb") as fh:
+            return Blob(fh.read())
+
+@step
+def blob(n: int) -> Blob:
+    return Blob(b"x" * n)
+
+if __name__ == "__main__":
+    r = run_step(blob, {"n": 64})
+    print(json.dumps({"size": len(r.value.data), "hit": r.cache_hit}))
+"""
+
+
+def test_a_killed_writers_partial_file_goes_when_its_step_is_taken_over(tmp_path: Path, isthmus_home: Path) -> None:
+    write_module(tmp_path, "slow_step", WRITING_STEP)
+    _start_and_kill(tmp_path, isthmus_home)
+    tmp_dir = isthmus_home / "artifacts" / ".tmp"
+    parts = [p.name for p in tmp_dir.iterdir()]
+    assert len(parts) == 1 and parts[0].endswith(".part"), parts  # what kill -9 leaves mid-write
+
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "slow_step.py")],
+        env=_env(isthmus_home, tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"size": 64, "hit": False}
+    assert parts[0] not in {p.name for p in tmp_dir.iterdir()}  # removed at once, not after the age limit
+
+
 def test_cache_prune_marks_a_dead_holders_row_aborted(tmp_path: Path, isthmus_home: Path) -> None:
     from typer.testing import CliRunner
 
