@@ -208,14 +208,15 @@ def run_remote(
     private_db: str | None = None
     if record == "manifest":
         private_db = os.path.join(tempfile.mkdtemp(prefix="isthmus-run-"), "run.db")
-        metadata = MetadataStore(f"sqlite:///{private_db}")
-        if ctx.pipeline_run_id:  # the real pipeline run lives in the submitter's store
-            metadata.create_pipeline_run(
-                {"id": ctx.pipeline_run_id, "pipeline": ctx.pipeline_name or "?", "orchestrator": ctx.orchestrator}
-            )
-        runner = StepRunner(metadata, _defaults.artifact_store())
+        runner = StepRunner(MetadataStore(f"sqlite:///{private_db}"), _defaults.artifact_store())
     else:
         runner = StepRunner()
+    if ctx.pipeline_run_id:
+        # The step run belongs to this pipeline run: the submitter normally created it (with record="manifest"
+        # the real one lives in the submitter's store); a job started by hand creates it here.
+        runner.metadata.ensure_pipeline_run(
+            {"id": ctx.pipeline_run_id, "pipeline": ctx.pipeline_name or "?", "orchestrator": ctx.orchestrator}
+        )
 
     try:
         step = load_step(step_path)

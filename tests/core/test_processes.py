@@ -303,6 +303,17 @@ def test_run_step_entrypoint_as_a_subprocess(tmp_path: Path, isthmus_home: Path)
     sr = _defaults.metadata_store().get_step_run(data["step_run_id"])
     assert sr["orchestrator"] == "slurm" and sr["context"]["native"] == {"slurm_job_id": "4242"}
 
+    # a job started by hand for a pipeline run the store does not know yet: the run is created, not a
+    # foreign-key error
+    manifest_run = tmp_path / "out" / "manifest-run.json"
+    ctx_run = json.dumps({**ctx, "pipeline_run_id": "hand-started-run", "pipeline_name": "adhoc"})
+    cmd_run = [*cmd[: cmd.index("--context")], "--context", ctx_run, "--manifest", str(manifest_run)]
+    proc = subprocess.run(cmd_run, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    data_run = json.loads(manifest_run.read_text())
+    assert data_run["status"] == "COMPLETED", data_run["error"]
+    assert _defaults.metadata_store().get_step_run(data_run["step_run_id"])["pipeline_run_id"] == "hand-started-run"
+
     # a compute node without database access: rows travel in the manifest and are ingested here
     manifest2 = tmp_path / "out" / "manifest2.json"
     env2 = {**env, "ISTHMUS_STORE_URL": "postgresql+psycopg://nobody@127.0.0.1:9/unreachable"}
