@@ -125,3 +125,41 @@ def test_job_name_is_stable_across_tries_but_not_across_inputs():
     assert job_name_for("train", a, "k1") == job_name_for("train", b, "k1")
     assert job_name_for("train", a, "k1") != job_name_for("train", a, "k2")
     assert job_name_for("train", a, "k1").startswith("isthmus-train-")
+
+
+def _job_record(**changes: object) -> dict:
+    work = "/shared/isthmus/slurm/train-abc123"
+    record = {
+        "job_id": "17",
+        "job_name": "train-abc123",
+        "step_path": "pkg.steps:train",
+        "step_name": "train",
+        "work_dir": work,
+        "manifest": f"{work}/manifest-17.json",
+        "stdout": f"{work}/slurm-17.out",
+        "stderr": f"{work}/slurm-17.err",
+        "secret_env_file": f"{work}/job.env",
+    }
+    record.update(changes)
+    return record
+
+
+def test_a_job_record_names_only_files_of_its_job_directory() -> None:
+    from isthmus.slurm.executor import SlurmJobRecordError, SubmittedJob
+
+    job = SubmittedJob.from_dict(_job_record())
+    assert job.secret_env_file == "/shared/isthmus/slurm/train-abc123/job.env"
+    # trigger kwargs and connector metadata are stored outside isthmus: a crafted record must not make the
+    # executor read or remove another file
+    for field, value in [
+        ("secret_env_file", "/etc/passwd"),
+        ("secret_env_file", "/shared/isthmus/slurm/train-abc123/../../../../home/user/.ssh/job.env"),
+        ("secret_env_file", "/shared/isthmus/slurm/train-abc123/other.env"),
+        ("manifest", "/var/lib/airflow/airflow.cfg"),
+        ("stdout", "/shared/isthmus/slurm/train-abc123/sub/slurm-17.out"),
+        ("work_dir", "/shared/isthmus/slurm/../../etc"),
+        ("manifest", "/shared/isthmus/slurm/train-abc123/manifest\x00.json"),
+        ("work_dir", 17),
+    ]:
+        with pytest.raises(SlurmJobRecordError, match=field):
+            SubmittedJob.from_dict(_job_record(**{field: value}))

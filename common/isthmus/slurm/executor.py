@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import posixpath
 import shlex
 import sys
 import uuid
@@ -22,7 +23,7 @@ from typing import Any
 
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.context import RunContext
-from isthmus.errors import StepDefinitionError
+from isthmus.errors import IsthmusError, StepDefinitionError
 from isthmus.lineage_parent import RUN_ID_KEY
 from isthmus.redaction import is_secret_env
 from isthmus.runner import StepResult, StepRunner, _json_param, _ref_list, default_runner
@@ -111,7 +112,44 @@ class SubmittedJob:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SubmittedJob:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        """A job record from its JSON form (Airflow trigger kwargs, Flyte resource meta): untrusted, so the
+        files isthmus reads or removes for it must lie inside its job directory."""
+        job = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        job.check_paths()
+        return job
+
+    def check_paths(self) -> None:
+        """Raise :class:`SlurmJobRecordError` unless the manifest, logs and credentials file are files of
+        ``work_dir``: a crafted record cannot make isthmus read or remove anything else."""
+        work_dir = _clean_path(self.work_dir, "work_dir", self.job_name)
+        for name in ("manifest", "stdout", "stderr", "secret_env_file"):
+            value = getattr(self, name)
+            if not value and name in ("stdout", "stderr", "secret_env_file"):
+                continue
+            path = _clean_path(value, name, self.job_name)
+            if posixpath.dirname(path) != work_dir:
+                raise SlurmJobRecordError(
+                    f"Slurm job record {self.job_name!r}: {name} {value!r} is not a file of its job directory "
+                    f"{self.work_dir!r}; job records are not edited by hand"
+                )
+        if self.secret_env_file and posixpath.basename(self.secret_env_file) != SECRET_ENV_FILE:
+            raise SlurmJobRecordError(
+                f"Slurm job record {self.job_name!r}: secret_env_file {self.secret_env_file!r} must be "
+                f"{SECRET_ENV_FILE!r} in its job directory"
+            )
+
+
+class SlurmJobRecordError(IsthmusError, ValueError):
+    """A job record (from trigger kwargs or connector metadata) names a file outside its job directory."""
+
+
+def _clean_path(value: Any, name: str, job_name: str) -> str:
+    """``value`` as a normalised POSIX path without ``..``, NUL or control characters."""
+    if not isinstance(value, str) or not value or any(c < " " or c == "\x7f" for c in value):
+        raise SlurmJobRecordError(f"Slurm job record {job_name!r}: {name} {value!r:.120} is not a path")
+    if ".." in value.split("/"):
+        raise SlurmJobRecordError(f"Slurm job record {job_name!r}: {name} {value!r:.120} contains '..'")
+    return posixpath.normpath(value)
 
 
 def import_root(step: Step[Any, Any]) -> str | None:
