@@ -31,7 +31,7 @@ class StepOperator(BaseOperator):
     ``Resources.extra["pool"]`` its ``pool`` unless they are given.
     """
 
-    template_fields: Sequence[str] = ("op_args", "op_kwargs")
+    template_fields: Sequence[str] = ("op_args", "op_kwargs", "isthmus_conn_id")
     template_fields_renderers = {"op_kwargs": "json", "op_args": "py"}
     ui_color = "#d9f0e3"
     custom_operator_name = "StepOperator"
