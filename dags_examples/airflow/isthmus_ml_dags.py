@@ -5,16 +5,19 @@
 
 Every task runs through the isthmus StepRunner: recorded, cached (also across these two DAGs, local
 runs and Flyte), and described to OpenLineage. Only artifact refs travel through XCom.
+
+This folder holds only Airflow DAG files: point Airflow's dags folder here
+(``AIRFLOW__CORE__DAGS_FOLDER=$PWD/dags_examples/airflow``, see the README's "In Airflow").
 """
 
 from __future__ import annotations
 
-import os
 import sys
+from pathlib import Path
 
 from airflow.sdk import dag, task
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for dags_examples.steps
 
 from dags_examples.steps import evaluate, featurize, ingest, ml_pipeline, train  # noqa: E402
 
@@ -33,6 +36,6 @@ def isthmus_ml_taskflow():
     task.isthmus(evaluate)(model, feats, seed="{{ params.seed }}")
 
 
-isthmus_ml_taskflow()
+taskflow_dag = isthmus_ml_taskflow()
 
 isthmus_ml_pipeline = ml_pipeline.to_airflow_dag(dag_id="isthmus_ml_pipeline", tags=["isthmus", "example"])
