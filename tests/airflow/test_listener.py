@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -56,6 +57,17 @@ def _status(store_url: str, run_id: str) -> str:
 
 
 @pytest.fixture
+def closer(monkeypatch: pytest.MonkeyPatch):
+    """A run-closing helper of this test's own (started with this test's environment and stderr)."""
+    from isthmus_airflow.plugins import run_closer
+
+    channel = run_closer.HelperChannel()
+    monkeypatch.setattr(run_closer, "channel", channel)
+    yield channel
+    channel.close()
+
+
+@pytest.fixture
 def scheduler_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """This process looks up connections as the scheduler does (env variables, then the metadata DB)."""
     monkeypatch.setenv("_AIRFLOW_PROCESS_CONTEXT", "server")
@@ -78,7 +90,7 @@ def db_connection(tmp_path: Path):
 
 @pytest.mark.parametrize("where", ["absent", "db", "env"])
 def test_listener_leaves_the_schedulers_session_alone_and_closes_the_run(
-    where: str, scheduler_process, isthmus_home: Path, tmp_path: Path, request, monkeypatch: pytest.MonkeyPatch
+    where: str, scheduler_process, closer, isthmus_home: Path, tmp_path: Path, request, monkeypatch
 ) -> None:
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
@@ -115,45 +127,44 @@ def test_listener_leaves_the_schedulers_session_alone_and_closes_the_run(
     assert _status(store_url, run_id) == "COMPLETED"
 
 
-def test_listener_does_not_wait_for_the_store(monkeypatch: pytest.MonkeyPatch, isthmus_home: Path) -> None:
-    """The listener returns while the connection lookup is still blocked on the closing thread."""
+def test_listener_does_not_wait_for_the_store(isthmus_home: Path, closer, caplog: pytest.LogCaptureFixture) -> None:
+    """The listener returns while the isthmus store is locked; a helper that cannot keep up makes it
+    drop closes with a warning, never wait."""
+    import sqlite3
+
+    from isthmus import config
     from isthmus_airflow.plugins import run_closer
     from isthmus_airflow.plugins.isthmus import dag_run_listener
 
-    release = threading.Event()
-    looked_up = threading.Event()
-    real = run_closer.find_connection
-
-    def blocked(conn_id: str):
-        looked_up.set()
-        release.wait(60)
-        return real(conn_id)
-
-    monkeypatch.setattr(run_closer, "find_connection", blocked)
+    store_url = config.get_settings().store_url
     run_id = derived_run_id("airflow", "slow_store", "manual__1")
-    from isthmus import config
-
-    _open_pipeline_run(config.get_settings().store_url, run_id)
+    _open_pipeline_run(store_url, run_id)
 
     class Run:
         dag_id, run_id, dag = "slow_store", "manual__1", _isthmus_dag("slow_store")
 
-    caller = threading.Thread(
-        target=dag_run_listener.on_dag_run_failed, kwargs={"dag_run": Run(), "msg": "task_failure"}
-    )
-    caller.start()
-    caller.join(30)  # a hang guard, not a timing assertion
-    assert not caller.is_alive(), "the listener waited for the isthmus store"
-    assert looked_up.wait(30) and not release.is_set()  # the lookup happens on the closer's thread
-    release.set()
-    assert run_closer.flush(30)
-    record_status = _status(config.get_settings().store_url, run_id)
-    assert record_status == "FAILED"
+    lock = sqlite3.connect(store_url.removeprefix("sqlite:///"), timeout=30)
+    lock.execute("BEGIN IMMEDIATE")  # every write to the store waits for this transaction
+    try:
+        caller = threading.Thread(target=dag_run_listener.on_dag_run_failed, kwargs={"dag_run": Run(), "msg": "x"})
+        caller.start()
+        caller.join(60)  # a hang guard, not a timing assertion
+        assert not caller.is_alive(), "the listener waited for the isthmus store"
+        with caplog.at_level(logging.WARNING, logger="isthmus_airflow"):
+            for i in range(5000):  # far more than the pipe holds while the helper is stuck
+                run_closer.submit(
+                    run_closer.RunEnd("slow_store", f"other__{i}", "COMPLETED", None, ("isthmus_default",))
+                )
+        assert "the run-closing helper is behind" in caplog.text
+        assert _status(store_url, run_id) == "RUNNING"  # the close is still waiting for the lock
+    finally:
+        lock.rollback()
+        lock.close()
+    assert run_closer.flush(120)
+    assert _status(store_url, run_id) == "FAILED"
 
 
-def test_listener_never_raises(
-    caplog: pytest.LogCaptureFixture, isthmus_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_listener_never_raises(isthmus_home: Path, closer, capfd: pytest.CaptureFixture) -> None:
     from isthmus_airflow.plugins import run_closer
     from isthmus_airflow.plugins.isthmus import dag_run_listener
 
@@ -168,11 +179,13 @@ def test_listener_never_raises(
     class Unknown:  # its tasks use a connection that exists nowhere: a warning, after bounded retries
         dag_id, run_id, dag = "unknown_conn", "manual__1", _isthmus_dag("unknown_conn", conn_id="nowhere")
 
-    monkeypatch.setattr(run_closer, "BACKOFF_SECONDS", 0.01)
-    with caplog.at_level(logging.WARNING, logger="isthmus_airflow"):
-        dag_run_listener.on_dag_run_success(dag_run=Unknown(), msg="success")
-        assert run_closer.flush(30)
-    assert any("'nowhere' does not exist" in r.getMessage() for r in caplog.records), caplog.text
+    dag_run_listener.on_dag_run_success(dag_run=Unknown(), msg="success")
+    run_closer.channel.submit(run_closer.RunEnd("x", "y", "COMPLETED", None, ()))  # nothing to do
+    os.write(run_closer.channel._helper().stdin.fileno(), b"not json\n")  # a bad line: skipped
+    assert run_closer.flush(60)
+    err = capfd.readouterr().err
+    assert "could not close the pipeline run of unknown_conn/manual__1" in err and "'nowhere' does not exist" in err
+    assert "skipped a message" in err and "Traceback" not in err
 
 
 def test_listener_ignores_dags_without_isthmus_tasks(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,7 @@
 
 The listener runs inside the scheduler loop (and the api-server), so it never touches Airflow's ORM
 session, never waits on I/O and never raises: it reads a few plain attributes of the DAG run and
-hands them to :mod:`isthmus_airflow.plugins.run_closer`, whose own thread does the rest.
+hands them to :mod:`isthmus_airflow.plugins.run_closer`, whose helper process does the rest.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class _DagRunListener:
     @hookimpl
     def before_stopping(self, component: Any) -> None:
         try:
-            run_closer.flush()
+            run_closer.flush(10)
         except Exception:  # a stopping component must stop
             pass
 

@@ -1,40 +1,47 @@
-"""Close isthmus pipeline runs when their DAG runs end — on a thread of our own, never the caller's.
+"""Close isthmus pipeline runs when their DAG runs end — in a helper process, never in the caller.
 
 Airflow calls DAG-run listeners from inside the scheduler loop (and from the api-server when a user
 marks a run), while that thread's scoped ORM session holds the ``DagRun``. Looking the isthmus
 connection up there goes through Airflow's ``MetastoreBackend``, whose ``@provide_session`` takes
-that same thread-local session and *closes* it afterwards: every object the scheduler still works
-on is detached, and its next attribute access raises ``DetachedInstanceError`` (the scheduler
-crashed at the end of every DAG run). So the listener only copies plain values out of the DAG run
-into a :class:`RunEnd` and queues it; one daemon thread resolves the connection through Airflow's
-server-side secrets chain (environment variables first, then the metadata DB through the thread's
-*own* session), opens the isthmus store and closes the run, with bounded retries. Nothing here raises
-into the caller or waits on I/O in its thread. ``flush()`` waits for queued closes (tests,
-``dag.test()``); the process drains the queue at exit and before an Airflow component stops.
+that same thread-local session and *closes* it afterwards: every object the scheduler still works on
+is detached, and its next attribute access raises ``DetachedInstanceError`` (the scheduler crashed
+at the end of every DAG run). A thread of our own would not share that session, but a thread doing
+SQLite or network work while the scheduler forks (LocalExecutor workers, the OpenLineage listener's
+process pool) leaves its locks held in the child, which then deadlocks.
+
+So the listener only copies plain values out of the DAG run into a :class:`RunEnd` and writes it as
+one JSON line to a helper process (``python -m isthmus_airflow.plugins.run_closer``, started on first
+use with fork+exec, restarted if it died). The write never blocks: the pipe is non-blocking and a
+full pipe drops the close with a warning. The helper resolves each connection through Airflow's
+server-side secrets chain (a configured secrets backend, ``AIRFLOW_CONN_*``, then the metadata DB with
+its own session), opens the isthmus store and closes the run, with bounded retries; it exits when
+the pipe closes (the parent exited), after finishing what was queued. ``flush()`` waits until the
+helper has handled everything written so far (tests, ``dag.test()``, a stopping component).
 """
 
 from __future__ import annotations
 
-import atexit
+import json
 import logging
 import os
-import queue
+import select
+import subprocess
+import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 log = logging.getLogger("isthmus_airflow.run_closer")
 
 ATTEMPTS = 3
 BACKOFF_SECONDS = 1.0
-DRAIN_SECONDS = 15.0
-MAX_QUEUED = 10_000
+FLUSH_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
 class RunEnd:
-    """A DAG run that ended, as plain values (no ORM object crosses to the closing thread)."""
+    """A DAG run that ended, as plain values (no ORM object leaves the caller)."""
 
     dag_id: str
     run_id: str
@@ -42,11 +49,138 @@ class RunEnd:
     error: str | None
     conn_ids: tuple[str, ...]  # the isthmus connections the DAG's tasks use
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunEnd:
+        return cls(
+            dag_id=str(data["dag_id"]),
+            run_id=str(data["run_id"]),
+            status=str(data["status"]),
+            error=None if data.get("error") is None else str(data["error"]),
+            conn_ids=tuple(str(c) for c in data["conn_ids"]),
+        )
 
+
+# -- the caller's side: hand the work over, never wait -------------------------------------------
+class HelperChannel:
+    """The pipe to this process's helper (started lazily)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._env: tuple[tuple[str, str], ...] = ()
+        self._flushes = 0
+
+    def _helper(self) -> subprocess.Popen[bytes]:
+        env = _settings_env()
+        if self._proc is not None and self._proc.poll() is None and env != self._env:
+            self._retire()  # the settings changed (tests do that): the old helper drains and exits
+        if self._proc is None or self._proc.poll() is not None:
+            self._env = env
+            self._proc = subprocess.Popen(  # fork+exec: nothing of this process runs in the child
+                [sys.executable, "-m", "isthmus_airflow.plugins.run_closer"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                close_fds=True,
+            )
+            os.set_blocking(self._proc.stdin.fileno(), False)  # type: ignore[union-attr]
+        return self._proc
+
+    def _write(self, message: dict[str, Any]) -> subprocess.Popen[bytes]:
+        line = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+        for attempt in (1, 2):
+            proc = self._helper()
+            try:
+                os.write(proc.stdin.fileno(), line)  # type: ignore[union-attr]
+                return proc
+            except BrokenPipeError:  # the helper died: start another once
+                if attempt == 2:
+                    raise
+                proc.wait(timeout=5)
+        raise AssertionError("unreachable")
+
+    def submit(self, end: RunEnd) -> None:
+        with self._lock:
+            try:
+                self._write({"end": asdict(end)})
+            except BlockingIOError:
+                log.warning("isthmus: the run-closing helper is behind; %s/%s stays open", end.dag_id, end.run_id)
+
+    def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
+        """Wait until the helper handled everything written before this call; False on timeout."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                return True
+            self._flushes += 1
+            token = f"flushed {self._flushes}".encode()
+            try:
+                proc = self._write({"flush": self._flushes})
+            except (BlockingIOError, BrokenPipeError):
+                return False
+            deadline = time.monotonic() + timeout
+            buffer = b""
+            fd = proc.stdout.fileno()  # type: ignore[union-attr]
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    break
+                chunk = os.read(fd, 4096)
+                if not chunk:  # the helper exited
+                    return False
+                buffer += chunk
+                if token + b"\n" in buffer:
+                    return True
+            return False
+
+    def _retire(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            for stream in (proc.stdin, proc.stdout):
+                try:
+                    stream.close()  # type: ignore[union-attr]
+                except Exception:
+                    pass
+
+    def close(self) -> None:
+        """Let the helper finish what it was given and exit (without waiting for it)."""
+        with self._lock:
+            self._retire()
+
+    def forget(self) -> None:
+        """In a forked child: drop the parent's pipe (the helper must see EOF when the parent exits)."""
+        proc, self._proc = self._proc, None
+        self._lock = threading.Lock()
+        if proc is not None:
+            for stream in (proc.stdin, proc.stdout):
+                try:
+                    stream.close()  # type: ignore[union-attr]
+                except Exception:
+                    pass
+            proc.returncode = 0  # not our child: never wait for it
+
+
+def _settings_env() -> tuple[tuple[str, str], ...]:
+    """The settings the helper inherits that say where a store is: ISTHMUS_* and Airflow's."""
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("ISTHMUS_", "AIRFLOW_", "AIRFLOW__"))))
+
+
+channel = HelperChannel()
+os.register_at_fork(after_in_child=channel.forget)
+
+
+def submit(end: RunEnd) -> None:
+    """Queue the close of a DAG run's pipeline run; returns at once."""
+    channel.submit(end)
+
+
+def flush(timeout: float = FLUSH_SECONDS) -> bool:
+    """Wait until the pipeline runs of DAG runs that ended in this process so far are closed."""
+    return channel.flush(timeout)
+
+
+# -- the helper's side ---------------------------------------------------------------------------
 def find_connection(conn_id: str) -> Any | None:
     """The Airflow connection ``conn_id`` from the server-side secrets chain (a configured secrets
-    backend, ``AIRFLOW_CONN_*`` variables, then the metadata DB), or None. Called on the closing
-    thread only: the DB lookup opens and closes that thread's own session."""
+    backend, ``AIRFLOW_CONN_*`` variables, then the metadata DB), or None."""
     from airflow.configuration import ensure_secrets_loaded
 
     for backend in ensure_secrets_loaded():
@@ -60,17 +194,6 @@ def find_connection(conn_id: str) -> Any | None:
     return None
 
 
-def _release_thread_session() -> None:
-    """Drop this thread's Airflow session (the lookup closed it; this forgets it)."""
-    try:
-        from airflow import settings
-
-        if settings.Session is not None:
-            settings.Session.remove()
-    except Exception:  # nothing to release
-        pass
-
-
 def close_run(end: RunEnd) -> None:
     """Resolve each connection and set the pipeline run's final status in its store (raises)."""
     from isthmus.context import derived_run_id
@@ -79,10 +202,7 @@ def close_run(end: RunEnd) -> None:
 
     run_id = derived_run_id("airflow", end.dag_id, end.run_id)
     for conn_id in end.conn_ids:
-        try:
-            conn = find_connection(conn_id)
-        finally:
-            _release_thread_session()
+        conn = find_connection(conn_id)
         if conn is None and conn_id != IsthmusHook.default_conn_name:
             raise LookupError(f"isthmus connection {conn_id!r} does not exist")
         meta = IsthmusHook.runner_at(connection_locations(conn), conn_id).metadata
@@ -94,97 +214,56 @@ def close_run(end: RunEnd) -> None:
             meta.finish_pipeline_run(run_id, end.status, error=end.error)
 
 
-class PipelineRunCloser:
-    """One daemon thread working through a queue of :class:`RunEnd`."""
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[RunEnd] = queue.Queue(maxsize=MAX_QUEUED)
-        self._pending = 0
-        self._idle = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-
-    def submit(self, end: RunEnd) -> None:
-        """Queue ``end``; returns at once (drops it with a warning if the queue is full)."""
-        with self._idle:
-            self._pending += 1
+def close_with_retries(end: RunEnd) -> bool:
+    """``close_run`` with bounded retries; a warning (never an exception) when it cannot be done."""
+    for attempt in range(1, ATTEMPTS + 1):
         try:
-            self._queue.put_nowait(end)
-        except queue.Full:
-            self._done()
-            log.warning(
-                "isthmus: too many pipeline runs waiting to be closed; %s/%s stays open", end.dag_id, end.run_id
-            )
-            return
-        self._ensure_thread()
-
-    def flush(self, timeout: float = DRAIN_SECONDS) -> bool:
-        """Wait until every queued run is closed (or given up); False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
-
-    def _ensure_thread(self) -> None:
-        with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._work, name="isthmus-run-closer", daemon=True)
-                self._thread.start()
-
-    def _done(self) -> None:
-        with self._idle:
-            self._pending -= 1
-            if not self._pending:
-                self._idle.notify_all()
-
-    def _work(self) -> None:
-        while True:
-            end = self._queue.get()
-            try:
-                self._close_with_retries(end)
-            finally:
-                self._done()
-
-    @staticmethod
-    def _close_with_retries(end: RunEnd) -> None:
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                close_run(end)
-                return
-            except Exception as exc:
-                if attempt == ATTEMPTS:
-                    log.warning(
-                        "isthmus: could not close the pipeline run of %s/%s as %s: %s: %s",
-                        end.dag_id,
-                        end.run_id,
-                        end.status,
-                        type(exc).__name__,
-                        str(exc).splitlines()[0] if str(exc) else "",
-                    )
-                    return
-                time.sleep(BACKOFF_SECONDS * attempt)
+            close_run(end)
+            return True
+        except Exception as exc:
+            if attempt == ATTEMPTS:
+                first_line = str(exc).splitlines()[0] if str(exc) else ""
+                log.warning(
+                    "isthmus: could not close the pipeline run of %s/%s as %s: %s: %s",
+                    end.dag_id,
+                    end.run_id,
+                    end.status,
+                    type(exc).__name__,
+                    first_line,
+                )
+                return False
+            time.sleep(BACKOFF_SECONDS * attempt)
+    return False
 
 
-closer = PipelineRunCloser()
+def serve(stdin: Any = None, stdout: Any = None) -> None:
+    """The helper's loop: one JSON message per line until the pipe closes."""
+    stdin = stdin or sys.stdin.buffer
+    stdout = stdout or sys.stdout.buffer
+    for raw in stdin:
+        try:
+            message = json.loads(raw)
+            if "flush" in message:
+                stdout.write(f"flushed {int(message['flush'])}\n".encode())
+                stdout.flush()
+            else:
+                close_with_retries(RunEnd.from_json(message["end"]))
+        except Exception as exc:  # a bad line must not stop the helper
+            log.warning("isthmus: run-closing helper skipped a message: %s: %s", type(exc).__name__, exc)
 
 
-def _reset_in_child() -> None:  # a forked child (an executor's worker) has no closing thread
-    global closer
-    closer = PipelineRunCloser()
+def main() -> None:
+    """Entry point of the helper. Flush answers go to the parent on stdout; everything else printed
+    (Airflow's own logging included) goes to the stderr it shares with the parent."""
+    answers = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False  # Airflow reconfigures the root logger when it is imported
+    serve(sys.stdin.buffer, answers)
 
 
-os.register_at_fork(after_in_child=_reset_in_child)
-atexit.register(lambda: closer.flush(DRAIN_SECONDS))
-
-
-def submit(end: RunEnd) -> None:
-    closer.submit(end)
-
-
-def flush(timeout: float = DRAIN_SECONDS) -> bool:
-    """Wait until the pipeline runs of DAG runs that ended in this process are closed."""
-    return closer.flush(timeout)
+if __name__ == "__main__":
+    main()
