@@ -72,8 +72,8 @@ def _refs(value: Any) -> list[ArtifactRef] | None:
     """The refs of a list/tuple/lazy sequence made only of refs, else None (nothing is consumed)."""
     if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__") or not hasattr(value, "__getitem__"):
         return None
-    try:
-        items = list(value)
+    try:  # by index: iterating Airflow's lazy XCom sequence logs an error at its end
+        items = [value[i] for i in range(len(value))]
     except Exception:
         return None
     refs = [ArtifactRef.coerce(item) for item in items]
