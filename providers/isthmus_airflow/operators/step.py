@@ -9,6 +9,7 @@ from airflow.sdk import BaseOperator
 
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.errors import StepFailed
+from isthmus.redaction import is_secret_name
 from isthmus.step import Step, as_step, load_step
 from isthmus_airflow.context import pipeline_run_row, run_context
 from isthmus_airflow.hooks.isthmus import IsthmusHook
@@ -97,7 +98,9 @@ class StepOperator(BaseOperator):
             return value
 
         bound = self.step.bind([resolve(v) for v in self.op_args], {k: resolve(v) for k, v in self.op_kwargs.items()})
-        return {name: self._coerce(name, joined(value)) for name, value in bound.items()}
+        arguments = {name: self._coerce(name, joined(value)) for name, value in bound.items()}
+        _mask_secret_values(arguments)
+        return arguments
 
     def _coerce(self, name: str, value: Any) -> Any:
         """A rendered template is a string: turn ``"100"`` into ``100`` when the step's parameter is
@@ -200,6 +203,16 @@ class StepOperator(BaseOperator):
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
         return self._lineage(self._isthmus_record)
+
+
+def _mask_secret_values(arguments: Mapping[str, Any]) -> None:
+    """Airflow's secrets masker hides the values of secret-named parameters (``api_token=``, …) in
+    everything this task logs, as it does for connection passwords."""
+    from airflow.sdk.log import mask_secret
+
+    for name, value in arguments.items():
+        if is_secret_name(name) and isinstance(value, (str, dict, list)) and value:
+            mask_secret(value, name)
 
 
 def is_template(text: str, env: Any) -> bool:
