@@ -5,7 +5,7 @@ from __future__ import annotations
 MAP_DAG = """
 import isthmus
 from airflow.sdk import dag, task
-from tests.airflow.map_steps import count, join, names, shout
+from tests.airflow.steps import count, join, names, shout
 
 
 @task
@@ -37,7 +37,7 @@ isthmus_map_outputs()
 
 REFUSED_DAG = """
 from airflow.sdk import dag, task
-from tests.airflow.map_steps import settings, shout
+from tests.airflow.steps import settings, shout
 
 
 @dag(dag_id="isthmus_map_refused", schedule=None)
@@ -50,7 +50,7 @@ isthmus_map_refused()
 
 PARAMS_DAG = """
 from airflow.sdk import dag, task
-from tests.airflow.map_steps import line_count
+from tests.airflow.steps import line_count
 
 
 @dag(dag_id="isthmus_params_{native}", schedule=None, params={{"header": "a,b"}}, render_template_as_native_obj={native})
@@ -61,4 +61,44 @@ def isthmus_params():
 
 
 isthmus_params()
+"""
+
+FAIL_DAG = """
+from airflow.sdk import dag, task
+from tests.airflow.steps import broken, square
+
+
+@dag(dag_id="isthmus_live_fail", schedule=None)
+def isthmus_live_fail():
+    task.isthmus(square)(4)
+    task.isthmus(broken, retries=0)(42)
+
+
+isthmus_live_fail()
+"""
+
+SECRET_DAG = """
+from airflow.sdk import dag, task
+from tests.airflow.steps import call_api
+
+
+@dag(dag_id="isthmus_live_secret", schedule=None)
+def isthmus_live_secret():
+    task.isthmus(call_api, retries=0)(endpoint="https://api.example/v1", api_token="{canary}")
+
+
+isthmus_live_secret()
+"""
+
+ONE_STEP_DAG = """
+from airflow.sdk import dag, task
+from tests.airflow.steps import square
+
+
+@dag(dag_id="isthmus_live_one_step", schedule=None, params={"x": 3}, render_template_as_native_obj=True)
+def isthmus_live_one_step():
+    task.isthmus(square)("{{ params.x }}")
+
+
+isthmus_live_one_step()
 """

@@ -1,4 +1,4 @@
-"""Steps for the mapping and parameter tests, in a module of their own so that Airflow (any process)
+"""Steps for the Airflow tests, in a module of their own so that Airflow (any process, a live deployment)
 and a local run import them by the same path and compute the same cache keys."""
 
 from __future__ import annotations
@@ -34,3 +34,18 @@ def settings() -> dict:
 @step
 def line_count(text: str) -> int:
     return text.count("\n")
+
+
+@step
+def square(x: int) -> int:
+    return x * x
+
+
+@step
+def broken(x: int) -> int:
+    raise ValueError(f"bad value {x} in column y")
+
+
+@step
+def call_api(endpoint: str, api_token: str) -> int:
+    raise PermissionError(f"{endpoint} refused the request made with token {api_token}")

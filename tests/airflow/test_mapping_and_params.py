@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 LOCAL_JOIN = """
 import json
 from isthmus.runner import default_runner
-from tests.airflow.map_steps import count, join, names, shout
+from tests.airflow.steps import count, join, names, shout
 
 r = default_runner()
 ns = r.run(names, {})
@@ -104,7 +104,7 @@ def test_expand_over_an_output_that_is_not_a_list_is_refused(capfd: pytest.Captu
 @pytest.mark.parametrize("native", [False, True])
 def test_parameters_reach_the_step_as_written(native: bool, isthmus_home: Path) -> None:
     from isthmus.runner import default_runner
-    from tests.airflow.map_steps import line_count
+    from tests.airflow.steps import line_count
 
     dag_id = f"isthmus_params_{native}"
     dag = load_dag(put_dag(dag_id, PARAMS_DAG.format(native=native)), dag_id)
@@ -121,7 +121,7 @@ def test_parameters_reach_the_step_as_written(native: bool, isthmus_home: Path) 
         """
         import json
         from isthmus.runner import default_runner
-        from tests.airflow.map_steps import line_count
+        from tests.airflow.steps import line_count
         res = default_runner().run(line_count, {"text": "a,b\\n1,2\\n"})
         print(json.dumps([res.cache_hit, res.cache_key]))
         """,
