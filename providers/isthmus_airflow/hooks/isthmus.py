@@ -100,6 +100,14 @@ class IsthmusHook(BaseHook):
             cls._cache[locations] = runner
             return runner
 
+    def load(self, ref: Any) -> Any:
+        """The value of an isthmus output (its ref, ref dict or JSON) from this connection's artifact
+        store, verified by hash: ``isthmus.load`` for a plain ``@task`` when the store comes from the
+        connection rather than from ``ISTHMUS_*`` settings."""
+        import isthmus
+
+        return isthmus.load(ref, store=self.get_conn().artifacts)
+
     def test_connection(self) -> tuple[bool, str]:
         """Open the metadata store (migrating it if needed) and the artifact root."""
         try:

@@ -16,11 +16,13 @@ full pipe drops the close with a warning. The helper resolves each connection th
 server-side secrets chain (a configured secrets backend, ``AIRFLOW_CONN_*``, then the metadata DB with
 its own session), opens the isthmus store and closes the run, with bounded retries; it exits when
 the pipe closes (the parent exited), after finishing what was queued. ``flush()`` waits until the
-helper has handled everything written so far (tests, ``dag.test()``, a stopping component).
+helper has handled everything written so far (tests, ``dag.test()``, a stopping component, and, for a
+bounded time, the exit of the process).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -37,6 +39,7 @@ log = logging.getLogger("isthmus_airflow.run_closer")
 ATTEMPTS = 3
 BACKOFF_SECONDS = 1.0
 FLUSH_SECONDS = 30.0
+EXIT_FLUSH_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,8 @@ def _settings_env() -> tuple[tuple[str, str], ...]:
 
 channel = HelperChannel()
 os.register_at_fork(after_in_child=channel.forget)
+# A short-lived process (``airflow dags test``) returns once its pipeline runs are closed.
+atexit.register(lambda: channel.flush(EXIT_FLUSH_SECONDS))
 
 
 def submit(end: RunEnd) -> None:
