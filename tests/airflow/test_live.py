@@ -123,22 +123,28 @@ def _connection_extra(base: Path) -> tuple[str, dict[str, str]]:
     return url, {"store_url": url, "artifact_root": str(base / "artifacts")}
 
 
+def _one_step_run_closed_in(live: LiveAirflow, url: str, x: int) -> str:
+    """Run the one-step DAG with ``x``; its pipeline run is closed, with the step, in the store at ``url``."""
+    live.put_dag("isthmus_live_one_step", ONE_STEP_DAG)
+    run_id, state = live.run_dag("isthmus_live_one_step", conf={"x": x})
+    assert state == "success"
+    record = live.wait_pipeline_status(
+        derived_run_id("airflow", "isthmus_live_one_step", run_id), ("COMPLETED",), url=url
+    )
+    assert record["status"] == "COMPLETED"
+    assert _steps(live, "isthmus_live_one_step", run_id, url)["square"]["params"] == {"x": x}
+    live.assert_healthy()
+    return run_id
+
+
 def test_isthmus_connection_stored_in_the_airflow_db(live_airflow: LiveAirflow) -> None:
     live = live_airflow
     url, extra = _connection_extra(live.base / "store-from-db-connection")
     body = {"connection_id": "isthmus_default", "conn_type": "isthmus", "extra": json.dumps(extra)}
     live.api("POST", "/api/v2/connections", body)
     try:
-        live.put_dag("isthmus_live_one_step", ONE_STEP_DAG)
-        run_id, state = live.run_dag("isthmus_live_one_step", conf={"x": 5})
-        assert state == "success"
-        record = live.wait_pipeline_status(
-            derived_run_id("airflow", "isthmus_live_one_step", run_id), ("COMPLETED",), url=url
-        )
-        assert record["status"] == "COMPLETED"
-        assert _steps(live, "isthmus_live_one_step", run_id, url)["square"]["params"] == {"x": 5}
+        run_id = _one_step_run_closed_in(live, url, 5)
         assert _steps(live, "isthmus_live_one_step", run_id) == {}  # nothing in the default store
-        live.assert_healthy()
     finally:
         live.api("DELETE", "/api/v2/connections/isthmus_default")
 
@@ -149,14 +155,6 @@ def test_isthmus_connection_given_by_an_environment_variable(live_airflow: LiveA
     conn = json.dumps({"conn_type": "isthmus", "extra": extra})
     live.restart_component("scheduler", {"AIRFLOW_CONN_ISTHMUS_DEFAULT": conn})  # tasks run in its workers
     try:
-        live.put_dag("isthmus_live_one_step", ONE_STEP_DAG)
-        run_id, state = live.run_dag("isthmus_live_one_step", conf={"x": 6})
-        assert state == "success"
-        record = live.wait_pipeline_status(
-            derived_run_id("airflow", "isthmus_live_one_step", run_id), ("COMPLETED",), url=url
-        )
-        assert record["status"] == "COMPLETED"
-        assert _steps(live, "isthmus_live_one_step", run_id, url)["square"]["params"] == {"x": 6}
-        live.assert_healthy()
+        _one_step_run_closed_in(live, url, 6)
     finally:
         live.restart_component("scheduler")

@@ -134,14 +134,15 @@ class HelperChannel:
                     return True
             return False
 
-    def _retire(self) -> None:
+    def _retire(self) -> subprocess.Popen[bytes] | None:
+        """Close our ends of the helper's pipes (it finishes what it was given, then exits)."""
         proc, self._proc = self._proc, None
-        if proc is not None:
-            for stream in (proc.stdin, proc.stdout):
-                try:
-                    stream.close()  # type: ignore[union-attr]
-                except Exception:
-                    pass
+        for stream in (proc.stdin, proc.stdout) if proc is not None else ():
+            try:
+                stream.close()  # type: ignore[union-attr]
+            except Exception:
+                pass
+        return proc
 
     def close(self) -> None:
         """Let the helper finish what it was given and exit (without waiting for it)."""
@@ -150,14 +151,9 @@ class HelperChannel:
 
     def forget(self) -> None:
         """In a forked child: drop the parent's pipe (the helper must see EOF when the parent exits)."""
-        proc, self._proc = self._proc, None
         self._lock = threading.Lock()
+        proc = self._retire()
         if proc is not None:
-            for stream in (proc.stdin, proc.stdout):
-                try:
-                    stream.close()  # type: ignore[union-attr]
-                except Exception:
-                    pass
             proc.returncode = 0  # not our child: never wait for it
 
 
