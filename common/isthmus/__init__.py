@@ -35,7 +35,10 @@ def load(ref: ArtifactRef | Mapping[str, Any] | str, *, store: ArtifactStore | N
     For a plain Airflow ``@task`` (or any code) that receives an isthmus task's output. A list of refs
     (mapped results) is loaded item by item: ``[isthmus.load(r) for r in refs]``.
     """
-    artifact = ArtifactRef.coerce(ref)
+    try:
+        artifact = ArtifactRef.coerce(ref)
+    except ValueError as exc:  # shaped like a ref but malformed: keep the error's type, name the call
+        raise type(exc)(f"isthmus.load(): {exc}") from None
     if artifact is None:
         what = type(ref).__name__
         hint = " (mapped results: [isthmus.load(r) for r in refs])" if isinstance(ref, (list, tuple)) else ""
