@@ -68,7 +68,8 @@ class HelperChannel:
     """The pipe to this process's helper (started lazily)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held only to start the helper or write a line
+        self._answers = threading.Lock()  # one flush at a time reads the helper's answers
         self._proc: subprocess.Popen[bytes] | None = None
         self._env: tuple[tuple[str, str], ...] = ()
         self._flushes = 0
@@ -98,7 +99,7 @@ class HelperChannel:
             except BrokenPipeError:  # the helper died: start another once
                 if attempt == 2:
                     raise
-                proc.wait(timeout=5)
+                self._retire()
         raise AssertionError("unreachable")
 
     def submit(self, end: RunEnd) -> None:
@@ -109,28 +110,33 @@ class HelperChannel:
                 log.warning("isthmus: the run-closing helper is behind; %s/%s stays open", end.dag_id, end.run_id)
 
     def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
-        """Wait until the helper handled everything written before this call; False on timeout."""
+        """Wait until the helper handled everything written before this call; False on timeout.
+        Submissions from other threads go on meanwhile."""
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 return True
             self._flushes += 1
-            token = f"flushed {self._flushes}".encode()
+            token = f"flushed {self._flushes}\n".encode()
             try:
                 proc = self._write({"flush": self._flushes})
             except (BlockingIOError, BrokenPipeError):
                 return False
+        with self._answers:
             deadline = time.monotonic() + timeout
             buffer = b""
             fd = proc.stdout.fileno()  # type: ignore[union-attr]
             while time.monotonic() < deadline:
-                ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-                if not ready:
+                try:
+                    ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+                    chunk = os.read(fd, 4096) if ready else None
+                except (OSError, ValueError):  # retired meanwhile
+                    return False
+                if chunk is None:
                     break
-                chunk = os.read(fd, 4096)
                 if not chunk:  # the helper exited
                     return False
                 buffer += chunk
-                if token + b"\n" in buffer:
+                if token in buffer:
                     return True
             return False
 
@@ -152,6 +158,7 @@ class HelperChannel:
     def forget(self) -> None:
         """In a forked child: drop the parent's pipe (the helper must see EOF when the parent exits)."""
         self._lock = threading.Lock()
+        self._answers = threading.Lock()
         proc = self._retire()
         if proc is not None:
             proc.returncode = 0  # not our child: never wait for it
