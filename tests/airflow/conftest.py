@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.airflow_live import live_airflow_fixture  # noqa: F401 - the live_airflow fixture
 from tests.conftest import skip_or_fail
 from tests.lineage.receiver import MarquezReceiver
 
@@ -77,3 +78,11 @@ def load_dag(path: Path, dag_id: str):
 def lineage_events() -> list[dict]:
     """Every event the receiver got this session, in arrival order."""
     return RECEIVER.received()
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests on the live Airflow deployment (``tests/airflow_live.py``) run last, together: it starts
+    once, on first use, and does not run beside the rest of the suite."""
+    from tests.airflow_live import uses_live_airflow
+
+    items.sort(key=uses_live_airflow)  # stable: the order within each group is kept

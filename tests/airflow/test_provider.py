@@ -31,14 +31,16 @@ def _steps_of(run_id: str) -> dict[str, dict]:
 def _airflow_run(dag) -> tuple[object, str]:
     """dag.test() and the isthmus pipeline run id of that DAG run."""
     from isthmus.context import derived_run_id
+    from isthmus_airflow.plugins.run_closer import flush
 
     dr = dag.test()
+    assert flush(30), "the pipeline run was not closed"  # the listener closes it on its own thread
     return dr, derived_run_id("airflow", dag.dag_id, dr.run_id)
 
 
 def test_example_dags_record_cache_and_emit_lineage() -> None:
-    path = DAGS / "airflow_ml_pipeline.py"
-    shutil.copy(REPO / "dags_examples" / "airflow_ml_pipeline.py", path)
+    path = DAGS / "isthmus_ml_dags.py"
+    shutil.copy(REPO / "dags_examples" / "airflow" / "isthmus_ml_dags.py", path)
     before = len(lineage_events())
     taskflow = load_dag(path, "isthmus_ml_taskflow")
 

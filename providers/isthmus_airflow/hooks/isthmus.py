@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 from urllib.parse import quote
 
@@ -11,6 +12,27 @@ from isthmus.artifacts.store import ArtifactStore
 from isthmus.config import get_settings
 from isthmus.runner import StepRunner
 from isthmus.store import MetadataStore
+
+
+def connection_locations(conn: Any | None) -> tuple[str, str, str]:
+    """(store URL, artifact root, verify mode) from an Airflow connection of type ``isthmus`` (any
+    object with its fields), each falling back to isthmus's own settings; all from them for None."""
+    settings = get_settings()
+    if conn is None:
+        return settings.store_url, settings.artifact_root, settings.verify
+    extra = conn.extra_dejson or {}
+    store_url = extra.get("store_url")
+    if not store_url and conn.host:
+        auth = quote(conn.login or "", safe="")
+        if conn.password:
+            auth += ":" + quote(conn.password, safe="")
+        port = f":{conn.port}" if conn.port else ""
+        store_url = f"postgresql+psycopg://{auth}{'@' if auth else ''}{conn.host}{port}/{conn.schema or 'isthmus'}"
+    return (
+        store_url or settings.store_url,
+        extra.get("artifact_root") or settings.artifact_root,
+        extra.get("verify") or settings.verify,
+    )
 
 
 class IsthmusHook(BaseHook):
@@ -32,6 +54,7 @@ class IsthmusHook(BaseHook):
     hook_name = "isthmus"
 
     _cache: dict[tuple[str, str, str], StepRunner] = {}
+    _lock = threading.Lock()
 
     def __init__(self, isthmus_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -39,7 +62,6 @@ class IsthmusHook(BaseHook):
 
     def locations(self) -> tuple[str, str, str]:
         """(store URL, artifact root, verify mode) from the connection, else from isthmus's config."""
-        settings = get_settings()
         try:
             conn = self.get_connection(self.isthmus_conn_id)
         except Exception as exc:  # AirflowNotFoundException, or no Airflow connections backend
@@ -48,40 +70,43 @@ class IsthmusHook(BaseHook):
                     f"isthmus connection {self.isthmus_conn_id!r} does not exist ({exc}); create it "
                     "(type 'isthmus') or leave isthmus_conn_id unset to use ISTHMUS_* settings"
                 ) from None
-            return settings.store_url, settings.artifact_root, settings.verify
-        extra = conn.extra_dejson or {}
-        store_url = extra.get("store_url")
-        if not store_url and conn.host:
-            auth = quote(conn.login or "", safe="")
-            if conn.password:
-                auth += ":" + quote(conn.password, safe="")
-            port = f":{conn.port}" if conn.port else ""
-            store_url = f"postgresql+psycopg://{auth}{'@' if auth else ''}{conn.host}{port}/{conn.schema or 'isthmus'}"
-        return (
-            store_url or settings.store_url,
-            extra.get("artifact_root") or settings.artifact_root,
-            extra.get("verify") or settings.verify,
-        )
+            conn = None
+        return connection_locations(conn)
 
     def get_conn(self) -> StepRunner:
         """A StepRunner on this connection's stores (one per process and location)."""
-        key = self.locations()
-        runner = self._cache.get(key)
-        if runner is None:
-            store_url, root, verify = key
+        return self.runner_at(self.locations(), self.isthmus_conn_id)
+
+    @classmethod
+    def runner_at(cls, locations: tuple[str, str, str], conn_id: str = default_conn_name) -> StepRunner:
+        """The process's StepRunner on (store URL, artifact root, verify mode); ``conn_id`` names the
+        connection they came from in errors."""
+        with cls._lock:
+            runner = cls._cache.get(locations)
+            if runner is not None:
+                return runner
+            store_url, root, verify = locations
             settings = get_settings()
             try:
                 metadata = MetadataStore(store_url)
             except Exception as exc:
                 raise ConnectionError(
-                    f"isthmus metadata store unreachable via connection {self.isthmus_conn_id!r}: "
+                    f"isthmus metadata store unreachable via connection {conn_id!r}: "
                     f"{type(exc).__name__}: {str(exc).splitlines()[0]}; check the connection's host, "
                     "credentials and database, or ISTHMUS_STORE_URL"
                 ) from None
             artifacts = ArtifactStore(root, verify=verify, local_cache=str(settings.home / "cache"))
             runner = StepRunner(metadata, artifacts, settings)
-            self._cache[key] = runner
-        return runner
+            cls._cache[locations] = runner
+            return runner
+
+    def load(self, ref: Any) -> Any:
+        """The value of an isthmus output (its ref, ref dict or JSON) from this connection's artifact
+        store, verified by hash: ``isthmus.load`` for a plain ``@task`` when the store comes from the
+        connection rather than from ``ISTHMUS_*`` settings."""
+        import isthmus
+
+        return isthmus.load(ref, store=self.get_conn().artifacts)
 
     def test_connection(self) -> tuple[bool, str]:
         """Open the metadata store (migrating it if needed) and the artifact root."""

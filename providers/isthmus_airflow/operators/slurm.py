@@ -131,12 +131,6 @@ class SlurmStepOperator(StepOperator):
             poll_interval=self.poll_interval,
         )
 
-    def _refs(self, result: Any) -> Any:
-        refs = {name: ref.to_dict() for name, ref in result.outputs.items()}
-        for name, ref in refs.items():
-            self.log.info("output %s: %s (%s, %d bytes)", name, ref["content_hash"], ref["python_type"], ref["size"])
-        return next(iter(refs.values())) if len(refs) == 1 else refs
-
     # -- execution -------------------------------------------------------------------------------
     def execute(self, context: Any) -> Any:
         runner = IsthmusHook(self.isthmus_conn_id).get_conn()
@@ -157,7 +151,7 @@ class SlurmStepOperator(StepOperator):
                 hit.source_step_run_id,
                 self._source_pipeline_run(runner, hit.source_step_run_id),
             )
-            return self._refs(hit)
+            return self._xcom_value(context, runner, hit.outputs)
         key = runner.cache_key(self.step, ex.arguments_for_runner(inputs, params), ctx)
 
         async def submit() -> SubmittedJob:
@@ -265,7 +259,7 @@ class SlurmStepOperator(StepOperator):
             job.job_id,
             " (a cache hit inside the job)" if result.cache_hit else "",
         )
-        return self._refs(result)
+        return self._xcom_value(context, runner, result.outputs)
 
     def _cancel_job(self) -> None:
         """Cancel the submitted job from any thread (on_kill runs inside a signal handler, maybe while an

@@ -9,9 +9,11 @@ from airflow.sdk import BaseOperator
 
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.errors import StepFailed
+from isthmus.redaction import is_secret_name
 from isthmus.step import Step, as_step, load_step
 from isthmus_airflow.context import pipeline_run_row, run_context
 from isthmus_airflow.hooks.isthmus import IsthmusHook
+from isthmus_airflow.mapping import expanded_over, item_refs, joined, tag_mapped
 
 PARAM_MARKER = "__isthmus_param__"
 
@@ -31,7 +33,7 @@ class StepOperator(BaseOperator):
     ``Resources.extra["pool"]`` its ``pool`` unless they are given.
     """
 
-    template_fields: Sequence[str] = ("op_args", "op_kwargs")
+    template_fields: Sequence[str] = ("op_args", "op_kwargs", "isthmus_conn_id")
     template_fields_renderers = {"op_kwargs": "json", "op_args": "py"}
     ui_color = "#d9f0e3"
     custom_operator_name = "StepOperator"
@@ -65,6 +67,22 @@ class StepOperator(BaseOperator):
         self.pipeline_name = pipeline_name
         self._isthmus_record: dict[str, Any] | None = None
 
+    # -- templates -------------------------------------------------------------------------------
+    def render_template(
+        self, content: Any, context: Any, jinja_env: Any = None, seen_oids: set[int] | None = None
+    ) -> Any:
+        """Strings without template syntax reach the step byte-for-byte (Jinja would drop a trailing
+        newline, and native rendering would turn ``"007"`` into ``7``); templates are rendered with
+        ``keep_trailing_newline``. Nested values come back through here one by one."""
+        if not isinstance(content, str):
+            return super().render_template(content, context, jinja_env, seen_oids)
+        env = jinja_env or self.get_template_env()
+        if not content.endswith(tuple(self.template_ext)) and not is_template(content, env):
+            return content
+        if not env.keep_trailing_newline:
+            env = env.overlay(keep_trailing_newline=True)
+        return super().render_template(content, context, env, seen_oids)
+
     # -- execution -------------------------------------------------------------------------------
     def _arguments(self, context: Any) -> dict[str, Any]:
         params = context.get("params") or {}
@@ -80,7 +98,9 @@ class StepOperator(BaseOperator):
             return value
 
         bound = self.step.bind([resolve(v) for v in self.op_args], {k: resolve(v) for k, v in self.op_kwargs.items()})
-        return {name: self._coerce(name, value) for name, value in bound.items()}
+        arguments = {name: self._coerce(name, joined(value)) for name, value in bound.items()}
+        _mask_secret_values(arguments)
+        return arguments
 
     def _coerce(self, name: str, value: Any) -> Any:
         """A rendered template is a string: turn ``"100"`` into ``100`` when the step's parameter is
@@ -131,9 +151,21 @@ class StepOperator(BaseOperator):
             )
         else:
             self.log.info("isthmus step %r computed in %.0f ms", self.step.name, result.duration_ms)
-        refs = {name: ref.to_dict() for name, ref in result.outputs.items()}
-        for name, ref in refs.items():
-            self.log.info("output %s: %s (%s, %d bytes)", name, ref["content_hash"], ref["python_type"], ref["size"])
+        return self._xcom_value(context, runner, result.outputs)
+
+    def _xcom_value(self, context: Any, runner: Any, outputs: dict[str, ArtifactRef]) -> Any:
+        """What the task pushes: the output's ref (``{output: ref}`` for several); one ref per item
+        when a mapped task expands over this one; refs of a mapped task carry their map index."""
+        for name, ref in outputs.items():
+            self.log.info("output %s: %s (%s, %d bytes)", name, ref.content_hash, ref.python_type, ref.size)
+        if expanded_over(self, context):
+            items = item_refs(self.step.name, outputs, runner.artifacts)
+            self.log.info("a mapped task expands over this output: pushed one ref per item (%d)", len(items))
+            return items
+        refs = {name: ref.to_dict() for name, ref in outputs.items()}
+        map_index = getattr(context.get("ti"), "map_index", -1)
+        if map_index is not None and map_index >= 0:
+            refs = {name: tag_mapped(ref, self.task_id, map_index) for name, ref in refs.items()}
         if len(refs) == 1:
             return next(iter(refs.values()))
         return refs
@@ -171,6 +203,22 @@ class StepOperator(BaseOperator):
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
         return self._lineage(self._isthmus_record)
+
+
+def _mask_secret_values(arguments: Mapping[str, Any]) -> None:
+    """Airflow's secrets masker hides the values of secret-named parameters (``api_token=``, …) in
+    everything this task logs, as it does for connection passwords."""
+    from airflow.sdk.log import mask_secret
+
+    for name, value in arguments.items():
+        if is_secret_name(name) and isinstance(value, (str, dict, list)) and value:
+            mask_secret(value, name)
+
+
+def is_template(text: str, env: Any) -> bool:
+    """Whether ``text`` holds Jinja syntax of ``env`` (a variable, block or comment start)."""
+    marks = (env.variable_start_string, env.block_start_string, env.comment_start_string)
+    return any(mark in text for mark in marks)
 
 
 def output_ref(value: Any) -> ArtifactRef | None:
