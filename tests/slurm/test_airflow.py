@@ -121,7 +121,10 @@ def test_failing_step_fails_the_task_with_traceback_and_lineage(deferrable: bool
     run = _steps_of(dag_id, dr.run_id)["explode"]
     assert run["status"] == "FAILED" and "boom: in airflow" in run["error"]
     assert "raise ValueError" in run["traceback"]
-    fails = [e for e in lineage_events()[before:] if e["eventType"] == "FAIL"]
+    # the task's own FAIL (sent by Airflow's provider), not the Slurm job's, which may arrive later
+    fails = [
+        e for e in lineage_events()[before:] if e["eventType"] == "FAIL" and e["job"]["name"] == f"{dag_id}.explode"
+    ]
     assert fails and fails[-1]["run"]["facets"]["isthmus_slurm"]["state"] == "FAILED"
     assert fails[-1]["run"]["facets"]["isthmus_step"]["status"] == "FAILED"
     assert default_runner().metadata.get_run(derived_run_id("airflow", dag_id, dr.run_id))["status"] == "FAILED"
