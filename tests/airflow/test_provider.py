@@ -329,3 +329,24 @@ def test_hook_reads_its_connection_and_tests_it(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(ValueError, match="isthmus connection 'nope' does not exist"):
         IsthmusHook("nope").locations()
     assert IsthmusHook().locations()[0].startswith("sqlite:///")  # default: isthmus's own settings
+
+
+def test_every_secret_the_arguments_hold_is_registered_with_airflows_masker() -> None:
+    from airflow.sdk._shared.secrets_masker import _secrets_masker
+    from pydantic import SecretStr
+
+    from isthmus_airflow.operators.step import _mask_secret_values
+
+    canaries = ["A-CANARY-top-level-1", "B-CANARY-nested-2", "C-CANARY-header-3", "D-CANARY-secretstr-4"]
+    _mask_secret_values(
+        {
+            "api_token": canaries[0],
+            "cfg": {"password": canaries[1]},
+            "headers": [["Authorization", f"Bearer {canaries[2]}"]],
+            "db": SecretStr(canaries[3]),
+            "rows": 3,
+        }
+    )
+    masker = _secrets_masker()
+    for canary in canaries:
+        assert canary not in masker.redact(f"log line with {canary} in it"), canary

@@ -9,7 +9,7 @@ from airflow.sdk import BaseOperator
 
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.errors import StepFailed
-from isthmus.redaction import is_secret_name
+from isthmus.redaction import secret_values
 from isthmus.step import Step, as_step, load_step
 from isthmus_airflow.context import pipeline_run_row, run_context
 from isthmus_airflow.hooks.isthmus import IsthmusHook
@@ -206,13 +206,14 @@ class StepOperator(BaseOperator):
 
 
 def _mask_secret_values(arguments: Mapping[str, Any]) -> None:
-    """Airflow's secrets masker hides the values of secret-named parameters (``api_token=``, …) in
-    everything this task logs, as it does for connection passwords."""
+    """Airflow's secrets masker hides every secret the step's arguments hold in everything this task logs,
+    as it does for connection passwords: values of secret-named parameters and fields at any depth,
+    ``SecretStr`` values, header pairs and bearer tokens, URL passwords (see
+    :func:`isthmus.redaction.secret_values`)."""
     from airflow.sdk.log import mask_secret
 
-    for name, value in arguments.items():
-        if is_secret_name(name) and isinstance(value, (str, dict, list)) and value:
-            mask_secret(value, name)
+    for value in secret_values(arguments, {}):
+        mask_secret(value)
 
 
 def is_template(text: str, env: Any) -> bool:
