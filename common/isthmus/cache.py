@@ -80,7 +80,7 @@ def cache_key(
     key = salt or PROCESS_KEY
     visitor = _KeyedSecrets(key, secret_matcher(secret_env_values()))
     kept = {
-        k: visitor.keyed(v) if k in secret_params or _secret_name(k) else walk(v, visitor)
+        k: visitor.keyed(v) if k in secret_params or _secret_name(k) else visitor.protect(v)
         for k, v in params.items()
         if k not in ignored
     }
@@ -120,13 +120,18 @@ class _KeyedSecrets(Visitor):
     def members(self, value: Any, items: list[Any]) -> Any:
         return type(value)(items)
 
+    def protect(self, value: Any) -> Any:
+        """``value`` with its secret parts keyed."""
+        tp = type(value)
+        if tp is str:
+            return self.keyed(value) if self._is_secret_text(value) else value
+        return value if tp in (int, float, bool, type(None)) else walk(value, self)
+
 
 def protect_secrets(value: Any, key: bytes, env_secrets: frozenset[str], secret: bool = False) -> Any:
     """``value`` with every secret part replaced by its keyed hash (see :func:`cache_key`)."""
     visitor = _KeyedSecrets(key, secret_matcher(env_secrets))
-    if secret:
-        return visitor.keyed(value)
-    return walk(value, visitor)
+    return visitor.keyed(value) if secret else visitor.protect(value)
 
 
 def declared_inputs(policy: CachePolicy, salt: bytes | None = None) -> str:

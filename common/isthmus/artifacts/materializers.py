@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import io
 import json
 import math
 import re
@@ -312,8 +313,10 @@ class CloudpickleMaterializer(Materializer):
         from isthmus.fingerprint.arguments import CODE_METADATA, code_paths, project_code
 
         seen: set[Any] = set()
+        buffer = io.BytesIO()
+        _recording_pickler()(buffer, seen).dump(obj)
         with open(path, "wb") as fh:
-            _recording_pickler()(fh, seen).dump(obj)
+            fh.write(buffer.getbuffer())
         code = {c for c in map(project_code, seen) if c is not None}
         return {CODE_METADATA: code_paths(code)} if code else None
 

@@ -21,6 +21,7 @@ joins the code fingerprint of the call. Lookups by name are memoized per process
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 from collections.abc import Iterable, Mapping
@@ -155,10 +156,17 @@ def _project_type(tp: type) -> bool:
 
 def project_code(obj: Any) -> Any | None:
     """``obj`` itself when it is a project function or class, else the project class of ``obj``, else None."""
-    if isinstance(obj, (type, types.FunctionType)):
-        return obj if is_project_module(getattr(obj, "__module__", None)) else None
+    if isinstance(obj, type):
+        return obj if _project_type(obj) else None
+    if isinstance(obj, types.FunctionType):
+        return obj if _project_function(obj) else None
     tp = type(obj)
     return tp if tp not in _SCALARS and _project_type(tp) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _project_function(fn: types.FunctionType) -> bool:
+    return is_project_module(getattr(fn, "__module__", None))
 
 
 class _Code(Visitor):
@@ -297,4 +305,9 @@ class _Plain(Visitor):
 def plain_form(value: Any, code: set[Any] | None = None, *, paths: bool = True) -> Any:
     """The JSON form of ``value`` (with ``paths``, a path as what is at it; else a path is not plain); adds
     the project classes it is made of to ``code``; raises :class:`NotPlain` when it is not plain data."""
+    if type(value) in _JSON_SCALARS:  # most parameters
+        return value
     return walk(value, _Plain(set() if code is None else code, paths))
+
+
+_JSON_SCALARS = frozenset({type(None), bool, int, float, str})
