@@ -228,6 +228,8 @@ def code_of_path(path: str) -> Any | None:
     if len(path) <= 1000 and _TYPE_PATH.match(path):
         module_name, _, qualname = path.partition(":")
         obj: Any = project_module(module_name)
+        if obj is None:
+            return None  # not importable now: looked up again next time
         if isinstance(obj, types.ModuleType):
             for part in qualname.split("."):
                 obj = getattr(obj, part, None)

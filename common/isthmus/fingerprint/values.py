@@ -161,14 +161,20 @@ def _plain_digest(v: Any, strings: list[str], keys: list[str]) -> bytes | None:
             pairs.append(dk + dx)
         return _h("dict", str(len(pairs)), *sorted(pairs))
     if tp is set or tp is frozenset:
-        members = []
-        for x in v:
-            d = _plain_digest(x, strings, keys)
-            if d is None:
-                return None
-            members.append(d)
-        return _h(tp.__name__, str(len(members)), *sorted(members))
+        members = _plain_all(v, strings, keys)
+        return None if members is None else _h(tp.__name__, str(len(members)), *sorted(members))
     return None
+
+
+def _plain_all(items: Iterable[Any], strings: list[str], keys: list[str]) -> list[bytes] | None:
+    """The digest of each item, or None as soon as one is not plain data."""
+    out = []
+    for x in items:
+        d = _plain_digest(x, strings, keys)
+        if d is None:
+            return None
+        out.append(d)
+    return out
 
 
 def _plain_sequence(v: Any, tag: str, strings: list[str], keys: list[str]) -> bytes | None:
@@ -192,13 +198,8 @@ def _plain_sequence(v: Any, tag: str, strings: list[str], keys: list[str]) -> by
                     return None
                 columns.append(column)
             return _h(tag + ":records", str(len(v)), _strings_digest(ordered), *columns)
-    parts = []
-    for x in v:
-        d = _plain_digest(x, strings, keys)
-        if d is None:
-            return None
-        parts.append(d)
-    return _h(tag, str(len(parts)), *parts)
+    parts = _plain_all(v, strings, keys)
+    return None if parts is None else _h(tag, str(len(parts)), *parts)
 
 
 def _any_secret_name(names: list[str]) -> bool:
