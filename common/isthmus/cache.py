@@ -6,19 +6,52 @@ import functools
 import os
 import threading
 import weakref
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from isthmus.artifacts.refs import ArtifactRef
+from isthmus.fingerprint.arguments import Visitor, walk
 from isthmus.fingerprint.files import declared_files_digest
-from isthmus.fingerprint.values import is_secret_string, secret_env_values
-from isthmus.hashing import hash_parts, hash_value, keyed_hash, value_digest
+from isthmus.hashing import PROCESS_KEY, hash_parts, hash_value, keyed_hash, value_digest
 from isthmus.policy import CachePolicy
-from isthmus.redaction import is_secret_name
+from isthmus.redaction import is_secret_name, secret_env_values, secret_matcher
 
-CACHE_KEY_VERSION = "isthmus-cache-v2"
-_PROCESS_SALT = os.urandom(32)  # when no store salt is given: secret parts then match only in this process
+CACHE_KEY_VERSION = "isthmus-cache-v3"
 _secret_name = functools.lru_cache(maxsize=4096)(is_secret_name)  # parameter names repeat on every call
+
+
+def step_fields(step: Any) -> dict[str, Any]:
+    """What a :class:`~isthmus.step.Step` gives :func:`key_material` and :func:`cache_key`."""
+    return {
+        "step_name": step.name,
+        "policy": step.cache,
+        "output_materializers": {k: str(getattr(v, "key", v)) for k, v in step.materializers.items()},
+        "output_names": step.output_names,
+    }
+
+
+def key_material(
+    *,
+    step_name: str,
+    policy: CachePolicy,
+    code_hash: str,
+    deps_hash: str,
+    output_materializers: Mapping[str, str] | None = None,
+    output_names: Sequence[str] = (),
+    declared: str = "",
+) -> list[str]:
+    """The parts of a cache key that come from the step alone, not from a call's values: its name, output
+    names and materializers, its code and dependency fingerprints as its policy says, what it declares it
+    reads (:func:`declared_inputs`) and its version. Flyte's cache version is made of the same parts."""
+    return [
+        step_name,
+        "outputs=" + ",".join(output_names),
+        code_hash if policy.code else "-",
+        deps_hash if policy.deps is not None else "-",
+        "|".join(f"{k}={v}" for k, v in sorted((output_materializers or {}).items())),
+        declared,
+        policy.version,
+    ]
 
 
 def cache_key(
@@ -44,44 +77,61 @@ def cache_key(
     ``declared`` comes from :func:`declared_inputs`.
     """
     ignored = set(policy.ignore_inputs)
-    key = salt or _PROCESS_SALT
-    secrets = secret_env_values()
+    key = salt or PROCESS_KEY
+    visitor = _KeyedSecrets(key, secret_matcher(secret_env_values()))
     kept = {
-        k: protect_secrets(v, key, secrets, k in secret_params or _secret_name(k))
+        k: visitor.keyed(v) if k in secret_params or _secret_name(k) else visitor.protect(v)
         for k, v in params.items()
         if k not in ignored
     }
-    param_hash = hash_value(kept)
     input_parts = sorted(
         f"{name}={ref.content_hash}|{ref.materializer}" for name, ref in inputs.items() if name not in ignored
     )
-    return hash_parts(
-        CACHE_KEY_VERSION,
-        step_name,
-        "outputs=" + ",".join(output_names),
-        code_hash if policy.code else "-",
-        deps_hash if policy.deps is not None else "-",
-        param_hash,
-        *input_parts,
-        "|".join(f"{k}={v}" for k, v in sorted((output_materializers or {}).items())),
-        declared,
-        policy.version,
+    material = key_material(
+        step_name=step_name,
+        policy=policy,
+        code_hash=code_hash,
+        deps_hash=deps_hash,
+        output_materializers=output_materializers,
+        output_names=output_names,
+        declared=declared,
     )
+    return hash_parts(CACHE_KEY_VERSION, *material, hash_value(kept), *input_parts)
+
+
+class _KeyedSecrets(Visitor):
+    """Plain parameter data with every secret part replaced by its keyed hash."""
+
+    def __init__(self, key: bytes, is_secret_text: Callable[[str], bool]) -> None:
+        self._key = key
+        self._is_secret_text = is_secret_text
+
+    def keyed(self, value: Any) -> str:
+        return keyed_hash(self._key, "param", value_digest(value))
+
+    def before(self, value: Any, name: str) -> Any:
+        if name and _secret_name(name):
+            return self.keyed(value)
+        return super().before(value, name)
+
+    def leaf(self, value: Any, name: str) -> Any:
+        return self.keyed(value) if isinstance(value, str) and self._is_secret_text(value) else value
+
+    def members(self, value: Any, items: list[Any]) -> Any:
+        return type(value)(items)
+
+    def protect(self, value: Any) -> Any:
+        """``value`` with its secret parts keyed."""
+        tp = type(value)
+        if tp is str:
+            return self.keyed(value) if self._is_secret_text(value) else value
+        return value if tp in (int, float, bool, type(None)) else walk(value, self)
 
 
 def protect_secrets(value: Any, key: bytes, env_secrets: frozenset[str], secret: bool = False) -> Any:
     """``value`` with every secret part replaced by its keyed hash (see :func:`cache_key`)."""
-    if secret:
-        return keyed_hash(key, "param", value_digest(value))
-    if isinstance(value, Mapping):
-        return {
-            k: protect_secrets(v, key, env_secrets, isinstance(k, str) and _secret_name(k)) for k, v in value.items()
-        }
-    if isinstance(value, (list, tuple)):
-        return [protect_secrets(v, key, env_secrets) for v in value]
-    if isinstance(value, str) and is_secret_string(value, env_secrets):
-        return keyed_hash(key, "param", value_digest(value))
-    return value
+    visitor = _KeyedSecrets(key, secret_matcher(env_secrets))
+    return visitor.keyed(value) if secret else visitor.protect(value)
 
 
 def declared_inputs(policy: CachePolicy, salt: bytes | None = None) -> str:
@@ -96,7 +146,7 @@ def declared_inputs(policy: CachePolicy, salt: bytes | None = None) -> str:
     for name in policy.env:
         value = os.environ.get(name)
         parts.append(
-            f"{name}:unset" if value is None else f"{name}={keyed_hash(salt or _PROCESS_SALT, 'env', name, value)}"
+            f"{name}:unset" if value is None else f"{name}={keyed_hash(salt or PROCESS_KEY, 'env', name, value)}"
         )
     return hash_parts("declared", *parts)
 

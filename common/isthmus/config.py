@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -84,6 +85,45 @@ def check_lease_ttl(raw: object, setting: str = "ISTHMUS_LEASE_TTL") -> float:
     return value
 
 
+_SALT_MIN = 32
+_SALT_HINT = "e.g. the output of `openssl rand -hex 32`"
+
+
+def secret_salt_from(environ: Mapping[str, str]) -> bytes | None:
+    """The salt for the secret parts of cache keys, when kept outside the metadata store:
+    ``ISTHMUS_SECRET_SALT`` (the text itself) or ``ISTHMUS_SECRET_SALT_FILE`` (a file holding it). At least
+    32 characters; never shown in a message. None: the store's own salt is used."""
+    from isthmus.hashing import parts_digest
+
+    text = environ.get("ISTHMUS_SECRET_SALT")
+    path = environ.get("ISTHMUS_SECRET_SALT_FILE")
+    if text and path:
+        raise ConfigurationError(
+            "ISTHMUS_SECRET_SALT and ISTHMUS_SECRET_SALT_FILE are both set; keep one (every process that "
+            "shares the store must read the same salt)"
+        )
+    setting = "ISTHMUS_SECRET_SALT"
+    if path:
+        setting = f"ISTHMUS_SECRET_SALT_FILE={path!r}"
+        try:
+            with open(os.path.expanduser(path), encoding="utf-8") as fh:
+                text = fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(
+                f"{setting} cannot be read ({getattr(exc, 'strerror', None) or type(exc).__name__}); point it at "
+                f"a readable file holding at least {_SALT_MIN} random characters, e.g. made with "
+                "`openssl rand -hex 32 > salt`"
+            ) from None
+    if text is None or (not text.strip() and not path):
+        return None
+    salt = text.strip()
+    if len(salt) < _SALT_MIN:
+        raise ConfigurationError(
+            f"{setting} holds {len(salt)} characters; a salt needs at least {_SALT_MIN} random characters, {_SALT_HINT}"
+        )
+    return parts_digest("isthmus-secret-salt", salt)
+
+
 def check_verify(raw: str, setting: str = "ISTHMUS_VERIFY") -> str:
     mode = raw.strip().lower()
     if mode not in _VERIFY_MODES:
@@ -99,6 +139,8 @@ class Settings:
     """Resolved configuration of one process.
 
     ``home`` holds the embedded defaults: ``isthmus.db`` (SQLite metadata) and ``artifacts/``.
+    ``secret_salt``: the salt of the secret parts of cache keys when it is kept outside the store
+    (``ISTHMUS_SECRET_SALT`` / ``ISTHMUS_SECRET_SALT_FILE``); None uses the store's own.
     """
 
     home: Path
@@ -107,6 +149,7 @@ class Settings:
     verify: str = "hash"
     lease_ttl: float = 60.0
     env_allowlist: tuple[str, ...] = field(default_factory=tuple)
+    secret_salt: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:  # values given to configure() are checked like variables
         object.__setattr__(self, "verify", check_verify(str(self.verify), "verify"))
@@ -129,6 +172,7 @@ class Settings:
             verify=verify,
             lease_ttl=lease_ttl,
             env_allowlist=allow,
+            secret_salt=secret_salt_from(os.environ),
         )
 
     def store_setting(self) -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from isthmus.fingerprint.redact import redact_source
-from isthmus.redaction import secret_values
 from isthmus.store.metadata import MetadataStore
 
 
@@ -21,18 +19,18 @@ def _hashes(refs: dict[str, Any] | None) -> dict[str, str]:
 
 
 def code_diff(store: MetadataStore, old_hash: str | None, new_hash: str | None) -> dict[str, str]:
-    """Unified diff of each changed code component (step function, helpers, constants)."""
+    """Unified diff of each changed code component (step function, helpers, constants). The stored
+    sources were redacted when the fingerprint was taken (``isthmus.fingerprint.redact``)."""
     if old_hash == new_hash:
         return {}
     old = (store.get_code_snapshot(old_hash) if old_hash else None) or {"components": {}, "sources": {}}
     new = (store.get_code_snapshot(new_hash) if new_hash else None) or {"components": {}, "sources": {}}
     out: dict[str, str] = {}
-    secrets = secret_values()
     for name in sorted(set(old["components"]) | set(new["components"])):
         if old["components"].get(name) == new["components"].get(name):
             continue
-        before = redact_source(old["sources"].get(name, ""), secrets)
-        after = redact_source(new["sources"].get(name, ""), secrets)
+        before = old["sources"].get(name, "")
+        after = new["sources"].get(name, "")
         text = "".join(
             difflib.unified_diff(
                 before.splitlines(keepends=True),

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
+import os
 import struct
 import uuid
 from collections.abc import Mapping, Set
@@ -23,6 +24,9 @@ from blake3 import blake3
 
 ALGORITHM = "blake3"
 PREFIX = ALGORITHM + ":"
+# One random key per process, for digests that must never match another process's: a value with no
+# canonical state, a file that cannot be read, a secret when no store salt is known.
+PROCESS_KEY = os.urandom(32)
 # Multi-threaded hashing pays off only for large buffers.
 _THREADED_MIN = 4 << 20
 _CHUNK = 8 << 20
@@ -84,33 +88,30 @@ def hash_value(value: Any) -> str:
     return PREFIX + h.hexdigest()
 
 
-def hash_parts(*parts: str | bytes) -> str:
-    """Hash an ordered sequence of strings/bytes (each length-prefixed, so boundaries count)."""
-    h = _new()
+def parts_digest(*parts: str | bytes, key: bytes | None = None) -> bytes:
+    """The raw digest of an ordered sequence of strings/bytes, each length-prefixed (so boundaries count);
+    with a 32-byte ``key``, BLAKE3 in keyed mode."""
+    h = blake3(key=key) if key is not None else _new()
     for part in parts:
-        b = part.encode() if isinstance(part, str) else part
+        b = part.encode("utf-8", "surrogatepass") if isinstance(part, str) else part
         h.update(struct.pack("<Q", len(b)))
         h.update(b)
-    return PREFIX + h.hexdigest()
+    return h.digest()
+
+
+def hash_parts(*parts: str | bytes) -> str:
+    """Hash an ordered sequence of strings/bytes (each length-prefixed, so boundaries count)."""
+    return PREFIX + parts_digest(*parts).hex()
 
 
 def keyed_hash(key: bytes, *parts: str | bytes) -> str:
     """BLAKE3 in keyed mode over length-prefixed ``parts``: without the 32-byte ``key`` the result
     reveals nothing about low-entropy inputs (a short password cannot be recovered by guessing)."""
-    h = blake3(key=key)
-    for part in parts:
-        b = part.encode() if isinstance(part, str) else part
-        h.update(struct.pack("<Q", len(b)))
-        h.update(b)
-    return PREFIX + h.hexdigest()
+    return PREFIX + parts_digest(*parts, key=key).hex()
 
 
 def value_digest(value: Any) -> bytes:
     """The raw 32-byte canonical digest of ``value`` (what :func:`hash_value` prints in hex)."""
-    return _digest(value)
-
-
-def _digest(value: Any) -> bytes:
     h = _new()
     _feed(h, value)
     return h.digest()
@@ -162,13 +163,13 @@ def _feed(h: blake3, v: Any) -> None:  # noqa: C901 - a flat type switch reads b
         for item in v:
             _feed(h, item)
     elif isinstance(v, Mapping):
-        items = sorted((_digest(k), _digest(val)) for k, val in v.items())
+        items = sorted((value_digest(k), value_digest(val)) for k, val in v.items())
         _tag(h, b"d", str(len(items)).encode())
         for kd, vd in items:
             h.update(kd)
             h.update(vd)
     elif isinstance(v, Set):
-        members = sorted(_digest(x) for x in v)
+        members = sorted(value_digest(x) for x in v)
         _tag(h, b"S", str(len(members)).encode())
         for d in members:
             h.update(d)
@@ -264,9 +265,9 @@ def _feed_object_values(h: blake3, values: Any) -> None:
     # pandas hashes mixed object columns through str() (so 1 and "1" collide): add the values themselves.
     items = values.tolist()
     try:
-        sub = _digest(items)
+        sub = value_digest(items)
     except (UnhashableValueError, RecursionError):
-        sub = _digest([f"{type(x).__module__}.{type(x).__qualname__}" for x in items])
+        sub = value_digest([f"{type(x).__module__}.{type(x).__qualname__}" for x in items])
     _tag(h, b"O", sub)
 
 

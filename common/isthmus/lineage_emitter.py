@@ -396,6 +396,7 @@ def _step_object(step_run: dict[str, Any]) -> Any:
 def _find_source_facets(step_run: dict[str, Any]) -> dict[str, Any]:
     from openlineage.client.facet_v2 import source_code_job, source_code_location_job
 
+    from isthmus.fingerprint.code import shown_source
     from isthmus.fingerprint.environment import git_info
     from isthmus.redaction import redact_url
 
@@ -405,7 +406,7 @@ def _find_source_facets(step_run: dict[str, Any]) -> dict[str, Any]:
         return out
     try:
         fn = getattr(obj, "fn", obj)
-        out["sourceCode"] = source_code_job.SourceCodeJobFacet(language="python", sourceCode=inspect.getsource(fn))
+        out["sourceCode"] = source_code_job.SourceCodeJobFacet(language="python", sourceCode=shown_source(fn))
         path = inspect.getsourcefile(fn)
     except Exception:
         return out

@@ -2,14 +2,16 @@
 
 Three tools, used wherever a value leaves a step:
 
-- by name: :func:`is_secret_name` (``password``, ``api_key``, ``Authorization`` …) and :func:`is_secret_env`;
+- by name: :func:`is_secret_name` (``password``, ``pass_phrase``, ``pwd``, ``api_key``, ``Authorization`` …)
+  and :func:`is_secret_env`;
 - by type: ``pydantic.SecretStr``/``SecretBytes`` (anything with ``get_secret_value()``), and dataclasses,
   pydantic models, attrs classes and named tuples whose secret-named fields hold text
   (:func:`find_secret`);
 - by value: :func:`secret_values` collects every secret a run knows about (secret-named parameters at
   any depth, secret objects, header pairs such as ``("Authorization", "Bearer …")`` and the token cut out
-  of them, URL passwords, secret-looking environment variables) and :func:`scrub` removes them from free
-  text (error messages, tracebacks), with their quoted and escaped spellings.
+  of them, URL passwords, secret-looking environment variables: :func:`secret_env_values`) and
+  :func:`scrub` removes them from free text (error messages, tracebacks), with their quoted, escaped and
+  base64 spellings; :func:`is_secret_string` tells whether one string holds a credential.
 """
 
 from __future__ import annotations
@@ -44,9 +46,15 @@ _SECRET_WORDS = (
     "CERT",
     "DSN",
     "CONN",
+    "CREDS",
 )
-# Whole names that contain a secret word but hold none: PWD is the working directory (scrubbing it
-# would blank every path in a traceback), the others are session plumbing of desktops and ssh.
+# Secret words written in parts (``pass_phrase``, ``PassWord``): matched with the separators removed.
+_JOINED_WORDS = ("PASSWORD", "PASSPHRASE", "PASSWD")
+# Short words that name a secret only on their own (``db_pass``, ``pw``, ``cred``), never inside another.
+_WHOLE_WORDS = frozenset({"PASS", "PW", "CRED"})
+# Environment variables whose names contain a secret word but that hold none: PWD is the working
+# directory (scrubbing it would blank every path in a traceback), the others are session plumbing of
+# desktops and ssh. Matched exactly as spelled: a parameter ``pwd`` is a password.
 _NOT_SECRET_NAMES = frozenset(
     {
         "PWD",
@@ -80,6 +88,16 @@ _NOT_SECRET_WORDS = frozenset(
         "CONNECTIVITY",
     }
 )
+# A name with none of these letters in a row is no secret (most names: decided without splitting words).
+_MAYBE_SECRET = re.compile("|".join([*_SECRET_WORDS, "PASS", "PW", "CRED"]))
+
+
+def maybe_secret_name(text: str) -> bool:
+    """False when no name in ``text`` (one name, or many joined by newlines) can be a secret name: a fast
+    first test before :func:`is_secret_name`."""
+    return _MAYBE_SECRET.search(text.upper()) is not None
+
+
 _WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")  # snake_case, kebab-case and camelCase words
 _URL_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)([^\s'\"<>`]+)")
 _QUERY_RE = re.compile(r"([?&;])([^=&#;?]+)=([^&#;]*)")
@@ -89,15 +107,24 @@ _TOKEN_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat
 
 @functools.lru_cache(maxsize=4096)  # names repeat (parameters, fields, variables): decide each once
 def is_secret_name(name: str) -> bool:
-    """True when a variable or parameter name looks like it holds a credential."""
-    if name.upper() in _NOT_SECRET_NAMES:
+    """True when a variable, parameter, field or key name looks like it holds a credential: it contains
+    a secret word (``KEY``, ``TOKEN``, ``PWD`` …), spells one in parts (``pass_phrase``) or is made of a
+    short one (``db_pass``). Environment variables such as ``PWD`` are not (spelled exactly so)."""
+    if name in _NOT_SECRET_NAMES or not maybe_secret_name(name):
         return False
     chars = list(name)
+    words: list[str] = []
     for m in _WORD_RE.finditer(name):
-        if m.group().upper() in _NOT_SECRET_WORDS:
+        word = m.group().upper()
+        if word in _NOT_SECRET_WORDS:
             chars[m.start() : m.end()] = "_" * (m.end() - m.start())
+        else:
+            words.append(word)
     upper = "".join(chars).upper()
-    return any(word in upper for word in _SECRET_WORDS)
+    if any(word in upper for word in _SECRET_WORDS) or not _WHOLE_WORDS.isdisjoint(words):
+        return True
+    joined = "".join(words)
+    return any(word in joined for word in _JOINED_WORDS)
 
 
 def _token_like(user: str) -> bool:
@@ -147,9 +174,93 @@ def is_secret_env(name: str, value: str) -> bool:
     return name.startswith("OPENLINEAGE__TRANSPORT") or is_secret_name(name) or redact_url(str(value)) != str(value)
 
 
-_AUTH_SCHEME_RE = re.compile(
-    r"\b(Bearer|Basic|Token|Digest|Negotiate|ApiKey|Api-Key)(\s+)([A-Za-z0-9._~+/=:\-]{6,})", re.I
-)
+_env_seen: dict[Any, Any] = {}
+_env_secrets: frozenset[str] = frozenset()
+
+
+def secret_env_values(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The secrets the environment holds (4 characters or more): the value of every variable that holds a
+    credential (:func:`is_secret_env`), and the passwords of URLs in them. For this process's environment
+    (``environ`` None) it is recomputed only when the environment changed."""
+    global _env_seen, _env_secrets
+    if environ is not None:
+        return _env_secret_values(environ)
+    raw = getattr(os.environ, "_data", None)  # CPython's undecoded store: comparing it is cheap
+    current = raw if isinstance(raw, dict) else dict(os.environ)
+    if current != _env_seen:
+        _env_secrets = _env_secret_values(os.environ)
+        _env_seen = dict(current)
+    return _env_secrets
+
+
+def _env_secret_values(environ: Mapping[str, str]) -> frozenset[str]:
+    found: set[str] = set()
+    for name, value in environ.items():
+        if len(value) < 4 or not is_secret_env(name, value):
+            continue
+        if is_secret_name(name) or name.startswith("OPENLINEAGE__TRANSPORT"):
+            found.add(value)
+        for m in _URL_RE.finditer(value):
+            password = _url_password(m.group(0))
+            if password:
+                found.update((password, urllib.parse.unquote(password)))
+    return frozenset(s for s in found if len(s) >= 4)
+
+
+class SecretMatcher:
+    """Tells whether strings hold a credential (see :func:`is_secret_string`), for many strings checked
+    against one set of known secrets (one regular expression scans for all of them at once)."""
+
+    def __init__(self, known: Iterable[str]) -> None:
+        self._exact = frozenset(known)
+        inside = sorted({form for s in self._exact if len(s) >= 8 for form in _spellings(s)}, key=len, reverse=True)
+        self._inside = re.compile("|".join(map(re.escape, inside))) if inside else None
+
+    def __call__(self, text: str) -> bool:
+        if text in self._exact or (self._inside is not None and self._inside.search(text) is not None):
+            return True
+        if "://" in text and redact_url(text) != text:
+            return True
+        return _AUTH_VALUE_RE.match(text) is not None  # the value of an Authorization header
+
+
+@functools.lru_cache(maxsize=16)
+def secret_matcher(known: frozenset[str]) -> SecretMatcher:
+    """The (memoized) :class:`SecretMatcher` for a set of known secrets."""
+    return SecretMatcher(known)
+
+
+def is_secret_string(text: str, known: Iterable[str] = ()) -> bool:
+    """A string that holds a credential: one of the ``known`` secrets (or, for secrets of 8 characters or
+    more, one inside it, also base64-encoded as in a ``Basic`` header), a URL with a password or token, or
+    an authorization value (``Bearer …``, ``Basic …``)."""
+    return secret_matcher(frozenset(known))(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _spellings(secret: str) -> tuple[str, ...]:
+    """``secret`` and the parts of its base64 encoding that do not depend on what precedes it."""
+    return (secret, *_base64_cores(secret))
+
+
+def _base64_cores(secret: str) -> list[str]:
+    """For each alignment (0, 1 or 2 bytes before it), the base64 characters made only of ``secret``'s
+    bytes: what ``base64(prefix + secret + suffix)`` always contains (``Basic`` headers of ``user:token``)."""
+    data = secret.encode()
+    cores = []
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + data).decode()
+        first = -(-offset // 3) * 4  # the first group made only of the secret's bytes
+        last = ((offset + len(data)) // 3) * 4  # the end of the last such group
+        if last - first >= 8:
+            cores.append(encoded[first:last])
+    return cores
+
+
+_AUTH_SCHEMES = r"(Bearer|Basic|Token|Digest|Negotiate|ApiKey|Api-Key)"
+_CREDENTIAL = r"([A-Za-z0-9._~+/=:\-]{6,})"
+_AUTH_SCHEME_RE = re.compile(r"\b" + _AUTH_SCHEMES + r"(\s+)" + _CREDENTIAL, re.I)
+_AUTH_VALUE_RE = re.compile(r"\s*" + _AUTH_SCHEMES + r"\s+" + _CREDENTIAL, re.I)  # a whole header value
 _HEADER_LINE_RE = re.compile(
     r"\b((?:Proxy-)?Authorization|X-Api-Key|X-Auth-Token|Cookie|Set-Cookie)(\s*[:=]\s*)([^\r\n'\"]+)", re.I
 )
@@ -180,7 +291,7 @@ def _reveal(value: Any) -> Any:
         return None
 
 
-def _fields(value: Any) -> list[tuple[str, Any]] | None:
+def declared_fields(value: Any) -> list[tuple[str, Any]] | None:
     """(name, value) of the declared fields of a dataclass, pydantic model, attrs class or named tuple."""
     cls = type(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -245,7 +356,7 @@ def _walk(
             else:
                 yield from _walk(v, sub, budget, scoped or secret_key)
         return
-    fields = _fields(value)
+    fields = declared_fields(value)
     if fields is not None:
         for name, v in fields:
             sub = f"{path}.{name}"
@@ -265,7 +376,7 @@ def _walk(
         for name, v in list(vars(value).items()):  # plain objects: secret types count, names only as scope
             if is_secret_object(v):
                 yield f"{path}.{name}", "object", v
-            elif isinstance(v, (Mapping, list, tuple)) or _fields(v) is not None:
+            elif isinstance(v, (Mapping, list, tuple)) or declared_fields(v) is not None:
                 for hit in _walk(v, f"{path}.{name}", budget, scoped):
                     if hit[1] != "text":
                         yield hit
@@ -280,7 +391,7 @@ def reveal_secrets(value: Any) -> Any:
         return {"<secret>": revealed if isinstance(revealed, (str, bytes)) else reveal_secrets(revealed)}
     if isinstance(value, Mapping):
         return {k: reveal_secrets(v) for k, v in value.items()}
-    fields = None if isinstance(value, (str, bytes)) else _fields(value)
+    fields = None if isinstance(value, (str, bytes)) else declared_fields(value)
     if fields is not None:
         cls = type(value)
         return {"<type>": f"{cls.__module__}.{cls.__qualname__}", **{k: reveal_secrets(v) for k, v in fields}}
@@ -417,9 +528,7 @@ def secret_values(params: Mapping[str, Any] | None = None, environ: Mapping[str,
 
     for k, v in (params or {}).items():
         collect(str(k), v)
-    for k, v in (os.environ if environ is None else environ).items():
-        if is_secret_name(k) and len(v) >= 4:
-            found.add(v)
+    found.update(secret_env_values(environ))
     found.discard("")
     return {f for f in found if len(f) >= 4}
 
@@ -443,6 +552,8 @@ def _variants(secrets: Iterable[str]) -> list[str]:
         out.add(json.dumps(secret)[1:-1])
         out.add(urllib.parse.quote(secret, safe=""))
         out.add(urllib.parse.quote_plus(secret, safe=""))
+        if len(secret) >= 8:
+            out.update(_base64_cores(secret))
     return sorted((v for v in out if v), key=len, reverse=True)
 
 

@@ -20,7 +20,7 @@ from isthmus import _defaults, lineage
 from isthmus.artifacts.errors import InvalidArtifactRef
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.artifacts.store import ArtifactStore
-from isthmus.cache import cache_key, declared_inputs, lease_keeper
+from isthmus.cache import cache_key, declared_inputs, lease_keeper, step_fields
 from isthmus.config import Settings, get_settings
 from isthmus.context import RunContext
 from isthmus.errors import (
@@ -32,12 +32,19 @@ from isthmus.errors import (
     StepDefinitionError,
     StepFailed,
 )
-from isthmus.fingerprint.arguments import class_of_type_path, classes_of_values, holds_path, with_path_contents
+from isthmus.fingerprint.arguments import (
+    INCOMPLETE_CODE,
+    NotListed,
+    NotPlain,
+    code_of_ref,
+    code_of_value,
+    plain_form,
+)
 from isthmus.fingerprint.code import CodeFingerprint, code_fingerprint
 from isthmus.fingerprint.deps import DependencyFingerprint, dependency_fingerprint
 from isthmus.fingerprint.environment import DEFAULT_ENV_ALLOWLIST, IMAGE_VARS, environment_snapshot
 from isthmus.fingerprint.values import state_digest
-from isthmus.hashing import UnhashableValueError, hash_value
+from isthmus.hashing import PROCESS_KEY, UnhashableValueError, hash_value, keyed_hash
 from isthmus.redaction import (
     REDACTED,
     find_secret,
@@ -88,27 +95,12 @@ class StepResult:
 
 
 def _json_param(value: Any) -> Any:
-    """A JSON form of a parameter value, or raise TypeError if it is not plain data."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_json_param(v) for v in value]
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise TypeError("dict keys must be strings")
-        return {k: _json_param(v) for k, v in value.items()}
-    item = getattr(value, "item", None)  # numpy scalars
-    if callable(item) and type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
-        return _json_param(item())
-    raise TypeError(type(value).__name__)
+    """A JSON form of a parameter value (paths are not), or raise TypeError if it is not plain data."""
+    return plain_form(value, paths=False)
 
 
-def _class_order(cls: type) -> tuple[str, str]:
-    return (cls.__module__, cls.__qualname__)
+def _code_order(code: Any) -> tuple[str, str]:
+    return (code.__module__, code.__qualname__)
 
 
 def _ref_list(value: Any) -> list[ArtifactRef] | None:
@@ -145,27 +137,31 @@ class StepRunner:
         self.settings = settings or get_settings()
         self.metadata = metadata or _defaults.metadata_store()
         self.artifacts = artifacts or _defaults.artifact_store()
-        self._fp_memo: dict[tuple[int, Any], tuple[Any, CodeFingerprint, DependencyFingerprint]] = {}
+        self._deps: dict[tuple[str, Any], DependencyFingerprint] = {}  # (code hash, deps policy) -> fingerprint
         self._env_memo: dict[str | None, tuple[tuple[str | None, ...], str]] = {}
         self._env_names = tuple(sorted(set(DEFAULT_ENV_ALLOWLIST) | set(self.settings.env_allowlist) | set(IMAGE_VARS)))
 
     # -- fingerprints ----------------------------------------------------------------------------
+    def secret_salt(self) -> bytes:
+        """The salt of the secret parts of cache keys: the one kept outside the store
+        (``ISTHMUS_SECRET_SALT`` / ``ISTHMUS_SECRET_SALT_FILE``) if configured, else this store's."""
+        return self.settings.secret_salt or self.metadata.secret_salt()
+
     def fingerprints(
-        self, step: Step[Any, Any], arg_classes: tuple[type, ...] = ()
+        self, step: Step[Any, Any], code: tuple[Any, ...] = ()
     ) -> tuple[CodeFingerprint, DependencyFingerprint]:
-        """Code and dependency fingerprints of ``step``; ``arg_classes``: project classes of the values a
-        call receives (their code joins the code fingerprint). Secret constants are keyed with the
-        store's salt."""
-        memo_key = (id(step.fn), step.cache.deps, *map(id, arg_classes))
-        hit = self._fp_memo.get(memo_key)
-        if hit is not None and hit[0] == (step.fn, *arg_classes):
-            return hit[1], hit[2]
-        code_fp = code_fingerprint(step, arg_classes)
+        """Code and dependency fingerprints of ``step``; ``code``: project functions and classes the
+        values of a call reference (their code joins the code fingerprint). Secret constants are keyed
+        with :meth:`secret_salt`. The code snapshot is stored once per fingerprint."""
+        code_fp = code_fingerprint(step, code)
         if code_fp.secret_digests:
-            code_fp = code_fp.keyed(self.metadata.secret_salt())
-        deps_fp = dependency_fingerprint(step.cache.deps, code_fp.modules)
-        self._fp_memo[memo_key] = ((step.fn, *arg_classes), code_fp, deps_fp)
-        self.metadata.save_code_snapshot(code_fp.hash, code_fp.components, code_fp.sources)
+            code_fp = code_fp.keyed(self.secret_salt())
+        memo = (code_fp.hash, step.cache.deps)
+        deps_fp = self._deps.get(memo)
+        if deps_fp is None:
+            deps_fp = dependency_fingerprint(step.cache.deps, code_fp.modules)
+            self.metadata.save_code_snapshot(code_fp.hash, code_fp.components, code_fp.sources)
+            self._deps[memo] = deps_fp
         return code_fp, deps_fp
 
     def environment_hash(self, fn: Any) -> str:
@@ -238,7 +234,7 @@ class StepRunner:
         inputs: dict[str, ArtifactRef] = {}
         params: dict[str, Any] = {}
         collections: dict[str, int] = {}  # list arguments made of artifacts (e.g. a mapped task's results)
-        values: list[Any] = []  # argument values whose project classes join the code fingerprint
+        code: set[Any] = set()  # project functions and classes the values reference: join the code fingerprint
         secret_params: set[str] = set()  # objects holding secrets: hashed (keyed) for the key, never stored
         known = secret_values(arguments, {})
         for name, value in arguments.items():
@@ -256,41 +252,45 @@ class StepRunner:
                 collections[name] = len(refs)
                 inputs.update({f"{name}[{i}]": r for i, r in enumerate(refs)})
                 continue
-            values.append(value)
-            try:
-                params[name] = _json_param(value)
-            except TypeError:
-                if holds_path(value):  # a pathlib path counts by what is there now; the step gets the path
-                    params[name] = _json_param(with_path_contents(value))
-                    continue
-                if is_secret_name(name) or find_secret(value, known, by_key=True) is not None:
-                    # Never stored, never an artifact: only its digest enters the cache key, through the
-                    # store's keyed hash; the function gets the object itself (a SecretStr stays one).
-                    secret_params.add(name)
-                    try:
-                        params[name] = hash_value(reveal_secrets(value))
-                    except UnhashableValueError:  # no canonical hash: its state, or unique to this process
-                        params[name] = state_digest(reveal_secrets(value))
-                    continue
-                # Objects passed in directly become input artifacts (hashed by content, kept for lineage).
-                inputs[name] = self.artifacts.save(value, step_name=step.name, output=f"input:{name}")
+            try:  # plain data; a pathlib path counts by what is there now (the step gets the path)
+                params[name] = plain_form(value, code)
+                continue
+            except NotPlain:
+                pass
+            if is_secret_name(name) or find_secret(value, known, by_key=True) is not None:
+                # Never stored, never an artifact: only its digest enters the cache key, through the
+                # store's keyed hash; the function gets the object itself (a SecretStr stays one).
+                secret_params.add(name)
+                try:
+                    params[name] = hash_value(reveal_secrets(value))
+                except UnhashableValueError:  # no canonical hash: its state, or unique to this process
+                    params[name] = state_digest(reveal_secrets(value))
+                try:
+                    code |= code_of_value(value)
+                except NotListed:
+                    code.add(INCOMPLETE_CODE)
+                continue
+            # Objects passed in directly become input artifacts (hashed by content, kept for lineage); the
+            # materializer lists the project code their bytes refer to by name.
+            inputs[name] = self.artifacts.save(value, step_name=step.name, output=f"input:{name}")
 
-        arg_classes = classes_of_values(values)
-        arg_classes.update(c for r in inputs.values() if (c := class_of_type_path(r.python_type)) is not None)
-        code_fp, deps_fp = self.fingerprints(step, tuple(sorted(arg_classes, key=_class_order)))
+        for ref in inputs.values():
+            code |= code_of_ref(ref)
+        unseen: dict[str, str] = {}
+        if INCOMPLETE_CODE in code:  # code we could not list: never reused by another process
+            code.discard(INCOMPLETE_CODE)
+            unseen["<unlisted code>"] = keyed_hash(PROCESS_KEY, "unlisted code")
+        code_fp, deps_fp = self.fingerprints(step, tuple(sorted(code, key=_code_order)))
         env_hash = self.environment_hash(step.fn)
         policy = step.cache
         if policy.enabled:
-            salt = self.metadata.secret_salt()
+            salt = self.secret_salt()
             key: str | None = cache_key(
-                step_name=step.name,
-                policy=policy,
+                **step_fields(step),
                 code_hash=code_fp.hash,
                 deps_hash=deps_fp.hash,
-                params={**params, **{f"<{k}>": n for k, n in collections.items()}},
+                params={**params, **{f"<{k}>": n for k, n in collections.items()}, **unseen},
                 inputs=inputs,
-                output_materializers={k: str(getattr(v, "key", v)) for k, v in step.materializers.items()},
-                output_names=step.output_names,
                 declared=declared_inputs(policy, salt),
                 salt=salt,
                 secret_params=secret_params,

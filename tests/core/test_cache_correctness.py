@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, run_python
 
 PROJECT: dict[str, str] = {
     "cc_control.py": """
@@ -336,6 +336,7 @@ PROJECT: dict[str, str] = {
     """,
     "cc_secret.py": """
         import os
+        import cc_leaks
         from isthmus import pipeline, step
 
         API_KEY = os.environ["CC_MY_TOKEN"]
@@ -351,8 +352,326 @@ PROJECT: dict[str, str] = {
 
         @pipeline
         def secret_flow():
+            cc_leaks.first_line(1)
+            cc_leaks.annotated_default(1)
+            cc_leaks.body_literals(1)
+            cc_leaks.rendered_constants(1)
             return keyed_call(1)
     """,
+    "cc_class_patch.py": """
+        from isthmus import step
+
+        class Model:
+            def predict(self, x):
+                return x * self.FACTOR
+
+        Model.FACTOR = 2
+
+        class Patched:
+            pass
+
+        def _impl(self, x):
+            return x + 1
+
+        Patched.go = _impl
+
+        @step
+        def attr_outside_body(x: int) -> int:
+            return Model().predict(x)
+
+        @step
+        def method_patched_in(x: int) -> int:
+            return Patched().go(x)
+    """,
+    "cc_arg_models.py": """
+        import dataclasses
+
+        class Scorer:
+            def __init__(self, w):
+                self.w = w
+
+            def predict(self, x):
+                return self.w * x
+
+        class Chain:
+            def __init__(self, model):
+                self.model = model
+
+            def run(self, x):
+                return self.model.predict(x)
+
+        @dataclasses.dataclass
+        class Box:
+            model: object
+
+        def double(x):
+            return x * 2
+    """,
+    "cc_arg_steps.py": """
+        from cc_arg_models import Scorer
+        from isthmus import step
+
+        @step
+        def nested_instance(chain, x: int) -> int:
+            return chain.run(x)
+
+        @step
+        def in_namespace(ns, x: int) -> int:
+            return ns.model.predict(x)
+
+        @step
+        def in_dataclass(box, x: int) -> int:
+            return box.model.predict(x)
+
+        @step
+        def function_param(op, x: int) -> int:
+            return op(x)
+
+        @step
+        def class_param(cls, x: int) -> int:
+            return cls(2).predict(x)
+
+        @step
+        def make_scorers(w: int) -> list:
+            return [Scorer(w)]
+
+        @step
+        def first_scorer(scorers, x: int) -> int:
+            return scorers[0].predict(x)
+    """,
+    "cc_names.py": """
+        import cc_names_a
+        import cc_names_b
+        from isthmus import step
+
+        def make(k):
+            def scale(x):
+                return x * k
+            return scale
+
+        double = make(2)
+        triple = make(3)
+
+        @step
+        def two_closures(x: int) -> int:
+            return double(x) + triple(x)
+
+        @step
+        def same_qualname_helpers(x: int) -> int:
+            return cc_names_a.helper(x) + cc_names_b.helper(x)
+
+        @step
+        def same_class_name_data(x: int) -> int:
+            return x * cc_names_a.Config().K + x * cc_names_b.Config().K
+    """,
+    "cc_names_a.py": """
+        from pathlib import Path
+
+        K = 1
+
+        def helper(x):
+            return x * K
+
+        class Config:
+            K = int(Path("cc_ka.txt").read_text())
+    """,
+    "cc_names_b.py": """
+        from pathlib import Path
+
+        K = 2
+
+        def helper(x):
+            return x * K
+
+        class Config:
+            K = int(Path("cc_kb.txt").read_text())
+    """,
+    "cc_dynamic.py": """
+        import importlib
+        import sys
+        from isthmus import step
+
+        def double(x):
+            return x * 2
+
+        @step
+        def via_globals(x: int) -> int:
+            return globals()["double"](x)
+
+        @step
+        def via_sys_modules(x: int) -> int:
+            return getattr(sys.modules[__name__], "double")(x)
+
+        @step
+        def via_import_module(x: int) -> int:
+            return importlib.import_module("cc_dynamic_ops").triple(x)
+    """,
+    "cc_dynamic_ops.py": """
+        def triple(x):
+            return x * 3
+    """,
+    "cc_enum.py": """
+        import enum
+        from pathlib import Path
+        from isthmus import step
+
+        class FromFile(enum.Enum):
+            A = int(Path("cc_enum.txt").read_text())
+
+        @step
+        def enum_value_from_file(x: int) -> int:
+            return x * FromFile.A.value
+    """,
+    "ccns/helpers.py": """
+        def double(x):
+            return x * 2
+    """,
+    "cc_ns_steps.py": """
+        import ccns.helpers
+        from isthmus import step
+
+        @step
+        def ns_dotted(x: int) -> int:
+            return ccns.helpers.double(x)
+
+        @step
+        def ns_local_import(x: int) -> int:
+            import ccns.helpers
+            return ccns.helpers.double(x)
+    """,
+    "cc_cond.py": """
+        import sys
+        from isthmus import step
+
+        if sys.platform == "win32":
+            class Impl:
+                def go(self, x):
+                    return x - 1
+        else:
+            class Impl:
+                def go(self, x):
+                    return x + 1
+
+        @step
+        def conditional_class(x: int) -> int:
+            return Impl().go(x)
+    """,
+    "cc_stable.py": """
+        from isthmus import step
+
+        FNS = {lambda x: x + 1, lambda x: x * 2, lambda x: x - 3, lambda x: x, lambda x: -x, lambda x: x // 2}
+
+        class Node:
+            def __init__(self, name):
+                self.name = name
+                self.peers = []
+
+        _ring = [Node(name) for name in "abcdefgh"]
+        for _i, _node in enumerate(_ring):
+            _node.peers.append(_ring[(_i + 1) % len(_ring)])
+        GRAPH = set(_ring)
+        VOCAB = {f"w{i}": i for i in range(150_000)}
+        FLOATS = [float(i) for i in range(300_000)]
+        BLOB = bytes(range(256)) * 20_000
+
+        @step
+        def set_of_lambdas(x: int) -> int:
+            return x + sum(sorted(f(1) for f in FNS))
+
+        @step
+        def set_of_cyclic_objects(x: int) -> int:
+            return x + len(GRAPH)
+
+        @step
+        def big_constants(x: int) -> float:
+            return VOCAB["w5"] + FLOATS[x] + BLOB[x]
+    """,
+    "ccdex/__init__.py": "",
+    "ccdex/dex_helpers.py": """
+        class Single:
+            def __reduce__(self):
+                return "SINGLE"
+
+        SINGLE = Single()
+
+        def scale(x):
+            return x * 2
+    """,
+    "ccdex/dex_steps.py": """
+        try:
+            from . import dex_helpers
+        except ImportError:
+            import dex_helpers
+        from isthmus import step
+
+        @step
+        def cross_name(x: int) -> int:
+            return dex_helpers.scale(x) + (1 if dex_helpers.SINGLE else 0)
+    """,
+    "cc_leaks.py": '''
+        import base64
+        import dataclasses
+        import os
+        from typing import NamedTuple
+        from isthmus import step
+
+        LEAK_GETENV = os.getenv("CC_UNSET_PASSWORD", "leak-canary-getenv-default")
+
+        class Creds(NamedTuple):
+            user: str
+            password: str
+
+        DB = Creds("admin", "leak-canary-namedtuple")
+        DB_CREDS = ("admin", "leak-canary-creds-tuple")
+        BASIC = "Basic " + base64.b64encode(("user:" + os.environ["CC_MY_TOKEN"]).encode()).decode()
+
+        class Client:
+            API_KEY = "leak-canary-class-first-line"
+
+            def call(self, x):
+                return x + len(self.API_KEY)
+
+        @dataclasses.dataclass
+        class Login:
+            user: str
+            password: str
+
+        @step
+        def first_line(x: int) -> int:
+            token = "leak-canary-after-annotation"
+            return x + len(token) + Client().call(0)
+
+        @step
+        def annotated_default(x: int, api_key: str = "leak-canary-annotated-default") -> int:
+            return x + len(api_key)
+
+        @step
+        def body_literals(x: int) -> int:
+            headers = {"Authorization": "Bearer leak-canary-inline-dict"}
+            secret = f"leak-canary-fstring-{x}"
+            api_key = """leak-canary-triple-quoted"""
+            password = ("leak-canary-" "implicit-concat")
+            if (token := "leak-canary-walrus"):
+                x += len(token)
+            key = os.getenv("CC_UNSET_TOKEN", "leak-canary-getenv-body")
+            return x + len(headers) + len(secret) + len(api_key) + len(password) + len(key)
+
+        @step
+        def rendered_constants(x: int) -> int:
+            return x + len(DB.password) + len(DB_CREDS[1]) + len(BASIC) + len(LEAK_GETENV)
+
+        @step
+        def pwd_param(user: str, pwd: str) -> int:
+            return len(user) + len(pwd)
+
+        @step
+        def pass_phrase_param(user: str, pass_phrase: str) -> int:
+            return len(pass_phrase)
+
+        @step
+        def dataclass_param(login) -> int:
+            return len(login.password)
+    ''',
     "cc_unstable.py": """
         import socket
         from isthmus import step
@@ -388,18 +707,36 @@ DATA: dict[str, str] = {
     "cc_input.txt": "hello",
     "cc_dir/x.txt": "1",
     "cc_dir/y.txt": "y",
+    "cc_ka.txt": "1",
+    "cc_kb.txt": "2",
+    "cc_enum.txt": "2",
 }
 
 RUN_DAY = """
+import random
+
+# Objects and set members land elsewhere in memory every day: nothing may depend on where.
+_noise = [bytes(random.randrange(0, 600)) for _ in range(random.randrange(1, 20_000))]
+_noise_fns = [lambda: None for _ in range(random.randrange(1, 5_000))]
+_noise_set = {str(random.random()) for _ in range(random.randrange(1, 1_000))}
+
 import json
 import os
 import struct
+import types
 from pathlib import Path
 
 import cc_containers, cc_control, cc_dispatch, cc_floats, cc_local_imports, cc_outputs, cc_params
 import cc_partial, cc_paths, cc_policy, cc_producer, cc_secret, cc_state, cc_unstable, cc_wrappers
+import cc_arg_models, cc_arg_steps, cc_class_patch, cc_cond, cc_dynamic, cc_enum, cc_leaks, cc_names
+import cc_ns_steps, cc_stable
 import ccpkg.steps
 from cc_model_class import LinearModel
+
+if os.environ["CC_RUN"] in ("1", "2"):  # the same file, imported under two names on different days
+    from ccdex import dex_steps
+else:
+    import dex_steps
 
 day2 = os.environ["CC_DAY"] == "2"
 out = {}
@@ -442,6 +779,33 @@ out["keyed_call"] = {"hit": run.steps["keyed_call"].cache_hit, "value": run.outp
 record("login", cc_secret.login.run("u", "1234"))
 record("uses_socket", cc_unstable.uses_socket.run(10))
 record("uses_client", cc_unstable.uses_client.run(10))
+
+record("attr_outside_body", cc_class_patch.attr_outside_body.run(10))
+record("method_patched_in", cc_class_patch.method_patched_in.run(10))
+Scorer = cc_arg_models.Scorer
+record("nested_instance", cc_arg_steps.nested_instance.run(cc_arg_models.Chain(Scorer(2)), 10))
+record("in_namespace", cc_arg_steps.in_namespace.run(types.SimpleNamespace(model=Scorer(2)), 10))
+record("in_dataclass", cc_arg_steps.in_dataclass.run(cc_arg_models.Box(Scorer(2)), 10))
+record("function_param", cc_arg_steps.function_param.run(cc_arg_models.double, 10))
+record("class_param", cc_arg_steps.class_param.run(Scorer, 10))
+scorers = cc_arg_steps.make_scorers.run(2)  # a list of project objects, passed on as an artifact
+record("first_scorer", cc_arg_steps.first_scorer.run(scorers.outputs["output"], 10))
+for name in ("two_closures", "same_qualname_helpers", "same_class_name_data"):
+    record(name, getattr(cc_names, name).run(10))
+for name in ("via_globals", "via_sys_modules", "via_import_module"):
+    record(name, getattr(cc_dynamic, name).run(10))
+record("enum_value_from_file", cc_enum.enum_value_from_file.run(10))
+record("ns_dotted", cc_ns_steps.ns_dotted.run(10))
+record("ns_local_import", cc_ns_steps.ns_local_import.run(10))
+record("conditional_class", cc_cond.conditional_class.run(10))
+for name in ("set_of_lambdas", "set_of_cyclic_objects", "big_constants"):
+    record(name, getattr(cc_stable, name).run(10))
+record("cross_name", dex_steps.cross_name.run(10))
+for name in ("first_line", "annotated_default", "body_literals", "rendered_constants"):
+    record(name, run.steps[name])
+record("pwd_param", cc_leaks.pwd_param.run("u", "leak-canary-pwd-param"))
+record("pass_phrase_param", cc_leaks.pass_phrase_param.run("u", "leak-canary-pass-phrase"))
+record("dataclass_param", cc_leaks.dataclass_param.run(cc_leaks.Login("u", "leak-canary-dataclass")))
 print(json.dumps(out))
 """
 
@@ -482,6 +846,35 @@ DAY1 = {
     "login": "u:4",
     "uses_socket": 10,
     "uses_client": 27,
+    "attr_outside_body": 20,
+    "method_patched_in": 11,
+    "nested_instance": 20,
+    "in_namespace": 20,
+    "in_dataclass": 20,
+    "function_param": 20,
+    "class_param": 20,
+    "first_scorer": 20,
+    "two_closures": 50,
+    "same_qualname_helpers": 30,
+    "same_class_name_data": 30,
+    "via_globals": 20,
+    "via_sys_modules": 20,
+    "via_import_module": 30,
+    "enum_value_from_file": 20,
+    "ns_dotted": 20,
+    "ns_local_import": 20,
+    "conditional_class": 11,
+    "set_of_lambdas": 12,
+    "set_of_cyclic_objects": 18,
+    "big_constants": 25.0,
+    "cross_name": 21,
+    "first_line": 57,
+    "annotated_default": 30,
+    "body_literals": 116,
+    "rendered_constants": 106,
+    "pwd_param": 22,
+    "pass_phrase_param": 23,
+    "dataclass_param": 21,
 }
 
 # (file, old, new) edits on disk between day 1 and day 2, and each edited case's new value.
@@ -514,6 +907,22 @@ EDITS: list[tuple[str, str, str]] = [
     ("cc_input.txt", "hello", "world"),
     ("cc_dir/x.txt", "1", "2"),
     ("cc_unstable.py", '"https://a.example"', '"https://bb.example"'),
+    ("cc_class_patch.py", "Model.FACTOR = 2", "Model.FACTOR = 3"),
+    ("cc_class_patch.py", "return x + 1", "return x + 2"),
+    ("cc_arg_models.py", "return self.w * x", "return self.w * x + 100"),
+    ("cc_arg_models.py", "return x * 2", "return x * 3"),
+    ("cc_names.py", "triple = make(3)", "triple = make(4)"),
+    ("cc_names_b.py", "K = 2", "K = 3"),
+    ("cc_kb.txt", "2", "3"),
+    ("cc_dynamic.py", "return x * 2", "return x * 3"),
+    ("cc_dynamic_ops.py", "x * 3", "x * 30"),
+    ("cc_enum.txt", "2", "3"),
+    ("ccns/helpers.py", "x * 2", "x * 3"),
+    ("cc_cond.py", "return x + 1", "return x + 2"),
+    ("cc_leaks.py", "Client().call(0)", "Client().call(1)"),
+    ("cc_leaks.py", "return x + len(api_key)\n", "return x + len(api_key) + 1\n"),
+    ("cc_leaks.py", "return x + len(headers)", "return 1 + x + len(headers)"),
+    ("cc_leaks.py", "return x + len(DB.password)", "return 1 + x + len(DB.password)"),
 ]
 DAY2 = {
     **DAY1,
@@ -548,8 +957,42 @@ DAY2 = {
     "sign": -1.0,
     "nan_bits": "010000000000f87f",
     "uses_client": 28,
+    "attr_outside_body": 30,
+    "method_patched_in": 12,
+    "nested_instance": 120,
+    "in_namespace": 120,
+    "in_dataclass": 120,
+    "function_param": 30,
+    "class_param": 120,
+    "first_scorer": 120,
+    "two_closures": 60,
+    "same_qualname_helpers": 40,
+    "same_class_name_data": 40,
+    "via_globals": 30,
+    "via_sys_modules": 30,
+    "via_import_module": 300,
+    "enum_value_from_file": 30,
+    "ns_dotted": 30,
+    "ns_local_import": 30,
+    "conditional_class": 12,
+    "first_line": 58,
+    "annotated_default": 31,
+    "body_literals": 117,
+    "rendered_constants": 107,
 }
-UNCHANGED_ON_DAY2 = {"control", "login"}  # everything else was edited (or its input changed)
+# Everything else was edited (or its input changed). These must hit on every day after the first, under
+# another PYTHONHASHSEED, other allocations, and (cross_name) another import name of the same file.
+UNCHANGED_ON_DAY2 = {
+    "control",
+    "login",
+    "set_of_lambdas",
+    "set_of_cyclic_objects",
+    "big_constants",
+    "cross_name",
+    "pwd_param",
+    "pass_phrase_param",
+    "dataclass_param",
+}
 NEVER_HITS = {"uses_socket"}  # a module-level socket has no canonical state: documented, never reused
 
 TOKEN_DAY1, TOKEN_DAY2 = "canary-AAAA-1111", "canary-BBBB-2222"  # same length: same output, new key
@@ -564,16 +1007,22 @@ def _write(root: Path, files: dict[str, str]) -> None:
         path.write_text(textwrap.dedent(text))
 
 
-def _day(project: Path, home: Path, *, day: int, token: str, variant: str) -> tuple[dict[str, Any], str]:
+def _day(
+    project: Path, home: Path, *, day: int, run: str, seed: str, token: str, variant: str
+) -> tuple[dict[str, Any], str]:
     env = {
         **os.environ,
         "ISTHMUS_HOME": str(home),
         "CC_DAY": str(day),
+        "CC_RUN": run,
+        "PYTHONHASHSEED": seed,
         "CC_MY_TOKEN": token,
         "CC_SERVICE_TOKEN": SERVICE_TOKEN,
         "CC_VARIANT": variant,
         "PYTHONDONTWRITEBYTECODE": "1",  # an edit within the second of a .pyc, at the same size, would be missed by Python
-        "PYTHONPATH": os.pathsep.join([str(project), str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join(
+            [str(project), str(project / "ccdex"), str(REPO), os.environ.get("PYTHONPATH", "")]
+        ),
     }
     proc = subprocess.run(
         [sys.executable, "-c", RUN_DAY], env=env, cwd=project, capture_output=True, text=True, timeout=300
@@ -602,15 +1051,17 @@ def days(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     _write(project, PROJECT)
     _write(project, DATA)
     out: dict[str, Any] = {"project": project, "home": home}
-    out["day1"], _ = _day(project, home, day=1, token=TOKEN_DAY1, variant=VARIANT_DAY1)
-    out["day1b"], out["day1b_err"] = _day(project, home, day=1, token=TOKEN_DAY1, variant=VARIANT_DAY1)
+    out["day1"], _ = _day(project, home, day=1, run="1", seed="101", token=TOKEN_DAY1, variant=VARIANT_DAY1)
+    out["day1b"], out["day1b_err"] = _day(
+        project, home, day=1, run="1b", seed="202", token=TOKEN_DAY1, variant=VARIANT_DAY1
+    )
     for name, old, new in EDITS:
         path = project / name
         text = path.read_text()
         assert old in text, (name, old)
         path.write_text(text.replace(old, new, 1))
-    out["day2"], _ = _day(project, home, day=2, token=TOKEN_DAY2, variant=VARIANT_DAY2)
-    out["day3"], _ = _day(project, home, day=2, token=TOKEN_DAY2, variant=VARIANT_DAY2)
+    out["day2"], _ = _day(project, home, day=2, run="2", seed="303", token=TOKEN_DAY2, variant=VARIANT_DAY2)
+    out["day3"], _ = _day(project, home, day=2, run="3", seed="404", token=TOKEN_DAY2, variant=VARIANT_DAY2)
     return out
 
 
@@ -680,6 +1131,249 @@ def test_secrets_never_reach_the_store_or_the_diff(days: dict[str, Any], monkeyp
     assert "API_KEY = ***" in shown
     for canary in (TOKEN_DAY1, TOKEN_DAY2, SERVICE_TOKEN):
         assert canary not in shown
+
+
+LEAK_CANARY = b"leak-canary"  # every literal and parameter value planted in cc_leaks.py starts with it
+
+
+def _leak_context(blob: bytes, needle: bytes) -> str:
+    at = blob.find(needle)
+    return blob[max(at - 120, 0) : at + 80].decode(errors="replace")
+
+
+def test_no_secret_in_source_constants_or_parameters_reaches_a_record(
+    days: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Literals bound to credential names in any position, rendered constants (named tuples, secret-named
+    tuples, a base64 Basic header, a getenv default of a secret variable) and secret parameters (``pwd``,
+    ``pass_phrase``, a dataclass with a password) never reach the store, the lineage events or a diff."""
+    import base64
+
+    home = days["home"]
+    basic = [base64.b64encode(f"user:{t}".encode()) for t in (TOKEN_DAY1, TOKEN_DAY2)]
+    records = {"store": _store_bytes(home), "lineage": (home / "lineage" / "events.jsonl").read_bytes()}
+    for where, blob in records.items():
+        for needle in (LEAK_CANARY, *basic):
+            assert needle not in blob, f"{where}: {_leak_context(blob, needle)}"
+
+    from typer.testing import CliRunner
+
+    from isthmus import config
+    from isthmus.cli import app
+
+    monkeypatch.setenv("ISTHMUS_HOME", str(home))
+    config.reset()
+    result = CliRunner().invoke(app, ["diff", "latest~2", "latest~1", "--json"])  # day 1b -> day 2
+    assert result.exit_code == 0, result.output
+    shown = result.output.encode()
+    for needle in (LEAK_CANARY, *basic):
+        assert needle not in shown, _leak_context(shown, needle)
+    steps = json.loads(result.output)["steps"]
+    for name in ("first_line", "annotated_default", "body_literals", "rendered_constants"):
+        assert name in steps and steps[name]["code"], name  # the diff does show those sources
+
+
+PYC_STEP = """
+from isthmus import step
+
+@step
+def scaled(x: int) -> int:
+    return x * 3
+"""
+PYC_DAY = """
+import json
+import cc_pyc
+r = cc_pyc.scaled.run(10)
+print(json.dumps({"hit": r.cache_hit, "value": r.value}))
+"""
+
+
+def test_stale_bytecode_is_never_a_wrong_hit(tmp_path: Path) -> None:
+    """A same-size edit within the mtime of a ``.pyc`` makes Python run the old bytecode while the source on
+    disk is new: the run is a miss (its key unique to the process, with a warning), and the old result is
+    never stored under the new source's key."""
+    import importlib.util
+    import py_compile
+
+    project, home = tmp_path / "project", tmp_path / "home"
+    project.mkdir()
+    source = project / "cc_pyc.py"
+    source.write_text(PYC_STEP)
+    cached = Path(importlib.util.cache_from_source(str(source)))
+    py_compile.compile(str(source), cfile=str(cached), invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
+
+    def day() -> tuple[dict[str, Any], str]:
+        env = {
+            **os.environ,
+            "ISTHMUS_HOME": str(home),
+            "PYTHONDONTWRITEBYTECODE": "1",  # Python reads the .pyc but never rewrites it
+            "PYTHONPATH": os.pathsep.join([str(project), str(REPO), os.environ.get("PYTHONPATH", "")]),
+        }
+        proc = subprocess.run(
+            [sys.executable, "-c", PYC_DAY], env=env, cwd=project, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+    assert day()[0] == {"hit": False, "value": 30}
+    assert day()[0] == {"hit": True, "value": 30}
+    st = source.stat()
+    source.write_text(PYC_STEP.replace("x * 3", "x * 4"))  # same size, and the same mtime below
+    os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+    stale, err = day()
+    assert stale == {"hit": False, "value": 30}  # Python ran the old bytecode: not the old result as a hit
+    assert "does not match its source" in err and "cc_pyc" in err
+    assert day()[0] == {"hit": False, "value": 30}  # and that result was not stored under a shareable key
+    cached.unlink()
+    assert day()[0] == {"hit": False, "value": 40}
+    assert day()[0] == {"hit": True, "value": 40}
+
+
+SALT_DAY = """
+import json
+from isthmus import step
+
+@step
+def salted_login(user: str, password: str) -> int:
+    return len(password)
+
+r = salted_login.run("u", "1234")
+print(json.dumps({"hit": r.cache_hit, "key": r.cache_key}))
+"""
+
+
+def test_a_salt_kept_outside_the_store_is_shared_by_processes_and_absent_from_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ISTHMUS_SECRET_SALT_FILE``: every process reads the salt from the file; someone who can read the
+    metadata store alone cannot test guesses of a secret parameter against the stored key."""
+    from isthmus.cache import cache_key
+    from isthmus.config import Settings
+    from isthmus.policy import CachePolicy
+    from isthmus.store import MetadataStore
+
+    salt_file = tmp_path / "salt"
+    salt_file.write_text("f" * 16 + "0123456789abcdef" * 3 + "\n")
+    home = tmp_path / "home"
+    env = {"ISTHMUS_HOME": str(home), "ISTHMUS_SECRET_SALT_FILE": str(salt_file)}
+    first = run_python(SALT_DAY, env=env, cwd=tmp_path)
+    second = run_python(SALT_DAY, env=env, cwd=tmp_path)
+    assert (first["hit"], second["hit"]) == (False, True) and first["key"] == second["key"]
+
+    with sqlite3.connect(home / "isthmus.db") as db:
+        code_hash, deps_hash = db.execute(
+            "SELECT code_hash, deps_hash FROM step_runs WHERE step_name = 'salted_login' LIMIT 1"
+        ).fetchone()
+        stored = db.execute("SELECT value FROM store_settings WHERE name = 'secret_salt'").fetchone()
+    assert stored is None  # the store never created (nor needed) a salt of its own
+
+    def key_with(password: str, salt: bytes) -> str:
+        return cache_key(
+            step_name="salted_login",
+            policy=CachePolicy(),
+            code_hash=code_hash,
+            deps_hash=deps_hash,
+            params={"user": "u", "password": password},
+            inputs={},
+            output_names=("output",),
+            salt=salt,
+        )
+
+    monkeypatch.setenv("ISTHMUS_SECRET_SALT_FILE", str(salt_file))
+    salt = Settings.from_env().secret_salt
+    assert salt is not None and key_with("1234", salt) == first["key"]
+    store = MetadataStore(f"sqlite:///{home / 'isthmus.db'}")
+    try:
+        store_salt = store.secret_salt()  # what a reader of the store alone could use
+    finally:
+        store.dispose()
+    assert all(key_with(f"{n:04d}", store_salt) != first["key"] for n in range(10000))
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ISTHMUS_SECRET_SALT": "short"}, "ISTHMUS_SECRET_SALT"),
+        ({"ISTHMUS_SECRET_SALT_FILE": "/nonexistent/salt"}, "ISTHMUS_SECRET_SALT_FILE='/nonexistent/salt'"),
+    ],
+)
+def test_a_bad_external_salt_is_one_clear_line(
+    env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from isthmus.config import Settings
+    from isthmus.errors import ConfigurationError
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env()
+    text = str(info.value)
+    assert message in text and "\n" not in text and "openssl rand -hex 32" in text
+    assert "short" not in text  # the value of a secret setting is never shown
+
+
+FLYTE_VERSION = """
+import json
+from flytekit.core.cache import VersionParameters
+from flytekitplugins.isthmus import IsthmusCachePolicy
+import cc_flyte_steps
+policy = IsthmusCachePolicy()
+print(json.dumps({n: policy.get_version("", VersionParameters(func=getattr(cc_flyte_steps, n))) for n in
+                  ("keyed", "plain")}))
+"""
+
+
+def test_the_flyte_cache_version_uses_the_runners_key_material(tmp_path: Path) -> None:
+    """IsthmusCachePolicy: the same store salt as the runner (a step reaching a secret constant keeps its
+    version across processes), and output names, files= and env= count."""
+    from flytekit.core.cache import VersionParameters
+
+    from flytekitplugins.isthmus import IsthmusCachePolicy
+    from isthmus import CachePolicy, step
+
+    write = {
+        "cc_flyte_steps.py": """
+            import os
+            from isthmus import step
+
+            API_KEY = os.environ["CC_FLYTE_TOKEN"]
+
+            @step
+            def keyed(x: int) -> int:
+                return x + len(API_KEY)
+
+            @step
+            def plain(x: int) -> int:
+                return x
+        """,
+        "cc_flyte_data.txt": "one",
+    }
+    _write(tmp_path, write)
+    env = {"ISTHMUS_HOME": str(tmp_path / "home"), "CC_FLYTE_TOKEN": "flyte-canary-0001"}
+    one = run_python(FLYTE_VERSION, env=env, cwd=tmp_path)
+    two = run_python(FLYTE_VERSION, env=env, cwd=tmp_path)
+    assert one == two
+    rotated = run_python(FLYTE_VERSION, env={**env, "CC_FLYTE_TOKEN": "flyte-canary-0002"}, cwd=tmp_path)
+    assert rotated["keyed"] != one["keyed"] and rotated["plain"] == one["plain"]
+
+    def version(fn: Any, **kwargs: Any) -> str:
+        return IsthmusCachePolicy().get_version("", VersionParameters(func=step(fn, name="flyte_inc", **kwargs)))
+
+    def inc(x: int) -> int:
+        return x + 1
+
+    base = version(inc)
+    assert version(inc, outputs=["renamed"]) != base
+    with_file = version(inc, cache=CachePolicy(files=[str(tmp_path / "cc_flyte_data.txt")]))
+    (tmp_path / "cc_flyte_data.txt").write_text("two")
+    assert version(inc, cache=CachePolicy(files=[str(tmp_path / "cc_flyte_data.txt")])) != with_file
+    os.environ.pop("CC_FLYTE_VARIANT", None)
+    unset = version(inc, cache=CachePolicy(env=["CC_FLYTE_VARIANT"]))
+    os.environ["CC_FLYTE_VARIANT"] = "blue"
+    try:
+        assert version(inc, cache=CachePolicy(env=["CC_FLYTE_VARIANT"])) != unset
+    finally:
+        del os.environ["CC_FLYTE_VARIANT"]
 
 
 def test_a_secret_parameter_is_keyed_with_the_store_salt(days: dict[str, Any]) -> None:

@@ -407,3 +407,152 @@ def test_state_that_raises_when_read_never_crashes_a_fingerprint(tmp_path: Path)
     mod = fresh_module(tmp_path, src)
     fp = code_fingerprint(mod.f)
     assert set(fp.unstable) == {"f:OBJ", "f:B"}
+
+
+# -- what the review broke: fast, in-process checks (the two-process proofs are in test_cache_correctness) --
+@pytest.mark.parametrize(
+    "template",
+    [
+        # set on the class after its body, and a method patched in
+        "class M:\n    def k(self):\n        return self.F\nM.F = {V}\ndef f(x):\n    return M().k()\n",
+        "class M:\n    pass\ndef _go(self):\n    return {V}\nM.go = _go\ndef f(x):\n    return M().go()\n",
+        # two closures from one factory: the second one's cell counts too
+        "def make(k):\n    def s(x):\n        return x * k\n    return s\nA = make(2)\nB = make({V})\n"
+        "def f(x):\n    return A(x) + B(x)\n",
+        # the namespace of the module, read by name
+        "def g(x):\n    return x * {V}\ndef f(x):\n    return globals()['g'](x)\n",
+        "import sys\ndef g(x):\n    return x * {V}\ndef f(x):\n    return getattr(sys.modules[__name__], 'g')(x)\n",
+        # the branch of a class defined under if/else that Python ran
+        "import sys\nif sys.platform == 'nope':\n    class C:\n        def go(self):\n            return 0\n"
+        "else:\n    class C:\n        def go(self):\n            return {V}\ndef f(x):\n    return C().go()\n",
+    ],
+)
+def test_reviewed_paths_count(tmp_path: Path, template: str) -> None:
+    one, two, one_again = _variants(tmp_path, template, "2", "3", "2")
+    assert one != two and one == one_again
+
+
+def test_an_enum_members_value_counts(tmp_path: Path) -> None:
+    data = tmp_path / "fp_enum_value.txt"
+    src = "import enum\nfrom pathlib import Path\nclass E(enum.Enum):\n"
+    src += f"    A = int(Path({str(data)!r}).read_text())\ndef f(x):\n    return E.A.value\n"
+    hashes = []
+    for value in ("2", "3"):  # the same source, another value computed when the module runs
+        data.write_text(value)
+        hashes.append(fp_of(tmp_path, src, name="fp_enum_mod")[0])
+    assert hashes[0] != hashes[1]
+
+
+def test_two_helpers_with_one_qualname_keep_their_own_constants(tmp_path: Path) -> None:
+    write_module(tmp_path, "fp_twin_a", "K = 1\ndef helper(x):\n    return x * K\n")
+    for k in (2, 3):
+        write_module(tmp_path, "fp_twin_b", f"K = {k}\ndef helper(x):\n    return x * K\n")
+        import_fresh(tmp_path, "fp_twin_a")
+        import_fresh(tmp_path, "fp_twin_b")
+        body = "import fp_twin_a, fp_twin_b\ndef f(x):\n    return fp_twin_a.helper(x) + fp_twin_b.helper(x)\n"
+        fp_hash, sources = fp_of(tmp_path, body, name="fp_twin_step")
+        assert "helper:K" in sources and any(k.startswith("fp_twin_b.helper:K") for k in sources)
+        if k == 2:
+            first = fp_hash
+    assert fp_hash != first
+
+
+def test_set_members_are_hashed_in_an_order_given_by_their_content(tmp_path: Path) -> None:
+    src = (
+        "class N:\n    def __init__(self, name):\n        self.name = name\n        self.peers = []\n"
+        "RING = [N(c) for c in 'abcdef']\nfor i, n in enumerate(RING):\n    n.peers.append(RING[(i + 1) % 6])\n"
+        "FNS = [lambda x: x + 1, lambda x: x * 2, lambda x: x - 3]\n"
+        "GRAPH = set(RING)\nOPS = set(FNS)\ndef f(x):\n    return GRAPH, OPS\n"
+    )
+    mod = fresh_module(tmp_path, src)
+    first = code_fingerprint(mod.f)
+    for order in (list(reversed(mod.RING)), mod.RING[3:] + mod.RING[:3]):
+        mod.GRAPH = set()
+        for n in order:  # the same members, inserted in another order (another iteration order)
+            mod.GRAPH.add(n)
+        mod.OPS = set(reversed(mod.FNS))
+        clear_memo()
+        again = code_fingerprint(mod.f)
+        assert again.hash == first.hash and again.sources == first.sources
+
+
+def test_big_constants_are_rendered_within_a_budget(tmp_path: Path) -> None:
+    import time
+
+    src = "BLOB = b'x' * (8 << 20)\nTEXT = 'y' * (8 << 20)\nROWS = [{'id': i, 'name': str(i)} for i in range(50_000)]\n"
+    src += "def f(x):\n    return BLOB[x], TEXT[x], ROWS[x]\n"
+    mod = fresh_module(tmp_path, src)
+    t0 = time.perf_counter()
+    fp = code_fingerprint(mod.f)
+    elapsed = time.perf_counter() - t0
+    assert fp.unstable == {}
+    assert all(len(text) < 2200 for text in fp.sources.values())
+    assert elapsed < 30  # a generous bound only against the old minutes-long behaviour; bench/ measures
+
+
+def test_stale_loaded_code_is_unique_to_the_process(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    mod = fresh_module(tmp_path, "def f(x):\n    return x * 3\n")
+    clean = code_fingerprint(mod.f)
+    assert clean.unstable == {}
+    (tmp_path / f"{mod.__name__}.py").write_text("def f(x):\n    return x * 4\n")  # edited after the import
+    clear_memo()
+    with caplog.at_level("WARNING", logger="isthmus"):
+        stale = code_fingerprint(mod.f)
+    assert "f" in stale.unstable and "does not match its source" in caplog.text
+    assert stale.components["f"] != clean.components["f"]
+
+
+def test_a_namespace_package_is_part_of_the_project(tmp_path: Path) -> None:
+    pkg = tmp_path / "fp_nspkg"
+    pkg.mkdir()
+    body = "import fp_nspkg.helpers\ndef f(x):\n    return fp_nspkg.helpers.double(x)\n"
+    hashes = []
+    for factor in (2, 3):
+        (pkg / "helpers.py").write_text(f"def double(x):\n    return x * {factor}\n")
+        sys.modules.pop("fp_nspkg.helpers", None)
+        sys.modules.pop("fp_nspkg", None)
+        fp_hash, sources = fp_of(tmp_path, body, name="fp_ns_step")
+        assert "double" in sources
+        hashes.append(fp_hash)
+    assert hashes[0] != hashes[1]
+
+
+@pytest.mark.parametrize(
+    ("line", "canary"),
+    [
+        ("    token = 'lit-canary-1'\n", "lit-canary-1"),  # the first line of a body after an annotation
+        ("    headers = {'Authorization': 'Bearer lit-canary-2'}\n", "lit-canary-2"),
+        ("    api_key = '''lit-canary-3'''\n", "lit-canary-3"),
+        ("    password = ('lit-canary-' '4')\n", "lit-canary-"),
+        ("    if (token := 'lit-canary-5'):\n        pass\n", "lit-canary-5"),
+        ("    secret = f'lit-canary-6-{x}'\n", "lit-canary-6"),
+        ("    key = os.getenv('SOME_TOKEN', 'lit-canary-7')\n", "lit-canary-7"),
+        ("    self_conf = {}\n    self_conf['password'] = 'lit-canary-8'\n", "lit-canary-8"),
+        ("    c = Creds('admin', 'lit-canary-9')\n", "lit-canary-9"),  # positional, to a field 'password'
+        ("    x += 1  # password = 'lit-canary-10'\n", "lit-canary-10"),  # in a comment
+    ],
+)
+def test_secret_literals_are_redacted_in_any_layout(tmp_path: Path, line: str, canary: str) -> None:
+    src = "import os\nfrom typing import NamedTuple\nclass Creds(NamedTuple):\n    user: str\n    password: str\n"
+    src += "def f(x: int, api_key: str = 'lit-canary-11') -> int:\n" + line + "    return x\n"
+    _, sources = fp_of(tmp_path, src)
+    assert canary not in sources["f"] and "lit-canary-11" not in sources["f"], sources["f"]
+    assert "***" in sources["f"]
+
+
+def test_rendered_constants_hide_secret_fields_and_encodings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FP_RENDER_TOKEN", "tok-render-canary-1")
+    src = (
+        "import os, base64\nfrom typing import NamedTuple\nclass Creds(NamedTuple):\n    user: str\n"
+        "    password: str\nDB = Creds('admin', 'nt-canary-1')\nDB_CREDS = ('admin', 'tuple-canary-1')\n"
+        "BASIC = 'Basic ' + base64.b64encode(('u:' + os.environ['FP_RENDER_TOKEN']).encode()).decode()\n"
+        "FALLBACK = os.getenv('FP_UNSET_PASSWORD', 'getenv-canary-1')\n"
+        "def f(x):\n    return DB, DB_CREDS, BASIC, FALLBACK\n"
+    )
+    mod = fresh_module(tmp_path, src)
+    fp = code_fingerprint(mod.f)
+    shown = "\n".join(fp.sources.values())
+    for canary in ("nt-canary-1", "tuple-canary-1", "getenv-canary-1", mod.BASIC.split()[1]):
+        assert canary not in shown, canary
+    assert fp.sources["f:DB"] == "DB = Creds(user='admin', password=***)"
+    assert {"f:DB", "f:DB_CREDS", "f:BASIC", "f:FALLBACK"} <= set(fp.secret_digests)

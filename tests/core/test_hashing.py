@@ -542,6 +542,15 @@ def test_hash_parts_length_prefixes_each_part() -> None:
     assert hash_parts("x") == hash_parts(b"x")
 
 
+def test_one_length_prefixed_helper_for_plain_and_keyed_hashes() -> None:
+    from isthmus.hashing import PREFIX, keyed_hash, parts_digest
+
+    assert hash_parts("a", b"b") == PREFIX + parts_digest("a", b"b").hex()
+    assert keyed_hash(b"k" * 32, "a") == PREFIX + parts_digest("a", key=b"k" * 32).hex()
+    assert keyed_hash(b"k" * 32, "a") != hash_parts("a") != keyed_hash(b"j" * 32, "a")
+    assert parts_digest("\udcff") == parts_digest("\udcff".encode("utf-8", "surrogatepass"))  # any str
+
+
 # -- errors --------------------------------------------------------------------------------------------
 
 

@@ -51,6 +51,13 @@ fast = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], dea
         "credentials",
         "PassWord",
         "myTokenizerSecret",  # an ordinary word next to a secret one
+        "pwd",  # a parameter: only the environment variable PWD is the working directory
+        "pass_phrase",  # a secret word written in parts
+        "passPhrase",
+        "pass_word",
+        "db_pass",
+        "pw",
+        "DB_CREDS",
     ],
 )
 def test_secret_names(name: str) -> None:
@@ -74,10 +81,44 @@ def test_secret_names(name: str) -> None:
         "author",
         "keywords",
         "uncertainty",
+        "bypass",
+        "compass",
+        "n_passes",
+        "icon_name",
     ],
 )
 def test_ordinary_names(name: str) -> None:
     assert not is_secret_name(name)
+
+
+def test_the_environment_secrets_are_computed_in_one_place() -> None:
+    from isthmus.redaction import secret_env_values
+
+    env = {
+        "PWD": "/work/main",
+        "MY_TOKEN": "tok-123456",
+        "ISTHMUS_STORE_URL": "postgresql://u:pg-secret-1@db/x",
+        "SHORT_KEY": "abc",
+        "HOME": "/root",
+    }
+    assert secret_env_values(env) == {"tok-123456", "pg-secret-1"}
+    assert secret_values({}, env) == {"tok-123456", "pg-secret-1"}
+
+
+def test_secret_strings_are_recognised_in_their_usual_spellings() -> None:
+    import base64
+
+    from isthmus.redaction import is_secret_string
+
+    token = "tok-canary-123456"
+    header = "Basic " + base64.b64encode(f"someone:{token}".encode()).decode()
+    assert is_secret_string(token, [token]) and is_secret_string(f"x{token}y", [token])
+    assert is_secret_string(base64.b64encode(f"u:{token}".encode()).decode(), [token])  # any alignment
+    assert is_secret_string(header) and is_secret_string("Bearer abcdef123")  # an Authorization value
+    assert is_secret_string("postgresql://u:pw@h/db")
+    assert not is_secret_string("Invalid token provided") and not is_secret_string("tok", [token])
+    encoded = base64.b64encode(f"user:{token}".encode()).decode()
+    assert encoded not in scrub(f"auth: {encoded}", [token])
 
 
 @pytest.mark.parametrize(

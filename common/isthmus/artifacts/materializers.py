@@ -7,15 +7,22 @@ resort (with a one-time warning per type). Register your own with :func:`registe
 A materializer whose ``load`` can execute code carried in the bytes (pickle: joblib, cloudpickle, and
 any user materializer that does not say otherwise) has ``needs_verified_bytes = True``: the store hashes
 such bytes inside the store before every load, whatever ``ISTHMUS_VERIFY`` says.
+
+Pickles name classes and functions instead of holding their code, so the pickle materializers list the
+project code an artifact refers to in its metadata (``code``): a step that receives the artifact runs that
+code, and its cache key includes it (see ``isthmus.fingerprint.arguments``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import io
 import json
 import math
 import re
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -282,8 +289,13 @@ class EstimatorMaterializer(Materializer):
     def save(self, obj: Any, path: str) -> dict[str, Any] | None:
         import joblib
 
+        from isthmus.fingerprint.arguments import CODE_METADATA, INCOMPLETE, NotListed, code_of_value, code_paths
+
         joblib.dump(obj, path)
-        return None
+        try:
+            return {CODE_METADATA: code_paths(code_of_value(obj))}
+        except NotListed:
+            return {INCOMPLETE: True}
 
     def load(self, path: str, python_type: str) -> Any:
         import joblib
@@ -298,18 +310,39 @@ class CloudpickleMaterializer(Materializer):
         return True
 
     def save(self, obj: Any, path: str) -> dict[str, Any] | None:
-        import cloudpickle
+        from isthmus.fingerprint.arguments import CODE_METADATA, code_paths, project_code
 
-        data = cloudpickle.dumps(obj)
+        seen: set[Any] = set()
+        buffer = io.BytesIO()
+        _recording_pickler()(buffer, seen).dump(obj)
         with open(path, "wb") as fh:
-            fh.write(data)
-        return None
+            fh.write(buffer.getbuffer())
+        code = {c for c in map(project_code, seen) if c is not None}
+        return {CODE_METADATA: code_paths(code)} if code else None
 
     def load(self, path: str, python_type: str) -> Any:
         import cloudpickle
 
         with open(path, "rb") as fh:
             return cloudpickle.load(fh)
+
+
+@functools.cache
+def _recording_pickler() -> type:
+    import cloudpickle
+
+    class RecordingPickler(cloudpickle.Pickler):  # type: ignore[misc]
+        """cloudpickle's pickler, noting every class, function and object type it pickles."""
+
+        def __init__(self, file: Any, seen: set[Any]) -> None:
+            super().__init__(file, protocol=cloudpickle.DEFAULT_PROTOCOL)
+            self._seen = seen
+
+        def reducer_override(self, obj: Any) -> Any:
+            self._seen.add(obj if isinstance(obj, (type, types.FunctionType)) else type(obj))
+            return super().reducer_override(obj)
+
+    return RecordingPickler
 
 
 def _maybe(module: str) -> Any:

@@ -2,9 +2,10 @@
 parameters).
 
 A file counts by its bytes; a directory by its listing and the bytes of every file under it (sorted
-relative paths; symbolic links to directories by their target, never followed, so a link loop cannot
-hang a run); a missing path by the fact that it is missing. Digests are remembered per process by
-(device, inode, size, mtime, ctime): a rewrite changes ctime even when it keeps size and mtime.
+relative paths; symbolic links followed, as ``open()`` follows them, except a link back into a directory
+being read, which counts by its target so a link loop cannot hang a run); a missing path by the fact that
+it is missing. Digests are remembered per process by (device, inode, size, mtime, ctime): a rewrite
+changes ctime even when it keeps size and mtime.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from isthmus.fingerprint.values import PROCESS_NONCE
-from isthmus.hashing import hash_file, hash_parts
+from isthmus.hashing import PROCESS_KEY, hash_file, hash_parts
 
 MISSING = "missing"
 _MAGIC = frozenset("*?[")
@@ -35,7 +35,7 @@ def _file_digest(path: str, st: os.stat_result) -> str:
     try:
         digest = hash_file(path)[0]
     except OSError as exc:  # unreadable here: what the step reads cannot be seen, so never reuse the key
-        return hash_parts("unreadable", PROCESS_NONCE, path, str(exc.errno))
+        return hash_parts("unreadable", PROCESS_KEY, path, str(exc.errno))
     with _memo_lock:
         _memo[key] = digest
         while len(_memo) > _MEMO_SIZE:
@@ -51,22 +51,47 @@ def path_digest(path: str | os.PathLike[str]) -> str:
     except FileNotFoundError:
         return MISSING
     except OSError as exc:
-        return hash_parts("unreadable", PROCESS_NONCE, p, str(exc.errno))
+        return hash_parts("unreadable", PROCESS_KEY, p, str(exc.errno))
     if stat.S_ISREG(st.st_mode):
         return _file_digest(p, st)
     if not stat.S_ISDIR(st.st_mode):  # a FIFO or device: never opened (it could block or never end)
         return hash_parts("special", p, str(stat.S_IFMT(st.st_mode)))
     parts: list[str] = ["dir"]
-    for root, dirs, files in os.walk(p, followlinks=False):
-        dirs.sort()
-        rel_root = os.path.relpath(root, p)
-        for d in dirs:
-            full, rel = os.path.join(root, d), os.path.normpath(os.path.join(rel_root, d))
-            parts.append(f"{rel}/ -> {os.readlink(full)}" if os.path.islink(full) else f"{rel}/")
-        for name in sorted(files):
-            full = os.path.join(root, name)
-            parts.append(f"{os.path.normpath(os.path.join(rel_root, name))}={path_digest(full)}")
+    _directory(p, "", {(st.st_dev, st.st_ino)}, parts)
     return hash_parts(*parts)
+
+
+def _directory(path: str, rel: str, reading: set[tuple[int, int]], parts: list[str]) -> None:
+    """Append the listing and contents under ``path``; ``reading``: the directories being read (a link
+    to one of them is a loop, recorded by its target)."""
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as exc:
+        parts.append(f"{rel}/ unreadable {exc.errno} {hash_parts(PROCESS_KEY, path)}")
+        return
+    for name in names:
+        full, sub = os.path.join(path, name), os.path.join(rel, name) if rel else name
+        try:
+            st = os.stat(full)
+        except OSError:  # a dangling link: its target counts
+            parts.append(f"{sub} -> {_link(full)}")
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            parts.append(f"{sub}={path_digest(full)}")
+            continue
+        ident = (st.st_dev, st.st_ino)
+        if ident in reading:
+            parts.append(f"{sub}/ -> {_link(full)}")
+            continue
+        parts.append(f"{sub}/")
+        _directory(full, sub, reading | {ident}, parts)
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
 
 
 def declared_files_digest(patterns: Sequence[str]) -> str:

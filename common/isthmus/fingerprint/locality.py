@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import os
 import site
 import sys
 import sysconfig
 from types import ModuleType
+from typing import Any
 
-# isthmus itself and its adapters are the tool, not the user's code.
-_TOOL_PACKAGES = {"isthmus", "isthmus_airflow", "flytekitplugins"}
+NOT_PROJECT: Any = object()  # what project_module() returns for a module outside the project
 
 
 @functools.cache
@@ -41,7 +43,7 @@ def is_project_file(path: str) -> bool:
 
 
 def is_tool_module(name: str) -> bool:
-    """True for modules of isthmus itself and its adapters."""
+    """True for modules of isthmus itself and its adapters (the tool, not the user's code)."""
     top = name.split(".", 1)[0]
     return (
         top in ("isthmus", "isthmus_airflow")
@@ -50,17 +52,50 @@ def is_tool_module(name: str) -> bool:
     )
 
 
+def _places(mod: ModuleType) -> list[str]:
+    """Where a module's code lives: its file, or the directories of a namespace package."""
+    path = getattr(mod, "__file__", None)
+    if path:
+        return [path]
+    try:
+        return [p for p in getattr(mod, "__path__", None) or () if isinstance(p, str)]
+    except TypeError:  # a __path__ that cannot be iterated
+        return []
+
+
 def is_project_module(module: ModuleType | str | None) -> bool:
-    """True for modules of the user's project: not stdlib, not site-packages, not isthmus itself."""
+    """True for modules of the user's project: not stdlib, not site-packages, not isthmus itself. A
+    namespace package (no ``__init__.py``) counts when one of its directories is in the project."""
     if module is None:
         return False
     mod = sys.modules.get(module) if isinstance(module, str) else module
     if mod is None:
         return False
     name = mod.__name__
-    if name.split(".", 1)[0] in _TOOL_PACKAGES or name in sys.builtin_module_names:
+    if is_tool_module(name) or name in sys.builtin_module_names:
         return False
-    path = getattr(mod, "__file__", None)
-    if not path:
-        return False
-    return _file_is_local(path)
+    return any(_file_is_local(p) for p in _places(mod))
+
+
+def project_module(name: str) -> ModuleType | Any | None:
+    """The project module ``name``, imported if needed; :data:`NOT_PROJECT` for a module outside the
+    project; None when it cannot be found or imported. ``name`` may come from untrusted data: only a
+    module whose file (or namespace directory) is in the project is ever imported."""
+    mod = sys.modules.get(name)
+    if mod is not None:
+        return mod if is_project_module(mod) else NOT_PROJECT
+    if is_tool_module(name):
+        return NOT_PROJECT
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError, AttributeError):
+        return None
+    if spec is None:
+        return None
+    places = [p for p in [spec.origin or "", *(spec.submodule_search_locations or [])] if p and os.path.exists(p)]
+    if not any(is_project_file(p) for p in places):
+        return NOT_PROJECT
+    try:
+        return importlib.import_module(name)
+    except Exception:  # the step's own import fails the same way when it runs
+        return None
