@@ -556,3 +556,31 @@ def test_rendered_constants_hide_secret_fields_and_encodings(tmp_path: Path, mon
         assert canary not in shown, canary
     assert fp.sources["f:DB"] == "DB = Creds(user='admin', password=***)"
     assert {"f:DB", "f:DB_CREDS", "f:BASIC", "f:FALLBACK"} <= set(fp.secret_digests)
+
+
+def test_a_refs_type_path_never_imports_a_module_outside_the_project(tmp_path: Path) -> None:
+    """``python_type`` travels on untrusted refs: resolving it for the key imports project modules only
+    (a dotted name's parent packages are not imported to find it)."""
+    import json
+    import subprocess
+
+    from tests.helpers import REPO
+
+    script = (
+        "import json, sys\n"
+        "from isthmus.artifacts.refs import ArtifactRef\n"
+        "from isthmus.fingerprint.arguments import code_of_ref\n"
+        "names = ['this:X', 'venv.__main__.x:X', 'antigravity:X', 'http.server:X']\n"
+        "for name in names:\n"
+        "    ref = ArtifactRef(uri='file:///x', content_hash='blake3:' + '0' * 64, size=1,\n"
+        "                      materializer='json@1', python_type=name)\n"
+        "    code_of_ref(ref)\n"
+        "print(json.dumps(sorted(m for m in ('this', 'venv', 'antigravity', 'http.server') if m in sys.modules)))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={"PYTHONPATH": str(REPO), "ISTHMUS_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    assert "The Zen of Python" not in proc.stdout and "usage:" not in proc.stderr

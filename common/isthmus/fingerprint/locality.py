@@ -86,16 +86,29 @@ def project_module(name: str) -> ModuleType | Any | None:
         return mod if is_project_module(mod) else NOT_PROJECT
     if is_tool_module(name):
         return NOT_PROJECT
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError, AttributeError):
+    parts = name.split(".")
+    if not all(part.isidentifier() for part in parts):
         return None
-    if spec is None:
-        return None
-    places = [p for p in [spec.origin or "", *(spec.submodule_search_locations or [])] if p and os.path.exists(p)]
-    if not any(is_project_file(p) for p in places):
-        return NOT_PROJECT
-    try:
-        return importlib.import_module(name)
-    except Exception:  # the step's own import fails the same way when it runs
-        return None
+    # Prefix by prefix: find_spec of a dotted name imports its parent packages, so a parent is imported
+    # only once it is known to be project code (never an installed package's __init__ or __main__).
+    for depth in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:depth])
+        loaded = sys.modules.get(prefix)
+        if loaded is not None:
+            if not is_project_module(loaded):
+                return NOT_PROJECT
+            continue
+        try:
+            spec = importlib.util.find_spec(prefix)
+        except (ImportError, ValueError, AttributeError):
+            return None
+        if spec is None:
+            return None
+        places = [p for p in [spec.origin or "", *(spec.submodule_search_locations or [])] if p and os.path.exists(p)]
+        if not any(is_project_file(p) for p in places):
+            return NOT_PROJECT
+        try:
+            importlib.import_module(prefix)
+        except Exception:  # the step's own import fails the same way when it runs
+            return None
+    return sys.modules.get(name)
