@@ -253,13 +253,18 @@ def _env_secret_values(environ: Mapping[str, str]) -> frozenset[str]:
     for name, value in environ.items():
         if len(value) < 4 or not is_secret_env(name, value):
             continue
-        if is_secret_name(name) or name.startswith("OPENLINEAGE__TRANSPORT"):
+        # The value of a credential-named variable, unless it points at a file (SSL_CERT_FILE, a
+        # *_PASSWORD_FILE): the path is no secret, and hiding it would blank paths in every traceback.
+        if (is_secret_name(name) or name.startswith("OPENLINEAGE__TRANSPORT")) and not _is_existing_path(value):
             found.add(value)
-        for m in _URL_RE.finditer(value):
-            password = _url_password(m.group(0))
-            if password:
-                found.update((password, urllib.parse.unquote(password)))
+        elif _looks_random(value.strip()):
+            found.add(value.strip())
+        _add_shown(found, value)  # URL passwords, authorization values, tokens of a known form
     return frozenset(s for s in found if len(s) >= 4)
+
+
+def _is_existing_path(value: str) -> bool:
+    return value.startswith("/") and "\n" not in value and os.path.exists(value)
 
 
 class SecretMatcher:

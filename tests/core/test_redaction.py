@@ -472,3 +472,26 @@ def test_free_text_loses_tokens_of_a_known_form() -> None:
     assert redact_text(text) == "push failed for *** (key ***, task-runner ok)"
     assert "ENVCANARY" not in scrub(text, [])
     assert "ghp_ENVCANARY0123456789abcdefABCDEF0123" in secret_values({"log": text}, {})
+
+
+def test_environment_secrets_by_shape_and_not_file_paths(tmp_path) -> None:
+    """A credential-shaped value under any name is a secret of the environment; the value of a
+    credential-named variable that points at a file (``SSL_CERT_FILE``, ``*_PASSWORD_FILE``) is not: the
+    path is no secret, and scrubbing it would blank paths in every traceback."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----")
+    env = {
+        "GH": "ghp_ENVCANARY0123456789abcdefABCDEF0123",
+        "OPAQUE": "Zq8vENVCANARYk3LmP9xR2tY7wQ4nB6cH1jD5fG0sA",
+        "NOTE": "push with glpat-ENVCANARYabcdef123456 today",
+        "SSL_CERT_FILE": str(bundle),
+        "DB_PASSWORD_FILE": str(bundle),
+        "API_TOKEN": "tok-123456",
+        "HOME": "/home/someone",
+    }
+    assert secret_values({}, env) == {
+        "ghp_ENVCANARY0123456789abcdefABCDEF0123",
+        "Zq8vENVCANARYk3LmP9xR2tY7wQ4nB6cH1jD5fG0sA",
+        "glpat-ENVCANARYabcdef123456",
+        "tok-123456",
+    }

@@ -174,6 +174,7 @@ token = os.environ["MY_API_TOKEN"]
 r = isthmus.run_step(s.measure, {"host": "h", "value": token})
 inside = isthmus.run_step(s.measure, {"host": "h", "value": "Token " + token + " (prod)"})
 obj = isthmus.run_step(s.use_client, {"client": s.Client(token), "n": 1})
+shaped = isthmus.run_step(s.measure, {"host": "h", "value": os.environ["BUILD_NOTE"]})  # no secret name
 try:
     isthmus.run_step(s.connect, {"host": "api", "value": token})
 except isthmus.StepFailed as exc:
@@ -184,14 +185,16 @@ try:
 except isthmus.StepFailed as exc:
     refused = str(exc)
 print(json.dumps({"plain": [r.step_run_id, r.cache_hit, r.cache_key], "inside": inside.step_run_id,
-                  "object": [obj.step_run_id, obj.value, obj.cache_hit], "failed": failed, "refused": refused}))
+                  "object": [obj.step_run_id, obj.value, obj.cache_hit], "failed": failed, "refused": refused,
+                  "shaped": shaped.step_run_id}))
 """
 
 
 def test_a_parameter_holding_a_secret_environment_value_is_a_secret_parameter(project: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     canary = "tok-CANARY-51c0ffee"
-    env = _env(home, project, MY_API_TOKEN=canary)
+    shaped = "ghp_ENVCANARY0123456789abcdefABCDEF0123"  # a credential by its shape, under any name
+    env = _env(home, project, MY_API_TOKEN=canary, BUILD_NOTE=shaped)
     first = _python(ENV_SECRET, env, project)
     assert first.returncode == 0, first.stderr
     out = _last_json(first)
@@ -214,8 +217,10 @@ def test_a_parameter_holding_a_secret_environment_value_is_a_secret_parameter(pr
     assert obj["params"] == {"client": "***", "n": 1} and obj["inputs"] == {}, "never written as an artifact"
     assert "refused for ***" in out["failed"][0] and "refused for ***" in meta.get_step_run(out["failed"][1])["error"]
     assert out["refused"] and "holds a secret" in out["refused"]
+    assert meta.get_step_run(out["shaped"])["params"] == {"host": "h", "value": "***"}
     meta.dispose()
     assert _leaks(home, canary, first, second, salted, rotated) == []
+    assert _leaks(home, "ENVCANARY", first, second, salted, rotated) == []
 
 
 # -- B3: no silent scan budget: a secret after 20,000 other nodes is found -----------------------------------
