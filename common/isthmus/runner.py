@@ -263,9 +263,10 @@ class StepRunner:
         code: set[Any] = set()  # project functions and classes the values reference: join the code fingerprint
         secret_params: set[str] = set()  # objects holding secrets: hashed (keyed) for the key, never stored
         keyed: set[str] = set()  # plain data holding a secret given with the call: keyed whole in the key
-        given = frozenset(s for s in secrets if isinstance(s, str) and len(s) >= 4) if secrets else frozenset()
-        shown = secret_values(arguments, {})  # what the arguments show by name, type and form
         env = secret_env_values()
+        # (the environment's secrets are keyed where they sit, however the call was made: see cache.cache_key)
+        given = frozenset(s for s in secrets if isinstance(s, str) and len(s) >= 4) - env if secrets else frozenset()
+        shown = secret_values(arguments, {})  # what the arguments show by name, type and form
         # Secrets recognised by value wherever they are passed (the same set object from call to call when
         # nothing is given: its hash, and the matchers built for it, are reused).
         by_value = given | env if given else env
@@ -293,7 +294,7 @@ class StepRunner:
             else:
                 if type(value) not in _HOLD_NO_TEXT:
                     hits = known_secrets_in(value, by_value)
-                    if hits:  # (the environment's are keyed where they sit; see cache.cache_key)
+                    if hits:
                         passed |= hits
                         if not hits.isdisjoint(given):
                             keyed.add(name)

@@ -181,6 +181,20 @@ def test_a_secret_dag_param_is_secret_in_every_step_it_reaches(
     assert first.state == again.state == rotated.state == "success"
     assert etl["value_length"]["params"] == {"host": "db1", "value": "***"}
     assert etl_again["value_length"]["cache_hit"] and not etl_rotated["value_length"]["cache_hit"]
+    # the same pipeline run locally in a fresh process: a hit on what Airflow computed with that secret
+    local = run_python(
+        f"""
+        import json
+        from tests.airflow.steps import secret_etl
+        run = secret_etl.run(host="db1", password={canary!r})
+        step = run.steps["value_length"]
+        print(json.dumps([step.cache_hit, step.source_step_run_id]))
+        """,
+        env={"ISTHMUS_HOME": str(isthmus_home)},
+        cwd=REPO,
+    )
+    computed = etl["value_length"]["source_step_run_id"] or etl["value_length"]["id"]  # (the templated task's)
+    assert local == [True, computed]
 
     out = "".join(capfd.readouterr())
     assert "refused for ***" in out and canary not in out  # what dag.test() logged

@@ -84,6 +84,8 @@ def test_a_secret_named_workflow_input_is_secret_in_every_step_it_feeds(isthmus_
     assert measure(host="db1", password=canary) == 3 + len(canary)
     html += _all_decks_html()
     assert measure(host="db1", password=canary + "-rotated") == 3 + len(canary) + 8
+    local = fs.secret_measure.run(host="db1", password=canary)  # the same pipeline run locally: a hit
+    assert local.steps["value_length"].cache_hit
     login = fs.secret_login.to_flyte_workflow()
     with pytest.raises(StepFailed, match=r"refused for \*\*\*") as info:
         login(host="db1", password=canary)
