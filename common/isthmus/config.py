@@ -26,12 +26,38 @@ def _shown(value: str) -> str:
     return repr(redact_url(value))
 
 
+def _ambiguous_authority(text: str) -> bool:
+    """A URL whose user or password holds an unencoded ``@``: where the host starts cannot be told (a
+    driver would take a piece of the password for the host, and name it in its error)."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or rest.startswith("/"):  # no authority (sqlite:////path may hold '@')
+        return False
+    return rest.split("?", 1)[0].count("@") > 1
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """The one-line text of ``exc`` with the URL's password hidden."""
+    from urllib.parse import unquote, urlsplit
+
+    from isthmus.redaction import scrub
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    return scrub(
+        " ".join(str(exc).split()) or type(exc).__name__, [p for p in (password, unquote(password or "")) if p]
+    )
+
+
 def check_store_url(url: str, setting: str = "ISTHMUS_STORE_URL") -> str:
     """``url`` if SQLAlchemy can use it as the metadata store, else a :class:`ConfigurationError`.
 
     Catches what fails later with a traceback: no scheme, ``postgres://`` (not a SQLAlchemy dialect),
     ``postgresql://`` without a driver (SQLAlchemy would load psycopg2, which isthmus does not install),
-    unknown dialects and drivers that are not installed.
+    unknown dialects and drivers that are not installed, a port that is not a number or an unclosed IPv6
+    host, driver options in the query that the driver cannot read, and a user or password with an
+    unencoded ``@`` (where the host starts cannot be told; the URL is then not shown at all).
     """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -39,6 +65,12 @@ def check_store_url(url: str, setting: str = "ISTHMUS_STORE_URL") -> str:
     text = url.strip()
     scheme, sep, rest = text.partition("://")
     scheme = scheme.lower() if sep else ""
+    if scheme and _ambiguous_authority(text):
+        raise ConfigurationError(
+            f"{setting} ({scheme}://…): the user or password in the URL holds an unencoded '@', so where the "
+            "host starts cannot be told; percent-encode the user and password (@ → %40, / → %2F, : → %3A, "
+            "e.g. urllib.parse.quote(password, safe=''))"
+        )
     if not scheme:
         raise ConfigurationError(
             f"{setting}={_shown(url)} is not a database URL; use sqlite:////path/to/isthmus.db or {_PG_HINT}"
@@ -50,7 +82,19 @@ def check_store_url(url: str, setting: str = "ISTHMUS_STORE_URL") -> str:
             "(the psycopg 3 driver, pip install 'isthmus[postgres]')"
         )
     try:
-        make_url(text).get_dialect().import_dbapi()
+        parsed = make_url(text)
+    except ArgumentError as exc:
+        raise ConfigurationError(
+            f"{setting}={_shown(url)} is not a valid database URL ({_reason(exc, text)}); use {_PG_HINT}"
+        ) from None
+    except (ValueError, TypeError) as exc:  # a port that is not a number, an unclosed [IPv6 address
+        raise ConfigurationError(
+            f"{setting}={_shown(url)} is not a valid database URL ({_reason(exc, text)}); the port must be a "
+            f"number and an IPv6 host written in brackets, e.g. {_PG_HINT}"
+        ) from None
+    try:
+        dialect_cls = parsed.get_dialect()
+        dbapi = dialect_cls.import_dbapi()
     except NoSuchModuleError:
         raise ConfigurationError(
             f"{setting}={_shown(url)}: SQLAlchemy has no dialect {scheme!r}; use sqlite:///... or {_PG_HINT}"
@@ -68,7 +112,46 @@ def check_store_url(url: str, setting: str = "ISTHMUS_STORE_URL") -> str:
         raise ConfigurationError(
             f"{setting}={_shown(url)}: the database driver for {scheme!r} is not installed ({exc}); install it"
         ) from None
+    try:
+        dialect = dialect_cls(dbapi=dbapi)
+    except Exception:  # a dialect built differently: its options are checked when it connects
+        return text
+    try:  # the query's driver options, as the engine will read them (?check_same_thread=, ?timeout= …)
+        dialect.create_connect_args(parsed)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(
+            f"{setting}={_shown(url)}: a driver option in the URL is not valid ({_reason(exc, text)}); fix or remove it"
+        ) from None
     return text
+
+
+def check_artifact_root(root: str, setting: str = "ISTHMUS_ARTIFACT_ROOT") -> str:
+    """``root`` (a path or fsspec URL) unless it holds credentials — a password or token in the URL, a
+    secret query parameter: the artifact root is recorded with every artifact, run and lineage event, so
+    it may hold none. The credentials go where the filesystem reads them."""
+    import re
+
+    from isthmus.redaction import redact_url
+
+    text = root.strip()
+    shown = redact_url(text)
+    if shown == text:
+        return root
+    shown = re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#]*@", r"\1***@", shown)  # not even the user
+    scheme = text.partition("://")[0].lower()
+    if scheme in ("s3", "s3a"):
+        where = "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, ~/.aws/credentials)"
+    elif scheme in ("gs", "gcs"):
+        where = "GOOGLE_APPLICATION_CREDENTIALS"
+    elif scheme in ("abfs", "abfss", "az"):
+        where = "AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_CONNECTION_STRING)"
+    else:
+        where = "the filesystem's own configuration"
+    raise ConfigurationError(
+        f"{setting}={shown!r} holds credentials, and the artifact root is recorded with every run; remove "
+        f"them from the URL and give them to the filesystem: {where}, or fsspec's FSSPEC_<PROTOCOL>_<OPTION> "
+        f"variables (e.g. FSSPEC_{scheme.upper() or 'S3'}_KEY / FSSPEC_{scheme.upper() or 'S3'}_SECRET)"
+    )
 
 
 def check_lease_ttl(raw: object, setting: str = "ISTHMUS_LEASE_TTL") -> float:
@@ -154,13 +237,14 @@ class Settings:
     def __post_init__(self) -> None:  # values given to configure() are checked like variables
         object.__setattr__(self, "verify", check_verify(str(self.verify), "verify"))
         object.__setattr__(self, "lease_ttl", check_lease_ttl(self.lease_ttl, "lease_ttl"))
+        check_artifact_root(str(self.artifact_root), "artifact_root")
 
     @classmethod
     def from_env(cls) -> Settings:
         home = Path(os.environ.get("ISTHMUS_HOME") or Path.home() / ".isthmus").expanduser()
         raw_url = os.environ.get("ISTHMUS_STORE_URL")
         store_url = check_store_url(raw_url) if raw_url else f"sqlite:///{home / 'isthmus.db'}"
-        artifact_root = os.environ.get("ISTHMUS_ARTIFACT_ROOT") or str(home / "artifacts")
+        artifact_root = check_artifact_root(os.environ.get("ISTHMUS_ARTIFACT_ROOT") or str(home / "artifacts"))
         verify = check_verify(os.environ.get("ISTHMUS_VERIFY") or "hash")
         raw_ttl = os.environ.get("ISTHMUS_LEASE_TTL")
         lease_ttl = check_lease_ttl(raw_ttl) if raw_ttl not in (None, "") else 60.0

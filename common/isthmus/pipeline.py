@@ -312,7 +312,7 @@ class Pipeline:
         runner = runner or default_runner()
         ctx = context or RunContext(orchestrator="local")
         run_id = str(uuid.uuid4())
-        secrets = secret_values(graph.params)
+        secrets = frozenset(secret_values(graph.params))
         record = {
             "id": run_id,
             "pipeline": self.name,
@@ -339,7 +339,8 @@ class Pipeline:
                     invocation=node.invocation,
                     native=dict(ctx.native),
                 )
-                results[node.invocation] = runner.run(node.step, arguments, step_ctx)
+                # The pipeline's secrets follow their values into every step, whatever the step calls them.
+                results[node.invocation] = runner.run(node.step, arguments, step_ctx, secrets=secrets)
         except BaseException as exc:
             status = "FAILED" if isinstance(exc, Exception) else "ABORTED"
             error = scrub(f"{type(exc).__name__}: {exc}", secrets)
@@ -347,6 +348,8 @@ class Pipeline:
             lineage.emit("on_pipeline_end", {**record, "status": status, "error": error})
             if isinstance(exc, StepFailed):
                 exc.pipeline_run_id = run_id  # type: ignore[attr-defined]
+            # Traceback formatters that print locals would show the parameters this frame holds.
+            params = graph = secrets = arguments = node = None  # type: ignore[assignment]  # noqa: F841
             raise
         out_json = _outputs_to_json(graph.outputs, lambda h: results[h.invocation].outputs[h.output])
         runner.metadata.finish_pipeline_run(run_id, "COMPLETED", outputs=out_json)

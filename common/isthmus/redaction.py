@@ -11,7 +11,12 @@ Three tools, used wherever a value leaves a step:
   any depth, secret objects, header pairs such as ``("Authorization", "Bearer …")`` and the token cut out
   of them, URL passwords, secret-looking environment variables: :func:`secret_env_values`) and
   :func:`scrub` removes them from free text (error messages, tracebacks), with their quoted, escaped and
-  base64 spellings; :func:`is_secret_string` tells whether one string holds a credential.
+  base64 spellings; :func:`is_secret_string` tells whether one string holds a credential;
+- by shape: :func:`looks_like_credential` (``ghp_…``, ``sk-proj-…``, ``AKIA…``, ``xoxb-…``, ``glpat-…``,
+  JWTs, private keys, long random tokens) for values whose name says nothing.
+
+Values are scanned whole, however large (linear in their size; arrays and data frames of numpy, pandas,
+pyarrow, torch, scipy and polars are data and not scanned).
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ import binascii
 import dataclasses
 import functools
 import json
+import math
 import os
 import re
+import types
 import urllib.parse
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -99,7 +107,7 @@ def maybe_secret_name(text: str) -> bool:
 
 
 _WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")  # snake_case, kebab-case and camelCase words
-_URL_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)([^\s'\"<>`]+)")
+_URL_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)([^\s'\"<>`\x00]+)")
 _QUERY_RE = re.compile(r"([?&;])([^=&#;?]+)=([^&#;]*)")
 # Tokens that are used as the user part of a URL with no password (https://<token>@github.com/...).
 _TOKEN_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xox")
@@ -169,9 +177,56 @@ def redact_url(text: str) -> str:
 
 
 def is_secret_env(name: str, value: str) -> bool:
-    """An environment variable that holds a credential: by its name, or a URL with a password or token."""
+    """An environment variable that holds a credential: by its name, a URL with a password or token, or a
+    value shaped like a credential (:func:`looks_like_credential`)."""
     # OPENLINEAGE__TRANSPORT (JSON) and its parts may hold an API key under any name.
-    return name.startswith("OPENLINEAGE__TRANSPORT") or is_secret_name(name) or redact_url(str(value)) != str(value)
+    text = str(value)
+    return (
+        name.startswith("OPENLINEAGE__TRANSPORT")
+        or is_secret_name(name)
+        or redact_url(text) != text
+        or looks_like_credential(text)
+    )
+
+
+# Credentials whose form says what they are: GitHub, GitLab, Slack, OpenAI/Anthropic, AWS access key ids,
+# Google API keys, Hugging Face, npm and PyPI tokens, JWTs and PEM private keys.
+_TOKEN_SHAPES = re.compile(
+    r"(?<![A-Za-z0-9_\-])(?:"
+    r"gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_\-]{20,}"
+    r"|xox[abposre]-[A-Za-z0-9\-]{10,}|sk-[A-Za-z0-9]{32,}|sk-(?:proj|ant|svcacct|admin)-[A-Za-z0-9_\-]{20,}"
+    r"|(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])|AIza[0-9A-Za-z_\-]{35}|hf_[A-Za-z0-9]{30,}|npm_[A-Za-z0-9]{36}"
+    r"|pypi-[A-Za-z0-9_\-]{50,}|eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"
+    r")"
+)
+_PRIVATE_KEY_RE = re.compile(
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S
+)
+_RANDOM_TOKEN_RE = re.compile(r"[A-Za-z0-9_\-+/=.~]{32,}")
+
+
+def _looks_random(text: str) -> bool:
+    """A long token of letters of both cases and digits whose characters are about as varied as random
+    ones (not a word, a path, a hex digest or a uuid)."""
+    if not _RANDOM_TOKEN_RE.fullmatch(text) or text[0] in "/.~" or "//" in text:
+        return False
+    if not (any(c.isupper() for c in text) and any(c.islower() for c in text) and any(c.isdigit() for c in text)):
+        return False
+    n = len(text)
+    entropy = -sum(c / n * math.log2(c / n) for c in Counter(text).values())
+    return entropy >= 0.85 * math.log2(min(n, 62))
+
+
+def looks_like_credential(text: str) -> bool:
+    """A value shaped like a credential whatever its name: a known token form (``ghp_…``,
+    ``github_pat_…``, ``glpat-…``, ``xoxb-…``, ``sk-…``, ``AKIA…``, ``AIza…``, ``hf_…``, a JWT, a PEM
+    private key) or, as a whole, a long random token (32 characters or more, both letter cases and digits,
+    about as varied as random text)."""
+    if len(text) < 16:
+        return False
+    if _TOKEN_SHAPES.search(text) is not None or "PRIVATE KEY-----" in text:
+        return True
+    return _looks_random(text.strip())
 
 
 _env_seen: dict[Any, Any] = {}
@@ -198,13 +253,18 @@ def _env_secret_values(environ: Mapping[str, str]) -> frozenset[str]:
     for name, value in environ.items():
         if len(value) < 4 or not is_secret_env(name, value):
             continue
-        if is_secret_name(name) or name.startswith("OPENLINEAGE__TRANSPORT"):
+        # The value of a credential-named variable, unless it points at a file (SSL_CERT_FILE, a
+        # *_PASSWORD_FILE): the path is no secret, and hiding it would blank paths in every traceback.
+        if (is_secret_name(name) or name.startswith("OPENLINEAGE__TRANSPORT")) and not _is_existing_path(value):
             found.add(value)
-        for m in _URL_RE.finditer(value):
-            password = _url_password(m.group(0))
-            if password:
-                found.update((password, urllib.parse.unquote(password)))
+        elif _looks_random(value.strip()):
+            found.add(value.strip())
+        _add_shown(found, value)  # URL passwords, authorization values, tokens of a known form
     return frozenset(s for s in found if len(s) >= 4)
+
+
+def _is_existing_path(value: str) -> bool:
+    return value.startswith("/") and "\n" not in value and os.path.exists(value)
 
 
 class SecretMatcher:
@@ -221,7 +281,9 @@ class SecretMatcher:
             return True
         if "://" in text and redact_url(text) != text:
             return True
-        return _AUTH_VALUE_RE.match(text) is not None  # the value of an Authorization header
+        if _AUTH_VALUE_RE.match(text) is not None:  # the value of an Authorization header
+            return True
+        return len(text) >= 16 and _TOKEN_SHAPES.search(text) is not None
 
 
 @functools.lru_cache(maxsize=16)
@@ -232,8 +294,8 @@ def secret_matcher(known: frozenset[str]) -> SecretMatcher:
 
 def is_secret_string(text: str, known: Iterable[str] = ()) -> bool:
     """A string that holds a credential: one of the ``known`` secrets (or, for secrets of 8 characters or
-    more, one inside it, also base64-encoded as in a ``Basic`` header), a URL with a password or token, or
-    an authorization value (``Bearer …``, ``Basic …``)."""
+    more, one inside it, also base64-encoded as in a ``Basic`` header), a URL with a password or token, an
+    authorization value (``Bearer …``, ``Basic …``) or a token of a known form (``ghp_…``, a JWT …)."""
     return secret_matcher(frozenset(known))(text)
 
 
@@ -264,18 +326,23 @@ _AUTH_VALUE_RE = re.compile(r"\s*" + _AUTH_SCHEMES + r"\s+" + _CREDENTIAL, re.I)
 _HEADER_LINE_RE = re.compile(
     r"\b((?:Proxy-)?Authorization|X-Api-Key|X-Auth-Token|Cookie|Set-Cookie)(\s*[:=]\s*)([^\r\n'\"]+)", re.I
 )
-_SCAN_BUDGET = 10_000  # nodes visited per value: a huge list is scanned in part, never for minutes
 _OPAQUE_MODULES = ("numpy", "pandas", "pyarrow", "torch", "scipy", "polars")
 
 
 def redact_text(text: str) -> str:
     """Hide credentials that free text shows by their form: URL passwords and tokens, the token of an
-    ``Authorization: Bearer …`` header or a ``Bearer …`` value."""
+    ``Authorization: Bearer …`` header or a ``Bearer …`` value, tokens of a known form (``ghp_…``,
+    ``sk-proj-…``, ``AKIA…``, JWTs …) and PEM private keys."""
     text = redact_url(text)
     if not text:
         return text
     text = _HEADER_LINE_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    return _AUTH_SCHEME_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _AUTH_SCHEME_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    if len(text) >= 16:
+        text = _TOKEN_SHAPES.sub(REDACTED, text)
+        if "PRIVATE KEY-----" in text:
+            text = _PRIVATE_KEY_RE.sub(REDACTED, text)
+    return text
 
 
 def is_secret_object(value: Any) -> bool:
@@ -326,60 +393,142 @@ def _header_pair(value: Any) -> bool:
     )
 
 
-def _walk(
-    value: Any, path: str = "", budget: list[int] | None = None, scoped: bool = False
-) -> Iterator[tuple[str, str, Any]]:
+# A path to a node, built only when a hit is reported: (parent, step), where a step is an int (a list
+# index), a 1-tuple (a mapping key) or text (``.field``); the root is (None, its name).
+_Link = tuple[Any, Any]
+_SCALARS = frozenset({type(None), bool, int, float, complex})
+_TEXT_TYPES = frozenset({str, bytes})
+_SCALARS_AND_TEXT = _SCALARS | _TEXT_TYPES
+_PLAIN_CONTAINERS = frozenset({dict, list, tuple})
+_NOT_WALKED = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.CodeType)
+
+
+def path_of(link: _Link | None) -> str:
+    """The text of a path :func:`_walk` reports (``['cfg'].password``, ``[3]``)."""
+    parts: list[str] = []
+    while link is not None:
+        link, step = link
+        if isinstance(step, int):
+            parts.append(f"[{step}]")
+        elif isinstance(step, tuple):
+            parts.append(f"[{step[0]!r}]")
+        else:
+            parts.append(step)
+    return "".join(reversed(parts))
+
+
+def _walk(value: Any, name: str = "", scoped: bool = False) -> Iterator[tuple[_Link, str, Any]]:
     """Every (path, how, value) in ``value`` that holds a secret: ``how`` is ``object`` (a secret type),
     ``field`` (a secret-named field of a declared type holding text), ``key`` (a secret-named mapping key
-    holding text), ``header`` (a header pair), ``scoped`` (text nested deeper under a secret name) or
-    ``text`` (any other string leaf, for by-value checks)."""
-    budget = budget if budget is not None else [_SCAN_BUDGET]
-    budget[0] -= 1
-    if budget[0] < 0:
-        return
-    if isinstance(value, (str, bytes)):
-        yield path, "scoped" if scoped else "text", value
-        return
-    if value is None or isinstance(value, (bool, int, float, complex)):
-        return
-    if is_secret_object(value):
-        yield path, "object", value
-        return
-    if type(value).__module__.split(".", 1)[0] in _OPAQUE_MODULES:
-        return  # arrays and frames: data, not credentials (a string column is not scanned)
-    if isinstance(value, Mapping):
-        for k, v in list(value.items()):
-            sub = f"{path}[{k!r}]"
-            secret_key = isinstance(k, str) and is_secret_name(k)
-            if secret_key and _is_text(v) and not scoped:
-                yield sub, "key", v
-            else:
-                yield from _walk(v, sub, budget, scoped or secret_key)
-        return
-    fields = declared_fields(value)
-    if fields is not None:
-        for name, v in fields:
-            sub = f"{path}.{name}"
-            if is_secret_name(name) and _is_text(v) and not scoped:
-                yield sub, "field", v
-            else:
-                yield from _walk(v, sub, budget, scoped or is_secret_name(name))
-        return
-    if isinstance(value, (list, tuple, set, frozenset)):
-        if not scoped and _header_pair(value):
-            yield f"{path}[1]", "header", value[1]  # type: ignore[index]
-            return
-        for i, v in enumerate(value):
-            yield from _walk(v, f"{path}[{i}]", budget, scoped)
-        return
-    if isinstance(getattr(value, "__dict__", None), dict) and not isinstance(value, type):
-        for name, v in list(vars(value).items()):  # plain objects: secret types count, names only as scope
+    holding text) or ``header`` (a header pair); string leaves come in batches, ``text`` (for by-value
+    checks) or ``scoped`` (nested under a secret name), whose value is a list of (step, text): the path of
+    one is ``(path, step)``, or ``path`` itself when ``step`` is None. Render paths with :func:`path_of`.
+
+    The whole value is visited, however large (each container once: shared parts and cycles cost
+    nothing more); plain objects by their attributes, whose names are not secret scopes (only what they
+    hold counts); functions, classes and modules are code, not data, and are not entered."""
+    root: _Link = (None, name)
+    stack: list[tuple[Any, _Link, bool, str | None]] = [(value, root, scoped, None)]
+    seen: dict[tuple[int, bool], Any] = {}  # containers visited (kept alive so their ids stay theirs)
+    while stack:
+        v, link, sc, how = stack.pop()
+        if how is not None:
+            yield link, how, v
+            continue
+        tp = type(v)
+        if tp in _SCALARS:
+            continue
+        if tp not in _PLAIN_CONTAINERS:  # (plain dicts, lists and tuples are none of these)
+            if tp is str or tp is bytes or isinstance(v, (str, bytes)):
+                yield link, "scoped" if sc else "text", [(None, v)]
+                continue
+            if isinstance(v, _NOT_WALKED):
+                continue
             if is_secret_object(v):
-                yield f"{path}.{name}", "object", v
-            elif isinstance(v, (Mapping, list, tuple)) or declared_fields(v) is not None:
-                for hit in _walk(v, f"{path}.{name}", budget, scoped):
-                    if hit[1] != "text":
-                        yield hit
+                yield link, "object", v
+                continue
+            if tp.__module__.split(".", 1)[0] in _OPAQUE_MODULES:
+                continue  # arrays and frames: data, not credentials (a string column is not scanned)
+        marker = (id(v), sc)
+        if marker in seen:
+            continue
+        seen[marker] = v
+        items: Iterable[tuple[Any, Any]]
+        if tp is dict or isinstance(v, Mapping):
+            pairs = list(v.items())
+            keys = tuple(k for k, _ in pairs)
+            # (the keys of small mappings are decided once: records repeat them)
+            named = _any_secret_key(keys) if len(keys) <= 64 else _any_secret_key.__wrapped__(keys)
+            items = [((k,), x) for k, x in pairs if named or type(x) not in _SCALARS]
+        elif tp is list or tp is tuple or (isinstance(v, (list, tuple)) and not hasattr(v, "_fields")):
+            if not sc and _header_pair(v):
+                yield (link, 1), "header", v[1]
+                continue
+            if all(type(x) is str for x in v):  # a list of strings: one batch, built in bulk
+                if v:
+                    yield link, "scoped" if sc else "text", list(enumerate(v))
+                continue
+            items, named = [(i, x) for i, x in enumerate(v) if type(x) not in _SCALARS], False
+        elif isinstance(v, (set, frozenset)):
+            items, named = enumerate(list(v)), False
+        else:
+            fields = declared_fields(v)
+            if fields is not None:
+                items, named = [(f".{n}", x) for n, x in fields], True
+            else:
+                state = getattr(v, "__dict__", None)
+                if not isinstance(state, dict):
+                    continue
+                items, named = [(f".{a}", x) for a, x in list(state.items())], False  # names: no scope
+        if not named:  # no name here makes a scope: texts in one batch, the rest visited in turn
+            items = items if isinstance(items, list) else list(items)
+            texts = [(step, x) for step, x in items if type(x) is str or type(x) is bytes]
+            if texts:
+                yield link, "scoped" if sc else "text", texts
+            if len(texts) < len(items):
+                stack.extend(
+                    [(x, (link, step), sc, None) for step, x in reversed(items) if type(x) not in _SCALARS_AND_TEXT]
+                )
+            continue
+        texts = []
+        children: list[tuple[Any, _Link, bool, str | None]] = []
+        for step, x in items:
+            tx = type(x)
+            if tx in _SCALARS:
+                continue
+            secret = named and _step_is_secret(step)
+            if secret and not sc and (tx is str or tx is bytes) and x:
+                children.append((x, (link, step), sc, "field" if isinstance(step, str) else "key"))
+            elif (tx is str or tx is bytes) and not secret:
+                texts.append((step, x))
+            else:
+                children.append((x, (link, step), sc or secret, None))
+        if texts:  # string leaves of one container in one batch: checked together
+            yield link, "scoped" if sc else "text", texts
+        stack.extend(reversed(children))
+
+
+@functools.lru_cache(maxsize=1024)  # records repeat their keys
+def _any_secret_key(keys: tuple[Any, ...]) -> bool:
+    """Whether any of the mapping ``keys`` is text that names a credential (one regular expression over
+    all of them first)."""
+    names = [k for k in keys if isinstance(k, str)]
+    return bool(names) and maybe_secret_name("\n".join(names)) and any(is_secret_name(k) for k in names)
+
+
+def _step_is_secret(step: Any) -> bool:
+    """A mapping key (a 1-tuple) or a field (``.name``) that names a credential."""
+    if isinstance(step, tuple):
+        return isinstance(step[0], str) and is_secret_name(step[0])
+    return is_secret_name(step[1:])
+
+
+def _texts(batch: list[tuple[Any, Any]]) -> list[str]:
+    return [t if type(t) is str else t.decode(errors="ignore") if isinstance(t, bytes) else str(t) for _, t in batch]
+
+
+def _leaf(link: _Link, step: Any) -> _Link:
+    return link if step is None else (link, step)
 
 
 def reveal_secrets(value: Any) -> Any:
@@ -402,50 +551,99 @@ def reveal_secrets(value: Any) -> Any:
     return value
 
 
+class _Needles:
+    """Known secrets looked for by value: a text that is one of them (4 characters or more) or holds one
+    of 8 or more. One regular expression scans for all of them at once."""
+
+    def __init__(self, known: frozenset[str]) -> None:
+        self.exact = frozenset(k for k in known if len(k) >= 4)
+        inside = sorted((k for k in self.exact if len(k) >= 8), key=len, reverse=True)
+        self._inside = re.compile("|".join(map(re.escape, inside))) if inside else None
+
+    def one(self, text: str) -> bool:
+        return text in self.exact or (self._inside is not None and self._inside.search(text) is not None)
+
+    def any(self, texts: list[str]) -> bool:
+        """Whether any of ``texts`` is or holds a known secret (one set test and one search for all)."""
+        if len(texts) == 1:
+            return self.one(texts[0])
+        if not self.exact.isdisjoint(texts):
+            return True
+        return self._inside is not None and self._inside.search("\x00".join(texts)) is not None
+
+    def found_in(self, text: str) -> set[str]:
+        return {n for n in self.exact if n == text or (len(n) >= 8 and n in text)}
+
+
+@functools.lru_cache(maxsize=64)
+def _needles(known: frozenset[str]) -> _Needles | None:
+    """The (memoized) :class:`_Needles` of ``known``; None when there is nothing to look for."""
+    needles = _Needles(known)
+    return needles if needles.exact else None
+
+
 def find_secret(value: Any, known: Iterable[str] = (), *, by_key: bool = False) -> tuple[str, str] | None:
     """Where ``value`` holds a secret, as ``(path, what)`` (``path`` like ``.password`` or ``[0]``), or None.
 
     Found: a secret type anywhere; a secret-named field of a dataclass, pydantic model, attrs class or
     named tuple that holds text; a header pair; a string that is, or contains, one of the ``known``
     secret values; with ``by_key``, a secret-named mapping key holding text (off for step outputs:
-    ``{"tokens": "..."}`` is ordinary data there). At most 10,000 nodes are visited.
+    ``{"tokens": "..."}`` is ordinary data there). The whole value is scanned, however large.
     """
-    needles = [k for k in known if len(k) >= 4]
-    for path, how, leaf in _walk(value):
+    needles = _needles(known if isinstance(known, frozenset) else frozenset(known))
+    for link, how, leaf in _walk(value):
         if how == "object":
-            return path, f"a {type(leaf).__module__}.{type(leaf).__qualname__}"
+            return path_of(link), f"a {type(leaf).__module__}.{type(leaf).__qualname__}"
         if how == "field":
-            return path, "a secret-named field"
+            return path_of(link), "a secret-named field"
         if how == "header":
-            return path, "an authorization header"
-        if how == "key" and by_key:
-            return path, "a secret-named key"
-        if needles and isinstance(leaf, (str, bytes)):
-            text = leaf.decode(errors="ignore") if isinstance(leaf, bytes) else leaf
-            if any(n == text or (len(n) >= 8 and n in text) for n in needles):
-                return path, "the value of a secret"
+            return path_of(link), "an authorization header"
+        if how == "key":
+            if by_key:
+                return path_of(link), "a secret-named key"
+            leaf = [(None, leaf)]
+        if needles is not None and needles.any(texts := _texts(leaf)):
+            step = next(step for (step, _), text in zip(leaf, texts, strict=True) if needles.one(text))
+            return path_of(_leaf(link, step)), "the value of a secret"
     return None
+
+
+def known_secrets_in(value: Any, known: Iterable[str]) -> set[str]:
+    """Which of the ``known`` secrets the text in ``value`` (at any depth) is, or holds (those of 8
+    characters or more)."""
+    needles = _needles(known if isinstance(known, frozenset) else frozenset(known))
+    if needles is None or (type(value) is str and not needles.one(value)):
+        return set()
+    found: set[str] = set()
+    for _link, how, leaf in _walk(value):
+        if how == "object":
+            continue
+        texts = _texts(leaf) if how in ("text", "scoped") else _texts([(None, leaf)])
+        if needles.any(texts):
+            for text in texts:
+                found |= needles.found_in(text)
+    return found
 
 
 def redact_params(params: Mapping[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:
     """Copy of ``params`` (JSON data) with secret-named values at any depth and the value of header
-    pairs replaced by ``***``, and credentials in strings (URL passwords, bearer tokens, any of
-    ``secrets``) scrubbed."""
-    known = _variants(secrets)
-    return {k: _redact_value(k, v, known) for k, v in params.items()}
+    pairs replaced by ``***``, and credentials in strings (URL passwords, bearer tokens, tokens of a known
+    form, any of ``secrets``) scrubbed."""
+    scrubber = _scrubber(secrets if isinstance(secrets, frozenset) else frozenset(secrets))
+    return {k: _redact_value(k, v, scrubber) for k, v in params.items()}
 
 
-def _redact_value(name: str, value: Any, known: list[str]) -> Any:
+def _redact_value(name: str, value: Any, scrubber: _Scrubber | None) -> Any:
     if is_secret_name(str(name)):
         return REDACTED
     if isinstance(value, Mapping):
-        return {k: _redact_value(str(k), v, known) for k, v in value.items()}
+        return {k: _redact_value(str(k), v, scrubber) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         if _header_pair(value):
             return [value[0], REDACTED]
-        return [_redact_value("", v, known) for v in value]
+        return [_redact_value("", v, scrubber) for v in value]
     if isinstance(value, str):
-        return _scrub_known(redact_text(value), known)
+        return _scrub_known(redact_text(value), scrubber)
     return value
 
 
@@ -453,11 +651,11 @@ def safe_params(params: Mapping[str, Any], secrets: Iterable[str] = ()) -> dict[
     """Parameters as they may be recorded: JSON data redacted like :func:`redact_params`; any other object
     as a typed placeholder ``<module.Type>`` (``***`` when it holds a secret) — never its ``repr()``,
     which may show a password."""
-    known = list(secrets)
+    known = frozenset(secrets)
     return redact_params({str(k): _jsonable(v, known) for k, v in params.items()}, known)
 
 
-def _jsonable(value: Any, known: list[str]) -> Any:
+def _jsonable(value: Any, known: frozenset[str]) -> Any:
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
@@ -476,60 +674,91 @@ def _jsonable(value: Any, known: list[str]) -> Any:
     return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
+def _add_secret(found: set[str], value: Any) -> None:
+    """``value`` (text) as a secret, with the token of a ``Bearer``/``Basic`` value and what a ``Basic``
+    token decodes to."""
+    if isinstance(value, bytes):
+        value = value.decode(errors="ignore")
+    if not isinstance(value, str) or len(value) < 4:
+        return
+    found.add(value)
+    for m in _AUTH_SCHEME_RE.finditer(value):
+        token = m.group(3)
+        found.add(token)
+        if m.group(1).lower() == "basic":
+            try:
+                decoded = base64.b64decode(token, validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                continue
+            found.add(decoded)
+            found.add(decoded.partition(":")[2])
+
+
+def _add_shown(found: set[str], value: Any) -> None:
+    """The credentials any text shows by its form: URL passwords, authorization values, known token forms."""
+    if isinstance(value, bytes):
+        value = value.decode(errors="ignore")
+    if not isinstance(value, str) or len(value) < 4:
+        return
+    if "://" in value:
+        for m in _URL_RE.finditer(value):
+            password = _url_password(m.group(0))
+            if password:
+                _add_secret(found, password)
+                _add_secret(found, urllib.parse.unquote(password))
+    for m in _AUTH_SCHEME_RE.finditer(value):
+        _add_secret(found, m.group(0))
+    if len(value) >= 16:
+        for m in _TOKEN_SHAPES.finditer(value):
+            found.add(m.group(0))
+
+
+def shown_secrets(text: str | bytes) -> set[str]:
+    """The credentials a text shows by its form: URL passwords, ``Bearer``/``Basic`` tokens (and what a
+    ``Basic`` token decodes to), tokens of a known form (``ghp_…``, a JWT …)."""
+    found: set[str] = set()
+    _add_shown(found, text)
+    return {f for f in found if len(f) >= 4}
+
+
+def _collect(found: set[str], name: str, value: Any, *, whole: bool = False) -> None:
+    """Add the secrets ``value`` (held under ``name``) holds to ``found``; with ``whole``, all its text."""
+    if (whole or is_secret_name(name)) and _is_text(value):
+        _add_secret(found, value)
+        return
+    for _link, how, leaf in _walk(value, name, scoped=whole or is_secret_name(name)):
+        if how == "object":
+            revealed = _reveal(leaf)
+            if isinstance(revealed, (str, bytes)):
+                _add_secret(found, revealed)
+            elif revealed is not None:
+                _collect(found, "", revealed, whole=True)
+        elif how == "text":  # what the texts show by their form; none spans the separator
+            _add_shown(found, "\x00".join(_texts(leaf)))
+        elif how == "scoped":
+            for text in _texts(leaf):
+                _add_secret(found, text)
+        else:
+            _add_secret(found, leaf)
+
+
 def secret_values(params: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> set[str]:
     """Literal secret strings to scrub from free text (errors, tracebacks): the values of secret-named
     parameters and fields at any depth, of secret objects (``SecretStr``), of header pairs (and the token
-    in ``Bearer <token>``), URL passwords in any string argument, and secret-looking environment
-    variables."""
+    in ``Bearer <token>``), URL passwords and tokens of a known form in any string argument, and
+    secret-looking environment variables."""
     found: set[str] = set()
-
-    def add(value: Any) -> None:
-        if isinstance(value, bytes):
-            value = value.decode(errors="ignore")
-        if not isinstance(value, str) or len(value) < 4:
-            return
-        found.add(value)
-        for m in _AUTH_SCHEME_RE.finditer(value):
-            token = m.group(3)
-            found.add(token)
-            if m.group(1).lower() == "basic":
-                try:
-                    decoded = base64.b64decode(token, validate=True).decode()
-                except (binascii.Error, UnicodeDecodeError, ValueError):
-                    continue
-                found.add(decoded)
-                found.add(decoded.partition(":")[2])
-
-    def text(value: Any) -> None:  # any string argument: the credentials its form shows
-        if isinstance(value, bytes):
-            value = value.decode(errors="ignore")
-        if not isinstance(value, str):
-            return
-        if "://" in value:
-            for m in _URL_RE.finditer(value):
-                password = _url_password(m.group(0))
-                if password:
-                    add(password)
-                    add(urllib.parse.unquote(password))
-        for m in _AUTH_SCHEME_RE.finditer(value):
-            add(m.group(0))
-
-    def collect(name: str, value: Any) -> None:
-        if is_secret_name(name) and _is_text(value):
-            add(value)
-            return
-        for _path, how, leaf in _walk(value, name):
-            if how == "object":
-                add(_reveal(leaf))
-            elif how == "text":
-                text(leaf)
-            else:
-                add(leaf)
-
     for k, v in (params or {}).items():
-        collect(str(k), v)
+        _collect(found, str(k), v)
     found.update(secret_env_values(environ))
-    found.discard("")
+    return {f for f in found if len(f) >= 4}
+
+
+def secrets_in(value: Any) -> set[str]:
+    """The secret strings of a value that is secret as a whole (a secret-named pipeline parameter, the
+    task input it feeds): its text at any depth and what secret objects in it hold."""
+    found: set[str] = set()
+    _collect(found, "", value, whole=True)
     return {f for f in found if len(f) >= 4}
 
 
@@ -557,14 +786,35 @@ def _variants(secrets: Iterable[str]) -> list[str]:
     return sorted((v for v in out if v), key=len, reverse=True)
 
 
-def _scrub_known(text: str, known: list[str]) -> str:
-    for secret in known:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
+class _Scrubber:
+    """Replaces every spelling of a set of secrets, longest first (so no part of a longer secret that
+    overlaps a shorter one is left); one regular expression tells first whether there is any."""
+
+    def __init__(self, secrets: frozenset[str]) -> None:
+        self.spellings = _variants(secrets)
+        self._any = re.compile("|".join(map(re.escape, self.spellings)))
+
+    def __call__(self, text: str) -> str:
+        if self._any.search(text) is None:
+            return text
+        for secret in self.spellings:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+@functools.lru_cache(maxsize=64)
+def _scrubber(secrets: frozenset[str]) -> _Scrubber | None:
+    """The (memoized) :class:`_Scrubber` of ``secrets``, or None when there is nothing to scrub."""
+    return _Scrubber(secrets) if any(secrets) else None
+
+
+def _scrub_known(text: str, scrubber: _Scrubber | None) -> str:
+    return text if scrubber is None else scrubber(text)
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """Replace every occurrence of each secret (longest first, also repr/JSON-escaped and URL-quoted),
-    then URL passwords and bearer tokens, in ``text``."""
-    return redact_text(_scrub_known(text, _variants(secrets)))
+    then URL passwords, bearer tokens and tokens of a known form, in ``text``."""
+    known = secrets if isinstance(secrets, frozenset) else frozenset(secrets)
+    return redact_text(_scrub_known(text, _scrubber(known)))

@@ -12,7 +12,7 @@ import os
 import time
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,9 +49,11 @@ from isthmus.redaction import (
     REDACTED,
     find_secret,
     is_secret_name,
+    known_secrets_in,
     redact_params,
     reveal_secrets,
     scrub,
+    secret_env_values,
     secret_values,
 )
 from isthmus.step import Step
@@ -92,6 +94,20 @@ class StepResult:
         if len(self.outputs) == 1:
             return self.load()
         return tuple(self.load(n) for n in self.outputs)
+
+
+_HOLD_NO_TEXT = frozenset({int, float, bool, type(None), complex})
+
+
+@dataclass(frozen=True)
+class CallSecrets:
+    """What one step call knows to be secret. ``scrubbed``: every secret it knows (its arguments', the
+    secrets given with the call, the environment's), hidden in errors, tracebacks and stored parameters.
+    ``given``: the secrets the step received (in its arguments, by name, type, form or value), which
+    none of its outputs may hold."""
+
+    scrubbed: frozenset[str]
+    given: frozenset[str]
 
 
 def _json_param(value: Any) -> Any:
@@ -190,15 +206,19 @@ class StepRunner:
         context: RunContext | None = None,
         *,
         retries: int | None = None,
+        secrets: Iterable[str] = (),
     ) -> StepResult:
         """Run ``step`` with ``arguments`` (values, or ArtifactRefs for inputs) and record it.
 
         ``retries`` overrides the step's own in-process retries, e.g. ``0`` when the orchestrator
         retries the task itself (each orchestrator try is then one attempt, ``context.attempt``).
+        ``secrets``: values known to be secret where the arguments came from (a pipeline's secret-named
+        parameters, an orchestrator's secret inputs): an argument that is, or holds, one of them is a
+        secret parameter whatever the step calls it (keyed in the cache key, ``***`` where recorded).
         """
         ctx = context or RunContext()
         t0 = time.perf_counter()
-        inputs, key, base, collections = self._prepare(step, arguments, ctx)
+        inputs, key, base, collections, known = self._prepare(step, arguments, ctx, secrets)
 
         holder: str | None = None
         started = False
@@ -211,9 +231,14 @@ class StepRunner:
 
         try:
             attempts = 1 + (step.retries if retries is None else retries)
-            return self._execute(step, ctx, base, inputs, arguments, key, holder, started, t0, attempts, collections)
+            return self._execute(
+                step, ctx, base, inputs, arguments, key, holder, started, t0, attempts, collections, known
+            )
         except StepFailed:
-            raise  # the final write released the lease
+            # The final write released the lease. What this frame holds is shown by traceback formatters
+            # that print locals (rich, structlog's dev renderer, Sentry): keep the arguments out of it.
+            arguments = secrets = known = None  # type: ignore[assignment]  # noqa: F841
+            raise
         except BaseException:
             if holder is not None and key is not None:
                 try:
@@ -226,9 +251,10 @@ class StepRunner:
                 lease_keeper.drop(self.metadata, key, holder)
 
     def _prepare(
-        self, step: Step[Any, Any], arguments: Mapping[str, Any], ctx: RunContext
-    ) -> tuple[dict[str, ArtifactRef], str | None, dict[str, Any], dict[str, int]]:
-        """Inputs (refs), cache key, the step run row's common fields, and list-of-artifact arguments."""
+        self, step: Step[Any, Any], arguments: Mapping[str, Any], ctx: RunContext, secrets: Iterable[str] = ()
+    ) -> tuple[dict[str, ArtifactRef], str | None, dict[str, Any], dict[str, int], CallSecrets]:
+        """Inputs (refs), cache key, the step run row's common fields, list-of-artifact arguments, and what
+        the call knows to be secret (see :meth:`run` for ``secrets``)."""
         invocation = ctx.invocation or step.name
 
         inputs: dict[str, ArtifactRef] = {}
@@ -236,7 +262,16 @@ class StepRunner:
         collections: dict[str, int] = {}  # list arguments made of artifacts (e.g. a mapped task's results)
         code: set[Any] = set()  # project functions and classes the values reference: join the code fingerprint
         secret_params: set[str] = set()  # objects holding secrets: hashed (keyed) for the key, never stored
-        known = secret_values(arguments, {})
+        keyed: set[str] = set()  # plain data holding a secret given with the call: keyed whole in the key
+        env = secret_env_values()
+        # (the environment's secrets are keyed where they sit, however the call was made: see cache.cache_key)
+        given = frozenset(s for s in secrets if isinstance(s, str) and len(s) >= 4) - env if secrets else frozenset()
+        shown = secret_values(arguments, {})  # what the arguments show by name, type and form
+        # Secrets recognised by value wherever they are passed (the same set object from call to call when
+        # nothing is given: its hash, and the matchers built for it, are reused).
+        by_value = given | env if given else env
+        known = by_value.union(shown) if shown else by_value
+        passed = given.union(shown)  # secrets the step receives
         for name, value in arguments.items():
             try:  # refs are untrusted: valid and of this store, or refused before anything is touched
                 ref = ArtifactRef.coerce(value)
@@ -254,10 +289,18 @@ class StepRunner:
                 continue
             try:  # plain data; a pathlib path counts by what is there now (the step gets the path)
                 params[name] = plain_form(value, code)
-                continue
             except NotPlain:
                 pass
+            else:
+                if type(value) not in _HOLD_NO_TEXT:
+                    hits = known_secrets_in(value, by_value)
+                    if hits:
+                        passed |= hits
+                        if not hits.isdisjoint(given):
+                            keyed.add(name)
+                continue
             if is_secret_name(name) or find_secret(value, known, by_key=True) is not None:
+                passed |= known_secrets_in(value, by_value)
                 # Never stored, never an artifact: only its digest enters the cache key, through the
                 # store's keyed hash; the function gets the object itself (a SecretStr stays one).
                 secret_params.add(name)
@@ -293,7 +336,7 @@ class StepRunner:
                 inputs=inputs,
                 declared=declared_inputs(policy, salt),
                 salt=salt,
-                secret_params=secret_params,
+                secret_params=secret_params | keyed,
             )
         else:
             key = None
@@ -316,16 +359,26 @@ class StepRunner:
             "resources": step.resources.to_dict(),
             "context": json.loads(json.dumps(ctx.to_dict(), default=str)),
         }
-        return inputs, key, base, collections
+        return inputs, key, base, collections, CallSecrets(scrubbed=known, given=passed)
 
     def cache_key(
-        self, step: Step[Any, Any], arguments: Mapping[str, Any], context: RunContext | None = None
+        self,
+        step: Step[Any, Any],
+        arguments: Mapping[str, Any],
+        context: RunContext | None = None,
+        *,
+        secrets: Iterable[str] = (),
     ) -> str | None:
         """The cache key :meth:`run` would use for ``step`` with ``arguments`` (None when caching is off)."""
-        return self._prepare(step, arguments, context or RunContext())[1]
+        return self._prepare(step, arguments, context or RunContext(), secrets)[1]
 
     def lookup(
-        self, step: Step[Any, Any], arguments: Mapping[str, Any], context: RunContext | None = None
+        self,
+        step: Step[Any, Any],
+        arguments: Mapping[str, Any],
+        context: RunContext | None = None,
+        *,
+        secrets: Iterable[str] = (),
     ) -> StepResult | None:
         """A cache hit for ``step`` with ``arguments``, recorded as a step run, or None (nothing recorded).
 
@@ -334,7 +387,7 @@ class StepRunner:
         """
         ctx = context or RunContext()
         t0 = time.perf_counter()
-        inputs, key, base, _ = self._prepare(step, arguments, ctx)
+        inputs, key, base, _, _ = self._prepare(step, arguments, ctx, secrets)
         if key is None:
             return None
         cands = self.metadata.cache_candidates(key, time.time())
@@ -495,13 +548,14 @@ class StepRunner:
         t0: float,
         attempts: int,
         collections: dict[str, int],
+        known: CallSecrets,
     ) -> StepResult:
         attempt = 0
         release = (key, holder) if key is not None and holder is not None else None
-        secrets = secret_values(arguments)  # everything the run knows to be secret, for scrubbing
+        secrets = known.scrubbed  # everything the run knows to be secret, for scrubbing
         # Outputs are checked against the secrets the step was given, not against the environment's: a value
         # a step reads from a variable itself is its own to return (documented in the README).
-        in_outputs = secret_values(arguments, {})
+        in_outputs = known.given
         failure: StepFailed | None = None
         while True:
             attempt += 1
@@ -575,7 +629,10 @@ class StepRunner:
             if failure is not None:
                 # Raised here, outside the handler: the step's own exception (which may carry secrets in its
                 # message, arguments or attributes) is neither the cause nor the context of what callers,
-                # orchestrator logs and lineage integrations see.
+                # orchestrator logs and lineage integrations see. Nor does this frame hold the arguments
+                # or the secrets: traceback formatters that print locals would show them.
+                arguments = call_args = values = secrets = in_outputs = known = None  # type: ignore[assignment]  # noqa: F841
+                result = named = None  # noqa: F841
                 raise failure
             duration = (time.perf_counter() - started) * 1000
             expires = time.time() + step.cache.expires_after if step.cache.expires_after else None
@@ -606,7 +663,7 @@ class StepRunner:
             )
 
 
-def _refuse_secret_output(step: Step[Any, Any], name: str, value: Any, known: set[str]) -> None:
+def _refuse_secret_output(step: Step[Any, Any], name: str, value: Any, known: frozenset[str]) -> None:
     """Raise :class:`SecretValueError` when an output holds a secret: it would be written into an artifact
     (a file anyone with the artifact root can read, and a cache entry shared across orchestrators)."""
     found = find_secret(value, known)
@@ -648,4 +705,8 @@ def default_runner() -> StepRunner:
 
 def run_step(step: Step[Any, Any], arguments: Mapping[str, Any], context: RunContext | None = None) -> StepResult:
     """Run one step through the default StepRunner."""
-    return default_runner().run(step, arguments, context)
+    try:
+        return default_runner().run(step, arguments, context)
+    except StepFailed:
+        arguments = None  # type: ignore[assignment]  # noqa: F841 - not shown by locals-printing formatters
+        raise

@@ -204,9 +204,14 @@ class Step(Generic[P, R]):
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """Run this step once through the StepRunner (cached and recorded); returns a StepResult."""
+        from isthmus.errors import StepFailed
         from isthmus.runner import run_step
 
-        return run_step(self, self.bind(args, kwargs))
+        try:
+            return run_step(self, self.bind(args, kwargs))
+        except StepFailed:
+            args = kwargs = None  # type: ignore[assignment]  # noqa: F841 - not shown by locals-printing formatters
+            raise
 
     def __repr__(self) -> str:
         return f"<Step {self.name} ({self.import_path})>"

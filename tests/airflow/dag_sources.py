@@ -102,3 +102,16 @@ def isthmus_live_one_step():
 
 isthmus_live_one_step()
 """
+
+SECRET_PARAM_DAG = """
+from airflow.sdk import DAG
+from isthmus_airflow.operators.step import StepOperator, param_ref
+from tests.airflow.steps import login_with, secret_etl, value_length
+
+with DAG("isthmus_secret_param", schedule=None, params={{"password": "{canary}", "host": "db1"}}):
+    StepOperator(task_id="login", step=login_with, retries=0,
+                 op_kwargs={{"host": param_ref("host"), "value": param_ref("password")}})
+    StepOperator(task_id="templated", step=value_length, op_kwargs={{"host": "db1", "value": "{{{{ params.password }}}}"}})
+
+secret_etl_dag = secret_etl.to_airflow_dag(dag_id="isthmus_secret_etl")
+"""

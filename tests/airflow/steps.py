@@ -3,7 +3,7 @@ and a local run import them by the same path and compute the same cache keys."""
 
 from __future__ import annotations
 
-from isthmus import step
+from isthmus import pipeline, step
 
 
 @step
@@ -49,3 +49,18 @@ def broken(x: int) -> int:
 @step
 def call_api(endpoint: str, api_token: str) -> int:
     raise PermissionError(f"{endpoint} refused the request made with token {api_token}")
+
+
+@step
+def login_with(host: str, value: str) -> int:  # an innocent parameter name
+    raise PermissionError(f"login to {host} refused for {value}")
+
+
+@step
+def value_length(host: str, value: str) -> int:
+    return len(host) + len(value)
+
+
+@pipeline
+def secret_etl(host: str = "db1", password: str = "unset"):
+    return value_length(host, password)  # positional: the step never sees the name 'password'

@@ -11,7 +11,7 @@ import pytest
 
 from isthmus.context import derived_run_id
 from tests.airflow.conftest import load_dag, put_dag
-from tests.airflow.dag_sources import MAP_DAG, PARAMS_DAG, REFUSED_DAG
+from tests.airflow.dag_sources import MAP_DAG, PARAMS_DAG, REFUSED_DAG, SECRET_PARAM_DAG
 from tests.helpers import REPO, run_python
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -152,3 +152,64 @@ def test_isthmus_load_validates_the_ref(isthmus_home: Path) -> None:
     path.write_bytes(b'["tampered"]')
     with pytest.raises(isthmus.ArtifactMissing):
         isthmus.load(ref)
+
+
+def test_a_secret_dag_param_is_secret_in_every_step_it_reaches(
+    isthmus_home: Path, capfd: pytest.CaptureFixture
+) -> None:
+    """A DAG param named like a secret, passed to a step parameter with an innocent name (by param_ref, by
+    a template, and through ``to_airflow_dag``): recorded as ``***``, scrubbed from the error, masked in
+    the task log; the same secret is a hit, a rotated one a miss."""
+    from airflow.sdk._shared.secrets_masker import _secrets_masker
+
+    canary = "dagparam-CANARY-3c1d9e"
+    path = put_dag("isthmus_secret_param", SECRET_PARAM_DAG.format(canary=canary))
+    dr, steps = _test_run(load_dag(path, "isthmus_secret_param"))
+    assert dr.state == "failed"
+    assert steps["login"]["status"] == "FAILED" and steps["login"]["params"] == {"host": "db1", "value": "***"}
+    assert "login to db1 refused for ***" in steps["login"]["error"]
+    assert steps["templated"]["status"] == "COMPLETED" and steps["templated"]["params"] == {
+        "host": "db1",
+        "value": "***",
+    }
+    assert canary not in _secrets_masker().redact(f"a log line with {canary}")
+
+    pipeline_dag = load_dag(path, "isthmus_secret_etl")
+    first, etl = _test_run_conf(pipeline_dag, {"password": canary})
+    again, etl_again = _test_run_conf(pipeline_dag, {"password": canary})
+    rotated, etl_rotated = _test_run_conf(pipeline_dag, {"password": canary + "-rotated"})
+    assert first.state == again.state == rotated.state == "success"
+    assert etl["value_length"]["params"] == {"host": "db1", "value": "***"}
+    assert etl_again["value_length"]["cache_hit"] and not etl_rotated["value_length"]["cache_hit"]
+    # the same pipeline run locally in a fresh process: a hit on what Airflow computed with that secret
+    local = run_python(
+        f"""
+        import json
+        from tests.airflow.steps import secret_etl
+        run = secret_etl.run(host="db1", password={canary!r})
+        step = run.steps["value_length"]
+        print(json.dumps([step.cache_hit, step.source_step_run_id]))
+        """,
+        env={"ISTHMUS_HOME": str(isthmus_home)},
+        cwd=REPO,
+    )
+    computed = etl["value_length"]["source_step_run_id"] or etl["value_length"]["id"]  # (the templated task's)
+    assert local == [True, computed]
+
+    out = "".join(capfd.readouterr())
+    assert "refused for ***" in out and canary not in out  # what dag.test() logged
+    from isthmus import _defaults
+
+    _defaults.metadata_store().dispose()
+    leaked = [str(p) for p in isthmus_home.rglob("*") if p.is_file() and canary.encode() in p.read_bytes()]
+    assert leaked == []
+
+
+def _test_run_conf(dag, conf: dict) -> tuple[object, dict[str, dict]]:
+    from isthmus import _defaults
+    from isthmus_airflow.plugins.run_closer import flush
+
+    dr = dag.test(run_conf=conf)
+    flush(30)
+    run_id = derived_run_id("airflow", dag.dag_id, dr.run_id)
+    return dr, {s["invocation"]: s for s in _defaults.metadata_store().step_runs_of(run_id)}

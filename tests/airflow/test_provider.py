@@ -328,6 +328,14 @@ def test_hook_reads_its_connection_and_tests_it(tmp_path: Path, monkeypatch: pyt
 
     with pytest.raises(ValueError, match="isthmus connection 'nope' does not exist"):
         IsthmusHook("nope").locations()
+
+    from isthmus.errors import ConfigurationError
+
+    with_keys = {"conn_type": "isthmus", "extra": {"artifact_root": "s3://AKIAEXAMPLE:hook-canary-9@bucket/x"}}
+    monkeypatch.setenv("AIRFLOW_CONN_ISTHMUS_KEYS", json.dumps(with_keys))
+    with pytest.raises(ConfigurationError, match=r"artifact_root='s3://\*\*\*@bucket/x' holds credentials") as info:
+        IsthmusHook("isthmus_keys").locations()
+    assert "hook-canary-9" not in str(info.value) and "AKIAEXAMPLE" not in str(info.value)
     assert IsthmusHook().locations()[0].startswith("sqlite:///")  # default: isthmus's own settings
 
 

@@ -47,6 +47,30 @@ def _cases(tmp_path: Path) -> list[tuple[dict[str, str], list[str]]]:
         ({"ISTHMUS_LEASE_TTL": "0"}, ["ISTHMUS_LEASE_TTL='0'", "positive number"]),
         ({"ISTHMUS_LEASE_TTL": "ten"}, ["ISTHMUS_LEASE_TTL='ten'", "positive number"]),
         ({"ISTHMUS_LEASE_TTL": "inf"}, ["ISTHMUS_LEASE_TTL='inf'", "positive number"]),
+        (  # credentials in the artifact root: recorded with every run, so refused
+            {"ISTHMUS_ARTIFACT_ROOT": "s3://AKIAEXAMPLE:pw-canary-7@bucket/isthmus"},
+            ["ISTHMUS_ARTIFACT_ROOT='s3://***@bucket/isthmus'", "holds credentials", "AWS_SECRET_ACCESS_KEY"],
+        ),
+        (
+            {"ISTHMUS_ARTIFACT_ROOT": "abfs://container/x?sig=pw-canary-7"},
+            ["ISTHMUS_ARTIFACT_ROOT='abfs://container/x?sig=***'", "holds credentials", "AZURE_STORAGE"],
+        ),
+        (  # an unencoded '@' in the password: the driver would name a piece of it as the host
+            {"ISTHMUS_STORE_URL": "postgresql+psycopg://alice:Pw@pw-canary-7/x@127.0.0.1:1/isthmus"},
+            ["ISTHMUS_STORE_URL", "unencoded '@'", "@ → %40", "/ → %2F"],
+        ),
+        (
+            {"ISTHMUS_STORE_URL": "postgresql+psycopg://alice:pw-canary-7@127.0.0.1:54x/isthmus"},
+            ["ISTHMUS_STORE_URL='postgresql+psycopg://alice:***@127.0.0.1:54x/isthmus'", "port must be a number"],
+        ),
+        (
+            {"ISTHMUS_STORE_URL": "postgresql+psycopg://alice:pw-canary-7@[::1/isthmus"},
+            ["ISTHMUS_STORE_URL=", "not a valid database URL", "IPv6 host written in brackets"],
+        ),
+        (
+            {"ISTHMUS_STORE_URL": f"sqlite:///{tmp_path / 'x.db'}?check_same_thread=maybe"},
+            ["ISTHMUS_STORE_URL=", "check_same_thread=maybe", "driver option in the URL is not valid", "'maybe'"],
+        ),
     ]
 
 
@@ -76,7 +100,7 @@ def test_python_api_raises_configuration_error(tmp_path: Path, monkeypatch: pyte
     from isthmus import _defaults
 
     for env, expected in _cases(tmp_path):
-        for var in ("ISTHMUS_STORE_URL", "ISTHMUS_VERIFY", "ISTHMUS_LEASE_TTL"):
+        for var in ("ISTHMUS_STORE_URL", "ISTHMUS_VERIFY", "ISTHMUS_LEASE_TTL", "ISTHMUS_ARTIFACT_ROOT"):
             monkeypatch.delenv(var, raising=False)
         monkeypatch.setenv("ISTHMUS_HOME", str(tmp_path / "home"))
         for k, v in env.items():
@@ -101,6 +125,11 @@ def test_python_api_raises_configuration_error(tmp_path: Path, monkeypatch: pyte
         ({"lease_ttl": -1.5}, "lease_ttl=-1.5"),
         ({"verify": "maybe"}, "verify='maybe'"),
         ({"store_url": "postgres://u:secretpw@h/db"}, "store_url='postgres://u:***@h/db'"),
+        (
+            {"artifact_root": "s3://AKIAEXAMPLE:secretpw@bucket/x"},
+            "artifact_root='s3://***@bucket/x' holds credentials",
+        ),
+        ({"artifact_root": "https://ghp_secretpw0123456789abcdefABCDEF@host/x"}, "artifact_root='https://***@host/x'"),
     ],
 )
 def test_configure_checks_values_like_variables(overrides: dict, expected: str) -> None:

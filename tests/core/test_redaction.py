@@ -13,13 +13,18 @@ from hypothesis import strategies as st
 from isthmus.redaction import (
     REDACTED,
     find_secret,
+    is_secret_env,
     is_secret_name,
+    known_secrets_in,
+    looks_like_credential,
     redact_params,
+    redact_text,
     redact_url,
     reveal_secrets,
     safe_params,
     scrub,
     secret_values,
+    secrets_in,
 )
 
 fast = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
@@ -324,7 +329,7 @@ def test_find_secret_by_type_field_header_and_value() -> None:
     # ordinary data: secret-looking keys of plain dicts count only where asked (parameters, not outputs)
     assert find_secret({"password_length": 10, "tokens": ["a", "b"]}) is None
     assert find_secret({"token": "abc"}) is None and find_secret({"token": "abc"}, by_key=True) is not None
-    assert find_secret(list(range(100_000))) is None  # a bounded scan
+    assert find_secret(list(range(100_000))) is None  # scanned whole, in linear time
 
 
 def test_safe_params_never_store_a_repr() -> None:
@@ -361,3 +366,132 @@ def test_reveal_secrets_makes_secret_objects_hashable_and_distinct() -> None:
     a, b = reveal_secrets(Db(password=SecretStr("a"))), reveal_secrets(Db(password=SecretStr("b")))
     assert hash_value(a) != hash_value(b)
     assert hash_value(reveal_secrets(SecretStr("a"))) == hash_value(reveal_secrets(SecretStr("a")))
+
+
+def test_values_are_scanned_whole_however_large_or_deep() -> None:
+    """No scan budget: a secret after 20,000 other nodes, at the end of a long string list, 100,000 levels
+    deep or behind a cycle is found; shared parts and cycles are visited once."""
+    canary = "cnry-deep-7f3a9e"
+    late = {"pad": list(range(20_000)), "names": [f"x{i}" for i in range(20_000)], "inner": {"password": canary}}
+    assert find_secret(late, by_key=True) == ("['inner']['password']", "a secret-named key")
+    assert canary in secret_values({"cfg": late}, {})
+    assert find_secret({"echo": late["inner"]}, [canary]) == ("['echo']['password']", "the value of a secret")
+    strings = [f"row {i}" for i in range(50_000)] + [f"row with {canary}"]
+    assert find_secret(strings, [canary]) == ("[50000]", "the value of a secret")
+    deep: list = [canary]
+    for _ in range(100_000):
+        deep = [deep]
+    assert find_secret(deep, [canary]) == ("[0]" * 100_000 + "[0]", "the value of a secret")
+    loop: dict = {"self": None, "password": canary}
+    loop["self"] = loop
+    shared = [loop] * 1000
+    assert find_secret(shared, by_key=True) == ("[0]['password']", "a secret-named key")
+    assert secret_values({"x": shared}, {}) == {canary}
+
+
+def test_plain_objects_are_scanned_by_what_they_hold() -> None:
+    """A project object's attributes are walked at any depth; their names are no secret scope (``.key``
+    of a model object is data), but a known secret they hold is found by value."""
+    from pydantic import SecretStr
+
+    class Client:
+        def __init__(self, value: object) -> None:
+            self.value = value
+            self.key = "resnet50"
+            self.module = re  # code, not data: not entered
+
+    class Wrapper:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+    canary = "cnry-object-51c0ffee"
+    assert find_secret(Wrapper(Client(canary))) is None
+    assert find_secret(Wrapper(Client(canary)), [canary]) == (".inner.value", "the value of a secret")
+    assert find_secret(Wrapper([Client(SecretStr(canary))])) == (".inner[0].value", "a pydantic.types.SecretStr")
+    assert known_secrets_in(Wrapper(Client(f"Token {canary}")), [canary, "other-secret-9"]) == {canary}
+    assert "resnet50" not in secret_values({"c": Client("x")}, {})
+
+
+def test_a_value_secret_as_a_whole_gives_all_its_text() -> None:
+    from pydantic import SecretStr
+
+    assert secrets_in("pipe-secret-1") == {"pipe-secret-1"}
+    assert secrets_in({"user": "alice", "pw": ["first-secret", SecretStr("second-secret")]}) == {
+        "alice",
+        "first-secret",
+        "second-secret",
+    }
+    assert secrets_in(3) == set() and secrets_in("abc") == set()  # too short to scrub by value
+    # a secret-named parameter holding a list: every text in it is a secret
+    assert secret_values({"passwords": ["first-pw-1", "second-pw-2"]}, {}) == {"first-pw-1", "second-pw-2"}
+
+
+CREDENTIAL_SHAPED = [
+    "ghp_ENVCANARY0123456789abcdefABCDEF0123",
+    "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789",
+    "glpat-ENVCANARYabcdef123456",
+    "xoxb-1234567890-ENVCANARY-abcdefghij",
+    "sk-proj-ENVCANARYabcdefghijklmnop0123456789",
+    "sk-ENVCANARYabcdefghijklmnop0123456789ABCD",
+    "AKIAENVCANARY1234567",
+    "AIzaSyENVCANARY0123456789abcdefghijklmnop",
+    "hf_ENVCANARYabcdefghijklmnop0123456789",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJFTlZDQU5BUlkifQ.c2lnbmF0dXJlX2J5dGVzX2hlcmU",
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----",
+    "Zq8vENVCANARYk3LmP9xR2tY7wQ4nB6cH1jD5fG0sA",
+]
+ORDINARY_VALUES = [
+    "0,1",
+    "en_US.UTF-8",
+    "/opt/conda/envs/Py311ProjectEnv2024Release/bin",
+    "4a6cf7d0b5e55ed0123456789abcdef012345678",  # a git sha
+    "6f1c9a52-3b0e-4f7d-9a43-2a6c1d8e5b71",  # a uuid
+    "node[01-04]",
+    "ASIAPACIFICREGIONSERVERS",
+    "task-runner-for-the-nightly-feature-build",
+    "MyVeryLongClassNameForTestingPurposes2024",
+    "europe-west4-docker.pkg.dev/project/repo/image:2024-11-30",
+]
+
+
+@pytest.mark.parametrize("value", CREDENTIAL_SHAPED)
+def test_credential_shaped_values(value: str) -> None:
+    assert looks_like_credential(value)
+    assert is_secret_env("SOME_INNOCENT_NAME", value)
+
+
+@pytest.mark.parametrize("value", ORDINARY_VALUES)
+def test_ordinary_values_are_not_credentials(value: str) -> None:
+    assert not looks_like_credential(value)
+    assert not is_secret_env("SOME_INNOCENT_NAME", value)
+    assert redact_text(value) == value
+
+
+def test_free_text_loses_tokens_of_a_known_form() -> None:
+    text = "push failed for ghp_ENVCANARY0123456789abcdefABCDEF0123 (key AKIAENVCANARY1234567, task-runner ok)"
+    assert redact_text(text) == "push failed for *** (key ***, task-runner ok)"
+    assert "ENVCANARY" not in scrub(text, [])
+    assert "ghp_ENVCANARY0123456789abcdefABCDEF0123" in secret_values({"log": text}, {})
+
+
+def test_environment_secrets_by_shape_and_not_file_paths(tmp_path) -> None:
+    """A credential-shaped value under any name is a secret of the environment; the value of a
+    credential-named variable that points at a file (``SSL_CERT_FILE``, ``*_PASSWORD_FILE``) is not: the
+    path is no secret, and scrubbing it would blank paths in every traceback."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----")
+    env = {
+        "GH": "ghp_ENVCANARY0123456789abcdefABCDEF0123",
+        "OPAQUE": "Zq8vENVCANARYk3LmP9xR2tY7wQ4nB6cH1jD5fG0sA",
+        "NOTE": "push with glpat-ENVCANARYabcdef123456 today",
+        "SSL_CERT_FILE": str(bundle),
+        "DB_PASSWORD_FILE": str(bundle),
+        "API_TOKEN": "tok-123456",
+        "HOME": "/home/someone",
+    }
+    assert secret_values({}, env) == {
+        "ghp_ENVCANARY0123456789abcdefABCDEF0123",
+        "Zq8vENVCANARYk3LmP9xR2tY7wQ4nB6cH1jD5fG0sA",
+        "glpat-ENVCANARYabcdef123456",
+        "tok-123456",
+    }

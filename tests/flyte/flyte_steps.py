@@ -101,3 +101,25 @@ def show(value) -> str:  # no parameter annotation
 def loosely_typed(n: int = 2):
     a = plus_one(triple(n))
     return halve(a), show(a), plus_one(a)
+
+
+@step
+def login_with(host: str, value: str) -> int:  # an innocent parameter name
+    if value != "ok":
+        raise PermissionError(f"login to {host} refused for {value}")
+    return 1
+
+
+@step
+def value_length(host: str, value: str) -> int:
+    return len(host) + len(value)
+
+
+@pipeline
+def secret_login(host: str, password: str) -> int:
+    return login_with(host, password)  # positional: the step never sees the name 'password'
+
+
+@pipeline
+def secret_measure(host: str, password: str) -> int:
+    return value_length(host, password)

@@ -62,3 +62,55 @@ def test_a_secret_object_cannot_travel_as_a_flyte_artifact(isthmus_home: Path) -
         task(creds=SecretStr(PASSWORD))
     assert PASSWORD not in str(info.value)
     assert not any(PASSWORD.encode() in p.read_bytes() for p in isthmus_home.rglob("*") if p.is_file())
+
+
+def test_a_secret_named_workflow_input_is_secret_in_every_step_it_feeds(isthmus_home: Path) -> None:
+    """A workflow input named like a secret, passed to a step parameter with an innocent name: recorded as
+    ``***``, scrubbed from the error, hidden in every deck; the same secret a hit, a rotated one a miss;
+    the task a container rebuilds knows it too."""
+    import json
+
+    import pytest
+    from flytekit.configuration import Image, ImageConfig, SerializationSettings
+
+    from flytekitplugins.isthmus.resolver import isthmus_task_resolver
+    from isthmus import StepFailed, _defaults
+    from tests.flyte import flyte_steps as fs
+
+    canary = "cnry-wf-input-8d2f61"
+    measure = fs.secret_measure.to_flyte_workflow(enable_deck=True)
+    assert measure(host="db1", password=canary) == 3 + len(canary)
+    html = _all_decks_html()
+    assert measure(host="db1", password=canary) == 3 + len(canary)
+    html += _all_decks_html()
+    assert measure(host="db1", password=canary + "-rotated") == 3 + len(canary) + 8
+    local = fs.secret_measure.run(host="db1", password=canary)  # the same pipeline run locally: a hit
+    assert local.steps["value_length"].cache_hit
+    login = fs.secret_login.to_flyte_workflow()
+    with pytest.raises(StepFailed, match=r"refused for \*\*\*") as info:
+        login(host="db1", password=canary)
+    assert canary not in str(info.value)
+
+    store = _defaults.metadata_store()
+    runs = {r["pipeline"]: r for r in reversed(store.list_runs(orchestrator="flyte"))}
+    rows = [s for r in store.list_runs(orchestrator="flyte") for s in store.step_runs_of(r["id"])]
+    measured = [s for s in rows if s["step_name"] == "value_length"]
+    assert all(s["params"] == {"host": "db1", "value": "***"} for s in measured)
+    assert sorted(s["cache_hit"] for s in measured) == [False, False, True]
+    (failed,) = [s for s in rows if s["step_name"] == "login_with"]
+    assert failed["params"] == {"host": "db1", "value": "***"} and "refused for ***" in failed["error"]
+    assert "refused for ***" in (runs["secret_login"]["error"] or "")
+    assert canary not in html and "***" in html
+
+    task = measure.isthmus_tasks["value_length"]
+    assert task.task_config.secret_inputs == ("value",)
+    settings = SerializationSettings(
+        project="p", domain="d", version="v", image_config=ImageConfig(default_image=Image(name="d", fqn="i", tag="1"))
+    )
+    args = isthmus_task_resolver.loader_args(settings, task)
+    assert json.loads(args[-1])["secret_inputs"] == ["value"]
+    assert isthmus_task_resolver.load_task(args).task_config.secret_inputs == ("value",)
+
+    store.dispose()
+    files = [p for p in isthmus_home.rglob("*") if p.is_file()]
+    assert files and not [str(p) for p in files if canary.encode() in p.read_bytes()]

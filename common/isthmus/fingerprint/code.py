@@ -208,6 +208,10 @@ class _Collector:
             self.stale[key] = code.co_filename
             self.components[key] = keyed_hash(PROCESS_KEY, "stale-code", key)
 
+    def found_secrets(self) -> set[str]:
+        """The secret strings met while hashing values (see :class:`~isthmus.fingerprint.values.StateWalker`)."""
+        return self._walker.found
+
     def _redact(self, text: str, namespace: dict[str, Any]) -> str:
         return redact_source(text, self._secrets, functools.partial(_positional_params, namespace))
 
@@ -519,6 +523,15 @@ _memo_lock = threading.Lock()
 _warned: set[tuple[str, str]] = set()
 
 
+def _collect(target: Any, extra: Iterable[Any], secrets: frozenset[str]) -> _Collector:
+    collector = _Collector(secrets)
+    if collector.code_ref(target, root=True) is None:  # a callable object: its state and its class
+        collector.visit_value(f"<step>:{getattr(target, '__qualname__', type(target).__qualname__)}", target)
+    for obj in extra:
+        collector.code_ref(obj)
+    return collector
+
+
 def code_fingerprint(fn: Any, extra: Iterable[Any] = ()) -> CodeFingerprint:
     """Fingerprint ``fn`` (a function or Step) and the project-local code it reaches, plus the functions
     and classes in ``extra`` (the code of the values a call receives). Memoized per process by the
@@ -529,11 +542,13 @@ def code_fingerprint(fn: Any, extra: Iterable[Any] = ()) -> CodeFingerprint:
     hit = _memo.get(memo_key)
     if hit is not None and all(a is b for a, b in zip(hit[0], roots, strict=True)):
         return hit[1]
-    collector = _Collector(secret_env_values() | _secret_literals_near(getattr(target, "__module__", "") or ""))
-    if collector.code_ref(target, root=True) is None:  # a callable object: its state and its class
-        collector.visit_value(f"<step>:{getattr(target, '__qualname__', type(target).__qualname__)}", target)
-    for obj in extra:
-        collector.code_ref(obj)
+    known = secret_env_values() | _secret_literals_near(getattr(target, "__module__", "") or "")
+    collector = _collect(target, roots[1:], known)
+    # A value seen secret in one place (a constant under a credential name, a URL's password) is hidden
+    # wherever else the code holds it (a pattern, a message built from it): collected again knowing it.
+    seen = {s for s in collector.found_secrets() if len(s) >= 8 and not s.isalpha()} - known
+    if seen:
+        collector = _collect(target, roots[1:], known | seen)
     fp = CodeFingerprint(
         hash=_total(collector.components),
         components=dict(sorted(collector.components.items())),

@@ -15,9 +15,9 @@ from typing import Any
 
 from isthmus.fingerprint.deps import installed_versions
 from isthmus.hashing import hash_parts
-from isthmus.redaction import REDACTED, is_secret_name, redact_url
+from isthmus.redaction import REDACTED, is_secret_name, looks_like_credential, redact_text
 
-# Environment variables whose values are recorded (unless they look like credentials).
+# Environment variables whose values are recorded (unless they look like credentials, by name or value).
 DEFAULT_ENV_ALLOWLIST = (
     "CUDA_VISIBLE_DEVICES",
     "NVIDIA_VISIBLE_DEVICES",
@@ -70,17 +70,26 @@ def git_info(path: str) -> dict[str, Any] | None:
         "commit": commit,
         "dirty": bool(status),
         "branch": _git(cwd, "rev-parse", "--abbrev-ref", "HEAD"),
-        "remote": redact_url(remote) if remote else None,
+        "remote": redact_text(remote) if remote else None,
         "root": _git(cwd, "rev-parse", "--show-toplevel"),
     }
 
 
+def recorded_value(name: str, value: str) -> str:
+    """How an allowlisted variable is recorded: ``***`` when its name says credential or its value is
+    shaped like one (``ghp_…``, ``sk-…``, ``AKIA…``, a JWT, a long random token — allowlisting a name
+    never records a credential), else the value with URL passwords and tokens in it hidden."""
+    if is_secret_name(name) or looks_like_credential(value):
+        return REDACTED
+    return redact_text(value)
+
+
 def recorded_env(allowlist: tuple[str, ...] = ()) -> dict[str, str]:
-    """Allowlisted environment variables; credential-like names are kept with a redacted value."""
+    """Allowlisted environment variables, as :func:`recorded_value` records them."""
     out: dict[str, str] = {}
     for name in sorted(set(DEFAULT_ENV_ALLOWLIST) | set(allowlist)):
         if name in os.environ:
-            out[name] = REDACTED if is_secret_name(name) else redact_url(os.environ[name])
+            out[name] = recorded_value(name, os.environ[name])
     return out
 
 
@@ -107,7 +116,7 @@ def _snapshot(code_path: str, allowlist: tuple[str, ...], env_key: str) -> Envir
         },
         "packages": installed_versions(),
         "git": git_info(code_path) if code_path else None,
-        "container_image": redact_url(image) if image else None,
+        "container_image": redact_text(image) if image else None,
         "host": socket.gethostname(),
         "user": _user(),
         "env": json.loads(env_key),

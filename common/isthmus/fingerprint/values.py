@@ -61,6 +61,8 @@ from isthmus.redaction import (
     redact_text,
     scrub,
     secret_matcher,
+    secret_values,
+    shown_secrets,
 )
 
 MAX_NODES = 200_000  # objects walked for one value before it counts as unstable
@@ -215,12 +217,15 @@ CodeRef = Callable[[Any], "str | None"]
 class StateWalker:
     """Digests values for one code fingerprint. ``code_ref(obj)`` visits a function, class or module
     and returns the token naming it (None for anything else); ``secrets`` are the secret strings known
-    to this fingerprint (environment values, literals bound to credential names)."""
+    to this fingerprint (environment values, literals bound to credential names). ``found`` collects the
+    secret strings the walk met (under a credential name, or shown by their form, e.g. a URL's password),
+    so they can be hidden wherever else they show up."""
 
     def __init__(self, code_ref: CodeRef, secrets: Iterable[str] = ()) -> None:
         self._code_ref = code_ref
         self._secrets = frozenset(secrets)
         self._is_secret_str = secret_matcher(self._secrets)
+        self.found: set[str] = set()
         self._memo: dict[tuple[int, bool], tuple[bytes, bool]] = {}
         self._keep: list[Any] = []  # keeps memoized objects alive so their ids stay theirs
         self._path: dict[int, int] = {}
@@ -251,8 +256,13 @@ class StateWalker:
             return self._unstable(self._root, f"more than {MAX_NODES} objects or {MAX_DEPTH} levels deep")
         tp = type(v)
         if tp in _LEAVES:
-            if secret or (tp is str and self._is_secret_str(v)):
+            if secret and tp is str:
                 self._secret = True
+                self.found.add(v)
+            elif secret or (tp is str and self._is_secret_str(v)):
+                self._secret = True
+                if tp is str:
+                    self.found |= shown_secrets(v)
             return value_digest(v)
         token = self._code_ref(v)
         if token is not None:
@@ -293,7 +303,14 @@ class StateWalker:
         d = _plain_digest(v, strings, keys)
         if d is None:
             return None
-        if secret or any(map(self._is_secret_str, strings)) or _any_secret_name(keys):
+        flagged = [s for s in strings if self._is_secret_str(s)]
+        if secret:
+            self.found.update(strings)
+        elif _any_secret_name(keys):
+            self.found |= secret_values({"": v}, {})
+        for text in flagged:
+            self.found |= shown_secrets(text)
+        if secret or flagged or _any_secret_name(keys):
             self._secret = True
         return d
 

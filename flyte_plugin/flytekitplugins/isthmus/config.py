@@ -24,6 +24,9 @@ class Isthmus:
       ``V1Toleration``) added to the task's pod template, next to ``Resources(node_selector=...)``.
     - ``ref_inputs`` / ``ref_outputs``: inputs and outputs passed as ``ArtifactRef`` although their type
       is small; ``to_flyte_workflow`` sets them where connected steps disagree on a type.
+    - ``secret_inputs``: inputs whose values are secrets whatever the step calls them (``to_flyte_workflow``
+      sets them for inputs fed by a secret-named workflow input): recorded as ``***``, keyed in the cache
+      key, scrubbed from errors and never shown in a deck.
     """
 
     pipeline: str | None = None
@@ -31,6 +34,7 @@ class Isthmus:
     tolerations: list[Any] = field(default_factory=list)
     ref_inputs: tuple[str, ...] = ()
     ref_outputs: tuple[str, ...] = ()
+    secret_inputs: tuple[str, ...] = ()
 
     def to_options(self) -> dict[str, Any]:
         """What a container needs to rebuild the task (JSON)."""
@@ -43,4 +47,6 @@ class Isthmus:
             out["ref_inputs"] = sorted(self.ref_inputs)
         if self.ref_outputs:
             out["ref_outputs"] = sorted(self.ref_outputs)
+        if self.secret_inputs:
+            out["secret_inputs"] = sorted(self.secret_inputs)
         return out

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from isthmus.artifacts.refs import ArtifactRef
-from isthmus.redaction import REDACTED, find_secret, is_secret_name, redact_params, secret_values
+from isthmus.redaction import REDACTED, find_secret, is_secret_name, redact_params, secret_values, secrets_in
 
 _STYLE = """
 <style>
@@ -59,16 +59,20 @@ def _ref_cells(ref: ArtifactRef) -> list[str]:
     ]
 
 
-def redact_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """Task inputs as flytekit's own Input deck may show them: a secret-named input, or one that holds a
-    secret (a ``SecretStr``, a header pair, a secret-named field), becomes ``***``; credentials in strings,
+def redact_inputs(inputs: Mapping[str, Any], secret: Collection[str] = ()) -> dict[str, Any]:
+    """Task inputs as flytekit's own Input deck may show them: a secret-named input, one named in
+    ``secret`` (fed by a secret-named workflow input), or one that holds a secret (a ``SecretStr``, a header
+    pair, a secret-named field, the value of another secret input) becomes ``***``; credentials in strings,
     lists and dicts (URL passwords, bearer tokens, secret-named keys) are hidden; artifact refs stay."""
     known = secret_values(inputs)
+    for name in secret:
+        if name in inputs:
+            known |= secrets_in(inputs[name])
     out: dict[str, Any] = {}
     for name, value in inputs.items():
         if ArtifactRef.coerce(value) is not None:
             out[name] = value
-        elif is_secret_name(name) or find_secret(value, known, by_key=True) is not None:
+        elif name in secret or is_secret_name(name) or find_secret(value, known, by_key=True) is not None:
             out[name] = REDACTED
         elif isinstance(value, (str, list, tuple, dict)):
             out[name] = redact_params({name: value}, known)[name]

@@ -74,6 +74,7 @@ class IsthmusTaskResolver(TrackedInstance, TaskResolverMixin):
                 invocation=options.get("invocation"),
                 ref_inputs=tuple(options.get("ref_inputs", ())),
                 ref_outputs=tuple(options.get("ref_outputs", ())),
+                secret_inputs=tuple(options.get("secret_inputs", ())),
             )
             return isthmus_task(
                 step,

@@ -220,14 +220,17 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
             kwargs.pop(n) for n, p in step.signature.parameters.items() if p.kind is inspect.Parameter.POSITIONAL_ONLY
         ]
         arguments = step.bind(positional, kwargs)
+        secrets = self._given_secrets(arguments)
         try:
-            result = runner.run(step, arguments, run.context)
+            result = runner.run(step, arguments, run.context, secrets=secrets)
         except Exception as exc:
             if run.local and run.pipeline_run_id:  # a local workflow stops at the first failure
                 from isthmus.redaction import scrub, secret_values
 
-                error = scrub(f"{type(exc).__name__}: {exc}", secret_values(arguments))
+                error = scrub(f"{type(exc).__name__}: {exc}", secret_values(arguments) | secrets)
                 finish_pipeline_run(runner, run.pipeline_run_id, "FAILED", error=error)
+            # not shown by traceback formatters that print locals
+            arguments = kwargs = positional = secrets = None  # type: ignore[assignment]  # noqa: F841
             raise
         if self.enable_deck:
             self._render_deck(runner, invocation, result, run.context.to_dict())
@@ -238,11 +241,19 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
         native = values[0] if len(values) == 1 else tuple(values)
         return StepOutputs(native, dict(result.outputs)) if _DISPATCHING.get() else native
 
+    def _given_secrets(self, arguments: dict[str, Any]) -> frozenset[str]:
+        """The secrets held by the inputs a secret-named workflow input feeds (``Isthmus.secret_inputs``)."""
+        from isthmus.redaction import secrets_in
+
+        names = self.task_config.secret_inputs
+        return frozenset(s for n in names if n in arguments for s in secrets_in(arguments[n]))
+
     def _write_decks(self, native_inputs: Any, native_outputs_as_map: Any, ctx: Any, new_user_params: Any) -> Any:
         """flytekit's own decks, with secret inputs shown as ``***`` in its Input deck."""
         from flytekitplugins.isthmus.deck import redact_inputs
 
-        shown = redact_inputs(native_inputs or {})
+        inputs = dict(native_inputs or {})
+        shown = redact_inputs(inputs, secret=self.task_config.secret_inputs)
         return super()._write_decks(shown, native_outputs_as_map, ctx, new_user_params)
 
     def _render_deck(self, runner: Any, invocation: str, result: Any, run_context: dict[str, Any]) -> None:

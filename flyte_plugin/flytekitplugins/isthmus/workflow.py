@@ -158,6 +158,17 @@ def _wire_types(plan: _Plan) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]
     return {inv: (tuple(sorted(ref_in[inv])), tuple(sorted(ref_out[inv]))) for inv in natural}
 
 
+def _secret_inputs(node: Any) -> tuple[str, ...]:
+    """The inputs of a step node fed by a secret-named workflow input (``password``, ``api_token`` …):
+    secrets whatever the step calls them."""
+    from isthmus.pipeline import Param
+    from isthmus.redaction import is_secret_name
+
+    return tuple(
+        sorted(arg for arg, value in node.arguments.items() if isinstance(value, Param) and is_secret_name(value.name))
+    )
+
+
 def _check_parameter_edges(plan: _Plan, tasks: dict[str, IsthmusTask]) -> None:
     """A pipeline parameter must have a type its steps' inputs accept (Flyte's compiler compares them)."""
     from isthmus.errors import StepDefinitionError
@@ -359,10 +370,17 @@ def pipeline_to_workflow(
     tasks: dict[str, IsthmusTask] = {}
     for inv, node in plan.graph.nodes.items():
         ref_inputs, ref_outputs = wiring[inv]
+        config = Isthmus(
+            pipeline=pipeline.name,
+            invocation=inv,
+            ref_inputs=ref_inputs,
+            ref_outputs=ref_outputs,
+            secret_inputs=_secret_inputs(node),
+        )
         tasks[inv] = isthmus_task(
             node.step,
             name=f"{plan.name}.{inv}",
-            task_config=Isthmus(pipeline=pipeline.name, invocation=inv, ref_inputs=ref_inputs, ref_outputs=ref_outputs),
+            task_config=config,
             enable_deck=enable_deck,
             cache=cache,
             **task_kwargs,

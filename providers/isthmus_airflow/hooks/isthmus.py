@@ -9,7 +9,7 @@ from urllib.parse import quote
 from airflow.sdk import BaseHook
 
 from isthmus.artifacts.store import ArtifactStore
-from isthmus.config import get_settings
+from isthmus.config import check_artifact_root, get_settings
 from isthmus.runner import StepRunner
 from isthmus.store import MetadataStore
 
@@ -28,9 +28,12 @@ def connection_locations(conn: Any | None) -> tuple[str, str, str]:
             auth += ":" + quote(conn.password, safe="")
         port = f":{conn.port}" if conn.port else ""
         store_url = f"postgresql+psycopg://{auth}{'@' if auth else ''}{conn.host}{port}/{conn.schema or 'isthmus'}"
+    root = extra.get("artifact_root")
+    if root:  # recorded with every run: credentials belong to the filesystem's own configuration
+        check_artifact_root(str(root), "the isthmus connection's extra.artifact_root")
     return (
         store_url or settings.store_url,
-        extra.get("artifact_root") or settings.artifact_root,
+        root or settings.artifact_root,
         extra.get("verify") or settings.verify,
     )
 

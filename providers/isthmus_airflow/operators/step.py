@@ -133,13 +133,19 @@ class StepOperator(BaseOperator):
         ctx = run_context(context, pipeline_name=self.pipeline_name)
         runner.metadata.ensure_pipeline_run(pipeline_run_row(ctx, context))
         arguments = self._arguments(context)
+        # The DAG run's secret params (secret-named, SecretStr …) follow their values into the step, whatever
+        # its parameter is called (a param_ref or a "{{ params.password }}" template).
+        secrets = dag_param_secrets(context)
+        for value in secrets:
+            mask_secret(value)
         try:
-            result = runner.run(self.step, arguments, ctx, retries=0)
+            result = runner.run(self.step, arguments, ctx, retries=0, secrets=secrets)
         except StepFailed as exc:
             if exc.step_run_id:
                 self._isthmus_record = runner.metadata.get_step_run(exc.step_run_id)
             if ctx.attempt > self.retries:  # no Airflow retry left: the pipeline run failed
                 runner.metadata.finish_pipeline_run(ctx.pipeline_run_id, "FAILED", error=str(exc))
+            arguments = secrets = None  # type: ignore[assignment]  # noqa: F841 - not shown by locals-printing formatters
             raise
         self._isthmus_record = runner.metadata.get_step_run(result.step_run_id)
         if result.cache_hit:
@@ -210,10 +216,25 @@ def _mask_secret_values(arguments: Mapping[str, Any]) -> None:
     as it does for connection passwords: values of secret-named parameters and fields at any depth,
     ``SecretStr`` values, header pairs and bearer tokens, URL passwords (see
     :func:`isthmus.redaction.secret_values`)."""
-    from airflow.sdk.log import mask_secret
-
     for value in secret_values(arguments, {}):
         mask_secret(value)
+
+
+def dag_param_secrets(context: Any) -> frozenset[str]:
+    """The secrets the DAG run's ``params`` hold (secret-named params, secret objects, URL passwords …),
+    to be known as secrets wherever their values are passed."""
+    try:
+        params = {str(k): v for k, v in dict(context.get("params") or {}).items()}
+    except Exception:  # params Airflow cannot resolve are not passed to the step either
+        return frozenset()
+    return frozenset(secret_values(params, {}))
+
+
+def mask_secret(value: str) -> None:
+    """Register ``value`` with Airflow's secrets masker (task logs show ``***``)."""
+    from airflow.sdk.log import mask_secret as airflow_mask_secret
+
+    airflow_mask_secret(value)
 
 
 def is_template(text: str, env: Any) -> bool:
