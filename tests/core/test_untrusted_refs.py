@@ -457,19 +457,22 @@ def test_pickled_bytes_are_hash_verified_whatever_the_verify_mode(
 
 
 @pytest.mark.parametrize("mode", ["size", "off"])
-def test_pickles_this_process_wrote_are_not_rehashed(
+def test_pickled_loads_hash_exactly_the_bytes_they_unpickle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
+    """A pickle is read once into memory, hashed, and those very bytes are unpickled: every load, also of
+    this process's own commit (a memo of the file cannot vouch for bytes read later)."""
     store = ArtifactStore(str(tmp_path / "artifacts"), verify=mode)
     ref = store.save(Pickled(3), materializer="cloudpickle")
-    hashed: list[str] = []
-    real = store_module.hash_file
-    monkeypatch.setattr(store_module, "hash_file", lambda p: hashed.append(p) or real(p))
+    by_path: list[str] = []
+    in_memory: list[int] = []
+    real_file, real_bytes = store_module.hash_file, store_module.hash_bytes
+    monkeypatch.setattr(store_module, "hash_file", lambda p: by_path.append(p) or real_file(p))
+    monkeypatch.setattr(store_module, "hash_bytes", lambda b: in_memory.append(len(b)) or real_bytes(b))
     assert store.load(ref).value == 3
-    assert hashed == []  # its own commit: the bytes it hashed before the rename
     other = ArtifactStore(store.root, verify=mode)
     assert other.load(ref).value == 3
-    assert len(hashed) == 1  # another process's file: hashed once
+    assert by_path == [] and in_memory == [ref.size, ref.size]
 
 
 def test_json_loads_follow_the_verify_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1125,3 +1128,397 @@ def test_run_step_on_an_unwritable_root_retries_and_names_the_setting(
     assert proc.returncode == 1
     line = one_line(proc.stderr)
     assert "ISTHMUS_ARTIFACT_ROOT" in line and "cannot create the directory" in line
+
+
+# -- 10. a python_type never runs a module: loads, run-step, Flyte literals ---------------------------------------
+
+ATTACK = """
+import os
+from pydantic import BaseModel
+from isthmus import step
+
+class Page(BaseModel):
+    x: int
+
+@step
+def make_page(x: int) -> Page:
+    return Page(x=x)
+
+@step
+def fetch_text(body: str) -> str:  # e.g. text scraped from a web page or a form field
+    return body.strip()
+
+@step
+def pick(v: object) -> str:
+    return repr(v)
+"""
+
+ZEN = "Beautiful is better than ugly"  # what importing the standard library's `this` prints
+
+
+def run_code(code: str, *, env: dict[str, str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_a_python_type_never_imports_a_module_outside_the_project(tmp_path: Path, isthmus_home: Path) -> None:
+    """Before: isthmus.load imported whatever module a ref's python_type named (`this:X` printed the Zen of
+    Python) before checking it named a pydantic model. Day 2 is a fresh process where the project module that
+    defines the model is not imported yet: the genuine ref still loads."""
+    write_module(tmp_path, "proj_attack", ATTACK)
+    env = env_for(isthmus_home, tmp_path)
+    day1 = python(
+        """
+        import json, proj_attack
+        from isthmus.runner import run_step
+        print(json.dumps(run_step(proj_attack.make_page, {"x": 7}).outputs["output"].to_dict()))
+        """,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert day1["materializer"] == "pydantic-json@1" and day1["python_type"] == "proj_attack:Page"
+    hostile = ["this:Anything", "this.x:X", "venv.__main__:X", "venv.__main__.x:X", "json.decoder:JSONDecoder"]
+    proc = run_code(
+        f"""
+        import json, sys, isthmus
+        ref = {day1!r}
+        out = {{}}
+        for python_type in {hostile!r}:
+            try:
+                out[python_type] = "LOADED " + repr(isthmus.load(dict(ref, python_type=python_type)))
+            except Exception as exc:
+                out[python_type] = type(exc).__name__ + ": " + str(exc)
+        out["imported"] = [m for m in ("this", "venv", "venv.__main__", "proj_attack") if m in sys.modules]
+        out["genuine"] = repr(isthmus.load(ref))
+        print(json.dumps(out))
+        """,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert ZEN not in proc.stdout and "usage: venv" not in proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["imported"] == []  # nothing the refs named was imported
+    assert out["genuine"] == "Page(x=7)"  # the project module, imported by name in a fresh process
+    for python_type in hostile:
+        assert not out[python_type].startswith("LOADED"), python_type
+        assert "\n" not in out[python_type]
+    assert out["this:Anything"].startswith("MaterializationError") and "pydantic model" in out["this:Anything"]
+    assert "json.decoder:JSONDecoder" in out["json.decoder:JSONDecoder"]  # imported, but not a pydantic model
+    for python_type in ("this.x:X", "venv.__main__:X", "venv.__main__.x:X"):
+        assert out[python_type].startswith("InvalidArtifactRef") and "python_type" in out[python_type]
+
+
+@pytest.mark.parametrize("python_type", ["venv.__main__.x:X", "this.x:X", "http.server.__main__:X"])
+def test_run_step_never_runs_a_module_named_by_an_input_ref(
+    tmp_path: Path, isthmus_home: Path, python_type: str
+) -> None:
+    """Before: a worker given this ref (its object need not even exist) imported the parents of the module it
+    names while fingerprinting the input: `venv.__main__` ran venv's command line (rc=2, no manifest)."""
+    write_module(tmp_path, "proj_attack", ATTACK)
+    store = ArtifactStore(str(isthmus_home / "artifacts"))
+    zero = "blake3:" + "0" * 64
+    attack = ref_dict(uri=store.uri_for(zero), content_hash=zero, size=1, python_type=python_type)
+    manifest = tmp_path / "out" / "m.json"
+    proc = isthmus_cli(
+        "run-step", "--step", "proj_attack:pick", "--inputs", json.dumps({"v": attack}), "--manifest", str(manifest),
+        env=env_for(isthmus_home, tmp_path), cwd=tmp_path,
+    )  # fmt: skip
+    assert ZEN not in proc.stdout and "usage:" not in proc.stdout + proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = one_line(proc.stderr)
+    assert "input 'v'" in line and "python_type" in line
+    assert json.loads(manifest.read_text())["status"] == "FAILED"
+
+
+def test_type_resolution_imports_only_project_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from isthmus.artifacts.types import check_type_path, is_project_module_name, resolve_type
+
+    pkg = tmp_path / "proj_types_pkg"
+    pkg.mkdir()
+    marker = tmp_path / "imported"
+    (pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'a').write('pkg\\n')\n")
+    (pkg / "models.py").write_text(
+        "import dataclasses\n\n@dataclasses.dataclass\nclass Point:\n    x: int\n\n"
+        "class Outer:\n    class Inner:\n        pass\n\n"
+        "def __getattr__(name):\n    raise AssertionError('a module __getattr__ ran for ' + name)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("proj_types_pkg", "proj_types_pkg.models"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert is_project_module_name("proj_types_pkg.models") and not marker.exists()  # found, nothing imported
+    point = resolve_type("proj_types_pkg.models:Point")
+    assert point is not None and dataclasses.is_dataclass(point) and marker.read_text() == "pkg\n"
+    assert resolve_type("proj_types_pkg.models:Outer.Inner").__qualname__ == "Outer.Inner"
+    assert resolve_type("proj_types_pkg.models:Missing") is None  # no module __getattr__ ran
+    # anything that is not the project's is resolved only when it is imported already
+    for name in ("this", "antigravity", "idlelib.idle", "turtledemo.__main__", "venv.__main__", "pip.__main__"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+        assert not is_project_module_name(name)
+        assert resolve_type(f"{name}:X") is None and name not in sys.modules
+    assert resolve_type("collections:OrderedDict") is __import__("collections").OrderedDict
+    assert resolve_type("isthmus.artifacts.refs:ArtifactRef") is ArtifactRef
+    for bad in ("", "x", "a b:C", "os:path.<locals>", "builtins:int\x00", 5, "m:" + "x" * 2000):
+        assert resolve_type(bad) is None  # type: ignore[arg-type]
+    # lookups by name never run a module that is not a package's __init__
+    for bad in ("this.x:X", "venv.__main__:X", "json.__main__.x:X"):
+        with pytest.raises(InvalidArtifactRef, match="python_type"):
+            check_type_path(bad)
+    for fine in ("builtins:int", "numpy:ndarray", "pandas.core.frame:DataFrame", "not_installed_pkg.mod:X", "os.x:Y"):
+        check_type_path(fine)
+    assert "this" not in sys.modules
+
+
+def test_flyte_literals_are_refs_checked_like_any_other(isthmus_home: Path) -> None:
+    """Before: the transformer passed a literal naming any python_type through to the runner unchanged."""
+    from flytekit.core.context_manager import FlyteContextManager
+    from flytekit.core.type_engine import TypeTransformerFailedError
+    from flytekit.models.literals import Literal, Scalar
+    from google.protobuf.struct_pb2 import Struct
+
+    from flytekitplugins.isthmus.transformer import ArtifactRefTransformer
+
+    transformer = ArtifactRefTransformer()
+    ctx = FlyteContextManager.current_context()
+    good = isthmus.StepRunner().artifacts.save({"a": 1})
+    literal = transformer.to_literal(ctx, good, ArtifactRef, transformer.get_literal_type())
+    assert transformer.to_python_value(ctx, literal, ArtifactRef) == good
+    for python_type in ("this.x:X", "venv.__main__.x:X"):
+        struct = Struct()
+        struct.update({**good.to_dict(), "python_type": python_type})  # a literal entered by hand
+        with pytest.raises((TypeTransformerFailedError, InvalidArtifactRef), match="python_type"):
+            transformer.to_python_value(ctx, Literal(scalar=Scalar(generic=struct)), ArtifactRef)
+    assert "this" not in sys.modules
+
+
+# -- 11. a ref cannot relabel bytes for a loader that runs code ---------------------------------------------------
+
+
+@pytest.mark.parametrize("materializer", ["cloudpickle@1", "joblib@1"])
+def test_a_ref_cannot_relabel_text_as_a_pickle(tmp_path: Path, isthmus_home: Path, materializer: str) -> None:
+    """Before: an honest step stored attacker-influenced text (a protocol-0 pickle is plain text) with `str`; its
+    genuine, hash-checked ref re-sent with "materializer": "cloudpickle@1" made a run-step worker unpickle it."""
+    write_module(tmp_path, "proj_attack", ATTACK)
+    marker = tmp_path / "PWNED"
+    payload = f"cposix\nsystem\n(S'touch {marker}'\ntR."
+    env = env_for(isthmus_home, tmp_path)
+    ref = python(
+        f"""
+        import json, proj_attack
+        from isthmus.runner import run_step
+        print(json.dumps(run_step(proj_attack.fetch_text, {{"body": {payload!r}}}).outputs["output"].to_dict()))
+        """,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert ref["materializer"] == "str@1"
+    relabelled = dict(ref, materializer=materializer)
+    for mode in ("hash", "size", "off"):
+        manifest = tmp_path / "out" / f"{mode}.json"
+        proc = isthmus_cli(
+            "run-step", "--step", "proj_attack:pick", "--inputs", json.dumps({"v": relabelled}),
+            "--manifest", str(manifest), env={**env, "ISTHMUS_VERIFY": mode}, cwd=tmp_path,
+        )  # fmt: skip
+        assert not marker.exists(), f"code ran in a run-step worker (verify={mode})"
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        line = one_line(proc.stderr)
+        assert "no record that isthmus wrote these bytes" in line and ref["content_hash"] in line
+    proc = run_code(f"import isthmus; isthmus.load({relabelled!r})", env=env, cwd=tmp_path)
+    assert proc.returncode == 1 and "InvalidArtifactRef" in proc.stderr and not marker.exists()
+
+
+def test_pickles_load_only_with_the_materializer_that_wrote_them(tmp_path: Path, victim: dict[str, Path]) -> None:
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    pickled = store.save(Pickled(5), materializer="cloudpickle")
+    assert store.load(pickled).value == 5 and store.is_valid(pickled) and store.exists(pickled)
+    assert ArtifactStore(store.root, verify="off").load(pickled).value == 5  # a fresh reader: the mark is on disk
+    as_joblib = dataclasses.replace(pickled, materializer="joblib@1")
+    text = store.save(victim["payload"].read_bytes())  # a pickle that runs code, stored as plain bytes
+    as_pickle = dataclasses.replace(text, materializer="cloudpickle@1")
+    for ref in (as_joblib, as_pickle):
+        assert not store.exists(ref) and not store.is_valid(ref) and store.quick_check(ref) is False
+        with pytest.raises(InvalidArtifactRef, match="no record that isthmus wrote these bytes"):
+            store.load(ref)
+    assert not victim["marker"].exists()
+    assert store.load(text) == victim["payload"].read_bytes()  # the genuine ref is untouched
+
+
+def test_an_object_pickled_without_a_writer_mark_is_recomputed(isthmus_home: Path) -> None:
+    """An object pickled before writer marks existed (or whose mark is gone) is a cache miss, never a load."""
+    calls: list[int] = []
+
+    @isthmus.step(materializers={"output": "cloudpickle"})
+    def make(n: int) -> Pickled:
+        calls.append(n)
+        return Pickled(n)
+
+    runner = isthmus.StepRunner()
+    first = runner.run(make, {"n": 4})
+    mark = runner.artifacts._mark_path(first.outputs["output"].content_hash, "cloudpickle")
+    os.remove(mark)
+    second = runner.run(make, {"n": 4})
+    assert second.cache_hit is False and second.value.value == 4 and calls == [4, 4]
+    assert os.path.isfile(mark) and runner.run(make, {"n": 4}).cache_hit
+
+
+def test_s3_pickles_are_bound_to_their_writer_and_verified_in_memory(
+    s3_server: Any, s3_env: dict[str, str], tmp_path: Path, victim: dict[str, Path]
+) -> None:
+    writer = _s3_store(s3_server, tmp_path)
+    pickled = writer.save(Pickled(9), materializer="cloudpickle")
+    reader = ArtifactStore(writer.url, local_cache=str(tmp_path / "reader-cache"))
+    assert reader.load(pickled).value == 9
+    text = writer.save(victim["payload"].read_bytes())
+    with pytest.raises(InvalidArtifactRef, match="no record that isthmus wrote these bytes"):
+        reader.load(dataclasses.replace(text, materializer="cloudpickle@1"))
+    # another local user plants the reader's cached copy of the genuine pickle (same size)
+    bomb = victim["payload"].read_bytes().ljust(pickled.size, b".")
+    Path(reader._cache_path(pickled)).write_bytes(bomb)
+    assert reader.load(pickled).value == 9  # the copy did not verify: downloaded again, verified in memory
+    assert not victim["marker"].exists()
+
+
+SWAPPER = """
+import os, shutil, sys
+path, good, evil = sys.argv[1:4]
+while True:
+    for source in (good, evil):
+        shutil.copyfile(source, path + ".swap")
+        os.replace(path + ".swap", path)
+"""
+
+
+@pytest.mark.parametrize("mode", ["hash", "off"])
+def test_a_pickle_swapped_under_its_reader_by_another_process_never_runs(
+    tmp_path: Path, victim: dict[str, Path], mode: str
+) -> None:
+    """Before: the store hashed the file, then the materializer opened the path again; a second process that can
+    write the root swapped an evil pickle of the same size in between (seconds)."""
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    value = list(range(300))
+    ref = store.save(Pickled(value), materializer="cloudpickle")
+    path = store.path_for(ref.content_hash)
+    good, evil = tmp_path / "good", tmp_path / "evil"
+    good.write_bytes(Path(path).read_bytes())
+    evil.write_bytes(victim["payload"].read_bytes().ljust(ref.size, b"."))  # pickle ignores bytes after STOP
+    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, path, str(good), str(evil)])
+    reader = ArtifactStore(store.root, verify=mode)
+    loaded = refused = 0
+    deadline = time.monotonic() + 12
+    try:
+        while time.monotonic() < deadline and not victim["marker"].exists():
+            try:
+                assert reader.load(ref).value == value
+                loaded += 1
+            except ArtifactMissing:
+                refused += 1
+    finally:
+        swapper.kill()
+        swapper.wait()
+    assert not victim["marker"].exists(), f"the evil pickle ran after {loaded} loads and {refused} refusals"
+    assert loaded + refused > 100 and refused > 0
+
+
+# -- 12. no link inside the store is followed ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["hash", "size", "off"])
+def test_a_symlinked_object_is_never_read(tmp_path: Path, victim: dict[str, Path], mode: str) -> None:
+    """Before: with verify=off/size an object that is a link to a file outside the root was loaded (someone who can
+    write a shared root could read the victim's files through a victim's process)."""
+    store = ArtifactStore(str(tmp_path / "artifacts"), verify=mode)
+    secret = victim["secret"]
+    content_hash = "blake3:" + blake3(secret.read_bytes()).hexdigest()
+    path = Path(store.path_for(content_hash))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(secret)
+    ref = ArtifactRef(store.uri_for(content_hash), content_hash, secret.stat().st_size, "json@1", "builtins:str")
+    frozen = Untouched(victim["dir"])
+    assert not store.exists(ref)
+    assert store.quick_check(ref) is not True or mode == "off"  # 'off' trusts presence without a look
+    with pytest.raises(ArtifactMissing):
+        store.load(ref)
+    with pytest.raises(ArtifactMissing):
+        store.load(ref, verify=True)
+    frozen.check()  # the victim's file was not read, moved or changed
+    fifo = Path(store.path_for("blake3:" + "cd" * 32))
+    fifo.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(fifo)  # a reader must not block on it
+    with pytest.raises(ArtifactMissing):
+        store.load(ArtifactRef(store.uri_for("blake3:" + "cd" * 32), "blake3:" + "cd" * 32, 0, "json@1", "x:y"))
+
+
+def test_links_in_place_of_store_directories_are_refused(tmp_path: Path) -> None:
+    """Before: a link at objects/<xx> made a commit land outside the root; a link at .corrupt made quarantine move
+    store objects outside."""
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    value = "hello"
+    content_hash = "blake3:" + blake3(value.encode()).hexdigest()
+    (Path(store.root) / "objects" / content_hash[7:9]).symlink_to(outside)
+    with pytest.raises(ArtifactStoreError, match=r"link.*ISTHMUS_ARTIFACT_ROOT"):
+        store.save(value, step_name="s", output="o")
+    assert list(outside.iterdir()) == []
+    # a corrupt object with .corrupt linked outside: it is removed, never moved there
+    other = store.save({"k": 1})
+    corrupt_path = Path(store.path_for(other.content_hash))
+    corrupt_path.write_bytes(b'{"k":2}')
+    (Path(store.root) / ".corrupt").symlink_to(outside)
+    assert not ArtifactStore(store.root).is_valid(other)
+    assert list(outside.iterdir()) == [] and not corrupt_path.exists()
+    # .tmp linked outside: nothing is written through it
+    tmp = Path(store.root) / ".tmp"
+    tmp.rmdir()
+    tmp.symlink_to(outside)
+    with pytest.raises(ArtifactStoreError, match="link"):
+        store.save([1, 2, 3])
+    assert list(outside.iterdir()) == []
+
+
+# -- 13. huge or deep ref metadata: refused in one line, bounded ---------------------------------------------------
+
+
+def test_ref_metadata_is_small_shallow_json(tmp_path: Path, isthmus_home: Path) -> None:
+    """Before: 5 MB of ref metadata was stored verbatim in step_runs.inputs, and 700 levels of it ended in a raw
+    RecursionError from the runner."""
+    runner = isthmus.StepRunner()
+    good = runner.artifacts.save(2).to_dict()
+
+    @isthmus.step
+    def pick(v: object) -> str:
+        return repr(v)
+
+    deep: dict[str, Any] = {}
+    cur = deep
+    for _ in range(700):
+        cur["a"] = {}
+        cur = cur["a"]
+    for metadata, why in (({"junk": "J" * 5_000_000}, "larger than"), (deep, "deeper than"), ({"x": {1, 2}}, "JSON")):
+        with pytest.raises(InvalidArtifactRef, match=why) as info:
+            runner.run(pick, {"v": dict(good, metadata=metadata)})
+        assert "step 'pick'" in str(info.value) and "\n" not in str(info.value)
+    from sqlalchemy import text
+
+    with runner.metadata.engine.connect() as conn:  # refused before anything was recorded
+        assert conn.execute(text("SELECT count(*) FROM step_runs")).scalar() == 0
+    assert ArtifactRef.from_dict(dict(good, metadata={"shape": [2, 3], "columns": [{"name": "a"}]}))
+
+    class Wordy(isthmus.Materializer):
+        name = "test-wordy"
+        needs_verified_bytes = False
+
+        def can_handle(self, obj: Any) -> bool:
+            return False
+
+        def save(self, obj: Any, path: str) -> dict[str, Any]:
+            Path(path).write_text("x")
+            return {"notes": "n" * 1_000_000}
+
+        def load(self, path: str, python_type: str) -> Any:
+            return Path(path).read_text()
+
+    ref = runner.artifacts.save("x", materializer=Wordy())
+    assert "larger than" in ref.metadata["metadata_dropped"]  # kept small, and marked partial: a reader
+    assert ref.metadata["code_incomplete"] is True  # never takes a dropped description for "refers to no code"

@@ -5,34 +5,60 @@ pydantic models and dataclasses (JSON), sklearn-style estimators (joblib), and c
 resort (with a one-time warning per type). Register your own with :func:`register_materializer`.
 
 A materializer whose ``load`` can execute code carried in the bytes (pickle: joblib, cloudpickle, and
-any user materializer that does not say otherwise) has ``needs_verified_bytes = True``: the store hashes
-such bytes inside the store before every load, whatever ``ISTHMUS_VERIFY`` says.
+any user materializer that does not say otherwise) has ``needs_verified_bytes = True``. The store then
+loads it through :meth:`Materializer.load_bytes` with exactly the bytes it read and hashed (whatever
+``ISTHMUS_VERIFY`` says), and only bytes the store recorded as written by that very materializer: a ref
+cannot relabel text written by ``str`` as a pickle.
+
+Typed JSON loaders (pydantic, dataclasses) build the class named by the ref's ``python_type`` only through
+:func:`isthmus.artifacts.types.resolve_type`, which never imports a module outside the user's project.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import io
 import json
 import math
+import os
 import re
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+from isthmus.artifacts.types import resolve_type
 from isthmus.errors import MaterializationError
+
+_MAX_COLUMNS = 500  # columns described in a table's metadata (refs stay small; the count is kept)
 
 
 def type_path(tp: type) -> str:
     return f"{tp.__module__}:{tp.__qualname__}"
 
 
-def import_type(path: str) -> Any:
-    module, _, qual = path.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qual.split("."):
-        obj = getattr(obj, part)
-    return obj
+def _resolved(python_type: str, what: str, accept: Callable[[type], bool]) -> type:
+    cls = resolve_type(python_type)
+    if cls is None or not accept(cls):
+        module = python_type.partition(":")[0]
+        raise MaterializationError(
+            f"{what} artifact: python_type {python_type!r:.200} is not {_ARTICLE[what]} class of an imported module "
+            f"or of this project; import {module!r:.100} before loading it, or pass the ref exactly as isthmus wrote it"
+        )
+    return cls
+
+
+_ARTICLE = {"pydantic-json": "a pydantic model", "dataclass-json": "a dataclass"}
+
+
+def _columns(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """A table's column description for its ref: the first columns (names cut to 200 characters)."""
+    shown = [{"name": str(name)[:200], "type": str(kind)[:100]} for name, kind in pairs[:_MAX_COLUMNS]]
+    out: dict[str, Any] = {"columns": shown}
+    if len(pairs) > _MAX_COLUMNS:
+        out["columns_total"] = len(pairs)
+    return out
 
 
 class Materializer:
@@ -55,6 +81,19 @@ class Materializer:
 
     def load(self, path: str, python_type: str) -> Any:
         raise NotImplementedError
+
+    def load_bytes(self, data: bytes | bytearray, python_type: str) -> Any:
+        """Load from ``data``, exactly the bytes the store verified (used when ``needs_verified_bytes``).
+        The default writes them to a private temporary file (a new 0700 directory) and calls :meth:`load`;
+        override it to load from memory."""
+        directory = tempfile.mkdtemp(prefix="isthmus-verified-")
+        try:
+            path = os.path.join(directory, "artifact")
+            with open(path, "xb") as fh:
+                fh.write(data)
+            return self.load(path, python_type)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
     @property
     def key(self) -> str:
@@ -180,11 +219,7 @@ class PandasMaterializer(Materializer):
         if not all(isinstance(c, str) for c in frame.columns):
             raise TypeError("parquet needs string column names")
         frame.to_parquet(path, engine="pyarrow", index=True)
-        return {
-            "columns": [{"name": str(c), "type": str(t)} for c, t in frame.dtypes.items()],
-            "rows": len(frame),
-            "series": isinstance(obj, pd.Series),
-        }
+        return {**_columns(list(frame.dtypes.items())), "rows": len(frame), "series": isinstance(obj, pd.Series)}
 
     def load(self, path: str, python_type: str) -> Any:
         import pandas as pd
@@ -208,7 +243,7 @@ class ArrowMaterializer(Materializer):
         import pyarrow.parquet as pq
 
         pq.write_table(obj, path)
-        return {"columns": [{"name": f.name, "type": str(f.type)} for f in obj.schema], "rows": obj.num_rows}
+        return {**_columns([(f.name, f.type) for f in obj.schema]), "rows": obj.num_rows}
 
     def load(self, path: str, python_type: str) -> Any:
         import pyarrow.parquet as pq
@@ -236,9 +271,9 @@ class PydanticMaterializer(Materializer):
         return None
 
     def load(self, path: str, python_type: str) -> Any:
-        model = import_type(python_type)
-        if not (isinstance(model, type) and hasattr(model, "model_validate_json")):
-            raise MaterializationError(f"pydantic-json artifact: {python_type!r} is not a pydantic model class")
+        from pydantic import BaseModel
+
+        model = _resolved(python_type, self.name, lambda cls: issubclass(cls, BaseModel))
         with open(path, encoding="utf-8") as fh:
             return model.model_validate_json(fh.read())
 
@@ -264,9 +299,7 @@ class DataclassMaterializer(Materializer):
     def load(self, path: str, python_type: str) -> Any:
         from pydantic import TypeAdapter
 
-        cls = import_type(python_type)
-        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-            raise MaterializationError(f"dataclass-json artifact: {python_type!r} is not a dataclass")
+        cls = _resolved(python_type, self.name, dataclasses.is_dataclass)
         with open(path, "rb") as fh:
             return TypeAdapter(cls).validate_json(fh.read())
 
@@ -290,6 +323,11 @@ class EstimatorMaterializer(Materializer):
 
         return joblib.load(path)
 
+    def load_bytes(self, data: bytes | bytearray, python_type: str) -> Any:
+        import joblib
+
+        return joblib.load(io.BytesIO(data))
+
 
 class CloudpickleMaterializer(Materializer):
     name = "cloudpickle"
@@ -310,6 +348,11 @@ class CloudpickleMaterializer(Materializer):
 
         with open(path, "rb") as fh:
             return cloudpickle.load(fh)
+
+    def load_bytes(self, data: bytes | bytearray, python_type: str) -> Any:
+        import cloudpickle
+
+        return cloudpickle.loads(data)
 
 
 def _maybe(module: str) -> Any:
@@ -372,6 +415,13 @@ def register_materializer(
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}@[A-Za-z0-9_.+-]{1,64}")
+
+
+def executes_code(name: str) -> bool:
+    """Whether the materializer called ``name`` (``name@version``) is registered and could run code
+    carried in its bytes (False for an unknown one: it cannot load anything here)."""
+    found = _by_name.get(name.split("@", 1)[0])
+    return found is not None and found.needs_verified_bytes
 
 
 def get_materializer(name: str) -> Materializer:
