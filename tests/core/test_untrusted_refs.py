@@ -617,15 +617,20 @@ print(json.dumps({"hit": r.cache_hit, "value": r.value}))
 """
 
 
-def _remote_manifest(tmp_path: Path, home: Path) -> Path:
-    """Run ``add(1)`` as a compute node without database access would: its rows ride in the manifest."""
+JOB_KEY = "5e" * 32  # the key a submitter hands to its job ($ISTHMUS_MANIFEST_KEY, from the job's 0600 job.env)
+
+
+def _remote_manifest(tmp_path: Path, home: Path, *, key: str | None = JOB_KEY, params: str = '{"a": 1}') -> Path:
+    """Run ``add(1)`` as a compute node without database access would: its rows ride in the manifest, signed
+    with ``key`` (what a job started by the Slurm executor or the Flyte connector receives)."""
     write_module(tmp_path, "proj_add", ADD)
-    manifest = tmp_path / "job" / "manifest.json"
+    manifest = tmp_path / "job" / f"manifest-{uuid.uuid4().hex[:8]}.json"
+    signing = {"ISTHMUS_MANIFEST_KEY": key} if key else {}
     proc = isthmus_cli(
-        "run-step", "--step", "proj_add:add", "--params", '{"a": 1}', "--record", "manifest",
+        "run-step", "--step", "proj_add:add", "--params", params, "--record", "manifest",
         "--manifest", str(manifest),
         env=env_for(home, tmp_path, COUNTER=str(tmp_path / "counter"),
-                    ISTHMUS_STORE_URL="postgresql+psycopg://nobody@127.0.0.1:9/unreachable"),
+                    ISTHMUS_STORE_URL="postgresql+psycopg://nobody@127.0.0.1:9/unreachable", **signing),
         cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -662,11 +667,14 @@ def test_a_tampered_manifest_does_not_poison_the_cache(tmp_path: Path, isthmus_h
 
 
 def test_an_untampered_manifest_is_ingested_and_hits(tmp_path: Path, isthmus_home: Path) -> None:
+    """The legitimate path: the job signed its manifest with the key it was handed; ingested with that key,
+    it creates the cache entry, and the next fresh process hits."""
     manifest = _remote_manifest(tmp_path, isthmus_home)
+    assert "auth" in json.loads(manifest.read_text()) and JOB_KEY not in manifest.read_text()
     env = env_for(isthmus_home, tmp_path, COUNTER=str(tmp_path / "counter"))
-    proc = isthmus_cli("ingest", str(manifest), env=env, cwd=tmp_path)
+    proc = isthmus_cli("ingest", str(manifest), env={**env, "ISTHMUS_MANIFEST_KEY": JOB_KEY}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "ingested" in proc.stdout
+    assert "ingested" in proc.stdout and "1 cache entry" in proc.stdout
     assert python(RUN_ADD, env={**env, "ISTHMUS_VERIFY": "size"}, cwd=tmp_path) == {"hit": True, "value": 2}
 
 
@@ -1522,3 +1530,280 @@ def test_ref_metadata_is_small_shallow_json(tmp_path: Path, isthmus_home: Path) 
     ref = runner.artifacts.save("x", materializer=Wordy())
     assert "larger than" in ref.metadata["metadata_dropped"]  # kept small, and marked partial: a reader
     assert ref.metadata["code_incomplete"] is True  # never takes a dropped description for "refers to no code"
+
+
+# -- 14. what an ingested manifest may create -----------------------------------------------------------------------
+
+
+def _rewrite(manifest: Path, fn: Any, *, sign_with: str | None = None) -> None:
+    """Apply ``fn`` to the manifest's JSON; re-sign it with ``sign_with`` (a job that holds its key)."""
+    from isthmus.manifest import manifest_tag
+
+    data = json.loads(manifest.read_text())
+    fn(data)
+    data.pop("auth", None)
+    if sign_with:
+        data["auth"] = {"alg": "hmac-sha256", "tag": manifest_tag(data, bytes.fromhex(sign_with))}
+    manifest.write_text(json.dumps(data))
+
+
+def _swap_all(data: Any, old: str, new: dict[str, Any]) -> Any:
+    """Every ref (and artifact row, and link) of content hash ``old`` made to describe ``new``."""
+    if isinstance(data, dict):
+        if data.get("content_hash") == old:
+            data.update(
+                {k: new[k] for k in ("content_hash", "uri", "size", "materializer", "python_type") if k in data}
+            )
+        for value in data.values():
+            _swap_all(value, old, new)
+    elif isinstance(data, list):
+        for value in data:
+            _swap_all(value, old, new)
+    return data
+
+
+def _cache_entries(home: Path) -> list[dict[str, Any]]:
+    from isthmus.store import MetadataStore
+
+    db = home / "isthmus.db"
+    return MetadataStore(f"sqlite:///{db}").list_cache_entries() if db.exists() else []
+
+
+def test_a_manifest_with_outputs_swapped_for_another_artifact_creates_no_cache_entry(
+    tmp_path: Path, isthmus_home: Path
+) -> None:
+    """Before: a manifest whose outputs were pointed at another valid artifact (666) was ingested, and a fresh
+    run_step(add, {a: 1}) returned 666 as a cache hit. A manifest is not evidence that the step computed it."""
+    manifest = _remote_manifest(tmp_path, isthmus_home)
+    old = json.loads(manifest.read_text())["outputs"]["output"]["content_hash"]
+    evil = ArtifactStore(str(isthmus_home / "artifacts")).save(666).to_dict()
+    _rewrite(manifest, lambda d: _swap_all(d, old, evil))
+    tampered = json.loads(manifest.read_text())
+    env = env_for(isthmus_home, tmp_path, COUNTER=str(tmp_path / "counter"))
+    signed = json.loads(_remote_manifest(tmp_path, isthmus_home).read_text())
+    manifest.write_text(json.dumps({**tampered, "auth": signed["auth"]}))  # a tag taken from a genuine manifest
+    proc = isthmus_cli("ingest", str(manifest), env={**env, "ISTHMUS_MANIFEST_KEY": JOB_KEY}, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "authentication tag does not match" in one_line(proc.stderr)
+    manifest.write_text(json.dumps(tampered))  # no tag at all, with or without a key: history, not evidence
+    for extra in ({}, {"ISTHMUS_MANIFEST_KEY": JOB_KEY}):
+        proc = isthmus_cli("ingest", str(manifest), env={**env, **extra}, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "not authenticated" in proc.stdout and "without cache entries" in proc.stdout
+    assert _cache_entries(isthmus_home) == []
+    day2 = python(RUN_ADD, env={**env, "ISTHMUS_VERIFY": "size"}, cwd=tmp_path)
+    assert day2 == {"hit": False, "value": 2}
+    from isthmus.store import MetadataStore
+
+    meta = MetadataStore(f"sqlite:///{isthmus_home / 'isthmus.db'}")
+    recorded = meta.get_step_run(tampered["step_run_id"])  # the claim is kept as history, marked as such
+    assert recorded["context"]["native"]["isthmus_manifest"] == "unauthenticated"
+    with pytest.raises(isthmus.RunNotFound):  # and no artifact row names it as the producer of 666
+        meta.get_artifact(evil["content_hash"])
+
+
+def test_an_unsigned_manifest_records_history_but_no_cache_entry(tmp_path: Path, isthmus_home: Path) -> None:
+    """A job started by hand without a key: its run is recorded, but only a signed manifest creates cache entries."""
+    manifest = _remote_manifest(tmp_path, isthmus_home, key=None)
+    env = env_for(isthmus_home, tmp_path, COUNTER=str(tmp_path / "counter"))
+    proc = isthmus_cli("ingest", str(manifest), env={**env, "ISTHMUS_MANIFEST_KEY": JOB_KEY}, cwd=tmp_path)
+    assert proc.returncode == 0 and "not authenticated" in proc.stdout
+    assert _cache_entries(isthmus_home) == []
+    assert python(RUN_ADD, env=env, cwd=tmp_path) == {"hit": False, "value": 2}
+    proc = isthmus_cli("ingest", str(manifest), env={**env, "ISTHMUS_MANIFEST_KEY": "xyz"}, cwd=tmp_path)
+    assert proc.returncode == 1 and "ISTHMUS_MANIFEST_KEY must be 64 hex digits" in one_line(proc.stderr)
+
+
+EXISTING_RUN = """
+import json, proj_add
+from isthmus.runner import run_step
+
+r = run_step(proj_add.add, {"a": 5})
+print(json.dumps({"id": r.step_run_id, "value": r.value}))
+"""
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["altered", "re-signed by its job"])
+def test_a_manifest_cannot_attach_a_cache_entry_to_an_existing_run(
+    tmp_path: Path, isthmus_home: Path, signed: bool
+) -> None:
+    """Before: a manifest of add(1) whose step run id was changed to an existing run's (add(5) = 6) made ingest
+    skip that run's row but insert (key of add(1), that id) as a cache entry: add(1) then returned 6 as a hit.
+    Even a job holding its key cannot do it: cache entries only for step runs the ingest itself created."""
+    env = env_for(isthmus_home, tmp_path, COUNTER=str(tmp_path / "counter"))
+    write_module(tmp_path, "proj_add", ADD)
+    honest = python(EXISTING_RUN, env=env, cwd=tmp_path)
+    manifest = _remote_manifest(tmp_path, isthmus_home)
+    from isthmus.store import MetadataStore
+
+    meta = MetadataStore(f"sqlite:///{isthmus_home / 'isthmus.db'}")
+    meta.ensure_pipeline_run({"id": "someone-elses-run", "pipeline": "p", "orchestrator": "airflow"})
+    own = json.loads(manifest.read_text())["step_run_id"]
+
+    def squat(data: dict[str, Any]) -> None:
+        text = json.dumps(data).replace(own, honest["id"])
+        data.clear()
+        data.update(json.loads(text))
+
+    _rewrite(manifest, squat, sign_with=JOB_KEY if signed else None)
+    proc = isthmus_cli("ingest", str(manifest), env={**env, "ISTHMUS_MANIFEST_KEY": JOB_KEY}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert ("0 cache entries" in proc.stdout) if signed else ("not authenticated" in proc.stdout)
+    assert [e["step_run_id"] for e in _cache_entries(isthmus_home)] == [honest["id"]]  # add(5)'s own entry only
+    assert python(RUN_ADD, env=env, cwd=tmp_path) == {"hit": False, "value": 2}
+    assert meta.get_step_run(honest["id"])["outputs"]["output"]["content_hash"] == (
+        "blake3:" + blake3(b"6").hexdigest()
+    )
+    # a pipeline run id naming someone else's run: an unsigned manifest joins no pipeline run
+    other = _remote_manifest(tmp_path, isthmus_home, params='{"a": 3}')
+    _rewrite(other, lambda d: d["records"]["step_runs"][0].update(pipeline_run_id="someone-elses-run"))
+    proc = isthmus_cli("ingest", str(other), env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert meta.step_runs_of("someone-elses-run") == []
+
+
+def test_a_manifest_cannot_record_an_artifact_outside_the_store(tmp_path: Path, isthmus_home: Path) -> None:
+    """Before: an input ref of a manifest was never checked: an `artifacts` row with uri file:///etc/passwd and the
+    hash of a value a future honest run produces (add(99) = "100") was inserted and stayed."""
+    env = env_for(isthmus_home, tmp_path, COUNTER=str(tmp_path / "counter"))
+    future = "blake3:" + blake3(b"100").hexdigest()
+    store = ArtifactStore(str(isthmus_home / "artifacts"))
+    for uri, expected in (("file:///etc/passwd", "not in this artifact store"), (store.uri_for(future), "missing")):
+        manifest = _remote_manifest(tmp_path, isthmus_home)
+        fake = ref_dict(uri=uri, content_hash=future, size=3, python_type="builtins:int")
+
+        def plant(data: dict[str, Any], fake: dict[str, Any] = fake) -> None:
+            data["records"]["step_runs"][0]["inputs"]["bogus"] = fake
+            row = {k: fake[k] for k in ("content_hash", "uri", "size", "materializer", "python_type")}
+            created = {"__datetime__": "2020-01-01T00:00:00+00:00"}
+            data["records"]["artifacts"].append(
+                {**row, "metadata": None, "producer_step_run_id": None, "created_at": created}
+            )
+
+        _rewrite(manifest, plant, sign_with=JOB_KEY)  # even a job holding its key
+        proc = isthmus_cli("ingest", str(manifest), env={**env, "ISTHMUS_MANIFEST_KEY": JOB_KEY}, cwd=tmp_path)
+        assert proc.returncode == 1, proc.stdout
+        line = one_line(proc.stderr)
+        assert future in line and expected in line
+    code = "import json, proj_add\nfrom isthmus.runner import run_step\nprint(json.dumps(run_step(proj_add.add, {'a': 99}).value))"
+    assert python(code, env=env, cwd=tmp_path) == 100
+    proc = isthmus_cli("artifacts", "show", future, env=env, cwd=tmp_path)
+    assert proc.returncode == 0 and "/etc/passwd" not in proc.stdout and store.root in proc.stdout
+
+
+def test_an_authenticated_manifest_names_producers_and_uris_of_this_store_only(
+    tmp_path: Path, isthmus_home: Path
+) -> None:
+    manifest = _remote_manifest(tmp_path, isthmus_home)
+    someone = str(uuid.uuid4())
+    _rewrite(manifest, lambda d: d["records"]["artifacts"][0].update(producer_step_run_id=someone), sign_with=JOB_KEY)
+    env = env_for(isthmus_home, tmp_path, ISTHMUS_MANIFEST_KEY=JOB_KEY)
+    proc = isthmus_cli("ingest", str(manifest), env=env, cwd=tmp_path)
+    assert proc.returncode == 1 and "producer" in one_line(proc.stderr)
+    assert _cache_entries(isthmus_home) == []
+
+
+class _JobDirClient:
+    """A Slurm client whose cluster filesystem is the local disk (what collect() reads and removes)."""
+
+    backend = "local-files"
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend}
+
+    async def read_file(self, path: str, max_bytes: int = 1 << 20) -> str | None:
+        return Path(path).read_text() if Path(path).exists() else None
+
+    async def remove_file(self, path: str) -> None:
+        Path(path).unlink(missing_ok=True)
+
+    async def logs(self, status: Any, max_bytes: int = 1 << 20) -> dict[str, str]:
+        return {}
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_slurm_job_result_comes_only_from_a_manifest_signed_with_its_key(
+    tmp_path: Path, isthmus_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The submitter derives a key per job, hands it to the job only through the 0600 job.env, and takes the
+    job's result (and cache entry) only from a manifest signed with it: someone who can write the job
+    directory cannot substitute another artifact as the step's result."""
+    import asyncio
+
+    from isthmus.slurm.executor import SECRET_ENV_FILE, SlurmExecutor, SlurmStepFailed
+    from isthmus.slurm.states import JobStatus
+
+    write_module(tmp_path, "proj_add", ADD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("COUNTER", str(tmp_path / "counter"))
+    import proj_add
+
+    runner = isthmus.StepRunner()
+    ex = SlurmExecutor(_JobDirClient(), runner, work_root=str(tmp_path / "jobs"), record="manifest")  # type: ignore[arg-type]
+    inputs, params = ex.split_arguments(proj_add.add, {"a": 1})
+    spec, planned = ex.build(proj_add.add, inputs, params, RunContext(orchestrator="slurm", invocation="add"))
+    key = ex.manifest_key(planned.work_dir).hex()
+    assert planned.secret_env_file == f"{planned.work_dir}/{SECRET_ENV_FILE}"
+    assert key not in spec.full_script() and key not in json.dumps(planned.to_dict())
+    assert ex._job_env(proj_add.add, RunContext(), planned.work_dir)[1]["ISTHMUS_MANIFEST_KEY"] == key
+    assert ex.manifest_key(planned.work_dir + "-other").hex() != key  # no job can sign another's manifest
+    job = dataclasses.replace(planned, job_id="7", manifest=planned.manifest.replace("%j", "7"))
+    Path(job.work_dir).mkdir(parents=True)
+    # the job, as its batch script runs it: the key comes from job.env, the metadata store is out of reach
+    proc = isthmus_cli(
+        "run-step", "--step", "proj_add:add", "--params", json.dumps(params), "--record", "manifest",
+        "--manifest", job.manifest,
+        env=env_for(isthmus_home, tmp_path, COUNTER=str(tmp_path / "counter"), ISTHMUS_MANIFEST_KEY=key,
+                    ISTHMUS_STORE_URL="postgresql+psycopg://nobody@127.0.0.1:9/unreachable"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    genuine = Path(job.manifest).read_text()
+    status = JobStatus(job_id="7", state="COMPLETED")
+    old = json.loads(genuine)["outputs"]["output"]["content_hash"]
+    evil = runner.artifacts.save(666).to_dict()
+    for forge in (
+        lambda d: _swap_all(d, old, evil),  # outputs swapped, the job's tag kept
+        lambda d: (_swap_all(d, old, evil), d.pop("auth")),  # ... and the tag removed
+    ):
+        data = json.loads(genuine)
+        forge(data)
+        Path(job.manifest).write_text(json.dumps(data))
+        with pytest.raises(SlurmStepFailed, match="not signed with this job's key") as info:
+            asyncio.run(ex.collect("add", job, status))
+        assert "\n" not in str(info.value)
+    assert runner.metadata.list_cache_entries() == []
+    Path(job.manifest).write_text(genuine)
+    result = asyncio.run(ex.collect("add", job, status))
+    assert result.value == 2
+    assert [e["step_run_id"] for e in runner.metadata.list_cache_entries()] == [result.step_run_id]
+    assert runner.run(proj_add.add, {"a": 1}).cache_hit
+
+
+# -- 15. deeply nested JSON anywhere: one line ------------------------------------------------------------------
+
+
+def test_deep_json_anywhere_on_the_command_line_is_one_line(tmp_path: Path, isthmus_home: Path) -> None:
+    """Before: --params/--inputs/--context or a manifest nested a few thousand levels deep ended in a RecursionError
+    traceback."""
+    write_module(tmp_path, "proj_attack", ATTACK)
+    env = env_for(isthmus_home, tmp_path)
+    for deep in ('{"a": ' + "[" * 5000 + "]" * 5000 + "}", '{"a": ' + '{"b": ' * 150 + "1" + "}" * 151):
+        (tmp_path / "deep.json").write_text(deep)
+        for option, value in (
+            ("--params", deep), ("--inputs", deep), ("--context", deep), ("--params", f"@{tmp_path / 'deep.json'}"),
+        ):  # fmt: skip
+            proc = isthmus_cli("run-step", "--step", "proj_attack:pick", option, value, env=env, cwd=tmp_path)
+            assert proc.returncode == 1
+            line = one_line(proc.stderr)
+            assert option in line and "nests deeper than" in line, line
+        proc = isthmus_cli("ingest", str(tmp_path / "deep.json"), env=env, cwd=tmp_path)
+        assert proc.returncode == 1 and "nests deeper than" in one_line(proc.stderr)
+    manifest = _remote_manifest(tmp_path, isthmus_home)
+    _rewrite(manifest, lambda d: d["records"]["step_runs"][0]["params"].update(a=json.loads("[" * 200 + "]" * 200)))
+    proc = isthmus_cli("ingest", str(manifest), env=env, cwd=tmp_path)
+    assert proc.returncode == 1 and "nests deeper than" in one_line(proc.stderr)
+    with pytest.raises(InvalidArtifactRef, match="nests deeper"):
+        isthmus.load('{"__isthmus_artifact__": 1, "uri": ' + "[" * 5000 + "]" * 5000 + "}")
