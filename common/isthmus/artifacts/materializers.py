@@ -82,10 +82,11 @@ class Materializer:
     def load(self, path: str, python_type: str) -> Any:
         raise NotImplementedError
 
-    def load_bytes(self, data: bytes | bytearray, python_type: str) -> Any:
-        """Load from ``data``, exactly the bytes the store verified (used when ``needs_verified_bytes``).
-        The default writes them to a private temporary file (a new 0700 directory) and calls :meth:`load`;
-        override it to load from memory."""
+    def load_bytes(self, data: Any, python_type: str) -> Any:
+        """Load from ``data``, exactly the bytes the store verified (used when ``needs_verified_bytes``): a
+        bytes-like object (``bytes``, or a read-only ``mmap`` that is also a file object), valid only during
+        the call. The default writes them to a private temporary file (a new 0700 directory) and calls
+        :meth:`load`; override it to load from memory."""
         directory = tempfile.mkdtemp(prefix="isthmus-verified-")
         try:
             path = os.path.join(directory, "artifact")
@@ -323,10 +324,10 @@ class EstimatorMaterializer(Materializer):
 
         return joblib.load(path)
 
-    def load_bytes(self, data: bytes | bytearray, python_type: str) -> Any:
+    def load_bytes(self, data: Any, python_type: str) -> Any:
         import joblib
 
-        return joblib.load(io.BytesIO(data))
+        return joblib.load(data if hasattr(data, "read") else io.BytesIO(data))
 
 
 class CloudpickleMaterializer(Materializer):
@@ -349,7 +350,7 @@ class CloudpickleMaterializer(Materializer):
         with open(path, "rb") as fh:
             return cloudpickle.load(fh)
 
-    def load_bytes(self, data: bytes | bytearray, python_type: str) -> Any:
+    def load_bytes(self, data: Any, python_type: str) -> Any:
         import cloudpickle
 
         return cloudpickle.loads(data)

@@ -15,6 +15,7 @@ the file that was checked.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,7 @@ _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXE
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _FILE_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _PROC_FD = os.path.isdir("/proc/self/fd")
+_MAP_MIN = 1 << 20  # smaller objects are copied: a mapping costs more than the copy
 
 
 class UnsafeEntry(OSError):
@@ -138,25 +140,43 @@ def fd_path(fd: int, fallback: str) -> Iterator[str]:
     yield fallback
 
 
-def read_all(fd: int, size: int) -> bytearray:
+def read_all(fd: int, size: int) -> bytes:
     """The file behind ``fd`` from its start, up to ``size + 1`` bytes: a file that grew shows it by its
-    length, so a hash check against ``size`` bytes refuses it. One buffer, no copies."""
-    buf = bytearray(size + 1)
-    view = memoryview(buf)
+    length, so a hash check against ``size`` bytes refuses it. One read for any file under 2 GiB."""
+    chunks: list[bytes] = []
     offset = 0
     while offset <= size:
-        if hasattr(os, "preadv"):
-            n = os.preadv(fd, [view[offset:]], offset)
-        else:  # pragma: no cover - platforms without preadv
-            chunk = os.pread(fd, size + 1 - offset, offset)
-            n = len(chunk)
-            view[offset : offset + n] = chunk
-        if n == 0:
+        chunk = os.pread(fd, size + 1 - offset, offset)
+        if not chunk:
             break
-        offset += n
-    view.release()
-    del buf[offset:]
-    return buf
+        chunks.append(chunk)
+        offset += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def frozen_content(fd: int, size: int) -> bytes | mmap.mmap:
+    """The content of the file behind ``fd`` as it is now, immune to later changes by anyone else: a
+    read-only private mapping when the file is large and only this user (or root) could write to it —
+    renaming another file over its name does not change a mapping — else a copy in memory
+    (:func:`read_all`). Release it with :func:`release`."""
+    st = os.fstat(fd)
+    geteuid = getattr(os, "geteuid", None)
+    only_mine = geteuid is not None and st.st_uid == geteuid() and not st.st_mode & 0o022
+    if size >= _MAP_MIN and st.st_size == size and only_mine:
+        try:
+            return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ)
+        except (OSError, ValueError, AttributeError):  # no mmap here: read it
+            pass
+    return read_all(fd, size)
+
+
+def release(content: bytes | mmap.mmap) -> None:
+    """Unmap what :func:`frozen_content` mapped (left to the collector while something still uses it)."""
+    if isinstance(content, mmap.mmap):
+        try:
+            content.close()
+        except BufferError:
+            pass
 
 
 def private_dir(path: str) -> str:
@@ -177,6 +197,7 @@ def private_dir(path: str) -> str:
 __all__ = [
     "UnsafeEntry",
     "fd_path",
+    "frozen_content",
     "is_real_dir",
     "is_regular_file",
     "open_dir",
@@ -184,5 +205,6 @@ __all__ = [
     "open_object",
     "private_dir",
     "read_all",
+    "release",
     "touch",
 ]

@@ -15,9 +15,10 @@ Code-executing materializers (pickle: cloudpickle, joblib, user materializers by
   ``writers/<xx>/<hex>@<materializer name>``, made before the object is renamed into place. Such a
   materializer loads only an object with its own mark, so a ref cannot relabel text that ``str`` wrote
   as a pickle (an object without one, e.g. pickled by an earlier isthmus, is a cache miss: recomputed);
-- a load reads the object once into memory, hashes those bytes and hands exactly them to the
-  materializer (:meth:`Materializer.load_bytes`), whatever the verify mode: no other process can swap
-  the file between the check and the load.
+- a load freezes the object's content once (a copy in memory, or a private read-only mapping of a
+  file only this user can write), hashes it and hands exactly it to the materializer
+  (:meth:`Materializer.load_bytes`), whatever the verify mode: no other process can swap the file
+  between the check and the load.
 
 Other materializers keep the fast path: the verify mode decides whether the bytes are hashed, and the
 materializer reads the object through the descriptor that was checked. Local objects and the store's
@@ -29,6 +30,7 @@ itself (permissions, full disk, unreachable bucket) raises :class:`ArtifactStore
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import shutil
 import stat
@@ -618,11 +620,12 @@ class ArtifactStore:
         finally:
             os.close(fd)
 
-    def _verified_bytes(self, ref: ArtifactRef, path: str) -> bytearray:
-        """The object's bytes, read once into memory and hashed: what a code-executing materializer loads.
-        Only for a ref :meth:`check_ref` accepted (its materializer wrote these bytes here)."""
+    def _verified_bytes(self, ref: ArtifactRef, path: str) -> bytes | mmap.mmap:
+        """The object's content, frozen once (:func:`safefs.frozen_content`) and hashed: what a code-executing
+        materializer loads (release it with :func:`safefs.release`). Only for a ref :meth:`check_ref`
+        accepted (its materializer wrote these bytes here)."""
         if self.local:
-            data = _matching_bytes(ref, lambda: safefs.open_object(self.root, self._rel(ref.content_hash).split("/")))
+            data = _matching_content(ref, lambda: safefs.open_object(self.root, self._rel(ref.content_hash).split("/")))
             if data is None:
                 self._quarantine(path)
                 raise self._missing(ref)
@@ -631,7 +634,7 @@ class ArtifactStore:
         for fetch in (False, True):
             if fetch and self._download(ref, path, local) is None:
                 break
-            data = _matching_bytes(ref, lambda: safefs.open_file(local))
+            data = _matching_content(ref, lambda: safefs.open_file(local))
             if data is not None:
                 return data
             _remove(local)
@@ -652,7 +655,11 @@ class ArtifactStore:
         path = self.check_ref(ref)
         materializer = get_materializer(ref.materializer)  # registered: check_ref made sure
         if materializer.needs_verified_bytes:
-            return materializer.load_bytes(self._verified_bytes(ref, path), ref.python_type)
+            data = self._verified_bytes(ref, path)
+            try:
+                return materializer.load_bytes(data, ref.python_type)
+            finally:
+                safefs.release(data)
         with self._readable(ref, path, "hash" if verify else self.verify_mode) as readable:
             return materializer.load(readable, ref.python_type)
 
@@ -730,17 +737,20 @@ class _Tee:
         return chunk
 
 
-def _matching_bytes(ref: ArtifactRef, opener: Any) -> bytearray | None:
-    """The bytes of the file ``opener()`` opens if they are exactly ``ref``'s (size and hash), else None."""
+def _matching_content(ref: ArtifactRef, opener: Any) -> bytes | mmap.mmap | None:
+    """The frozen content of the file ``opener()`` opens if it is exactly ``ref``'s (size and hash), else None."""
     try:
         fd = opener()
     except _UNREADABLE:
         return None
     try:
-        data = safefs.read_all(fd, ref.size)
+        data = safefs.frozen_content(fd, ref.size)
     finally:
-        os.close(fd)
-    return data if len(data) == ref.size and hash_bytes(data) == ref.content_hash else None
+        os.close(fd)  # a mapping outlives its descriptor
+    if len(data) == ref.size and hash_bytes(data) == ref.content_hash:
+        return data
+    safefs.release(data)
+    return None
 
 
 def _version_token(info: dict[str, Any]) -> str | None:
