@@ -4,9 +4,10 @@ Refs arrive through XCom, Flyte literals, Slurm manifests and the command line, 
 input. Every way to make one (the constructor, :meth:`ArtifactRef.from_dict`, ``from_json``, ``coerce``)
 goes through one validation: a ref that exists has a content hash of a known algorithm with exactly its
 number of lowercase hex digits (so it can only ever name ``objects/<2 hex>/<hex>`` under a store's root),
-a non-negative int size, plain-text uri, materializer and type fields (a type path names no
-``__main__`` module but ``__main__`` itself), and JSON metadata of bounded size and depth. A malformed ref
-raises :class:`~isthmus.artifacts.errors.InvalidArtifactRef` with a one-line message before any path exists.
+a non-negative int size, plain-text uri, materializer and type fields, and JSON metadata of bounded size
+and depth. A malformed ref raises :class:`~isthmus.artifacts.errors.InvalidArtifactRef` with a one-line
+message before any path exists. (What a type path may name is checked where it is used:
+:func:`isthmus.artifacts.types.check_type_path`, by every store the ref is handed to.)
 """
 
 from __future__ import annotations
@@ -166,12 +167,6 @@ class ArtifactRef:
         _check_text("uri", self.uri, None, _MAX_URI, f"a URL of at most {_MAX_URI} printable characters")
         _check_text("materializer", self.materializer, _MATERIALIZER, 200, "a materializer key like 'json@1'")
         _check_text("python_type", self.python_type, _PYTHON_TYPE, _MAX_TYPE, "a type path like 'package.module:Class'")
-        module = self.python_type.partition(":")[0]
-        if module != "__main__" and "__main__" in module.split("."):
-            raise InvalidArtifactRef(
-                f"artifact ref: python_type {_show(self.python_type)} names a __main__ module (importing it runs a "
-                "program); pass the ref exactly as isthmus wrote it"
-            )
         if not isinstance(self.metadata, dict):
             raise InvalidArtifactRef(
                 f"artifact ref {self.content_hash}: metadata must be a JSON object, got {_show(self.metadata)}"
