@@ -1,14 +1,28 @@
-"""The result manifest of ``run-step``: its schema, and the checks a manifest passes before it is ingested.
+"""The result manifest of ``run-step``: its schema, its authentication, and the checks a manifest passes
+before it is ingested.
 
 A manifest is a file another machine wrote: untrusted. :func:`parse_manifest` validates its shape
 (pydantic, unknown fields and versions refused) and its consistency (every cache entry belongs to a
 completed step run of the same manifest with the same key; every artifact row matches a ref of a step
-run). A problem is one :class:`ManifestError` line naming the manifest, the field and the fix.
+run, and names as its producer only a step run that output it). A problem is one :class:`ManifestError`
+line naming the manifest, the field and the fix.
+
+Hash-checked outputs do not prove that the step computed them: anyone who can write the manifest file can
+name any artifact of the store. So a job signs its manifest: ``auth`` is an HMAC-SHA256 of the manifest's
+canonical JSON under a key the submitter generated for that job and handed to it in its environment
+(:data:`MANIFEST_KEY_ENV`, from the job's 0600 ``job.env``; never in the batch script, the job record or
+the manifest). :func:`job_manifest_key` derives that key from the metadata store's secret salt and the
+job's directory, so whichever process collects the job derives it again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -17,10 +31,61 @@ from isthmus.artifacts.refs import ArtifactRef, check_content_hash
 from isthmus.errors import IsthmusError
 
 MANIFEST_VERSION = 1
+MANIFEST_KEY_ENV = "ISTHMUS_MANIFEST_KEY"  # 64 hex digits: the key run-step signs its manifest with
+_KEY = re.compile(r"[0-9a-f]{64}")
 
 
 class ManifestError(IsthmusError, ValueError):
     """A result manifest is unreadable, malformed, inconsistent, or its artifacts do not verify."""
+
+
+def parse_key(text: str, where: str = MANIFEST_KEY_ENV) -> bytes:
+    """The 32-byte key written as 64 lowercase hex digits; raises ManifestError otherwise."""
+    value = text.strip().lower()
+    if not _KEY.fullmatch(value):
+        raise ManifestError(
+            f"{where} must be 64 hex digits (a 32-byte key, e.g. python -c 'import secrets; print(secrets.token_hex(32))'),"
+            f" got {len(value)} characters"
+        )
+    return bytes.fromhex(value)
+
+
+def key_from_env(*, remove: bool = False) -> bytes | None:
+    """The manifest key in ``$ISTHMUS_MANIFEST_KEY`` (None when unset); ``remove`` takes it out of the
+    environment, so the step a job runs never sees it."""
+    text = os.environ.pop(MANIFEST_KEY_ENV, None) if remove else os.environ.get(MANIFEST_KEY_ENV)
+    return parse_key(text) if text else None
+
+
+def job_manifest_key(salt: bytes, job_dir: str) -> bytes:
+    """The key of the job whose directory is ``job_dir``, derived from a metadata store's secret salt:
+    every process that shares the store derives it again, and no job can derive another job's key."""
+    return hmac.new(salt, b"isthmus manifest key v1\x00" + job_dir.encode(), hashlib.sha256).digest()
+
+
+def _signed_text(data: dict[str, Any]) -> bytes:
+    """The canonical JSON the tag covers: the manifest as written, without ``auth`` and ``path``."""
+    payload = {k: v for k, v in data.items() if k not in ("auth", "path")}
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def manifest_tag(data: dict[str, Any], key: bytes) -> str:
+    """The authentication tag of a manifest in its JSON form (as written to or read from the file)."""
+    return hmac.new(key, _signed_text(data), hashlib.sha256).hexdigest()
+
+
+def is_authentic(data: Any, key: bytes | None) -> bool:
+    """Whether ``data`` (a manifest's JSON) carries a valid tag under ``key``."""
+    if key is None or not isinstance(data, dict):
+        return False
+    auth = data.get("auth")
+    if not isinstance(auth, dict) or auth.get("alg") != "hmac-sha256" or not isinstance(auth.get("tag"), str):
+        return False
+    try:
+        expected = manifest_tag(data, key)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return hmac.compare_digest(expected, auth["tag"])
 
 
 def _ref(value: Any) -> dict[str, Any]:
@@ -118,6 +183,11 @@ class Records(_Strict):
     cache_entries: list[CacheEntryRow] = []
 
 
+class ManifestAuth(_Strict):
+    alg: Literal["hmac-sha256"]
+    tag: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
 class Manifest(BaseModel):
     """A ``run-step`` result manifest (version 1)."""
 
@@ -136,6 +206,7 @@ class Manifest(BaseModel):
     cache_key: AnyHash | None = None
     outputs: dict[str, RefDict] | None = None
     records: Records | None = None
+    auth: ManifestAuth | None = None
     path: str | None = None  # added by run_remote's return value, never written; tolerated
 
 
@@ -188,8 +259,19 @@ def _check_consistency(manifest: Manifest, source: str) -> None:
             refs.setdefault(ref.content_hash, ref)
     for i, row in enumerate(records.artifacts):
         ref = refs.get(row.content_hash)
-        if ref is None or (ref.size, ref.uri, ref.materializer) != (row.size, row.uri, row.materializer):
+        if ref is None or (ref.size, ref.uri, ref.materializer, ref.python_type) != (
+            row.size,
+            row.uri,
+            row.materializer,
+            row.python_type,
+        ):
             fail(f"records.artifacts.{i} ({row.content_hash}) is not an input or output of a recorded step run")
+        producer = runs.get(row.producer_step_run_id or "")
+        if row.producer_step_run_id is not None and (
+            producer is None
+            or row.content_hash not in {v.get("content_hash") for v in (producer.outputs or {}).values()}
+        ):
+            fail(f"records.artifacts.{i} names a producer that is not a step run of this manifest with that output")
     for i, link in enumerate(records.step_run_artifacts):
         run = runs.get(link.step_run_id)
         side = (run.outputs or {}) if run and link.role == "output" else (run.inputs if run else {})
@@ -207,11 +289,11 @@ def _check_consistency(manifest: Manifest, source: str) -> None:
             fail(f"records.cache_entries.{i} does not belong to a completed step run of this manifest with that key")
 
 
-def output_refs(manifest: Manifest) -> list[ArtifactRef]:
-    """Every output ref the manifest vouches for: of completed step runs, and the top-level outputs."""
+def artifact_refs(manifest: Manifest) -> list[ArtifactRef]:
+    """Every ref the manifest names: inputs and outputs of its step runs, and the top-level outputs."""
     out: dict[str, ArtifactRef] = {}
     runs = manifest.records.step_runs if manifest.records else []
-    values = [v for r in runs if r.status == "COMPLETED" for v in (r.outputs or {}).values()]
+    values = [v for r in runs for v in [*(r.outputs or {}).values(), *r.inputs.values()]]
     values += list((manifest.outputs or {}).values())
     for value in values:
         ref = ArtifactRef.from_dict(value)
@@ -219,4 +301,16 @@ def output_refs(manifest: Manifest) -> list[ArtifactRef]:
     return list(out.values())
 
 
-__all__ = ["MANIFEST_VERSION", "Manifest", "ManifestError", "output_refs", "parse_manifest"]
+__all__ = [
+    "MANIFEST_KEY_ENV",
+    "MANIFEST_VERSION",
+    "Manifest",
+    "ManifestError",
+    "artifact_refs",
+    "is_authentic",
+    "job_manifest_key",
+    "key_from_env",
+    "manifest_tag",
+    "parse_key",
+    "parse_manifest",
+]

@@ -7,8 +7,18 @@ and its rows travel in the manifest; the submitting side calls :func:`ingest_man
 
 Contexts, input refs and manifests come from other machines: the manifest path built from a context
 stays under the artifact root (:mod:`isthmus.artifacts.paths`), input refs are validated before the
-step is imported, and a manifest is validated (:mod:`isthmus.manifest`) and its output artifacts are
-hash-verified in the store before any of its rows, cache entries above all, is recorded.
+step is imported, and a manifest is validated (:mod:`isthmus.manifest`) and every artifact it names is
+hash-verified in the store before any of its rows is recorded.
+
+What an ingested manifest may create:
+
+- an *authenticated* manifest (signed with the job's key, ``$ISTHMUS_MANIFEST_KEY`` where run-step ran,
+  the same key given to :func:`ingest_manifest`) records its rows: step runs, artifact rows (each at this
+  store's own uri for its hash), code and environment snapshots, links, and cache entries — for step runs
+  this ingest created, never for a step run id the store already had;
+- any other manifest records only its step runs (marked ``native.isthmus_manifest = "unauthenticated"``,
+  outside any pipeline run) and their artifact links: no cache entry, no artifact row, no snapshot. It is
+  history, not evidence that the step computed those outputs.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import json
 import os
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +37,22 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from isthmus import _defaults
 from isthmus.artifacts.paths import join_under, safe_component
-from isthmus.artifacts.refs import ArtifactRef
+from isthmus.artifacts.refs import MAX_JSON_DEPTH, ArtifactRef, json_depth_error
 from isthmus.artifacts.store import ArtifactStore
 from isthmus.config import get_settings
 from isthmus.context import RunContext
 from isthmus.errors import IsthmusError, StepFailed
 from isthmus.lineage_parent import parents_from_env
-from isthmus.manifest import MANIFEST_VERSION, ManifestError, output_refs, parse_manifest
+from isthmus.manifest import (
+    MANIFEST_VERSION,
+    Manifest,
+    ManifestError,
+    artifact_refs,
+    is_authentic,
+    key_from_env,
+    manifest_tag,
+    parse_manifest,
+)
 from isthmus.runner import StepRunner
 from isthmus.step import load_step
 from isthmus.store import schema as s
@@ -63,8 +83,12 @@ def default_manifest_path(context: RunContext) -> str:
     return join_under(root, "manifests", safe_component(f"{ident}.json", "manifest file name"))
 
 
-def _write_json(path: str, data: dict[str, Any]) -> None:
-    """Write the manifest atomically (temp + rename, or one PUT); IsthmusError when it cannot be written."""
+def _write_json(path: str, data: dict[str, Any], key: bytes | None = None) -> None:
+    """Write the manifest atomically (temp + rename, or one PUT), signed with ``key`` when given;
+    IsthmusError when it cannot be written."""
+    if key is not None:
+        written = json.loads(json.dumps(data, default=_json_default))  # the tag covers the JSON form
+        data = {**data, "auth": {"alg": "hmac-sha256", "tag": manifest_tag(written, key)}}
     try:
         _put_json(path, data)
     except OSError as exc:
@@ -130,9 +154,15 @@ def read_manifest(path: str) -> dict[str, Any]:
     if len(raw) > _MAX_MANIFEST_BYTES:
         raise ManifestError(f"manifest {path}: larger than {_MAX_MANIFEST_BYTES >> 20} MiB; not a run-step manifest")
     try:
-        return json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ManifestError(f"manifest {path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        data = None
+    problem = "nests deeper than JSON can be read" if data is None else json_depth_error(data)
+    if problem:
+        raise ManifestError(f"manifest {path}: {problem} (at most {MAX_JSON_DEPTH} levels); not a run-step manifest")
+    return data
 
 
 def check_context(ctx: RunContext) -> RunContext:
@@ -187,6 +217,7 @@ def run_remote(
     A context whose ids cannot name a file under the artifact root raises UnsafePath (nothing is written);
     an invalid input ref, an import error or a failure of the step gives a FAILED manifest.
     """
+    signing_key = key_from_env(remove=True)  # the step never sees the key its manifest is signed with
     ctx = check_context(context or RunContext(orchestrator="remote"))
     if record not in ("db", "manifest"):
         raise IsthmusError(f"run-step: --record {record!r} must be 'db' or 'manifest'")
@@ -203,7 +234,7 @@ def run_remote(
         arguments: dict[str, Any] = {**(params or {}), **_input_refs(inputs or {})}
     except IsthmusError as exc:  # refused before anything was imported or run
         manifest.update(status="FAILED", error=f"{type(exc).__name__}: {exc}", step_run_id=None)
-        _write_json(manifest_path, manifest)
+        _write_json(manifest_path, manifest, signing_key)
         return {**manifest, "path": manifest_path}
     private_db: str | None = None
     if record == "manifest":
@@ -242,7 +273,7 @@ def run_remote(
     if record == "manifest" and private_db:
         manifest["records"] = _export(runner.metadata)
         runner.metadata.dispose()
-    _write_json(manifest_path, manifest)
+    _write_json(manifest_path, manifest, signing_key)
     manifest["path"] = manifest_path
     return manifest
 
@@ -256,67 +287,144 @@ def _export(store: MetadataStore) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def ingest_manifest(
-    store: MetadataStore, manifest: dict[str, Any] | str | Path, *, artifacts: ArtifactStore | None = None
-) -> int:
-    """Insert the rows a ``record="manifest"`` run carried; returns how many were new. Idempotent.
+@dataclass(frozen=True)
+class IngestResult:
+    """What :func:`ingest` recorded: new rows, of which cache entries, and whether the manifest was
+    authenticated (only then does it create cache entries, artifact rows and snapshots)."""
 
-    The manifest is validated first (:func:`isthmus.manifest.parse_manifest`), then every output artifact it
-    vouches for is hash-verified in ``artifacts`` (default: the configured store), whatever
-    ``ISTHMUS_VERIFY`` says; any problem raises ManifestError and nothing is recorded.
+    added: int
+    cache_entries: int
+    authenticated: bool
+
+
+_KEYS = {
+    "code_snapshots": ["hash"],
+    "environments": ["hash"],
+    "step_runs": ["id"],
+    "artifacts": ["content_hash"],
+    "step_run_artifacts": ["step_run_id", "role", "name"],
+    "cache_entries": ["cache_key", "step_run_id"],
+}
+
+
+def ingest_manifest(
+    store: MetadataStore,
+    manifest: dict[str, Any] | str | Path,
+    *,
+    artifacts: ArtifactStore | None = None,
+    key: bytes | None = None,
+) -> int:
+    """:func:`ingest`, returning how many rows were new."""
+    return ingest(store, manifest, artifacts=artifacts, key=key).added
+
+
+def ingest(
+    store: MetadataStore,
+    manifest: dict[str, Any] | str | Path,
+    *,
+    artifacts: ArtifactStore | None = None,
+    key: bytes | None = None,
+) -> IngestResult:
+    """Insert the rows a ``record="manifest"`` run carried. Idempotent.
+
+    The manifest is validated first (:func:`isthmus.manifest.parse_manifest`), then every artifact it names
+    (inputs and outputs) must be of ``artifacts`` (default: the configured store) and match its hash,
+    whatever ``ISTHMUS_VERIFY`` says; any problem raises ManifestError and nothing is recorded. What is
+    recorded depends on whether the manifest is authentic under ``key`` (see the module docstring); a tag
+    that does not verify under ``key`` is refused as an altered manifest.
     """
     source = str(manifest) if isinstance(manifest, (str, Path)) else "(in memory)"
     data = read_manifest(source) if isinstance(manifest, (str, Path)) else manifest
+    if isinstance(data, dict) and isinstance(manifest, dict):
+        problem = json_depth_error(data)
+        if problem:
+            raise ManifestError(f"manifest {source}: {problem}; not a run-step manifest")
+    authenticated = is_authentic(data, key)
+    if key is not None and isinstance(data, dict) and data.get("auth") is not None and not authenticated:
+        raise ManifestError(
+            f"manifest {source}: its authentication tag does not match the job's key: it was altered after the job "
+            "wrote it, or it is another job's manifest; nothing was recorded"
+        )
     if isinstance(data, dict) and isinstance(data.get("records"), dict):
         records_in = data["records"]
         revived = {k: [_revive(r) for r in v] if isinstance(v, list) else v for k, v in records_in.items()}
         data = {**data, "records": revived}
     parsed = parse_manifest(data, source)
     if parsed.records is None:
-        return 0
+        return IngestResult(0, 0, authenticated)
     artifacts = artifacts or _defaults.artifact_store()
-    for ref in output_refs(parsed):
+    _verify_artifacts(parsed, artifacts, source)
+    records = parsed.records.model_dump()
+    known_pipelines = _known_pipeline_runs(store, records["step_runs"]) if authenticated else set()
+    for run in records["step_runs"]:
+        if run.get("pipeline_run_id") not in known_pipelines:
+            run["pipeline_run_id"] = None
+        if not authenticated:
+            run["source_step_run_id"] = None
+            context = dict(run["context"])
+            context["native"] = {**(context.get("native") or {}), "isthmus_manifest": "unauthenticated"}
+            run["context"] = context
+    if not authenticated:
+        for name in ("code_snapshots", "environments", "artifacts", "cache_entries"):
+            records[name] = []
+
+    def work(conn: Any) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        new_runs: set[str] = set()
+        for name in _EXPORTED:  # step runs before their links and cache entries
+            rows = records[name]
+            if name in ("step_run_artifacts", "cache_entries"):  # only for step runs this ingest created
+                rows = [r for r in rows if r["step_run_id"] in new_runs]
+            if not rows:
+                continue
+            table = s.metadata.tables[name]
+            stmt = store._insert_ignore(table, _KEYS[name]).returning(*[table.c[k] for k in _KEYS[name]])
+            inserted = conn.execute(stmt, rows).all()
+            if name == "step_runs":
+                new_runs.update(row[0] for row in inserted)
+            counts[name] = len(inserted)
+        return counts
+
+    try:
+        counts = store._run_write(work)  # one transaction: all of it or nothing
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise ManifestError(f"manifest {source}: the metadata store refused its records ({reason[:300]})") from None
+    return IngestResult(sum(counts.values()), counts.get("cache_entries", 0), authenticated)
+
+
+def _verify_artifacts(parsed: Manifest, artifacts: ArtifactStore, source: str) -> None:
+    """Every ref the manifest names is of ``artifacts`` and its bytes match, and every artifact row is at
+    the store's own uri for its hash; raises ManifestError otherwise."""
+    for ref in artifact_refs(parsed):
         if not artifacts.holds(ref):
             raise ManifestError(
-                f"manifest {source}: output {ref.content_hash} is at {ref.uri!r:.200}, not in this artifact store "
+                f"manifest {source}: artifact {ref.content_hash} is at {ref.uri!r:.200}, not in this artifact store "
                 f"({artifacts.url}); ingest it where ISTHMUS_ARTIFACT_ROOT is the store the job wrote to"
             )
+        try:
+            artifacts.check_ref(ref, loading=False)
+        except IsthmusError as exc:
+            raise ManifestError(f"manifest {source}: {exc}") from None
         if not artifacts.is_valid(ref, "hash"):
             raise ManifestError(
-                f"manifest {source}: output {ref.content_hash} is missing from the artifact store or its bytes do "
+                f"manifest {source}: artifact {ref.content_hash} is missing from the artifact store or its bytes do "
                 "not match; nothing was recorded (re-run the step)"
             )
-    records = parsed.records.model_dump()
-    pipeline_ids = {r["pipeline_run_id"] for r in records["step_runs"] if r["pipeline_run_id"]}
+    for i, row in enumerate(parsed.records.artifacts if parsed.records else []):
+        if row.uri != artifacts.uri_for(row.content_hash):
+            raise ManifestError(
+                f"manifest {source}: records.artifacts.{i} ({row.content_hash}) has uri {row.uri!r:.200}, not this "
+                "artifact store's for that hash; it was not written by run-step or was altered"
+            )
+
+
+def _known_pipeline_runs(store: MetadataStore, step_runs: list[dict[str, Any]]) -> set[str]:
     known = set()
-    for pid in pipeline_ids:
+    for pid in {r["pipeline_run_id"] for r in step_runs if r["pipeline_run_id"]}:
         try:
             if store.resolve_run_id(pid) == pid:
                 known.add(pid)
         except IsthmusError:
             pass
-    added = 0
-    keys = {
-        "code_snapshots": ["hash"],
-        "environments": ["hash"],
-        "step_runs": ["id"],
-        "artifacts": ["content_hash"],
-        "step_run_artifacts": ["step_run_id", "role", "name"],
-        "cache_entries": ["cache_key", "step_run_id"],
-    }
-    try:
-        for name in _EXPORTED:
-            rows = records[name]
-            if not rows:
-                continue
-            if name == "step_runs":
-                for r in rows:
-                    if r.get("pipeline_run_id") not in known:
-                        r["pipeline_run_id"] = None
-            table = s.metadata.tables[name]
-            stmt = store._insert_ignore(table, keys[name]).returning(*[table.c[k] for k in keys[name]])
-            added += int(store._run_write(lambda c, st=stmt, rs=rows: len(c.execute(st, rs).all())))
-    except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise ManifestError(f"manifest {source}: the metadata store refused its records ({reason[:300]})") from None
-    return added
+    return known

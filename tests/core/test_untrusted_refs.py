@@ -457,19 +457,22 @@ def test_pickled_bytes_are_hash_verified_whatever_the_verify_mode(
 
 
 @pytest.mark.parametrize("mode", ["size", "off"])
-def test_pickles_this_process_wrote_are_not_rehashed(
+def test_pickled_loads_hash_exactly_the_bytes_they_unpickle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
+    """A pickle is read once into memory, hashed, and those very bytes are unpickled: every load, also of
+    this process's own commit (a memo of the file cannot vouch for bytes read later)."""
     store = ArtifactStore(str(tmp_path / "artifacts"), verify=mode)
     ref = store.save(Pickled(3), materializer="cloudpickle")
-    hashed: list[str] = []
-    real = store_module.hash_file
-    monkeypatch.setattr(store_module, "hash_file", lambda p: hashed.append(p) or real(p))
+    by_path: list[str] = []
+    in_memory: list[int] = []
+    real_file, real_bytes = store_module.hash_file, store_module.hash_bytes
+    monkeypatch.setattr(store_module, "hash_file", lambda p: by_path.append(p) or real_file(p))
+    monkeypatch.setattr(store_module, "hash_bytes", lambda b: in_memory.append(len(b)) or real_bytes(b))
     assert store.load(ref).value == 3
-    assert hashed == []  # its own commit: the bytes it hashed before the rename
     other = ArtifactStore(store.root, verify=mode)
     assert other.load(ref).value == 3
-    assert len(hashed) == 1  # another process's file: hashed once
+    assert by_path == [] and in_memory == [ref.size, ref.size]
 
 
 def test_json_loads_follow_the_verify_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -614,15 +617,20 @@ print(json.dumps({"hit": r.cache_hit, "value": r.value}))
 """
 
 
-def _remote_manifest(tmp_path: Path, home: Path) -> Path:
-    """Run ``add(1)`` as a compute node without database access would: its rows ride in the manifest."""
+JOB_KEY = "5e" * 32  # the key a submitter hands to its job ($ISTHMUS_MANIFEST_KEY, from the job's 0600 job.env)
+
+
+def _remote_manifest(tmp_path: Path, home: Path, *, key: str | None = JOB_KEY, params: str = '{"a": 1}') -> Path:
+    """Run ``add(1)`` as a compute node without database access would: its rows ride in the manifest, signed
+    with ``key`` (what a job started by the Slurm executor or the Flyte connector receives)."""
     write_module(tmp_path, "proj_add", ADD)
-    manifest = tmp_path / "job" / "manifest.json"
+    manifest = tmp_path / "job" / f"manifest-{uuid.uuid4().hex[:8]}.json"
+    signing = {"ISTHMUS_MANIFEST_KEY": key} if key else {}
     proc = isthmus_cli(
-        "run-step", "--step", "proj_add:add", "--params", '{"a": 1}', "--record", "manifest",
+        "run-step", "--step", "proj_add:add", "--params", params, "--record", "manifest",
         "--manifest", str(manifest),
         env=env_for(home, tmp_path, COUNTER=str(tmp_path / "counter"),
-                    ISTHMUS_STORE_URL="postgresql+psycopg://nobody@127.0.0.1:9/unreachable"),
+                    ISTHMUS_STORE_URL="postgresql+psycopg://nobody@127.0.0.1:9/unreachable", **signing),
         cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -659,11 +667,14 @@ def test_a_tampered_manifest_does_not_poison_the_cache(tmp_path: Path, isthmus_h
 
 
 def test_an_untampered_manifest_is_ingested_and_hits(tmp_path: Path, isthmus_home: Path) -> None:
+    """The legitimate path: the job signed its manifest with the key it was handed; ingested with that key,
+    it creates the cache entry, and the next fresh process hits."""
     manifest = _remote_manifest(tmp_path, isthmus_home)
+    assert "auth" in json.loads(manifest.read_text()) and JOB_KEY not in manifest.read_text()
     env = env_for(isthmus_home, tmp_path, COUNTER=str(tmp_path / "counter"))
-    proc = isthmus_cli("ingest", str(manifest), env=env, cwd=tmp_path)
+    proc = isthmus_cli("ingest", str(manifest), env={**env, "ISTHMUS_MANIFEST_KEY": JOB_KEY}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "ingested" in proc.stdout
+    assert "ingested" in proc.stdout and "1 cache entry" in proc.stdout
     assert python(RUN_ADD, env={**env, "ISTHMUS_VERIFY": "size"}, cwd=tmp_path) == {"hit": True, "value": 2}
 
 
@@ -1125,3 +1136,708 @@ def test_run_step_on_an_unwritable_root_retries_and_names_the_setting(
     assert proc.returncode == 1
     line = one_line(proc.stderr)
     assert "ISTHMUS_ARTIFACT_ROOT" in line and "cannot create the directory" in line
+
+
+# -- 10. a python_type never runs a module: loads, run-step, Flyte literals ---------------------------------------
+
+ATTACK = """
+import os
+from pydantic import BaseModel
+from isthmus import step
+
+class Page(BaseModel):
+    x: int
+
+@step
+def make_page(x: int) -> Page:
+    return Page(x=x)
+
+@step
+def fetch_text(body: str) -> str:  # e.g. text scraped from a web page or a form field
+    return body.strip()
+
+@step
+def pick(v: object) -> str:
+    return repr(v)
+"""
+
+ZEN = "Beautiful is better than ugly"  # what importing the standard library's `this` prints
+
+
+def run_code(code: str, *, env: dict[str, str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_a_python_type_never_imports_a_module_outside_the_project(tmp_path: Path, isthmus_home: Path) -> None:
+    """Before: isthmus.load imported whatever module a ref's python_type named (`this:X` printed the Zen of
+    Python) before checking it named a pydantic model. Day 2 is a fresh process where the project module that
+    defines the model is not imported yet: the genuine ref still loads."""
+    write_module(tmp_path, "proj_attack", ATTACK)
+    env = env_for(isthmus_home, tmp_path)
+    day1 = python(
+        """
+        import json, proj_attack
+        from isthmus.runner import run_step
+        print(json.dumps(run_step(proj_attack.make_page, {"x": 7}).outputs["output"].to_dict()))
+        """,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert day1["materializer"] == "pydantic-json@1" and day1["python_type"] == "proj_attack:Page"
+    hostile = ["this:Anything", "this.x:X", "venv.__main__:X", "venv.__main__.x:X", "json.decoder:JSONDecoder"]
+    proc = run_code(
+        f"""
+        import json, sys, isthmus
+        ref = {day1!r}
+        out = {{}}
+        for python_type in {hostile!r}:
+            try:
+                out[python_type] = "LOADED " + repr(isthmus.load(dict(ref, python_type=python_type)))
+            except Exception as exc:
+                out[python_type] = type(exc).__name__ + ": " + str(exc)
+        out["imported"] = [m for m in ("this", "venv", "venv.__main__", "proj_attack") if m in sys.modules]
+        out["genuine"] = repr(isthmus.load(ref))
+        print(json.dumps(out))
+        """,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert ZEN not in proc.stdout and "usage: venv" not in proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["imported"] == []  # nothing the refs named was imported
+    assert out["genuine"] == "Page(x=7)"  # the project module, imported by name in a fresh process
+    for python_type in hostile:
+        assert not out[python_type].startswith("LOADED"), python_type
+        assert "\n" not in out[python_type]
+    assert out["this:Anything"].startswith("MaterializationError") and "pydantic model" in out["this:Anything"]
+    assert "json.decoder:JSONDecoder" in out["json.decoder:JSONDecoder"]  # imported, but not a pydantic model
+    for python_type in ("this.x:X", "venv.__main__:X", "venv.__main__.x:X"):
+        assert out[python_type].startswith("InvalidArtifactRef") and "python_type" in out[python_type]
+
+
+@pytest.mark.parametrize("python_type", ["venv.__main__.x:X", "this.x:X", "http.server.__main__:X"])
+def test_run_step_never_runs_a_module_named_by_an_input_ref(
+    tmp_path: Path, isthmus_home: Path, python_type: str
+) -> None:
+    """Before: a worker given this ref (its object need not even exist) imported the parents of the module it
+    names while fingerprinting the input: `venv.__main__` ran venv's command line (rc=2, no manifest)."""
+    write_module(tmp_path, "proj_attack", ATTACK)
+    store = ArtifactStore(str(isthmus_home / "artifacts"))
+    zero = "blake3:" + "0" * 64
+    attack = ref_dict(uri=store.uri_for(zero), content_hash=zero, size=1, python_type=python_type)
+    manifest = tmp_path / "out" / "m.json"
+    proc = isthmus_cli(
+        "run-step", "--step", "proj_attack:pick", "--inputs", json.dumps({"v": attack}), "--manifest", str(manifest),
+        env=env_for(isthmus_home, tmp_path), cwd=tmp_path,
+    )  # fmt: skip
+    assert ZEN not in proc.stdout and "usage:" not in proc.stdout + proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = one_line(proc.stderr)
+    assert "input 'v'" in line and "python_type" in line
+    assert json.loads(manifest.read_text())["status"] == "FAILED"
+
+
+def test_type_resolution_imports_only_project_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from isthmus.artifacts.types import check_type_path, is_project_module_name, resolve_type
+
+    pkg = tmp_path / "proj_types_pkg"
+    pkg.mkdir()
+    marker = tmp_path / "imported"
+    (pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'a').write('pkg\\n')\n")
+    (pkg / "models.py").write_text(
+        "import dataclasses\n\n@dataclasses.dataclass\nclass Point:\n    x: int\n\n"
+        "class Outer:\n    class Inner:\n        pass\n\n"
+        "def __getattr__(name):\n    raise AssertionError('a module __getattr__ ran for ' + name)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("proj_types_pkg", "proj_types_pkg.models"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert is_project_module_name("proj_types_pkg.models") and not marker.exists()  # found, nothing imported
+    point = resolve_type("proj_types_pkg.models:Point")
+    assert point is not None and dataclasses.is_dataclass(point) and marker.read_text() == "pkg\n"
+    assert resolve_type("proj_types_pkg.models:Outer.Inner").__qualname__ == "Outer.Inner"
+    assert resolve_type("proj_types_pkg.models:Missing") is None  # no module __getattr__ ran
+    # anything that is not the project's is resolved only when it is imported already
+    for name in ("this", "antigravity", "idlelib.idle", "turtledemo.__main__", "venv.__main__", "pip.__main__"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+        assert not is_project_module_name(name)
+        assert resolve_type(f"{name}:X") is None and name not in sys.modules
+    assert resolve_type("collections:OrderedDict") is __import__("collections").OrderedDict
+    assert resolve_type("isthmus.artifacts.refs:ArtifactRef") is ArtifactRef
+    for bad in ("", "x", "a b:C", "os:path.<locals>", "builtins:int\x00", 5, "m:" + "x" * 2000):
+        assert resolve_type(bad) is None  # type: ignore[arg-type]
+    # lookups by name never run a module that is not a package's __init__
+    for bad in ("this.x:X", "venv.__main__:X", "json.__main__.x:X"):
+        with pytest.raises(InvalidArtifactRef, match="python_type"):
+            check_type_path(bad)
+    for fine in ("builtins:int", "numpy:ndarray", "pandas.core.frame:DataFrame", "not_installed_pkg.mod:X", "os.x:Y"):
+        check_type_path(fine)
+    assert "this" not in sys.modules
+
+
+def test_flyte_literals_are_refs_checked_like_any_other(isthmus_home: Path) -> None:
+    """Before: the transformer passed a literal naming any python_type through to the runner unchanged."""
+    from flytekit.core.context_manager import FlyteContextManager
+    from flytekit.core.type_engine import TypeTransformerFailedError
+    from flytekit.models.literals import Literal, Scalar
+    from google.protobuf.struct_pb2 import Struct
+
+    from flytekitplugins.isthmus.transformer import ArtifactRefTransformer
+
+    transformer = ArtifactRefTransformer()
+    ctx = FlyteContextManager.current_context()
+    good = isthmus.StepRunner().artifacts.save({"a": 1})
+    literal = transformer.to_literal(ctx, good, ArtifactRef, transformer.get_literal_type())
+    assert transformer.to_python_value(ctx, literal, ArtifactRef) == good
+    for python_type in ("this.x:X", "venv.__main__.x:X"):
+        struct = Struct()
+        struct.update({**good.to_dict(), "python_type": python_type})  # a literal entered by hand
+        with pytest.raises((TypeTransformerFailedError, InvalidArtifactRef), match="python_type"):
+            transformer.to_python_value(ctx, Literal(scalar=Scalar(generic=struct)), ArtifactRef)
+    assert "this" not in sys.modules
+
+
+# -- 11. a ref cannot relabel bytes for a loader that runs code ---------------------------------------------------
+
+
+@pytest.mark.parametrize("materializer", ["cloudpickle@1", "joblib@1"])
+def test_a_ref_cannot_relabel_text_as_a_pickle(tmp_path: Path, isthmus_home: Path, materializer: str) -> None:
+    """Before: an honest step stored attacker-influenced text (a protocol-0 pickle is plain text) with `str`; its
+    genuine, hash-checked ref re-sent with "materializer": "cloudpickle@1" made a run-step worker unpickle it."""
+    write_module(tmp_path, "proj_attack", ATTACK)
+    marker = tmp_path / "PWNED"
+    payload = f"cposix\nsystem\n(S'touch {marker}'\ntR."
+    env = env_for(isthmus_home, tmp_path)
+    ref = python(
+        f"""
+        import json, proj_attack
+        from isthmus.runner import run_step
+        print(json.dumps(run_step(proj_attack.fetch_text, {{"body": {payload!r}}}).outputs["output"].to_dict()))
+        """,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert ref["materializer"] == "str@1"
+    relabelled = dict(ref, materializer=materializer)
+    for mode in ("hash", "size", "off"):
+        manifest = tmp_path / "out" / f"{mode}.json"
+        proc = isthmus_cli(
+            "run-step", "--step", "proj_attack:pick", "--inputs", json.dumps({"v": relabelled}),
+            "--manifest", str(manifest), env={**env, "ISTHMUS_VERIFY": mode}, cwd=tmp_path,
+        )  # fmt: skip
+        assert not marker.exists(), f"code ran in a run-step worker (verify={mode})"
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        line = one_line(proc.stderr)
+        assert "no record that isthmus wrote these bytes" in line and ref["content_hash"] in line
+    proc = run_code(f"import isthmus; isthmus.load({relabelled!r})", env=env, cwd=tmp_path)
+    assert proc.returncode == 1 and "InvalidArtifactRef" in proc.stderr and not marker.exists()
+
+
+def test_pickles_load_only_with_the_materializer_that_wrote_them(tmp_path: Path, victim: dict[str, Path]) -> None:
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    pickled = store.save(Pickled(5), materializer="cloudpickle")
+    assert store.load(pickled).value == 5 and store.is_valid(pickled) and store.exists(pickled)
+    assert ArtifactStore(store.root, verify="off").load(pickled).value == 5  # a fresh reader: the mark is on disk
+    as_joblib = dataclasses.replace(pickled, materializer="joblib@1")
+    text = store.save(victim["payload"].read_bytes())  # a pickle that runs code, stored as plain bytes
+    as_pickle = dataclasses.replace(text, materializer="cloudpickle@1")
+    for ref in (as_joblib, as_pickle):
+        assert not store.exists(ref) and not store.is_valid(ref) and store.quick_check(ref) is False
+        with pytest.raises(InvalidArtifactRef, match="no record that isthmus wrote these bytes"):
+            store.load(ref)
+    assert not victim["marker"].exists()
+    assert store.load(text) == victim["payload"].read_bytes()  # the genuine ref is untouched
+
+
+def test_an_object_pickled_without_a_writer_mark_is_recomputed(isthmus_home: Path) -> None:
+    """An object pickled before writer marks existed (or whose mark is gone) is a cache miss, never a load."""
+    calls: list[int] = []
+
+    @isthmus.step(materializers={"output": "cloudpickle"})
+    def make(n: int) -> Pickled:
+        calls.append(n)
+        return Pickled(n)
+
+    runner = isthmus.StepRunner()
+    first = runner.run(make, {"n": 4})
+    mark = runner.artifacts._mark_path(first.outputs["output"].content_hash, "cloudpickle")
+    os.remove(mark)
+    second = runner.run(make, {"n": 4})
+    assert second.cache_hit is False and second.value.value == 4 and calls == [4, 4]
+    assert os.path.isfile(mark) and runner.run(make, {"n": 4}).cache_hit
+
+
+def test_s3_pickles_are_bound_to_their_writer_and_verified_in_memory(
+    s3_server: Any, s3_env: dict[str, str], tmp_path: Path, victim: dict[str, Path]
+) -> None:
+    writer = _s3_store(s3_server, tmp_path)
+    pickled = writer.save(Pickled(9), materializer="cloudpickle")
+    reader = ArtifactStore(writer.url, local_cache=str(tmp_path / "reader-cache"))
+    assert reader.load(pickled).value == 9
+    text = writer.save(victim["payload"].read_bytes())
+    with pytest.raises(InvalidArtifactRef, match="no record that isthmus wrote these bytes"):
+        reader.load(dataclasses.replace(text, materializer="cloudpickle@1"))
+    # another local user plants the reader's cached copy of the genuine pickle (same size)
+    bomb = victim["payload"].read_bytes().ljust(pickled.size, b".")
+    Path(reader._cache_path(pickled)).write_bytes(bomb)
+    assert reader.load(pickled).value == 9  # the copy did not verify: downloaded again, verified in memory
+    assert not victim["marker"].exists()
+
+
+@pytest.mark.parametrize("materializer", ["cloudpickle", "joblib"])
+def test_large_pickles_load_from_a_frozen_private_mapping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, materializer: str
+) -> None:
+    import mmap
+
+    import numpy as np
+
+    from isthmus.artifacts import safefs
+
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    value = Pickled(np.arange(400_000))
+    ref = store.save(value, materializer=materializer)
+    kinds: list[type] = []
+    real = safefs.frozen_content
+    monkeypatch.setattr(safefs, "frozen_content", lambda fd, size: kinds.append(type(out := real(fd, size))) or out)
+    loaded = ArtifactStore(store.root, verify="off").load(ref)
+    np.testing.assert_array_equal(loaded.value, value.value)
+    assert kinds == [mmap.mmap]  # this user's file, a MiB and more: mapped, not copied
+    os.chmod(store.path_for(ref.content_hash), 0o666)  # others could write it in place: copied instead
+    np.testing.assert_array_equal(ArtifactStore(store.root).load(ref).value, value.value)
+    assert kinds == [mmap.mmap, bytes]
+
+
+SWAPPER = """
+import os, shutil, sys
+path, good, evil = sys.argv[1:4]
+while True:
+    for source in (good, evil):
+        shutil.copyfile(source, path + ".swap")
+        os.replace(path + ".swap", path)
+"""
+
+
+@pytest.mark.parametrize("size", ["small", "mapped"])
+@pytest.mark.parametrize("mode", ["hash", "off"])
+def test_a_pickle_swapped_under_its_reader_by_another_process_never_runs(
+    tmp_path: Path, victim: dict[str, Path], mode: str, size: str
+) -> None:
+    """Before: the store hashed the file, then the materializer opened the path again; a second process that can
+    write the root swapped an evil pickle of the same size in between (seconds). A large object is read through
+    a private mapping, a small one copied: both are frozen before they are hashed."""
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    value = list(range(300 if size == "small" else 300_000))
+    ref = store.save(Pickled(value), materializer="cloudpickle")
+    path = store.path_for(ref.content_hash)
+    good, evil = tmp_path / "good", tmp_path / "evil"
+    good.write_bytes(Path(path).read_bytes())
+    evil.write_bytes(victim["payload"].read_bytes().ljust(ref.size, b"."))  # pickle ignores bytes after STOP
+    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, path, str(good), str(evil)])
+    reader = ArtifactStore(store.root, verify=mode)
+    loaded = refused = 0
+    deadline = time.monotonic() + 8
+    try:
+        while time.monotonic() < deadline and not victim["marker"].exists():
+            try:
+                result = reader.load(ref)
+            except ArtifactMissing:
+                refused += 1
+                continue
+            assert isinstance(result, Pickled) and result.value == value, f"the evil pickle ran: {result!r:.80}"
+            loaded += 1
+    finally:
+        swapper.kill()
+        swapper.wait()
+    assert not victim["marker"].exists(), f"the evil pickle ran after {loaded} loads and {refused} refusals"
+    assert loaded + refused > 20 and refused > 0
+
+
+# -- 12. no link inside the store is followed ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["hash", "size", "off"])
+def test_a_symlinked_object_is_never_read(tmp_path: Path, victim: dict[str, Path], mode: str) -> None:
+    """Before: with verify=off/size an object that is a link to a file outside the root was loaded (someone who can
+    write a shared root could read the victim's files through a victim's process)."""
+    store = ArtifactStore(str(tmp_path / "artifacts"), verify=mode)
+    secret = victim["secret"]
+    content_hash = "blake3:" + blake3(secret.read_bytes()).hexdigest()
+    path = Path(store.path_for(content_hash))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(secret)
+    ref = ArtifactRef(store.uri_for(content_hash), content_hash, secret.stat().st_size, "json@1", "builtins:str")
+    frozen = Untouched(victim["dir"])
+    assert not store.exists(ref)
+    assert store.quick_check(ref) is not True or mode == "off"  # 'off' trusts presence without a look
+    with pytest.raises(ArtifactMissing):
+        store.load(ref)
+    with pytest.raises(ArtifactMissing):
+        store.load(ref, verify=True)
+    frozen.check()  # the victim's file was not read, moved or changed
+    fifo = Path(store.path_for("blake3:" + "cd" * 32))
+    fifo.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(fifo)  # a reader must not block on it
+    with pytest.raises(ArtifactMissing):
+        store.load(ArtifactRef(store.uri_for("blake3:" + "cd" * 32), "blake3:" + "cd" * 32, 0, "json@1", "x:y"))
+
+
+def test_links_in_place_of_store_directories_are_refused(tmp_path: Path) -> None:
+    """Before: a link at objects/<xx> made a commit land outside the root; a link at .corrupt made quarantine move
+    store objects outside."""
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    value = "hello"
+    content_hash = "blake3:" + blake3(value.encode()).hexdigest()
+    (Path(store.root) / "objects" / content_hash[7:9]).symlink_to(outside)
+    with pytest.raises(ArtifactStoreError, match=r"link.*ISTHMUS_ARTIFACT_ROOT"):
+        store.save(value, step_name="s", output="o")
+    assert list(outside.iterdir()) == []
+    # a corrupt object with .corrupt linked outside: it is removed, never moved there
+    other = store.save({"k": 1})
+    corrupt_path = Path(store.path_for(other.content_hash))
+    corrupt_path.write_bytes(b'{"k":2}')
+    (Path(store.root) / ".corrupt").symlink_to(outside)
+    assert not ArtifactStore(store.root).is_valid(other)
+    assert list(outside.iterdir()) == [] and not corrupt_path.exists()
+    # .tmp linked outside: nothing is written through it
+    tmp = Path(store.root) / ".tmp"
+    tmp.rmdir()
+    tmp.symlink_to(outside)
+    with pytest.raises(ArtifactStoreError, match="link"):
+        store.save([1, 2, 3])
+    assert list(outside.iterdir()) == []
+
+
+# -- 13. huge or deep ref metadata: refused in one line, bounded ---------------------------------------------------
+
+
+def test_ref_metadata_is_small_shallow_json(tmp_path: Path, isthmus_home: Path) -> None:
+    """Before: 5 MB of ref metadata was stored verbatim in step_runs.inputs, and 700 levels of it ended in a raw
+    RecursionError from the runner."""
+    runner = isthmus.StepRunner()
+    good = runner.artifacts.save(2).to_dict()
+
+    @isthmus.step
+    def pick(v: object) -> str:
+        return repr(v)
+
+    deep: dict[str, Any] = {}
+    cur = deep
+    for _ in range(700):
+        cur["a"] = {}
+        cur = cur["a"]
+    for metadata, why in (({"junk": "J" * 5_000_000}, "larger than"), (deep, "deeper than"), ({"x": {1, 2}}, "JSON")):
+        with pytest.raises(InvalidArtifactRef, match=why) as info:
+            runner.run(pick, {"v": dict(good, metadata=metadata)})
+        assert "step 'pick'" in str(info.value) and "\n" not in str(info.value)
+    from sqlalchemy import text
+
+    with runner.metadata.engine.connect() as conn:  # refused before anything was recorded
+        assert conn.execute(text("SELECT count(*) FROM step_runs")).scalar() == 0
+    assert ArtifactRef.from_dict(dict(good, metadata={"shape": [2, 3], "columns": [{"name": "a"}]}))
+
+    class Wordy(isthmus.Materializer):
+        name = "test-wordy"
+        needs_verified_bytes = False
+
+        def can_handle(self, obj: Any) -> bool:
+            return False
+
+        def save(self, obj: Any, path: str) -> dict[str, Any]:
+            Path(path).write_text("x")
+            return {"notes": "n" * 1_000_000}
+
+        def load(self, path: str, python_type: str) -> Any:
+            return Path(path).read_text()
+
+    ref = runner.artifacts.save("x", materializer=Wordy())
+    assert "larger than" in ref.metadata["metadata_dropped"]  # kept small, and marked partial: a reader
+    assert ref.metadata["code_incomplete"] is True  # never takes a dropped description for "refers to no code"
+
+
+# -- 14. what an ingested manifest may create -----------------------------------------------------------------------
+
+
+def _rewrite(manifest: Path, fn: Any, *, sign_with: str | None = None) -> None:
+    """Apply ``fn`` to the manifest's JSON; re-sign it with ``sign_with`` (a job that holds its key)."""
+    data = json.loads(manifest.read_text())
+    fn(data)
+    data.pop("auth", None)
+    if sign_with:
+        from isthmus.manifest import manifest_tag
+
+        data["auth"] = {"alg": "hmac-sha256", "tag": manifest_tag(data, bytes.fromhex(sign_with))}
+    manifest.write_text(json.dumps(data))
+
+
+def _swap_all(data: Any, old: str, new: dict[str, Any]) -> Any:
+    """Every ref (and artifact row, and link) of content hash ``old`` made to describe ``new``."""
+    if isinstance(data, dict):
+        if data.get("content_hash") == old:
+            data.update(
+                {k: new[k] for k in ("content_hash", "uri", "size", "materializer", "python_type") if k in data}
+            )
+        for value in data.values():
+            _swap_all(value, old, new)
+    elif isinstance(data, list):
+        for value in data:
+            _swap_all(value, old, new)
+    return data
+
+
+def _cache_entries(home: Path) -> list[dict[str, Any]]:
+    from isthmus.store import MetadataStore
+
+    db = home / "isthmus.db"
+    return MetadataStore(f"sqlite:///{db}").list_cache_entries() if db.exists() else []
+
+
+def test_a_manifest_with_outputs_swapped_for_another_artifact_creates_no_cache_entry(
+    tmp_path: Path, isthmus_home: Path
+) -> None:
+    """Before: a manifest whose outputs were pointed at another valid artifact (666) was ingested, and a fresh
+    run_step(add, {a: 1}) returned 666 as a cache hit. A manifest is not evidence that the step computed it."""
+    manifest = _remote_manifest(tmp_path, isthmus_home)
+    old = json.loads(manifest.read_text())["outputs"]["output"]["content_hash"]
+    evil = ArtifactStore(str(isthmus_home / "artifacts")).save(666).to_dict()
+    _rewrite(manifest, lambda d: _swap_all(d, old, evil))
+    tampered = json.loads(manifest.read_text())
+    env = env_for(isthmus_home, tmp_path, COUNTER=str(tmp_path / "counter"))
+    # no tag (stripped, or never there), with or without the job's key: history, not evidence
+    outcomes = [isthmus_cli("ingest", str(manifest), env={**env, **extra}, cwd=tmp_path)
+                for extra in ({}, {"ISTHMUS_MANIFEST_KEY": JOB_KEY})]  # fmt: skip
+    assert [p.returncode for p in outcomes] == [0, 0], outcomes[0].stderr
+    assert _cache_entries(isthmus_home) == []
+    day2 = python(RUN_ADD, env={**env, "ISTHMUS_VERIFY": "size"}, cwd=tmp_path)
+    assert day2 == {"hit": False, "value": 2}
+    for proc in outcomes:
+        assert "not authenticated" in proc.stdout and "without cache entries" in proc.stdout
+    # the tag of a genuine manifest on the altered one: refused, nothing recorded
+    signed = json.loads(_remote_manifest(tmp_path, isthmus_home).read_text())
+    manifest.write_text(json.dumps({**tampered, "auth": signed["auth"]}))
+    proc = isthmus_cli("ingest", str(manifest), env={**env, "ISTHMUS_MANIFEST_KEY": JOB_KEY}, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "authentication tag does not match" in one_line(proc.stderr)
+    from isthmus.store import MetadataStore
+
+    meta = MetadataStore(f"sqlite:///{isthmus_home / 'isthmus.db'}")
+    recorded = meta.get_step_run(tampered["step_run_id"])  # the claim is kept as history, marked as such
+    assert recorded["context"]["native"]["isthmus_manifest"] == "unauthenticated"
+    with pytest.raises(isthmus.RunNotFound):  # and no artifact row names it as the producer of 666
+        meta.get_artifact(evil["content_hash"])
+
+
+def test_an_unsigned_manifest_records_history_but_no_cache_entry(tmp_path: Path, isthmus_home: Path) -> None:
+    """A job started by hand without a key: its run is recorded, but only a signed manifest creates cache entries."""
+    manifest = _remote_manifest(tmp_path, isthmus_home, key=None)
+    env = env_for(isthmus_home, tmp_path, COUNTER=str(tmp_path / "counter"))
+    proc = isthmus_cli("ingest", str(manifest), env={**env, "ISTHMUS_MANIFEST_KEY": JOB_KEY}, cwd=tmp_path)
+    assert proc.returncode == 0 and "not authenticated" in proc.stdout
+    assert _cache_entries(isthmus_home) == []
+    assert python(RUN_ADD, env=env, cwd=tmp_path) == {"hit": False, "value": 2}
+    proc = isthmus_cli("ingest", str(manifest), env={**env, "ISTHMUS_MANIFEST_KEY": "xyz"}, cwd=tmp_path)
+    assert proc.returncode == 1 and "ISTHMUS_MANIFEST_KEY must be 64 hex digits" in one_line(proc.stderr)
+
+
+EXISTING_RUN = """
+import json, proj_add
+from isthmus.runner import run_step
+
+r = run_step(proj_add.add, {"a": 5})
+print(json.dumps({"id": r.step_run_id, "value": r.value}))
+"""
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["altered", "re-signed by its job"])
+def test_a_manifest_cannot_attach_a_cache_entry_to_an_existing_run(
+    tmp_path: Path, isthmus_home: Path, signed: bool
+) -> None:
+    """Before: a manifest of add(1) whose step run id was changed to an existing run's (add(5) = 6) made ingest
+    skip that run's row but insert (key of add(1), that id) as a cache entry: add(1) then returned 6 as a hit.
+    Even a job holding its key cannot do it: cache entries only for step runs the ingest itself created."""
+    env = env_for(isthmus_home, tmp_path, COUNTER=str(tmp_path / "counter"))
+    write_module(tmp_path, "proj_add", ADD)
+    honest = python(EXISTING_RUN, env=env, cwd=tmp_path)
+    manifest = _remote_manifest(tmp_path, isthmus_home)
+    from isthmus.store import MetadataStore
+
+    meta = MetadataStore(f"sqlite:///{isthmus_home / 'isthmus.db'}")
+    meta.ensure_pipeline_run({"id": "someone-elses-run", "pipeline": "p", "orchestrator": "airflow"})
+    own = json.loads(manifest.read_text())["step_run_id"]
+
+    def squat(data: dict[str, Any]) -> None:
+        text = json.dumps(data).replace(own, honest["id"])
+        data.clear()
+        data.update(json.loads(text))
+
+    _rewrite(manifest, squat, sign_with=JOB_KEY if signed else None)
+    proc = isthmus_cli("ingest", str(manifest), env={**env, "ISTHMUS_MANIFEST_KEY": JOB_KEY}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [e["step_run_id"] for e in _cache_entries(isthmus_home)] == [honest["id"]]  # add(5)'s own entry only
+    assert python(RUN_ADD, env=env, cwd=tmp_path) == {"hit": False, "value": 2}
+    assert ("0 cache entries" in proc.stdout) if signed else ("not authenticated" in proc.stdout)
+    assert meta.get_step_run(honest["id"])["outputs"]["output"]["content_hash"] == (
+        "blake3:" + blake3(b"6").hexdigest()
+    )
+    # a pipeline run id naming someone else's run: an unsigned manifest joins no pipeline run
+    other = _remote_manifest(tmp_path, isthmus_home, params='{"a": 3}')
+    _rewrite(other, lambda d: d["records"]["step_runs"][0].update(pipeline_run_id="someone-elses-run"))
+    proc = isthmus_cli("ingest", str(other), env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert meta.step_runs_of("someone-elses-run") == []
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["altered", "re-signed by its job"])
+def test_a_manifest_cannot_record_an_artifact_outside_the_store(
+    tmp_path: Path, isthmus_home: Path, signed: bool
+) -> None:
+    """Before: an input ref of a manifest was never checked: an `artifacts` row with uri file:///etc/passwd and the
+    hash of a value a future honest run produces (add(99) = "100") was inserted and stayed. Not even a job
+    holding its key can record it."""
+    env = env_for(isthmus_home, tmp_path, COUNTER=str(tmp_path / "counter"))
+    future = "blake3:" + blake3(b"100").hexdigest()
+    store = ArtifactStore(str(isthmus_home / "artifacts"))
+    for uri, expected in (("file:///etc/passwd", "not in this artifact store"), (store.uri_for(future), "missing")):
+        manifest = _remote_manifest(tmp_path, isthmus_home)
+        fake = ref_dict(uri=uri, content_hash=future, size=3, python_type="builtins:int")
+
+        def plant(data: dict[str, Any], fake: dict[str, Any] = fake) -> None:
+            data["records"]["step_runs"][0]["inputs"]["bogus"] = fake
+            row = {k: fake[k] for k in ("content_hash", "uri", "size", "materializer", "python_type")}
+            created = {"__datetime__": "2020-01-01T00:00:00+00:00"}
+            data["records"]["artifacts"].append(
+                {**row, "metadata": None, "producer_step_run_id": None, "created_at": created}
+            )
+
+        _rewrite(manifest, plant, sign_with=JOB_KEY if signed else None)
+        proc = isthmus_cli("ingest", str(manifest), env={**env, "ISTHMUS_MANIFEST_KEY": JOB_KEY}, cwd=tmp_path)
+        assert proc.returncode == 1, proc.stdout
+        line = one_line(proc.stderr)
+        assert future in line and expected in line
+    code = "import json, proj_add\nfrom isthmus.runner import run_step\nprint(json.dumps(run_step(proj_add.add, {'a': 99}).value))"
+    assert python(code, env=env, cwd=tmp_path) == 100
+    proc = isthmus_cli("artifacts", "show", future, env=env, cwd=tmp_path)
+    assert proc.returncode == 0 and "/etc/passwd" not in proc.stdout and store.root in proc.stdout
+
+
+def test_an_authenticated_manifest_names_producers_and_uris_of_this_store_only(
+    tmp_path: Path, isthmus_home: Path
+) -> None:
+    manifest = _remote_manifest(tmp_path, isthmus_home)
+    someone = str(uuid.uuid4())
+    _rewrite(manifest, lambda d: d["records"]["artifacts"][0].update(producer_step_run_id=someone), sign_with=JOB_KEY)
+    env = env_for(isthmus_home, tmp_path, ISTHMUS_MANIFEST_KEY=JOB_KEY)
+    proc = isthmus_cli("ingest", str(manifest), env=env, cwd=tmp_path)
+    assert proc.returncode == 1 and "producer" in one_line(proc.stderr)
+    assert _cache_entries(isthmus_home) == []
+
+
+class _JobDirClient:
+    """A Slurm client whose cluster filesystem is the local disk (what collect() reads and removes)."""
+
+    backend = "local-files"
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend}
+
+    async def read_file(self, path: str, max_bytes: int = 1 << 20) -> str | None:
+        return Path(path).read_text() if Path(path).exists() else None
+
+    async def remove_file(self, path: str) -> None:
+        Path(path).unlink(missing_ok=True)
+
+    async def logs(self, status: Any, max_bytes: int = 1 << 20) -> dict[str, str]:
+        return {}
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_slurm_job_result_comes_only_from_a_manifest_signed_with_its_key(
+    tmp_path: Path, isthmus_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The submitter derives a key per job, hands it to the job only through the 0600 job.env, and takes the
+    job's result (and cache entry) only from a manifest signed with it: someone who can write the job
+    directory cannot substitute another artifact as the step's result."""
+    import asyncio
+
+    from isthmus.slurm.executor import SECRET_ENV_FILE, SlurmExecutor, SlurmStepFailed
+    from isthmus.slurm.states import JobStatus
+
+    write_module(tmp_path, "proj_add", ADD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("COUNTER", str(tmp_path / "counter"))
+    import proj_add
+
+    runner = isthmus.StepRunner()
+    ex = SlurmExecutor(_JobDirClient(), runner, work_root=str(tmp_path / "jobs"), record="manifest")  # type: ignore[arg-type]
+    inputs, params = ex.split_arguments(proj_add.add, {"a": 1})
+    spec, planned = ex.build(proj_add.add, inputs, params, RunContext(orchestrator="slurm", invocation="add"))
+    key = ex.manifest_key(planned.work_dir).hex()
+    assert planned.secret_env_file == f"{planned.work_dir}/{SECRET_ENV_FILE}"
+    assert key not in spec.full_script() and key not in json.dumps(planned.to_dict())
+    assert ex._job_env(proj_add.add, RunContext(), planned.work_dir)[1]["ISTHMUS_MANIFEST_KEY"] == key
+    assert ex.manifest_key(planned.work_dir + "-other").hex() != key  # no job can sign another's manifest
+    job = dataclasses.replace(planned, job_id="7", manifest=planned.manifest.replace("%j", "7"))
+    Path(job.work_dir).mkdir(parents=True)
+    # the job, as its batch script runs it: the key comes from job.env, the metadata store is out of reach
+    proc = isthmus_cli(
+        "run-step", "--step", "proj_add:add", "--params", json.dumps(params), "--record", "manifest",
+        "--manifest", job.manifest,
+        env=env_for(isthmus_home, tmp_path, COUNTER=str(tmp_path / "counter"), ISTHMUS_MANIFEST_KEY=key,
+                    ISTHMUS_STORE_URL="postgresql+psycopg://nobody@127.0.0.1:9/unreachable"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    genuine = Path(job.manifest).read_text()
+    status = JobStatus(job_id="7", state="COMPLETED")
+    old = json.loads(genuine)["outputs"]["output"]["content_hash"]
+    evil = runner.artifacts.save(666).to_dict()
+    for forge in (
+        lambda d: _swap_all(d, old, evil),  # outputs swapped, the job's tag kept
+        lambda d: (_swap_all(d, old, evil), d.pop("auth")),  # ... and the tag removed
+    ):
+        data = json.loads(genuine)
+        forge(data)
+        Path(job.manifest).write_text(json.dumps(data))
+        with pytest.raises(SlurmStepFailed, match="not signed with this job's key") as info:
+            asyncio.run(ex.collect("add", job, status))
+        assert "\n" not in str(info.value)
+    assert runner.metadata.list_cache_entries() == []
+    Path(job.manifest).write_text(genuine)
+    result = asyncio.run(ex.collect("add", job, status))
+    assert result.value == 2
+    assert [e["step_run_id"] for e in runner.metadata.list_cache_entries()] == [result.step_run_id]
+    assert runner.run(proj_add.add, {"a": 1}).cache_hit
+
+
+# -- 15. deeply nested JSON anywhere: one line ------------------------------------------------------------------
+
+
+def test_deep_json_anywhere_on_the_command_line_is_one_line(tmp_path: Path, isthmus_home: Path) -> None:
+    """Before: --params/--inputs/--context or a manifest nested a few thousand levels deep ended in a RecursionError
+    traceback."""
+    write_module(tmp_path, "proj_attack", ATTACK)
+    env = env_for(isthmus_home, tmp_path)
+    for deep in ('{"a": ' + "[" * 5000 + "]" * 5000 + "}", '{"a": ' + '{"b": ' * 150 + "1" + "}" * 151):
+        (tmp_path / "deep.json").write_text(deep)
+        for option, value in (
+            ("--params", deep), ("--inputs", deep), ("--context", deep), ("--params", f"@{tmp_path / 'deep.json'}"),
+        ):  # fmt: skip
+            proc = isthmus_cli("run-step", "--step", "proj_attack:pick", option, value, env=env, cwd=tmp_path)
+            assert proc.returncode == 1
+            line = one_line(proc.stderr)
+            assert option in line and "nests deeper than" in line, line
+        proc = isthmus_cli("ingest", str(tmp_path / "deep.json"), env=env, cwd=tmp_path)
+        assert proc.returncode == 1 and "nests deeper than" in one_line(proc.stderr)
+    manifest = _remote_manifest(tmp_path, isthmus_home)
+    _rewrite(manifest, lambda d: d["records"]["step_runs"][0]["params"].update(a=json.loads("[" * 200 + "]" * 200)))
+    proc = isthmus_cli("ingest", str(manifest), env=env, cwd=tmp_path)
+    assert proc.returncode == 1 and "nests deeper than" in one_line(proc.stderr)
+    with pytest.raises(InvalidArtifactRef, match="nests deeper"):
+        isthmus.load('{"__isthmus_artifact__": 1, "uri": ' + "[" * 5000 + "]" * 5000 + "}")

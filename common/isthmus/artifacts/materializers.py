@@ -5,8 +5,13 @@ pydantic models and dataclasses (JSON), sklearn-style estimators (joblib), and c
 resort (with a one-time warning per type). Register your own with :func:`register_materializer`.
 
 A materializer whose ``load`` can execute code carried in the bytes (pickle: joblib, cloudpickle, and
-any user materializer that does not say otherwise) has ``needs_verified_bytes = True``: the store hashes
-such bytes inside the store before every load, whatever ``ISTHMUS_VERIFY`` says.
+any user materializer that does not say otherwise) has ``needs_verified_bytes = True``. The store then
+loads it through :meth:`Materializer.load_bytes` with exactly the bytes it read and hashed (whatever
+``ISTHMUS_VERIFY`` says), and only bytes the store recorded as written by that very materializer: a ref
+cannot relabel text written by ``str`` as a pickle.
+
+Typed JSON loaders (pydantic, dataclasses) build the class named by the ref's ``python_type`` only through
+:func:`isthmus.artifacts.types.resolve_type`, which never imports a module outside the user's project.
 
 Pickles name classes and functions instead of holding their code, so the pickle materializers list the
 project code an artifact refers to in its metadata (``code``): a step that receives the artifact runs that
@@ -17,29 +22,49 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import io
 import json
 import math
+import os
 import re
+import shutil
+import tempfile
 import types
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+from isthmus.artifacts.types import resolve_type
 from isthmus.errors import MaterializationError
+
+_MAX_COLUMNS = 500  # columns described in a table's metadata (refs stay small; the count is kept)
 
 
 def type_path(tp: type) -> str:
     return f"{tp.__module__}:{tp.__qualname__}"
 
 
-def import_type(path: str) -> Any:
-    module, _, qual = path.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qual.split("."):
-        obj = getattr(obj, part)
-    return obj
+def _resolved(python_type: str, what: str, accept: Callable[[type], bool]) -> type:
+    cls = resolve_type(python_type)
+    if cls is None or not accept(cls):
+        module = python_type.partition(":")[0]
+        raise MaterializationError(
+            f"{what} artifact: python_type {python_type!r:.200} is not {_ARTICLE[what]} class of an imported module "
+            f"or of this project; import {module!r:.100} before loading it, or pass the ref exactly as isthmus wrote it"
+        )
+    return cls
+
+
+_ARTICLE = {"pydantic-json": "a pydantic model", "dataclass-json": "a dataclass"}
+
+
+def _columns(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """A table's column description for its ref: the first columns (names cut to 200 characters)."""
+    shown = [{"name": str(name)[:200], "type": str(kind)[:100]} for name, kind in pairs[:_MAX_COLUMNS]]
+    out: dict[str, Any] = {"columns": shown}
+    if len(pairs) > _MAX_COLUMNS:
+        out["columns_total"] = len(pairs)
+    return out
 
 
 class Materializer:
@@ -62,6 +87,20 @@ class Materializer:
 
     def load(self, path: str, python_type: str) -> Any:
         raise NotImplementedError
+
+    def load_bytes(self, data: Any, python_type: str) -> Any:
+        """Load from ``data``, exactly the bytes the store verified (used when ``needs_verified_bytes``): a
+        bytes-like object (``bytes``, or a read-only ``mmap`` that is also a file object), valid only during
+        the call. The default writes them to a private temporary file (a new 0700 directory) and calls
+        :meth:`load`; override it to load from memory."""
+        directory = tempfile.mkdtemp(prefix="isthmus-verified-")
+        try:
+            path = os.path.join(directory, "artifact")
+            with open(path, "xb") as fh:
+                fh.write(data)
+            return self.load(path, python_type)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
     @property
     def key(self) -> str:
@@ -187,11 +226,7 @@ class PandasMaterializer(Materializer):
         if not all(isinstance(c, str) for c in frame.columns):
             raise TypeError("parquet needs string column names")
         frame.to_parquet(path, engine="pyarrow", index=True)
-        return {
-            "columns": [{"name": str(c), "type": str(t)} for c, t in frame.dtypes.items()],
-            "rows": len(frame),
-            "series": isinstance(obj, pd.Series),
-        }
+        return {**_columns(list(frame.dtypes.items())), "rows": len(frame), "series": isinstance(obj, pd.Series)}
 
     def load(self, path: str, python_type: str) -> Any:
         import pandas as pd
@@ -215,7 +250,7 @@ class ArrowMaterializer(Materializer):
         import pyarrow.parquet as pq
 
         pq.write_table(obj, path)
-        return {"columns": [{"name": f.name, "type": str(f.type)} for f in obj.schema], "rows": obj.num_rows}
+        return {**_columns([(f.name, f.type) for f in obj.schema]), "rows": obj.num_rows}
 
     def load(self, path: str, python_type: str) -> Any:
         import pyarrow.parquet as pq
@@ -243,9 +278,9 @@ class PydanticMaterializer(Materializer):
         return None
 
     def load(self, path: str, python_type: str) -> Any:
-        model = import_type(python_type)
-        if not (isinstance(model, type) and hasattr(model, "model_validate_json")):
-            raise MaterializationError(f"pydantic-json artifact: {python_type!r} is not a pydantic model class")
+        from pydantic import BaseModel
+
+        model = _resolved(python_type, self.name, lambda cls: issubclass(cls, BaseModel))
         with open(path, encoding="utf-8") as fh:
             return model.model_validate_json(fh.read())
 
@@ -271,9 +306,7 @@ class DataclassMaterializer(Materializer):
     def load(self, path: str, python_type: str) -> Any:
         from pydantic import TypeAdapter
 
-        cls = import_type(python_type)
-        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-            raise MaterializationError(f"dataclass-json artifact: {python_type!r} is not a dataclass")
+        cls = _resolved(python_type, self.name, dataclasses.is_dataclass)
         with open(path, "rb") as fh:
             return TypeAdapter(cls).validate_json(fh.read())
 
@@ -289,11 +322,11 @@ class EstimatorMaterializer(Materializer):
     def save(self, obj: Any, path: str) -> dict[str, Any] | None:
         import joblib
 
-        from isthmus.fingerprint.arguments import CODE_METADATA, INCOMPLETE, NotListed, code_of_value, code_paths
+        from isthmus.fingerprint.arguments import INCOMPLETE, NotListed, code_metadata, code_of_value
 
         joblib.dump(obj, path)
         try:
-            return {CODE_METADATA: code_paths(code_of_value(obj))}
+            return code_metadata(code_of_value(obj))
         except NotListed:
             return {INCOMPLETE: True}
 
@@ -301,6 +334,11 @@ class EstimatorMaterializer(Materializer):
         import joblib
 
         return joblib.load(path)
+
+    def load_bytes(self, data: Any, python_type: str) -> Any:
+        import joblib
+
+        return joblib.load(data if hasattr(data, "read") else io.BytesIO(data))
 
 
 class CloudpickleMaterializer(Materializer):
@@ -310,7 +348,7 @@ class CloudpickleMaterializer(Materializer):
         return True
 
     def save(self, obj: Any, path: str) -> dict[str, Any] | None:
-        from isthmus.fingerprint.arguments import CODE_METADATA, code_paths, project_code
+        from isthmus.fingerprint.arguments import code_metadata, project_code
 
         seen: set[Any] = set()
         buffer = io.BytesIO()
@@ -318,13 +356,18 @@ class CloudpickleMaterializer(Materializer):
         with open(path, "wb") as fh:
             fh.write(buffer.getbuffer())
         code = {c for c in map(project_code, seen) if c is not None}
-        return {CODE_METADATA: code_paths(code)} if code else None
+        return code_metadata(code)
 
     def load(self, path: str, python_type: str) -> Any:
         import cloudpickle
 
         with open(path, "rb") as fh:
             return cloudpickle.load(fh)
+
+    def load_bytes(self, data: Any, python_type: str) -> Any:
+        import cloudpickle
+
+        return cloudpickle.loads(data)
 
 
 @functools.cache
@@ -405,6 +448,13 @@ def register_materializer(
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}@[A-Za-z0-9_.+-]{1,64}")
+
+
+def executes_code(name: str) -> bool:
+    """Whether the materializer called ``name`` (``name@version``) is registered and could run code
+    carried in its bytes (False for an unknown one: it cannot load anything here)."""
+    found = _by_name.get(name.split("@", 1)[0])
+    return found is not None and found.needs_verified_bytes
 
 
 def get_materializer(name: str) -> Materializer:

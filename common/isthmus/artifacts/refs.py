@@ -4,8 +4,10 @@ Refs arrive through XCom, Flyte literals, Slurm manifests and the command line, 
 input. Every way to make one (the constructor, :meth:`ArtifactRef.from_dict`, ``from_json``, ``coerce``)
 goes through one validation: a ref that exists has a content hash of a known algorithm with exactly its
 number of lowercase hex digits (so it can only ever name ``objects/<2 hex>/<hex>`` under a store's root),
-a non-negative int size, and plain-text uri, materializer and type fields. A malformed ref raises
-:class:`~isthmus.artifacts.errors.InvalidArtifactRef` with a one-line message before any path exists.
+a non-negative int size, plain-text uri, materializer and type fields, and JSON metadata of bounded size
+and depth. A malformed ref raises :class:`~isthmus.artifacts.errors.InvalidArtifactRef` with a one-line
+message before any path exists. (What a type path may name is checked where it is used:
+:func:`isthmus.artifacts.types.check_type_path`, by every store the ref is handed to.)
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_URI = 2048
 _MAX_TYPE = 1024
 _MAX_SIZE = 2**63 - 1
+MAX_METADATA_BYTES = 128 * 1024  # about the JSON size of a ref's metadata (a table's columns, a shape)
+MAX_METADATA_DEPTH = 16
+MAX_JSON_DEPTH = 100  # nesting of any JSON isthmus parses from outside (refs, --params, manifests)
 
 
 def register_hash_algorithm(name: str, hex_digits: int) -> None:
@@ -70,6 +75,66 @@ def check_content_hash(value: Any) -> str:
     return value
 
 
+def json_depth_error(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """Why ``value`` (parsed JSON) nests too deep, or None. Iterative: any depth is measured safely."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return f"nests deeper than {limit} levels"
+        stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def loads_bounded(text: str | bytes, what: str, error: type[Exception] = ValueError) -> Any:
+    """``json.loads(text)``, raising ``error`` with one line (naming ``what``) for invalid JSON and for JSON
+    nested deeper than :data:`MAX_JSON_DEPTH` levels (which would otherwise end in a RecursionError)."""
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise error(f"{what} nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:
+        raise error(f"{what} is not valid JSON ({exc})") from None
+    problem = json_depth_error(data)
+    if problem:
+        raise error(f"{what} {problem}")
+    return data
+
+
+def metadata_problem(metadata: dict[str, Any]) -> str | None:
+    """Why ``metadata`` is not small, shallow JSON, or None (walked iteratively, stopping at the limits)."""
+    budget = MAX_METADATA_BYTES
+    stack: list[tuple[Any, int]] = [(metadata, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_METADATA_DEPTH:
+            return f"nests deeper than {MAX_METADATA_DEPTH} levels"
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if not isinstance(key, str):
+                    return f"has a key that is not a string ({_show(key)})"
+                budget -= len(key) + 4
+                stack.append((value, depth + 1))
+        elif isinstance(item, (list, tuple)):
+            budget -= 2 + len(item)
+            stack.extend((value, depth + 1) for value in item)
+        elif isinstance(item, str):
+            budget -= len(item) + 2
+        elif item is None or isinstance(item, (bool, int, float)):
+            budget -= 8
+        else:
+            return f"holds a {type(item).__name__}, which is not JSON"
+        if budget < 0:
+            return f"is larger than {MAX_METADATA_BYTES // 1024} KiB"
+    return None
+
+
 def _check_text(name: str, value: Any, pattern: re.Pattern[str] | None, limit: int, hint: str) -> None:
     if not isinstance(value, str):
         raise InvalidArtifactRef(f"artifact ref: {name} must be a string, got {type(value).__name__} {_show(value)}")
@@ -102,10 +167,17 @@ class ArtifactRef:
         _check_text("uri", self.uri, None, _MAX_URI, f"a URL of at most {_MAX_URI} printable characters")
         _check_text("materializer", self.materializer, _MATERIALIZER, 200, "a materializer key like 'json@1'")
         _check_text("python_type", self.python_type, _PYTHON_TYPE, _MAX_TYPE, "a type path like 'package.module:Class'")
-        if not isinstance(self.metadata, dict) or not all(isinstance(k, str) for k in self.metadata):
+        if not isinstance(self.metadata, dict):
             raise InvalidArtifactRef(
                 f"artifact ref {self.content_hash}: metadata must be a JSON object, got {_show(self.metadata)}"
             )
+        if self.metadata:
+            problem = metadata_problem(self.metadata)
+            if problem:
+                raise InvalidArtifactRef(
+                    f"artifact ref {self.content_hash}: metadata {problem}; artifact metadata is a short description "
+                    "(shape, columns), pass the ref exactly as isthmus wrote it"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {  # marker first: recognisable at the head of any JSON form
@@ -140,11 +212,9 @@ class ArtifactRef:
 
     @classmethod
     def from_json(cls, text: str) -> ArtifactRef:
-        try:
-            data = json.loads(text)
-        except (TypeError, ValueError) as exc:
-            raise InvalidArtifactRef(f"artifact ref is not valid JSON ({exc}): {_show(text)}") from None
-        return cls.from_dict(data)
+        if not isinstance(text, (str, bytes)):
+            raise InvalidArtifactRef(f"artifact ref is not valid JSON (a {type(text).__name__}): {_show(text)}")
+        return cls.from_dict(loads_bounded(text, f"artifact ref {_show(text)}", InvalidArtifactRef))
 
     @staticmethod
     def is_ref_dict(value: Any) -> bool:
@@ -164,6 +234,8 @@ class ArtifactRef:
                 data = json.loads(value)
             except ValueError:
                 return None
+            except RecursionError:
+                raise InvalidArtifactRef(f"artifact ref {_show(value)} nests deeper than JSON can be read") from None
             return cls.from_dict(data) if cls.is_ref_dict(data) else None
         return None
 

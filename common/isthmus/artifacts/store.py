@@ -6,38 +6,60 @@ writes in progress. An object becomes visible only by an atomic rename (local) o
 
 Refs are untrusted: every path comes from :meth:`ArtifactStore.path_for`, which accepts only a valid
 content hash, and a ref whose ``uri`` is not where this store keeps its hash is refused (by ``load``) or
-reported absent (by ``exists``/``is_valid``) before anything on disk is touched. Bytes that a
-materializer could execute (pickle) are hash-verified inside the store before every load, whatever the
-verify mode. A failure of the store itself (permissions, full disk, unreachable bucket) raises
-:class:`ArtifactStoreError` naming ``ISTHMUS_ARTIFACT_ROOT``, never a materializer error.
+reported absent (by ``exists``/``is_valid``) before anything on disk is touched; its ``python_type``
+must name nothing whose lookup could run a program (:func:`~isthmus.artifacts.types.check_type_path`).
+
+Code-executing materializers (pickle: cloudpickle, joblib, user materializers by default):
+
+- at commit the store records which one wrote the bytes: an empty *writer mark*
+  ``writers/<xx>/<hex>@<materializer name>``, made before the object is renamed into place. Such a
+  materializer loads only an object with its own mark, so a ref cannot relabel text that ``str`` wrote
+  as a pickle (an object without one, e.g. pickled by an earlier isthmus, is a cache miss: recomputed);
+- a load freezes the object's content once (a copy in memory, or a private read-only mapping of a
+  file only this user can write), hashes it and hands exactly it to the materializer
+  (:meth:`Materializer.load_bytes`), whatever the verify mode: no other process can swap the file
+  between the check and the load.
+
+Other materializers keep the fast path: the verify mode decides whether the bytes are hashed, and the
+materializer reads the object through the descriptor that was checked. Local objects and the store's
+directories are opened without following links (:mod:`isthmus.artifacts.safefs`). A failure of the store
+itself (permissions, full disk, unreachable bucket) raises :class:`ArtifactStoreError` naming
+``ISTHMUS_ARTIFACT_ROOT``, never a materializer error.
 """
 
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from isthmus.artifacts import tmpfiles
+from isthmus import hashing
+from isthmus.artifacts import safefs, tmpfiles
 from isthmus.artifacts.errors import ArtifactStoreError, InvalidArtifactRef
 from isthmus.artifacts.materializers import (
     Materializer,
     candidates,
+    executes_code,
     get_materializer,
     type_path,
     warn_fallback,
 )
-from isthmus.artifacts.refs import ArtifactRef, check_content_hash
+from isthmus.artifacts.refs import ArtifactRef, check_content_hash, metadata_problem
+from isthmus.artifacts.types import check_type_path
 from isthmus.errors import ArtifactMissing, MaterializationError
-from isthmus.hashing import hash_file, hash_stream
+from isthmus.hashing import hash_bytes, hash_stream
 
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "abfs", "az", "abfss", "memory"}
 _VERIFY_MODES = ("hash", "size", "off")
@@ -49,6 +71,18 @@ _RACY_NS = 100_000_000
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
 # object-store metadata that changes whenever an object's bytes do (remote verdicts are keyed by it)
 _VERSION_KEYS = ("VersionId", "version_id", "generation", "ETag", "etag", "md5Hash")
+_UNREADABLE = (FileNotFoundError, NotADirectoryError, safefs.UnsafeEntry)
+
+
+def hash_file(path: str) -> tuple[str, int]:
+    """(hash, size) of the regular file at ``path``, opened without following a link (a link or a FIFO
+    raises :class:`~isthmus.artifacts.safefs.UnsafeEntry`)."""
+    fd = safefs.open_file(path)
+    try:
+        with safefs.fd_path(fd, path) as readable:
+            return hashing.hash_file(readable)
+    finally:
+        os.close(fd)
 
 
 class ArtifactStore:
@@ -66,12 +100,12 @@ class ArtifactStore:
         self.url = self.root if self.local else f"{self.protocol}://{self.root}"
         self.verify_mode = verify
         self._local_cache = local_cache
+        self._private: dict[str, str] = {}  # default local directories, checked private once
         # local path -> (hash, size, mtime_ns, ctime_ns, ino, trusted for changes before this time ns)
         self._verified: dict[str, tuple[Any, ...]] = {}
         self._remote_verified: dict[str, tuple[str, str]] = {}  # remote path -> (hash, version token)
         self._paths: dict[str, str] = {}  # content hash (validated) -> its path: the hot path skips the regex
         self._lock = threading.Lock()
-        self._dirs: set[str] = set()
         if self.local:
             self._make_dirs()
 
@@ -116,9 +150,11 @@ class ArtifactStore:
         return isinstance(ref, ArtifactRef) and ref.uri == self.uri_for(ref.content_hash)
 
     def check_ref(self, ref: Any, *, loading: bool = True) -> str:
-        """The path of ``ref`` in this store, checked before any disk access: InvalidArtifactRef when it
-        is not a valid ref or its uri is not where this store keeps its hash; MaterializationError when
-        (``loading``) no materializer of its name is registered in this process."""
+        """The path of ``ref`` in this store, checked before its bytes are touched: InvalidArtifactRef when
+        it is not a valid ref, its uri is not where this store keeps its hash, its python_type could run a
+        program when looked up, or (``loading``) its materializer could run code and did not write these
+        bytes here (one stat of its writer mark); MaterializationError when (``loading``) no materializer of
+        its name is registered in this process."""
         if not isinstance(ref, ArtifactRef):
             ref = ArtifactRef.from_dict(ref)
         expected = self.uri_for(ref.content_hash)
@@ -127,20 +163,65 @@ class ArtifactStore:
                 f"artifact ref {ref.content_hash}: uri {ref.uri!r:.200} is not where this artifact store keeps it "
                 f"({expected!r}); load it with the store that wrote it (ISTHMUS_ARTIFACT_ROOT={self.url!r} here)"
             )
-        if loading:
-            get_materializer(ref.materializer)
+        check_type_path(ref.python_type)
+        if loading and get_materializer(ref.materializer).needs_verified_bytes and not self._has_mark(ref):
+            raise InvalidArtifactRef(
+                f"artifact ref {ref.content_hash}: materializer {ref.materializer!r} can run code carried in the bytes "
+                "it loads, and this artifact store has no record that isthmus wrote these bytes with it; pass the "
+                "ref exactly as isthmus wrote it (or re-run the step that produced it)"
+            )
         return self.path_for(ref.content_hash)
 
     def _path_of(self, ref: ArtifactRef) -> str | None:
         """The path of a ref of this store, or None for a ref of another store (it is not here)."""
         return self.path_for(ref.content_hash) if self.holds(ref) else None
 
+    def _object_dir(self, content_hash: str, *, create: bool = False) -> int:
+        """A descriptor of ``objects/<xx>`` of ``content_hash``, reached without following a link."""
+        return safefs.open_dir(self.root, ["objects", content_hash.split(":", 1)[1][:2]], create=create)
+
+    def _private_dir(self, name: str) -> str:
+        """``<temp dir>/<name>-<uid>``: a default local directory of remote stores, private to this user."""
+        path = self._private.get(name)
+        if path is None:
+            uid = getattr(os, "getuid", lambda: "user")()
+            path = safefs.private_dir(os.path.join(tempfile.gettempdir(), f"{name}-{uid}"))
+            self._private[name] = path
+        return path
+
     def _tmp_dir(self) -> str:
         if self.local:
-            return os.path.join(self.root, ".tmp")
-        base = self._local_cache or os.path.join(tempfile.gettempdir(), "isthmus-upload")
-        os.makedirs(base, exist_ok=True)
-        return base
+            path = os.path.join(self.root, ".tmp")
+            if not safefs.is_real_dir(path):
+                if os.path.lexists(path):
+                    raise safefs.UnsafeEntry(
+                        errno.ELOOP,
+                        "is a link or not a directory; isthmus follows no link inside an artifact root",
+                        path,
+                    )
+                os.makedirs(path, exist_ok=True)  # removed behind our back (wipe, cache clear)
+            return path
+        if self._local_cache:
+            os.makedirs(self._local_cache, exist_ok=True)
+            return self._local_cache
+        return self._private_dir("isthmus-upload")
+
+    # -- writer marks: which code-executing materializer wrote an object --------------------------------
+    def _mark_path(self, content_hash: str, materializer: str) -> str:
+        hexpart = check_content_hash(content_hash).split(":", 1)[1]
+        rel = f"writers/{hexpart[:2]}/{hexpart}@{materializer.split('@', 1)[0]}"
+        return os.path.join(self.root, rel) if self.local else f"{self.root}/{rel}"
+
+    def _has_mark(self, ref: ArtifactRef) -> bool:
+        """Whether this store recorded that ``ref.materializer`` wrote the bytes of ``ref.content_hash``."""
+        mark = self._mark_path(ref.content_hash, ref.materializer)
+        if self.local:
+            return safefs.is_regular_file(mark)
+        return self._remote_info(mark) is not None
+
+    def _vouched(self, ref: ArtifactRef) -> bool:
+        """False when ``ref`` names a code-executing materializer that did not write its bytes here."""
+        return not executes_code(ref.materializer) or self._has_mark(ref)
 
     # -- writing ---------------------------------------------------------------------------------
     def save(
@@ -156,9 +237,8 @@ class ArtifactStore:
         try:
             tmp_dir = self._tmp_dir()
         except OSError as exc:
-            raise self._store_error(
-                "create the directory", self._local_cache or tempfile.gettempdir(), exc, where
-            ) from exc
+            path = getattr(exc, "filename", None) or self._local_cache or tempfile.gettempdir()
+            raise self._store_error("use the directory", path, exc, where) from exc
         errors: list[str] = []
         for index, mat in enumerate(candidates(obj, materializer)):
             tmp = os.path.join(tmp_dir, tmpfiles.part_name())
@@ -210,23 +290,12 @@ class ArtifactStore:
             raise self._store_error("read back", tmp, exc, where) from exc
         final = self.path_for(content_hash)
         if self.local:
-            # Always replace, even when an object of this size exists: it may be corrupt, and the
-            # fresh bytes are known good. Atomic: readers see the old or the new file, never a mix.
-            parent = os.path.dirname(final)
-            try:
-                if parent not in self._dirs:
-                    os.makedirs(parent, exist_ok=True)
-                    self._dirs.add(parent)
-                try:
-                    os.replace(tmp, final)
-                except FileNotFoundError:  # the directory went away behind our back (wipe, cache clear)
-                    os.makedirs(parent, exist_ok=True)
-                    os.replace(tmp, final)
-            except OSError as exc:
-                raise self._store_error("commit", final, exc, where) from exc
-            self._remember_own(final, content_hash)
+            self._commit_local(os.path.basename(tmp), content_hash, mat, where)
         else:
-            self._put_remote(tmp, final, content_hash, size, where)
+            self._put_remote(tmp, final, content_hash, size, mat, where)
+        problem = metadata_problem(metadata) if metadata else None
+        if problem:  # a ref stays small; a description too large to keep says so, and that it is partial
+            metadata = {"metadata_dropped": problem, "code_incomplete": True}
         return ArtifactRef(
             uri=self.uri_for(content_hash),
             content_hash=content_hash,
@@ -236,10 +305,44 @@ class ArtifactStore:
             metadata=metadata,
         )
 
-    def _put_remote(self, tmp: str, final: str, content_hash: str, size: int, where: str) -> None:
-        """Upload unless the object is there and known good (verified under its current version token):
-        a same-size object is not proof, it may be corrupt, and a PUT of the fresh bytes repairs it."""
+    def _commit_local(self, part: str, content_hash: str, mat: Materializer, where: str) -> None:
+        """Rename ``.tmp/<part>`` to its object name, between directory descriptors reached without
+        following a link. Always replace, even when an object of this size exists: it may be corrupt, and
+        the fresh bytes are known good. Atomic: readers see the old or the new file, never a mix. A
+        code-executing materializer's writer mark is made first (it vouches for these bytes, present or not)."""
+        hexpart = content_hash.split(":", 1)[1]
+        final = self.path_for(content_hash)
         try:
+            tmp_fd = safefs.open_dir(self.root, [".tmp"])
+            try:
+                if mat.needs_verified_bytes:
+                    mark_fd = safefs.open_dir(self.root, ["writers", hexpart[:2]], create=True)
+                    try:
+                        safefs.touch(f"{hexpart}@{mat.name}", mark_fd)
+                    finally:
+                        os.close(mark_fd)
+                dir_fd = self._object_dir(content_hash, create=True)
+                try:
+                    os.replace(part, hexpart, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd)
+                    st = os.stat(hexpart, dir_fd=dir_fd, follow_symlinks=False)
+                finally:
+                    os.close(dir_fd)
+            finally:
+                os.close(tmp_fd)
+        except OSError as exc:
+            raise self._store_error("commit", final, exc, where) from exc
+        # its bytes are the ones hashed before the rename: trusted at once (as if checked after the racy window)
+        self._remember(final, content_hash, st, checked_ns=max(st.st_mtime_ns, st.st_ctime_ns) + _RACY_NS + 1)
+
+    def _put_remote(self, tmp: str, final: str, content_hash: str, size: int, mat: Materializer, where: str) -> None:
+        """Upload unless the object is there and known good (verified under its current version token):
+        a same-size object is not proof, it may be corrupt, and a PUT of the fresh bytes repairs it. A
+        code-executing materializer's writer mark is put first."""
+        try:
+            if mat.needs_verified_bytes:
+                mark = self._mark_path(content_hash, mat.name)
+                if self._remote_info(mark) is None:
+                    self.fs.pipe_file(mark, b"")
             info = self._remote_info(final)
             if info is not None and int(info.get("size", -1)) == size:
                 token = _version_token(info)
@@ -271,14 +374,17 @@ class ArtifactStore:
 
     # -- checking --------------------------------------------------------------------------------
     def exists(self, ref: ArtifactRef) -> bool:
-        """The object is present with the recorded size (cheap: one stat); False for a ref of another store."""
+        """The object is present with the recorded size (cheap: one stat, two for a pickle's writer mark);
+        False for a ref of another store."""
         path = self._path_of(ref)
         if path is None:
             return False
         if self.local:
-            return _same_size(path, ref.size)
-        info = self._remote_info(path)
-        return info is not None and int(info.get("size", -1)) == ref.size
+            present = _same_size(path, ref.size)
+        else:
+            info = self._remote_info(path)
+            present = info is not None and int(info.get("size", -1)) == ref.size
+        return present and self._vouched(ref)
 
     def is_valid(self, ref: ArtifactRef, mode: str | None = None) -> bool:
         """Present and, by ``mode`` ('hash' | 'size' | 'off'), matching its content hash.
@@ -286,11 +392,12 @@ class ArtifactStore:
         A local hash check is remembered while the file's size, mtime, ctime and inode stay the same (and
         only for files that did not change just before the check); a remote one while the object's
         version id or ETag stays the same (stores without either are hashed every time).
-        A corrupt object is moved aside so it can never be served. A ref of another store is not valid here.
+        A corrupt object is moved aside so it can never be served. A ref of another store is not valid here,
+        nor one naming a code-executing materializer that did not write its bytes.
         """
         mode = mode or self.verify_mode
         path = self._path_of(ref)
-        if path is None:
+        if path is None or not self._vouched(ref):
             return False
         if mode == "off":
             return True
@@ -301,7 +408,12 @@ class ArtifactStore:
         verdict, st = self._stat_verdict(ref, path)
         if verdict is not None:
             return verdict
-        actual, _ = hash_file(path)
+        try:
+            actual, _ = hash_file(path)
+        except FileNotFoundError:
+            return False
+        except safefs.UnsafeEntry:
+            actual = None
         if actual != ref.content_hash:
             self._quarantine(path)
             return False
@@ -312,7 +424,7 @@ class ArtifactStore:
         """``is_valid`` without reading file contents: True/False when a stat settles it, None when a
         hash check is due (used while a database transaction is open)."""
         path = self._path_of(ref)
-        if path is None:
+        if path is None or not self._vouched(ref):
             return False
         if self.verify_mode != "hash":
             return self.is_valid(ref)
@@ -325,13 +437,13 @@ class ArtifactStore:
         return True if token is not None and self._remote_verified.get(path) == (ref.content_hash, token) else None
 
     def _stat_verdict(self, ref: ArtifactRef, path: str) -> tuple[bool | None, Any]:
-        """(False, _) if the object is gone or resized, (True, _) if a trusted hash check is
-        remembered for it, (None, stat) if its bytes must be hashed."""
+        """(False, _) if the object is gone, resized or not a regular file, (True, _) if a trusted hash
+        check is remembered for it, (None, stat) if its bytes must be hashed."""
         try:
-            st = os.stat(path)
-        except FileNotFoundError:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
             return False, None
-        if st.st_size != ref.size:
+        if st.st_size != ref.size or not stat.S_ISREG(st.st_mode):
             return False, None
         return (True if self._memo_trusts(path, ref.content_hash, st) else None), st
 
@@ -355,24 +467,42 @@ class ArtifactStore:
         """Remember a file this process just wrote: its bytes are the ones it hashed before the rename,
         so the memo is trusted at once (as if checked after the racy window)."""
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
         except FileNotFoundError:
             return
         self._remember(path, content_hash, st, checked_ns=max(st.st_mtime_ns, st.st_ctime_ns) + _RACY_NS + 1)
 
     def _quarantine(self, path: str) -> None:
-        target = os.path.join(self.root, ".corrupt", f"{os.path.basename(path)}.{int(time.time())}")
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        try:
-            os.replace(path, target)
-        except FileNotFoundError:
-            pass
+        """Move a bad object to ``.corrupt/`` (removed instead when ``.corrupt`` is not a real directory),
+        between descriptors reached without following a link: nothing ever lands outside the root."""
+        name = os.path.basename(path)
         with self._lock:
             self._verified.pop(path, None)
+        try:
+            dir_fd = safefs.open_dir(self.root, ["objects", name[:2]])
+        except (*_UNREADABLE, PermissionError):
+            return  # not an object directory of this store: nothing of ours to move
+        try:
+            try:
+                corrupt_fd: int | None = safefs.open_dir(self.root, [".corrupt"], create=True)
+            except (safefs.UnsafeEntry, PermissionError):
+                corrupt_fd = None
+            try:
+                if corrupt_fd is None:
+                    os.unlink(name, dir_fd=dir_fd)
+                else:
+                    os.replace(name, f"{name}.{int(time.time())}", src_dir_fd=dir_fd, dst_dir_fd=corrupt_fd)
+            except FileNotFoundError:
+                pass
+            finally:
+                if corrupt_fd is not None:
+                    os.close(corrupt_fd)
+        finally:
+            os.close(dir_fd)
 
     # -- remote objects --------------------------------------------------------------------------
     def _cache_dir(self) -> str:
-        return self._local_cache or os.path.join(tempfile.gettempdir(), "isthmus-cache")
+        return self._local_cache or self._private_dir("isthmus-cache")
 
     def _cache_path(self, ref: ArtifactRef) -> str:
         return os.path.join(self._cache_dir(), ref.content_hash.split(":", 1)[1])
@@ -407,7 +537,7 @@ class ArtifactStore:
         part = os.path.join(directory, tmpfiles.part_name())
         try:
             try:
-                with self.fs.open(path, "rb") as src, open(part, "wb") as dst:
+                with self.fs.open(path, "rb") as src, open(part, "xb") as dst:
                     actual, _ = hash_stream(_Tee(src, dst))
             except FileNotFoundError:
                 return None
@@ -422,15 +552,14 @@ class ArtifactStore:
 
     def _cached_copy_ok(self, ref: ArtifactRef, local: str, mode: str) -> bool:
         """Whether the local copy of a remote object may be loaded under ``mode`` (hashing it if needed)."""
+        verdict, st = self._stat_verdict(ref, local)
+        if verdict is not None or mode != "hash":
+            return verdict is not False
         try:
-            st = os.stat(local)
-        except FileNotFoundError:
-            return False
-        if st.st_size != ref.size:
-            return False
-        if mode != "hash" or self._memo_trusts(local, ref.content_hash, st):
-            return True
-        if hash_file(local)[0] != ref.content_hash:
+            actual = hash_file(local)[0]
+        except _UNREADABLE:
+            actual = None
+        if actual != ref.content_hash:
             _remove(local)
             return False
         self._remember(local, ref.content_hash, st)
@@ -459,7 +588,7 @@ class ArtifactStore:
             if mode == "hash":
                 ok = self.is_valid(ref, "hash")
             else:
-                ok = _same_size(path, ref.size) if mode == "size" else os.path.exists(path)
+                ok = _same_size(path, ref.size) if mode == "size" else safefs.is_regular_file(path)
             if not ok:
                 raise self._missing(ref)
             return path
@@ -471,6 +600,46 @@ class ArtifactStore:
             raise self._missing(ref)
         return fetched
 
+    @contextmanager
+    def _readable(self, ref: ArtifactRef, path: str, mode: str) -> Iterator[str]:
+        """A path a (non-executing) materializer can read: the file checked under ``mode``, opened once
+        without following a link and handed over through its descriptor."""
+        local = self._local_copy(ref, path, mode)
+        try:
+            if self.local:
+                fd = safefs.open_object(self.root, self._rel(ref.content_hash).split("/"))
+            else:
+                fd = safefs.open_file(local)
+        except _UNREADABLE:
+            raise self._missing(ref) from None
+        try:
+            if mode != "off" and os.fstat(fd).st_size != ref.size:  # replaced since the check
+                raise self._missing(ref)
+            with safefs.fd_path(fd, local) as readable:
+                yield readable
+        finally:
+            os.close(fd)
+
+    def _verified_bytes(self, ref: ArtifactRef, path: str) -> bytes | mmap.mmap:
+        """The object's content, frozen once (:func:`safefs.frozen_content`) and hashed: what a code-executing
+        materializer loads (release it with :func:`safefs.release`). Only for a ref :meth:`check_ref`
+        accepted (its materializer wrote these bytes here)."""
+        if self.local:
+            data = _matching_content(ref, lambda: safefs.open_object(self.root, self._rel(ref.content_hash).split("/")))
+            if data is None:
+                self._quarantine(path)
+                raise self._missing(ref)
+            return data
+        local = self._cache_path(ref)  # a remote object: the local copy when it matches, else a fresh download
+        for fetch in (False, True):
+            if fetch and self._download(ref, path, local) is None:
+                break
+            data = _matching_content(ref, lambda: safefs.open_file(local))
+            if data is not None:
+                return data
+            _remove(local)
+        raise self._missing(ref)
+
     @staticmethod
     def _missing(ref: ArtifactRef) -> ArtifactMissing:
         return ArtifactMissing(
@@ -479,20 +648,42 @@ class ArtifactStore:
         )
 
     def load(self, ref: ArtifactRef, *, verify: bool = False) -> Any:
-        """Load the value. The ref is checked first (valid, of this store, a registered materializer);
-        its bytes are hash-verified when ``verify=True``, when the store's verify mode is 'hash', and always
-        when its materializer could execute code (pickle), whatever the verify mode."""
+        """Load the value. The ref is checked first (valid, of this store, a registered materializer).
+        A code-executing materializer (pickle) gets exactly the bytes that were read and hashed, and only
+        bytes it wrote here, whatever the verify mode; any other one reads the object checked by the
+        store's verify mode (by hash with ``verify=True``)."""
         path = self.check_ref(ref)
         materializer = get_materializer(ref.materializer)  # registered: check_ref made sure
-        mode = "hash" if verify or materializer.needs_verified_bytes else self.verify_mode
-        return materializer.load(self._local_copy(ref, path, mode), ref.python_type)
+        if materializer.needs_verified_bytes:
+            data = self._verified_bytes(ref, path)
+            try:
+                return materializer.load_bytes(data, ref.python_type)
+            finally:
+                safefs.release(data)
+        with self._readable(ref, path, "hash" if verify else self.verify_mode) as readable:
+            return materializer.load(readable, ref.python_type)
 
     def delete(self, ref: ArtifactRef) -> None:
         path = self.check_ref(ref, loading=False)
-        try:
-            self.fs.rm_file(path)
-        except FileNotFoundError:
-            pass
+        mark = self._mark_path(ref.content_hash, ref.materializer)
+        if self.local:
+            try:
+                dir_fd = self._object_dir(ref.content_hash)
+            except _UNREADABLE:
+                dir_fd = None
+            if dir_fd is not None:
+                try:
+                    _remove(os.path.basename(path), dir_fd)
+                finally:
+                    os.close(dir_fd)
+            if safefs.is_real_dir(os.path.dirname(mark)):
+                _remove(mark)
+        else:
+            for target in (path, mark):
+                try:
+                    self.fs.rm_file(target)
+                except FileNotFoundError:
+                    pass
         with self._lock:
             self._verified.pop(path, None)
             self._remote_verified.pop(path, None)
@@ -501,15 +692,16 @@ class ArtifactStore:
         """Remove abandoned partial writes; returns how many. Parts of writers of this host whose process
         is gone go at once, any other leftover once it is ``older_than`` seconds old."""
         if self.local:
-            return tmpfiles.remove_parts(os.path.join(self.root, ".tmp"), older_than)
-        upload = self._local_cache or os.path.join(tempfile.gettempdir(), "isthmus-upload")
-        return sum(tmpfiles.remove_parts(d, older_than, parts_only=True) for d in {upload, self._cache_dir()})
+            tmp = os.path.join(self.root, ".tmp")
+            return tmpfiles.remove_parts(tmp, older_than) if safefs.is_real_dir(tmp) else 0
+        dirs = {self._tmp_dir(), self._cache_dir()}
+        return sum(tmpfiles.remove_parts(d, older_than, parts_only=True) for d in dirs)
 
     def iter_objects(self) -> list[tuple[str, int]]:
-        """(content hash, size) of every committed object (local stores); stray files are skipped."""
+        """(content hash, size) of every committed object (local stores); stray files and links are skipped."""
         out = []
         objects = os.path.join(self.root, "objects")
-        if not self.local or not os.path.isdir(objects):
+        if not self.local or not safefs.is_real_dir(objects):
             return out
         for sub in os.scandir(objects):
             if sub.is_dir(follow_symlinks=False):
@@ -520,14 +712,13 @@ class ArtifactStore:
                     except InvalidArtifactRef:
                         continue
                     if f.name[:2] == sub.name and f.is_file(follow_symlinks=False):
-                        out.append((content_hash, f.stat().st_size))
+                        out.append((content_hash, f.stat(follow_symlinks=False).st_size))
         return out
 
     def wipe(self) -> None:
         """Delete everything under the root (tests and ``cache clear --artifacts``)."""
         if self.local:
             shutil.rmtree(self.root, ignore_errors=True)
-            self._dirs.clear()
             with self._lock:
                 self._verified.clear()
             self._make_dirs()
@@ -546,6 +737,22 @@ class _Tee:
         return chunk
 
 
+def _matching_content(ref: ArtifactRef, opener: Any) -> bytes | mmap.mmap | None:
+    """The frozen content of the file ``opener()`` opens if it is exactly ``ref``'s (size and hash), else None."""
+    try:
+        fd = opener()
+    except _UNREADABLE:
+        return None
+    try:
+        data = safefs.frozen_content(fd, ref.size)
+    finally:
+        os.close(fd)  # a mapping outlives its descriptor
+    if len(data) == ref.size and hash_bytes(data) == ref.content_hash:
+        return data
+    safefs.release(data)
+    return None
+
+
 def _version_token(info: dict[str, Any]) -> str | None:
     """The object's version id or ETag (whatever the store gives), or None."""
     for key in _VERSION_KEYS:
@@ -556,17 +763,19 @@ def _version_token(info: dict[str, Any]) -> str | None:
 
 
 def _same_size(path: str, size: int) -> bool:
+    """A regular file (not a link) of ``size`` bytes."""
     try:
-        return os.stat(path).st_size == size
-    except FileNotFoundError:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
         return False
+    return st.st_size == size and stat.S_ISREG(st.st_mode)
 
 
-def _remove(path: str) -> None:
+def _remove(path: str, dir_fd: int | None = None) -> None:
     try:
-        os.remove(path)
+        os.remove(path, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
 
 
-__all__ = ["ArtifactStore", "get_materializer"]
+__all__ = ["ArtifactStore", "get_materializer", "hash_file"]

@@ -341,6 +341,8 @@ def _fail_line(message: str) -> None:
 
 
 def _json_arg(value: str | None, what: str) -> dict[str, Any]:
+    from isthmus.artifacts.refs import loads_bounded
+
     if not value:
         return {}
     try:
@@ -348,9 +350,9 @@ def _json_arg(value: str | None, what: str) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         _fail_line(f"--{what} {value!r}: cannot read the file ({getattr(exc, 'strerror', None) or exc})")
     try:
-        data = json.loads(text)
+        data = loads_bounded(text, f"--{what}")
     except ValueError as exc:
-        _fail_line(f"--{what} is not valid JSON ({exc}); pass a JSON object or @file.json")
+        _fail_line(f"{exc}; pass a JSON object or @file.json")
     if not isinstance(data, dict):
         _fail_line(f"--{what} must be a JSON object of name -> value")
     return data
@@ -394,14 +396,25 @@ def run_step_cmd(
 
 @app.command("ingest")
 def ingest(manifest: Annotated[str, typer.Argument(help="Path or URL of a result manifest.")]) -> None:
-    """Record a run that was written to a manifest by 'run-step --record manifest'."""
-    from isthmus.remote import ingest_manifest
+    """Record a run that was written to a manifest by 'run-step --record manifest'.
+
+    Cache entries are created only from a manifest signed with the key in $ISTHMUS_MANIFEST_KEY (the key
+    run-step had); any other manifest records its step runs without cache entries."""
+    from isthmus.manifest import MANIFEST_KEY_ENV, key_from_env
+    from isthmus.remote import ingest as ingest_records
 
     try:
-        n = ingest_manifest(_meta(), manifest)
+        result = ingest_records(_meta(), manifest, key=key_from_env())
     except IsthmusError as exc:
         _fail_line(str(exc))
-    console.print(f"ingested {n} new record(s)")
+    if result.authenticated:
+        note = f"{result.cache_entries} cache entr{'y' if result.cache_entries == 1 else 'ies'}"
+    else:
+        note = (
+            f"not authenticated (no valid tag under ${MANIFEST_KEY_ENV}): step runs recorded without cache entries; "
+            f"set {MANIFEST_KEY_ENV} to the key run-step had to create them"
+        )
+    typer.echo(f"ingested {result.added} new record(s); {note}")
 
 
 @app.command("version")

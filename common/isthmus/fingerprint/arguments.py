@@ -214,6 +214,20 @@ def code_paths(code: Iterable[Any]) -> list[str]:
     return sorted({f"{c.__module__}:{c.__qualname__}" for c in code})
 
 
+_MAX_CODE_CHARS = 64 * 1024  # a ref's metadata stays small (see isthmus.artifacts.refs)
+
+
+def code_metadata(code: Iterable[Any]) -> dict[str, Any] | None:
+    """The metadata an artifact carries about the project code its bytes name: ``{"code": [...]}``, or
+    ``{"code_incomplete": True}`` when the list would be too long for a ref (the key then misses)."""
+    paths = code_paths(code)
+    if not paths:
+        return None
+    if sum(len(p) + 4 for p in paths) > _MAX_CODE_CHARS:
+        return {INCOMPLETE: True}
+    return {CODE_METADATA: paths}
+
+
 _by_path: dict[str, Any] = {}
 
 

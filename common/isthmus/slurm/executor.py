@@ -21,10 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from isthmus.artifacts.refs import ArtifactRef
+from isthmus.artifacts.refs import ArtifactRef, json_depth_error
 from isthmus.context import RunContext
 from isthmus.errors import IsthmusError, StepDefinitionError
 from isthmus.lineage_parent import RUN_ID_KEY
+from isthmus.manifest import MANIFEST_KEY_ENV, is_authentic, job_manifest_key
 from isthmus.redaction import is_secret_env
 from isthmus.runner import StepResult, StepRunner, _json_param, _ref_list, default_runner
 from isthmus.slurm.client import SlurmClient, SlurmError, SlurmSubmitError, cancel_quietly
@@ -246,8 +247,14 @@ class SlurmExecutor:
         return self.runner.lookup(step, self.arguments_for_runner(inputs, params), ctx)
 
     # -- the job -----------------------------------------------------------------------------------
-    def _job_env(self, step: Step[Any, Any], ctx: RunContext) -> tuple[dict[str, str], dict[str, str]]:
-        """(variables exported by the batch script, credentials that go to a 0600 file it sources)."""
+    def manifest_key(self, work_dir: str) -> bytes:
+        """The key the job in ``work_dir`` signs its manifest with (derived from the metadata store's secret
+        salt: whichever process collects the job derives it again; it is never written into a record)."""
+        return job_manifest_key(self.runner.metadata.secret_salt(), work_dir)
+
+    def _job_env(self, step: Step[Any, Any], ctx: RunContext, work_dir: str) -> tuple[dict[str, str], dict[str, str]]:
+        """(variables exported by the batch script, credentials that go to a 0600 file it sources: those of
+        the environment, and the key the job signs its manifest with)."""
         from isthmus.lineage_parent import PARENT_KEY, ROOT_KEY, env_for
 
         arts = self.runner.artifacts
@@ -271,6 +278,7 @@ class SlurmExecutor:
         env.update(env_for(ctx.native.get(PARENT_KEY), ctx.native.get(ROOT_KEY)))
         env.update(self.env)
         secret = {k: v for k, v in env.items() if is_secret_env(k, v)}
+        secret[MANIFEST_KEY_ENV] = self.manifest_key(work_dir).hex()
         return {k: v for k, v in env.items() if k not in secret}, secret
 
     def build(
@@ -306,18 +314,14 @@ class SlurmExecutor:
             "--record",
             self.record,
         ]
-        env, secret = self._job_env(step, ctx)
+        env, secret = self._job_env(step, ctx, work_dir)
         code_fp, deps_fp = self.runner.fingerprints(step)
-        secret_file = f"{work_dir}/{SECRET_ENV_FILE}" if secret else None
+        secret_file = f"{work_dir}/{SECRET_ENV_FILE}"
         lines = [
             "#!/bin/bash",
             f"# isthmus step {step.name} ({step.import_path}); written by isthmus.slurm",
             *[f"export {k}={shlex.quote(v)}" for k, v in env.items()],
-            *(
-                [f"set -a; . {shlex.quote(secret_file)}; set +a  # credentials: {', '.join(sorted(secret))}"]
-                if secret_file
-                else []
-            ),
+            f"set -a; . {shlex.quote(secret_file)}; set +a  # credentials: {', '.join(sorted(secret))}",
             f'echo "isthmus: step {step.name} in Slurm job $SLURM_JOB_ID on $(hostname) (restart ${{SLURM_RESTART_COUNT:-0}})"',
             f'exec {shlex.join(command)} --manifest "{manifest_dir}/manifest-$SLURM_JOB_ID.json"',
         ]
@@ -387,7 +391,7 @@ class SlurmExecutor:
                     return self._with_id(job, found.job_id, adopted=True)
         await self.client.make_dirs(job.work_dir)
         if job.secret_env_file:
-            secret = self._job_env(step, ctx)[1]
+            secret = self._job_env(step, ctx, job.work_dir)[1]
             text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in secret.items())
             await self.client.write_file(job.secret_env_file, text, mode=0o600)
         try:
@@ -446,13 +450,26 @@ class SlurmExecutor:
             await asyncio.sleep(self.poll_interval)
 
     async def collect(self, step_name: str, job: SubmittedJob, status: JobStatus) -> StepResult:
-        """The step's result from the manifest of a finished job; raises :class:`SlurmStepFailed`."""
+        """The step's result from the manifest of a finished job; raises :class:`SlurmStepFailed`.
+
+        The manifest must carry a valid tag under the job's key (see :mod:`isthmus.manifest`): a manifest
+        someone else wrote or altered in the job directory is refused, its outputs unused, nothing recorded."""
         await self.forget_secrets(job)
         manifest = await self.read_manifest(job)
+        key = self.manifest_key(job.work_dir)
+        if manifest is not None and not is_authentic(manifest, key):
+            raise SlurmStepFailed(
+                f"step {step_name!r}: Slurm job {job.job_id}: the manifest {job.manifest} is not signed with this job's "
+                "key (written or altered by something other than the job); its outputs were not used and nothing was "
+                "recorded. Check who can write the job directory, then re-run the step",
+                step_name=step_name,
+                job_id=job.job_id,
+                state="FAILED",
+            )
         if manifest is not None and manifest.get("records"):
             from isthmus.remote import ingest_manifest
 
-            added = ingest_manifest(self.runner.metadata, manifest, artifacts=self.runner.artifacts)
+            added = ingest_manifest(self.runner.metadata, manifest, artifacts=self.runner.artifacts, key=key)
             log.info("step %r: ingested %d record(s) from the manifest of job %s", step_name, added, job.job_id)
         if status.success and manifest is not None and manifest.get("status") == "COMPLETED":
             outputs = {k: ArtifactRef.from_dict(v) for k, v in (manifest.get("outputs") or {}).items()}
@@ -555,9 +572,10 @@ async def read_manifest(client: SlurmClient, job: SubmittedJob) -> dict[str, Any
     if not text:
         return None
     try:
-        return json.loads(text)
-    except ValueError:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
         return None  # the writer renames a finished file into place, so this is a foreign file
+    return data if isinstance(data, dict) and json_depth_error(data) is None else None
 
 
 async def wait_for_job(

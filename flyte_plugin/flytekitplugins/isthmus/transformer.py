@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import html
 import inspect
-import json
 import types
 import typing
 from typing import Any
@@ -71,13 +70,25 @@ def flyte_type_for(annotation: Any, default: Any = inspect.Parameter.empty) -> A
     return typing.Optional[ref] if optional else ref  # noqa: UP045
 
 
+def _checked(ref: Any) -> Any:
+    """``ref`` if its python_type names nothing whose lookup could run a program (a literal is untrusted)."""
+    from isthmus.artifacts.errors import InvalidArtifactRef
+    from isthmus.artifacts.types import check_type_path
+
+    try:
+        check_type_path(ref.python_type)
+    except InvalidArtifactRef as exc:
+        raise TypeTransformerFailedError(str(exc)) from None
+    return ref
+
+
 def ref_from_literal(lv: Literal) -> Any:
     """The ArtifactRef a literal carries in its metadata, or None."""
     meta = lv.metadata
     if meta:
         text = meta.get(REF_METADATA_KEY)
         if text:
-            return _artifact_ref_type().from_json(text)
+            return _checked(_artifact_ref_type().from_json(text))
     return None
 
 
@@ -94,8 +105,8 @@ def _ref_from_mapping(data: dict[str, Any]) -> Any:
         data["size"] = int(data["size"])  # protobuf structs carry numbers as floats
     ref = ArtifactRef.coerce(data)
     if ref is None:
-        raise TypeTransformerFailedError(f"literal {data!r} is not an isthmus ArtifactRef")
-    return ref
+        raise TypeTransformerFailedError(f"literal {data!r:.300} is not an isthmus ArtifactRef")
+    return _checked(ref)
 
 
 class ArtifactRefTransformer(TypeTransformer[Any]):
@@ -153,7 +164,10 @@ class ArtifactRefTransformer(TypeTransformer[Any]):
 
                 return _ref_from_mapping(msgpack.loads(scalar.binary.value))
             if scalar.primitive is not None and scalar.primitive.string_value:
-                return _ref_from_mapping(json.loads(scalar.primitive.string_value))
+                from isthmus.artifacts.refs import loads_bounded
+
+                text = scalar.primitive.string_value
+                return _ref_from_mapping(loads_bounded(text, "artifact ref literal", TypeTransformerFailedError))
         raise TypeTransformerFailedError(f"cannot read an isthmus ArtifactRef from literal {lv}")
 
     def from_generic_idl(self, generic: Any, expected_python_type: Any) -> Any:
