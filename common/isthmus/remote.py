@@ -54,6 +54,7 @@ from isthmus.manifest import (
     parse_manifest,
 )
 from isthmus.runner import StepRunner
+from isthmus.secret_params import secret_params_from_env, secret_texts
 from isthmus.step import load_step
 from isthmus.store import schema as s
 from isthmus.store.metadata import MetadataStore
@@ -231,7 +232,9 @@ def run_remote(
         "record": record,
     }
     try:
-        arguments: dict[str, Any] = {**(params or {}), **_input_refs(inputs or {})}
+        # secret parameters come through the job's credentials file (see isthmus.secret_params)
+        hidden = secret_params_from_env()
+        arguments: dict[str, Any] = {**(params or {}), **hidden, **_input_refs(inputs or {})}
     except IsthmusError as exc:  # refused before anything was imported or run
         manifest.update(status="FAILED", error=f"{type(exc).__name__}: {exc}", step_run_id=None)
         _write_json(manifest_path, manifest, signing_key)
@@ -251,7 +254,7 @@ def run_remote(
 
     try:
         step = load_step(step_path)
-        result = runner.run(step, arguments, ctx)
+        result = runner.run(step, arguments, ctx, secrets=secret_texts(hidden))
     except StepFailed as exc:
         manifest.update(status="FAILED", error=str(exc), step_run_id=exc.step_run_id)
         if exc.step_run_id:

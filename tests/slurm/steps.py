@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import SecretBytes, SecretStr
 
 from isthmus import Resources, step
 
@@ -69,3 +72,34 @@ def too_many_cpus() -> int:
 def job_env(names: list) -> dict:
     """The job's values of some environment variables."""
     return {name: os.environ.get(name) for name in names}
+
+
+@step
+def token_length(api_token: str, x: int) -> int:
+    return len(api_token) + x
+
+
+@step
+def secret_length(token: SecretStr, salt: SecretBytes) -> int:
+    return len(token.get_secret_value()) + len(salt.get_secret_value())
+
+
+@step
+def text_length(text: str) -> int:
+    return len(text)
+
+
+@step
+def reject_token(api_token: str) -> int:
+    raise ValueError(f"the server refused {api_token}")
+
+
+@dataclass
+class Login:
+    user: str
+    password: str
+
+
+@step
+def login_user(login: Login) -> str:
+    return login.user

@@ -17,7 +17,7 @@ import posixpath
 import shlex
 import sys
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -28,6 +28,7 @@ from isthmus.lineage_parent import RUN_ID_KEY
 from isthmus.manifest import MANIFEST_KEY_ENV, is_authentic, job_manifest_key
 from isthmus.redaction import is_secret_env
 from isthmus.runner import StepResult, StepRunner, _json_param, _ref_list, default_runner
+from isthmus.secret_params import SECRET_PARAMS_ENV, encode_secret_params, secret_param_names, secret_texts
 from isthmus.slurm.client import SlurmClient, SlurmError, SlurmSubmitError, cancel_quietly
 from isthmus.slurm.lineage import emit_waiting
 from isthmus.slurm.spec import JobSpec, job_name_for
@@ -51,6 +52,17 @@ _PASS_ENV = (
     "OPENLINEAGE_DISABLED",
 )
 SECRET_ENV_FILE = "job.env"  # in the job directory, mode 0600: what must not be in the batch script
+
+
+@dataclass(frozen=True)
+class SecretParam:
+    """A parameter holding a secret (see :mod:`isthmus.secret_params`): the job receives it through its
+    0600 credentials file, never on its command line, in its script or as an input artifact."""
+
+    value: Any
+
+    def __repr__(self) -> str:
+        return "SecretParam(***)"
 
 
 class SlurmStepFailed(SlurmError):
@@ -215,16 +227,23 @@ class SlurmExecutor:
 
     # -- arguments and cache -----------------------------------------------------------------------
     def split_arguments(
-        self, step: Step[Any, Any], arguments: Mapping[str, Any]
+        self, step: Step[Any, Any], arguments: Mapping[str, Any], secrets: Iterable[str] = ()
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """(inputs as ref dicts, JSON params). Objects that are not plain data are saved as input
-        artifacts here, exactly as the runner would, so the job computes the same cache key."""
+        artifacts here, exactly as the runner would, so the job computes the same cache key. A parameter
+        that holds a secret (by its name, type or form, or one of ``secrets``: values known to be secret
+        where the arguments came from) becomes a :class:`SecretParam` in the params."""
         inputs: dict[str, Any] = {}
         params: dict[str, Any] = {}
+        secret = secret_param_names(arguments, secrets)
         for name, value in arguments.items():
             ref = ArtifactRef.coerce(value)
             if ref is not None:
                 inputs[name] = ref.to_dict()
+                continue
+            if name in secret:
+                encode_secret_params(step.name, {name: value})  # one that cannot travel is refused now
+                params[name] = SecretParam(value)
                 continue
             refs = _ref_list(value)
             if refs is not None:
@@ -238,13 +257,28 @@ class SlurmExecutor:
         return inputs, params
 
     def arguments_for_runner(self, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        return {**params, **{k: ArtifactRef.from_dict(v) for k, v in inputs.items()}}
+        plain = {k: v.value if isinstance(v, SecretParam) else v for k, v in params.items()}
+        return {**plain, **{k: ArtifactRef.from_dict(v) for k, v in inputs.items()}}
+
+    @staticmethod
+    def given_secrets(params: Mapping[str, Any]) -> frozenset[str]:
+        """The secrets a run of the step is given: the text its secret params hold (the job passes the
+        same to its runner, so both compute the same cache key)."""
+        return secret_texts({k: v.value for k, v in params.items() if isinstance(v, SecretParam)})
 
     def lookup(
         self, step: Step[Any, Any], inputs: dict[str, Any], params: dict[str, Any], ctx: RunContext
     ) -> StepResult | None:
         """A cache hit (recorded) or None: a hit means no job at all."""
-        return self.runner.lookup(step, self.arguments_for_runner(inputs, params), ctx)
+        arguments = self.arguments_for_runner(inputs, params)
+        return self.runner.lookup(step, arguments, ctx, secrets=self.given_secrets(params))
+
+    def cache_key(
+        self, step: Step[Any, Any], inputs: dict[str, Any], params: dict[str, Any], ctx: RunContext
+    ) -> str | None:
+        """The cache key the job will compute (None when the step does not cache)."""
+        arguments = self.arguments_for_runner(inputs, params)
+        return self.runner.cache_key(step, arguments, ctx, secrets=self.given_secrets(params))
 
     # -- the job -----------------------------------------------------------------------------------
     def manifest_key(self, work_dir: str) -> bytes:
@@ -308,7 +342,7 @@ class SlurmExecutor:
             "--inputs",
             json.dumps(inputs, sort_keys=True),
             "--params",
-            json.dumps(params, sort_keys=True),
+            json.dumps({k: v for k, v in params.items() if not isinstance(v, SecretParam)}, sort_keys=True),
             "--context",
             json.dumps(ctx.to_dict(), sort_keys=True, default=str),
             "--record",
@@ -392,6 +426,9 @@ class SlurmExecutor:
         await self.client.make_dirs(job.work_dir)
         if job.secret_env_file:
             secret = self._job_env(step, ctx, job.work_dir)[1]
+            hidden = {k: v.value for k, v in params.items() if isinstance(v, SecretParam)}
+            if hidden:
+                secret[SECRET_PARAMS_ENV] = encode_secret_params(step.name, hidden)
             text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in secret.items())
             await self.client.write_file(job.secret_env_file, text, mode=0o600)
         try:
@@ -527,15 +564,17 @@ class SlurmExecutor:
         *,
         timeout: float | None = None,
         on_submit: Callable[[SubmittedJob], Any] | None = None,
+        secrets: Iterable[str] = (),
     ) -> StepResult:
         """Cache lookup; on a miss submit (or adopt) the job, wait, and collect. Cancelling this
-        coroutine (or an error while waiting) cancels the job."""
+        coroutine (or an error while waiting) cancels the job. ``secrets``: values known to be secret where
+        the arguments came from (see :meth:`split_arguments`)."""
         ctx = context or RunContext(orchestrator="slurm")
-        inputs, params = self.split_arguments(step, arguments)
+        inputs, params = self.split_arguments(step, arguments, secrets)
         hit = self.lookup(step, inputs, params, ctx)
         if hit is not None:
             return hit
-        key = self.runner.cache_key(step, self.arguments_for_runner(inputs, params), ctx)
+        key = self.cache_key(step, inputs, params, ctx)
         job = await self.submit(step, inputs, params, ctx, cache_key=key)
         if on_submit:
             on_submit(job)

@@ -416,6 +416,7 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
         **kwargs: Any,
     ) -> SlurmStepMeta:
         from flytekitplugins.isthmus.context import ensure_pipeline_run
+        from isthmus.redaction import secrets_in
         from isthmus.runner import default_runner
         from isthmus.step import load_step
 
@@ -425,7 +426,11 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
                 f"task {task_template.id.name!r} is not an isthmus Slurm task (its template names no step)"
             )
         step = load_step(custom["step"])
-        options = {k: custom[k] for k in ("pipeline", "invocation", "ref_inputs", "ref_outputs") if custom.get(k)}
+        options = {
+            k: custom[k]
+            for k in ("pipeline", "invocation", "ref_inputs", "ref_outputs", "secret_inputs")
+            if custom.get(k)
+        }
         config = SlurmJob.from_dict(custom.get("slurm") or {})
         task_name = custom.get("task_name") or task_template.id.name
         invocation = options.get("invocation") or step.name
@@ -434,6 +439,10 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
         )
         ctx = run.context
         arguments = await _arguments(step, options, inputs)
+        # inputs a secret-named workflow input feeds (``Isthmus.secret_inputs``): their values are secrets
+        given = frozenset(
+            s for n in options.get("secret_inputs") or () if n in arguments for s in secrets_in(arguments[n])
+        )
         runner = default_runner()
         client = self._client(config)
         meta = SlurmStepMeta(
@@ -444,11 +453,11 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
 
             def prepare() -> tuple[Any, ...]:
                 ensure_pipeline_run(runner, run, step.fn)
-                inputs_, params = executor.split_arguments(step, arguments)
+                inputs_, params = executor.split_arguments(step, arguments, given)
                 hit = executor.lookup(step, inputs_, params, ctx)
                 if hit is not None:
                     return hit, inputs_, params, None
-                key = runner.cache_key(step, executor.arguments_for_runner(inputs_, params), ctx)
+                key = executor.cache_key(step, inputs_, params, ctx)
                 return None, inputs_, params, key
 
             hit, step_inputs, params, key = await asyncio.to_thread(prepare)

@@ -26,7 +26,7 @@ from isthmus_airflow.context import pipeline_run_row, run_context
 from isthmus_airflow.hooks.isthmus import IsthmusHook
 from isthmus_airflow.hooks.slurm import SlurmHook
 from isthmus_airflow.lineage import openlineage_client, openlineage_handoff
-from isthmus_airflow.operators.step import StepOperator
+from isthmus_airflow.operators.step import StepOperator, dag_param_secrets, mask_secret
 
 LOG_LINES = 200
 
@@ -141,7 +141,12 @@ class SlurmStepOperator(StepOperator):
         lineage_native, lineage_env = openlineage_handoff(context)
         ctx.native.update(lineage_native)
         ex = self._executor(runner, lineage_env=lineage_env)
-        inputs, params = ex.split_arguments(self.step, arguments)
+        # The DAG run's secret params follow their values: a step parameter they feed travels to the job
+        # through its credentials file, never in its script (see isthmus.secret_params).
+        secrets = dag_param_secrets(context)
+        for value in secrets:
+            mask_secret(value)
+        inputs, params = ex.split_arguments(self.step, arguments, secrets)
         hit = ex.lookup(self.step, inputs, params, ctx)
         if hit is not None:
             self._isthmus_record = runner.metadata.get_step_run(hit.step_run_id)
@@ -152,7 +157,7 @@ class SlurmStepOperator(StepOperator):
                 self._source_pipeline_run(runner, hit.source_step_run_id),
             )
             return self._xcom_value(context, runner, hit.outputs)
-        key = runner.cache_key(self.step, ex.arguments_for_runner(inputs, params), ctx)
+        key = ex.cache_key(self.step, inputs, params, ctx)
 
         async def submit() -> SubmittedJob:
             try:
