@@ -79,7 +79,7 @@ def bench_steps(n_steps: int, repeat: int) -> None:
         if mode == "bookkeeping only":
             lineage.set_lineage_hook(lineage.NoopLineage())
         else:
-            from isthmus.lineage_emitter import OpenLineageEmitter
+            from isthmus.lineage.openlineage import OpenLineageEmitter
 
             emitter = OpenLineageEmitter()
             lineage.set_lineage_hook(emitter)

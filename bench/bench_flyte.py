@@ -31,6 +31,7 @@ from rich.table import Table  # noqa: E402
 
 from flytekitplugins.isthmus import isthmus_task  # noqa: E402
 from isthmus import lineage, pipeline, step  # noqa: E402
+from isthmus.lineage.openlineage import OpenLineageEmitter  # noqa: E402
 
 console = Console(width=130)
 N_TASKS = int(os.environ.get("ISTHMUS_BENCH_TASKS", "20"))
@@ -110,8 +111,6 @@ def main() -> None:
     for _ in range(args.repeat):
         for name, fn in variants.items():
             times[name].append(_timed(fn))
-
-    from isthmus.lineage_emitter import OpenLineageEmitter
 
     emitter = OpenLineageEmitter()
     lineage.set_lineage_hook(emitter)

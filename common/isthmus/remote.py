@@ -42,7 +42,7 @@ from isthmus.artifacts.store import ArtifactStore
 from isthmus.config import get_settings
 from isthmus.context import RunContext
 from isthmus.errors import IsthmusError, StepFailed
-from isthmus.lineage_parent import parents_from_env
+from isthmus.lineage.parent import parents_from_env
 from isthmus.manifest import (
     MANIFEST_VERSION,
     Manifest,

@@ -11,7 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from isthmus.errors import NotImportableError, StepDefinitionError
+from isthmus.errors import NotImportableError, StepDefinitionError, StepFailed
+from isthmus.lineage.naming import dataset_id
 from isthmus.policy import CachePolicy
 from isthmus.resources import Resources
 
@@ -204,8 +205,7 @@ class Step(Generic[P, R]):
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """Run this step once through the StepRunner (cached and recorded); returns a StepResult."""
-        from isthmus.errors import StepFailed
-        from isthmus.runner import run_step
+        from isthmus.runner import run_step  # the runner imports this module
 
         try:
             return run_step(self, self.bind(args, kwargs))
@@ -266,8 +266,6 @@ def _outputs(outputs: Sequence[str], label: str) -> tuple[str, ...]:
 def _external(dataset: str | tuple[str, str], label: str) -> tuple[str, str]:
     """(namespace, name) of an external dataset given as a URI or an OpenLineage (namespace, name) pair."""
     if isinstance(dataset, str):
-        from isthmus.lineage_facets import dataset_id
-
         if "://" not in dataset and not dataset.startswith("/"):
             raise StepDefinitionError(
                 f"{label}: lineage dataset {dataset!r} needs a scheme, e.g. 'postgres://db:5432/shop.public.orders', "

@@ -12,8 +12,8 @@ import json
 import logging
 from typing import Any
 
-from isthmus.lineage_emitter import env_configured
-from isthmus.lineage_parent import NAMESPACE_KEY, PARENT_KEY, ROOT_KEY, parse_parent_id
+from isthmus.lineage.openlineage import env_configured
+from isthmus.lineage.parent import NAMESPACE_KEY, PARENT_KEY, ROOT_KEY, parse_parent_id
 
 log = logging.getLogger("isthmus_airflow.lineage")
 

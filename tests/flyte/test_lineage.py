@@ -28,7 +28,7 @@ def _restore_environ():
 def receiver(monkeypatch: pytest.MonkeyPatch):
     """A Marquez-compatible receiver, and a fresh emitter configured (OPENLINEAGE_URL) to send to it."""
     try:
-        from isthmus.lineage_emitter import OpenLineageEmitter
+        from isthmus.lineage.openlineage import OpenLineageEmitter
     except ImportError as exc:
         from tests.conftest import skip_or_fail
 

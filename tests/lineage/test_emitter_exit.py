@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from isthmus import lineage, lineage_emitter, pipeline, step
+from isthmus import lineage, pipeline, step
+from isthmus.lineage import openlineage as emitter_module
 from tests.helpers import REPO, write_module
 
 SHORT_LIVED = """
@@ -83,8 +84,8 @@ def test_a_long_running_process_reports_without_waiting_for_exit(
             released.wait(30)  # fail only once the run has queued all its events
             raise ConnectionError("receiver down")
 
-    monkeypatch.setattr(lineage_emitter, "REPORT_AFTER_SECONDS", 0.2)
-    emitter = lineage_emitter.OpenLineageEmitter(DeadClient())
+    monkeypatch.setattr(emitter_module, "REPORT_AFTER_SECONDS", 0.2)
+    emitter = emitter_module.OpenLineageEmitter(DeadClient())
     lineage.set_lineage_hook(emitter)
     try:
         with caplog.at_level(logging.WARNING, logger="isthmus.lineage"):

@@ -8,17 +8,11 @@ from typing import Any
 
 import pytest
 
-from isthmus import StepFailed, lineage, pipeline, step
-from isthmus.lineage_emitter import OpenLineageEmitter, step_run_uuid
-from tests.conftest import skip_or_fail
+from isthmus import StepDefinitionError, StepFailed, lineage, pipeline, step
+from isthmus.lineage.naming import step_run_uuid
+from isthmus.lineage.openlineage import OpenLineageEmitter
 from tests.lineage import schemas
 from tests.lineage.receiver import MarquezReceiver
-
-
-@pytest.fixture(autouse=True)
-def _spec() -> None:
-    if not schemas.available():
-        skip_or_fail(f"the OpenLineage JSON Schemas are not at {schemas.SPEC_DIR}")
 
 
 @pytest.fixture(autouse=True)
@@ -248,8 +242,6 @@ def test_declared_external_datasets_join_the_graph_and_steps_can_opt_out(isthmus
 
 
 def test_external_dataset_without_a_scheme_is_rejected_at_definition() -> None:
-    from isthmus import StepDefinitionError
-
     with pytest.raises(StepDefinitionError, match="needs a scheme"):
 
         @step(lineage_inputs=["orders"])

@@ -15,11 +15,13 @@ import pytest
 
 from isthmus import lineage
 from isthmus.context import RunContext
-from isthmus.lineage_emitter import step_run_uuid
-from isthmus.lineage_parent import PARENT_KEY, ROOT_KEY, format_parent_id, parents_from_env, parse_parent_id
+from isthmus.lineage.naming import step_run_uuid
+from isthmus.lineage.openlineage import OpenLineageEmitter
+from isthmus.lineage.parent import PARENT_KEY, ROOT_KEY, format_parent_id, parents_from_env, parse_parent_id
 from isthmus.redaction import is_secret_env
 from isthmus.runner import default_runner
 from isthmus.slurm import SlurmExecutor
+from isthmus.slurm.lineage import emit_waiting
 from tests.conftest import skip_or_fail
 from tests.lineage import schemas
 from tests.slurm import steps
@@ -110,8 +112,6 @@ def test_pending_job_sends_other_then_the_job_reports_under_the_handed_parent(
         return await ex.wait(job, on_change=lambda s: seen.append(s.state) or _waiting(job, s)), job
 
     def _waiting(job, status):
-        from isthmus.slurm.lineage import emit_waiting
-
         emit_waiting(job.to_dict(), status.to_dict())
 
     status, job = asyncio.run(go())
@@ -171,7 +171,6 @@ def test_a_step_without_a_pipeline_run_keeps_one_run_id_from_pending_to_complete
 
 def test_waiting_without_a_derivable_run_id_sends_nothing():
     """A job followed (adopted) without a pipeline run has no run id this process can derive."""
-    from isthmus.lineage_emitter import OpenLineageEmitter
 
     class Client:
         sent: list = []

@@ -5,8 +5,11 @@
 - :mod:`isthmus.slurm.states`: every Slurm state as transient, success or (retryable) failure;
 - :class:`SlurmExecutor`: cache lookup, then a job running ``python -m isthmus.slurm run-step``, then
   its manifest.
+
+Importing the package registers Slurm with :mod:`isthmus.lineage` (:mod:`isthmus.slurm.lineage`).
 """
 
+from isthmus.slurm import lineage  # noqa: F401 - registers Slurm as a lineage backend
 from isthmus.slurm.client import (
     SlurmClient,
     SlurmError,

@@ -24,7 +24,7 @@ from typing import Any
 from isthmus.artifacts.refs import ArtifactRef, json_depth_error
 from isthmus.context import RunContext
 from isthmus.errors import IsthmusError, StepDefinitionError
-from isthmus.lineage_parent import RUN_ID_KEY
+from isthmus.lineage.parent import PARENT_KEY, ROOT_KEY, RUN_ID_KEY, env_for
 from isthmus.manifest import MANIFEST_KEY_ENV, is_authentic, job_manifest_key
 from isthmus.redaction import is_secret_env
 from isthmus.runner import StepResult, StepRunner, _json_param, _ref_list, default_runner
@@ -289,8 +289,6 @@ class SlurmExecutor:
     def _job_env(self, step: Step[Any, Any], ctx: RunContext, work_dir: str) -> tuple[dict[str, str], dict[str, str]]:
         """(variables exported by the batch script, credentials that go to a 0600 file it sources: those of
         the environment, and the key the job signs its manifest with)."""
-        from isthmus.lineage_parent import PARENT_KEY, ROOT_KEY, env_for
-
         arts = self.runner.artifacts
         root = arts.root if arts.local else f"{arts.protocol}://{arts.root}"
         env = {

@@ -1,14 +1,25 @@
-"""The ``isthmus_slurm`` OpenLineage run facet: which Slurm job ran a step, where, and with what.
+"""Slurm in isthmus's lineage: the ``isthmus_slurm`` run facet (which Slurm job ran a step, where, and
+with what), OTHER events while a job waits, and the registration of Slurm as a lineage backend.
 
-``openlineage-python`` is imported only when the facet object is built (the ``lineage`` extra).
+Importing :mod:`isthmus.slurm` registers the backend (bottom of this module), so every process that
+sends events about Slurm jobs — the job itself (``python -m isthmus.slurm run-step``), the submitter,
+an Airflow worker or triggerer, a Flyte connector — names them alike: the job id as ``slurmJobId`` in
+``isthmus_resources``, the ``isthmus_slurm`` facet on a waiting job's events, and ``<task job>.slurm``
+as the job name of a run an Airflow task started. ``openlineage-python`` is imported only when the
+facet object is built (the ``lineage`` extra).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
+
+from isthmus import lineage
+from isthmus.lineage.openlineage import OpenLineageEmitter
+from isthmus.slurm.states import WAITING
 
 FACET_KEY = "isthmus_slurm"
 SLURM_FACET_SCHEMA = "https://isthmus.dev/spec/facets/1-0-0/IsthmusSlurmRunFacet.json"
@@ -58,18 +69,12 @@ def emit_waiting(job: dict[str, Any], status: dict[str, Any], client: Any | None
     """Send OpenLineage OTHER for a step whose job is queued (or held, requeued, suspended); True if
     the state is such a state. With an OpenLineage ``client`` (e.g. Airflow's) the event is sent
     through it, in this thread; otherwise through the process's lineage hook. Never raises."""
-    from isthmus.slurm.states import WAITING
-
     if status.get("state") not in WAITING:
         return False
     payload = waiting_step_run(job, status)
     if client is not None:
-        from isthmus.lineage_emitter import OpenLineageEmitter
-
         OpenLineageEmitter(client).emit_now("on_step_waiting", payload)
     else:
-        from isthmus import lineage
-
         lineage.emit("on_step_waiting", payload)
     return True
 
@@ -110,3 +115,22 @@ def _facet_class() -> type:
 def slurm_run_facet(job: dict[str, Any], status: dict[str, Any] | None = None) -> Any:
     """``IsthmusSlurmRunFacet`` for a job (for ``run_facets["isthmus_slurm"]``)."""
     return _facet_class()(**slurm_facet_dict(job, status))
+
+
+def slurm_job_id(step_run: Mapping[str, Any]) -> str | None:
+    """The id of the Slurm job that ran a step run: recorded by the job itself (native ``slurm_job_id``)
+    or carried by a waiting job's step run; None for a run that was no Slurm job."""
+    native = (step_run.get("context") or {}).get("native") or {}
+    job_id = native.get("slurm_job_id") or ((step_run.get("slurm") or {}).get("job") or {}).get("job_id")
+    return str(job_id) if job_id else None
+
+
+def slurm_run_facets(step_run: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"isthmus_slurm": ...}`` for the step run of a waiting job (:func:`waiting_step_run`), else none."""
+    slurm = step_run.get("slurm")
+    if not slurm:
+        return {}
+    return {FACET_KEY: slurm_run_facet(slurm.get("job") or {}, slurm.get("status"))}
+
+
+lineage.register_backend("slurm", job_id=slurm_job_id, facets=slurm_run_facets)

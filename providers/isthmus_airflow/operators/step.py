@@ -9,6 +9,7 @@ from airflow.sdk import BaseOperator
 
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.errors import StepFailed
+from isthmus.lineage.facets import datasets, run_facets
 from isthmus.redaction import secret_values
 from isthmus.step import Step, as_step, load_step
 from isthmus_airflow.context import pipeline_run_row, run_context
@@ -191,8 +192,6 @@ class StepOperator(BaseOperator):
 
         if not record:
             return OperatorLineage()
-        from isthmus.lineage_facets import datasets, run_facets
-
         return OperatorLineage(
             inputs=datasets(record.get("inputs") or {}, output=False),
             outputs=datasets(record.get("outputs") or {}, output=True),

@@ -8,11 +8,13 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from isthmus.lineage_parent import PARENT_KEY
+from isthmus.lineage.parent import PARENT_KEY
 from isthmus.slurm.client import SlurmClient, SlurmError
 from isthmus.slurm.executor import SubmittedJob, wait_for_job
 from isthmus.slurm.lineage import emit_waiting
 from isthmus.slurm.states import WAITING, JobStatus
+from isthmus_airflow.hooks.slurm import SlurmHook
+from isthmus_airflow.lineage import openlineage_client
 
 CANCEL_TIMEOUT = 30.0
 
@@ -53,8 +55,6 @@ class SlurmJobTrigger(BaseTrigger):
 
     async def _get_client(self) -> SlurmClient:
         if self._client is None:
-            from isthmus_airflow.hooks.slurm import SlurmHook
-
             self._client = await SlurmHook(self.slurm_conn_id).aget_conn()
         return self._client
 
@@ -109,6 +109,4 @@ class SlurmJobTrigger(BaseTrigger):
 
 
 def _emit_waiting(job: dict[str, Any], status: dict[str, Any]) -> None:
-    from isthmus_airflow.lineage import openlineage_client
-
     emit_waiting(job, status, openlineage_client())

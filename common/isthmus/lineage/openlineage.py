@@ -22,12 +22,16 @@ import os
 import queue
 import threading
 import time
-import uuid
 from typing import Any
 
-from isthmus.context import RUN_NAMESPACE
-from isthmus.lineage_facets import datasets, environment_facet_dict, resources_facet_dict, run_facets
-from isthmus.lineage_parent import NAMESPACE_KEY, PARENT_KEY, ROOT_KEY, RUN_ID_KEY
+import isthmus
+from isthmus.config import get_settings
+from isthmus.fingerprint.code import shown_source
+from isthmus.fingerprint.environment import git_info
+from isthmus.lineage.facets import backend_run_facets, datasets, environment_facet, resources_facet, run_facets
+from isthmus.lineage.naming import namespace, step_job_name, step_job_namespace, step_run_uuid
+from isthmus.lineage.parent import ROOT_KEY, RUN_ID_KEY, external_parent
+from isthmus.redaction import redact_url, scrub, secret_values
 
 log = logging.getLogger("isthmus.lineage")
 
@@ -37,25 +41,6 @@ _TERMINAL = {"COMPLETED": "COMPLETE", "FAILED": "FAIL", "RETRY": "FAIL", "ABORTE
 _EMITTED_ELSEWHERE = {"airflow"}
 EXIT_FLUSH_SECONDS = 5.0  # how long a finishing process waits for its events to go out
 REPORT_AFTER_SECONDS = 5.0  # a long-running process reports failures this long after the first one
-
-
-def namespace() -> str:
-    return os.environ.get("OPENLINEAGE_NAMESPACE") or "isthmus"
-
-
-def step_run_uuid(step_run: dict[str, Any]) -> str:
-    """The OpenLineage run id of a step run: derived from (pipeline run, invocation, attempt), so every
-    process taking part in it (the submitter of a Slurm job and the job itself) computes the same id.
-    Without a pipeline run: derived from the id the submitter chose (native ``openlineage_run_id``) and
-    the attempt, else the step run's own id."""
-    pipeline_run_id = step_run.get("pipeline_run_id")
-    if not pipeline_run_id:
-        chosen = ((step_run.get("context") or {}).get("native") or {}).get(RUN_ID_KEY)
-        if not chosen:
-            return str(step_run["id"])
-        return str(uuid.uuid5(RUN_NAMESPACE, f"step\x1f{chosen}\x1f{step_run.get('attempt')}"))
-    key = f"step\x1f{pipeline_run_id}\x1f{step_run.get('invocation')}\x1f{step_run.get('attempt')}"
-    return str(uuid.uuid5(RUN_NAMESPACE, key))
 
 
 def _identifiable(step_run: dict[str, Any]) -> bool:
@@ -85,8 +70,6 @@ def make_client() -> Any:
 
     if os.environ.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true" or configured():
         return OpenLineageClient()
-    from isthmus.config import get_settings
-
     path = get_settings().home / "lineage" / "events.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     return OpenLineageClient(config={"transport": {"type": "file", "log_file_path": str(path), "append": True}})
@@ -135,14 +118,14 @@ class OpenLineageEmitter:
 
     @staticmethod
     def _wanted(step_run: dict[str, Any]) -> bool:
-        # A run handed a parent (a Slurm job an Airflow task started) is a run of its own: emitted here.
-        if step_run.get("orchestrator") in _EMITTED_ELSEWHERE and not _external_parent(step_run):
+        # A run handed a parent (a batch job an Airflow task started) is a run of its own: emitted here.
+        if step_run.get("orchestrator") in _EMITTED_ELSEWHERE and not external_parent(step_run):
             return False
         step = _step_object(step_run)
         return step is None or getattr(step, "enable_lineage", True)
 
     def on_step_waiting(self, step_run: dict[str, Any]) -> None:
-        """OTHER: the step is waiting (e.g. its Slurm job is pending)."""
+        """OTHER: the step is waiting (e.g. its batch job is pending)."""
         if self._wanted(step_run) and _identifiable(step_run):
             self._submit(self._step_event, step_run, "OTHER")
 
@@ -233,8 +216,6 @@ class OpenLineageEmitter:
             first = self._reported == 0
             self._reported = undelivered
             reason = self._first_error
-        from isthmus.redaction import scrub, secret_values
-
         if reason is None:
             reason = f"no answer from the receiver within {waited:g} s" if waited is not None else "unknown error"
         reason = scrub(" ".join(reason.split()), secret_values())[:300]
@@ -252,11 +233,9 @@ class OpenLineageEmitter:
         from openlineage.client import __version__ as ol_version
         from openlineage.client.facet_v2 import processing_engine_run
 
-        from isthmus import __version__
-
         return {
             "processing_engine": processing_engine_run.ProcessingEngineRunFacet(
-                version=__version__, name=f"isthmus/{orchestrator}", openlineageAdapterVersion=ol_version
+                version=isthmus.__version__, name=f"isthmus/{orchestrator}", openlineageAdapterVersion=ol_version
             )
         }
 
@@ -290,22 +269,16 @@ class OpenLineageEmitter:
         native = ctx.get("native") or {}
         orchestrator = step_run.get("orchestrator") or ctx.get("orchestrator") or "local"
         pipeline = ctx.get("pipeline_name")
-        job_name = f"{pipeline}.{step_run.get('invocation')}" if pipeline else str(step_run.get("step_name"))
+        job_name = step_job_name(step_run)
         facets: dict[str, Any] = self._base_run_facets(orchestrator)
         facets.update(run_facets(step_run))
-        facets["isthmus_environment"] = _custom("environment", environment_facet_dict(step_run))
-        facets["isthmus_resources"] = _custom("resources", resources_facet_dict(step_run))
-        if step_run.get("slurm"):
-            from isthmus.slurm.lineage import FACET_KEY, slurm_run_facet
-
-            slurm = step_run["slurm"]
-            facets[FACET_KEY] = slurm_run_facet(slurm.get("job") or {}, slurm.get("status"))
-        job_namespace = str(native.get(NAMESPACE_KEY) or namespace())
-        external = _external_parent(step_run)
+        facets["isthmus_environment"] = environment_facet(step_run)
+        facets["isthmus_resources"] = resources_facet(step_run)
+        facets.update(backend_run_facets(step_run))
+        job_namespace = step_job_namespace(step_run)
+        external = external_parent(step_run)
         parent = None
         if external:
-            if external["job_name"] == job_name and external["namespace"] == job_namespace:
-                job_name += ".slurm" if native.get("slurm_job_id") or step_run.get("slurm") else ".run"
             parent = parent_run.ParentRunFacet(
                 run=parent_run.Run(runId=external["run_id"]),
                 job=parent_run.Job(namespace=external["namespace"], name=external["job_name"]),
@@ -350,19 +323,6 @@ class OpenLineageEmitter:
         )
 
 
-def _external_parent(step_run: dict[str, Any]) -> dict[str, Any] | None:
-    """The parent run handed to this run from outside (``OPENLINEAGE_PARENT_ID``), if any."""
-    native = (step_run.get("context") or {}).get("native") or {}
-    parent = native.get(PARENT_KEY)
-    return parent if isinstance(parent, dict) and parent.get("run_id") and parent.get("job_name") else None
-
-
-def _custom(kind: str, fields: dict[str, Any]) -> Any:
-    from isthmus.lineage_facets import facet_class
-
-    return facet_class(kind)(**fields)
-
-
 _source_cache: dict[str, dict[str, Any]] = {}
 
 
@@ -395,10 +355,6 @@ def _step_object(step_run: dict[str, Any]) -> Any:
 
 def _find_source_facets(step_run: dict[str, Any]) -> dict[str, Any]:
     from openlineage.client.facet_v2 import source_code_job, source_code_location_job
-
-    from isthmus.fingerprint.code import shown_source
-    from isthmus.fingerprint.environment import git_info
-    from isthmus.redaction import redact_url
 
     out: dict[str, Any] = {}
     obj = _step_object(step_run)
@@ -438,8 +394,20 @@ _emitter: OpenLineageEmitter | None = None
 
 
 def default_emitter() -> OpenLineageEmitter:
+    """The process's emitter, made on first use (flushed at exit)."""
     global _emitter
     if _emitter is None:
         _emitter = OpenLineageEmitter()
         atexit.register(_emitter.close)
     return _emitter
+
+
+def drop_default_emitter(timeout: float = EXIT_FLUSH_SECONDS) -> OpenLineageEmitter | None:
+    """Flush the process's emitter (at most ``timeout`` seconds) and forget it, so the next use makes a
+    new one from the configuration then; returns the dropped emitter (None if there was none)."""
+    global _emitter
+    emitter = _emitter
+    if emitter is not None:
+        emitter.flush(timeout)
+        _emitter = None
+    return emitter

@@ -1,12 +1,34 @@
 """The lineage hook the StepRunner calls. The OpenLineage emitter plugs in here; the default does nothing.
 
 Hooks must never fail a run: every call is guarded, and a failing hook is reported once as a warning.
+Execution backends add what they know about the step runs they execute with :func:`register_backend`.
+
+- :mod:`isthmus.lineage.openlineage`: the emitter (events from a background thread);
+- :mod:`isthmus.lineage.facets`: the ``isthmus_*`` facets (schemas in ``schemas/``) and artifact datasets;
+- :mod:`isthmus.lineage.naming`: namespaces, job names, run ids and dataset names;
+- :mod:`isthmus.lineage.parent`: parent and root runs handed to a child process;
+- :mod:`isthmus.lineage.backends`: the registry of execution backends.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Protocol
+
+from isthmus.lineage.backends import LineageBackend, register_backend
+from isthmus.lineage.openlineage import default_emitter, drop_default_emitter
+
+__all__ = [
+    "LineageBackend",
+    "LineageHook",
+    "NoopLineage",
+    "emit",
+    "get_lineage_hook",
+    "register_backend",
+    "reset",
+    "set_lineage_hook",
+]
 
 log = logging.getLogger("isthmus.lineage")
 
@@ -18,7 +40,7 @@ class LineageHook(Protocol):
     def on_step_end(self, step_run: dict[str, Any]) -> None: ...
 
 
-# Optional hook method: ``on_step_waiting(step_run)`` (OTHER while e.g. a Slurm job is pending).
+# Optional hook method: ``on_step_waiting(step_run)`` (OTHER while e.g. a batch job is pending).
 
 
 class NoopLineage:
@@ -60,29 +82,20 @@ def reset() -> None:
     """Forget the automatically chosen hook and emitter (after a configuration change); pending events
     are flushed first. A hook installed with :func:`set_lineage_hook` stays."""
     global _hook
-    from isthmus import lineage_emitter
-
-    emitter = lineage_emitter._emitter
-    if emitter is not None:
-        emitter.flush(5.0)
-        lineage_emitter._emitter = None
+    emitter = drop_default_emitter(5.0)
     if _hook is emitter or isinstance(_hook, NoopLineage):
         _hook = None
 
 
 def _default_hook() -> LineageHook:
-    import os
-
     if os.environ.get("ISTHMUS_LINEAGE", "").strip().lower() in ("off", "0", "false", "no"):
         return NoopLineage()
     if os.environ.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true":
         return NoopLineage()
     try:
-        import openlineage.client  # noqa: F401
+        import openlineage.client  # noqa: F401 - optional dependency (the ``lineage`` extra)
     except ImportError:
         return NoopLineage()
-    from isthmus.lineage_emitter import default_emitter
-
     return default_emitter()
 
 

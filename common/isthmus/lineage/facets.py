@@ -1,17 +1,28 @@
-"""OpenLineage pieces built from isthmus records: dataset names for artifacts and the ``isthmus_step``
-run facet. ``openlineage-python`` is imported only when facet objects are built (the ``lineage`` extra).
+"""The ``isthmus_*`` OpenLineage facets built from isthmus records, and artifacts as datasets.
+``openlineage-python`` (the ``lineage`` extra) is imported only when facet objects are built.
+
+``isthmus_step``: fingerprints, cache key, cache hit and the run the outputs came from;
+``isthmus_environment``: python, platform, image and dependency versions; ``isthmus_resources``: the
+requested resources and the job id of the registered backend that ran the step (``<kind>JobId``).
+Their JSON schemas ship in ``isthmus/lineage/schemas/``.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
+import platform
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
-from urllib.parse import urlparse
+
+from isthmus.fingerprint.environment import IMAGE_VARS
+from isthmus.lineage.backends import backend_job, registered_backends
+from isthmus.lineage.naming import dataset_id
 
 FACET_VERSION = "1-0-0"
-# Versioned location of the facet schemas; the same files ship in isthmus/schemas/.
+# Versioned location of the facet schemas; the same files ship in isthmus/lineage/schemas/.
 SCHEMA_BASE = f"https://isthmus.dev/spec/facets/{FACET_VERSION}"
 STEP_FACET_SCHEMA = f"{SCHEMA_BASE}/IsthmusStepRunFacet.json"
 SCHEMA_FILES = {
@@ -21,17 +32,7 @@ SCHEMA_FILES = {
 }
 
 
-def dataset_id(uri: str) -> tuple[str, str]:
-    """(namespace, name) of an artifact by the OpenLineage naming spec: ``file`` + absolute path for
-    local files, ``s3://bucket`` + key, ``gs://bucket`` + key, ``abfss://container@account`` + path, …"""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return "file", parsed.path or uri
-    namespace = f"{parsed.scheme}://{parsed.netloc}"
-    return namespace, parsed.path.lstrip("/")
-
-
-def step_facet_dict(step_run: dict[str, Any]) -> dict[str, Any]:
+def step_facet_dict(step_run: Mapping[str, Any]) -> dict[str, Any]:
     """The ``isthmus_step`` facet's fields from a step run record (no OpenLineage import)."""
     return {
         "stepName": step_run.get("step_name"),
@@ -47,13 +48,8 @@ def step_facet_dict(step_run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def environment_facet_dict(step_run: dict[str, Any]) -> dict[str, Any]:
+def environment_facet_dict(step_run: Mapping[str, Any]) -> dict[str, Any]:
     """The ``isthmus_environment`` facet: python, platform, container image and the step's dependency versions."""
-    import os
-    import platform
-
-    from isthmus.fingerprint.environment import IMAGE_VARS
-
     image = next((os.environ[v] for v in IMAGE_VARS if os.environ.get(v)), None)
     return {
         "pythonVersion": platform.python_version(),
@@ -65,16 +61,20 @@ def environment_facet_dict(step_run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def resources_facet_dict(step_run: dict[str, Any]) -> dict[str, Any]:
-    """The ``isthmus_resources`` facet: the requested resources and the Slurm job id when there is one."""
-    native = (step_run.get("context") or {}).get("native") or {}
-    job_id = native.get("slurm_job_id") or ((step_run.get("slurm") or {}).get("job") or {}).get("job_id")
-    return {"requested": dict(step_run.get("resources") or {}), "slurmJobId": str(job_id) if job_id else None}
+def resources_facet_dict(step_run: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``isthmus_resources`` facet: the requested resources and, when a registered backend ran the
+    step, its job id as ``<kind>JobId``."""
+    fields: dict[str, Any] = {"requested": dict(step_run.get("resources") or {})}
+    backend = backend_job(step_run)
+    if backend is not None:
+        fields[backend[0].job_id_field] = backend[1]
+    return fields
 
 
 def schema(facet_key: str) -> dict[str, Any]:
     """The JSON schema shipped for a custom facet (``isthmus_step``, ``isthmus_environment``, ``isthmus_resources``)."""
-    return json.loads(resources.files("isthmus.schemas").joinpath(SCHEMA_FILES[facet_key]).read_text())
+    text = resources.files("isthmus.lineage").joinpath("schemas", SCHEMA_FILES[facet_key]).read_text()
+    return json.loads(text)
 
 
 def step_facet_schema() -> dict[str, Any]:
@@ -123,10 +123,9 @@ def _facet_classes() -> dict[str, type]:
 
     @attr.define
     class IsthmusResourcesRunFacet(RunFacet):
-        """What an isthmus step asked for (cpu, memory, gpus, …), and its Slurm job id when it has one."""
+        """What an isthmus step asked for (cpu, memory, gpus, …); see :func:`resources_facet`."""
 
         requested: dict[str, Any] = attr.field(factory=dict)
-        slurmJobId: str | None = attr.field(default=None)  # noqa: N815
 
         @staticmethod
         def _get_schema() -> str:
@@ -139,14 +138,40 @@ def _facet_classes() -> dict[str, type]:
     }
 
 
-def facet_class(kind: str) -> type:
-    """The attrs class of a custom facet: ``step``, ``environment`` or ``resources``."""
-    return _facet_classes()[kind]
+@functools.cache
+def _resources_class(job_id_fields: tuple[str, ...]) -> type:
+    """``IsthmusResourcesRunFacet`` with an optional field for each registered backend's job id."""
+    import attr  # with openlineage-python, an optional dependency
+
+    base = _facet_classes()["resources"]
+    if not job_id_fields:
+        return base
+    fields = {name: attr.field(default=None) for name in job_id_fields}
+    return attr.make_class(base.__name__, fields, bases=(base,), slots=True)
 
 
-def run_facets(step_run: dict[str, Any]) -> dict[str, Any]:
+def run_facets(step_run: Mapping[str, Any]) -> dict[str, Any]:
     """``{"isthmus_step": IsthmusStepRunFacet}`` for a step run record."""
     return {"isthmus_step": _facet_classes()["step"](**step_facet_dict(step_run))}
+
+
+def environment_facet(step_run: Mapping[str, Any]) -> Any:
+    """The ``isthmus_environment`` facet object of a step run."""
+    return _facet_classes()["environment"](**environment_facet_dict(step_run))
+
+
+def resources_facet(step_run: Mapping[str, Any]) -> Any:
+    """The ``isthmus_resources`` facet object of a step run."""
+    job_id_fields = tuple(backend.job_id_field for backend in registered_backends())
+    return _resources_class(job_id_fields)(**resources_facet_dict(step_run))
+
+
+def backend_run_facets(step_run: Mapping[str, Any]) -> dict[str, Any]:
+    """The run facets the registered backend that ran the step adds (none when no backend ran it)."""
+    backend = backend_job(step_run)
+    if backend is None or backend[0].facets is None:
+        return {}
+    return dict(backend[0].facets(step_run))
 
 
 def datasets(refs: dict[str, dict[str, Any]], *, output: bool) -> list[Any]:

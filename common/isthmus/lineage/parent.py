@@ -1,6 +1,6 @@
 """Parent and root runs handed to a child process the OpenLineage way.
 
-An orchestrator passes its run to a job it starts (a Slurm job, a container) in the environment:
+An orchestrator passes its run to a job it starts (a batch job, a container) in the environment:
 ``OPENLINEAGE_PARENT_ID`` and ``OPENLINEAGE_ROOT_PARENT_ID``, each ``{namespace}/{job_name}/{run_id}``
 (the form of Airflow's ``lineage_parent_id`` / ``lineage_root_parent_id`` macros, read by dbt-ol and
 others). The remote entrypoint records them in the run context's native ids; the emitter then makes
@@ -68,3 +68,10 @@ def env_for(parent: Mapping[str, Any] | None, root: Mapping[str, Any] | None = N
         if root:
             env[ROOT_ENV] = format_parent_id(root)
     return env
+
+
+def external_parent(step_run: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The parent run handed to a step run from outside (``OPENLINEAGE_PARENT_ID``), if any."""
+    native = (step_run.get("context") or {}).get("native") or {}
+    parent = native.get(PARENT_KEY)
+    return parent if isinstance(parent, dict) and parent.get("run_id") and parent.get("job_name") else None

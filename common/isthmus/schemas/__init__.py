@@ -1,1 +1,0 @@
-"""JSON schemas of the isthmus OpenLineage facets (shipped with the package)."""
