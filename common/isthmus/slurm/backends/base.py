@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from isthmus.slurm.backends import DEFAULT_BACKEND, connect
-from isthmus.slurm.errors import SlurmSubmitError, SlurmUnavailable
+from isthmus.slurm.errors import SlurmError, SlurmSubmitError, SlurmUnavailable
 from isthmus.slurm.spec import JobSpec
 from isthmus.slurm.states import UNSATISFIABLE_REASONS, JobStatus
 
@@ -164,6 +164,13 @@ class SlurmClient:
         return {}
 
     # -- shared ----------------------------------------------------------------------------------
+    async def _find_quietly(self, name: str) -> list[JobStatus]:
+        """:meth:`find`, or no jobs when the cluster cannot be asked (a lookup on an error path)."""
+        try:
+            return await self.find(name)
+        except SlurmError:
+            return []
+
     async def logs(self, status: JobStatus, max_bytes: int = LOG_TAIL_BYTES) -> dict[str, str]:
         """The tails of the job's stdout and stderr (``{"stdout": ..., "stderr": ...}``; a stream
         that cannot be read is missing; stderr is not repeated when it goes to the stdout file)."""

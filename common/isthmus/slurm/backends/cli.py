@@ -253,12 +253,6 @@ class CliSlurmClient(SlurmClient):
             )
         return m.group(1)
 
-    async def _find_quietly(self, name: str) -> list[JobStatus]:
-        try:
-            return await self.find(name)
-        except SlurmError:
-            return []
-
     async def status(self, job_id: str) -> JobStatus | None:
         job_id = str(job_id)
         rc, out, err = await self._run(["scontrol", "show", "job", "-o", job_id])

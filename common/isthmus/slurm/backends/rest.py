@@ -274,12 +274,6 @@ class RestSlurmClient(LocalFilesMixin, SlurmClient):  # no file API in slurmrest
             raise SlurmSubmitError(f"Slurm refused job {spec.name!r} ({spec.to_dict()}): {msg}; {hint}")
         return str(job_id)
 
-    async def _find_quietly(self, name: str) -> list[JobStatus]:
-        try:
-            return await self.find(name)
-        except SlurmError:
-            return []
-
     async def status(self, job_id: str) -> JobStatus | None:
         v = await self.api_version()
         code, data = await self._request("GET", f"/slurm/{v}/job/{job_id}")
