@@ -360,7 +360,7 @@ def test_every_slurm_state_maps_to_a_flyte_phase():
 
 
 def test_pending_forever_gone_jobs_and_an_unreachable_controller():
-    from isthmus.slurm.client import SlurmUnavailable
+    from isthmus.slurm.errors import SlurmUnavailable
     from isthmus.slurm.states import JobStatus
 
     # a job that can never start is cancelled, with the fix
@@ -395,7 +395,7 @@ def test_pending_forever_gone_jobs_and_an_unreachable_controller():
 
 
 def test_a_local_run_whose_polling_breaks_cancels_its_job():
-    from isthmus.slurm.client import SlurmError
+    from isthmus.slurm.errors import SlurmError
 
     client = _StubClient(error=SlurmError("squeue printed something unreadable"))
     local = isthmus_task(steps.square, slurm=SlurmJob())

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from isthmus.slurm import JobSpec, SlurmError, SlurmSubmitError, SlurmUnavailable, connect
-from isthmus.slurm.pyslurm_backend import PySlurmClient
+from isthmus.slurm.backends.pyslurm import PySlurmClient
 
 ESLURM_INVALID_PARTITION_NAME = 2000
 ESLURM_INVALID_JOB_ID = 2017

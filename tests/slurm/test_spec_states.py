@@ -7,7 +7,7 @@ import pytest
 from isthmus import Resources
 from isthmus.context import RunContext
 from isthmus.slurm import JobSpec, job_name_for, normalize_state
-from isthmus.slurm.rest import choose_version, status_from_rest
+from isthmus.slurm.backends.rest import choose_version, status_from_rest
 from isthmus.slurm.states import ALL_STATES, is_retryable, is_success, is_terminal, is_transient, phase
 
 ISSUE_STATES = {

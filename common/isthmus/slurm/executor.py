@@ -17,26 +17,27 @@ import posixpath
 import shlex
 import sys
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from isthmus.artifacts.refs import ArtifactRef, json_depth_error
 from isthmus.context import RunContext
-from isthmus.errors import IsthmusError, StepDefinitionError
+from isthmus.errors import StepDefinitionError
 from isthmus.lineage.parent import PARENT_KEY, ROOT_KEY, RUN_ID_KEY, env_for
 from isthmus.manifest import MANIFEST_KEY_ENV, is_authentic, job_manifest_key
 from isthmus.redaction import is_secret_env
 from isthmus.runner import StepResult, StepRunner, _json_param, _ref_list, default_runner
 from isthmus.secret_params import SECRET_PARAMS_ENV, encode_secret_params, secret_param_names, secret_texts
-from isthmus.slurm.client import SlurmClient, SlurmError, SlurmSubmitError, cancel_quietly
+from isthmus.slurm.backends.base import SlurmClient, cancel_quietly, run_sync
+from isthmus.slurm.errors import SlurmJobRecordError, SlurmStepFailed, SlurmSubmitError
 from isthmus.slurm.lineage import emit_waiting
+from isthmus.slurm.options import SlurmJobOptions, merge_options
 from isthmus.slurm.spec import JobSpec, job_name_for
 from isthmus.slurm.states import JobStatus
 from isthmus.step import Step
 
 log = logging.getLogger("isthmus.slurm")
-RECORD_MODES = ("db", "manifest")
 # Passed on to the job when set here (the job records, caches, verifies and emits lineage like this
 # process). Every ``OPENLINEAGE__...`` variable (transport settings) is passed on too.
 _PASS_ENV = (
@@ -63,38 +64,6 @@ class SecretParam:
 
     def __repr__(self) -> str:
         return "SecretParam(***)"
-
-
-class SlurmStepFailed(SlurmError):
-    """The job of a step did not complete: its Slurm ``state`` (FAILED, TIMEOUT, CANCELLED, ...),
-    the step's error and traceback when it raised, and the tail of the job's log."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        step_name: str,
-        job_id: str | None,
-        state: str,
-        error: str | None = None,
-        traceback: str | None = None,
-        logs: dict[str, str] | None = None,
-        step_run_id: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.step_name = step_name
-        self.job_id = job_id
-        self.state = state
-        self.error = error
-        self.traceback = traceback
-        self.logs = logs or {}
-        self.step_run_id = step_run_id
-
-    @property
-    def retryable(self) -> bool:
-        from isthmus.slurm.states import is_retryable
-
-        return is_retryable(self.state)
 
 
 @dataclass
@@ -152,10 +121,6 @@ class SubmittedJob:
             )
 
 
-class SlurmJobRecordError(IsthmusError, ValueError):
-    """A job record (from trigger kwargs or connector metadata) names a file outside its job directory."""
-
-
 def _clean_path(value: Any, name: str, job_name: str) -> str:
     """``value`` as a normalised POSIX path without ``..``, NUL or control characters."""
     if not isinstance(value, str) or not value or any(c < " " or c == "\x7f" for c in value):
@@ -182,14 +147,10 @@ def import_root(step: Step[Any, Any]) -> str | None:
 class SlurmExecutor:
     """Submit steps as Slurm jobs through ``client`` and record them in ``runner``'s stores.
 
-    - ``partition``/``account``/``qos``/``constraint``: defaults where the step's ``Resources`` set none;
-      ``extra_options``: more sbatch options; ``env``: exported in the job.
-    - ``python``: the interpreter on the compute node (default: this one, for a shared filesystem);
-      ``pythonpath``: extra import roots (the step's own root is added).
-    - ``work_root``: where job directories (manifest, logs) go, on the shared filesystem
-      (default ``$ISTHMUS_HOME/slurm``).
-    - ``record``: ``"db"`` when compute nodes reach the metadata store, ``"manifest"`` when they do not
-      (the rows travel in the manifest and are ingested here).
+    The job's options are a :class:`~isthmus.slurm.options.SlurmJobOptions` (``options=``) or its fields
+    as keyword arguments (``partition=``, ``account=``, ``qos=``, ``constraint=``, ``extra_options=``,
+    ``env=``, ``python=``, ``pythonpath=``, ``work_root=``, ``record=``), which win over ``options``.
+    ``poll_interval``: seconds between polls while waiting for a job.
     """
 
     def __init__(
@@ -197,32 +158,19 @@ class SlurmExecutor:
         client: SlurmClient,
         runner: StepRunner | None = None,
         *,
-        partition: str | None = None,
-        account: str | None = None,
-        qos: str | None = None,
-        constraint: str | None = None,
-        extra_options: Sequence[str] = (),
-        env: Mapping[str, str] | None = None,
-        python: str | None = None,
-        pythonpath: Sequence[str] = (),
-        work_root: str | None = None,
-        record: str = "db",
+        options: SlurmJobOptions | None = None,
         poll_interval: float = 2.0,
+        **option_values: Any,
     ) -> None:
-        if record not in RECORD_MODES:
-            raise StepDefinitionError(f"record={record!r} must be 'db' or 'manifest'")
+        unknown = sorted(set(option_values) - set(SlurmJobOptions.names()))
+        if unknown:
+            raise TypeError(f"SlurmExecutor() got unexpected keyword argument(s) {', '.join(unknown)}")
+        self.options = merge_options(options or SlurmJobOptions(), SlurmJobOptions(**option_values))
         self.client = client
         self.runner = runner or default_runner()
-        self.partition = partition
-        self.account = account
-        self.qos = qos
-        self.constraint = constraint
-        self.extra_options = list(extra_options)
-        self.env = dict(env or {})
-        self.python = python or sys.executable
-        self.pythonpath = list(pythonpath)
-        self.work_root = work_root or str(self.runner.settings.home / "slurm")
-        self.record = record
+        self.python = self.options.python or sys.executable
+        self.work_root = self.options.work_root or str(self.runner.settings.home / "slurm")
+        self.record = self.options.record_mode
         self.poll_interval = poll_interval
 
     # -- arguments and cache -----------------------------------------------------------------------
@@ -298,7 +246,7 @@ class SlurmExecutor:
         }
         if self.record == "db":
             env["ISTHMUS_STORE_URL"] = self.runner.metadata.url
-        paths = [p for p in [import_root(step), *self.pythonpath] if p]
+        paths = [p for p in [import_root(step), *self.options.pythonpath] if p]
         existing = os.environ.get("PYTHONPATH")
         if existing:
             paths.append(existing)
@@ -308,7 +256,7 @@ class SlurmExecutor:
             if value and (name in _PASS_ENV or name.startswith("OPENLINEAGE__")):
                 env[name] = value
         env.update(env_for(ctx.native.get(PARENT_KEY), ctx.native.get(ROOT_KEY)))
-        env.update(self.env)
+        env.update(self.options.env)
         secret = {k: v for k, v in env.items() if is_secret_env(k, v)}
         secret[MANIFEST_KEY_ENV] = self.manifest_key(work_dir).hex()
         return {k: v for k, v in env.items() if k not in secret}, secret
@@ -363,11 +311,11 @@ class SlurmExecutor:
                 step.resources,
                 name=name,
                 script="\n".join(lines) + "\n",
-                partition=step.resources.partition or self.partition,
-                account=step.resources.account or self.account,
-                qos=step.resources.qos or self.qos,
-                constraint=self.constraint,
-                extra_options=self.extra_options,
+                partition=step.resources.partition or self.options.partition,
+                account=step.resources.account or self.options.account,
+                qos=step.resources.qos or self.options.qos,
+                constraint=self.options.constraint,
+                extra_options=list(self.options.extra_options),
                 env=env,
                 work_dir=work_dir,
                 stdout=f"{work_dir}/slurm-%j.out",
@@ -436,7 +384,7 @@ class SlurmExecutor:
             if isinstance(exc, SlurmSubmitError):
                 raise SlurmSubmitError(f"step {step.name!r}: {exc}") from None
             raise
-        log.info("step %r: submitted Slurm job %s (%s) via %s", step.name, job_id, spec.name, self.client.backend)
+        log.info("step %r: submitted Slurm job %s (%s) via %s", step.name, job_id, spec.name, self.client.kind)
         return self._with_id(job, job_id)
 
     @staticmethod
@@ -592,7 +540,6 @@ class SlurmExecutor:
         self, step: Step[Any, Any], arguments: Mapping[str, Any], context: RunContext | None = None, **kw: Any
     ) -> StepResult:
         """:meth:`arun` from synchronous code."""
-        from isthmus.slurm.client import run_sync
 
         async def go() -> StepResult:
             try:

@@ -62,6 +62,9 @@ WAITING = frozenset(
         "POWER_UP_NODE",
     }
 )
+# Waiting states in which the job holds no nodes: it is in the queue (the other waiting states: its nodes
+# are being readied, or it is paused on them).
+QUEUED = frozenset({"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD"})
 # Not the step's fault: worth another try on a healthy node.
 RETRYABLE = frozenset({"NODE_FAIL", "BOOT_FAIL", "PREEMPTED"})
 # Flags that, present on a job whose base state is terminal, mean it is still being processed.

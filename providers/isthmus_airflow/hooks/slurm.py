@@ -6,81 +6,36 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from isthmus.slurm import SlurmClient, connect, run_sync
-
-BACKENDS = ("cli", "rest", "pyslurm")
-
-
-def _bool(value: Any, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+from isthmus.slurm import SlurmClient, SlurmJobOptions, connect, run_sync
+from isthmus.slurm.backends import backend_class, check_kind
+from isthmus.slurm.backends.base import ConnectionFields
 
 
 def settings_from_connection(conn: Any, conn_id: str = "slurm_default") -> dict[str, Any]:
     """``{"backend", "client": {...}, "defaults": {...}}`` from a ``slurm`` connection.
 
-    - backend ``cli`` (default): ``host`` empty runs the Slurm commands here; otherwise over SSH as
-      ``login`` with ``extra.key_file`` (or the agent), ``port``, ``extra.known_hosts``
-      (``extra.verify_host_key: false`` only for throwaway hosts); ``extra.slurm_conf`` sets SLURM_CONF
-      for local commands.
-    - backend ``rest``: ``host`` is the slurmrestd URL (``http(s)://host:port``; ``port`` is added if the
-      URL has none) or ``extra.socket`` a unix socket; ``password`` the JWT (``scontrol token``) and
-      ``login`` its user; ``extra.api_version`` pins the API.
-    - backend ``pyslurm``: libslurm in the worker (pyslurm built for the cluster's Slurm release).
-    - job defaults: ``extra.partition``, ``account``, ``qos``, ``constraint``, ``python`` (interpreter on
-      the compute nodes), ``work_root`` (shared directory for job files), ``record`` (``db`` or
-      ``manifest``), ``pythonpath`` (list), ``env`` (object).
+    - ``extra.backend``: a backend of :data:`isthmus.slurm.backends.BACKENDS` (default: the registry's
+      default); the other fields become its client options, as its class's ``connection_options`` says
+      (host or SSH login node, slurmrestd URL and token, ...);
+    - job defaults: the :class:`~isthmus.slurm.SlurmJobOptions` among ``extra``'s keys (``partition``,
+      ``account``, ``qos``, ``constraint``, ``python``, ``work_root``, ``record``, ``pythonpath`` (list),
+      ``env`` (object), ...); an operator's own options win over them.
     """
+    where = f"Slurm connection {conn_id!r}"
     extra = dict(conn.extra_dejson or {}) if conn is not None else {}
-    backend = str(extra.get("backend") or "cli").strip().lower()
-    if backend not in BACKENDS:
-        raise ValueError(f"Slurm connection {conn_id!r}: extra.backend={backend!r} must be one of {BACKENDS}")
-    host = (conn.host or "").strip() if conn is not None else ""
-    client: dict[str, Any]
-    if backend == "cli":
-        client = {
-            "host": host or None,
-            "user": (conn.login or None) if conn is not None else None,
-            "port": int(conn.port or 22) if conn is not None and conn.port else 22,
-            "key_file": extra.get("key_file"),
-            "known_hosts": extra.get("known_hosts"),
-            "verify_host_key": _bool(extra.get("verify_host_key"), True),
-            "env": {"SLURM_CONF": extra["slurm_conf"]} if extra.get("slurm_conf") else {},
-            "timeout": float(extra.get("timeout") or 60),
-        }
-    elif backend == "pyslurm":  # libslurm in this process: the controller comes from SLURM_CONF
-        if extra.get("slurm_conf"):
-            raise ValueError(
-                f"Slurm connection {conn_id!r}: extra.slurm_conf does not apply to the pyslurm backend "
-                "(libslurm reads SLURM_CONF when pyslurm is imported); set SLURM_CONF for the worker instead"
-            )
-        client = {}
-    else:
-        url = host or None
-        if url and "://" not in url:
-            url = f"{conn.schema or 'http'}://{url}"
-        if url and conn is not None and conn.port and url.count(":") < 2:
-            url = f"{url}:{conn.port}"
-        if not url and not extra.get("socket"):
-            raise ValueError(
-                f"Slurm connection {conn_id!r}: the rest backend needs host (slurmrestd URL) or extra.socket"
-            )
-        client = {
-            "url": url,
-            "socket": extra.get("socket"),
-            "token": (conn.password or None) if conn is not None else None,
-            "user": (conn.login or None) if conn is not None else None,
-            "version": extra.get("api_version"),
-            "timeout": float(extra.get("timeout") or 30),
-        }
-    defaults = {
-        k: extra[k]
-        for k in ("partition", "account", "qos", "constraint", "python", "work_root", "record", "pythonpath", "env")
-        if extra.get(k) not in (None, "", [], {})
-    }
+    backend = check_kind(extra.get("backend"), f"{where}: extra.backend")
+    fields = ConnectionFields(extra=extra)
+    if conn is not None:
+        fields = ConnectionFields(
+            host=(conn.host or "").strip(),
+            port=conn.port or None,
+            login=conn.login or None,
+            password=conn.password or None,
+            schema=conn.schema or None,
+            extra=extra,
+        )
+    client = backend_class(backend).connection_options(fields, where)
+    defaults = SlurmJobOptions.from_mapping(extra).to_dict(set_only=True)
     return {"backend": backend, "client": client, "defaults": defaults}
 
 
@@ -147,5 +102,5 @@ class SlurmHook(BaseHook):
             return False, f"{type(exc).__name__}: {exc}"
         return (
             True,
-            f"Slurm controller reachable via {client.backend}; partitions: {', '.join(info.get('partitions') or []) or '?'}",
+            f"Slurm controller reachable via {client.kind}; partitions: {', '.join(info.get('partitions') or []) or '?'}",
         )

@@ -10,6 +10,7 @@ and pushes the outputs' ``ArtifactRef`` to XCom.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -17,9 +18,10 @@ from typing import Any
 from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
 
 from isthmus.errors import StepDefinitionError
-from isthmus.slurm.client import SlurmClient, run_sync
-from isthmus.slurm.executor import SlurmExecutor, SlurmStepFailed, SubmittedJob, wait_for_job
+from isthmus.slurm import SlurmClient, SlurmExecutor, SlurmJobOptions, SlurmStepFailed, SubmittedJob, connect, run_sync
+from isthmus.slurm.executor import wait_for_job
 from isthmus.slurm.lineage import emit_waiting
+from isthmus.slurm.options import merge_options
 from isthmus.slurm.states import JobStatus
 from isthmus.step import Step, as_step, load_step
 from isthmus_airflow.context import pipeline_run_row, run_context
@@ -40,6 +42,20 @@ def _default_queue() -> str | None:
         return None
 
 
+class _JobOption:
+    """An operator attribute that reads and writes one field of its ``job_options`` (Airflow renders
+    templates into ``partition``, ``env``, ...)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else getattr(obj.job_options, self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.job_options = dataclasses.replace(obj.job_options, **{self.name: value})
+
+
 class SlurmStepOperator(StepOperator):
     """Run ``step`` as a Slurm job. Arguments as for :class:`StepOperator` (``op_args``/``op_kwargs``,
     upstream ``ArtifactRef`` XComs), plus:
@@ -47,7 +63,8 @@ class SlurmStepOperator(StepOperator):
     - ``slurm_conn_id``: a ``slurm`` connection (backend, host/SSH or slurmrestd URL/token, defaults);
     - ``partition``/``account``/``qos``/``constraint``: where the step's ``Resources`` set none
       (these win over the connection's defaults); ``extra_options``: more sbatch options; ``env``:
-      exported in the job; ``python``, ``pythonpath``, ``work_root``, ``record`` (``db``/``manifest``);
+      exported in the job; ``python``, ``pythonpath``, ``work_root``, ``record`` (``db``/``manifest``):
+      the fields of :class:`~isthmus.slurm.SlurmJobOptions`, kept as ``job_options``;
     - ``deferrable`` (default True): wait in the triggerer; False polls in the worker;
     - ``poll_interval`` seconds between polls; ``job_timeout`` seconds before giving up (the job is
       cancelled).
@@ -81,26 +98,30 @@ class SlurmStepOperator(StepOperator):
     ) -> None:
         resolved = load_step(step) if isinstance(step, str) else as_step(step)
         resolved.check_importable()  # a job imports it by path: fail when the DAG is parsed
-        if record not in (None, "db", "manifest"):
-            raise StepDefinitionError(f"step {resolved.name!r}: record={record!r} must be 'db' or 'manifest'")
+        try:
+            job_options = SlurmJobOptions(
+                partition=partition,
+                account=account,
+                qos=qos,
+                constraint=constraint,
+                extra_options=extra_options or (),
+                env=env or {},
+                python=python,
+                pythonpath=pythonpath or (),
+                work_root=work_root,
+                record=record,
+            )
+        except StepDefinitionError as exc:
+            raise StepDefinitionError(f"step {resolved.name!r}: {exc}") from None
         default_args = kwargs.get("default_args") or {}
         if "queue" not in kwargs and "queue" not in default_args and _default_queue():
             kwargs["queue"] = _default_queue()  # Resources.partition is for Slurm
         super().__init__(step=resolved, **kwargs)
+        self.job_options = job_options
         self.slurm_conn_id = slurm_conn_id
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.job_timeout = job_timeout
-        self.partition = partition
-        self.account = account
-        self.qos = qos
-        self.constraint = constraint
-        self.extra_options = list(extra_options or [])
-        self.env = dict(env or {})
-        self.python = python
-        self.pythonpath = list(pythonpath or [])
-        self.work_root = work_root
-        self.record = record
         self._job: SubmittedJob | None = None
         self._slurm_status: dict[str, Any] | None = None
 
@@ -108,28 +129,14 @@ class SlurmStepOperator(StepOperator):
     def _executor(
         self, runner: Any, client: SlurmClient | None = None, lineage_env: Mapping[str, str] | None = None
     ) -> SlurmExecutor:
-        hook = SlurmHook(self.slurm_conn_id)
-        cfg = hook.settings()
-        d = cfg["defaults"]
-        if client is None:
-            from isthmus.slurm import connect
-
-            client = connect(cfg["backend"], **cfg["client"])
-        return SlurmExecutor(
-            client,
-            runner,
-            partition=self.partition or d.get("partition"),
-            account=self.account or d.get("account"),
-            qos=self.qos or d.get("qos"),
-            constraint=self.constraint or d.get("constraint"),
-            extra_options=self.extra_options,
-            env={**(lineage_env or {}), **(d.get("env") or {}), **self.env},
-            python=self.python or d.get("python"),
-            pythonpath=[*self.pythonpath, *(d.get("pythonpath") or [])],
-            work_root=self.work_root or d.get("work_root"),
-            record=self.record or d.get("record") or "db",
-            poll_interval=self.poll_interval,
+        """The executor of this task: the connection's job defaults under the task's own options."""
+        cfg = SlurmHook(self.slurm_conn_id).settings()
+        options = merge_options(
+            SlurmJobOptions(env=lineage_env or {}), SlurmJobOptions.from_mapping(cfg["defaults"]), self.job_options
         )
+        if client is None:
+            client = connect(cfg["backend"], **cfg["client"])
+        return SlurmExecutor(client, runner, options=options, poll_interval=self.poll_interval)
 
     # -- execution -------------------------------------------------------------------------------
     def execute(self, context: Any) -> Any:
@@ -174,7 +181,7 @@ class SlurmStepOperator(StepOperator):
             verb,
             job.job_id,
             job.job_name,
-            ex.client.backend,
+            ex.client.kind,
             job.stdout,
         )
         context["ti"].xcom_push(key="slurm_job_id", value=job.job_id)
@@ -306,6 +313,10 @@ class SlurmStepOperator(StepOperator):
 
             lineage.run_facets[FACET_KEY] = slurm_run_facet(self._job.to_dict(), self._slurm_status)
         return lineage
+
+
+for _name in SlurmJobOptions.names():  # op.partition, op.env, ...: the fields of op.job_options
+    setattr(SlurmStepOperator, _name, _JobOption(_name))
 
 
 def _with_paths(status: JobStatus, job: SubmittedJob) -> JobStatus:

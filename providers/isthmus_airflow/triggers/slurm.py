@@ -9,8 +9,8 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from isthmus.lineage.parent import PARENT_KEY
-from isthmus.slurm.client import SlurmClient, SlurmError
-from isthmus.slurm.executor import SubmittedJob, wait_for_job
+from isthmus.slurm import SlurmClient, SlurmError, SubmittedJob
+from isthmus.slurm.executor import wait_for_job
 from isthmus.slurm.lineage import emit_waiting
 from isthmus.slurm.states import WAITING, JobStatus
 from isthmus_airflow.hooks.slurm import SlurmHook

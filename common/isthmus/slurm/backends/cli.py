@@ -9,51 +9,23 @@ import re
 import shlex
 from typing import Any
 
-from isthmus.slurm.client import (
+from isthmus.slurm.backends.base import (
     LOG_TAIL_BYTES,
+    UNREACHABLE_MESSAGES,
+    ConnectionFields,
     SlurmClient,
-    SlurmError,
-    SlurmParseError,
-    SlurmSubmitError,
-    SlurmUnavailable,
+    flag,
     log,
     read_local_tail,
     remove_local_file,
+    submit_hint,
     write_local_file,
 )
+from isthmus.slurm.errors import SlurmError, SlurmParseError, SlurmSubmitError, SlurmUnavailable
 from isthmus.slurm.spec import JobSpec
 from isthmus.slurm.states import JobStatus, normalize_state
 
-_UNREACHABLE = (
-    "unable to contact slurm controller",
-    "socket timed out",
-    "connection refused",
-    "zero bytes were transmitted or received",
-    "communication connection failure",
-    "unable to establish",
-    "slurm_persist_conn_open",
-)
 _UNKNOWN_JOB = ("invalid job id", "not found", "job has been purged")
-_SUBMIT_HINTS = (
-    (
-        "invalid partition",
-        "check the partition (Resources(partition=...) or the connection's default); 'sinfo -s' lists them",
-    ),
-    (
-        "requested node configuration is not available",
-        "no node can satisfy the request; lower cpu/memory/gpu or choose a partition with larger nodes",
-    ),
-    (
-        "partition configuration not available",
-        "no node of the partition can satisfy the request; lower cpu/memory/gpu or choose another partition",
-    ),
-    ("invalid generic resource", "the cluster has no such GRES; check gpu/gpu_type against 'sinfo -o %G'"),
-    ("invalid account", "set an account you belong to (Resources(account=...) or the connection's default)"),
-    ("invalid qos", "set a QOS your association allows"),
-    ("memory specification can not be satisfied", "lower Resources(memory=...)"),
-    ("requested time limit is invalid", "lower Resources(time_limit=...) below the partition's MaxTime"),
-    ("invalid feature specification", "check the constraint against 'sinfo -o %f'"),
-)
 _KEY = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/]*)=")
 _SQUEUE_FMT = "%i|%j|%T|%r|%P|%N"
 
@@ -105,7 +77,8 @@ class CliSlurmClient(SlurmClient):
     ``SLURM_CONF``); ``bin_dir`` is where the Slurm commands live if not on PATH.
     """
 
-    backend = "cli"
+    kind = "cli"
+    summary = "sbatch/squeue over a shell"
 
     def __init__(
         self,
@@ -133,8 +106,26 @@ class CliSlurmClient(SlurmClient):
         self._accounting = accounting  # None: find out on first need
         self._ssh: dict[int, Any] = {}  # one SSH connection per event loop
 
+    @classmethod
+    def connection_options(cls, conn: ConnectionFields, where: str) -> dict[str, Any]:
+        """``host`` empty runs the Slurm commands here; otherwise over SSH as ``login`` with
+        ``extra.key_file`` (or the agent), ``port``, ``extra.known_hosts`` (``extra.verify_host_key: false``
+        only for throwaway hosts); ``extra.slurm_conf`` sets SLURM_CONF for local commands;
+        ``extra.timeout`` (seconds, default 60)."""
+        extra = conn.extra
+        return {
+            "host": conn.host or None,
+            "user": conn.login or None,
+            "port": int(conn.port or 22),
+            "key_file": extra.get("key_file"),
+            "known_hosts": extra.get("known_hosts"),
+            "verify_host_key": flag(extra.get("verify_host_key"), True),
+            "env": {"SLURM_CONF": extra["slurm_conf"]} if extra.get("slurm_conf") else {},
+            "timeout": float(extra.get("timeout") or 60),
+        }
+
     def describe(self) -> dict[str, Any]:
-        return {"backend": "cli", "host": self.host or "local", "user": self.user}
+        return {"backend": self.kind, "host": self.host or "local", "user": self.user}
 
     def serialize(self) -> dict[str, Any]:
         return {
@@ -228,7 +219,7 @@ class CliSlurmClient(SlurmClient):
     @staticmethod
     def _unreachable(text: str) -> bool:
         low = text.lower()
-        return any(s in low for s in _UNREACHABLE)
+        return any(s in low for s in UNREACHABLE_MESSAGES)
 
     def _fail(self, what: str, rc: int, err: str) -> SlurmError:
         msg = err.strip() or f"exit code {rc}"
@@ -247,7 +238,7 @@ class CliSlurmClient(SlurmClient):
             msg = err.strip() or out.strip() or f"exit code {rc}"
             if self._unreachable(msg):
                 raise self._fail(f"sbatch for job {spec.name!r}", rc, msg)
-            hint = next((h for pattern, h in _SUBMIT_HINTS if pattern in msg.lower()), "see the message above")
+            hint = submit_hint(msg)
             raise SlurmSubmitError(f"Slurm refused job {spec.name!r} ({spec.to_dict()}): {msg}; {hint}")
         lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
         m = re.fullmatch(r"(\d+)(?:;\S+)?", lines[-1]) if lines else None
@@ -261,12 +252,6 @@ class CliSlurmClient(SlurmClient):
                 "(e.g. no output from shell start-up files on the login node)"
             )
         return m.group(1)
-
-    async def _find_quietly(self, name: str) -> list[JobStatus]:
-        try:
-            return await self.find(name)
-        except SlurmError:
-            return []
 
     async def status(self, job_id: str) -> JobStatus | None:
         job_id = str(job_id)

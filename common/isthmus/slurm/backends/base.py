@@ -1,15 +1,10 @@
-"""``SlurmClient``: submit, status, cancel and logs behind one interface, with interchangeable backends.
+"""``SlurmClient``: what every Slurm backend offers (submit, status, cancel, logs, job files), and what they
+share: waiting for a job, the local-filesystem file methods, and the error hints of Slurm's messages.
 
-- ``cli``: ``sbatch --parsable``, ``scontrol show job -o``, ``squeue``, ``sacct`` (when the cluster
-  has accounting), ``scancel`` — run locally or on a login node over SSH (asyncssh; host keys are
-  verified against ``known_hosts`` unless explicitly turned off);
-- ``rest``: slurmrestd over a unix socket or HTTP(S) with JWT headers; the API version is chosen from
-  what the server offers (``v0.0.38`` of Slurm 22.05, or the data_parser ``v0.0.39``+ of 23.02+);
-- ``pyslurm`` (optional): libslurm in this process through pyslurm's object API, when pyslurm is
-  importable and was built for the cluster's Slurm major version (checked on first use).
-
-All methods are coroutines (one event loop: the Airflow triggerer, the Flyte connector service);
-:func:`run_sync` runs one from synchronous code.
+A backend subclasses :class:`SlurmClient`, sets ``kind`` (its name in
+:data:`isthmus.slurm.backends.BACKENDS`) and ``summary``, and implements the backend interface. All methods
+are coroutines (one event loop: the Airflow triggerer, the Flyte connector service); :func:`run_sync` runs
+one from synchronous code.
 """
 
 from __future__ import annotations
@@ -17,33 +12,79 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
 
-from isthmus.errors import IsthmusError
+from isthmus.slurm.backends import DEFAULT_BACKEND, connect
+from isthmus.slurm.errors import SlurmError, SlurmSubmitError, SlurmUnavailable
 from isthmus.slurm.spec import JobSpec
 from isthmus.slurm.states import UNSATISFIABLE_REASONS, JobStatus
 
 log = logging.getLogger("isthmus.slurm")
 T = TypeVar("T")
 LOG_TAIL_BYTES = 64 * 1024
+# What Slurm (commands, slurmrestd, libslurm) says when the controller cannot be reached.
+UNREACHABLE_MESSAGES = (
+    "unable to contact slurm controller",
+    "socket timed out",
+    "connection refused",
+    "zero bytes were transmitted or received",
+    "communication connection failure",
+    "unable to establish",
+    "slurm_persist_conn_open",
+)
+# A refused submission's message (lower case) -> the fix.
+SUBMIT_HINTS = (
+    (
+        "invalid partition",
+        "check the partition (Resources(partition=...) or the connection's default); 'sinfo -s' lists them",
+    ),
+    (
+        "requested node configuration is not available",
+        "no node can satisfy the request; lower cpu/memory/gpu or choose a partition with larger nodes",
+    ),
+    (
+        "partition configuration not available",
+        "no node of the partition can satisfy the request; lower cpu/memory/gpu or choose another partition",
+    ),
+    ("invalid generic resource", "the cluster has no such GRES; check gpu/gpu_type against 'sinfo -o %G'"),
+    ("invalid account", "set an account you belong to (Resources(account=...) or the connection's default)"),
+    ("invalid qos", "set a QOS your association allows"),
+    ("memory specification can not be satisfied", "lower Resources(memory=...)"),
+    ("requested time limit is invalid", "lower Resources(time_limit=...) below the partition's MaxTime"),
+    ("invalid feature specification", "check the constraint against 'sinfo -o %f'"),
+)
 
 
-class SlurmError(IsthmusError):
-    """A Slurm command or API call failed. The message names the command, what it said and the fix."""
+@dataclass(frozen=True)
+class ConnectionFields:
+    """The fields of a connection record (an Airflow ``slurm`` connection): what
+    :meth:`SlurmClient.connection_options` builds a backend's options from."""
+
+    host: str = ""
+    port: int | None = None
+    login: str | None = None
+    password: str | None = None
+    schema: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-class SlurmUnavailable(SlurmError, ConnectionError):
-    """The controller (or slurmrestd, or the SSH login node) cannot be reached."""
+def flag(value: Any, default: bool) -> bool:
+    """A yes/no setting given as a bool or a string (``"true"``, ``"0"``, ...); empty is ``default``."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
 
 
-class SlurmSubmitError(SlurmError):
-    """The cluster refused the job (unknown partition, resources it cannot satisfy, ...). No job exists."""
-
-
-class SlurmParseError(SlurmError):
-    """A Slurm command printed something this client cannot read."""
+def submit_hint(message: str) -> str:
+    """The fix for a refused submission, from what Slurm said."""
+    low = message.lower()
+    return next((hint for pattern, hint in SUBMIT_HINTS if pattern in low), "see the message above")
 
 
 def run_sync(coro: Awaitable[T]) -> T:
@@ -56,9 +97,16 @@ def run_sync(coro: Awaitable[T]) -> T:
 
 
 class SlurmClient:
-    """Base class of the backends. Build one with :meth:`create` (or :func:`connect`)."""
+    """Base class of the backends. Build one with :func:`isthmus.slurm.backends.connect` (or :meth:`create`)."""
 
-    backend = "?"
+    kind: ClassVar[str] = "?"  # the backend's name in isthmus.slurm.backends.BACKENDS
+    summary: ClassVar[str] = ""  # what it is, in a few words (error messages list the backends with it)
+    takes_token: ClassVar[bool] = False  # accepts token= (a credential kept out of configs and records)
+
+    @property
+    def backend(self) -> str:
+        """The backend's name (``kind``)."""
+        return self.kind
 
     # -- backend interface -----------------------------------------------------------------------
     async def submit(self, spec: JobSpec) -> str:
@@ -102,14 +150,27 @@ class SlurmClient:
 
     def describe(self) -> dict[str, Any]:
         """Backend and location, for logs and lineage (never credentials)."""
-        return {"backend": self.backend}
+        return {"backend": self.kind}
 
     def serialize(self) -> dict[str, Any]:
         """Keyword arguments of :meth:`create` that rebuild this client (may include a token: keep
         them out of logs; the Airflow trigger rebuilds clients from the connection id instead)."""
         raise NotImplementedError
 
+    @classmethod
+    def connection_options(cls, conn: ConnectionFields, where: str) -> dict[str, Any]:
+        """Keyword arguments of this backend from a connection's fields; ``where`` names the connection
+        in errors (:class:`~isthmus.slurm.errors.SlurmConfigError`)."""
+        return {}
+
     # -- shared ----------------------------------------------------------------------------------
+    async def _find_quietly(self, name: str) -> list[JobStatus]:
+        """:meth:`find`, or no jobs when the cluster cannot be asked (a lookup on an error path)."""
+        try:
+            return await self.find(name)
+        except SlurmError:
+            return []
+
     async def logs(self, status: JobStatus, max_bytes: int = LOG_TAIL_BYTES) -> dict[str, str]:
         """The tails of the job's stdout and stderr (``{"stdout": ..., "stderr": ...}``; a stream
         that cannot be read is missing; stderr is not repeated when it goes to the stdout file)."""
@@ -196,27 +257,9 @@ class SlurmClient:
 
     # -- construction ----------------------------------------------------------------------------
     @staticmethod
-    def create(backend: str = "cli", **options: Any) -> SlurmClient:
-        """``cli`` (``host=`` for SSH, else local), ``rest`` (``url=`` or ``socket=``, ``token=``), or
-        ``pyslurm`` (``job_env=``; needs pyslurm built for the cluster's Slurm version)."""
-        if backend == "cli":
-            from isthmus.slurm.cli import CliSlurmClient
-
-            return CliSlurmClient(**options)
-        if backend == "rest":
-            from isthmus.slurm.rest import RestSlurmClient
-
-            return RestSlurmClient(**options)
-        if backend == "pyslurm":
-            from isthmus.slurm.pyslurm_backend import PySlurmClient
-
-            return PySlurmClient(**options)
-        raise SlurmError(f"unknown Slurm backend {backend!r}; use 'cli', 'rest' or 'pyslurm'")
-
-
-def connect(backend: str = "cli", **options: Any) -> SlurmClient:
-    """Shorthand for :meth:`SlurmClient.create`."""
-    return SlurmClient.create(backend, **options)
+    def create(backend: str = DEFAULT_BACKEND, **options: Any) -> SlurmClient:
+        """:func:`isthmus.slurm.backends.connect`: a client of ``backend`` built with ``options``."""
+        return connect(backend, **options)
 
 
 async def cancel_quietly(client: SlurmClient, job_id: str | None) -> None:
@@ -230,9 +273,6 @@ async def cancel_quietly(client: SlurmClient, job_id: str | None) -> None:
 def write_local_file(path: str, text: str, mode: int = 0o600) -> None:
     """Write ``text`` to ``path`` created with ``mode`` from the start (never readable by others, not
     even for a moment), replacing any older file."""
-    import contextlib
-    import os
-
     tmp = f"{path}.{os.getpid()}.tmp"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
@@ -249,17 +289,12 @@ def write_local_file(path: str, text: str, mode: int = 0o600) -> None:
 
 
 def remove_local_file(path: str) -> None:
-    import contextlib
-    import os
-
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
 
 
 def read_local_tail(path: str, max_bytes: int = LOG_TAIL_BYTES) -> str | None:
     """The last ``max_bytes`` of a local file (None if it cannot be read)."""
-    import os
-
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -277,8 +312,6 @@ class LocalFilesMixin:
         return read_local_tail(path, max_bytes)
 
     async def make_dirs(self, path: str) -> None:
-        import os
-
         os.makedirs(path, exist_ok=True)
 
     async def write_file(self, path: str, text: str, mode: int = 0o600) -> None:

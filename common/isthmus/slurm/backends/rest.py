@@ -13,15 +13,8 @@ import getpass
 import re
 from typing import Any
 
-from isthmus.slurm.cli import _SUBMIT_HINTS
-from isthmus.slurm.client import (
-    LocalFilesMixin,
-    SlurmClient,
-    SlurmError,
-    SlurmParseError,
-    SlurmSubmitError,
-    SlurmUnavailable,
-)
+from isthmus.slurm.backends.base import ConnectionFields, LocalFilesMixin, SlurmClient, submit_hint
+from isthmus.slurm.errors import SlurmConfigError, SlurmError, SlurmParseError, SlurmSubmitError, SlurmUnavailable
 from isthmus.slurm.spec import JobSpec
 from isthmus.slurm.states import JobStatus, normalize_state
 
@@ -110,7 +103,9 @@ class RestSlurmClient(LocalFilesMixin, SlurmClient):  # no file API in slurmrest
     Job log files are read where this process runs, so logs need the cluster's shared filesystem.
     """
 
-    backend = "rest"
+    kind = "rest"
+    summary = "slurmrestd"
+    takes_token = True
 
     def __init__(
         self,
@@ -138,8 +133,30 @@ class RestSlurmClient(LocalFilesMixin, SlurmClient):  # no file API in slurmrest
         self.job_env = dict(DEFAULT_JOB_ENV if job_env is None else job_env)
         self._clients: dict[int, Any] = {}
 
+    @classmethod
+    def connection_options(cls, conn: ConnectionFields, where: str) -> dict[str, Any]:
+        """``host`` is the slurmrestd URL (``http(s)://host:port``; ``schema`` and ``port`` are added when
+        it has none) or ``extra.socket`` a unix socket; ``password`` the JWT (``scontrol token``) and
+        ``login`` its user; ``extra.api_version`` pins the API; ``extra.timeout`` (seconds, default 30)."""
+        extra = conn.extra
+        url = conn.host or None
+        if url and "://" not in url:
+            url = f"{conn.schema or 'http'}://{url}"
+        if url and conn.port and url.count(":") < 2:
+            url = f"{url}:{conn.port}"
+        if not url and not extra.get("socket"):
+            raise SlurmConfigError(f"{where}: the rest backend needs host (slurmrestd URL) or extra.socket")
+        return {
+            "url": url,
+            "socket": extra.get("socket"),
+            "token": conn.password or None,
+            "user": conn.login or None,
+            "version": extra.get("api_version"),
+            "timeout": float(extra.get("timeout") or 30),
+        }
+
     def describe(self) -> dict[str, Any]:
-        return {"backend": "rest", "url": self.url or f"unix:{self.socket}", "version": self.version}
+        return {"backend": self.kind, "url": self.url or f"unix:{self.socket}", "version": self.version}
 
     def serialize(self) -> dict[str, Any]:
         return {
@@ -253,15 +270,9 @@ class RestSlurmClient(LocalFilesMixin, SlurmClient):  # no file API in slurmrest
                 raise SlurmParseError(
                     f"slurmrestd accepted job {spec.name!r} but returned no job id ({msg}); any job it made was cancelled"
                 )
-            hint = next((h for pattern, h in _SUBMIT_HINTS if pattern in msg.lower()), "see the message above")
+            hint = submit_hint(msg)
             raise SlurmSubmitError(f"Slurm refused job {spec.name!r} ({spec.to_dict()}): {msg}; {hint}")
         return str(job_id)
-
-    async def _find_quietly(self, name: str) -> list[JobStatus]:
-        try:
-            return await self.find(name)
-        except SlurmError:
-            return []
 
     async def status(self, job_id: str) -> JobStatus | None:
         v = await self.api_version()

@@ -37,14 +37,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
 from isthmus.redaction import is_secret_env
-from isthmus.slurm.cli import _SUBMIT_HINTS, _UNREACHABLE
-from isthmus.slurm.client import (
+from isthmus.slurm.backends.base import (
+    UNREACHABLE_MESSAGES,
+    ConnectionFields,
     LocalFilesMixin,
     SlurmClient,
-    SlurmError,
-    SlurmSubmitError,
-    SlurmUnavailable,
+    submit_hint,
 )
+from isthmus.slurm.errors import SlurmConfigError, SlurmError, SlurmSubmitError, SlurmUnavailable
 from isthmus.slurm.spec import JobSpec, format_time_limit, split_option
 from isthmus.slurm.states import JobStatus, normalize_state
 
@@ -202,7 +202,8 @@ class PySlurmClient(LocalFilesMixin, SlurmClient):
     (``SLURM_CONF`` when pyslurm is imported, else the default ``slurm.conf``).
     """
 
-    backend = "pyslurm"
+    kind = "pyslurm"
+    summary = "libslurm where this process runs"
 
     def __init__(self, *, job_env: Mapping[str, str] | None = None) -> None:
         self.job_env = dict(job_env) if job_env is not None else None
@@ -283,7 +284,7 @@ class PySlurmClient(LocalFilesMixin, SlurmClient):
     def _error(self, what: str, exc: BaseException) -> SlurmError:
         errno = getattr(exc, "errno", None)
         msg = str(getattr(exc, "msg", None) or exc)
-        if errno in _UNREACHABLE_ERRNOS or any(s in msg.lower() for s in _UNREACHABLE):
+        if errno in _UNREACHABLE_ERRNOS or any(s in msg.lower() for s in UNREACHABLE_MESSAGES):
             return SlurmUnavailable(
                 f"{what}: the Slurm controller is unreachable through pyslurm ({msg}); check that slurmctld "
                 "runs and that SLURM_CONF (when pyslurm was imported) points at it"
@@ -328,7 +329,7 @@ class PySlurmClient(LocalFilesMixin, SlurmClient):
 
     @staticmethod
     def _refuse(spec: JobSpec, msg: str) -> NoReturn:
-        hint = next((h for pattern, h in _SUBMIT_HINTS if pattern in msg.lower()), "see the message above")
+        hint = submit_hint(msg)
         raise SlurmSubmitError(f"Slurm refused job {spec.name!r} ({spec.to_dict()}): {msg}; {hint}")
 
     async def status(self, job_id: str) -> JobStatus | None:
@@ -395,10 +396,20 @@ class PySlurmClient(LocalFilesMixin, SlurmClient):
             "library_slurm": _release(lib) if lib else None,
         }
 
+    @classmethod
+    def connection_options(cls, conn: ConnectionFields, where: str) -> dict[str, Any]:
+        """None: libslurm in this process finds the controller through SLURM_CONF."""
+        if conn.extra.get("slurm_conf"):
+            raise SlurmConfigError(
+                f"{where}: extra.slurm_conf does not apply to the pyslurm backend "
+                "(libslurm reads SLURM_CONF when pyslurm is imported); set SLURM_CONF for the worker instead"
+            )
+        return {}
+
     def describe(self) -> dict[str, Any]:
         lib = self.library_version()
         return {
-            "backend": "pyslurm",
+            "backend": self.kind,
             "slurm_version": self._slurm_version or (_release(lib) if lib else None),
             "pyslurm": getattr(self._pyslurm, "__version__", None),
         }
