@@ -141,7 +141,10 @@ def test_the_readme_commands_run_the_example_dags(clone: Path, tmp_path: Path) -
     store = MetadataStore(f"sqlite:///{home / '.isthmus' / 'isthmus.db'}")
     try:
         runs = store.list_runs(orchestrator="airflow")
-        assert len(runs) == 2, runs
+        assert len(runs) == 2, (
+            f"isthmus runs: {runs}\nAirflow runs:\n{_bash([*exports, list_runs], env, clone)}\n"
+            + (tmp_path / "standalone.log").read_text()[-6000:]
+        )
         newest = runs[0]
         steps = store.step_runs_of(newest["id"])
         assert len(steps) == 4 and all(s["cache_hit"] for s in steps)
