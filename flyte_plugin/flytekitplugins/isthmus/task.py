@@ -31,6 +31,7 @@ from flytekitplugins.isthmus.transformer import (
     is_small_type,
     ref_from_literal,
 )
+from isthmus.records import RunStatus
 
 if typing.TYPE_CHECKING:
     from isthmus.step import Step
@@ -228,7 +229,7 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
                 from isthmus.redaction import scrub, secret_values
 
                 error = scrub(f"{type(exc).__name__}: {exc}", secret_values(arguments) | secrets)
-                finish_pipeline_run(runner, run.pipeline_run_id, "FAILED", error=error)
+                finish_pipeline_run(runner, run.pipeline_run_id, RunStatus.FAILED, error=error)
             # not shown by traceback formatters that print locals
             arguments = kwargs = positional = secrets = None  # type: ignore[assignment]  # noqa: F841
             raise

@@ -31,6 +31,7 @@ from flytekit.types.error import FlyteError
 from flytekitplugins.isthmus.config import Isthmus
 from flytekitplugins.isthmus.task import IsthmusControlTask, IsthmusTask, isthmus_task
 from flytekitplugins.isthmus.transformer import ensure_registered, flyte_type_for
+from isthmus.records import RunStatus
 
 FINISH, FAILURE = "finish", "failure"
 
@@ -247,7 +248,7 @@ def _finish_task(plan: _Plan, tasks: dict[str, IsthmusTask]) -> IsthmusControlTa
         else:
             outputs = dict(zip(plan.fields, values, strict=True))
         params = {p: kwargs[p] for p in plan.params}
-        finish_pipeline_run(runner, run.pipeline_run_id, "COMPLETED", outputs=outputs, params=params)
+        finish_pipeline_run(runner, run.pipeline_run_id, RunStatus.COMPLETED, outputs=outputs, params=params)
         return None
 
     return IsthmusControlTask(
@@ -280,7 +281,7 @@ def _failure_task(plan: _Plan) -> IsthmusControlTask:
         else:
             message = "the Flyte workflow failed"
         error = scrub(message, secret_values(params))
-        finish_pipeline_run(runner, run.pipeline_run_id, "FAILED", error=error, params=params)
+        finish_pipeline_run(runner, run.pipeline_run_id, RunStatus.FAILED, error=error, params=params)
         return None
 
     return IsthmusControlTask(

@@ -31,6 +31,7 @@ from flytekit.models.literals import LiteralMap
 from flytekitplugins.isthmus.slurm.phases import flyte_phase
 from flytekitplugins.isthmus.slurm.task import _LOCAL_RUN, TASK_TYPE, SlurmJob
 from flytekitplugins.isthmus.slurm.values import output_literals, run_from_metadata, step_arguments
+from isthmus.records import RunStatus
 
 if TYPE_CHECKING:
     from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
@@ -360,7 +361,7 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
 
         manifest = await read_manifest(client, job)
         if manifest is not None:
-            state = "COMPLETED" if manifest.get("status") == "COMPLETED" else "FAILED"
+            state = "COMPLETED" if manifest.get("status") == RunStatus.COMPLETED else "FAILED"  # Slurm job states
             return JobStatus(job_id=job.job_id, state=state, stdout=job.stdout, stderr=job.stderr, source="manifest")
         since = self._gone_since.setdefault(job.job_id, time.monotonic())
         if time.monotonic() - since < self.gone_grace:

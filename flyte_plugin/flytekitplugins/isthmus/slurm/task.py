@@ -26,6 +26,7 @@ from flytekit.extend.backend.base_connector import AsyncConnectorExecutorMixin, 
 from flytekit.models.literals import LiteralMap
 
 from flytekitplugins.isthmus.task import _DISPATCHING, IsthmusTask
+from isthmus.records import RunStatus
 
 if TYPE_CHECKING:
     from flytekit.configuration import SerializationSettings
@@ -269,7 +270,7 @@ class IsthmusSlurmTask(AsyncConnectorExecutorMixin, IsthmusTask):
                 from isthmus.runner import default_runner
 
                 error = scrub(f"{type(exc).__name__}: {exc}", secret_values(kwargs))
-                finish_pipeline_run(default_runner(), run.pipeline_run_id, "FAILED", error=error)
+                finish_pipeline_run(default_runner(), run.pipeline_run_id, RunStatus.FAILED, error=error)
             raise
         finally:
             _LOCAL_RUN.reset(token)
