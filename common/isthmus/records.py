@@ -14,7 +14,10 @@ from typing import Any, TypedDict
 
 
 class RunStatus(StrEnum):
-    """The status of a step run or a pipeline run (stored as its text)."""
+    """The status of a step run or a pipeline run (stored as its text).
+
+    Each member's name is its value: SQLite stores a member as its value, psycopg (PostgreSQL) as its name.
+    """
 
     RUNNING = "RUNNING"
     """Started; not finished (or its process died without saying so: see ABORTED)."""
