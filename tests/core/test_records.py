@@ -86,6 +86,23 @@ def test_status_round_trips_through_sqlite_as_text(sqlite_store: Any, status: Ru
     assert store.get_run(pipeline_run_id)["status"] is status
 
 
+def test_status_is_stored_as_its_text_on_each_store(metadata_store: MetadataStore) -> None:
+    """SQLite and PostgreSQL: the column holds the member's text, read back as plain ``str`` by SQL."""
+    from sqlalchemy import text
+
+    pipeline_run_id = str(uuid.uuid4())
+    ids = {status: str(uuid.uuid4()) for status in STORED}
+    metadata_store.create_pipeline_run(_pipeline_row(pipeline_run_id))
+    for status, step_run_id in ids.items():
+        metadata_store.start_step_run(_step_row(step_run_id, pipeline_run_id, status=status))
+    with metadata_store.engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT id, status FROM step_runs")).all())
+    assert {rows[i]: type(rows[i]) for i in ids.values()} == {s.value: str for s in STORED}
+    assert {r["id"]: r["status"] for r in metadata_store.step_runs_of(pipeline_run_id)} == {
+        i: s for s, i in ids.items()
+    }
+
+
 def test_text_written_by_hand_reads_as_run_status(sqlite_store: Any) -> None:
     """Rows written before the enum existed (plain strings) read back as members."""
     store, path = sqlite_store
