@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from isthmus import StepFailed, lineage, step
-from isthmus.lineage.openlineage import END_EVENT_TYPES, OpenLineageEmitter, UnknownRunStatus, end_event_type
+from isthmus.lineage.errors import UnknownRunStatus
+from isthmus.lineage.openlineage import END_EVENT_TYPES, OpenLineageEmitter, end_event_type
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
 from isthmus.store import MetadataStore
 from isthmus.store.claims import CacheCandidate, ClaimBusy, ClaimCandidates, ClaimHit, ClaimStarted

@@ -7,7 +7,8 @@ Execution backends add what they know about the step runs they execute with :fun
 - :mod:`isthmus.lineage.facets`: the ``isthmus_*`` facets (schemas in ``schemas/``) and artifact datasets;
 - :mod:`isthmus.lineage.naming`: namespaces, job names, run ids and dataset names;
 - :mod:`isthmus.lineage.parent`: parent and root runs handed to a child process;
-- :mod:`isthmus.lineage.backends`: the registry of execution backends.
+- :mod:`isthmus.lineage.backends`: the registry of execution backends;
+- :mod:`isthmus.lineage.errors`: its errors (an unknown run status).
 """
 
 from __future__ import annotations

@@ -28,9 +28,9 @@ from typing import Any, Literal
 
 import isthmus
 from isthmus.config import get_settings
-from isthmus.errors import IsthmusError
 from isthmus.fingerprint.code import shown_source
 from isthmus.fingerprint.environment import git_info
+from isthmus.lineage.errors import UnknownRunStatus
 from isthmus.lineage.facets import backend_run_facets, datasets, environment_facet, resources_facet, run_facets
 from isthmus.lineage.naming import namespace, step_job_name, step_job_namespace, step_run_uuid
 from isthmus.lineage.parent import ROOT_KEY, RUN_ID_KEY, external_parent
@@ -53,28 +53,23 @@ END_EVENT_TYPES: Mapping[RunStatus, EventType] = MappingProxyType(
         RunStatus.ABORTED: "ABORT",
     }
 )
+_STATUS_TEXTS = tuple(s.value for s in RunStatus)
 # Runs of these orchestrators get their lineage from the orchestrator's own integration.
 _EMITTED_ELSEWHERE = {"airflow"}
 EXIT_FLUSH_SECONDS = 5.0  # how long a finishing process waits for its events to go out
 REPORT_AFTER_SECONDS = 5.0  # a long-running process reports failures this long after the first one
 
 
-class UnknownRunStatus(IsthmusError, ValueError):
-    """A run record whose status is not a :class:`~isthmus.records.RunStatus`."""
-
-
 def end_event_type(record: Mapping[str, Any]) -> EventType:
     """The OpenLineage event type that ends the run ``record`` (a step-run or pipeline-run record)
     describes. An unknown status raises :class:`UnknownRunStatus` instead of becoming OTHER."""
     status = record.get("status")
-    try:
-        return END_EVENT_TYPES[RunStatus(status if isinstance(status, str) else repr(status))]
-    except (ValueError, KeyError):
-        known = ", ".join(RunStatus)
-        raise UnknownRunStatus(
-            f"run {record.get('id')!r}: status {status!r} is not a run status ({known}); "
-            "set the status from isthmus.records.RunStatus"
-        ) from None
+    if isinstance(status, str) and status in _STATUS_TEXTS:
+        return END_EVENT_TYPES[RunStatus(status)]
+    raise UnknownRunStatus(
+        f"run {record.get('id')!r}: status {status!r} is not a run status ({', '.join(_STATUS_TEXTS)}); "
+        "set the status from isthmus.records.RunStatus"
+    )
 
 
 def _identifiable(step_run: Mapping[str, Any]) -> bool:
