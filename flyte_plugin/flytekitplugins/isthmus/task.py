@@ -31,7 +31,6 @@ from flytekitplugins.isthmus.transformer import (
     is_small_type,
     ref_from_literal,
 )
-from isthmus.records import RunStatus
 
 if typing.TYPE_CHECKING:
     from isthmus.step import Step
@@ -209,6 +208,7 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
 
     def execute(self, **kwargs: Any) -> Any:
         from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
+        from isthmus.records import RunStatus
         from isthmus.runner import default_runner
 
         step = self._step

@@ -31,7 +31,6 @@ from flytekit.types.error import FlyteError
 from flytekitplugins.isthmus.config import Isthmus
 from flytekitplugins.isthmus.task import IsthmusControlTask, IsthmusTask, isthmus_task
 from flytekitplugins.isthmus.transformer import ensure_registered, flyte_type_for
-from isthmus.records import RunStatus
 
 FINISH, FAILURE = "finish", "failure"
 
@@ -226,6 +225,7 @@ def _finish_task(plan: _Plan, tasks: dict[str, IsthmusTask]) -> IsthmusControlTa
     def finish(task: IsthmusControlTask, **kwargs: Any) -> None:
         from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
         from isthmus.artifacts.refs import ArtifactRef
+        from isthmus.records import RunStatus
         from isthmus.runner import default_runner
 
         run = flyte_run(task.name, plan.pipeline.name, None)
@@ -266,6 +266,7 @@ def _failure_task(plan: _Plan) -> IsthmusControlTask:
 
     def record_failure(task: IsthmusControlTask, **kwargs: Any) -> None:
         from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
+        from isthmus.records import RunStatus
         from isthmus.redaction import scrub, secret_values
         from isthmus.runner import default_runner
 

@@ -31,7 +31,6 @@ from flytekit.models.literals import LiteralMap
 from flytekitplugins.isthmus.slurm.phases import flyte_phase
 from flytekitplugins.isthmus.slurm.task import _LOCAL_RUN, TASK_TYPE, SlurmJob
 from flytekitplugins.isthmus.slurm.values import output_literals, run_from_metadata, step_arguments
-from isthmus.records import RunStatus
 
 if TYPE_CHECKING:
     from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
@@ -356,6 +355,7 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
     async def _settle_gone(self, client: SlurmClient, job: Any) -> JobStatus | None:
         """A job the controller no longer lists: its manifest decides; without one, after
         ``gone_grace`` seconds it is ``LOST`` (never success); before that, None (keep polling)."""
+        from isthmus.records import RunStatus
         from isthmus.slurm.executor import read_manifest
         from isthmus.slurm.states import JobStatus
 

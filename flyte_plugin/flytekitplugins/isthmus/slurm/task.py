@@ -26,7 +26,6 @@ from flytekit.extend.backend.base_connector import AsyncConnectorExecutorMixin, 
 from flytekit.models.literals import LiteralMap
 
 from flytekitplugins.isthmus.task import _DISPATCHING, IsthmusTask
-from isthmus.records import RunStatus
 
 if TYPE_CHECKING:
     from flytekit.configuration import SerializationSettings
@@ -251,6 +250,7 @@ class IsthmusSlurmTask(AsyncConnectorExecutorMixin, IsthmusTask):
         from flytekit.core.promise import Promise
 
         from flytekitplugins.isthmus.context import finish_pipeline_run, flyte_run
+        from isthmus.records import RunStatus
 
         config = self.task_config
         run = flyte_run(self.name, config.pipeline, config.invocation or self._step.name)
