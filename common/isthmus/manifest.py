@@ -29,6 +29,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from isthmus.artifacts.refs import ArtifactRef, check_content_hash
 from isthmus.errors import IsthmusError
+from isthmus.records import RunStatus
 
 MANIFEST_VERSION = 1
 MANIFEST_KEY_ENV = "ISTHMUS_MANIFEST_KEY"  # 64 hex digits: the key run-step signs its manifest with
@@ -246,11 +247,11 @@ def _check_consistency(manifest: Manifest, source: str) -> None:
     runs = {r.id: r for r in records.step_runs}
     if len(runs) != len(records.step_runs):
         fail("records.step_runs has duplicate ids")
-    if manifest.status == "COMPLETED" and manifest.outputs is None:
+    if manifest.status == RunStatus.COMPLETED and manifest.outputs is None:
         fail("status is COMPLETED but there are no outputs")
-    if manifest.records is not None and manifest.status == "COMPLETED":
+    if manifest.records is not None and manifest.status == RunStatus.COMPLETED:
         own = runs.get(manifest.step_run_id or "")
-        if own is None or own.status != "COMPLETED" or own.outputs != manifest.outputs:
+        if own is None or own.status != RunStatus.COMPLETED or own.outputs != manifest.outputs:
             fail(f"outputs do not match the recorded step run {manifest.step_run_id!r}")
     refs: dict[str, ArtifactRef] = {}
     for run in records.step_runs:
@@ -281,7 +282,7 @@ def _check_consistency(manifest: Manifest, source: str) -> None:
         run = runs.get(entry.step_run_id)
         if (
             run is None
-            or run.status != "COMPLETED"
+            or run.status != RunStatus.COMPLETED
             or run.cache_key != entry.cache_key
             or run.step_name != entry.step_name
             or run.outputs is None

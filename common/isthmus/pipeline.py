@@ -18,6 +18,7 @@ from isthmus import lineage
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.context import RunContext
 from isthmus.errors import PipelineDefinitionError, StepDefinitionError, StepFailed
+from isthmus.records import PipelineRunRecord, RunStatus
 from isthmus.redaction import safe_params, scrub, secret_values
 from isthmus.runner import StepResult, StepRunner, default_runner
 from isthmus.step import _TRACER, Step
@@ -218,7 +219,7 @@ class PipelineRun:
 
     id: str
     name: str
-    status: str
+    status: RunStatus
     steps: dict[str, StepResult]
     output_refs: Any
     runner: StepRunner = field(repr=False)
@@ -313,7 +314,7 @@ class Pipeline:
         ctx = context or RunContext(orchestrator="local")
         run_id = str(uuid.uuid4())
         secrets = frozenset(secret_values(graph.params))
-        record = {
+        record: PipelineRunRecord = {
             "id": run_id,
             "pipeline": self.name,
             "orchestrator": ctx.orchestrator,
@@ -342,7 +343,7 @@ class Pipeline:
                 # The pipeline's secrets follow their values into every step, whatever the step calls them.
                 results[node.invocation] = runner.run(node.step, arguments, step_ctx, secrets=secrets)
         except BaseException as exc:
-            status = "FAILED" if isinstance(exc, Exception) else "ABORTED"
+            status = RunStatus.FAILED if isinstance(exc, Exception) else RunStatus.ABORTED
             error = scrub(f"{type(exc).__name__}: {exc}", secrets)
             runner.metadata.finish_pipeline_run(run_id, status, error=error)
             lineage.emit("on_pipeline_end", {**record, "status": status, "error": error})
@@ -352,10 +353,10 @@ class Pipeline:
             params = graph = secrets = arguments = node = None  # type: ignore[assignment]  # noqa: F841
             raise
         out_json = _outputs_to_json(graph.outputs, lambda h: results[h.invocation].outputs[h.output])
-        runner.metadata.finish_pipeline_run(run_id, "COMPLETED", outputs=out_json)
-        lineage.emit("on_pipeline_end", {**record, "status": "COMPLETED", "outputs": out_json})
+        runner.metadata.finish_pipeline_run(run_id, RunStatus.COMPLETED, outputs=out_json)
+        lineage.emit("on_pipeline_end", {**record, "status": RunStatus.COMPLETED, "outputs": out_json})
         return PipelineRun(
-            id=run_id, name=self.name, status="COMPLETED", steps=results, output_refs=out_json, runner=runner
+            id=run_id, name=self.name, status=RunStatus.COMPLETED, steps=results, output_refs=out_json, runner=runner
         )
 
     def to_airflow_dag(self, dag_id: str | None = None, **dag_kwargs: Any) -> Any:

@@ -53,6 +53,7 @@ from isthmus.manifest import (
     manifest_tag,
     parse_manifest,
 )
+from isthmus.records import RunStatus
 from isthmus.runner import StepRunner
 from isthmus.secret_params import secret_params_from_env, secret_texts
 from isthmus.step import load_step
@@ -236,7 +237,7 @@ def run_remote(
         hidden = secret_params_from_env()
         arguments: dict[str, Any] = {**(params or {}), **hidden, **_input_refs(inputs or {})}
     except IsthmusError as exc:  # refused before anything was imported or run
-        manifest.update(status="FAILED", error=f"{type(exc).__name__}: {exc}", step_run_id=None)
+        manifest.update(status=RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}", step_run_id=None)
         _write_json(manifest_path, manifest, signing_key)
         return {**manifest, "path": manifest_path}
     private_db: str | None = None
@@ -256,17 +257,17 @@ def run_remote(
         step = load_step(step_path)
         result = runner.run(step, arguments, ctx, secrets=secret_texts(hidden))
     except StepFailed as exc:
-        manifest.update(status="FAILED", error=str(exc), step_run_id=exc.step_run_id)
+        manifest.update(status=RunStatus.FAILED, error=str(exc), step_run_id=exc.step_run_id)
         if exc.step_run_id:
             try:
                 manifest["traceback"] = runner.metadata.get_step_run(exc.step_run_id).get("traceback")
             except Exception:
                 manifest["traceback"] = None
     except Exception as exc:  # import errors and bad input: nothing ran
-        manifest.update(status="FAILED", error=f"{type(exc).__name__}: {exc}", step_run_id=None)
+        manifest.update(status=RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}", step_run_id=None)
     else:
         manifest.update(
-            status="COMPLETED",
+            status=RunStatus.COMPLETED,
             step_run_id=result.step_run_id,
             cache_hit=result.cache_hit,
             source_step_run_id=result.source_step_run_id,

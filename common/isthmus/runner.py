@@ -13,7 +13,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from isthmus import _defaults, lineage
@@ -45,6 +45,7 @@ from isthmus.fingerprint.deps import DependencyFingerprint, dependency_fingerpri
 from isthmus.fingerprint.environment import DEFAULT_ENV_ALLOWLIST, IMAGE_VARS, environment_snapshot
 from isthmus.fingerprint.values import state_digest
 from isthmus.hashing import PROCESS_KEY, UnhashableValueError, hash_value, keyed_hash
+from isthmus.records import RunStatus, StepRunRecord
 from isthmus.redaction import (
     REDACTED,
     find_secret,
@@ -57,6 +58,7 @@ from isthmus.redaction import (
     secret_values,
 )
 from isthmus.step import Step
+from isthmus.store.claims import CacheCandidate, ClaimBusy, ClaimCandidates, ClaimHit, ClaimStarted
 from isthmus.store.holders import current_holder
 from isthmus.store.metadata import MetadataStore, link_rows_for, utcnow
 
@@ -70,7 +72,7 @@ class StepResult:
     step_run_id: str
     step_name: str
     invocation: str
-    status: str
+    status: RunStatus
     cache_hit: bool
     outputs: dict[str, ArtifactRef]
     cache_key: str | None = None
@@ -133,7 +135,26 @@ def _ref_list(value: Any) -> list[ArtifactRef] | None:
     return refs if all(r is not None for r in refs) else None  # type: ignore[return-value]
 
 
-def _recorded_refs(cand: dict[str, Any]) -> dict[str, ArtifactRef] | None:
+@dataclass(frozen=True)
+class PreparedRun:
+    """One step call ready to run: what :meth:`StepRunner._prepare` worked out, and (from :meth:`StepRunner.run`)
+    the lease holder and the number of attempts. Its repr leaves out the arguments and the secrets."""
+
+    step: Step[Any, Any]
+    context: RunContext
+    arguments: Mapping[str, Any] = field(repr=False)
+    inputs: dict[str, ArtifactRef]  # refs, by argument name (``name[i]`` for a list of artifacts)
+    collections: dict[str, int]  # list arguments made of artifacts: their lengths
+    key: str | None  # the cache key (None: caching is off)
+    base: StepRunRecord  # the step run row's common fields
+    known: CallSecrets = field(repr=False)
+    t0: float  # when the call started (time.perf_counter())
+    holder: str | None = None  # the lease holder, when there is a cache key
+    row_written: bool = False  # the first attempt's RUNNING row is written (with the lease)
+    attempts: int = 1
+
+
+def _recorded_refs(cand: CacheCandidate) -> dict[str, ArtifactRef] | None:
     """The output refs of a recorded step run, or None if one is malformed (never a hit)."""
     try:
         return {k: ArtifactRef.from_dict(v) for k, v in (cand["outputs"] or {}).items()}
@@ -216,28 +237,23 @@ class StepRunner:
         parameters, an orchestrator's secret inputs): an argument that is, or holds, one of them is a
         secret parameter whatever the step calls it (keyed in the cache key, ``***`` where recorded).
         """
-        ctx = context or RunContext()
-        t0 = time.perf_counter()
-        inputs, key, base, collections, known = self._prepare(step, arguments, ctx, secrets)
-
+        prepared = self._prepare(step, arguments, context or RunContext(), secrets)
+        key = prepared.key
         holder: str | None = None
-        started = False
         if key is not None:
-            holder = current_holder(base["id"])
-            hit = self._claim(step, key, holder, base, inputs, t0)
+            holder = current_holder(prepared.base["id"])
+            hit = self._claim(prepared, holder)
             if hit is not None:
                 return hit
-            started = True
+        attempts = 1 + (step.retries if retries is None else retries)
+        prepared = replace(prepared, holder=holder, row_written=key is not None, attempts=attempts)
 
         try:
-            attempts = 1 + (step.retries if retries is None else retries)
-            return self._execute(
-                step, ctx, base, inputs, arguments, key, holder, started, t0, attempts, collections, known
-            )
+            return self._execute(prepared)
         except StepFailed:
             # The final write released the lease. What this frame holds is shown by traceback formatters
             # that print locals (rich, structlog's dev renderer, Sentry): keep the arguments out of it.
-            arguments = secrets = known = None  # type: ignore[assignment]  # noqa: F841
+            arguments = secrets = prepared = None  # type: ignore[assignment]  # noqa: F841
             raise
         except BaseException:
             if holder is not None and key is not None:
@@ -252,9 +268,10 @@ class StepRunner:
 
     def _prepare(
         self, step: Step[Any, Any], arguments: Mapping[str, Any], ctx: RunContext, secrets: Iterable[str] = ()
-    ) -> tuple[dict[str, ArtifactRef], str | None, dict[str, Any], dict[str, int], CallSecrets]:
-        """Inputs (refs), cache key, the step run row's common fields, list-of-artifact arguments, and what
-        the call knows to be secret (see :meth:`run` for ``secrets``)."""
+    ) -> PreparedRun:
+        """The call made ready: inputs (refs), cache key, the step run row's common fields, list-of-artifact
+        arguments, and what the call knows to be secret (see :meth:`run` for ``secrets``)."""
+        t0 = time.perf_counter()
         invocation = ctx.invocation or step.name
 
         inputs: dict[str, ArtifactRef] = {}
@@ -341,7 +358,7 @@ class StepRunner:
         else:
             key = None
         step_run_id = str(uuid.uuid4())
-        base = {
+        base: StepRunRecord = {
             "id": step_run_id,
             "pipeline_run_id": ctx.pipeline_run_id,
             "invocation": invocation,
@@ -359,7 +376,17 @@ class StepRunner:
             "resources": step.resources.to_dict(),
             "context": json.loads(json.dumps(ctx.to_dict(), default=str)),
         }
-        return inputs, key, base, collections, CallSecrets(scrubbed=known, given=passed)
+        return PreparedRun(
+            step=step,
+            context=ctx,
+            arguments=arguments,
+            inputs=inputs,
+            collections=collections,
+            key=key,
+            base=base,
+            known=CallSecrets(scrubbed=known, given=passed),
+            t0=t0,
+        )
 
     def cache_key(
         self,
@@ -370,7 +397,7 @@ class StepRunner:
         secrets: Iterable[str] = (),
     ) -> str | None:
         """The cache key :meth:`run` would use for ``step`` with ``arguments`` (None when caching is off)."""
-        return self._prepare(step, arguments, context or RunContext(), secrets)[1]
+        return self._prepare(step, arguments, context or RunContext(), secrets).key
 
     def lookup(
         self,
@@ -385,20 +412,14 @@ class StepRunner:
         For adapters that run the step elsewhere (a Slurm job): look up first, and submit only on a
         miss. Unlike :meth:`run` it never takes the lease nor waits for an identical run in progress.
         """
-        ctx = context or RunContext()
-        t0 = time.perf_counter()
-        inputs, key, base, _, _ = self._prepare(step, arguments, ctx, secrets)
-        if key is None:
+        prepared = self._prepare(step, arguments, context or RunContext(), secrets)
+        if prepared.key is None:
             return None
-        cands = self.metadata.cache_candidates(key, time.time())
-        hit = self._validated(key, cands) if cands else None
+        cands = self.metadata.cache_candidates(prepared.key, time.time())
+        hit = self._validated(prepared.key, cands) if cands else None
         if hit is None:
             return None
-        row = self._hit_row(base, hit, t0)
-        self.metadata.finish_step_run(
-            base["id"], {}, outputs=hit["refs"], inputs=inputs, step_name=step.name, insert_row=row, new_artifacts=False
-        )
-        return self._hit_result(step, row, hit["refs"])
+        return self._record_hit(prepared, hit)
 
     # -- cache -----------------------------------------------------------------------------------
     def _verdict(self, refs: dict[str, ArtifactRef]) -> bool | None:
@@ -412,10 +433,10 @@ class StepRunner:
                 verdict = None
         return verdict
 
-    def _hit_row(self, base: dict[str, Any], cand: dict[str, Any], t0: float) -> dict[str, Any]:
+    def _hit_row(self, base: StepRunRecord, cand: CacheCandidate, t0: float) -> StepRunRecord:
         return {
             **base,
-            "status": "COMPLETED",
+            "status": RunStatus.COMPLETED,
             "cache_hit": True,
             "source_step_run_id": cand["id"],
             "outputs": cand["outputs"],
@@ -424,53 +445,57 @@ class StepRunner:
             "duration_ms": (time.perf_counter() - t0) * 1000,
         }
 
-    def _claim(
-        self,
-        step: Step[Any, Any],
-        key: str,
-        holder: str,
-        base: dict[str, Any],
-        inputs: dict[str, ArtifactRef],
-        t0: float,
-    ) -> StepResult | None:
-        """Return a cache hit (recorded), or None once this process holds the lease and the RUNNING row
-        is written. While another live process computes the same key, wait for its result; a crashed
-        holder's lease expires and is taken over."""
+    def _record_hit(self, prepared: PreparedRun, hit: CacheCandidate) -> StepResult:
+        """Record ``hit`` (a fully checked candidate) as this call's step run, and return it."""
+        refs = hit["refs"]
+        assert refs is not None  # checked by _validated
+        row = self._hit_row(prepared.base, hit, prepared.t0)
+        self.metadata.finish_step_run(
+            prepared.base["id"],
+            {},
+            outputs=refs,
+            inputs=prepared.inputs,
+            step_name=prepared.step.name,
+            insert_row=row,
+            new_artifacts=False,
+        )
+        return self._hit_result(prepared.step, row, refs)
+
+    def _claim(self, prepared: PreparedRun, holder: str) -> StepResult | None:
+        """Return a cache hit (recorded), or None once this process (``holder``) holds the lease and the
+        RUNNING row is written. While another live process computes the same key, wait for its result; a
+        crashed holder's lease expires and is taken over."""
+        step, key, base, inputs, t0 = prepared.step, prepared.key, prepared.base, prepared.inputs, prepared.t0
+        assert key is not None  # only calls with a cache key claim
         ttl = self.settings.lease_ttl
         delay, waited, told = 0.02, 0.0, False
-        start_row = {**base, "started_at": utcnow()}
+        start_row: StepRunRecord = {**base, "started_at": utcnow()}
 
-        def try_hit(cand: dict[str, Any]) -> bool | None:
-            cand["refs"] = _recorded_refs(cand)
-            return False if cand["refs"] is None else self._verdict(cand["refs"])
+        def try_hit(cand: CacheCandidate) -> bool | None:
+            refs = cand["refs"] = _recorded_refs(cand)
+            return False if refs is None else self._verdict(refs)
 
-        def hit_write(cand: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        def hit_write(cand: CacheCandidate) -> tuple[StepRunRecord, list[dict[str, Any]]]:
             cand["row"] = self._hit_row(base, cand, t0)
             return cand["row"], link_rows_for(base["id"], step.name, cand["refs"], inputs)
 
         while True:
-            state, payload = self.metadata.claim_step_run(start_row, key, holder, ttl, try_hit, hit_write)
-            if state == "hit":
-                return self._hit_result(step, payload["row"], payload["refs"])
-            if state == "started":
-                lease_keeper.hold(self.metadata, key, holder, ttl)
-                self._report_aborted(step, payload or [])
-                return None
-            if state == "candidates":  # results exist but need a hash check: do it outside the transaction
-                hit = self._validated(key, payload)
-                if hit is not None:
-                    row = self._hit_row(base, hit, t0)
-                    self.metadata.finish_step_run(
-                        base["id"],
-                        {},
-                        outputs=hit["refs"],
-                        inputs=inputs,
-                        step_name=step.name,
-                        insert_row=row,
-                        new_artifacts=False,
-                    )
-                    return self._hit_result(step, row, hit["refs"])
-                continue
+            match self.metadata.claim_step_run(start_row, key, holder, ttl, try_hit, hit_write):
+                case ClaimHit(candidate=cand):
+                    refs = cand["refs"]
+                    assert refs is not None  # try_hit confirmed them
+                    return self._hit_result(step, cand["row"], refs)
+                case ClaimStarted(aborted=aborted):
+                    lease_keeper.hold(self.metadata, key, holder, ttl)
+                    self._report_aborted(step, aborted)
+                    return None
+                case ClaimCandidates(rows=rows):  # results need a hash check: done outside the transaction
+                    hit = self._validated(key, rows)
+                    if hit is not None:
+                        return self._record_hit(prepared, hit)
+                    continue
+                case ClaimBusy():
+                    pass
             if not told and waited > 1.0:
                 other = self.metadata.lease_holder(key)
                 log.info(
@@ -496,7 +521,7 @@ class StepRunner:
             except Exception:  # lineage never fails a step
                 log.debug("no lineage for aborted step run %s", run_id, exc_info=True)
 
-    def _validated(self, key: str, candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def _validated(self, key: str, candidates: list[CacheCandidate]) -> CacheCandidate | None:
         """The first candidate whose artifacts pass a full check; failing entries are dropped."""
         for cand in candidates:
             refs = cand.get("refs") or _recorded_refs(cand)
@@ -506,7 +531,7 @@ class StepRunner:
             self.metadata.drop_cache_entry(key, cand["id"])  # deleted or corrupted: never a hit again
         return None
 
-    def _hit_result(self, step: Step[Any, Any], row: dict[str, Any], refs: dict[str, ArtifactRef]) -> StepResult:
+    def _hit_result(self, step: Step[Any, Any], row: StepRunRecord, refs: dict[str, ArtifactRef]) -> StepResult:
         lineage.emit("on_step_start", row)
         log.info("step %r: cache hit, outputs from step run %s", step.name, row["source_step_run_id"])
         lineage.emit("on_step_end", row)
@@ -514,12 +539,12 @@ class StepRunner:
             step_run_id=row["id"],
             step_name=step.name,
             invocation=row["invocation"],
-            status="COMPLETED",
+            status=RunStatus.COMPLETED,
             cache_hit=True,
             outputs=refs,
             cache_key=row["cache_key"],
             source_step_run_id=row["source_step_run_id"],
-            duration_ms=row["duration_ms"],
+            duration_ms=row.get("duration_ms") or 0.0,
             artifacts=self.artifacts,
         )
 
@@ -535,21 +560,10 @@ class StepRunner:
             values[name] = self.artifacts.load(ref)
         return values
 
-    def _execute(
-        self,
-        step: Step[Any, Any],
-        ctx: RunContext,
-        base: dict[str, Any],
-        inputs: dict[str, ArtifactRef],
-        arguments: Mapping[str, Any],
-        key: str | None,
-        holder: str | None,
-        row_written: bool,
-        t0: float,
-        attempts: int,
-        collections: dict[str, int],
-        known: CallSecrets,
-    ) -> StepResult:
+    def _execute(self, prepared: PreparedRun) -> StepResult:
+        """Run the step, with its attempts; record each attempt and emit its lineage."""
+        step, ctx, base, inputs, key = prepared.step, prepared.context, prepared.base, prepared.inputs, prepared.key
+        attempts, holder, known = prepared.attempts, prepared.holder, prepared.known
         attempt = 0
         release = (key, holder) if key is not None and holder is not None else None
         secrets = known.scrubbed  # everything the run knows to be secret, for scrubbing
@@ -559,25 +573,25 @@ class StepRunner:
         failure: StepFailed | None = None
         while True:
             attempt += 1
-            row = {
+            row: StepRunRecord = {
                 **base,
                 "attempt": ctx.attempt + attempt - 1,
                 "started_at": utcnow(),
                 "cache_hit": False,
-                "status": "RUNNING",
+                "status": RunStatus.RUNNING,
             }
             if attempt > 1:
                 row["id"] = str(uuid.uuid4())
             step_run_id = row["id"]
             started = time.perf_counter()
-            if attempt > 1 or not row_written:
+            if attempt > 1 or not prepared.row_written:
                 self.metadata.start_step_run(row)
             lineage.emit("on_step_start", row)
             try:
                 values = self._load_inputs(step, inputs)
-                for name, n in collections.items():
+                for name, n in prepared.collections.items():
                     values[name] = [values.pop(f"{name}[{i}]") for i in range(n)]
-                call_args = {**{k: v for k, v in arguments.items() if k not in inputs}, **values}
+                call_args = {**{k: v for k, v in prepared.arguments.items() if k not in inputs}, **values}
                 result = step.invoke(call_args)
                 named = step.split_outputs(result)
                 for name, value in named.items():
@@ -594,7 +608,7 @@ class StepRunner:
                     (MaterializationError, ArtifactMissing, StepDefinitionError, SecretValueError, ConfigurationError),
                 )
                 retryable = not deterministic and attempt < attempts
-                status = "RETRY" if retryable else "FAILED"
+                status = RunStatus.RETRY if retryable else RunStatus.FAILED
                 message = scrub(f"{type(exc).__name__}: {exc}", secrets)
                 tb = scrub(traceback.format_exc(), secrets)
                 duration = (time.perf_counter() - started) * 1000
@@ -616,7 +630,7 @@ class StepRunner:
                 self.metadata.finish_step_run(
                     step_run_id,
                     {
-                        "status": "ABORTED",
+                        "status": RunStatus.ABORTED,
                         "error": type(exc).__name__,
                         "duration_ms": (time.perf_counter() - started) * 1000,
                     },
@@ -624,14 +638,14 @@ class StepRunner:
                     step_name=step.name,
                     release=release,
                 )
-                lineage.emit("on_step_end", {**row, "status": "ABORTED", "error": type(exc).__name__})
+                lineage.emit("on_step_end", {**row, "status": RunStatus.ABORTED, "error": type(exc).__name__})
                 raise
             if failure is not None:
                 # Raised here, outside the handler: the step's own exception (which may carry secrets in its
                 # message, arguments or attributes) is neither the cause nor the context of what callers,
                 # orchestrator logs and lineage integrations see. Nor does this frame hold the arguments
                 # or the secrets: traceback formatters that print locals would show them.
-                arguments = call_args = values = secrets = in_outputs = known = None  # type: ignore[assignment]  # noqa: F841
+                prepared = call_args = values = secrets = in_outputs = known = None  # type: ignore[assignment]  # noqa: F841
                 result = named = None  # noqa: F841
                 raise failure
             duration = (time.perf_counter() - started) * 1000
@@ -639,7 +653,7 @@ class StepRunner:
             outputs_json = {k: v.to_dict() for k, v in refs.items()}
             self.metadata.finish_step_run(
                 step_run_id,
-                {"status": "COMPLETED", "outputs": outputs_json, "duration_ms": duration},
+                {"status": RunStatus.COMPLETED, "outputs": outputs_json, "duration_ms": duration},
                 outputs=refs,
                 inputs=inputs,
                 step_name=step.name,
@@ -648,17 +662,17 @@ class StepRunner:
                 release=release,
             )
             lineage.emit(
-                "on_step_end", {**row, "status": "COMPLETED", "outputs": outputs_json, "duration_ms": duration}
+                "on_step_end", {**row, "status": RunStatus.COMPLETED, "outputs": outputs_json, "duration_ms": duration}
             )
             return StepResult(
                 step_run_id=step_run_id,
                 step_name=step.name,
                 invocation=base["invocation"],
-                status="COMPLETED",
+                status=RunStatus.COMPLETED,
                 cache_hit=False,
                 outputs=refs,
                 cache_key=key,
-                duration_ms=(time.perf_counter() - t0) * 1000,
+                duration_ms=(time.perf_counter() - prepared.t0) * 1000,
                 artifacts=self.artifacts,
             )
 

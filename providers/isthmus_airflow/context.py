@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from isthmus.context import RunContext, derived_run_id
+from isthmus.records import PipelineRunRecord
 from isthmus.redaction import safe_params
 
 
@@ -33,16 +34,17 @@ def run_context(context: Any, *, pipeline_name: str | None = None) -> RunContext
     )
 
 
-def pipeline_run_row(ctx: RunContext, context: Any) -> dict[str, Any]:
-    """The pipeline run that stands for the Airflow DAG run (created once by whichever task is first)."""
+def pipeline_run_row(ctx: RunContext, context: Any) -> PipelineRunRecord:
+    """The pipeline run that stands for the Airflow DAG run (created once by whichever task is first);
+    ``ctx`` from :func:`run_context`, which sets its pipeline run id and name."""
     params = {}
     try:  # objects become typed placeholders, never their str()/repr(), which may show a password
         params = safe_params({str(k): v for k, v in dict(context.get("params") or {}).items()})
     except Exception:  # params are informational here
         params = {}
     return {
-        "id": ctx.pipeline_run_id,
-        "pipeline": ctx.pipeline_name,
+        "id": str(ctx.pipeline_run_id),
+        "pipeline": str(ctx.pipeline_name),
         "orchestrator": "airflow",
         "params": params,
         "context": {k: ctx.native[k] for k in ("dag_id", "run_id", "logical_date")},

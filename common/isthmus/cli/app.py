@@ -12,6 +12,7 @@ import typer
 
 from isthmus.cli.render import console, dump_json, duration, print_diff, short, status_text, table, when
 from isthmus.errors import ConfigurationError, IsthmusError
+from isthmus.records import RunStatus
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="isthmus: recorded, cached, portable pipeline steps."
@@ -390,7 +391,7 @@ def run_step_cmd(
         _fail_line(str(exc))
     summary = {k: result.get(k) for k in ("status", "step_run_id", "cache_hit", "path", "error")}
     print(json.dumps(summary, default=str))
-    if result["status"] != "COMPLETED":
+    if result["status"] != RunStatus.COMPLETED:
         _fail_line(str(result.get("error") or "the step failed"))
 
 

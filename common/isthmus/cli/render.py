@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
+from isthmus.records import RunStatus
+
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 
 
@@ -56,8 +58,16 @@ def table(title: str, columns: list[str]) -> Table:
     return t
 
 
+_STATUS_COLORS: dict[str, str] = {
+    RunStatus.COMPLETED: "green",
+    RunStatus.FAILED: "red",
+    RunStatus.RUNNING: "yellow",
+    RunStatus.RETRY: "yellow",
+}
+
+
 def status_text(status: str) -> str:
-    color = {"COMPLETED": "green", "FAILED": "red", "RUNNING": "yellow", "RETRY": "yellow"}.get(status, "white")
+    color = _STATUS_COLORS.get(status, "white")
     return f"[{color}]{status}[/{color}]"
 
 

@@ -7,17 +7,20 @@ Execution backends add what they know about the step runs they execute with :fun
 - :mod:`isthmus.lineage.facets`: the ``isthmus_*`` facets (schemas in ``schemas/``) and artifact datasets;
 - :mod:`isthmus.lineage.naming`: namespaces, job names, run ids and dataset names;
 - :mod:`isthmus.lineage.parent`: parent and root runs handed to a child process;
-- :mod:`isthmus.lineage.backends`: the registry of execution backends.
+- :mod:`isthmus.lineage.backends`: the registry of execution backends;
+- :mod:`isthmus.lineage.errors`: its errors (an unknown run status).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from isthmus.lineage.backends import LineageBackend, register_backend
 from isthmus.lineage.openlineage import default_emitter, drop_default_emitter
+from isthmus.records import PipelineRunRecord, StepRunRecord
 
 __all__ = [
     "LineageBackend",
@@ -34,10 +37,10 @@ log = logging.getLogger("isthmus.lineage")
 
 
 class LineageHook(Protocol):
-    def on_pipeline_start(self, run: dict[str, Any]) -> None: ...
-    def on_pipeline_end(self, run: dict[str, Any]) -> None: ...
-    def on_step_start(self, step_run: dict[str, Any]) -> None: ...
-    def on_step_end(self, step_run: dict[str, Any]) -> None: ...
+    def on_pipeline_start(self, run: PipelineRunRecord) -> None: ...
+    def on_pipeline_end(self, run: PipelineRunRecord) -> None: ...
+    def on_step_start(self, step_run: StepRunRecord) -> None: ...
+    def on_step_end(self, step_run: StepRunRecord) -> None: ...
 
 
 # Optional hook method: ``on_step_waiting(step_run)`` (OTHER while e.g. a batch job is pending).
@@ -46,16 +49,16 @@ class LineageHook(Protocol):
 class NoopLineage:
     """Records nothing."""
 
-    def on_pipeline_start(self, run: dict[str, Any]) -> None:
+    def on_pipeline_start(self, run: PipelineRunRecord) -> None:
         return None
 
-    def on_pipeline_end(self, run: dict[str, Any]) -> None:
+    def on_pipeline_end(self, run: PipelineRunRecord) -> None:
         return None
 
-    def on_step_start(self, step_run: dict[str, Any]) -> None:
+    def on_step_start(self, step_run: StepRunRecord) -> None:
         return None
 
-    def on_step_end(self, step_run: dict[str, Any]) -> None:
+    def on_step_end(self, step_run: StepRunRecord) -> None:
         return None
 
 
@@ -99,8 +102,9 @@ def _default_hook() -> LineageHook:
     return default_emitter()
 
 
-def emit(event: str, payload: dict[str, Any]) -> None:
-    """Call ``hook.<event>(payload)``; a failure is logged once and never propagates."""
+def emit(event: str, payload: StepRunRecord | PipelineRunRecord | Mapping[str, Any]) -> None:
+    """Call ``hook.<event>(payload)`` (a step-run record for ``on_step_*``, a pipeline-run record for
+    ``on_pipeline_*``); a failure is logged once and never propagates."""
     global _warned
     try:
         method = getattr(get_lineage_hook(), event, None)

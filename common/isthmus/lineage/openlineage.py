@@ -22,28 +22,57 @@ import os
 import queue
 import threading
 import time
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Literal
 
 import isthmus
 from isthmus.config import get_settings
 from isthmus.fingerprint.code import shown_source
 from isthmus.fingerprint.environment import git_info
+from isthmus.lineage.errors import UnknownRunStatus
 from isthmus.lineage.facets import backend_run_facets, datasets, environment_facet, resources_facet, run_facets
 from isthmus.lineage.naming import namespace, step_job_name, step_job_namespace, step_run_uuid
 from isthmus.lineage.parent import ROOT_KEY, RUN_ID_KEY, external_parent
+from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
 from isthmus.redaction import redact_url, scrub, secret_values
 
 log = logging.getLogger("isthmus.lineage")
 
 PRODUCER = "https://github.com/isthmus-dev/isthmus"
-_TERMINAL = {"COMPLETED": "COMPLETE", "FAILED": "FAIL", "RETRY": "FAIL", "ABORTED": "ABORT"}
+EventType = Literal["START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"]
+# The event that reports a run in each status: total over RunStatus (a test checks it), so a status
+# never turns into OTHER by accident. A failed attempt that is retried is a failed run of its own.
+END_EVENT_TYPES: Mapping[RunStatus, EventType] = MappingProxyType(
+    {
+        RunStatus.RUNNING: "RUNNING",
+        RunStatus.WAITING: "OTHER",
+        RunStatus.RETRY: "FAIL",
+        RunStatus.COMPLETED: "COMPLETE",
+        RunStatus.FAILED: "FAIL",
+        RunStatus.ABORTED: "ABORT",
+    }
+)
+_STATUS_TEXTS = tuple(s.value for s in RunStatus)
 # Runs of these orchestrators get their lineage from the orchestrator's own integration.
 _EMITTED_ELSEWHERE = {"airflow"}
 EXIT_FLUSH_SECONDS = 5.0  # how long a finishing process waits for its events to go out
 REPORT_AFTER_SECONDS = 5.0  # a long-running process reports failures this long after the first one
 
 
-def _identifiable(step_run: dict[str, Any]) -> bool:
+def end_event_type(record: Mapping[str, Any]) -> EventType:
+    """The OpenLineage event type that ends the run ``record`` (a step-run or pipeline-run record)
+    describes. An unknown status raises :class:`UnknownRunStatus` instead of becoming OTHER."""
+    status = record.get("status")
+    if isinstance(status, str) and status in _STATUS_TEXTS:
+        return END_EVENT_TYPES[RunStatus(status)]
+    raise UnknownRunStatus(
+        f"run {record.get('id')!r}: status {status!r} is not a run status ({', '.join(_STATUS_TEXTS)}); "
+        "set the status from isthmus.records.RunStatus"
+    )
+
+
+def _identifiable(step_run: Mapping[str, Any]) -> bool:
     """Whether a run id can be derived (a waiting job adopted without its chosen id: not)."""
     native = (step_run.get("context") or {}).get("native") or {}
     return bool(step_run.get("pipeline_run_id") or native.get(RUN_ID_KEY) or step_run.get("id"))
@@ -100,45 +129,45 @@ class OpenLineageEmitter:
         self._timer: threading.Timer | None = None
 
     # -- LineageHook -----------------------------------------------------------------------------
-    def on_pipeline_start(self, run: dict[str, Any]) -> None:
+    def on_pipeline_start(self, run: PipelineRunRecord) -> None:
         if run.get("orchestrator") not in _EMITTED_ELSEWHERE:
             self._submit(self._pipeline_event, run, "START")
 
-    def on_pipeline_end(self, run: dict[str, Any]) -> None:
+    def on_pipeline_end(self, run: PipelineRunRecord) -> None:
         if run.get("orchestrator") not in _EMITTED_ELSEWHERE:
-            self._submit(self._pipeline_event, run, _TERMINAL.get(run.get("status", ""), "OTHER"))
+            self._submit(self._pipeline_event, run, end_event_type(run))
 
-    def on_step_start(self, step_run: dict[str, Any]) -> None:
+    def on_step_start(self, step_run: StepRunRecord) -> None:
         if self._wanted(step_run):
             self._submit(self._step_event, step_run, "START")
 
-    def on_step_end(self, step_run: dict[str, Any]) -> None:
+    def on_step_end(self, step_run: StepRunRecord) -> None:
         if self._wanted(step_run):
-            self._submit(self._step_event, step_run, _TERMINAL.get(step_run.get("status", ""), "OTHER"))
+            self._submit(self._step_event, step_run, end_event_type(step_run))
 
     @staticmethod
-    def _wanted(step_run: dict[str, Any]) -> bool:
+    def _wanted(step_run: Mapping[str, Any]) -> bool:
         # A run handed a parent (a batch job an Airflow task started) is a run of its own: emitted here.
         if step_run.get("orchestrator") in _EMITTED_ELSEWHERE and not external_parent(step_run):
             return False
         step = _step_object(step_run)
         return step is None or getattr(step, "enable_lineage", True)
 
-    def on_step_waiting(self, step_run: dict[str, Any]) -> None:
+    def on_step_waiting(self, step_run: StepRunRecord) -> None:
         """OTHER: the step is waiting (e.g. its batch job is pending)."""
         if self._wanted(step_run) and _identifiable(step_run):
             self._submit(self._step_event, step_run, "OTHER")
 
-    def emit_now(self, event: str, payload: dict[str, Any]) -> bool:
+    def emit_now(self, event: str, payload: StepRunRecord) -> bool:
         """Build and send one event in this thread (``event``: a hook method name); True if sent.
         For callers without a thread to spare, e.g. an Airflow trigger (run it in a worker thread)."""
-        event_types = {"on_step_waiting": "OTHER", "on_step_start": "START"}
+        event_types: dict[str, EventType] = {"on_step_waiting": "OTHER", "on_step_start": "START"}
         if event not in event_types or not self._wanted(payload) or not _identifiable(payload):
             return False
         try:
             if self._client is None:
                 self._client = make_client()
-            self._client.emit(self._step_event(dict(payload), event_types[event]))
+            self._client.emit(self._step_event(payload.copy(), event_types[event]))
             self.sent += 1
             return True
         except Exception as exc:  # lineage never fails the caller
@@ -146,7 +175,7 @@ class OpenLineageEmitter:
             return False
 
     # -- queueing --------------------------------------------------------------------------------
-    def _submit(self, build: Any, payload: dict[str, Any], event_type: str) -> None:
+    def _submit(self, build: Any, payload: Mapping[str, Any], event_type: EventType) -> None:
         # Built and sent in the background: the runner hands over payloads it no longer changes.
         event = (build, dict(payload), event_type)
         with self._lock:
@@ -239,7 +268,7 @@ class OpenLineageEmitter:
             )
         }
 
-    def _pipeline_event(self, run: dict[str, Any], event_type: str) -> Any:
+    def _pipeline_event(self, run: PipelineRunRecord, event_type: EventType) -> Any:
         from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
         from openlineage.client.facet_v2 import error_message_run, job_type_job, nominal_time_run
 
@@ -261,7 +290,7 @@ class OpenLineageEmitter:
             producer=PRODUCER,
         )
 
-    def _step_event(self, step_run: dict[str, Any], event_type: str) -> Any:
+    def _step_event(self, step_run: StepRunRecord, event_type: EventType) -> Any:
         from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
         from openlineage.client.facet_v2 import error_message_run, job_type_job, parent_run
 
@@ -326,7 +355,7 @@ class OpenLineageEmitter:
 _source_cache: dict[str, dict[str, Any]] = {}
 
 
-def _source_facets(step_run: dict[str, Any]) -> dict[str, Any]:
+def _source_facets(step_run: StepRunRecord) -> dict[str, Any]:
     """Job facets from the step's code: ``sourceCode``, ``sourceCodeLocation`` (git), ``ownership`` and
     ``tags`` (when set on the step). Looked up once per step per process."""
     key = str(step_run.get("step_path"))
@@ -338,7 +367,7 @@ def _source_facets(step_run: dict[str, Any]) -> dict[str, Any]:
 _step_cache: dict[str, Any] = {}
 
 
-def _step_object(step_run: dict[str, Any]) -> Any:
+def _step_object(step_run: Mapping[str, Any]) -> Any:
     """The Step (or function) named by the run's import path, when its module is importable here."""
     path = str(step_run.get("step_path") or "")
     if path not in _step_cache:
@@ -353,7 +382,7 @@ def _step_object(step_run: dict[str, Any]) -> Any:
     return _step_cache[path]
 
 
-def _find_source_facets(step_run: dict[str, Any]) -> dict[str, Any]:
+def _find_source_facets(step_run: StepRunRecord) -> dict[str, Any]:
     from openlineage.client.facet_v2 import source_code_job, source_code_location_job
 
     out: dict[str, Any] = {}

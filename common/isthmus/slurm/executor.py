@@ -26,6 +26,7 @@ from isthmus.context import RunContext
 from isthmus.errors import StepDefinitionError
 from isthmus.lineage.parent import PARENT_KEY, ROOT_KEY, RUN_ID_KEY, env_for
 from isthmus.manifest import MANIFEST_KEY_ENV, is_authentic, job_manifest_key
+from isthmus.records import RunStatus
 from isthmus.redaction import is_secret_env
 from isthmus.runner import StepResult, StepRunner, _json_param, _ref_list, default_runner
 from isthmus.secret_params import SECRET_PARAMS_ENV, encode_secret_params, secret_param_names, secret_texts
@@ -454,13 +455,13 @@ class SlurmExecutor:
 
             added = ingest_manifest(self.runner.metadata, manifest, artifacts=self.runner.artifacts, key=key)
             log.info("step %r: ingested %d record(s) from the manifest of job %s", step_name, added, job.job_id)
-        if status.success and manifest is not None and manifest.get("status") == "COMPLETED":
+        if status.success and manifest is not None and manifest.get("status") == RunStatus.COMPLETED:
             outputs = {k: ArtifactRef.from_dict(v) for k, v in (manifest.get("outputs") or {}).items()}
             return StepResult(
                 step_run_id=manifest.get("step_run_id") or "",
                 step_name=step_name,
                 invocation=(manifest.get("context") or {}).get("invocation") or step_name,
-                status="COMPLETED",
+                status=RunStatus.COMPLETED,
                 cache_hit=bool(manifest.get("cache_hit")),
                 outputs=outputs,
                 cache_key=manifest.get("cache_key"),
@@ -577,7 +578,7 @@ async def wait_for_job(
         manifest = await read_manifest(client, job)
         if manifest is None:
             return None
-        state = "COMPLETED" if manifest.get("status") == "COMPLETED" else "FAILED"
+        state = "COMPLETED" if manifest.get("status") == RunStatus.COMPLETED else "FAILED"  # Slurm job states
         return JobStatus(job_id=job_id, state=state, stdout=job.stdout, stderr=job.stderr, source="manifest")
 
     return await client.wait(

@@ -19,6 +19,7 @@ from typing import Any
 
 from isthmus import lineage
 from isthmus.lineage.openlineage import OpenLineageEmitter
+from isthmus.records import RunStatus, StepRunRecord
 from isthmus.slurm.states import WAITING
 
 FACET_KEY = "isthmus_slurm"
@@ -43,7 +44,7 @@ def slurm_facet_dict(job: dict[str, Any], status: dict[str, Any] | None = None) 
     }
 
 
-def waiting_step_run(job: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+def waiting_step_run(job: dict[str, Any], status: dict[str, Any]) -> StepRunRecord:
     """The step run a waiting job stands for, as the lineage emitter reads it: the same derived run id
     (pipeline run, invocation, attempt) the job's own events carry, and the Slurm job as a facet."""
     ctx = dict(job.get("context") or {})
@@ -54,7 +55,7 @@ def waiting_step_run(job: dict[str, Any], status: dict[str, Any]) -> dict[str, A
         "step_name": job.get("step_name"),
         "step_path": job.get("step_path"),
         "orchestrator": ctx.get("orchestrator"),
-        "status": "WAITING",
+        "status": RunStatus.WAITING,
         "inputs": dict(job.get("inputs") or {}),
         "cache_key": job.get("cache_key"),
         "code_hash": job.get("code_hash"),

@@ -20,7 +20,9 @@ from sqlalchemy.exc import DBAPIError
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.config import check_store_url
 from isthmus.errors import ConfigurationError, IsthmusError, RunNotFound
+from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
 from isthmus.store import schema as s
+from isthmus.store.claims import CacheCandidate, ClaimBusy, ClaimCandidates, ClaimHit, ClaimResult, ClaimStarted
 from isthmus.store.engine import WRITE, make_engine, retry_locked
 from isthmus.store.holders import LeaseHolder, holder_is_dead
 
@@ -52,8 +54,8 @@ _TAKE_LEASE = (
 )
 _ABORT_RUNNING = (
     s.step_runs.update()
-    .where(s.step_runs.c.id == bindparam("_id"), s.step_runs.c.status == "RUNNING")
-    .values(status="ABORTED", error=bindparam("_error"), ended_at=bindparam("_now"))
+    .where(s.step_runs.c.id == bindparam("_id"), s.step_runs.c.status == RunStatus.RUNNING)
+    .values(status=RunStatus.ABORTED, error=bindparam("_error"), ended_at=bindparam("_now"))
 )
 _DROP_ENTRY = s.cache_entries.delete().where(
     s.cache_entries.c.cache_key == bindparam("_key"), s.cache_entries.c.step_run_id == bindparam("_id")
@@ -120,6 +122,20 @@ def _with_connect_timeout(url: str, seconds: int = 10) -> str:
     if parsed.get_backend_name() != "postgresql" or "connect_timeout" in parsed.query:
         return url
     return parsed.update_query_dict({"connect_timeout": str(seconds)}).render_as_string(hide_password=False)
+
+
+def _step_run(row: Any) -> StepRunRecord:
+    """A ``step_runs`` row read from the store, its status as a :class:`RunStatus`."""
+    record: StepRunRecord = dict(row)  # type: ignore[assignment]  # the table's columns
+    record["status"] = RunStatus(record["status"])
+    return record
+
+
+def _pipeline_run(row: Any) -> PipelineRunRecord:
+    """A ``pipeline_runs`` row read from the store, its status as a :class:`RunStatus`."""
+    record: PipelineRunRecord = dict(row)  # type: ignore[assignment]  # the table's columns
+    record["status"] = RunStatus(record["status"])
+    return record
 
 
 def utcnow() -> dt.datetime:
@@ -262,23 +278,35 @@ class MetadataStore:
         return row[0] if row else None
 
     # -- pipeline runs ---------------------------------------------------------------------------
-    def create_pipeline_run(self, row: dict[str, Any]) -> None:
+    def create_pipeline_run(self, row: PipelineRunRecord) -> None:
         """Record a pipeline run. Its ``params`` are stored as :func:`~isthmus.redaction.safe_params`:
         JSON data redacted, other objects as a typed placeholder (never their ``repr()``)."""
-        row = {"started_at": utcnow(), "status": "RUNNING", "context": {}, **row, "params": _safe(row.get("params"))}
+        row = {
+            "started_at": utcnow(),
+            "status": RunStatus.RUNNING,
+            "context": {},
+            **row,
+            "params": _safe(row.get("params")),
+        }
         self._run_write(lambda c: c.execute(insert(s.pipeline_runs).values(**row)))
 
-    def ensure_pipeline_run(self, row: dict[str, Any]) -> bool:
+    def ensure_pipeline_run(self, row: PipelineRunRecord) -> bool:
         """Create the pipeline run ``row["id"]`` unless it exists (tasks of one orchestrator run race to
         do this). Returns True if this call created it. ``params`` are stored as in :meth:`create_pipeline_run`."""
-        row = {"started_at": utcnow(), "status": "RUNNING", "context": {}, **row, "params": _safe(row.get("params"))}
+        row = {
+            "started_at": utcnow(),
+            "status": RunStatus.RUNNING,
+            "context": {},
+            **row,
+            "params": _safe(row.get("params")),
+        }
         stmt = self._insert_ignore(s.pipeline_runs, ["id"]).returning(s.pipeline_runs.c.id)
         return bool(self._run_write(lambda c: c.execute(stmt, row).first() is not None))
 
     def finish_pipeline_run(
         self,
         run_id: str,
-        status: str,
+        status: RunStatus,
         *,
         outputs: Any = None,
         error: str | None = None,
@@ -298,7 +326,7 @@ class MetadataStore:
             lambda c: c.execute(update(s.pipeline_runs).where(s.pipeline_runs.c.id == run_id).values(**values))
         )
 
-    def find_pipeline_run(self, orchestrator: str, key: str, value: str) -> dict[str, Any] | None:
+    def find_pipeline_run(self, orchestrator: str, key: str, value: str) -> PipelineRunRecord | None:
         """The newest pipeline run of ``orchestrator`` whose context has ``key == value``."""
         with self._read() as conn:
             rows = conn.execute(
@@ -309,40 +337,40 @@ class MetadataStore:
             ).mappings()
             for row in rows:
                 if str((row["context"] or {}).get(key)) == str(value):
-                    return dict(row)
+                    return _pipeline_run(row)
         return None
 
     # -- step runs -------------------------------------------------------------------------------
-    def start_step_run(self, row: dict[str, Any]) -> None:
-        row = {"started_at": utcnow(), "status": "RUNNING", "cache_hit": False, **row}
+    def start_step_run(self, row: StepRunRecord) -> None:
+        row = {"started_at": utcnow(), "status": RunStatus.RUNNING, "cache_hit": False, **row}
         self._run_write(lambda c: c.execute(_INSERT_STEP_RUN, row))
 
     def claim_step_run(
         self,
-        row: dict[str, Any],
+        row: StepRunRecord,
         cache_key: str,
         holder: str,
         ttl: float,
-        try_hit: Callable[[dict[str, Any]], bool | None],
-        hit_write: Callable[[dict[str, Any]], tuple[dict[str, Any], list[dict[str, Any]]]],
-    ) -> tuple[str, Any]:
+        try_hit: Callable[[CacheCandidate], bool | None],
+        hit_write: Callable[[CacheCandidate], tuple[StepRunRecord, list[dict[str, Any]]]],
+    ) -> ClaimResult:
         """Look up, then hit or claim, in one write transaction.
 
         - a cached result whose artifacts ``try_hit`` confirms cheaply is recorded as a hit
-          (``hit_write`` gives the step run row and artifact links): ``("hit", candidate)``;
-        - results that need a slower check (rehashing) are returned: ``("candidates", rows)``;
-        - otherwise the lease is taken and ``row`` recorded as RUNNING: ``("started", aborted)`` where
-          ``aborted`` lists the step runs of dead holders this claim marked ABORTED; or another live
-          holder has it: ``("busy", None)``.
+          (``hit_write`` gives the step run row and artifact links): :class:`ClaimHit`;
+        - results that need a slower check (rehashing) are returned: :class:`ClaimCandidates`;
+        - otherwise the lease is taken and ``row`` recorded as RUNNING: :class:`ClaimStarted`, with the
+          step runs of dead holders this claim marked ABORTED; or another live holder has it:
+          :class:`ClaimBusy`.
         Entries whose artifacts ``try_hit`` finds gone are dropped on the way.
         """
 
-        def work(conn: Connection) -> tuple[str, Any]:
-            cands = [
-                dict(x)
+        def work(conn: Connection) -> ClaimResult:
+            cands: list[CacheCandidate] = [
+                dict(x)  # type: ignore[misc]  # the columns of _CANDIDATES
                 for x in conn.execute(_CANDIDATES, {"key": cache_key, "now": time.time(), "limit": 5}).mappings()
             ]
-            pending = []
+            pending: list[CacheCandidate] = []
             for cand in cands:
                 verdict = try_hit(cand)
                 if verdict is True and not pending:
@@ -350,20 +378,22 @@ class MetadataStore:
                     conn.execute(_INSERT_STEP_RUN, hit_row)
                     if links:
                         conn.execute(_INSERT_LINKS, links)
-                    return "hit", cand
+                    return ClaimHit(cand)
                 if verdict is False:
                     conn.execute(_DROP_ENTRY, {"_key": cache_key, "_id": cand["id"]})
                 else:
                     pending.append(cand)
             if pending:
-                return "candidates", pending
+                return ClaimCandidates(pending)
             aborted: list[str] = []
             if not self._take_lease(conn, cache_key, holder, ttl, aborted):
-                return "busy", None
-            conn.execute(_INSERT_STEP_RUN, {"started_at": utcnow(), "status": "RUNNING", "cache_hit": False, **row})
-            return "started", aborted
+                return ClaimBusy()
+            start = {"started_at": utcnow(), "status": RunStatus.RUNNING, "cache_hit": False, **row}
+            conn.execute(_INSERT_STEP_RUN, start)
+            return ClaimStarted(aborted)
 
-        return self._run_write(work)
+        result: ClaimResult = self._run_write(work)
+        return result
 
     def finish_step_run(
         self,
@@ -375,7 +405,7 @@ class MetadataStore:
         step_name: str = "",
         cache_key: str | None = None,
         expires_at: float | None = None,
-        insert_row: dict[str, Any] | None = None,
+        insert_row: StepRunRecord | None = None,
         new_artifacts: bool = True,
         release: tuple[str, str] | None = None,
     ) -> None:
@@ -429,25 +459,25 @@ class MetadataStore:
 
         self._run_write(work)
 
-    def get_step_run(self, step_run_id: str) -> dict[str, Any]:
+    def get_step_run(self, step_run_id: str) -> StepRunRecord:
         with self._read() as conn:
             row = conn.execute(select(s.step_runs).where(s.step_runs.c.id.startswith(step_run_id))).mappings().all()
         if len(row) != 1:
             raise RunNotFound(f"no step run with id {step_run_id!r}; list them with 'isthmus runs show RUN'")
-        return dict(row[0])
+        return _step_run(row[0])
 
-    def step_runs_of(self, pipeline_run_id: str) -> list[dict[str, Any]]:
+    def step_runs_of(self, pipeline_run_id: str) -> list[StepRunRecord]:
         with self._read() as conn:
             rows = conn.execute(
                 select(s.step_runs)
                 .where(s.step_runs.c.pipeline_run_id == pipeline_run_id)
                 .order_by(s.step_runs.c.started_at, s.step_runs.c.attempt)
             ).mappings()
-            return [dict(r) for r in rows]
+            return [_step_run(r) for r in rows]
 
     def previous_step_run(
         self, step_name: str, before: dt.datetime, exclude: str | None = None
-    ) -> dict[str, Any] | None:
+    ) -> StepRunRecord | None:
         """The newest finished run of ``step_name`` that started before ``before``."""
         with self._read() as conn:
             row = (
@@ -456,7 +486,7 @@ class MetadataStore:
                     .where(
                         s.step_runs.c.step_name == step_name,
                         s.step_runs.c.started_at < before,
-                        s.step_runs.c.status == "COMPLETED",
+                        s.step_runs.c.status == RunStatus.COMPLETED,
                         s.step_runs.c.id != (exclude or ""),
                     )
                     .order_by(s.step_runs.c.started_at.desc())
@@ -465,14 +495,14 @@ class MetadataStore:
                 .mappings()
                 .first()
             )
-        return dict(row) if row else None
+        return _step_run(row) if row else None
 
     # -- cache -----------------------------------------------------------------------------------
-    def cache_candidates(self, cache_key: str, now: float, limit: int = 5) -> list[dict[str, Any]]:
+    def cache_candidates(self, cache_key: str, now: float, limit: int = 5) -> list[CacheCandidate]:
         """Unexpired completed step runs recorded under ``cache_key``, newest first."""
         with self._read() as conn:
             rows = conn.execute(_CANDIDATES, {"key": cache_key, "now": now, "limit": limit}).mappings()
-            return [dict(x) for x in rows]
+            return [dict(x) for x in rows]  # type: ignore[misc]  # the columns of _CANDIDATES
 
     def drop_cache_entry(self, cache_key: str, step_run_id: str) -> None:
         self._run_write(
@@ -651,12 +681,12 @@ class MetadataStore:
         with self._read() as conn:
             return int(conn.execute(select(func.count()).select_from(s.pipeline_runs)).scalar() or 0)
 
-    def get_run(self, ref: str) -> dict[str, Any]:
+    def get_run(self, ref: str) -> PipelineRunRecord:
         run_id = self.resolve_run_id(ref)
         with self._read() as conn:
             row = conn.execute(select(s.pipeline_runs).where(s.pipeline_runs.c.id == run_id)).mappings().first()
         assert row is not None
-        return dict(row)
+        return _pipeline_run(row)
 
     def list_artifacts(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         a, link, r = s.artifacts, s.step_run_artifacts, s.step_runs
@@ -719,7 +749,7 @@ class MetadataStore:
                 dict(x) for x in conn.execute(select(s.artifact_aliases).order_by(s.artifact_aliases.c.name)).mappings()
             ]
 
-    def artifact_producer(self, content_hash: str) -> dict[str, Any] | None:
+    def artifact_producer(self, content_hash: str) -> StepRunRecord | None:
         """The first step run that produced ``content_hash`` (not a cache hit)."""
         link, r = s.step_run_artifacts, s.step_runs
         with self._read() as conn:
@@ -734,7 +764,7 @@ class MetadataStore:
                 .mappings()
                 .first()
             )
-        return dict(row) if row else None
+        return _step_run(row) if row else None
 
     def referenced_hashes(self) -> set[str]:
         with self._read() as conn:

@@ -25,6 +25,7 @@ from flytekit.core.context_manager import ExecutionState, FlyteContext, FlyteCon
 
 from isthmus import lineage
 from isthmus.context import RunContext, derived_run_id
+from isthmus.records import PipelineRunRecord, RunStatus
 
 _LOCAL_ATTR = "_isthmus_local_run"
 _ensured: dict[tuple[str, str], None] = {}  # (store url, run id) already ensured by this process
@@ -169,7 +170,7 @@ def ensure_pipeline_run(runner: Any, run: FlyteRun, code: Any) -> None:
     memo = (runner.metadata.url, run_id)
     if memo in _ensured:
         return
-    row = {
+    row: PipelineRunRecord = {
         "id": run_id,
         "pipeline": run.context.pipeline_name or "?",
         "orchestrator": "flyte",
@@ -189,7 +190,7 @@ def ensure_pipeline_run(runner: Any, run: FlyteRun, code: Any) -> None:
 def finish_pipeline_run(
     runner: Any,
     run_id: str,
-    status: str,
+    status: RunStatus,
     *,
     outputs: Any = None,
     error: str | None = None,

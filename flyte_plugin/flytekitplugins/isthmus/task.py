@@ -208,6 +208,7 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
 
     def execute(self, **kwargs: Any) -> Any:
         from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
+        from isthmus.records import RunStatus
         from isthmus.runner import default_runner
 
         step = self._step
@@ -228,7 +229,7 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
                 from isthmus.redaction import scrub, secret_values
 
                 error = scrub(f"{type(exc).__name__}: {exc}", secret_values(arguments) | secrets)
-                finish_pipeline_run(runner, run.pipeline_run_id, "FAILED", error=error)
+                finish_pipeline_run(runner, run.pipeline_run_id, RunStatus.FAILED, error=error)
             # not shown by traceback formatters that print locals
             arguments = kwargs = positional = secrets = None  # type: ignore[assignment]  # noqa: F841
             raise

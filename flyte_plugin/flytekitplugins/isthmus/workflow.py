@@ -225,6 +225,7 @@ def _finish_task(plan: _Plan, tasks: dict[str, IsthmusTask]) -> IsthmusControlTa
     def finish(task: IsthmusControlTask, **kwargs: Any) -> None:
         from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
         from isthmus.artifacts.refs import ArtifactRef
+        from isthmus.records import RunStatus
         from isthmus.runner import default_runner
 
         run = flyte_run(task.name, plan.pipeline.name, None)
@@ -247,7 +248,7 @@ def _finish_task(plan: _Plan, tasks: dict[str, IsthmusTask]) -> IsthmusControlTa
         else:
             outputs = dict(zip(plan.fields, values, strict=True))
         params = {p: kwargs[p] for p in plan.params}
-        finish_pipeline_run(runner, run.pipeline_run_id, "COMPLETED", outputs=outputs, params=params)
+        finish_pipeline_run(runner, run.pipeline_run_id, RunStatus.COMPLETED, outputs=outputs, params=params)
         return None
 
     return IsthmusControlTask(
@@ -265,6 +266,7 @@ def _failure_task(plan: _Plan) -> IsthmusControlTask:
 
     def record_failure(task: IsthmusControlTask, **kwargs: Any) -> None:
         from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
+        from isthmus.records import RunStatus
         from isthmus.redaction import scrub, secret_values
         from isthmus.runner import default_runner
 
@@ -280,7 +282,7 @@ def _failure_task(plan: _Plan) -> IsthmusControlTask:
         else:
             message = "the Flyte workflow failed"
         error = scrub(message, secret_values(params))
-        finish_pipeline_run(runner, run.pipeline_run_id, "FAILED", error=error, params=params)
+        finish_pipeline_run(runner, run.pipeline_run_id, RunStatus.FAILED, error=error, params=params)
         return None
 
     return IsthmusControlTask(

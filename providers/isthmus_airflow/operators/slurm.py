@@ -18,6 +18,7 @@ from typing import Any
 from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
 
 from isthmus.errors import StepDefinitionError
+from isthmus.records import RunStatus, StepRunRecord
 from isthmus.slurm import SlurmClient, SlurmExecutor, SlurmJobOptions, SlurmStepFailed, SubmittedJob, connect, run_sync
 from isthmus.slurm.executor import wait_for_job
 from isthmus.slurm.lineage import emit_waiting
@@ -262,7 +263,7 @@ class SlurmStepOperator(StepOperator):
                     self._isthmus_record = None
             ctx = run_context(context, pipeline_name=self.pipeline_name)
             if ctx.attempt > self.retries:  # no Airflow retry left: the pipeline run failed
-                runner.metadata.finish_pipeline_run(ctx.pipeline_run_id, "FAILED", error=str(error))
+                runner.metadata.finish_pipeline_run(ctx.pipeline_run_id, RunStatus.FAILED, error=str(error))
             raise error
         self._isthmus_record = runner.metadata.get_step_run(result.step_run_id)
         self.log.info(
@@ -306,7 +307,7 @@ class SlurmStepOperator(StepOperator):
         self._cancel_job()
 
     # -- OpenLineage -----------------------------------------------------------------------------
-    def _lineage(self, record: dict[str, Any] | None) -> Any:
+    def _lineage(self, record: StepRunRecord | None) -> Any:
         lineage = super()._lineage(record)
         if self._job is not None:
             from isthmus.slurm.lineage import FACET_KEY, slurm_run_facet

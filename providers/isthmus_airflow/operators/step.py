@@ -10,6 +10,7 @@ from airflow.sdk import BaseOperator
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.errors import StepFailed
 from isthmus.lineage.facets import datasets, run_facets
+from isthmus.records import RunStatus, StepRunRecord
 from isthmus.redaction import secret_values
 from isthmus.step import Step, as_step, load_step
 from isthmus_airflow.context import pipeline_run_row, run_context
@@ -66,7 +67,7 @@ class StepOperator(BaseOperator):
         self.op_kwargs = dict(op_kwargs or {})
         self.isthmus_conn_id = isthmus_conn_id
         self.pipeline_name = pipeline_name
-        self._isthmus_record: dict[str, Any] | None = None
+        self._isthmus_record: StepRunRecord | None = None
 
     # -- templates -------------------------------------------------------------------------------
     def render_template(
@@ -145,7 +146,7 @@ class StepOperator(BaseOperator):
             if exc.step_run_id:
                 self._isthmus_record = runner.metadata.get_step_run(exc.step_run_id)
             if ctx.attempt > self.retries:  # no Airflow retry left: the pipeline run failed
-                runner.metadata.finish_pipeline_run(ctx.pipeline_run_id, "FAILED", error=str(exc))
+                runner.metadata.finish_pipeline_run(ctx.pipeline_run_id, RunStatus.FAILED, error=str(exc))
             arguments = secrets = None  # type: ignore[assignment]  # noqa: F841 - not shown by locals-printing formatters
             raise
         self._isthmus_record = runner.metadata.get_step_run(result.step_run_id)
@@ -187,7 +188,7 @@ class StepOperator(BaseOperator):
             return None
 
     # -- OpenLineage (apache-airflow-providers-openlineage calls these) --------------------------
-    def _lineage(self, record: dict[str, Any] | None) -> Any:
+    def _lineage(self, record: StepRunRecord | None) -> Any:
         from airflow.providers.openlineage.extractors import OperatorLineage
 
         if not record:

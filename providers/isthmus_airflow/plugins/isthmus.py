@@ -14,6 +14,7 @@ from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
 from isthmus_airflow.plugins import run_closer
+from isthmus_airflow.plugins.run_closer import EndStatus
 
 log = logging.getLogger(__name__)
 DEFAULT_CONN_ID = "isthmus_default"  # IsthmusHook.default_conn_name, without importing the hook here
@@ -46,7 +47,7 @@ def _conn_ids(dag_run: Any) -> tuple[str, ...] | None:
     return tuple(sorted(ids - templated)) or None
 
 
-def _finish(dag_run: Any, status: str, msg: str | None) -> None:
+def _finish(dag_run: Any, status: EndStatus, msg: str | None) -> None:
     try:
         conn_ids = _conn_ids(dag_run)
         if conn_ids is None:

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 log = logging.getLogger("isthmus_airflow.run_closer")
 
@@ -42,13 +42,26 @@ FLUSH_SECONDS = 30.0
 EXIT_FLUSH_SECONDS = 15.0
 
 
+# The pipeline run status of an ended DAG run (an isthmus.records.RunStatus; isthmus itself is imported
+# only in the helper process, never in the scheduler).
+EndStatus = Literal["COMPLETED", "FAILED"]
+
+
+def _end_status(value: Any) -> EndStatus:
+    if value == "COMPLETED":
+        return "COMPLETED"
+    if value == "FAILED":
+        return "FAILED"
+    raise ValueError(f"a DAG run end with status {value!r}; expected COMPLETED or FAILED")
+
+
 @dataclass(frozen=True)
 class RunEnd:
     """A DAG run that ended, as plain values (no ORM object leaves the caller)."""
 
     dag_id: str
     run_id: str
-    status: str  # the isthmus pipeline run status: COMPLETED or FAILED
+    status: EndStatus
     error: str | None
     conn_ids: tuple[str, ...]  # the isthmus connections the DAG's tasks use
 
@@ -57,7 +70,7 @@ class RunEnd:
         return cls(
             dag_id=str(data["dag_id"]),
             run_id=str(data["run_id"]),
-            status=str(data["status"]),
+            status=_end_status(data["status"]),
             error=None if data.get("error") is None else str(data["error"]),
             conn_ids=tuple(str(c) for c in data["conn_ids"]),
         )
@@ -206,6 +219,7 @@ def close_run(end: RunEnd) -> None:
     """Resolve each connection and set the pipeline run's final status in its store (raises)."""
     from isthmus.context import derived_run_id
     from isthmus.errors import RunNotFound
+    from isthmus.records import RunStatus
     from isthmus_airflow.hooks.isthmus import IsthmusHook, connection_locations
 
     run_id = derived_run_id("airflow", end.dag_id, end.run_id)
@@ -219,7 +233,7 @@ def close_run(end: RunEnd) -> None:
         except RunNotFound:  # no isthmus task of this DAG run got as far as recording
             continue
         if record.get("status") != end.status:  # a task that failed for good closed it with its error
-            meta.finish_pipeline_run(run_id, end.status, error=end.error)
+            meta.finish_pipeline_run(run_id, RunStatus(end.status), error=end.error)
 
 
 def close_with_retries(end: RunEnd) -> bool:

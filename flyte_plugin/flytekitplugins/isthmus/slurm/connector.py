@@ -355,12 +355,13 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
     async def _settle_gone(self, client: SlurmClient, job: Any) -> JobStatus | None:
         """A job the controller no longer lists: its manifest decides; without one, after
         ``gone_grace`` seconds it is ``LOST`` (never success); before that, None (keep polling)."""
+        from isthmus.records import RunStatus
         from isthmus.slurm.executor import read_manifest
         from isthmus.slurm.states import JobStatus
 
         manifest = await read_manifest(client, job)
         if manifest is not None:
-            state = "COMPLETED" if manifest.get("status") == "COMPLETED" else "FAILED"
+            state = "COMPLETED" if manifest.get("status") == RunStatus.COMPLETED else "FAILED"  # Slurm job states
             return JobStatus(job_id=job.job_id, state=state, stdout=job.stdout, stderr=job.stderr, source="manifest")
         since = self._gone_since.setdefault(job.job_id, time.monotonic())
         if time.monotonic() - since < self.gone_grace:

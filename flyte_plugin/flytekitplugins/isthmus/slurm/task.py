@@ -250,6 +250,7 @@ class IsthmusSlurmTask(AsyncConnectorExecutorMixin, IsthmusTask):
         from flytekit.core.promise import Promise
 
         from flytekitplugins.isthmus.context import finish_pipeline_run, flyte_run
+        from isthmus.records import RunStatus
 
         config = self.task_config
         run = flyte_run(self.name, config.pipeline, config.invocation or self._step.name)
@@ -269,7 +270,7 @@ class IsthmusSlurmTask(AsyncConnectorExecutorMixin, IsthmusTask):
                 from isthmus.runner import default_runner
 
                 error = scrub(f"{type(exc).__name__}: {exc}", secret_values(kwargs))
-                finish_pipeline_run(default_runner(), run.pipeline_run_id, "FAILED", error=error)
+                finish_pipeline_run(default_runner(), run.pipeline_run_id, RunStatus.FAILED, error=error)
             raise
         finally:
             _LOCAL_RUN.reset(token)
