@@ -274,3 +274,41 @@ def test_claim_taking_over_an_expired_holder_lists_its_run(sqlite_store: Any) ->
     assert taken == ClaimStarted(aborted=[stale])
     assert store.get_step_run(stale)["status"] is RunStatus.ABORTED
     assert store.get_step_run(fresh)["status"] is RunStatus.RUNNING
+
+
+def test_a_claim_that_waited_for_the_finishing_holder_is_a_hit(store_url: str) -> None:
+    """A claim whose lease insert waits on the holder's final transaction (its result and the lease's
+    release, committed together; PostgreSQL's row locks) sees that result: a hit, not a second run."""
+    import threading
+
+    from sqlalchemy import event
+
+    first_store, second_store = MetadataStore(store_url), MetadataStore(store_url)
+    try:
+        pipeline_run_id = str(uuid.uuid4())
+        first_store.create_pipeline_run(_pipeline_row(pipeline_run_id))
+        key = "blake3:" + "cd" * 32
+        first, second = str(uuid.uuid4()), str(uuid.uuid4())
+        assert _claim(first_store, key, first, pipeline_run_id, verdict=True) == ClaimStarted(aborted=[])
+
+        committing = threading.Event()
+
+        @event.listens_for(first_store.engine, "commit")
+        def slow_commit(conn: Any) -> None:  # the holder's final transaction stays open a while
+            committing.set()
+            time.sleep(1.5)
+
+        finisher = threading.Thread(
+            target=first_store.finish_step_run,
+            args=(first, {"status": RunStatus.COMPLETED, "outputs": {}}),
+            kwargs={"step_name": "s", "cache_key": key, "release": (key, current_holder(first))},
+        )
+        finisher.start()
+        assert committing.wait(10)
+        claimed = _claim(second_store, key, second, pipeline_run_id, verdict=True)
+        finisher.join()
+        assert isinstance(claimed, ClaimHit) and claimed.candidate["id"] == first, claimed
+        assert second_store.get_step_run(second)["cache_hit"] is True
+    finally:
+        first_store.dispose()
+        second_store.dispose()

@@ -148,6 +148,10 @@ def as_utc(value: dt.datetime | None) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
+class _ResultCommitted(Exception):
+    """A result for the cache key was committed while a claim waited for its lease: roll the claim back."""
+
+
 class MetadataStore:
     """Runs, step runs, artifacts, aliases, code/environment snapshots, cache entries and leases.
 
@@ -388,12 +392,22 @@ class MetadataStore:
             aborted: list[str] = []
             if not self._take_lease(conn, cache_key, holder, ttl, aborted):
                 return ClaimBusy()
+            # On PostgreSQL the lease insert may have waited for a holder's final transaction (its result
+            # and the lease's release, committed together): a statement run now sees that result, which
+            # the candidates query above could not. Then start over, and find it a hit.
+            if conn.execute(_CANDIDATES, {"key": cache_key, "now": time.time(), "limit": 1}).first() is not None:
+                raise _ResultCommitted
             start = {"started_at": utcnow(), "status": RunStatus.RUNNING, "cache_hit": False, **row}
             conn.execute(_INSERT_STEP_RUN, start)
             return ClaimStarted(aborted)
 
-        result: ClaimResult = self._run_write(work)
-        return result
+        for _ in range(5):
+            try:
+                result: ClaimResult = self._run_write(work)
+            except _ResultCommitted:  # rolled back: nothing of this attempt was written
+                continue
+            return result
+        return ClaimBusy()  # results committed under us again and again: the caller waits and tries again
 
     def finish_step_run(
         self,
