@@ -23,6 +23,8 @@ from typing import Any, cast
 
 from blake3 import blake3
 
+from isthmus.errors import UnhashableValueError  # raised here; importable from here too
+
 ALGORITHM = "blake3"
 PREFIX = ALGORITHM + ":"
 # One random key per process, for digests that must never match another process's: a value with no
@@ -31,10 +33,6 @@ PROCESS_KEY = os.urandom(32)
 # Multi-threaded hashing pays off only for large buffers.
 _THREADED_MIN = 4 << 20
 _CHUNK = 8 << 20
-
-
-class UnhashableValueError(TypeError):
-    """A value has no canonical hash (and so cannot be part of a cache key)."""
 
 
 def _new() -> blake3:
