@@ -1,5 +1,6 @@
 """isthmus: portable, cached, recorded steps for Airflow, Flyte, Slurm and plain Python."""
 
+import importlib.metadata
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -22,7 +23,10 @@ from isthmus.resources import Resources
 from isthmus.runner import StepResult, StepRunner, run_step
 from isthmus.step import Step, load_step, step
 
-__version__ = "0.1.0"
+try:  # one version for the three packages: the one of the distribution that ships them (pyproject.toml)
+    __version__ = importlib.metadata.version("isthmus")
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 _HASH = re.compile(r"blake3:[0-9a-f]{64}")
 

@@ -14,7 +14,7 @@ def _changes(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, li
     return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-def _hashes(refs: dict[str, Any] | None) -> dict[str, str]:
+def _hashes(refs: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v.get("content_hash") for k, v in (refs or {}).items() if isinstance(v, dict)}
 
 

@@ -54,6 +54,10 @@ class SecretValueError(IsthmusError, ValueError):
     artifact. isthmus never stores secret values."""
 
 
+class UnhashableValueError(IsthmusError, TypeError):
+    """A value has no canonical hash (and so cannot be part of a cache key)."""
+
+
 class MaterializationError(IsthmusError, TypeError):
     """An output could not be serialized by any registered materializer."""
 

@@ -13,14 +13,17 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
+import mmap
 import os
 import struct
 import uuid
 from collections.abc import Mapping, Set
 from pathlib import PurePath
-from typing import Any
+from typing import Any, cast
 
 from blake3 import blake3
+
+from isthmus.errors import UnhashableValueError  # raised here; importable from here too
 
 ALGORITHM = "blake3"
 PREFIX = ALGORITHM + ":"
@@ -32,15 +35,11 @@ _THREADED_MIN = 4 << 20
 _CHUNK = 8 << 20
 
 
-class UnhashableValueError(TypeError):
-    """A value has no canonical hash (and so cannot be part of a cache key)."""
-
-
 def _new() -> blake3:
     return blake3()
 
 
-def hash_bytes(data: bytes | bytearray | memoryview) -> str:
+def hash_bytes(data: bytes | bytearray | memoryview | mmap.mmap) -> str:
     """Hash a buffer without copying it (a non-contiguous view is hashed in its logical C order)."""
     mv = _byte_view(data)
     threads = blake3.AUTO if mv.nbytes >= _THREADED_MIN else 1
@@ -184,7 +183,7 @@ def _feed_other(h: blake3, v: Any) -> None:
         return
     if hasattr(v, "_fields") and isinstance(v, tuple):  # NamedTuple: by field name
         _tag(h, b"T", f"{type(v).__module__}.{type(v).__qualname__}".encode())
-        _feed(h, dict(v._asdict()))
+        _feed(h, dict(cast(Any, v)._asdict()))
         return
     if isinstance(v, _dt.timedelta):  # exact: total_seconds() is a float and loses microseconds
         exact = f"{v.days},{v.seconds},{v.microseconds},{getattr(v, 'nanoseconds', 0)}"

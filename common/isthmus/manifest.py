@@ -26,6 +26,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic_core import ErrorDetails
 
 from isthmus.artifacts.refs import ArtifactRef, check_content_hash
 from isthmus.errors import IsthmusError
@@ -211,7 +212,7 @@ class Manifest(BaseModel):
     path: str | None = None  # added by run_remote's return value, never written; tolerated
 
 
-def _where(error: dict[str, Any]) -> str:
+def _where(error: ErrorDetails) -> str:
     return ".".join(str(p) for p in error["loc"]) or "(top level)"
 
 
@@ -259,8 +260,8 @@ def _check_consistency(manifest: Manifest, source: str) -> None:
             ref = ArtifactRef.from_dict(value)
             refs.setdefault(ref.content_hash, ref)
     for i, row in enumerate(records.artifacts):
-        ref = refs.get(row.content_hash)
-        if ref is None or (ref.size, ref.uri, ref.materializer, ref.python_type) != (
+        known = refs.get(row.content_hash)
+        if known is None or (known.size, known.uri, known.materializer, known.python_type) != (
             row.size,
             row.uri,
             row.materializer,
@@ -274,18 +275,18 @@ def _check_consistency(manifest: Manifest, source: str) -> None:
         ):
             fail(f"records.artifacts.{i} names a producer that is not a step run of this manifest with that output")
     for i, link in enumerate(records.step_run_artifacts):
-        run = runs.get(link.step_run_id)
-        side = (run.outputs or {}) if run and link.role == "output" else (run.inputs if run else {})
-        if run is None or (side.get(link.name) or {}).get("content_hash") != link.content_hash:
+        linked = runs.get(link.step_run_id)
+        side = (linked.outputs or {}) if linked and link.role == "output" else (linked.inputs if linked else {})
+        if linked is None or (side.get(link.name) or {}).get("content_hash") != link.content_hash:
             fail(f"records.step_run_artifacts.{i} does not match the {link.role}s of step run {link.step_run_id!r}")
     for i, entry in enumerate(records.cache_entries):
-        run = runs.get(entry.step_run_id)
+        owner = runs.get(entry.step_run_id)
         if (
-            run is None
-            or run.status != RunStatus.COMPLETED
-            or run.cache_key != entry.cache_key
-            or run.step_name != entry.step_name
-            or run.outputs is None
+            owner is None
+            or owner.status != RunStatus.COMPLETED
+            or owner.cache_key != entry.cache_key
+            or owner.step_name != entry.step_name
+            or owner.outputs is None
         ):
             fail(f"records.cache_entries.{i} does not belong to a completed step run of this manifest with that key")
 

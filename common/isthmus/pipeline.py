@@ -252,7 +252,7 @@ class Pipeline:
         self.fn = fn
         self.name = name or fn.__name__
         self.signature = inspect.signature(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Outside a build, the plain function. Inside another pipeline's body: its steps join that graph

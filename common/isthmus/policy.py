@@ -64,7 +64,7 @@ class CachePolicy:
             norm_deps = None
         else:
             try:
-                names = tuple(deps)
+                names: tuple[Any, ...] = tuple(deps)  # unchecked input: checked below
             except TypeError:
                 names = (deps,)
             if not all(isinstance(n, str) and n for n in names):
@@ -78,7 +78,7 @@ class CachePolicy:
         elif isinstance(ignore_inputs, str):
             ignore_inputs = (ignore_inputs,)
         try:
-            ignored = tuple(ignore_inputs)
+            ignored: tuple[Any, ...] = tuple(ignore_inputs)  # unchecked input: checked below
         except TypeError:
             ignored = (ignore_inputs,)
         if not all(isinstance(n, str) and n.isidentifier() for n in ignored):

@@ -52,6 +52,8 @@ def _main_module_name() -> str | None:
 class Step(Generic[P, R]):
     """A portable step. Calling it outside a pipeline just calls the function."""
 
+    fn: Callable[P, R]
+
     def __init__(
         self,
         fn: Callable[P, R],
@@ -107,7 +109,7 @@ class Step(Generic[P, R]):
                 f"{label}: CachePolicy(ignore_inputs={list(self.cache.ignore_inputs)}) names {unknown}, "
                 f"which are not parameters of {fn.__qualname__}{self.signature}"
             )
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     # -- identity -------------------------------------------------------------------------------
     @functools.cached_property

@@ -1,6 +1,11 @@
 """The isthmus Airflow provider: portable isthmus steps as Airflow 3 tasks (hooks, operators, ``@task.isthmus``)."""
 
-__version__ = "0.1.0"
+import importlib.metadata
+
+try:  # one version for the three packages: the one of the distribution that ships them (pyproject.toml)
+    __version__ = importlib.metadata.version("isthmus")
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def __getattr__(name: str):  # lazy: importing the provider package must stay cheap for Airflow

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from isthmus_airflow import __version__
+
 
 def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "isthmus",
         "name": "isthmus",
         "description": "Portable, cached, recorded isthmus steps as Airflow tasks, with OpenLineage facets.",
-        "versions": ["0.1.0"],
+        "versions": [__version__],
         "integrations": [{"integration-name": "isthmus", "tags": ["software"]}],
         "hooks": [
             {

@@ -46,7 +46,7 @@ def pipeline_to_dag(pipeline: Pipeline, dag_id: str | None = None, **dag_kwargs:
                 elif isinstance(value, OutputHandle):
                     upstream = ops[value.invocation]
                     many = len(upstream.step.output_names) > 1
-                    op_kwargs[arg] = upstream.output[value.output] if many else upstream.output
+                    op_kwargs[arg] = upstream.output[value.output] if many else upstream.output  # type: ignore[index]
                 else:
                     op_kwargs[arg] = value
             extra = {"isthmus_conn_id": isthmus_conn_id} if isthmus_conn_id else {}

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from isthmus.artifacts.refs import ArtifactRef
+from isthmus.errors import IsthmusError
 from isthmus.hashing import (
     UnhashableValueError,
     hash_bytes,
@@ -566,6 +567,7 @@ def test_unhashable_value_error_names_the_type_and_the_fix() -> None:
     assert "ignore_inputs" in message
     assert "dataclass" in message
     assert isinstance(info.value, TypeError)
+    assert isinstance(info.value, IsthmusError)  # one exception tree
     with pytest.raises(UnhashableValueError, match="function"):
         hash_value(lambda: 1)
 

@@ -44,7 +44,7 @@ def type_path(tp: type) -> str:
     return f"{tp.__module__}:{tp.__qualname__}"
 
 
-def _resolved(python_type: str, what: str, accept: Callable[[type], bool]) -> type:
+def _resolved(python_type: str, what: str, accept: Callable[[type], bool]) -> type[Any]:
     cls = resolve_type(python_type)
     if cls is None or not accept(cls):
         module = python_type.partition(":")[0]
@@ -374,7 +374,7 @@ class CloudpickleMaterializer(Materializer):
 def _recording_pickler() -> type:
     import cloudpickle
 
-    class RecordingPickler(cloudpickle.Pickler):  # type: ignore[misc]
+    class RecordingPickler(cloudpickle.Pickler):
         """cloudpickle's pickler, noting every class, function and object type it pickles."""
 
         def __init__(self, file: Any, seen: set[Any]) -> None:
@@ -438,7 +438,11 @@ def register_materializer(
             )
         if types is not None:
             handled = types if isinstance(types, tuple) else (types,)
-            inst.can_handle = lambda obj, _t=handled: isinstance(obj, _t)  # type: ignore[method-assign]
+
+            def can_handle(obj: Any, _t: tuple[type, ...] = handled) -> bool:
+                return isinstance(obj, _t)
+
+            inst.can_handle = can_handle  # type: ignore[method-assign]
         _registry[:] = [x for x in _registry if x.name != inst.name]
         _registry.insert(0, inst)
         _by_name[inst.name] = inst

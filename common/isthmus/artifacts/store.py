@@ -699,7 +699,7 @@ class ArtifactStore:
 
     def iter_objects(self) -> list[tuple[str, int]]:
         """(content hash, size) of every committed object (local stores); stray files and links are skipped."""
-        out = []
+        out: list[tuple[str, int]] = []
         objects = os.path.join(self.root, "objects")
         if not self.local or not safefs.is_real_dir(objects):
             return out

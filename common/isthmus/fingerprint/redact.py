@@ -158,8 +158,8 @@ class _Finder(ast.NodeVisitor):
         chain = _chain(node.func)
         if self._params_of is not None and chain is not None and node.args:
             params = self._params_of(chain)
-            for name, arg in zip(params or (), node.args, strict=False):
-                if is_secret_name(name):
+            for param, arg in zip(params or (), node.args, strict=False):
+                if is_secret_name(param):
                     self._hide(arg)
         self.generic_visit(node)
 

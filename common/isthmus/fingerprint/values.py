@@ -367,7 +367,7 @@ class StateWalker:
     def _enum(self, v: Any, tp: type, secret: bool, depth: int) -> bytes:
         return _h("enum", self._type(tp), v.name, self._digest(v._value_, secret, depth))
 
-    def _namedtuple(self, v: Any, tp: type, secret: bool, depth: int) -> bytes:
+    def _namedtuple(self, v: Any, tp: Any, secret: bool, depth: int) -> bytes:
         return _h("namedtuple", self._type(tp), self._items(zip(tp._fields, v, strict=True), secret, depth))
 
     def _dataclass(self, v: Any, tp: type, secret: bool, depth: int) -> bytes:

@@ -35,10 +35,10 @@ class SlurmJobOptions:
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
-    extra_options: tuple[str, ...] = ()
+    extra_options: Sequence[str] = ()  # any sequence of strings; kept as a tuple
     env: Mapping[str, str] = field(default_factory=dict)
     python: str | None = None
-    pythonpath: tuple[str, ...] = ()
+    pythonpath: Sequence[str] = ()  # any sequence of strings; kept as a tuple
     work_root: str | None = None
     record: str | None = None
 

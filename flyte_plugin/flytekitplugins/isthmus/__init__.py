@@ -13,6 +13,7 @@ stays light — the isthmus core loads on first use — and never fails ``import
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import sys
 from typing import Any
@@ -31,6 +32,11 @@ __all__ = [
     "load",
     "pipeline_to_workflow",
 ]
+
+try:  # one version for the three packages: the one of the distribution that ships them (pyproject.toml)
+    __version__ = importlib.metadata.version("isthmus")
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 _log = logging.getLogger("flytekitplugins.isthmus")
 

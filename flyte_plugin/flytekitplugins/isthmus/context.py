@@ -78,7 +78,7 @@ def _local_workflow_name() -> str | None:
             owner_name = getattr(owner, "name", None)
             if isinstance(owner_name, str):
                 name = owner_name  # keep walking: the outermost wins
-        frame = frame.f_back
+        frame = frame.f_back  # type: ignore[assignment]  # None ends the walk
     return name
 
 

@@ -48,7 +48,7 @@ def is_small_type(tp: Any) -> bool:
     return False
 
 
-def _artifact_ref_type() -> type:
+def _artifact_ref_type() -> type[Any]:
     from isthmus.artifacts.refs import ArtifactRef
 
     return ArtifactRef

@@ -302,7 +302,7 @@ def _return_annotation(plan: _Plan, tasks: dict[str, IsthmusTask]) -> Any:
         return types[0]
     if plan.shape == "tuple":
         return typing.Tuple[tuple(types)]  # noqa: UP006
-    return NamedTuple(f"{plan.pipeline.name}_outputs", list(zip(plan.fields, types, strict=True)))  # type: ignore[misc]
+    return NamedTuple(f"{plan.pipeline.name}_outputs", list(zip(plan.fields, types, strict=True)))
 
 
 def _body(plan: _Plan, tasks: dict[str, IsthmusTask], finish: IsthmusControlTask) -> Callable[..., Any]:
@@ -401,10 +401,10 @@ def pipeline_to_workflow(
         on_failure=failure,
     )
     wf._name = plan.name
-    wf.isthmus_tasks = tasks  # type: ignore[attr-defined]
-    wf.isthmus_finish_task = finish  # type: ignore[attr-defined]
-    wf.isthmus_failure_task = failure  # type: ignore[attr-defined]
-    wf.isthmus_pipeline = pipeline  # type: ignore[attr-defined]
+    wf.isthmus_tasks = tasks
+    wf.isthmus_finish_task = finish
+    wf.isthmus_failure_task = failure
+    wf.isthmus_pipeline = pipeline
     return wf
 
 
@@ -412,7 +412,7 @@ def control_task(pipeline: Any, role: str, options: dict[str, Any]) -> IsthmusCo
     """Rebuild a pipeline workflow's bookkeeping task (used by the resolver inside a container)."""
     wf = pipeline_to_workflow(pipeline, name=options.get("name"))
     if role == FINISH:
-        return wf.isthmus_finish_task  # type: ignore[attr-defined]
+        return wf.isthmus_finish_task
     if role == FAILURE:
-        return wf.isthmus_failure_task  # type: ignore[attr-defined]
+        return wf.isthmus_failure_task
     raise ValueError(f"isthmus resolver: unknown pipeline task role {role!r}")

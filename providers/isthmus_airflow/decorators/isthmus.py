@@ -11,7 +11,7 @@ from isthmus.step import Step, as_step
 from isthmus_airflow.operators.step import StepOperator
 
 
-class _IsthmusDecoratedOperator(DecoratedOperator, StepOperator):
+class _IsthmusDecoratedOperator(DecoratedOperator, StepOperator):  # type: ignore[misc]  # op_args/op_kwargs: list/dict here
     """A StepOperator built by ``@task.isthmus``; call arguments are the step's arguments."""
 
     custom_operator_name = "@task.isthmus"

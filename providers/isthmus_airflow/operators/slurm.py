@@ -262,7 +262,7 @@ class SlurmStepOperator(StepOperator):
                 except Exception:
                     self._isthmus_record = None
             ctx = run_context(context, pipeline_name=self.pipeline_name)
-            if ctx.attempt > self.retries:  # no Airflow retry left: the pipeline run failed
+            if ctx.pipeline_run_id and ctx.attempt > (self.retries or 0):  # no Airflow retry left: the run failed
                 runner.metadata.finish_pipeline_run(ctx.pipeline_run_id, RunStatus.FAILED, error=str(error))
             raise error
         self._isthmus_record = runner.metadata.get_step_run(result.step_run_id)
@@ -328,7 +328,7 @@ def _with_paths(status: JobStatus, job: SubmittedJob) -> JobStatus:
 
 
 # -- TaskFlow: @task.isthmus_slurm ----------------------------------------------------------------
-class _SlurmDecoratedOperator(DecoratedOperator, SlurmStepOperator):
+class _SlurmDecoratedOperator(DecoratedOperator, SlurmStepOperator):  # type: ignore[misc]  # op_args/op_kwargs: list/dict here
     """A SlurmStepOperator built by ``@task.isthmus_slurm``; call arguments are the step's arguments."""
 
     custom_operator_name = "@task.isthmus_slurm"

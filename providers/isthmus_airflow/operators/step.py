@@ -145,7 +145,7 @@ class StepOperator(BaseOperator):
         except StepFailed as exc:
             if exc.step_run_id:
                 self._isthmus_record = runner.metadata.get_step_run(exc.step_run_id)
-            if ctx.attempt > self.retries:  # no Airflow retry left: the pipeline run failed
+            if ctx.pipeline_run_id and ctx.attempt > (self.retries or 0):  # no Airflow retry left: the run failed
                 runner.metadata.finish_pipeline_run(ctx.pipeline_run_id, RunStatus.FAILED, error=str(exc))
             arguments = secrets = None  # type: ignore[assignment]  # noqa: F841 - not shown by locals-printing formatters
             raise

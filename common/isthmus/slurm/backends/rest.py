@@ -187,6 +187,7 @@ class RestSlurmClient(LocalFilesMixin, SlurmClient):  # no file API in slurmrest
                     transport=transport, base_url="http://slurmrestd", headers=headers, timeout=self.timeout
                 )
             else:
+                assert self.url is not None  # __init__ refuses neither url nor socket
                 client = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=self.timeout, verify=self.verify)
             self._clients[loop_id] = client
         return client
@@ -328,7 +329,9 @@ class RestSlurmClient(LocalFilesMixin, SlurmClient):  # no file API in slurmrest
             raise SlurmUnavailable(f"slurmctld is not answering slurmrestd at {self.where}: {pings}")
         code, parts = await self._request("GET", f"/slurm/{v}/partitions")
         names = (
-            sorted(p.get("name") for p in (parts.get("partitions") or []) if isinstance(p, dict)) if code == 200 else []
+            sorted(str(p["name"]) for p in (parts.get("partitions") or []) if isinstance(p, dict) and p.get("name"))
+            if code == 200
+            else []
         )
         meta = (data.get("meta") or {}).get("Slurm") or (data.get("meta") or {}).get("slurm") or {}
         return {"ping": pings, "partitions": names, "version": v, "slurm": meta.get("release")}

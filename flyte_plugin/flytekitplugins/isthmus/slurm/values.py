@@ -28,7 +28,7 @@ def run_from_metadata(
 
     tid = getattr(tem, "task_execution_id", None)
     if tid is None:  # asked directly, outside any execution: a step run without a pipeline run
-        native = {"task_name": task_name, "retry_attempt": 0}
+        native: dict[str, Any] = {"task_name": task_name, "retry_attempt": 0}
         ctx = RunContext(orchestrator="flyte", invocation=invocation, attempt=1, native=native)
         return FlyteRun(context=ctx, local=False)
     exe = tid.node_execution_id.execution_id
@@ -38,7 +38,7 @@ def run_from_metadata(
     labels = dict(getattr(tem, "labels", None) or {})
     workflow = env.get("FLYTE_INTERNAL_EXECUTION_WORKFLOW") or env.get("_F_WF") or labels.get("workflow-name")
     launch_plan = env.get("FLYTE_INTERNAL_EXECUTION_LAUNCHPLAN") or env.get("_F_LP")
-    native: dict[str, Any] = {
+    native = {
         "execution_id": f"{project}:{domain}:{name}",
         "project": project,
         "domain": domain,
