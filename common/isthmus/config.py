@@ -113,7 +113,7 @@ def check_store_url(url: str, setting: str = "ISTHMUS_STORE_URL") -> str:
             f"{setting}={_shown(url)}: the database driver for {scheme!r} is not installed ({exc}); install it"
         ) from None
     try:
-        dialect = dialect_cls(dbapi=dbapi)
+        dialect = dialect_cls(dbapi=dbapi)  # type: ignore[call-arg]  # every SQLAlchemy dialect takes it
     except Exception:  # a dialect built differently: its options are checked when it connects
         return text
     try:  # the query's driver options, as the engine will read them (?check_same_thread=, ?timeout= …)

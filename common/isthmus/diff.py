@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from typing import Any
 
+from isthmus.records import StepRunRecord
 from isthmus.store.metadata import MetadataStore
 
 
@@ -64,8 +66,8 @@ def _environment_changes(store: MetadataStore, old_hash: str | None, new_hash: s
     return changes
 
 
-def _final_attempts(step_runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+def _final_attempts(step_runs: Sequence[StepRunRecord]) -> dict[str, StepRunRecord]:
+    out: dict[str, StepRunRecord] = {}
     for sr in step_runs:  # ordered by start time: the last attempt wins
         out[sr["invocation"]] = sr
     return out
@@ -91,12 +93,12 @@ def diff_runs(store: MetadataStore, run_a: str, run_b: str) -> dict[str, Any]:
         code = code_diff(store, sa["code_hash"], sb["code_hash"])
         if code:
             entry["code"] = code
-        for field, key in (("dependencies", "deps"), ("params", "params")):
-            changed = _changes(sa[key], sb[key])
-            if changed:
-                entry[field] = changed
-        for field, key in (("inputs", "inputs"), ("outputs", "outputs")):
-            changed = _changes(_hashes(sa[key]), _hashes(sb[key]))
+        for field, changed in (
+            ("dependencies", _changes(sa["deps"], sb["deps"])),
+            ("params", _changes(sa["params"], sb["params"])),
+            ("inputs", _changes(_hashes(sa["inputs"]), _hashes(sb["inputs"]))),
+            ("outputs", _changes(_hashes(sa["outputs"]), _hashes(sb["outputs"]))),
+        ):
             if changed:
                 entry[field] = changed
         if sa["cache_key"] != sb["cache_key"]:

@@ -646,7 +646,7 @@ class StepRunner:
                 # orchestrator logs and lineage integrations see. Nor does this frame hold the arguments
                 # or the secrets: traceback formatters that print locals would show them.
                 prepared = call_args = values = secrets = in_outputs = known = None  # type: ignore[assignment]  # noqa: F841
-                result = named = None  # noqa: F841
+                result = named = None  # type: ignore[assignment]  # noqa: F841
                 raise failure
             duration = (time.perf_counter() - started) * 1000
             expires = time.time() + step.cache.expires_after if step.cache.expires_after else None

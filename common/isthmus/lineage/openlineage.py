@@ -279,7 +279,7 @@ class OpenLineageEmitter:
             run_facets_["errorMessage"] = error_message_run.ErrorMessageRunFacet(
                 message=str(run["error"]), programmingLanguage="python"
             )
-        job_facets = {
+        job_facets: dict[str, Any] = {
             "jobType": job_type_job.JobTypeJobFacet(processingType="BATCH", integration="ISTHMUS", jobType="DAG")
         }
         return RunEvent(
@@ -407,7 +407,7 @@ def _find_source_facets(step_run: StepRunRecord) -> dict[str, Any]:
             tags=[tags_job.TagsJobFacetFields(key=str(t), value="true", source="isthmus") for t in tags]
         )
     git = git_info(os.path.dirname(path)) if path else None
-    if git and git.get("remote") and git.get("root"):
+    if path and git and git.get("remote") and git.get("root"):
         out["sourceCodeLocation"] = source_code_location_job.SourceCodeLocationJobFacet(
             type="git",
             url=redact_url(git["remote"]),

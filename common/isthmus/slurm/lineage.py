@@ -50,11 +50,11 @@ def waiting_step_run(job: dict[str, Any], status: dict[str, Any]) -> StepRunReco
     ctx = dict(job.get("context") or {})
     return {
         "pipeline_run_id": ctx.get("pipeline_run_id"),
-        "invocation": ctx.get("invocation") or job.get("step_name"),
+        "invocation": str(ctx.get("invocation") or job.get("step_name") or ""),
         "attempt": ctx.get("attempt") or 1,
-        "step_name": job.get("step_name"),
-        "step_path": job.get("step_path"),
-        "orchestrator": ctx.get("orchestrator"),
+        "step_name": str(job.get("step_name") or ""),
+        "step_path": str(job.get("step_path") or ""),
+        "orchestrator": str(ctx.get("orchestrator") or ""),
         "status": RunStatus.WAITING,
         "inputs": dict(job.get("inputs") or {}),
         "cache_key": job.get("cache_key"),

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -247,12 +249,11 @@ class MetadataStore:
         stmt = self._ignore_stmts.get(cache_key)
         if stmt is None:
             if self.dialect == "sqlite":
-                from sqlalchemy.dialects.sqlite import insert as dialect_insert
+                stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=list(keys))
             elif self.dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert as dialect_insert
+                stmt = postgresql_insert(table).on_conflict_do_nothing(index_elements=list(keys))
             else:  # pragma: no cover - other backends: plain insert, duplicates raise
                 return insert(table)
-            stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=list(keys))
             self._ignore_stmts[cache_key] = stmt
         return stmt
 
