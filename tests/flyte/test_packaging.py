@@ -14,7 +14,7 @@ from flytekit.core.workflow import WorkflowBase
 import flytekitplugins.isthmus as plugin
 from dags_examples import steps
 from flytekitplugins.isthmus import Isthmus, IsthmusTask
-from isthmus import _defaults
+from isthmus import defaults
 from tests.conftest import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def test_pyflyte_run_executes_the_example_workflow_locally(isthmus_home: Path) -
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "'top_feature'" in proc.stdout
-    store = _defaults.metadata_store()
+    store = defaults.metadata_store()
     (run,) = store.list_runs(orchestrator="flyte")
     assert run["status"] == "COMPLETED" and run["pipeline"] == "ml_pipeline" and run["steps"] == 4
     local = steps.ml_pipeline.run(n_estimators=5)

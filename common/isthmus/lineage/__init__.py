@@ -16,6 +16,7 @@ import logging
 import os
 from typing import Any, Protocol
 
+from isthmus import config
 from isthmus.lineage.backends import LineageBackend, register_backend
 from isthmus.lineage.openlineage import default_emitter, drop_default_emitter
 
@@ -78,6 +79,7 @@ def get_lineage_hook() -> LineageHook:
     return _hook
 
 
+@config.on_change
 def reset() -> None:
     """Forget the automatically chosen hook and emitter (after a configuration change); pending events
     are flushed first. A hook installed with :func:`set_lineage_hook` stays."""

@@ -26,8 +26,9 @@ from isthmus.context import RunContext
 from isthmus.errors import StepDefinitionError
 from isthmus.lineage.parent import PARENT_KEY, ROOT_KEY, RUN_ID_KEY, env_for
 from isthmus.manifest import MANIFEST_KEY_ENV, is_authentic, job_manifest_key
+from isthmus.parameters import json_param, ref_list
 from isthmus.redaction import is_secret_env
-from isthmus.runner import StepResult, StepRunner, _json_param, _ref_list, default_runner
+from isthmus.runner import StepResult, StepRunner, default_runner
 from isthmus.secret_params import SECRET_PARAMS_ENV, encode_secret_params, secret_param_names, secret_texts
 from isthmus.slurm.backends.base import SlurmClient, cancel_quietly, run_sync
 from isthmus.slurm.errors import SlurmJobRecordError, SlurmStepFailed, SlurmSubmitError
@@ -193,12 +194,12 @@ class SlurmExecutor:
                 encode_secret_params(step.name, {name: value})  # one that cannot travel is refused now
                 params[name] = SecretParam(value)
                 continue
-            refs = _ref_list(value)
+            refs = ref_list(value)
             if refs is not None:
                 params[name] = [r.to_dict() for r in refs]
                 continue
             try:
-                params[name] = _json_param(value)
+                params[name] = json_param(value)
             except TypeError:
                 saved = self.runner.artifacts.save(value, step_name=step.name, output=f"input:{name}")
                 inputs[name] = saved.to_dict()

@@ -66,13 +66,13 @@ except Exception as exc:  # never break `import flytekit`
 
 def load(ref: Any) -> Any:
     """The value behind an isthmus ``ArtifactRef`` (or its dict/JSON), from the configured artifact store."""
-    from isthmus import _defaults
+    from isthmus import defaults
     from isthmus.artifacts.refs import ArtifactRef
 
     coerced = ArtifactRef.coerce(ref)
     if coerced is None:
         raise TypeError(f"{ref!r} is not an isthmus ArtifactRef")
-    return _defaults.artifact_store().load(coerced)
+    return defaults.artifact_store().load(coerced)
 
 
 def __getattr__(name: str) -> Any:

@@ -27,7 +27,7 @@ class IsthmusCachePolicy:
     Flyte's ``salt``."""
 
     def get_version(self, salt: str, params: Any) -> str:
-        from isthmus import _defaults
+        from isthmus import defaults
         from isthmus.cache import declared_inputs, key_material, step_fields
         from isthmus.config import get_settings
         from isthmus.fingerprint.code import code_fingerprint
@@ -42,7 +42,7 @@ class IsthmusCachePolicy:
         policy = step.cache
 
         def secret_salt() -> bytes:  # the runner's: configured outside the store, else the store's
-            return get_settings().secret_salt or _defaults.metadata_store().secret_salt()
+            return get_settings().secret_salt or defaults.metadata_store().secret_salt()
 
         code = code_fingerprint(step)
         if code.secret_digests:

@@ -136,7 +136,7 @@ class ArtifactRefTransformer(TypeTransformer[Any]):
 
         ref = self.python_type.coerce(python_val)
         if ref is None:
-            from isthmus import _defaults
+            from isthmus import defaults
             from isthmus.redaction import find_secret
 
             found = find_secret(python_val, by_key=True)
@@ -146,7 +146,7 @@ class ArtifactRefTransformer(TypeTransformer[Any]):
                     "artifacts, so it cannot travel between Flyte tasks: request it with secret_requests= and read "
                     "it inside the step (flytekit.current_context().secrets), or pass it as a plain str parameter"
                 )
-            ref = _defaults.artifact_store().save(python_val, step_name="flyte", output="input")
+            ref = defaults.artifact_store().save(python_val, step_name="flyte", output="input")
         struct = Struct()
         struct.update(ref.to_dict())
         return Literal(scalar=Scalar(generic=struct), metadata={REF_METADATA_KEY: ref.to_json()})
