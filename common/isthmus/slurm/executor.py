@@ -28,6 +28,7 @@ from isthmus.lineage.parent import PARENT_KEY, ROOT_KEY, RUN_ID_KEY, env_for
 from isthmus.manifest import MANIFEST_KEY_ENV, is_authentic, job_manifest_key
 from isthmus.parameters import json_param, ref_list
 from isthmus.redaction import is_secret_env
+from isthmus.remote import ingest_manifest
 from isthmus.runner import StepResult, StepRunner, default_runner
 from isthmus.secret_params import SECRET_PARAMS_ENV, encode_secret_params, secret_param_names, secret_texts
 from isthmus.slurm.backends.base import SlurmClient, cancel_quietly, run_sync
@@ -451,8 +452,6 @@ class SlurmExecutor:
                 state="FAILED",
             )
         if manifest is not None and manifest.get("records"):
-            from isthmus.remote import ingest_manifest
-
             added = ingest_manifest(self.runner.metadata, manifest, artifacts=self.runner.artifacts, key=key)
             log.info("step %r: ingested %d record(s) from the manifest of job %s", step_name, added, job.job_id)
         if status.success and manifest is not None and manifest.get("status") == "COMPLETED":
