@@ -25,6 +25,12 @@ from flytekit.core.type_engine import TypeEngine, TypeTransformer, TypeTransform
 from flytekit.models.literals import Literal, Scalar
 from flytekit.models.types import LiteralType, SimpleType
 
+from isthmus import defaults
+from isthmus.artifacts.errors import InvalidArtifactRef
+from isthmus.artifacts.refs import ArtifactRef, loads_bounded
+from isthmus.artifacts.types import check_type_path
+from isthmus.redaction import find_secret
+
 REF_METADATA_KEY = "isthmus.artifact_ref"
 LITERAL_TYPE_METADATA = {"isthmus": "ArtifactRef", "version": 1}
 
@@ -49,8 +55,6 @@ def is_small_type(tp: Any) -> bool:
 
 
 def _artifact_ref_type() -> type:
-    from isthmus.artifacts.refs import ArtifactRef
-
     return ArtifactRef
 
 
@@ -72,9 +76,6 @@ def flyte_type_for(annotation: Any, default: Any = inspect.Parameter.empty) -> A
 
 def _checked(ref: Any) -> Any:
     """``ref`` if its python_type names nothing whose lookup could run a program (a literal is untrusted)."""
-    from isthmus.artifacts.errors import InvalidArtifactRef
-    from isthmus.artifacts.types import check_type_path
-
     try:
         check_type_path(ref.python_type)
     except InvalidArtifactRef as exc:
@@ -136,9 +137,6 @@ class ArtifactRefTransformer(TypeTransformer[Any]):
 
         ref = self.python_type.coerce(python_val)
         if ref is None:
-            from isthmus import defaults
-            from isthmus.redaction import find_secret
-
             found = find_secret(python_val, by_key=True)
             if found is not None:  # never written into an artifact
                 raise TypeTransformerFailedError(
@@ -164,8 +162,6 @@ class ArtifactRefTransformer(TypeTransformer[Any]):
 
                 return _ref_from_mapping(msgpack.loads(scalar.binary.value))
             if scalar.primitive is not None and scalar.primitive.string_value:
-                from isthmus.artifacts.refs import loads_bounded
-
                 text = scalar.primitive.string_value
                 return _ref_from_mapping(loads_bounded(text, "artifact ref literal", TypeTransformerFailedError))
         raise TypeTransformerFailedError(f"cannot read an isthmus ArtifactRef from literal {lv}")
