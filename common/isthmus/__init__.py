@@ -5,6 +5,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from isthmus import defaults
 from isthmus.artifacts import ArtifactRef, ArtifactStore, Materializer, register_materializer
 from isthmus.config import configure, get_settings
 from isthmus.context import RunContext
@@ -62,9 +63,7 @@ def load(ref: ArtifactRef | Mapping[str, Any] | str, *, store: ArtifactStore | N
             f"isthmus.load(): not a valid artifact ref (content_hash {artifact.content_hash!r}, size "
             f"{artifact.size!r}); pass the ref exactly as the isthmus task returned it"
         )
-    from isthmus import _defaults
-
-    return (store or _defaults.artifact_store()).load(artifact, verify=True)
+    return (store or defaults.artifact_store()).load(artifact, verify=True)
 
 
 __all__ = [

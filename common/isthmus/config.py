@@ -2,17 +2,26 @@
 
 Every setting is checked when it is read: a bad value raises :class:`~isthmus.errors.ConfigurationError`
 whose one-line message names the variable, the value (credentials hidden) and the fix.
+
+A leaf of the package: it imports no isthmus module but the leaves ``errors``, ``hashing`` and
+``redaction``. Modules that cache what the settings build (stores, the lineage emitter) subscribe with
+:func:`on_change`; :func:`configure` and :func:`reset` call them.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+import re
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from isthmus.errors import ConfigurationError
+from isthmus.hashing import parts_digest
+from isthmus.redaction import redact_url, scrub
 
 _VERIFY_MODES = ("hash", "size", "off")
 
@@ -21,8 +30,6 @@ _PG_HINT = "postgresql+psycopg://user:password@host:5432/isthmus (pip install 'i
 
 
 def _shown(value: str) -> str:
-    from isthmus.redaction import redact_url
-
     return repr(redact_url(value))
 
 
@@ -37,10 +44,6 @@ def _ambiguous_authority(text: str) -> bool:
 
 def _reason(exc: BaseException, url: str) -> str:
     """The one-line text of ``exc`` with the URL's password hidden."""
-    from urllib.parse import unquote, urlsplit
-
-    from isthmus.redaction import scrub
-
     try:
         password = urlsplit(url).password
     except ValueError:
@@ -129,10 +132,6 @@ def check_artifact_root(root: str, setting: str = "ISTHMUS_ARTIFACT_ROOT") -> st
     """``root`` (a path or fsspec URL) unless it holds credentials — a password or token in the URL, a
     secret query parameter: the artifact root is recorded with every artifact, run and lineage event, so
     it may hold none. The credentials go where the filesystem reads them."""
-    import re
-
-    from isthmus.redaction import redact_url
-
     text = root.strip()
     shown = redact_url(text)
     if shown == text:
@@ -176,8 +175,6 @@ def secret_salt_from(environ: Mapping[str, str]) -> bytes | None:
     """The salt for the secret parts of cache keys, when kept outside the metadata store:
     ``ISTHMUS_SECRET_SALT`` (the text itself) or ``ISTHMUS_SECRET_SALT_FILE`` (a file holding it). At least
     32 characters; never shown in a message. None: the store's own salt is used."""
-    from isthmus.hashing import parts_digest
-
     text = environ.get("ISTHMUS_SECRET_SALT")
     path = environ.get("ISTHMUS_SECRET_SALT_FILE")
     if text and path:
@@ -269,6 +266,25 @@ class Settings:
 
 
 _settings: Settings | None = None
+_subscribers: list[Callable[[], None]] = []
+_subscribers_lock = threading.Lock()
+
+
+def on_change(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback()`` after every :func:`configure` and :func:`reset` (in subscription order), so a
+    module can drop what it built from the old settings. Returns ``callback`` (usable as a decorator);
+    subscribing the same callback twice has no effect."""
+    with _subscribers_lock:
+        if callback not in _subscribers:
+            _subscribers.append(callback)
+    return callback
+
+
+def _notify() -> None:
+    with _subscribers_lock:
+        callbacks = list(_subscribers)
+    for callback in callbacks:
+        callback()
 
 
 def get_settings() -> Settings:
@@ -294,9 +310,7 @@ def configure(**overrides: object) -> Settings:
     if overrides.get("store_url") is not None:
         overrides["store_url"] = check_store_url(str(overrides["store_url"]), "store_url")
     _settings = replace(base, **overrides)  # type: ignore[arg-type]
-    from isthmus import _defaults
-
-    _defaults.reset()
+    _notify()
     return _settings
 
 
@@ -304,6 +318,4 @@ def reset() -> None:
     """Forget overrides and cached stores; the next use re-reads the environment."""
     global _settings
     _settings = None
-    from isthmus import _defaults
-
-    _defaults.reset()
+    _notify()

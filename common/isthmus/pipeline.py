@@ -21,7 +21,7 @@ from isthmus.errors import PipelineDefinitionError, StepDefinitionError, StepFai
 from isthmus.records import PipelineRunRecord, RunStatus
 from isthmus.redaction import safe_params, scrub, secret_values
 from isthmus.runner import StepResult, StepRunner, default_runner
-from isthmus.step import _TRACER, Step
+from isthmus.step import CURRENT_TRACER, Step
 
 log = logging.getLogger("isthmus")
 
@@ -265,7 +265,7 @@ class Pipeline:
                 "and cannot recurse: unroll the repetition with a loop over pipeline parameters, or move the "
                 "recursion into a step"
             )
-        if _TRACER.get() is None:
+        if CURRENT_TRACER.get() is None:
             return self.fn(*args, **kwargs)
         token = _BUILDING.set((*building, self))
         try:
@@ -285,7 +285,7 @@ class Pipeline:
         """Trace the pipeline body with ``params`` (values or :class:`Param` placeholders) into a graph."""
         bound = self.bind_params(params)
         graph = PipelineGraph(name=self.name, params=bound)
-        token = _TRACER.set(_Tracer(graph))
+        token = CURRENT_TRACER.set(_Tracer(graph))
         building = _BUILDING.set((*_BUILDING.get(), self))
         try:
             graph.outputs = self.fn(**bound)
@@ -296,7 +296,7 @@ class Pipeline:
             ) from None
         finally:
             _BUILDING.reset(building)
-            _TRACER.reset(token)
+            CURRENT_TRACER.reset(token)
         if not graph.nodes:
             raise PipelineDefinitionError(f"pipeline {self.name!r} calls no steps; call @step functions in its body")
         return graph

@@ -35,7 +35,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from isthmus import _defaults
+from isthmus import defaults
 from isthmus.artifacts.paths import join_under, safe_component
 from isthmus.artifacts.refs import MAX_JSON_DEPTH, ArtifactRef, json_depth_error
 from isthmus.artifacts.store import ArtifactStore
@@ -190,7 +190,7 @@ def _input_refs(inputs: dict[str, Any]) -> dict[str, ArtifactRef]:
     """The input refs, each valid and of this process's artifact store (checked before any import)."""
     refs: dict[str, ArtifactRef] = {}
     for name, value in inputs.items():
-        store = _defaults.artifact_store()
+        store = defaults.artifact_store()
         try:
             ref = ArtifactRef.coerce(value)
             if ref is not None:
@@ -243,7 +243,7 @@ def run_remote(
     private_db: str | None = None
     if record == "manifest":
         private_db = os.path.join(tempfile.mkdtemp(prefix="isthmus-run-"), "run.db")
-        runner = StepRunner(MetadataStore(f"sqlite:///{private_db}"), _defaults.artifact_store())
+        runner = StepRunner(MetadataStore(f"sqlite:///{private_db}"), defaults.artifact_store())
     else:
         runner = StepRunner()
     if ctx.pipeline_run_id:
@@ -356,7 +356,7 @@ def ingest(
     parsed = parse_manifest(data, source)
     if parsed.records is None:
         return IngestResult(0, 0, authenticated)
-    artifacts = artifacts or _defaults.artifact_store()
+    artifacts = artifacts or defaults.artifact_store()
     _verify_artifacts(parsed, artifacts, source)
     records = parsed.records.model_dump()
     known_pipelines = _known_pipeline_runs(store, records["step_runs"]) if authenticated else set()

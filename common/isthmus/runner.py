@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from isthmus import _defaults, lineage
+from isthmus import defaults, lineage
 from isthmus.artifacts.errors import InvalidArtifactRef
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.artifacts.store import ArtifactStore
@@ -45,6 +45,7 @@ from isthmus.fingerprint.deps import DependencyFingerprint, dependency_fingerpri
 from isthmus.fingerprint.environment import DEFAULT_ENV_ALLOWLIST, IMAGE_VARS, environment_snapshot
 from isthmus.fingerprint.values import state_digest
 from isthmus.hashing import PROCESS_KEY, UnhashableValueError, hash_value, keyed_hash
+from isthmus.parameters import ref_list
 from isthmus.records import RunStatus, StepRunRecord
 from isthmus.redaction import (
     REDACTED,
@@ -87,7 +88,7 @@ class StepResult:
             if len(self.outputs) != 1:
                 raise KeyError(f"step {self.step_name!r} has outputs {list(self.outputs)}; pass one name")
             name = next(iter(self.outputs))
-        store = self.artifacts or _defaults.artifact_store()
+        store = self.artifacts or defaults.artifact_store()
         return store.load(self.outputs[name])
 
     @property
@@ -112,27 +113,8 @@ class CallSecrets:
     given: frozenset[str]
 
 
-def _json_param(value: Any) -> Any:
-    """A JSON form of a parameter value (paths are not), or raise TypeError if it is not plain data."""
-    return plain_form(value, paths=False)
-
-
 def _code_order(code: Any) -> tuple[str, str]:
     return (code.__module__, code.__qualname__)
-
-
-def _ref_list(value: Any) -> list[ArtifactRef] | None:
-    """The refs of a non-empty list/tuple (or lazy sequence) whose items are all artifact refs, else None."""
-    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__") or not hasattr(value, "__getitem__"):
-        return None
-    try:
-        items = list(value)
-    except Exception:
-        return None
-    if not items:
-        return None
-    refs = [ArtifactRef.coerce(item) for item in items]
-    return refs if all(r is not None for r in refs) else None  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -172,8 +154,8 @@ class StepRunner:
         settings: Settings | None = None,
     ) -> None:
         self.settings = settings or get_settings()
-        self.metadata = metadata or _defaults.metadata_store()
-        self.artifacts = artifacts or _defaults.artifact_store()
+        self.metadata = metadata or defaults.metadata_store()
+        self.artifacts = artifacts or defaults.artifact_store()
         self._deps: dict[tuple[str, Any], DependencyFingerprint] = {}  # (code hash, deps policy) -> fingerprint
         self._env_memo: dict[str | None, tuple[tuple[str | None, ...], str]] = {}
         self._env_names = tuple(sorted(set(DEFAULT_ENV_ALLOWLIST) | set(self.settings.env_allowlist) | set(IMAGE_VARS)))
@@ -292,7 +274,7 @@ class StepRunner:
         for name, value in arguments.items():
             try:  # refs are untrusted: valid and of this store, or refused before anything is touched
                 ref = ArtifactRef.coerce(value)
-                refs = None if ref is not None else _ref_list(value)
+                refs = None if ref is not None else ref_list(value)
                 for r in [ref] if ref is not None else refs or []:
                     self.artifacts.check_ref(r)
             except (InvalidArtifactRef, MaterializationError) as exc:
@@ -711,7 +693,7 @@ _default_runner: StepRunner | None = None
 def default_runner() -> StepRunner:
     """A StepRunner on the configured default stores (rebuilt after :func:`isthmus.configure`)."""
     global _default_runner
-    meta, arts = _defaults.metadata_store(), _defaults.artifact_store()
+    meta, arts = defaults.metadata_store(), defaults.artifact_store()
     if _default_runner is None or _default_runner.metadata is not meta or _default_runner.artifacts is not arts:
         _default_runner = StepRunner(meta, arts, get_settings())
     return _default_runner

@@ -20,7 +20,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 # Set while a @pipeline body is traced: step calls then build the graph instead of running.
-_TRACER: ContextVar[Any] = ContextVar("isthmus_tracer", default=None)
+CURRENT_TRACER: ContextVar[Any] = ContextVar("isthmus_tracer", default=None)
 
 
 def _return_annotation(fn: Callable[..., Any]) -> Any:
@@ -158,7 +158,7 @@ class Step(Generic[P, R]):
 
     # -- calling ---------------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        tracer = _TRACER.get()
+        tracer = CURRENT_TRACER.get()
         if tracer is not None:
             return tracer.add(self, args, kwargs)
         return self.fn(*args, **kwargs)

@@ -73,6 +73,12 @@ def _bash(lines: list[str], env: dict[str, str], cwd: Path, timeout: float = 300
     return proc.stdout
 
 
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("localhost", port), timeout=1):
+        return True
+    return False
+
+
 def test_the_readme_commands_run_the_example_dags(clone: Path, tmp_path: Path) -> None:
     setup, standalone, second_shell = readme_blocks()
     exports = [line for line in setup if line.startswith(("source ", "export "))]  # the second shell's too
@@ -114,7 +120,8 @@ def test_the_readme_commands_run_the_example_dags(clone: Path, tmp_path: Path) -
             done = subprocess.run(
                 ["bash", "-c", "\n".join([*exports, unpause])], env=env, cwd=clone, capture_output=True
             )
-            if done.returncode == 0:
+            # a task started before the api-server listens fails at once (its supervisor reports there)
+            if done.returncode == 0 and _listening(port):
                 break
             assert proc.poll() is None, (tmp_path / "standalone.log").read_text()[-4000:]
             assert time.monotonic() < deadline, done.stderr.decode()[-3000:]

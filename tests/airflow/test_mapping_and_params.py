@@ -32,17 +32,17 @@ print(json.dumps({name: [res.cache_hit, res.source_step_run_id, res.cache_key]
 
 
 def _test_run(dag) -> tuple[object, dict[str, dict]]:
-    from isthmus import _defaults
+    from isthmus import defaults
     from isthmus_airflow.plugins.run_closer import flush
 
     dr = dag.test()
     flush(30)
     run_id = derived_run_id("airflow", dag.dag_id, dr.run_id)
-    return dr, {s["invocation"]: s for s in _defaults.metadata_store().step_runs_of(run_id)}
+    return dr, {s["invocation"]: s for s in defaults.metadata_store().step_runs_of(run_id)}
 
 
 def test_expand_over_a_list_output_maps_its_items_and_the_join_hits_locally(isthmus_home: Path) -> None:
-    from isthmus import ArtifactRef, _defaults
+    from isthmus import ArtifactRef, defaults
 
     dag = load_dag(put_dag("isthmus_map_outputs", MAP_DAG), "isthmus_map_outputs")
     dr, steps = _test_run(dag)
@@ -51,7 +51,7 @@ def test_expand_over_a_list_output_maps_its_items_and_the_join_hits_locally(isth
     # one mapped task per item (not per field of the ref), each item its own artifact
     assert sorted(k for k in states if k[0] == "shout") == [("shout", 0), ("shout", 1), ("shout", 2)]
     assert sorted(k for k in states if k[0] == "check_item") == [("check_item", i) for i in range(3)]
-    store = _defaults.artifact_store()
+    store = defaults.artifact_store()
     items = [ArtifactRef.from_dict(steps[f"shout[{i}]"]["inputs"]["name"]) for i in range(3)]
     assert [store.load(ref) for ref in items] == ["ada", "grace", "edsger"]
     assert store.load(ArtifactRef.from_dict(steps["join"]["outputs"]["output"])) == "ADA! GRACE! EDSGER!"
@@ -133,9 +133,9 @@ def test_parameters_reach_the_step_as_written(native: bool, isthmus_home: Path) 
 
 def test_isthmus_load_validates_the_ref(isthmus_home: Path) -> None:
     import isthmus
-    from isthmus import _defaults
+    from isthmus import defaults
 
-    ref = _defaults.artifact_store().save(["a", "b"])
+    ref = defaults.artifact_store().save(["a", "b"])
     assert isthmus.load(ref) == isthmus.load(ref.to_dict()) == isthmus.load(ref.to_json()) == ["a", "b"]
     for bad in (
         {"uri": "file:///etc/passwd"},
@@ -147,7 +147,7 @@ def test_isthmus_load_validates_the_ref(isthmus_home: Path) -> None:
         with pytest.raises(ValueError, match=r"isthmus.load\(\)"):
             isthmus.load(bad)
     # bytes that do not match the ref's hash are never loaded
-    path = Path(_defaults.artifact_store().path_for(ref.content_hash))
+    path = Path(defaults.artifact_store().path_for(ref.content_hash))
     os.chmod(path, 0o644)
     path.write_bytes(b'["tampered"]')
     with pytest.raises(isthmus.ArtifactMissing):
@@ -198,18 +198,18 @@ def test_a_secret_dag_param_is_secret_in_every_step_it_reaches(
 
     out = "".join(capfd.readouterr())
     assert "refused for ***" in out and canary not in out  # what dag.test() logged
-    from isthmus import _defaults
+    from isthmus import defaults
 
-    _defaults.metadata_store().dispose()
+    defaults.metadata_store().dispose()
     leaked = [str(p) for p in isthmus_home.rglob("*") if p.is_file() and canary.encode() in p.read_bytes()]
     assert leaked == []
 
 
 def _test_run_conf(dag, conf: dict) -> tuple[object, dict[str, dict]]:
-    from isthmus import _defaults
+    from isthmus import defaults
     from isthmus_airflow.plugins.run_closer import flush
 
     dr = dag.test(run_conf=conf)
     flush(30)
     run_id = derived_run_id("airflow", dag.dag_id, dr.run_id)
-    return dr, {s["invocation"]: s for s in _defaults.metadata_store().step_runs_of(run_id)}
+    return dr, {s["invocation"]: s for s in defaults.metadata_store().step_runs_of(run_id)}

@@ -19,9 +19,9 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 
 
 def _meta():
-    from isthmus import _defaults
+    from isthmus import defaults
 
-    return _defaults.metadata_store()
+    return defaults.metadata_store()
 
 
 def _steps_of(run_id: str) -> dict[str, dict]:
@@ -273,9 +273,9 @@ def test_total_of_mapped_squares_reads_refs_from_xcom() -> None:
     dr, run_id = _airflow_run(dag)
     assert dr.state == "success"
     steps = _steps_of(run_id)
-    from isthmus import ArtifactRef, _defaults
+    from isthmus import ArtifactRef, defaults
 
-    assert _defaults.artifact_store().load(ArtifactRef.from_dict(steps["total"]["outputs"]["output"])) == 14
+    assert defaults.artifact_store().load(ArtifactRef.from_dict(steps["total"]["outputs"]["output"])) == 14
 
 
 def test_provider_is_discovered_by_airflow() -> None:

@@ -57,9 +57,9 @@ def test_pipeline_runs_and_hits_on_each_store(store_url: str, tmp_path: Path, mo
     second = flow.run(n=5)
     assert first.outputs == second.outputs == 10
     assert [s.cache_hit for s in second.steps.values()] == [True, True]
-    from isthmus import _defaults
+    from isthmus import defaults
 
-    meta = _defaults.metadata_store()
+    meta = defaults.metadata_store()
     assert meta.dialect == store_url.split(":")[0].split("+")[0]
     assert [r["id"] for r in meta.list_runs()] == [second.id, first.id]
 

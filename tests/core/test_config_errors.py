@@ -97,7 +97,7 @@ def test_cli_reports_each_bad_setting_in_one_line(tmp_path: Path) -> None:
 
 
 def test_python_api_raises_configuration_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from isthmus import _defaults
+    from isthmus import defaults
 
     for env, expected in _cases(tmp_path):
         for var in ("ISTHMUS_STORE_URL", "ISTHMUS_VERIFY", "ISTHMUS_LEASE_TTL", "ISTHMUS_ARTIFACT_ROOT"):
@@ -107,7 +107,7 @@ def test_python_api_raises_configuration_error(tmp_path: Path, monkeypatch: pyte
             monkeypatch.setenv(k, v)
         config.reset()
         with pytest.raises(ConfigurationError) as info:
-            _defaults.metadata_store()
+            defaults.metadata_store()
         message = str(info.value)
         assert isinstance(info.value, IsthmusError) and isinstance(info.value, ValueError)
         assert "\n" not in message and "pw-canary-7" not in message

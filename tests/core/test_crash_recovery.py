@@ -171,9 +171,9 @@ def test_cache_prune_marks_a_dead_holders_row_aborted(tmp_path: Path, isthmus_ho
     assert "abandoned step runs marked ABORTED: 1" in result.output
     (row,) = _runs(isthmus_home)
     assert row["status"] == "ABORTED"
-    from isthmus import _defaults
+    from isthmus import defaults
 
-    assert _defaults.metadata_store().lease_holder(row["cache_key"]) is None
+    assert defaults.metadata_store().lease_holder(row["cache_key"]) is None
     assert "abandoned step runs marked ABORTED: 0" in CliRunner().invoke(app, ["cache", "prune"]).output
 
 

@@ -129,9 +129,9 @@ def test_upgrading_a_dependency_invalidates_steps_that_import_it(tmp_path: Path,
     _fake_dist(site, "1.1")
     assert run_python(RUN_PIPELINE, env=env, cwd=tmp_path)["hits"] == {"uses_dep": False, "plain": True}
 
-    from isthmus import _defaults
+    from isthmus import defaults
 
-    meta = _defaults.metadata_store()
+    meta = defaults.metadata_store()
     steps = {s["invocation"]: s for s in meta.step_runs_of(meta.resolve_run_id("latest"))}
     assert steps["uses_dep"]["deps"]["fakedep"] == "1.1"
     from isthmus.diff import diff_runs
@@ -194,10 +194,10 @@ def test_kill_9_mid_write_leaves_no_cache_entry_and_no_visible_artifact(tmp_path
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
-    from isthmus import _defaults
+    from isthmus import defaults
 
-    meta = _defaults.metadata_store()
-    arts = _defaults.artifact_store()
+    meta = defaults.metadata_store()
+    arts = defaults.artifact_store()
     assert meta.list_cache_entries(step_name="produce") == []
     assert len(meta.list_cache_entries(step_name="first")) == 1
     objects = [p for p in Path(arts.root, "objects").rglob("*") if p.is_file()]
@@ -240,9 +240,9 @@ def test_eight_concurrent_identical_steps_compute_once(tmp_path: Path, isthmus_h
     env = {**os.environ, "ISTHMUS_HOME": str(isthmus_home), "COUNTER": str(counter)}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO)])
     # create the schema once so the 8 processes race on the step, not on start-up
-    from isthmus import _defaults
+    from isthmus import defaults
 
-    _defaults.metadata_store()
+    defaults.metadata_store()
     procs = [
         subprocess.Popen(
             [sys.executable, str(script)],
@@ -281,9 +281,9 @@ def test_run_step_entrypoint_as_a_subprocess(tmp_path: Path, isthmus_home: Path)
     )
     import pandas as pd
 
-    from isthmus import _defaults
+    from isthmus import defaults
 
-    ref = _defaults.artifact_store().save(pd.DataFrame({"y": [1.0, 2.0, 3.5]}), step_name="upstream")
+    ref = defaults.artifact_store().save(pd.DataFrame({"y": [1.0, 2.0, 3.5]}), step_name="upstream")
     manifest = tmp_path / "out" / "manifest.json"
     env = {**os.environ, "ISTHMUS_HOME": str(isthmus_home), "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
     ctx = {"orchestrator": "slurm", "invocation": "summarize", "native": {"slurm_job_id": "4242"}}
@@ -299,8 +299,8 @@ def test_run_step_entrypoint_as_a_subprocess(tmp_path: Path, isthmus_home: Path)
     from isthmus import ArtifactRef
 
     out = ArtifactRef.from_dict(data["outputs"]["output"])
-    assert _defaults.artifact_store().load(out) == {"sum": 6.5, "rows": 3}
-    sr = _defaults.metadata_store().get_step_run(data["step_run_id"])
+    assert defaults.artifact_store().load(out) == {"sum": 6.5, "rows": 3}
+    sr = defaults.metadata_store().get_step_run(data["step_run_id"])
     assert sr["orchestrator"] == "slurm" and sr["context"]["native"] == {"slurm_job_id": "4242"}
 
     # a job started by hand for a pipeline run the store does not know yet: the run is created, not a
@@ -312,7 +312,7 @@ def test_run_step_entrypoint_as_a_subprocess(tmp_path: Path, isthmus_home: Path)
     assert proc.returncode == 0, proc.stderr
     data_run = json.loads(manifest_run.read_text())
     assert data_run["status"] == "COMPLETED", data_run["error"]
-    assert _defaults.metadata_store().get_step_run(data_run["step_run_id"])["pipeline_run_id"] == "hand-started-run"
+    assert defaults.metadata_store().get_step_run(data_run["step_run_id"])["pipeline_run_id"] == "hand-started-run"
 
     # a compute node without database access: rows travel in the manifest and are ingested here
     manifest2 = tmp_path / "out" / "manifest2.json"
@@ -324,7 +324,7 @@ def test_run_step_entrypoint_as_a_subprocess(tmp_path: Path, isthmus_home: Path)
     assert data2["status"] == "COMPLETED" and data2["records"]["step_runs"]
     from isthmus.remote import ingest_manifest
 
-    meta = _defaults.metadata_store()
+    meta = defaults.metadata_store()
     assert ingest_manifest(meta, manifest2) > 0
     assert meta.get_step_run(data2["step_run_id"])["status"] == "COMPLETED"
     assert ingest_manifest(meta, manifest2) == 0  # idempotent

@@ -758,16 +758,16 @@ def test_ingest_refuses_malformed_manifests_in_one_line(tmp_path: Path, isthmus_
 
 
 def test_ingest_manifest_in_process_verifies_before_recording(tmp_path: Path, isthmus_home: Path) -> None:
-    from isthmus import _defaults
+    from isthmus import defaults
     from isthmus.manifest import ManifestError
     from isthmus.remote import ingest_manifest, read_manifest
 
     manifest = _remote_manifest(tmp_path, isthmus_home)
     data = read_manifest(str(manifest))
-    store = _defaults.artifact_store()
+    store = defaults.artifact_store()
     out = ArtifactRef.from_dict(data["outputs"]["output"])
     Path(store.path_for(out.content_hash)).write_bytes(b"7")  # the job's output corrupted after the job
-    meta = _defaults.metadata_store()
+    meta = defaults.metadata_store()
     with pytest.raises(ManifestError, match="do not match"):
         ingest_manifest(meta, data)
     assert meta.list_cache_entries() == []

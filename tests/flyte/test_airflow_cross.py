@@ -34,16 +34,16 @@ def pipeline_dag(request):
 
 
 def _steps_of(run_id: str) -> dict[str, dict]:
-    from isthmus import _defaults
+    from isthmus import defaults
 
-    return {s["invocation"]: s for s in _defaults.metadata_store().step_runs_of(run_id)}
+    return {s["invocation"]: s for s in defaults.metadata_store().step_runs_of(run_id)}
 
 
 def _flyte_run(wf, **params) -> tuple[object, dict[str, dict]]:
-    from isthmus import _defaults
+    from isthmus import defaults
 
     out = wf(**params)
-    (latest, *_) = _defaults.metadata_store().list_runs(orchestrator="flyte")
+    (latest, *_) = defaults.metadata_store().list_runs(orchestrator="flyte")
     return out, _steps_of(latest["id"])
 
 

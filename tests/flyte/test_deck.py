@@ -5,7 +5,7 @@ from __future__ import annotations
 from flytekit.core.context_manager import FlyteContextManager
 
 from flytekitplugins.isthmus import isthmus_task
-from isthmus import _defaults, step
+from isthmus import defaults, step
 from tests.flyte import flyte_steps as fs
 
 HOSTILE = "<script>alert('x')</script>"
@@ -30,7 +30,7 @@ def test_deck_shows_cache_status_fingerprints_hashes_and_changes_escaped() -> No
 
     assert describe(value=3, label=HOSTILE) == f"{HOSTILE}=3"
     html = _isthmus_deck()
-    store = _defaults.metadata_store()
+    store = defaults.metadata_store()
     (row,) = [r for r in _step_runs("describe") if r["params"].get("label") == HOSTILE]
     assert row["code_hash"] in html  # the code fingerprint
     assert row["deps_hash"] in html and row["cache_key"] in html
@@ -56,7 +56,7 @@ def _step_runs(step_name: str) -> list[dict]:
 
     from isthmus.store import schema as s
 
-    store = _defaults.metadata_store()
+    store = defaults.metadata_store()
     with store.engine.connect() as conn:
         query = select(s.step_runs).where(s.step_runs.c.step_name == step_name).order_by(s.step_runs.c.started_at)
         return [dict(r) for r in conn.execute(query).mappings()]

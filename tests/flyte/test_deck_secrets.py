@@ -74,7 +74,7 @@ def test_a_secret_named_workflow_input_is_secret_in_every_step_it_feeds(isthmus_
     from flytekit.configuration import Image, ImageConfig, SerializationSettings
 
     from flytekitplugins.isthmus.resolver import isthmus_task_resolver
-    from isthmus import StepFailed, _defaults
+    from isthmus import StepFailed, defaults
     from tests.flyte import flyte_steps as fs
 
     canary = "cnry-wf-input-8d2f61"
@@ -91,7 +91,7 @@ def test_a_secret_named_workflow_input_is_secret_in_every_step_it_feeds(isthmus_
         login(host="db1", password=canary)
     assert canary not in str(info.value)
 
-    store = _defaults.metadata_store()
+    store = defaults.metadata_store()
     runs = {r["pipeline"]: r for r in reversed(store.list_runs(orchestrator="flyte"))}
     rows = [s for r in store.list_runs(orchestrator="flyte") for s in store.step_runs_of(r["id"])]
     measured = [s for s in rows if s["step_name"] == "value_length"]

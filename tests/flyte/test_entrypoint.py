@@ -25,7 +25,7 @@ from dags_examples import steps
 from flytekitplugins.isthmus import isthmus_task_resolver
 from flytekitplugins.isthmus.resolver import LOCATION
 from flytekitplugins.isthmus.transformer import REF_METADATA_KEY
-from isthmus import _defaults
+from isthmus import defaults
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.context import derived_run_id
 from isthmus.runner import default_runner
@@ -118,11 +118,11 @@ def test_pyflyte_execute_runs_a_task_built_in_another_module(isthmus_home: Path,
     literal = outputs.literals["output"]
     assert REF_METADATA_KEY in literal.metadata
     ref = TypeEngine.to_python_value(FlyteContextManager.current_context(), literal, ArtifactRef)
-    model = _defaults.artifact_store().load(ref)
+    model = defaults.artifact_store().load(ref)
     assert model.n_estimators == 7
 
     # What the pod recorded: a step run with the Flyte ids, in the pipeline run of its execution.
-    store = _defaults.metadata_store()
+    store = defaults.metadata_store()
     run_id = derived_run_id("flyte", "proj", "development", "f3a9c2e1b")
     run = store.get_run(run_id)
     assert run["pipeline"] == "dags_examples.flyte_ml_pipeline.hand_written"
@@ -141,7 +141,7 @@ def test_pyflyte_execute_runs_a_task_built_in_another_module(isthmus_home: Path,
 
     # The pipeline workflow's last node, rebuilt from the pipeline's import path, completes the run.
     metrics = runner.run(steps.evaluate, {"model": ref, "features": features, "seed": 0}).outputs["output"]
-    metrics_literal = _literal(_defaults.artifact_store().load(metrics), dict)
+    metrics_literal = _literal(defaults.artifact_store().load(metrics), dict)
     metrics_literal.set_metadata({REF_METADATA_KEY: metrics.to_json()})
     finish = example.ml_pipeline.isthmus_finish_task
     loader_args, _ = _pyflyte_execute(
@@ -206,7 +206,7 @@ def test_failure_handler_marks_the_execution_failed(monkeypatch, tmp_path: Path)
     inputs = LiteralMap({"n": _literal(2, int), "err": _literal(err, typing.Optional[FlyteError])})  # noqa: UP045
     with setup_execution(raw_output_data_prefix=str(tmp_path / "raw")) as ctx:
         failure.dispatch_execute(ctx, inputs)
-    run = _defaults.metadata_store().get_run(derived_run_id("flyte", "proj", "development", "e-failed"))
+    run = defaults.metadata_store().get_run(derived_run_id("flyte", "proj", "development", "e-failed"))
     assert run["status"] == "FAILED" and run["pipeline"] == "failing_pipeline"
     assert "n2" in run["error"] and "boom" in run["error"]
     assert run["params"] == {"n": 2}

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from isthmus import _defaults, lineage
+from isthmus import defaults, lineage
 from tests.flyte import flyte_steps as fs
 from tests.lineage import schemas
 from tests.lineage.receiver import MarquezReceiver
@@ -51,7 +51,7 @@ def test_flyte_workflow_emits_an_openlineage_run_tree(receiver: MarquezReceiver)
     events = receiver.received()
     for event in events:
         schemas.validate_event(event)
-    runs = {r["pipeline"]: r["id"] for r in _defaults.metadata_store().list_runs(orchestrator="flyte")}
+    runs = {r["pipeline"]: r["id"] for r in defaults.metadata_store().list_runs(orchestrator="flyte")}
     by_run: dict[str, list[dict[str, Any]]] = {}
     for e in events:
         by_run.setdefault(e["run"]["runId"], []).append(e)

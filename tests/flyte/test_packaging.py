@@ -14,7 +14,7 @@ from flytekit.core.workflow import WorkflowBase
 import flytekitplugins.isthmus as plugin
 from dags_examples import steps
 from flytekitplugins.isthmus import Isthmus, IsthmusTask
-from isthmus import _defaults
+from isthmus import defaults
 from tests.conftest import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,6 +44,26 @@ def test_import_flytekit_loads_the_plugin_without_the_isthmus_core() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_import_flytekit_registers_a_slurm_connector_that_loads_the_real_one_on_first_use() -> None:
+    code = (
+        "import sys, asyncio, flytekit\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('flytekitplugins.isthmus'))\n"
+        "assert loaded == ['flytekitplugins.isthmus', 'flytekitplugins.isthmus.registration'], loaded\n"
+        "from flytekit.extend.backend.base_connector import ConnectorRegistry\n"
+        "from flytekitplugins.isthmus.registration import DeferredSlurmConnector, SlurmStepMeta\n"
+        "stand_in = ConnectorRegistry.get_connector('isthmus_slurm')\n"
+        "assert isinstance(stand_in, DeferredSlurmConnector) and stand_in.metadata_type is SlurmStepMeta\n"
+        "meta = SlurmStepMeta(step='s:f', step_name='f', task_name='t')\n"
+        "asyncio.run(stand_in.delete(meta))  # no job: nothing to cancel, but the real connector is loaded\n"
+        "from flytekitplugins.isthmus.slurm import IsthmusSlurmConnector\n"
+        "assert isinstance(ConnectorRegistry.get_connector('isthmus_slurm'), IsthmusSlurmConnector)\n"
+        "types = list(ConnectorRegistry.get_connector_metadata('Isthmus Slurm Connector').supported_task_types)\n"
+        "assert types == ['isthmus_slurm'], types\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_pyflyte_run_executes_the_example_workflow_locally(isthmus_home: Path) -> None:
     pyflyte = Path(sys.executable).with_name("pyflyte")
     if not pyflyte.exists():
@@ -59,7 +79,7 @@ def test_pyflyte_run_executes_the_example_workflow_locally(isthmus_home: Path) -
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "'top_feature'" in proc.stdout
-    store = _defaults.metadata_store()
+    store = defaults.metadata_store()
     (run,) = store.list_runs(orchestrator="flyte")
     assert run["status"] == "COMPLETED" and run["pipeline"] == "ml_pipeline" and run["steps"] == 4
     local = steps.ml_pipeline.run(n_estimators=5)

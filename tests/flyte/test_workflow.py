@@ -10,7 +10,7 @@ from flytekit import task
 
 from dags_examples import steps
 from flytekitplugins.isthmus import Isthmus, IsthmusTask, isthmus_task
-from isthmus import _defaults
+from isthmus import defaults
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.diff import diff_runs
 from isthmus.errors import StepFailed
@@ -18,7 +18,7 @@ from tests.flyte import flyte_steps as fs
 
 
 def _store():
-    return _defaults.metadata_store()
+    return defaults.metadata_store()
 
 
 def _flyte_runs():
@@ -63,7 +63,7 @@ def test_local_workflow_records_pipeline_run_and_step_runs_with_flyte_ids(ml_wor
     assert run["context"]["execution_id"] == "local:local:local"
     assert run["context"]["local_execution"]
     out = ArtifactRef.coerce(run["outputs"])  # the dict output travelled with its ref
-    assert out is not None and _defaults.artifact_store().load(out) == metrics
+    assert out is not None and defaults.artifact_store().load(out) == metrics
 
     first = _final_steps(run["id"])
     assert list(first) == ["ingest", "featurize", "train", "evaluate"]
@@ -191,7 +191,7 @@ def test_task_called_on_its_own_and_objects_passed_directly() -> None:
     featurize_task = isthmus_task(steps.featurize)
     ref = featurize_task(raw=raw)
     assert isinstance(ref, ArtifactRef)
-    assert isinstance(_defaults.artifact_store().load(ref), pd.DataFrame)
+    assert isinstance(defaults.artifact_store().load(ref), pd.DataFrame)
     local = steps.featurize.run(raw)
     assert local.cache_hit
     assert local.outputs["output"].content_hash == ref.content_hash

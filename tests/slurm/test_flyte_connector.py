@@ -25,14 +25,14 @@ from flytekitplugins.isthmus.slurm import (
     SlurmStepMeta,
     flyte_phase,
 )
-from isthmus import _defaults
+from isthmus import defaults
 from isthmus.context import derived_run_id
 from tests.slurm import steps
 from tests.slurm.cluster import SlurmCluster
 
 
 def _store():
-    return _defaults.metadata_store()
+    return defaults.metadata_store()
 
 
 def _flyte_runs() -> list[dict]:

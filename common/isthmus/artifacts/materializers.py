@@ -36,6 +36,7 @@ from typing import Any
 
 from isthmus.artifacts.types import resolve_type
 from isthmus.errors import MaterializationError
+from isthmus.fingerprint.arguments import INCOMPLETE, NotListed, code_metadata, code_of_value, project_code
 
 _MAX_COLUMNS = 500  # columns described in a table's metadata (refs stay small; the count is kept)
 
@@ -322,8 +323,6 @@ class EstimatorMaterializer(Materializer):
     def save(self, obj: Any, path: str) -> dict[str, Any] | None:
         import joblib
 
-        from isthmus.fingerprint.arguments import INCOMPLETE, NotListed, code_metadata, code_of_value
-
         joblib.dump(obj, path)
         try:
             return code_metadata(code_of_value(obj))
@@ -348,8 +347,6 @@ class CloudpickleMaterializer(Materializer):
         return True
 
     def save(self, obj: Any, path: str) -> dict[str, Any] | None:
-        from isthmus.fingerprint.arguments import code_metadata, project_code
-
         seen: set[Any] = set()
         buffer = io.BytesIO()
         _recording_pickler()(buffer, seen).dump(obj)

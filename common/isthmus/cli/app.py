@@ -10,9 +10,17 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from isthmus import __version__, defaults
+from isthmus.artifacts.refs import loads_bounded
+from isthmus.cache_admin import prune
 from isthmus.cli.render import console, dump_json, duration, print_diff, short, status_text, table, when
+from isthmus.context import RunContext
+from isthmus.diff import diff_runs
 from isthmus.errors import ConfigurationError, IsthmusError
+from isthmus.manifest import MANIFEST_KEY_ENV, key_from_env
 from isthmus.records import RunStatus
+from isthmus.remote import ingest as ingest_records
+from isthmus.remote import run_remote
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="isthmus: recorded, cached, portable pipeline steps."
@@ -28,19 +36,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")
 
 
 def _meta() -> Any:
-    from isthmus import _defaults
-
     try:
-        return _defaults.metadata_store()
+        return defaults.metadata_store()
     except ConfigurationError as exc:
         _fail(str(exc))
 
 
 def _artifacts() -> Any:
-    from isthmus import _defaults
-
     try:
-        return _defaults.artifact_store()
+        return defaults.artifact_store()
     except ConfigurationError as exc:
         _fail(str(exc))
 
@@ -137,8 +141,6 @@ def diff(
     as_json: JsonOpt = False,
 ) -> None:
     """What changed between two runs: code, dependencies, params, input/output hashes, environment."""
-    from isthmus.diff import diff_runs
-
     try:
         d = diff_runs(_meta(), run_a, run_b)
     except IsthmusError as exc:
@@ -324,8 +326,6 @@ def cache_prune(
 ) -> None:
     """Drop expired entries and entries whose artifacts are gone; remove abandoned partial writes; mark step
     runs of dead processes ABORTED."""
-    from isthmus.cache_admin import prune
-
     report = prune(_meta(), _artifacts(), delete_unreferenced=artifacts)
     console.print(
         f"expired entries: {report['expired']}, entries with missing artifacts: {report['missing']}, "
@@ -342,8 +342,6 @@ def _fail_line(message: str) -> None:
 
 
 def _json_arg(value: str | None, what: str) -> dict[str, Any]:
-    from isthmus.artifacts.refs import loads_bounded
-
     if not value:
         return {}
     try:
@@ -371,9 +369,6 @@ def run_step_cmd(
     ] = "db",
 ) -> None:
     """Run one step by import path and write a result manifest (the remote entrypoint)."""
-    from isthmus.context import RunContext
-    from isthmus.remote import run_remote
-
     try:
         ctx = RunContext.from_dict(_json_arg(context, "context")) if context else RunContext(orchestrator="remote")
     except TypeError as exc:  # a field the context does not have the shape for
@@ -401,9 +396,6 @@ def ingest(manifest: Annotated[str, typer.Argument(help="Path or URL of a result
 
     Cache entries are created only from a manifest signed with the key in $ISTHMUS_MANIFEST_KEY (the key
     run-step had); any other manifest records its step runs without cache entries."""
-    from isthmus.manifest import MANIFEST_KEY_ENV, key_from_env
-    from isthmus.remote import ingest as ingest_records
-
     try:
         result = ingest_records(_meta(), manifest, key=key_from_env())
     except IsthmusError as exc:
@@ -421,8 +413,6 @@ def ingest(manifest: Annotated[str, typer.Argument(help="Path or URL of a result
 @app.command("version")
 def version() -> None:
     """Print the isthmus version."""
-    from isthmus import __version__
-
     print(__version__)
 
 

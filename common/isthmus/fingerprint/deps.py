@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from isthmus.config import get_settings
 from isthmus.hashing import hash_parts
 
 _IGNORED_DISTS = {"isthmus"}
@@ -62,8 +63,6 @@ def _path_signature() -> str:
 @functools.cache
 def _distributions() -> dict[str, Any]:
     """Installed distributions, cached on disk per ``sys.path`` state (an install changes folder mtimes)."""
-    from isthmus.config import get_settings
-
     cache_file = get_settings().home / "cache" / f"dists-{_path_signature()}.json"
     try:
         return json.loads(cache_file.read_text())

@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePath
 from typing import Any
 
+from isthmus.fingerprint.source import bytecode_digest
 from isthmus.hashing import PROCESS_KEY, UnhashableValueError, parts_digest, value_digest
 from isthmus.redaction import (
     REDACTED,
@@ -497,8 +498,6 @@ def _anonymous_token(obj: Any) -> str | None:
     orders the members of a set before the collector names them. A function counts with its code, its
     closure cells and its defaults (two closures from one factory differ)."""
     if isinstance(obj, types.FunctionType):
-        from isthmus.fingerprint.source import bytecode_digest
-
         token = f"fn:{obj.__qualname__}:{bytecode_digest(obj.__code__).hex()}"
         busy: set[int] = getattr(_anonymous, "busy", None) or set()
         _anonymous.busy = busy

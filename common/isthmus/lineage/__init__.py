@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from isthmus import config
 from isthmus.lineage.backends import LineageBackend, register_backend
 from isthmus.lineage.openlineage import default_emitter, drop_default_emitter
 from isthmus.records import PipelineRunRecord, StepRunRecord
@@ -81,6 +82,7 @@ def get_lineage_hook() -> LineageHook:
     return _hook
 
 
+@config.on_change
 def reset() -> None:
     """Forget the automatically chosen hook and emitter (after a configuration change); pending events
     are flushed first. A hook installed with :func:`set_lineage_hook` stays."""

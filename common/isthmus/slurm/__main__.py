@@ -52,7 +52,7 @@ def _with_slurm_ids(argv: list[str]) -> list[str]:
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     sys.argv = [sys.argv[0], *_with_slurm_ids(sys.argv[1:])]
-    from isthmus.cli import main as cli_main
+    from isthmus.cli import main as cli_main  # after the SIGTERM handler: importing the CLI takes a while
 
     cli_main()
 

@@ -26,9 +26,11 @@ from isthmus.context import RunContext
 from isthmus.errors import StepDefinitionError
 from isthmus.lineage.parent import PARENT_KEY, ROOT_KEY, RUN_ID_KEY, env_for
 from isthmus.manifest import MANIFEST_KEY_ENV, is_authentic, job_manifest_key
+from isthmus.parameters import json_param, ref_list
 from isthmus.records import RunStatus
 from isthmus.redaction import is_secret_env
-from isthmus.runner import StepResult, StepRunner, _json_param, _ref_list, default_runner
+from isthmus.remote import ingest_manifest
+from isthmus.runner import StepResult, StepRunner, default_runner
 from isthmus.secret_params import SECRET_PARAMS_ENV, encode_secret_params, secret_param_names, secret_texts
 from isthmus.slurm.backends.base import SlurmClient, cancel_quietly, run_sync
 from isthmus.slurm.errors import SlurmJobRecordError, SlurmStepFailed, SlurmSubmitError
@@ -194,12 +196,12 @@ class SlurmExecutor:
                 encode_secret_params(step.name, {name: value})  # one that cannot travel is refused now
                 params[name] = SecretParam(value)
                 continue
-            refs = _ref_list(value)
+            refs = ref_list(value)
             if refs is not None:
                 params[name] = [r.to_dict() for r in refs]
                 continue
             try:
-                params[name] = _json_param(value)
+                params[name] = json_param(value)
             except TypeError:
                 saved = self.runner.artifacts.save(value, step_name=step.name, output=f"input:{name}")
                 inputs[name] = saved.to_dict()
@@ -451,8 +453,6 @@ class SlurmExecutor:
                 state="FAILED",
             )
         if manifest is not None and manifest.get("records"):
-            from isthmus.remote import ingest_manifest
-
             added = ingest_manifest(self.runner.metadata, manifest, artifacts=self.runner.artifacts, key=key)
             log.info("step %r: ingested %d record(s) from the manifest of job %s", step_name, added, job.job_id)
         if status.success and manifest is not None and manifest.get("status") == RunStatus.COMPLETED:

@@ -23,6 +23,7 @@ from isthmus.artifacts.refs import ArtifactRef
 from isthmus.config import check_store_url
 from isthmus.errors import ConfigurationError, IsthmusError, RunNotFound
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
+from isthmus.redaction import redact_text, redact_url, safe_params, scrub
 from isthmus.store import schema as s
 from isthmus.store.claims import CacheCandidate, ClaimBusy, ClaimCandidates, ClaimHit, ClaimResult, ClaimStarted
 from isthmus.store.engine import WRITE, make_engine, retry_locked
@@ -92,8 +93,6 @@ def link_rows_for(
 def unusable_store(url: str, setting: str, exc: BaseException) -> ConfigurationError:
     """The one-line error for a metadata store that cannot be opened: the setting, the URL (password
     hidden), the reason and what to check."""
-    from isthmus.redaction import redact_url, scrub
-
     parsed = make_url(url)
     secrets = [parsed.password] if parsed.password else []
     orig = getattr(exc, "orig", None) or exc
@@ -112,8 +111,6 @@ def unusable_store(url: str, setting: str, exc: BaseException) -> ConfigurationE
 
 
 def _safe(params: Any) -> dict[str, Any]:
-    from isthmus.redaction import safe_params
-
     return safe_params(params) if isinstance(params, dict) else {}
 
 
@@ -321,8 +318,6 @@ class MetadataStore:
         Parameters are stored as in :meth:`create_pipeline_run`; credentials the error shows by their
         form (URL passwords, bearer tokens) are hidden — callers scrub it of the run's known secrets."""
         if error:
-            from isthmus.redaction import redact_text
-
             error = redact_text(error)
         values: dict[str, Any] = {"status": status, "outputs": outputs, "error": error, "ended_at": utcnow()}
         if params is not None:

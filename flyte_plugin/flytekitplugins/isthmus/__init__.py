@@ -1,8 +1,10 @@
 """The isthmus flytekit plugin: portable isthmus steps as Flyte tasks and workflows.
 
-``import flytekit`` imports this package (entry point ``flytekit.plugins``), which registers the
-``Isthmus`` task config so ``@task(task_config=Isthmus())`` builds an :class:`IsthmusTask`. The import
-stays light — the isthmus core loads on first use — and never fails ``import flytekit``.
+``import flytekit`` imports this package (entry point ``flytekit.plugins``): it loads no isthmus module
+and never fails ``import flytekit``. It registers a stand-in connector for ``isthmus_slurm`` tasks
+(:mod:`.registration`); the names below load their module (and the isthmus core) on first access, and
+the task configs register their task classes with flytekit (``@task(task_config=Isthmus())`` builds an
+:class:`IsthmusTask`).
 
     from flytekitplugins.isthmus import Isthmus, IsthmusCachePolicy, SlurmJob, isthmus_task
 
@@ -13,10 +15,21 @@ stays light — the isthmus core loads on first use — and never fails ``import
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flytekitplugins.isthmus.cache import IsthmusCachePolicy
+    from flytekitplugins.isthmus.config import Isthmus
+    from flytekitplugins.isthmus.refs import load
+    from flytekitplugins.isthmus.resolver import IsthmusTaskResolver, isthmus_task_resolver
+    from flytekitplugins.isthmus.slurm import IsthmusSlurmConnector, IsthmusSlurmTask, SlurmJob
+    from flytekitplugins.isthmus.task import IsthmusTask, isthmus_task
+    from flytekitplugins.isthmus.transformer import ArtifactRefTransformer
+    from flytekitplugins.isthmus.workflow import pipeline_to_workflow
 
 __all__ = [
     "ArtifactRefTransformer",
@@ -42,49 +55,34 @@ _log = logging.getLogger("flytekitplugins.isthmus")
 
 _LAZY = {
     "ArtifactRefTransformer": "flytekitplugins.isthmus.transformer",
+    "Isthmus": "flytekitplugins.isthmus.config",
     "IsthmusCachePolicy": "flytekitplugins.isthmus.cache",
     "IsthmusSlurmConnector": "flytekitplugins.isthmus.slurm",
     "IsthmusSlurmTask": "flytekitplugins.isthmus.slurm",
-    "SlurmJob": "flytekitplugins.isthmus.slurm",
+    "IsthmusTask": "flytekitplugins.isthmus.task",
     "IsthmusTaskResolver": "flytekitplugins.isthmus.resolver",
+    "SlurmJob": "flytekitplugins.isthmus.slurm",
+    "isthmus_task": "flytekitplugins.isthmus.task",
     "isthmus_task_resolver": "flytekitplugins.isthmus.resolver",
+    "load": "flytekitplugins.isthmus.refs",
     "pipeline_to_workflow": "flytekitplugins.isthmus.workflow",
 }
-
-try:
-    from flytekit.core.task import TaskPlugins
-
-    from flytekitplugins.isthmus.config import Isthmus
-    from flytekitplugins.isthmus.slurm import IsthmusSlurmTask, SlurmJob
-    from flytekitplugins.isthmus.slurm import register as _register_slurm_connector
-    from flytekitplugins.isthmus.task import IsthmusTask, isthmus_task
-
-    TaskPlugins.register_pythontask_plugin(Isthmus, IsthmusTask)
-    TaskPlugins.register_pythontask_plugin(SlurmJob, IsthmusSlurmTask)
-    _register_slurm_connector()  # the connector service (and local executions) serve isthmus_slurm tasks
-    if "isthmus.artifacts.refs" in sys.modules:  # the core is loaded already: make refs known to flytekit now
-        from flytekitplugins.isthmus.transformer import ensure_registered
-
-        ensure_registered()
-except Exception as exc:  # never break `import flytekit`
-    _log.warning("the isthmus flytekit plugin could not be registered: %s: %s", type(exc).__name__, exc)
-
-
-def load(ref: Any) -> Any:
-    """The value behind an isthmus ``ArtifactRef`` (or its dict/JSON), from the configured artifact store."""
-    from isthmus import _defaults
-    from isthmus.artifacts.refs import ArtifactRef
-
-    coerced = ArtifactRef.coerce(ref)
-    if coerced is None:
-        raise TypeError(f"{ref!r} is not an isthmus ArtifactRef")
-    return _defaults.artifact_store().load(coerced)
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'flytekitplugins.isthmus' has no attribute {name!r}")
-    import importlib
-
     return getattr(importlib.import_module(module), name)
+
+
+try:
+    from flytekitplugins.isthmus.registration import register_deferred_connector
+
+    register_deferred_connector()
+    if "isthmus.artifacts.refs" in sys.modules:  # the core is loaded already: make refs known to flytekit now
+        from flytekitplugins.isthmus.transformer import ensure_registered
+
+        ensure_registered()
+except Exception as exc:  # never break `import flytekit`
+    _log.warning("the isthmus flytekit plugin could not be registered: %s: %s", type(exc).__name__, exc)

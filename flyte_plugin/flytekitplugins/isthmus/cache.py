@@ -21,20 +21,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from isthmus import defaults
+from isthmus.cache import declared_inputs, key_material, step_fields
+from isthmus.config import get_settings
+from isthmus.fingerprint.code import code_fingerprint
+from isthmus.fingerprint.deps import dependency_fingerprint
+from isthmus.hashing import hash_parts
+from isthmus.step import Step, as_step
+
 
 class IsthmusCachePolicy:
     """``get_version(salt, params)``: a hash of the step's key material (see the module docstring) and
     Flyte's ``salt``."""
 
     def get_version(self, salt: str, params: Any) -> str:
-        from isthmus import _defaults
-        from isthmus.cache import declared_inputs, key_material, step_fields
-        from isthmus.config import get_settings
-        from isthmus.fingerprint.code import code_fingerprint
-        from isthmus.fingerprint.deps import dependency_fingerprint
-        from isthmus.hashing import hash_parts
-        from isthmus.step import Step, as_step
-
         func = params.func
         if not isinstance(func, Step) and isinstance(getattr(func, "step", None), Step):
             func = func.step  # an IsthmusTask
@@ -42,7 +42,7 @@ class IsthmusCachePolicy:
         policy = step.cache
 
         def secret_salt() -> bytes:  # the runner's: configured outside the store, else the store's
-            return get_settings().secret_salt or _defaults.metadata_store().secret_salt()
+            return get_settings().secret_salt or defaults.metadata_store().secret_salt()
 
         code = code_fingerprint(step)
         if code.secret_digests:

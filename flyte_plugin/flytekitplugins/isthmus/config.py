@@ -1,7 +1,7 @@
 """``Isthmus``: the task config that makes a flytekit task an isthmus step.
 
-Kept free of heavy imports: flytekit imports this plugin (entry point ``flytekit.plugins``) on
-``import flytekit``.
+Kept free of heavy imports, so ``from flytekitplugins.isthmus import Isthmus`` stays cheap; building an
+``Isthmus()`` loads :mod:`flytekitplugins.isthmus.task`, which registers it with flytekit.
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ class Isthmus:
     ref_inputs: tuple[str, ...] = ()
     ref_outputs: tuple[str, ...] = ()
     secret_inputs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # start-up cost: the task module loads the isthmus core; it registers IsthmusTask for this config
+        # with flytekit, which `@task(task_config=Isthmus())` looks up right after this
+        import flytekitplugins.isthmus.task  # noqa: F401
 
     def to_options(self) -> dict[str, Any]:
         """What a container needs to rebuild the task (JSON)."""

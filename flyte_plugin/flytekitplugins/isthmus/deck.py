@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from isthmus.artifacts.refs import ArtifactRef
+from isthmus.diff import code_diff
 from isthmus.redaction import REDACTED, find_secret, is_secret_name, redact_params, secret_values, secrets_in
 
 _STYLE = """
@@ -92,8 +93,6 @@ def _hashes(refs: dict[str, Any] | None) -> dict[str, Any]:
 
 def changes_against(store: Any, row: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
     """What differs between this step run and ``previous`` (code diff, dependencies, params, inputs, outputs)."""
-    from isthmus.diff import code_diff
-
     if previous is None:
         return {}
     out: dict[str, Any] = {}

@@ -24,6 +24,9 @@ from flytekit.configuration import SerializationSettings
 from flytekit.core.base_task import Task, TaskResolverMixin
 from flytekit.core.tracker import TrackedInstance
 
+from flytekitplugins.isthmus.config import Isthmus
+from isthmus.step import load_step
+
 LOCATION = "flytekitplugins.isthmus.resolver.isthmus_task_resolver"
 
 
@@ -54,7 +57,7 @@ class IsthmusTaskResolver(TrackedInstance, TaskResolverMixin):
         return resolver_args()
 
     def load_task(self, loader_args: list[str]) -> Task:
-        from flytekitplugins.isthmus.config import Isthmus
+        # a cycle: tasks carry this resolver (task.py imports this module), and it rebuilds tasks
         from flytekitplugins.isthmus.task import IsthmusTask, isthmus_task
 
         args = list(loader_args)
@@ -66,7 +69,6 @@ class IsthmusTaskResolver(TrackedInstance, TaskResolverMixin):
             obj = _import(fields["step"])
             if isinstance(obj, IsthmusTask):  # @task(task_config=Isthmus()) at module level
                 return obj
-            from isthmus.step import load_step
 
             step = load_step(fields["step"])
             config = Isthmus(
@@ -83,7 +85,7 @@ class IsthmusTaskResolver(TrackedInstance, TaskResolverMixin):
                 enable_deck=bool(options.get("enable_deck")) or None,
             )
         if "pipeline" in fields:
-            from flytekitplugins.isthmus.workflow import control_task
+            from flytekitplugins.isthmus.workflow import control_task  # a cycle, as for the task module
 
             return control_task(_import(fields["pipeline"]), fields.get("role", ""), options)
         raise ValueError(f"isthmus resolver: loader args {args!r} name neither a step nor a pipeline")

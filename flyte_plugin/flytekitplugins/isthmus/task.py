@@ -20,10 +20,17 @@ from flytekit.core.context_manager import FlyteContext
 from flytekit.core.docstring import Docstring
 from flytekit.core.interface import Interface, transform_interface_to_typed_interface
 from flytekit.core.python_function_task import PythonFunctionTask, PythonInstanceTask
+from flytekit.core.task import TaskPlugins
 from flytekit.core.type_engine import TypeEngine
 from flytekit.models.literals import LiteralMap
 
+from flytekitplugins.isthmus import deck
+from flytekitplugins.isthmus.cache import IsthmusCachePolicy
 from flytekitplugins.isthmus.config import Isthmus
+from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
+from flytekitplugins.isthmus.deck import redact_inputs
+from flytekitplugins.isthmus.resolver import isthmus_task_resolver
+from flytekitplugins.isthmus.resources import task_settings, timeout_for
 from flytekitplugins.isthmus.transformer import (
     REF_METADATA_KEY,
     ensure_registered,
@@ -31,6 +38,11 @@ from flytekitplugins.isthmus.transformer import (
     is_small_type,
     ref_from_literal,
 )
+from isthmus.errors import StepDefinitionError
+from isthmus.records import RunStatus
+from isthmus.redaction import scrub, secret_values, secrets_in
+from isthmus.runner import default_runner
+from isthmus.step import as_step
 
 if typing.TYPE_CHECKING:
     from isthmus.step import Step
@@ -39,7 +51,7 @@ log = logging.getLogger("flytekitplugins.isthmus")
 
 # Set while flytekit's dispatch_execute runs this task: execute() then hands the artifact refs along with
 # the values. Callers of execute() alone (e.g. a local map task) get plain values.
-_DISPATCHING: ContextVar[bool] = ContextVar("isthmus_dispatching", default=False)
+DISPATCHING: ContextVar[bool] = ContextVar("isthmus_dispatching", default=False)
 
 _RESOURCE_KWARGS = ("requests", "limits", "resources", "accelerator", "pod_template", "pod_template_name")
 
@@ -59,11 +71,11 @@ class _RefAwareIO:
     get the ref of the artifact that holds them attached."""
 
     def dispatch_execute(self, ctx: FlyteContext, input_literal_map: LiteralMap) -> Any:
-        token = _DISPATCHING.set(True)
+        token = DISPATCHING.set(True)
         try:
             return super().dispatch_execute(ctx, input_literal_map)  # type: ignore[misc]
         finally:
-            _DISPATCHING.reset(token)
+            DISPATCHING.reset(token)
 
     def _literal_map_to_python_input(self, literal_map: LiteralMap, ctx: FlyteContext) -> dict[str, Any]:
         types = self.python_interface.inputs  # type: ignore[attr-defined]
@@ -105,8 +117,6 @@ def step_interface(
     inputs: dict[str, Any] = {}
     for name, param in step.signature.parameters.items():
         if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-            from isthmus.errors import StepDefinitionError
-
             raise StepDefinitionError(
                 f"step {step.name!r}: *args/**kwargs parameters cannot become Flyte task inputs; name each parameter"
             )
@@ -164,9 +174,6 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
         **kwargs: Any,
     ) -> None:
         ensure_registered()
-        from flytekitplugins.isthmus.resolver import isthmus_task_resolver
-        from flytekitplugins.isthmus.resources import task_settings, timeout_for
-        from isthmus.step import as_step
 
         config = task_config if task_config is not None else Isthmus()
         step = as_step(task_function.step if isinstance(task_function, IsthmusTask) else task_function)
@@ -207,10 +214,6 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
         return ["step", self._step.import_path, "options", json.dumps(options, sort_keys=True, separators=(",", ":"))]
 
     def execute(self, **kwargs: Any) -> Any:
-        from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
-        from isthmus.records import RunStatus
-        from isthmus.runner import default_runner
-
         step = self._step
         config = self.task_config
         invocation = config.invocation or step.name
@@ -226,8 +229,6 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
             result = runner.run(step, arguments, run.context, secrets=secrets)
         except Exception as exc:
             if run.local and run.pipeline_run_id:  # a local workflow stops at the first failure
-                from isthmus.redaction import scrub, secret_values
-
                 error = scrub(f"{type(exc).__name__}: {exc}", secret_values(arguments) | secrets)
                 finish_pipeline_run(runner, run.pipeline_run_id, RunStatus.FAILED, error=error)
             # not shown by traceback formatters that print locals
@@ -240,27 +241,21 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
             ref = result.outputs[name]
             values.append(runner.artifacts.load(ref) if name in self._small_outputs else ref)
         native = values[0] if len(values) == 1 else tuple(values)
-        return StepOutputs(native, dict(result.outputs)) if _DISPATCHING.get() else native
+        return StepOutputs(native, dict(result.outputs)) if DISPATCHING.get() else native
 
     def _given_secrets(self, arguments: dict[str, Any]) -> frozenset[str]:
         """The secrets held by the inputs a secret-named workflow input feeds (``Isthmus.secret_inputs``)."""
-        from isthmus.redaction import secrets_in
-
         names = self.task_config.secret_inputs
         return frozenset(s for n in names if n in arguments for s in secrets_in(arguments[n]))
 
     def _write_decks(self, native_inputs: Any, native_outputs_as_map: Any, ctx: Any, new_user_params: Any) -> Any:
         """flytekit's own decks, with secret inputs shown as ``***`` in its Input deck."""
-        from flytekitplugins.isthmus.deck import redact_inputs
-
         inputs = dict(native_inputs or {})
         shown = redact_inputs(inputs, secret=self.task_config.secret_inputs)
         return super()._write_decks(shown, native_outputs_as_map, ctx, new_user_params)
 
     def _render_deck(self, runner: Any, invocation: str, result: Any, run_context: dict[str, Any]) -> None:
         from flytekit.deck import Deck
-
-        from flytekitplugins.isthmus import deck
 
         try:
             Deck("isthmus", deck.build(runner, self._step, invocation, result, run_context))
@@ -273,7 +268,6 @@ class IsthmusControlTask(_RefAwareIO, PythonInstanceTask[Isthmus]):
 
     def __init__(self, name: str, role: str, interface: Interface, run_fn: Any, resolver_args: Any) -> None:
         ensure_registered()
-        from flytekitplugins.isthmus.resolver import isthmus_task_resolver
 
         super().__init__(
             name=name,
@@ -325,9 +319,6 @@ def isthmus_task(
     """
     from flytekit.core.cache import Cache, VersionParameters
 
-    from flytekitplugins.isthmus.cache import IsthmusCachePolicy
-    from isthmus.step import as_step
-
     s = as_step(step.step if isinstance(step, IsthmusTask) else step)
     meta: dict[str, Any] = {"retries": retries, "interruptible": interruptible, "timeout": timeout}
     if cache is True:
@@ -347,6 +338,7 @@ def isthmus_task(
     elif cache:
         raise TypeError(f"cache={cache!r} must be True, False or flytekit.Cache(...)")
     if slurm is not None:
+        # a cycle: IsthmusSlurmTask subclasses IsthmusTask
         from flytekitplugins.isthmus.slurm import IsthmusSlurmTask, SlurmJob
 
         if not isinstance(slurm, SlurmJob):
@@ -367,3 +359,6 @@ def isthmus_task(
         enable_deck=enable_deck,
         **kwargs,
     )
+
+
+TaskPlugins.register_pythontask_plugin(Isthmus, IsthmusTask)

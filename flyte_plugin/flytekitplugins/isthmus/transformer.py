@@ -25,6 +25,12 @@ from flytekit.core.type_engine import TypeEngine, TypeTransformer, TypeTransform
 from flytekit.models.literals import Literal, Scalar
 from flytekit.models.types import LiteralType, SimpleType
 
+from isthmus import defaults
+from isthmus.artifacts.errors import InvalidArtifactRef
+from isthmus.artifacts.refs import ArtifactRef, loads_bounded
+from isthmus.artifacts.types import check_type_path
+from isthmus.redaction import find_secret
+
 REF_METADATA_KEY = "isthmus.artifact_ref"
 LITERAL_TYPE_METADATA = {"isthmus": "ArtifactRef", "version": 1}
 
@@ -48,9 +54,7 @@ def is_small_type(tp: Any) -> bool:
     return False
 
 
-def _artifact_ref_type() -> type[Any]:
-    from isthmus.artifacts.refs import ArtifactRef
-
+def _artifact_ref_type() -> type[ArtifactRef]:
     return ArtifactRef
 
 
@@ -72,9 +76,6 @@ def flyte_type_for(annotation: Any, default: Any = inspect.Parameter.empty) -> A
 
 def _checked(ref: Any) -> Any:
     """``ref`` if its python_type names nothing whose lookup could run a program (a literal is untrusted)."""
-    from isthmus.artifacts.errors import InvalidArtifactRef
-    from isthmus.artifacts.types import check_type_path
-
     try:
         check_type_path(ref.python_type)
     except InvalidArtifactRef as exc:
@@ -136,9 +137,6 @@ class ArtifactRefTransformer(TypeTransformer[Any]):
 
         ref = self.python_type.coerce(python_val)
         if ref is None:
-            from isthmus import _defaults
-            from isthmus.redaction import find_secret
-
             found = find_secret(python_val, by_key=True)
             if found is not None:  # never written into an artifact
                 raise TypeTransformerFailedError(
@@ -146,7 +144,7 @@ class ArtifactRefTransformer(TypeTransformer[Any]):
                     "artifacts, so it cannot travel between Flyte tasks: request it with secret_requests= and read "
                     "it inside the step (flytekit.current_context().secrets), or pass it as a plain str parameter"
                 )
-            ref = _defaults.artifact_store().save(python_val, step_name="flyte", output="input")
+            ref = defaults.artifact_store().save(python_val, step_name="flyte", output="input")
         struct = Struct()
         struct.update(ref.to_dict())
         return Literal(scalar=Scalar(generic=struct), metadata={REF_METADATA_KEY: ref.to_json()})
@@ -164,8 +162,6 @@ class ArtifactRefTransformer(TypeTransformer[Any]):
 
                 return _ref_from_mapping(msgpack.loads(scalar.binary.value))
             if scalar.primitive is not None and scalar.primitive.string_value:
-                from isthmus.artifacts.refs import loads_bounded
-
                 text = scalar.primitive.string_value
                 return _ref_from_mapping(loads_bounded(text, "artifact ref literal", TypeTransformerFailedError))
         raise TypeTransformerFailedError(f"cannot read an isthmus ArtifactRef from literal {lv}")

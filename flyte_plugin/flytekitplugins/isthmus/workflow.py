@@ -29,8 +29,15 @@ from flytekit.core.workflow import (
 from flytekit.types.error import FlyteError
 
 from flytekitplugins.isthmus.config import Isthmus
-from flytekitplugins.isthmus.task import IsthmusControlTask, IsthmusTask, isthmus_task
+from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
+from flytekitplugins.isthmus.task import IsthmusControlTask, IsthmusTask, isthmus_task, step_interface
 from flytekitplugins.isthmus.transformer import ensure_registered, flyte_type_for
+from isthmus.artifacts.refs import ArtifactRef
+from isthmus.errors import NotImportableError, StepDefinitionError
+from isthmus.pipeline import OutputHandle, Param
+from isthmus.records import RunStatus
+from isthmus.redaction import is_secret_name, scrub, secret_values
+from isthmus.runner import default_runner
 
 FINISH, FAILURE = "finish", "failure"
 
@@ -50,9 +57,6 @@ class _Plan:
 
 
 def _plan(pipeline: Any, name: str | None) -> _Plan:
-    from isthmus.errors import StepDefinitionError
-    from isthmus.pipeline import OutputHandle, Param
-
     graph = pipeline.compile(**{p: Param(p) for p in pipeline.signature.parameters})
     try:
         hints = typing.get_type_hints(pipeline.fn)
@@ -129,9 +133,6 @@ def _wire_types(plan: _Plan) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]
     """Per invocation, the inputs and outputs that must travel as ArtifactRef so that every edge of the
     pipeline type-checks in Flyte (e.g. an unannotated output feeding an ``int`` parameter, or an ``int``
     output feeding a ``float`` one). Locally the runner gets the same ref either way."""
-    from flytekitplugins.isthmus.task import step_interface
-    from isthmus.pipeline import OutputHandle
-
     natural = {inv: step_interface(node.step) for inv, node in plan.graph.nodes.items()}
     ref_in: dict[str, set[str]] = {inv: set() for inv in natural}
     ref_out: dict[str, set[str]] = {inv: set() for inv in natural}
@@ -161,9 +162,6 @@ def _wire_types(plan: _Plan) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]
 def _secret_inputs(node: Any) -> tuple[str, ...]:
     """The inputs of a step node fed by a secret-named workflow input (``password``, ``api_token`` …):
     secrets whatever the step calls them."""
-    from isthmus.pipeline import Param
-    from isthmus.redaction import is_secret_name
-
     return tuple(
         sorted(arg for arg, value in node.arguments.items() if isinstance(value, Param) and is_secret_name(value.name))
     )
@@ -171,9 +169,6 @@ def _secret_inputs(node: Any) -> tuple[str, ...]:
 
 def _check_parameter_edges(plan: _Plan, tasks: dict[str, IsthmusTask]) -> None:
     """A pipeline parameter must have a type its steps' inputs accept (Flyte's compiler compares them)."""
-    from isthmus.errors import StepDefinitionError
-    from isthmus.pipeline import Param
-
     for inv, node in plan.graph.nodes.items():
         for arg, value in node.arguments.items():
             if not isinstance(value, Param):
@@ -193,8 +188,6 @@ def _type_name(tp: Any) -> str:
 
 
 def _pipeline_path(pipeline: Any) -> str:
-    from isthmus.errors import NotImportableError
-
     module, qual = pipeline.fn.__module__, pipeline.fn.__qualname__
     if module == "__main__" or "<locals>" in qual:
         raise NotImportableError(
@@ -223,11 +216,6 @@ def _finish_task(plan: _Plan, tasks: dict[str, IsthmusTask]) -> IsthmusControlTa
         inputs[f"done_{i}"] = tasks[h.invocation].python_interface.outputs[h.output]
 
     def finish(task: IsthmusControlTask, **kwargs: Any) -> None:
-        from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
-        from isthmus.artifacts.refs import ArtifactRef
-        from isthmus.records import RunStatus
-        from isthmus.runner import default_runner
-
         run = flyte_run(task.name, plan.pipeline.name, None)
         if run.pipeline_run_id is None:  # called on its own, outside a workflow
             return None
@@ -265,11 +253,6 @@ def _failure_task(plan: _Plan) -> IsthmusControlTask:
     inputs["err"] = typing.Optional[FlyteError]  # noqa: UP045 - flytekit matches this exact form
 
     def record_failure(task: IsthmusControlTask, **kwargs: Any) -> None:
-        from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
-        from isthmus.records import RunStatus
-        from isthmus.redaction import scrub, secret_values
-        from isthmus.runner import default_runner
-
         err = kwargs.pop("err", None)
         run = flyte_run(task.name, plan.pipeline.name, None)
         if run.local or run.pipeline_run_id is None:
@@ -306,8 +289,6 @@ def _return_annotation(plan: _Plan, tasks: dict[str, IsthmusTask]) -> Any:
 
 
 def _body(plan: _Plan, tasks: dict[str, IsthmusTask], finish: IsthmusControlTask) -> Callable[..., Any]:
-    from isthmus.pipeline import OutputHandle, Param
-
     def pipeline_workflow(**kwargs: Any) -> Any:
         produced: dict[str, dict[str, Any]] = {}
 

@@ -8,6 +8,7 @@ from typing import Any
 from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
 
 from isthmus.step import Step, as_step
+from isthmus_airflow.operators.slurm import slurm_task
 from isthmus_airflow.operators.step import StepOperator
 
 
@@ -46,8 +47,6 @@ def isthmus_task(
     ``"local"`` runs it in the Airflow worker.
     """
     if executor == "slurm":
-        from isthmus_airflow.operators.slurm import slurm_task
-
         return slurm_task(python_callable, multiple_outputs=multiple_outputs, **kwargs)
     if executor != "local":
         what = getattr(python_callable, "name", None) or getattr(python_callable, "__name__", None)

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseHook
 
+import isthmus
 from isthmus.artifacts.store import ArtifactStore
 from isthmus.config import check_artifact_root, get_settings
 from isthmus.runner import StepRunner
@@ -107,8 +108,6 @@ class IsthmusHook(BaseHook):
         """The value of an isthmus output (its ref, ref dict or JSON) from this connection's artifact
         store, verified by hash: ``isthmus.load`` for a plain ``@task`` when the store comes from the
         connection rather than from ``ISTHMUS_*`` settings."""
-        import isthmus
-
         return isthmus.load(ref, store=self.get_conn().artifacts)
 
     def test_connection(self) -> tuple[bool, str]:

@@ -21,7 +21,7 @@ from isthmus.errors import StepDefinitionError
 from isthmus.records import RunStatus, StepRunRecord
 from isthmus.slurm import SlurmClient, SlurmExecutor, SlurmJobOptions, SlurmStepFailed, SubmittedJob, connect, run_sync
 from isthmus.slurm.executor import wait_for_job
-from isthmus.slurm.lineage import emit_waiting
+from isthmus.slurm.lineage import FACET_KEY, emit_waiting, slurm_run_facet
 from isthmus.slurm.options import merge_options
 from isthmus.slurm.states import JobStatus
 from isthmus.step import Step, as_step, load_step
@@ -30,6 +30,7 @@ from isthmus_airflow.hooks.isthmus import IsthmusHook
 from isthmus_airflow.hooks.slurm import SlurmHook
 from isthmus_airflow.lineage import openlineage_client, openlineage_handoff
 from isthmus_airflow.operators.step import StepOperator, dag_param_secrets, mask_secret
+from isthmus_airflow.triggers.slurm import SlurmJobTrigger
 
 LOG_LINES = 200
 
@@ -187,8 +188,6 @@ class SlurmStepOperator(StepOperator):
         )
         context["ti"].xcom_push(key="slurm_job_id", value=job.job_id)
         if self.deferrable:
-            from isthmus_airflow.triggers.slurm import SlurmJobTrigger
-
             self.defer(
                 trigger=SlurmJobTrigger(
                     job=job.to_dict(),
@@ -310,8 +309,6 @@ class SlurmStepOperator(StepOperator):
     def _lineage(self, record: StepRunRecord | None) -> Any:
         lineage = super()._lineage(record)
         if self._job is not None:
-            from isthmus.slurm.lineage import FACET_KEY, slurm_run_facet
-
             lineage.run_facets[FACET_KEY] = slurm_run_facet(self._job.to_dict(), self._slurm_status)
         return lineage
 

@@ -217,6 +217,7 @@ def find_connection(conn_id: str) -> Any | None:
 
 def close_run(end: RunEnd) -> None:
     """Resolve each connection and set the pipeline run's final status in its store (raises)."""
+    # start-up cost: the scheduler and api-server load this plugin; the core loads in the helper process
     from isthmus.context import derived_run_id
     from isthmus.errors import RunNotFound
     from isthmus.records import RunStatus

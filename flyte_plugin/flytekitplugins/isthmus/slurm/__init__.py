@@ -12,30 +12,23 @@ Outputs are the step's artifact refs in the same literal form an :class:`Isthmus
 values as plain literals with their ref in the literal metadata), so a downstream isthmus task receives
 the ref and a plain Flyte task the value.
 
-This package stays light at import (``import flytekit`` imports it): the isthmus core loads on first use.
+Importing it registers the connector with flytekit (``import flytekit`` registers a stand-in that
+loads this package on its first call: :mod:`flytekitplugins.isthmus.registration`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from flytekitplugins.isthmus.slurm.connector import IsthmusSlurmConnector, SlurmStepMeta, register
-from flytekitplugins.isthmus.slurm.phases import flyte_phase
+from flytekitplugins.isthmus.slurm.phases import INITIALIZING_STATES, QUEUED_STATES, RUNNING_STATES, flyte_phase
 from flytekitplugins.isthmus.slurm.task import TASK_TYPE, IsthmusSlurmTask, SlurmJob
 from flytekitplugins.isthmus.slurm.values import run_from_metadata
 
-_PHASE_SETS = ("INITIALIZING_STATES", "QUEUED_STATES", "RUNNING_STATES")
+register()  # local executions (and a connector service) serve isthmus_slurm tasks with this connector
 
-
-def __getattr__(name: str) -> Any:
-    if name in _PHASE_SETS:  # derived from isthmus.slurm.states on first access
-        from flytekitplugins.isthmus.slurm import phases
-
-        return getattr(phases, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = [  # and the phase state sets, through __getattr__
+__all__ = [
+    "INITIALIZING_STATES",
+    "QUEUED_STATES",
+    "RUNNING_STATES",
     "TASK_TYPE",
     "IsthmusSlurmConnector",
     "IsthmusSlurmTask",

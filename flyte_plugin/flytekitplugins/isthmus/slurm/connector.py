@@ -11,8 +11,8 @@
 - ``delete``: ``scancel``.
 
 Locally, flytekit runs the connector in-process (``AsyncConnectorExecutorMixin``); on a Flyte cluster,
-the connector service does (``import flytekit`` registers it through the ``flytekit.plugins`` entry
-point: :func:`register`). Nothing secret goes into the connector's resource metadata.
+the connector service does (``import flytekit`` registers a stand-in through the ``flytekit.plugins``
+entry point that loads this module on its first call: :mod:`flytekitplugins.isthmus.registration`). Nothing secret goes into the connector's resource metadata.
 """
 
 from __future__ import annotations
@@ -21,16 +21,28 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flyteidl.core.execution_pb2 import TaskExecution
-from flytekit.extend.backend.base_connector import AsyncConnectorBase, Resource, ResourceMeta
+from flytekit.extend.backend.base_connector import AsyncConnectorBase, ConnectorRegistry, Resource, TaskCategory
 from flytekit.models.literals import LiteralMap
 
-from flytekitplugins.isthmus.slurm.phases import flyte_phase
-from flytekitplugins.isthmus.slurm.task import _LOCAL_RUN, TASK_TYPE, SlurmJob
+from flytekitplugins.isthmus.context import ensure_pipeline_run
+from flytekitplugins.isthmus.registration import CONNECTOR_NAME, SlurmStepMeta
+from flytekitplugins.isthmus.slurm.phases import RUNNING_STATES, flyte_phase
+from flytekitplugins.isthmus.slurm.task import LOCAL_RUN, TASK_TYPE, SlurmJob
 from flytekitplugins.isthmus.slurm.values import output_literals, run_from_metadata, step_arguments
+from isthmus.artifacts.refs import ArtifactRef
+from isthmus.records import RunStatus
+from isthmus.redaction import secrets_in
+from isthmus.runner import default_runner
+from isthmus.slurm import SubmittedJob
+from isthmus.slurm.backends.base import cancel_quietly
+from isthmus.slurm.errors import SlurmStepFailed, SlurmUnavailable
+from isthmus.slurm.executor import read_manifest
+from isthmus.slurm.lineage import emit_waiting
+from isthmus.slurm.states import UNSATISFIABLE_REASONS, JobStatus
+from isthmus.step import load_step
 
 if TYPE_CHECKING:
     from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
@@ -39,28 +51,6 @@ if TYPE_CHECKING:
     from isthmus.slurm.states import JobStatus
 
 log = logging.getLogger("flytekitplugins.isthmus")
-
-
-@dataclass
-class SlurmStepMeta(ResourceMeta):
-    """What the connector keeps between ``create`` and ``get``/``delete`` (JSON; no credentials).
-
-    A cache hit has no ``job``: its ``outputs`` (artifact refs) are the result.
-    """
-
-    step: str
-    step_name: str
-    task_name: str
-    options: dict[str, Any] = field(default_factory=dict)
-    slurm: dict[str, Any] = field(default_factory=dict)
-    job: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, Any] = field(default_factory=dict)
-    step_run_id: str | None = None
-    source_step_run_id: str | None = None
-
-    @property
-    def job_id(self) -> str | None:
-        return (self.job or {}).get("job_id") or None
 
 
 # -- the connector ---------------------------------------------------------------------------------
@@ -74,7 +64,7 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
     ``max_unreachable`` polls in a row over at least ``unreachable_grace`` seconds.
     """
 
-    name = "Isthmus Slurm Connector"
+    name = CONNECTOR_NAME
 
     def __init__(
         self,
@@ -105,10 +95,6 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
         task_execution_metadata: TaskExecutionMetadata | None = None,
         **kwargs: Any,
     ) -> SlurmStepMeta:
-        from flytekitplugins.isthmus.context import ensure_pipeline_run
-        from isthmus.redaction import secrets_in
-        from isthmus.runner import default_runner
-        from isthmus.step import load_step
 
         custom = dict(task_template.custom or {})
         if not custom.get("step"):
@@ -124,7 +110,7 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
         config = SlurmJob.from_dict(custom.get("slurm") or {})
         task_name = custom.get("task_name") or task_template.id.name
         invocation = options.get("invocation") or step.name
-        run = _LOCAL_RUN.get() or run_from_metadata(
+        run = LOCAL_RUN.get() or run_from_metadata(
             task_name, options.get("pipeline"), invocation, task_execution_metadata
         )
         ctx = run.context
@@ -182,8 +168,6 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
     # -- get -------------------------------------------------------------------------------------
     async def get(self, resource_meta: SlurmStepMeta, **kwargs: Any) -> Resource:
         """The job's phase: polled while it runs, collected (its manifest) once it ended."""
-        from isthmus.slurm import SubmittedJob
-
         meta = resource_meta
         if not meta.job_id:  # a cache hit at create()
             return await self._cache_hit(meta)
@@ -199,10 +183,6 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
             await client.close()
 
     async def _cache_hit(self, meta: SlurmStepMeta) -> Resource:
-        from isthmus.artifacts.refs import ArtifactRef
-        from isthmus.runner import default_runner
-        from isthmus.step import load_step
-
         step = load_step(meta.step)
         refs = {k: ArtifactRef.from_dict(v) for k, v in meta.outputs.items()}
         outputs = await output_literals(step, meta.options, refs, default_runner())
@@ -217,10 +197,6 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
     async def _poll(self, config: SlurmJob, client: SlurmClient, job: SubmittedJob, label: str) -> JobStatus | Resource:
         """The job's final status once it ended; until then the Resource to report (in progress, or a
         failure when it can never start or the controller stopped answering)."""
-        from flytekitplugins.isthmus.slurm.phases import RUNNING_STATES
-        from isthmus.slurm.errors import SlurmUnavailable
-        from isthmus.slurm.states import UNSATISFIABLE_REASONS
-
         try:
             status = await client.status(job.job_id)
         except SlurmUnavailable as exc:
@@ -296,8 +272,6 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
     ) -> Resource:
         """Fail the task while its job may still exist: Flyte calls no delete() after a failure, so the job
         is cancelled (as far as possible) and its credentials file removed here."""
-        from isthmus.slurm.backends.base import cancel_quietly
-
         await cancel_quietly(client, job.job_id)
         await self._forget_secrets(config, client, job)
         return Resource(phase=phase, message=message, custom_info=_info(job, status))
@@ -306,10 +280,6 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
         self, meta: SlurmStepMeta, config: SlurmJob, client: SlurmClient, job: SubmittedJob, status: JobStatus
     ) -> Resource:
         """The ended job's result from its manifest: the outputs, or the failure with its log tail."""
-        from isthmus.runner import default_runner
-        from isthmus.slurm.errors import SlurmStepFailed
-        from isthmus.step import load_step
-
         runner = default_runner()
         try:
             result = await config.executor(client, runner).collect(meta.step_name, job, status)
@@ -346,8 +316,6 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
         self._last_state[job.job_id] = status.state
         log.info("Slurm job %s: %s%s", job.job_id, status.state, f" ({status.reason})" if status.reason else "")
         try:
-            from isthmus.slurm.lineage import emit_waiting
-
             await asyncio.to_thread(emit_waiting, job.to_dict(), status.to_dict())
         except Exception as exc:
             log.debug("lineage for waiting Slurm job %s: %s", job.job_id, exc)
@@ -355,10 +323,6 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
     async def _settle_gone(self, client: SlurmClient, job: Any) -> JobStatus | None:
         """A job the controller no longer lists: its manifest decides; without one, after
         ``gone_grace`` seconds it is ``LOST`` (never success); before that, None (keep polling)."""
-        from isthmus.records import RunStatus
-        from isthmus.slurm.executor import read_manifest
-        from isthmus.slurm.states import JobStatus
-
         manifest = await read_manifest(client, job)
         if manifest is not None:
             state = "COMPLETED" if manifest.get("status") == RunStatus.COMPLETED else "FAILED"  # Slurm job states
@@ -382,7 +346,6 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
         job_id = resource_meta.job_id
         if not job_id:
             return
-        from isthmus.slurm import SubmittedJob
 
         config = SlurmJob.from_dict(resource_meta.slurm)
         client = self._client(config)
@@ -426,12 +389,13 @@ def _label(meta: SlurmStepMeta, job: SubmittedJob) -> str:
 
 
 def register() -> IsthmusSlurmConnector:
-    """Register the connector with flytekit (once; ``import flytekit`` does it through this plugin)."""
-    from flytekit.extend.backend.base_connector import ConnectorRegistry, TaskCategory
-
+    """Register the connector with flytekit (once; importing :mod:`flytekitplugins.isthmus.slurm` does,
+    replacing the stand-in ``import flytekit`` registers: :mod:`flytekitplugins.isthmus.registration`)."""
     current = ConnectorRegistry._REGISTRY.get(TaskCategory(TASK_TYPE))
     if isinstance(current, IsthmusSlurmConnector):
         return current
+    if current is not None:  # the stand-in: its metadata entry would list the task type twice
+        ConnectorRegistry._METADATA.pop(CONNECTOR_NAME, None)
     connector = IsthmusSlurmConnector()
     ConnectorRegistry.register(connector, override=True)
     return connector

@@ -7,8 +7,8 @@
     )
 
 Nothing secret goes into the task template: the slurmrestd token comes from the environment
-(``$SLURM_JWT`` by default) or a flytekit secret where the client is built. The isthmus core loads when a
-``SlurmJob`` is built, not when this module is imported.
+(``$SLURM_JWT`` by default) or a flytekit secret where the client is built. ``SlurmJob`` task configs
+build an :class:`IsthmusSlurmTask` (registered with flytekit at the bottom of this module).
 """
 
 from __future__ import annotations
@@ -22,10 +22,21 @@ from typing import TYPE_CHECKING, Any
 
 from flytekit.core.base_task import TaskMetadata
 from flytekit.core.context_manager import FlyteContextManager
+from flytekit.core.task import TaskPlugins
 from flytekit.extend.backend.base_connector import AsyncConnectorExecutorMixin, Resource, ResourceMeta
 from flytekit.models.literals import LiteralMap
 
-from flytekitplugins.isthmus.task import _DISPATCHING, IsthmusTask
+from flytekitplugins.isthmus.context import finish_pipeline_run, flyte_run
+from flytekitplugins.isthmus.registration import TASK_TYPE
+from flytekitplugins.isthmus.task import DISPATCHING, IsthmusTask
+from flytekitplugins.isthmus.transformer import ArtifactRefTransformer, is_small_type
+from isthmus.artifacts.refs import ArtifactRef
+from isthmus.errors import StepDefinitionError
+from isthmus.records import RunStatus
+from isthmus.redaction import is_secret_env, redact_url, scrub, secret_values
+from isthmus.runner import default_runner
+from isthmus.slurm import SlurmExecutor, SlurmJobOptions
+from isthmus.slurm.backends import backend_class, check_kind
 
 if TYPE_CHECKING:
     from flytekit.configuration import SerializationSettings
@@ -35,13 +46,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flytekitplugins.isthmus")
 
-TASK_TYPE = "isthmus_slurm"
 _SECRET_OPTION_WORDS = ("token", "password", "passphrase", "secret", "jwt")
 _OWN_FIELDS = ("backend", "client_options", "token_env", "token_secret")
 
 # Set by IsthmusSlurmTask.execute in a local execution: the run the task belongs to (a connector
 # service derives it from the task execution metadata instead).
-_LOCAL_RUN: ContextVar[Any] = ContextVar("isthmus_slurm_local_run", default=None)
+LOCAL_RUN: ContextVar[Any] = ContextVar("isthmus_slurm_local_run", default=None)
 # The input literals flytekit handed the task (they carry the artifact refs in their metadata).
 _INPUT_LITERALS: ContextVar[LiteralMap | None] = ContextVar("isthmus_slurm_inputs", default=None)
 
@@ -71,9 +81,6 @@ class SlurmJob:
         token_secret: str | None = None,
         **options: Any,
     ) -> None:
-        from isthmus.errors import StepDefinitionError
-        from isthmus.slurm import SlurmJobOptions
-        from isthmus.slurm.backends import check_kind
 
         unknown = sorted(set(options) - set(SlurmJobOptions.names()))
         if unknown:
@@ -90,8 +97,6 @@ class SlurmJob:
 
     def _check_secrets(self) -> None:
         """The config is stored in the Flyte task template: refuse credentials in it."""
-        from isthmus.redaction import is_secret_env, redact_url
-
         for key in self.client_options:
             if any(word in key.lower() for word in _SECRET_OPTION_WORDS):
                 raise ValueError(
@@ -140,8 +145,6 @@ class SlurmJob:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SlurmJob:
-        from isthmus.slurm import SlurmJobOptions
-
         known = (*SlurmJobOptions.names(), *_OWN_FIELDS)
         return cls(**{k: v for k, v in (data or {}).items() if k in known})
 
@@ -166,8 +169,6 @@ class SlurmJob:
 
     def connect(self) -> SlurmClient:
         """A client of ``backend`` with ``client_options`` (and the token, for a backend that takes one)."""
-        from isthmus.slurm.backends import backend_class
-
         cls = backend_class(self.backend)
         options = dict(self.client_options)
         if cls.takes_token:
@@ -180,9 +181,6 @@ class SlurmJob:
         return cls(**options)
 
     def executor(self, client: SlurmClient, runner: Any = None) -> SlurmExecutor:
-        from isthmus.runner import default_runner
-        from isthmus.slurm import SlurmExecutor
-
         return SlurmExecutor(client, runner or default_runner(), options=self.options)
 
 
@@ -249,32 +247,26 @@ class IsthmusSlurmTask(AsyncConnectorExecutorMixin, IsthmusTask):
         create (cache lookup or submit), poll until the job ends, outputs."""
         from flytekit.core.promise import Promise
 
-        from flytekitplugins.isthmus.context import finish_pipeline_run, flyte_run
-        from isthmus.records import RunStatus
-
         config = self.task_config
         run = flyte_run(self.name, config.pipeline, config.invocation or self._step.name)
         given = _INPUT_LITERALS.get()
-        literals = given.literals if given is not None and _DISPATCHING.get() else {}
+        literals = given.literals if given is not None and DISPATCHING.get() else {}
         # The input literals as flytekit handed them over (their metadata carries the artifact refs);
         # a Promise passes a literal through the mixin's conversion unchanged.
         passed = {name: Promise(var=name, val=literals[name]) if name in literals else v for name, v in kwargs.items()}
         passed = {name: self._ref_literal(name, v) for name, v in passed.items()}
-        token = _LOCAL_RUN.set(run)
+        token = LOCAL_RUN.set(run)
         try:
             with _serializable_context():
                 out = super().execute(**passed)
         except Exception as exc:
             if run.local and run.pipeline_run_id:  # a local workflow stops at the first failure
-                from isthmus.redaction import scrub, secret_values
-                from isthmus.runner import default_runner
-
                 error = scrub(f"{type(exc).__name__}: {exc}", secret_values(kwargs))
                 finish_pipeline_run(default_runner(), run.pipeline_run_id, RunStatus.FAILED, error=error)
             raise
         finally:
-            _LOCAL_RUN.reset(token)
-        if _DISPATCHING.get() or not isinstance(out, LiteralMap):
+            LOCAL_RUN.reset(token)
+        if DISPATCHING.get() or not isinstance(out, LiteralMap):
             return out
         # called directly (not through dispatch_execute): Python values, as IsthmusTask returns them
         from flytekit.core.type_engine import TypeEngine
@@ -288,9 +280,6 @@ class IsthmusSlurmTask(AsyncConnectorExecutorMixin, IsthmusTask):
         """An ArtifactRef handed to an input declared as a small type (an upstream ref outside
         dispatch) travels as a ref literal: the connector reads the ref from its metadata."""
         from flytekit.core.promise import Promise
-
-        from flytekitplugins.isthmus.transformer import ArtifactRefTransformer, is_small_type
-        from isthmus.artifacts.refs import ArtifactRef
 
         if isinstance(value, Promise) or not isinstance(value, ArtifactRef):
             return value
@@ -329,5 +318,7 @@ def _serializable_context() -> Iterator[None]:
     with FlyteContextManager.with_context(ctx.with_serialization_settings(settings)):
         yield
 
+
+TaskPlugins.register_pythontask_plugin(SlurmJob, IsthmusSlurmTask)
 
 __all__ = ["TASK_TYPE", "IsthmusSlurmTask", "SlurmJob"]

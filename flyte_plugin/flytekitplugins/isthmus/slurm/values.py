@@ -11,6 +11,11 @@ from typing import TYPE_CHECKING, Any
 from flytekit.core.context_manager import FlyteContextManager
 from flytekit.models.literals import LiteralMap
 
+from flytekitplugins.isthmus.context import FlyteRun, remote_pipeline
+from flytekitplugins.isthmus.task import step_interface
+from flytekitplugins.isthmus.transformer import REF_METADATA_KEY, ensure_registered, is_small_type, ref_from_literal
+from isthmus.context import RunContext
+
 if TYPE_CHECKING:
     from flytekit.models.task import TaskExecutionMetadata
 
@@ -23,9 +28,6 @@ def run_from_metadata(
 ) -> FlyteRun:
     """The run of a task the connector service was asked to run — the same pipeline run id, invocation
     and attempt :func:`flytekitplugins.isthmus.context.flyte_run` gives a task running in its own pod."""
-    from flytekitplugins.isthmus.context import FlyteRun, remote_pipeline
-    from isthmus.context import RunContext
-
     tid = getattr(tem, "task_execution_id", None)
     if tid is None:  # asked directly, outside any execution: a step run without a pipeline run
         native: dict[str, Any] = {"task_name": task_name, "retry_attempt": 0}
@@ -61,9 +63,6 @@ def run_from_metadata(
 
 # -- literals <-> step values ----------------------------------------------------------------------
 def _interface(step: Step[Any, Any], options: dict[str, Any]) -> Any:
-    from flytekitplugins.isthmus.task import step_interface
-    from flytekitplugins.isthmus.transformer import ensure_registered
-
     ensure_registered()
     return step_interface(step, tuple(options.get("ref_inputs") or ()), tuple(options.get("ref_outputs") or ()))
 
@@ -72,8 +71,6 @@ async def step_arguments(step: Step[Any, Any], options: dict[str, Any], inputs: 
     """The step's arguments from the task's input literals: a literal carrying an artifact ref is that
     ref (as in :class:`IsthmusTask`), any other literal its Python value."""
     from flytekit.core.type_engine import TypeEngine
-
-    from flytekitplugins.isthmus.transformer import ref_from_literal
 
     types = _interface(step, options).inputs
     ctx = FlyteContextManager.current_context()
@@ -100,8 +97,6 @@ async def output_literals(
     """The outputs as an :class:`IsthmusTask` returns them: small values as plain literals, everything
     else as ArtifactRef literals — each with its artifact ref in the literal's metadata."""
     from flytekit.core.type_engine import TypeEngine
-
-    from flytekitplugins.isthmus.transformer import REF_METADATA_KEY, is_small_type
 
     ctx = FlyteContextManager.current_context()
     literals = {}
