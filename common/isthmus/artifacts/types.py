@@ -15,17 +15,14 @@ Naming a module must never run it. Two rules, one per use:
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.machinery
-import os
 import re
-import site
 import sys
-import sysconfig
 from typing import Any
 
 from isthmus.artifacts.errors import InvalidArtifactRef
+from isthmus.installed import is_project_file
 
 _IDENT = re.compile(r"[^\W\d]\w*")
 # isthmus and its adapters are the tool: their modules are never imported because a ref names them
@@ -121,7 +118,7 @@ def is_project_module_name(name: str) -> bool:
         loaded = sys.modules.get(current)
         if loaded is not None and depth < len(names):
             search = getattr(loaded, "__path__", None)
-            if search is None or not all(_is_project_path(p) for p in search):
+            if search is None or not all(is_project_file(p) for p in search):
                 return False
             continue
         spec = _find(current, search)
@@ -145,32 +142,10 @@ def _find(name: str, search: Any) -> Any:
 def _is_project_spec(spec: Any) -> bool:
     if spec.loader is None or type(spec.loader).__name__ == "NamespaceLoader":  # a namespace package
         locations = list(spec.submodule_search_locations or [])
-        return bool(locations) and all(_is_project_path(p) for p in locations)
+        return bool(locations) and all(is_project_file(p) for p in locations)
     if not isinstance(spec.loader, importlib.machinery.SourceFileLoader):  # no extension, zip or bytecode
         return False
-    return isinstance(spec.origin, str) and _is_project_path(spec.origin)
-
-
-@functools.cache
-def _installed_roots() -> tuple[str, ...]:
-    roots: set[str] = set()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        path = sysconfig.get_paths().get(key)
-        if path:
-            roots.add(os.path.realpath(path))
-    for path in [*getattr(site, "getsitepackages", lambda: [])(), site.getusersitepackages()]:
-        if path:
-            roots.add(os.path.realpath(path))
-    return tuple(sorted(roots))
-
-
-def _is_project_path(path: str) -> bool:
-    """A file or directory outside the standard library and every site-packages."""
-    real = os.path.realpath(path)
-    parts = real.split(os.sep)
-    if "site-packages" in parts or "dist-packages" in parts:
-        return False
-    return not any(real == root or real.startswith(root + os.sep) for root in _installed_roots())
+    return isinstance(spec.origin, str) and is_project_file(spec.origin)
 
 
 __all__ = ["check_type_path", "is_project_module_name", "resolve_type", "split_type_path"]

@@ -2,44 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 import os
-import site
 import sys
-import sysconfig
 from types import ModuleType
 from typing import Any
 
+from isthmus.installed import is_project_file
+
 NOT_PROJECT: Any = object()  # what project_module() returns for a module outside the project
-
-
-@functools.cache
-def _installed_roots() -> tuple[str, ...]:
-    roots: set[str] = set()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        path = sysconfig.get_paths().get(key)
-        if path:
-            roots.add(os.path.realpath(path))
-    for path in [*getattr(site, "getsitepackages", lambda: [])(), site.getusersitepackages()]:
-        if path:
-            roots.add(os.path.realpath(path))
-    return tuple(sorted(roots))
-
-
-@functools.lru_cache(maxsize=4096)
-def _file_is_local(path: str) -> bool:
-    real = os.path.realpath(path)
-    parts = real.split(os.sep)
-    if "site-packages" in parts or "dist-packages" in parts:
-        return False
-    return not any(real == root or real.startswith(root + os.sep) for root in _installed_roots())
-
-
-def is_project_file(path: str) -> bool:
-    """True for a file or package directory of the user's project (outside site-packages and stdlib)."""
-    return _file_is_local(path)
 
 
 def is_tool_module(name: str) -> bool:
@@ -74,7 +46,7 @@ def is_project_module(module: ModuleType | str | None) -> bool:
     name = mod.__name__
     if is_tool_module(name) or name in sys.builtin_module_names:
         return False
-    return any(_file_is_local(p) for p in _places(mod))
+    return any(is_project_file(p) for p in _places(mod))
 
 
 def project_module(name: str) -> ModuleType | Any | None:
