@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -306,10 +306,17 @@ class Pipeline:
         *,
         runner: StepRunner | None = None,
         context: RunContext | None = None,
+        cache: bool = True,
+        recompute: Iterable[str] = (),
         **params: Any,
     ) -> PipelineRun:
-        """Run locally: every step cached and recorded; raises :class:`StepFailed` if a step fails."""
+        """Run locally: every step cached and recorded; raises :class:`StepFailed` if a step fails.
+
+        ``cache=False`` computes every step again; ``recompute=["train"]`` the steps named (by invocation
+        or step name). Their fresh results are cached: later runs hit them.
+        """
         graph = self.compile(**params)
+        forced = self._recomputed(graph, cache, recompute)
         runner = runner or default_runner()
         ctx = context or RunContext(orchestrator="local")
         run_id = str(uuid.uuid4())
@@ -341,7 +348,9 @@ class Pipeline:
                     native=dict(ctx.native),
                 )
                 # The pipeline's secrets follow their values into every step, whatever the step calls them.
-                results[node.invocation] = runner.run(node.step, arguments, step_ctx, secrets=secrets)
+                results[node.invocation] = runner.run(
+                    node.step, arguments, step_ctx, secrets=secrets, recompute=node.invocation in forced
+                )
         except BaseException as exc:
             status = RunStatus.FAILED if isinstance(exc, Exception) else RunStatus.ABORTED
             error = scrub(f"{type(exc).__name__}: {exc}", secrets)
@@ -358,6 +367,26 @@ class Pipeline:
         return PipelineRun(
             id=run_id, name=self.name, status=RunStatus.COMPLETED, steps=results, output_refs=out_json, runner=runner
         )
+
+    def _recomputed(self, graph: PipelineGraph, cache: bool, recompute: Iterable[str]) -> frozenset[str]:
+        """The invocations to compute without a cache lookup (``cache=False``: all of them)."""
+        if not isinstance(cache, bool):
+            raise PipelineDefinitionError(f"pipeline {self.name!r}: run(cache={cache!r}) must be True or False")
+        given: Any = recompute
+        try:
+            names: list[Any] = [given] if isinstance(given, str) else list(given)
+        except TypeError:  # not a list of names: reported below as an unknown name
+            names = [given]
+        valid = sorted(set(graph.nodes) | {n.step.name for n in graph.nodes.values()})
+        unknown = [n for n in names if n not in valid]
+        if unknown:
+            raise PipelineDefinitionError(
+                f"pipeline {self.name!r}: recompute={names!r} names {unknown!r}, which it does not run; "
+                f"name its steps or invocations: {valid}"
+            )
+        if not cache:
+            return frozenset(graph.nodes)
+        return frozenset(i for i, n in graph.nodes.items() if i in names or n.step.name in names)
 
     def to_airflow_dag(self, dag_id: str | None = None, **dag_kwargs: Any) -> Any:
         """This pipeline as an Airflow DAG (needs the ``airflow`` extra)."""

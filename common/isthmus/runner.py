@@ -134,6 +134,7 @@ class PreparedRun:
     holder: str | None = None  # the lease holder, when there is a cache key
     row_written: bool = False  # the first attempt's RUNNING row is written (with the lease)
     attempts: int = 1
+    recompute: bool = False  # compute even when a result is cached (the new result is cached too)
 
 
 def _recorded_refs(cand: CacheCandidate) -> dict[str, ArtifactRef] | None:
@@ -210,6 +211,7 @@ class StepRunner:
         *,
         retries: int | None = None,
         secrets: Iterable[str] = (),
+        recompute: bool = False,
     ) -> StepResult:
         """Run ``step`` with ``arguments`` (values, or ArtifactRefs for inputs) and record it.
 
@@ -218,8 +220,10 @@ class StepRunner:
         ``secrets``: values known to be secret where the arguments came from (a pipeline's secret-named
         parameters, an orchestrator's secret inputs): an argument that is, or holds, one of them is a
         secret parameter whatever the step calls it (keyed in the cache key, ``***`` where recorded).
+        ``recompute``: compute without looking up the cache; the fresh result becomes the newest cache
+        entry for its key, so later runs hit it.
         """
-        prepared = self._prepare(step, arguments, context or RunContext(), secrets)
+        prepared = replace(self._prepare(step, arguments, context or RunContext(), secrets), recompute=recompute)
         key = prepared.key
         holder: str | None = None
         if key is not None:
@@ -462,7 +466,9 @@ class StepRunner:
             return cand["row"], link_rows_for(base["id"], step.name, cand["refs"], inputs)
 
         while True:
-            match self.metadata.claim_step_run(start_row, key, holder, ttl, try_hit, hit_write):
+            match self.metadata.claim_step_run(
+                start_row, key, holder, ttl, try_hit, hit_write, recompute=prepared.recompute
+            ):
                 case ClaimHit(candidate=cand):
                     refs = cand["refs"]
                     assert refs is not None  # try_hit confirmed them
@@ -699,10 +705,12 @@ def default_runner() -> StepRunner:
     return _default_runner
 
 
-def run_step(step: Step[Any, Any], arguments: Mapping[str, Any], context: RunContext | None = None) -> StepResult:
-    """Run one step through the default StepRunner."""
+def run_step(
+    step: Step[Any, Any], arguments: Mapping[str, Any], context: RunContext | None = None, *, recompute: bool = False
+) -> StepResult:
+    """Run one step through the default StepRunner (``recompute``: see :meth:`StepRunner.run`)."""
     try:
-        return default_runner().run(step, arguments, context)
+        return default_runner().run(step, arguments, context, recompute=recompute)
     except StepFailed:
         arguments = None  # type: ignore[assignment]  # noqa: F841 - not shown by locals-printing formatters
         raise

@@ -205,12 +205,17 @@ class Step(Generic[P, R]):
             )
         return dict(zip(names, result, strict=True))
 
-    def run(self, *args: Any, **kwargs: Any) -> Any:
-        """Run this step once through the StepRunner (cached and recorded); returns a StepResult."""
+    def run(self, *args: Any, cache: bool = True, **kwargs: Any) -> Any:
+        """Run this step once through the StepRunner (recorded); returns a StepResult.
+
+        ``cache=False`` computes it again without looking up the cache, and caches the fresh result.
+        """
         from isthmus.runner import run_step  # the runner imports this module
 
+        if not isinstance(cache, bool):
+            raise StepDefinitionError(f"step {self.name!r}: run(cache={cache!r}) must be True or False")
         try:
-            return run_step(self, self.bind(args, kwargs))
+            return run_step(self, self.bind(args, kwargs), recompute=not cache)
         except StepFailed:
             args = kwargs = None  # type: ignore[assignment]  # noqa: F841 - not shown by locals-printing formatters
             raise
