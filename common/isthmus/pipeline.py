@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from isthmus import lineage
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.context import RunContext
-from isthmus.errors import PipelineDefinitionError, StepDefinitionError, StepFailed
-from isthmus.records import PipelineRunRecord, RunStatus
-from isthmus.redaction import safe_params, scrub, secret_values
+from isthmus.errors import PipelineDefinitionError, StepDefinitionError
+from isthmus.pipeline_runs import complete_pipeline_run, fail_pipeline_run, start_pipeline_run
+from isthmus.records import RunStatus
+from isthmus.redaction import secret_values
 from isthmus.runner import StepResult, StepRunner, default_runner
 from isthmus.step import CURRENT_TRACER, Step
 
@@ -319,20 +315,9 @@ class Pipeline:
         forced = self._recomputed(graph, cache, recompute)
         runner = runner or default_runner()
         ctx = context or RunContext(orchestrator="local")
-        run_id = str(uuid.uuid4())
         secrets = frozenset(secret_values(graph.params))
-        record: PipelineRunRecord = {
-            "id": run_id,
-            "pipeline": self.name,
-            "orchestrator": ctx.orchestrator,
-            "params": safe_params(graph.params, secrets),
-            "context": json.loads(json.dumps(ctx.native, default=str)),
-            "user": _user(),
-            "host": socket.gethostname(),
-            "environment_hash": runner.environment_hash(self.fn),
-        }
-        runner.metadata.create_pipeline_run(record)
-        lineage.emit("on_pipeline_start", record)
+        record = start_pipeline_run(runner, self.name, ctx, graph.params, self.fn, secrets)
+        run_id = record["id"]
         results: dict[str, StepResult] = {}
         try:
             for node in graph.topological():
@@ -352,18 +337,12 @@ class Pipeline:
                     node.step, arguments, step_ctx, secrets=secrets, recompute=node.invocation in forced
                 )
         except BaseException as exc:
-            status = RunStatus.FAILED if isinstance(exc, Exception) else RunStatus.ABORTED
-            error = scrub(f"{type(exc).__name__}: {exc}", secrets)
-            runner.metadata.finish_pipeline_run(run_id, status, error=error)
-            lineage.emit("on_pipeline_end", {**record, "status": status, "error": error})
-            if isinstance(exc, StepFailed):
-                exc.pipeline_run_id = run_id  # type: ignore[attr-defined]
+            fail_pipeline_run(runner, record, exc, secrets)
             # Traceback formatters that print locals would show the parameters this frame holds.
             params = graph = secrets = arguments = node = None  # type: ignore[assignment]  # noqa: F841
             raise
         out_json = _outputs_to_json(graph.outputs, lambda h: results[h.invocation].outputs[h.output])
-        runner.metadata.finish_pipeline_run(run_id, RunStatus.COMPLETED, outputs=out_json)
-        lineage.emit("on_pipeline_end", {**record, "status": RunStatus.COMPLETED, "outputs": out_json})
+        complete_pipeline_run(runner, record, out_json)
         return PipelineRun(
             id=run_id, name=self.name, status=RunStatus.COMPLETED, steps=results, output_refs=out_json, runner=runner
         )
@@ -416,15 +395,6 @@ def _adapter(name: str) -> Callable[..., Any]:
                     f"the {name} adapter cannot be imported ({exc}); install it with: pip install 'isthmus[{name}]'"
                 ) from exc
     raise StepDefinitionError(f"no isthmus adapter named {name!r} is installed; install 'isthmus[{name}]'")
-
-
-def _user() -> str | None:
-    try:
-        import getpass
-
-        return getpass.getuser()
-    except Exception:
-        return os.environ.get("USER")
 
 
 def pipeline(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:

@@ -206,16 +206,17 @@ class Step(Generic[P, R]):
         return dict(zip(names, result, strict=True))
 
     def run(self, *args: Any, cache: bool = True, **kwargs: Any) -> Any:
-        """Run this step once through the StepRunner (recorded); returns a StepResult.
+        """Run this step once through the StepRunner; returns a StepResult. Recorded under a pipeline run
+        of its own, named after the step (``isthmus runs list`` shows it).
 
         ``cache=False`` computes it again without looking up the cache, and caches the fresh result.
         """
-        from isthmus.runner import run_step  # the runner imports this module
+        from isthmus.pipeline_runs import run_alone  # it imports the runner, which imports this module
 
         if not isinstance(cache, bool):
             raise StepDefinitionError(f"step {self.name!r}: run(cache={cache!r}) must be True or False")
         try:
-            return run_step(self, self.bind(args, kwargs), recompute=not cache)
+            return run_alone(self, self.bind(args, kwargs), recompute=not cache)
         except StepFailed:
             args = kwargs = None  # type: ignore[assignment]  # noqa: F841 - not shown by locals-printing formatters
             raise
