@@ -45,6 +45,7 @@ from isthmus.fingerprint.deps import DependencyFingerprint, dependency_fingerpri
 from isthmus.fingerprint.environment import DEFAULT_ENV_ALLOWLIST, IMAGE_VARS, environment_snapshot
 from isthmus.fingerprint.values import state_digest
 from isthmus.hashing import PROCESS_KEY, UnhashableValueError, hash_value, keyed_hash
+from isthmus.metadata_log import collecting
 from isthmus.parameters import ref_list
 from isthmus.records import RunStatus, StepRunRecord
 from isthmus.redaction import (
@@ -426,6 +427,7 @@ class StepRunner:
             "cache_hit": True,
             "source_step_run_id": cand["id"],
             "outputs": cand["outputs"],
+            "metadata": cand.get("metadata"),
             "started_at": utcnow(),
             "ended_at": utcnow(),
             "duration_ms": (time.perf_counter() - t0) * 1000,
@@ -580,7 +582,8 @@ class StepRunner:
                 for name, n in prepared.collections.items():
                     values[name] = [values.pop(f"{name}[{i}]") for i in range(n)]
                 call_args = {**{k: v for k, v in prepared.arguments.items() if k not in inputs}, **values}
-                result = step.invoke(call_args)
+                with collecting(step.name, step.output_names, secrets) as logged:
+                    result = step.invoke(call_args)
                 named = step.split_outputs(result)
                 for name, value in named.items():
                     _refuse_secret_output(step, name, value, in_outputs)
@@ -590,6 +593,8 @@ class StepRunner:
                     )
                     for name, value in named.items()
                 }
+                for name, extra in logged.per_output.items():
+                    refs[name] = replace(refs[name], metadata={**refs[name].metadata, "logged": extra})
             except Exception as exc:
                 deterministic = isinstance(
                     exc,
@@ -639,9 +644,15 @@ class StepRunner:
             duration = (time.perf_counter() - started) * 1000
             expires = time.time() + step.cache.expires_after if step.cache.expires_after else None
             outputs_json = {k: v.to_dict() for k, v in refs.items()}
+            run_metadata = logged.run or None
             self.metadata.finish_step_run(
                 step_run_id,
-                {"status": RunStatus.COMPLETED, "outputs": outputs_json, "duration_ms": duration},
+                {
+                    "status": RunStatus.COMPLETED,
+                    "outputs": outputs_json,
+                    "duration_ms": duration,
+                    "metadata": run_metadata,
+                },
                 outputs=refs,
                 inputs=inputs,
                 step_name=step.name,
@@ -650,7 +661,14 @@ class StepRunner:
                 release=release,
             )
             lineage.emit(
-                "on_step_end", {**row, "status": RunStatus.COMPLETED, "outputs": outputs_json, "duration_ms": duration}
+                "on_step_end",
+                {
+                    **row,
+                    "status": RunStatus.COMPLETED,
+                    "outputs": outputs_json,
+                    "duration_ms": duration,
+                    "metadata": run_metadata,
+                },
             )
             return StepResult(
                 step_run_id=step_run_id,

@@ -29,12 +29,18 @@ from isthmus.store.claims import CacheCandidate, ClaimBusy, ClaimCandidates, Cla
 from isthmus.store.engine import WRITE, make_engine, retry_locked
 from isthmus.store.holders import LeaseHolder, holder_is_dead
 
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 # Hot-path statements are built once: constructing SQLAlchemy statements costs more than running them.
 _CANDIDATES = (
-    select(s.step_runs.c.id, s.step_runs.c.outputs, s.step_runs.c.pipeline_run_id, s.cache_entries.c.created_at)
+    select(
+        s.step_runs.c.id,
+        s.step_runs.c.outputs,
+        s.step_runs.c.pipeline_run_id,
+        s.step_runs.c.metadata,
+        s.cache_entries.c.created_at,
+    )
     .select_from(s.cache_entries.join(s.step_runs, s.step_runs.c.id == s.cache_entries.c.step_run_id))
     .where(
         s.cache_entries.c.cache_key == bindparam("key"),
