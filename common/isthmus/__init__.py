@@ -18,6 +18,7 @@ from isthmus.errors import (
     StepDefinitionError,
     StepFailed,
 )
+from isthmus.metadata_log import log_metadata
 from isthmus.pipeline import Pipeline, PipelineRun, pipeline
 from isthmus.policy import CachePolicy
 from isthmus.resources import Resources
@@ -90,6 +91,7 @@ __all__ = [
     "get_settings",
     "load",
     "load_step",
+    "log_metadata",
     "pipeline",
     "register_materializer",
     "run_step",

@@ -16,6 +16,28 @@ def _changes(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, li
     return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
+def _logged(step_run: StepRunRecord) -> dict[str, Any]:
+    """What a step logged: its own metadata by key, each output's as ``output.key``."""
+    out = dict(step_run.get("metadata") or {})
+    for name, ref in (step_run.get("outputs") or {}).items():
+        logged = ref.get("metadata", {}).get("logged") if isinstance(ref, dict) else None
+        if isinstance(logged, dict):
+            out.update({f"{name}.{k}": v for k, v in logged.items()})
+    return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def metadata_changes(a: StepRunRecord, b: StepRunRecord) -> dict[str, list[Any]]:
+    """``{key: [old, new]}`` of logged metadata that differs; numbers as ``[old, new, new - old]``."""
+    changes = _changes(_logged(a), _logged(b))
+    return {
+        k: [old, new, new - old] if _number(old) and _number(new) else [old, new] for k, (old, new) in changes.items()
+    }
+
+
 def _hashes(refs: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v.get("content_hash") for k, v in (refs or {}).items() if isinstance(v, dict)}
 
@@ -98,6 +120,7 @@ def diff_runs(store: MetadataStore, run_a: str, run_b: str) -> dict[str, Any]:
             ("params", _changes(sa["params"], sb["params"])),
             ("inputs", _changes(_hashes(sa["inputs"]), _hashes(sb["inputs"]))),
             ("outputs", _changes(_hashes(sa["outputs"]), _hashes(sb["outputs"]))),
+            ("metadata", metadata_changes(sa, sb)),
         ):
             if changed:
                 entry[field] = changed

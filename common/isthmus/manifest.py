@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic_core import ErrorDetails
 
-from isthmus.artifacts.refs import ArtifactRef, check_content_hash
+from isthmus.artifacts.refs import ArtifactRef, check_content_hash, metadata_problem
 from isthmus.errors import IsthmusError
 from isthmus.records import RunStatus
 
@@ -100,7 +100,17 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=36, pattern=r"^[A
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Status = Annotated[str, StringConstraints(min_length=1, max_length=16, pattern=r"^[A-Z_]+$")]
 AnyHash = Annotated[str, StringConstraints(max_length=80, pattern=r"^[a-z0-9]+:[0-9a-f]{16,72}$")]
+
+
+def _logged(value: dict[str, Any]) -> dict[str, Any]:
+    problem = metadata_problem(value)
+    if problem:
+        raise ValueError(f"step run metadata {problem}")
+    return value
+
+
 ContentHash = Annotated[str, AfterValidator(check_content_hash)]
+LoggedMetadata = Annotated[dict[str, Any], AfterValidator(_logged)]
 RefDict = Annotated[dict[str, Any], AfterValidator(_ref)]
 
 
@@ -147,6 +157,7 @@ class StepRunRow(_Strict):
     started_at: dt.datetime
     ended_at: dt.datetime | None = None
     duration_ms: float | None = None
+    metadata: LoggedMetadata | None = None  # what the step logged (isthmus.log_metadata)
 
 
 class ArtifactRow(_Strict):

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
-import os
-import socket
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from isthmus import lineage
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.context import RunContext
-from isthmus.errors import PipelineDefinitionError, StepDefinitionError, StepFailed
-from isthmus.records import PipelineRunRecord, RunStatus
-from isthmus.redaction import safe_params, scrub, secret_values
+from isthmus.errors import PipelineDefinitionError, StepDefinitionError
+from isthmus.pipeline_runs import complete_pipeline_run, fail_pipeline_run, start_pipeline_run
+from isthmus.records import RunStatus
+from isthmus.redaction import secret_values
 from isthmus.runner import StepResult, StepRunner, default_runner
 from isthmus.step import CURRENT_TRACER, Step
 
@@ -306,26 +302,22 @@ class Pipeline:
         *,
         runner: StepRunner | None = None,
         context: RunContext | None = None,
+        cache: bool = True,
+        recompute: Iterable[str] = (),
         **params: Any,
     ) -> PipelineRun:
-        """Run locally: every step cached and recorded; raises :class:`StepFailed` if a step fails."""
+        """Run locally: every step cached and recorded; raises :class:`StepFailed` if a step fails.
+
+        ``cache=False`` computes every step again; ``recompute=["train"]`` the steps named (by invocation
+        or step name). Their fresh results are cached: later runs hit them.
+        """
         graph = self.compile(**params)
+        forced = self._recomputed(graph, cache, recompute)
         runner = runner or default_runner()
         ctx = context or RunContext(orchestrator="local")
-        run_id = str(uuid.uuid4())
         secrets = frozenset(secret_values(graph.params))
-        record: PipelineRunRecord = {
-            "id": run_id,
-            "pipeline": self.name,
-            "orchestrator": ctx.orchestrator,
-            "params": safe_params(graph.params, secrets),
-            "context": json.loads(json.dumps(ctx.native, default=str)),
-            "user": _user(),
-            "host": socket.gethostname(),
-            "environment_hash": runner.environment_hash(self.fn),
-        }
-        runner.metadata.create_pipeline_run(record)
-        lineage.emit("on_pipeline_start", record)
+        record = start_pipeline_run(runner, self.name, ctx, graph.params, self.fn, secrets)
+        run_id = record["id"]
         results: dict[str, StepResult] = {}
         try:
             for node in graph.topological():
@@ -341,23 +333,39 @@ class Pipeline:
                     native=dict(ctx.native),
                 )
                 # The pipeline's secrets follow their values into every step, whatever the step calls them.
-                results[node.invocation] = runner.run(node.step, arguments, step_ctx, secrets=secrets)
+                results[node.invocation] = runner.run(
+                    node.step, arguments, step_ctx, secrets=secrets, recompute=node.invocation in forced
+                )
         except BaseException as exc:
-            status = RunStatus.FAILED if isinstance(exc, Exception) else RunStatus.ABORTED
-            error = scrub(f"{type(exc).__name__}: {exc}", secrets)
-            runner.metadata.finish_pipeline_run(run_id, status, error=error)
-            lineage.emit("on_pipeline_end", {**record, "status": status, "error": error})
-            if isinstance(exc, StepFailed):
-                exc.pipeline_run_id = run_id  # type: ignore[attr-defined]
+            fail_pipeline_run(runner, record, exc, secrets)
             # Traceback formatters that print locals would show the parameters this frame holds.
             params = graph = secrets = arguments = node = None  # type: ignore[assignment]  # noqa: F841
             raise
         out_json = _outputs_to_json(graph.outputs, lambda h: results[h.invocation].outputs[h.output])
-        runner.metadata.finish_pipeline_run(run_id, RunStatus.COMPLETED, outputs=out_json)
-        lineage.emit("on_pipeline_end", {**record, "status": RunStatus.COMPLETED, "outputs": out_json})
+        complete_pipeline_run(runner, record, out_json)
         return PipelineRun(
             id=run_id, name=self.name, status=RunStatus.COMPLETED, steps=results, output_refs=out_json, runner=runner
         )
+
+    def _recomputed(self, graph: PipelineGraph, cache: bool, recompute: Iterable[str]) -> frozenset[str]:
+        """The invocations to compute without a cache lookup (``cache=False``: all of them)."""
+        if not isinstance(cache, bool):
+            raise PipelineDefinitionError(f"pipeline {self.name!r}: run(cache={cache!r}) must be True or False")
+        given: Any = recompute
+        try:
+            names: list[Any] = [given] if isinstance(given, str) else list(given)
+        except TypeError:  # not a list of names: reported below as an unknown name
+            names = [given]
+        valid = sorted(set(graph.nodes) | {n.step.name for n in graph.nodes.values()})
+        unknown = [n for n in names if n not in valid]
+        if unknown:
+            raise PipelineDefinitionError(
+                f"pipeline {self.name!r}: recompute={names!r} names {unknown!r}, which it does not run; "
+                f"name its steps or invocations: {valid}"
+            )
+        if not cache:
+            return frozenset(graph.nodes)
+        return frozenset(i for i, n in graph.nodes.items() if i in names or n.step.name in names)
 
     def to_airflow_dag(self, dag_id: str | None = None, **dag_kwargs: Any) -> Any:
         """This pipeline as an Airflow DAG (needs the ``airflow`` extra)."""
@@ -387,15 +395,6 @@ def _adapter(name: str) -> Callable[..., Any]:
                     f"the {name} adapter cannot be imported ({exc}); install it with: pip install 'isthmus[{name}]'"
                 ) from exc
     raise StepDefinitionError(f"no isthmus adapter named {name!r} is installed; install 'isthmus[{name}]'")
-
-
-def _user() -> str | None:
-    try:
-        import getpass
-
-        return getpass.getuser()
-    except Exception:
-        return os.environ.get("USER")
 
 
 def pipeline(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:

@@ -60,6 +60,8 @@ class StepRunRecord(TypedDict, total=False):
     started_at: dt.datetime
     ended_at: dt.datetime | None
     duration_ms: float | None
+    metadata: dict[str, Any] | None
+    """What the step logged while it ran (``isthmus.log_metadata``); a cache hit shows its source's."""
     slurm: dict[str, Any]
     """Lineage payloads of batch jobs only (the job and its last status): never stored."""
 

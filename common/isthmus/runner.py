@@ -45,6 +45,7 @@ from isthmus.fingerprint.deps import DependencyFingerprint, dependency_fingerpri
 from isthmus.fingerprint.environment import DEFAULT_ENV_ALLOWLIST, IMAGE_VARS, environment_snapshot
 from isthmus.fingerprint.values import state_digest
 from isthmus.hashing import PROCESS_KEY, UnhashableValueError, hash_value, keyed_hash
+from isthmus.metadata_log import collecting
 from isthmus.parameters import ref_list
 from isthmus.records import RunStatus, StepRunRecord
 from isthmus.redaction import (
@@ -134,6 +135,7 @@ class PreparedRun:
     holder: str | None = None  # the lease holder, when there is a cache key
     row_written: bool = False  # the first attempt's RUNNING row is written (with the lease)
     attempts: int = 1
+    recompute: bool = False  # compute even when a result is cached (the new result is cached too)
 
 
 def _recorded_refs(cand: CacheCandidate) -> dict[str, ArtifactRef] | None:
@@ -210,6 +212,7 @@ class StepRunner:
         *,
         retries: int | None = None,
         secrets: Iterable[str] = (),
+        recompute: bool = False,
     ) -> StepResult:
         """Run ``step`` with ``arguments`` (values, or ArtifactRefs for inputs) and record it.
 
@@ -218,8 +221,10 @@ class StepRunner:
         ``secrets``: values known to be secret where the arguments came from (a pipeline's secret-named
         parameters, an orchestrator's secret inputs): an argument that is, or holds, one of them is a
         secret parameter whatever the step calls it (keyed in the cache key, ``***`` where recorded).
+        ``recompute``: compute without looking up the cache; the fresh result becomes the newest cache
+        entry for its key, so later runs hit it.
         """
-        prepared = self._prepare(step, arguments, context or RunContext(), secrets)
+        prepared = replace(self._prepare(step, arguments, context or RunContext(), secrets), recompute=recompute)
         key = prepared.key
         holder: str | None = None
         if key is not None:
@@ -422,6 +427,7 @@ class StepRunner:
             "cache_hit": True,
             "source_step_run_id": cand["id"],
             "outputs": cand["outputs"],
+            "metadata": cand.get("metadata"),
             "started_at": utcnow(),
             "ended_at": utcnow(),
             "duration_ms": (time.perf_counter() - t0) * 1000,
@@ -462,7 +468,9 @@ class StepRunner:
             return cand["row"], link_rows_for(base["id"], step.name, cand["refs"], inputs)
 
         while True:
-            match self.metadata.claim_step_run(start_row, key, holder, ttl, try_hit, hit_write):
+            match self.metadata.claim_step_run(
+                start_row, key, holder, ttl, try_hit, hit_write, recompute=prepared.recompute
+            ):
                 case ClaimHit(candidate=cand):
                     refs = cand["refs"]
                     assert refs is not None  # try_hit confirmed them
@@ -574,7 +582,8 @@ class StepRunner:
                 for name, n in prepared.collections.items():
                     values[name] = [values.pop(f"{name}[{i}]") for i in range(n)]
                 call_args = {**{k: v for k, v in prepared.arguments.items() if k not in inputs}, **values}
-                result = step.invoke(call_args)
+                with collecting(step.name, step.output_names, secrets) as logged:
+                    result = step.invoke(call_args)
                 named = step.split_outputs(result)
                 for name, value in named.items():
                     _refuse_secret_output(step, name, value, in_outputs)
@@ -584,6 +593,8 @@ class StepRunner:
                     )
                     for name, value in named.items()
                 }
+                for name, extra in logged.per_output.items():
+                    refs[name] = replace(refs[name], metadata={**refs[name].metadata, "logged": extra})
             except Exception as exc:
                 deterministic = isinstance(
                     exc,
@@ -633,9 +644,15 @@ class StepRunner:
             duration = (time.perf_counter() - started) * 1000
             expires = time.time() + step.cache.expires_after if step.cache.expires_after else None
             outputs_json = {k: v.to_dict() for k, v in refs.items()}
+            run_metadata = logged.run or None
             self.metadata.finish_step_run(
                 step_run_id,
-                {"status": RunStatus.COMPLETED, "outputs": outputs_json, "duration_ms": duration},
+                {
+                    "status": RunStatus.COMPLETED,
+                    "outputs": outputs_json,
+                    "duration_ms": duration,
+                    "metadata": run_metadata,
+                },
                 outputs=refs,
                 inputs=inputs,
                 step_name=step.name,
@@ -644,7 +661,14 @@ class StepRunner:
                 release=release,
             )
             lineage.emit(
-                "on_step_end", {**row, "status": RunStatus.COMPLETED, "outputs": outputs_json, "duration_ms": duration}
+                "on_step_end",
+                {
+                    **row,
+                    "status": RunStatus.COMPLETED,
+                    "outputs": outputs_json,
+                    "duration_ms": duration,
+                    "metadata": run_metadata,
+                },
             )
             return StepResult(
                 step_run_id=step_run_id,
@@ -699,10 +723,12 @@ def default_runner() -> StepRunner:
     return _default_runner
 
 
-def run_step(step: Step[Any, Any], arguments: Mapping[str, Any], context: RunContext | None = None) -> StepResult:
-    """Run one step through the default StepRunner."""
+def run_step(
+    step: Step[Any, Any], arguments: Mapping[str, Any], context: RunContext | None = None, *, recompute: bool = False
+) -> StepResult:
+    """Run one step through the default StepRunner (``recompute``: see :meth:`StepRunner.run`)."""
     try:
-        return default_runner().run(step, arguments, context)
+        return default_runner().run(step, arguments, context, recompute=recompute)
     except StepFailed:
         arguments = None  # type: ignore[assignment]  # noqa: F841 - not shown by locals-printing formatters
         raise

@@ -23,23 +23,37 @@ R = TypeVar("R")
 CURRENT_TRACER: ContextVar[Any] = ContextVar("isthmus_tracer", default=None)
 
 
-def _return_annotation(fn: Callable[..., Any]) -> Any:
+def _return_annotation(fn: Callable[..., Any], *, extras: bool = False) -> Any:
+    """The return annotation (``extras``: with ``Annotated[...]`` metadata kept)."""
     try:
-        return typing.get_type_hints(fn).get("return", inspect.Signature.empty)
+        return typing.get_type_hints(fn, include_extras=extras).get("return", inspect.Signature.empty)
     except Exception:  # unresolved forward references: fall back to the raw annotation
         return fn.__annotations__.get("return", inspect.Signature.empty)
 
 
-def _output_names(fn: Callable[..., Any], explicit: Sequence[str] | None) -> tuple[str, ...]:
+def _annotated_name(tp: Any) -> str | None:
+    """The output name ``Annotated[X, "name"]`` gives (its first str metadata), if any."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return next((m for m in tp.__metadata__ if isinstance(m, str)), None)
+    return None
+
+
+def _output_names(fn: Callable[..., Any], explicit: Sequence[str] | None, label: str) -> tuple[str, ...]:
     if explicit:
         return tuple(explicit)
-    ret = _return_annotation(fn)
+    ret = _return_annotation(fn, extras=True)
+    single = _annotated_name(ret)
+    if single is not None:
+        return _outputs([single], label, "-> Annotated[..., name]")
+    if typing.get_origin(ret) is typing.Annotated:  # no name in it: what it annotates
+        ret = typing.get_args(ret)[0]
     if isinstance(ret, type) and issubclass(ret, tuple) and hasattr(ret, "_fields"):
         return tuple(ret._fields)
     if typing.get_origin(ret) is tuple:
         args = typing.get_args(ret)
         if args and args[-1] is not Ellipsis and args != ((),):
-            return tuple(f"output_{i}" for i in range(len(args)))
+            names = [_annotated_name(a) or f"output_{i}" for i, a in enumerate(args)]
+            return _outputs(names, label, "-> tuple[Annotated[..., name], ...]")
     return ("output",)
 
 
@@ -114,7 +128,7 @@ class Step(Generic[P, R]):
     # -- identity -------------------------------------------------------------------------------
     @functools.cached_property
     def output_names(self) -> tuple[str, ...]:
-        return _output_names(self.fn, self._explicit_outputs)
+        return _output_names(self.fn, self._explicit_outputs, f"step {self.name!r}")
 
     @functools.cached_property
     def output_namedtuple(self) -> type | None:
@@ -205,12 +219,18 @@ class Step(Generic[P, R]):
             )
         return dict(zip(names, result, strict=True))
 
-    def run(self, *args: Any, **kwargs: Any) -> Any:
-        """Run this step once through the StepRunner (cached and recorded); returns a StepResult."""
-        from isthmus.runner import run_step  # the runner imports this module
+    def run(self, *args: Any, cache: bool = True, **kwargs: Any) -> Any:
+        """Run this step once through the StepRunner; returns a StepResult. Recorded under a pipeline run
+        of its own, named after the step (``isthmus runs list`` shows it).
 
+        ``cache=False`` computes it again without looking up the cache, and caches the fresh result.
+        """
+        from isthmus.pipeline_runs import run_alone  # it imports the runner, which imports this module
+
+        if not isinstance(cache, bool):
+            raise StepDefinitionError(f"step {self.name!r}: run(cache={cache!r}) must be True or False")
         try:
-            return run_step(self, self.bind(args, kwargs))
+            return run_alone(self, self.bind(args, kwargs), recompute=not cache)
         except StepFailed:
             args = kwargs = None  # type: ignore[assignment]  # noqa: F841 - not shown by locals-printing formatters
             raise
@@ -253,14 +273,14 @@ def step(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     return lambda f: Step(f, **options)
 
 
-def _outputs(outputs: Sequence[str], label: str) -> tuple[str, ...]:
-    """Validated ``outputs=[...]`` names (they name artifacts and are part of the cache key)."""
+def _outputs(outputs: Sequence[str], label: str, given: str = "outputs=[...]") -> tuple[str, ...]:
+    """Validated output names (they name artifacts and are part of the cache key); ``given``: where from."""
     names = (outputs,) if isinstance(outputs, str) else tuple(outputs)
     bad = [n for n in names if not isinstance(n, str) or not n.isidentifier()]
     if bad or len(set(names)) != len(names):
         raise StepDefinitionError(
-            f"{label}: outputs={list(names)!r} must be distinct names that are valid identifiers, "
-            "e.g. outputs=['train', 'test']"
+            f"{label}: output names {list(names)!r} (from {given}) must be distinct names that are valid "
+            "identifiers, e.g. outputs=['train', 'test']"
         )
     return names
 

@@ -1031,6 +1031,14 @@ def _day(
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
+def _flow_runs_day1b_day2() -> list[str]:
+    """The ids of the ``secret_flow`` runs of day 1b and day 2 (each ``step.run`` is a pipeline run too)."""
+    from isthmus.defaults import metadata_store
+
+    day3, day2, day1b, _day1 = (r["id"] for r in metadata_store().list_runs(pipeline="secret_flow"))
+    return [day1b, day2]
+
+
 def _hits(day: dict[str, Any]) -> dict[str, bool]:
     return {k: v["hit"] for k, v in day.items()}
 
@@ -1109,7 +1117,7 @@ def test_secrets_never_reach_the_store_or_the_diff(days: dict[str, Any], monkeyp
 
     monkeypatch.setenv("ISTHMUS_HOME", str(home))
     config.reset()
-    result = CliRunner().invoke(app, ["diff", "latest~2", "latest~1", "--json"])  # day 1b -> day 2
+    result = CliRunner().invoke(app, ["diff", *_flow_runs_day1b_day2(), "--json"])
     assert result.exit_code == 0, result.output
     for canary in (TOKEN_DAY1, TOKEN_DAY2, SERVICE_TOKEN):
         assert canary not in result.output
@@ -1163,7 +1171,7 @@ def test_no_secret_in_source_constants_or_parameters_reaches_a_record(
 
     monkeypatch.setenv("ISTHMUS_HOME", str(home))
     config.reset()
-    result = CliRunner().invoke(app, ["diff", "latest~2", "latest~1", "--json"])  # day 1b -> day 2
+    result = CliRunner().invoke(app, ["diff", *_flow_runs_day1b_day2(), "--json"])
     assert result.exit_code == 0, result.output
     shown = result.output.encode()
     for needle in (LEAK_CANARY, *basic):

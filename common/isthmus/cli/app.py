@@ -131,6 +131,22 @@ def runs_show(
             outs or (sr["error"] or "")[:80],
         )
     console.print(t)
+    for sr in steps:
+        for line in _metadata_lines(sr):
+            console.print(line, markup=False, highlight=False)
+
+
+def _metadata_lines(step_run: dict[str, Any]) -> list[str]:
+    """``runs show`` lines for what a step logged (``isthmus.log_metadata``), its own and its outputs'."""
+    shown = [("", step_run.get("metadata"))]
+    shown += [
+        (f" output {k}", (v.get("metadata") or {}).get("logged")) for k, v in (step_run.get("outputs") or {}).items()
+    ]
+    return [
+        f"metadata of {step_run['invocation']}{where}: {json.dumps(data, sort_keys=True)}"
+        for where, data in shown
+        if isinstance(data, dict) and data
+    ]
 
 
 # -- diff -----------------------------------------------------------------------------------------
@@ -171,6 +187,9 @@ def diff(
         for field in ("inputs", "outputs"):
             for k, (old, new) in entry.get(field, {}).items():
                 console.print(f"    {field[:-1]} {k}: {short(old, 12)} -> {short(new, 12)}")
+        for k, (old, new, *delta) in entry.get("metadata", {}).items():
+            change = f" ({delta[0]:+.6g})" if delta else ""
+            console.print(f"    metadata {k}: {json.dumps(old)} -> {json.dumps(new)}{change}", markup=False)
         for _component, text in entry.get("code", {}).items():
             print_diff(text)
     if d["unchanged_steps"] and d["steps"]:

@@ -18,12 +18,13 @@ from isthmus.records import StepRunRecord
 
 class CacheCandidate(TypedDict, total=False):
     """A step run recorded under a cache key (newest first). The store fills ``id``, ``outputs``,
-    ``pipeline_run_id`` and ``created_at``; the runner adds the parsed ``refs`` (None when one is
+    ``pipeline_run_id``, ``metadata`` and ``created_at``; the runner adds the parsed ``refs`` (None when one is
     malformed) and, for a hit, the ``row`` it recorded."""
 
     id: str
     outputs: dict[str, Any] | None
     pipeline_run_id: str | None
+    metadata: dict[str, Any] | None
     created_at: float
     refs: dict[str, ArtifactRef] | None
     row: StepRunRecord

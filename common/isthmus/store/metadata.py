@@ -29,12 +29,18 @@ from isthmus.store.claims import CacheCandidate, ClaimBusy, ClaimCandidates, Cla
 from isthmus.store.engine import WRITE, make_engine, retry_locked
 from isthmus.store.holders import LeaseHolder, holder_is_dead
 
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 # Hot-path statements are built once: constructing SQLAlchemy statements costs more than running them.
 _CANDIDATES = (
-    select(s.step_runs.c.id, s.step_runs.c.outputs, s.step_runs.c.pipeline_run_id, s.cache_entries.c.created_at)
+    select(
+        s.step_runs.c.id,
+        s.step_runs.c.outputs,
+        s.step_runs.c.pipeline_run_id,
+        s.step_runs.c.metadata,
+        s.cache_entries.c.created_at,
+    )
     .select_from(s.cache_entries.join(s.step_runs, s.step_runs.c.id == s.cache_entries.c.step_run_id))
     .where(
         s.cache_entries.c.cache_key == bindparam("key"),
@@ -353,6 +359,8 @@ class MetadataStore:
         ttl: float,
         try_hit: Callable[[CacheCandidate], bool | None],
         hit_write: Callable[[CacheCandidate], tuple[StepRunRecord, list[dict[str, Any]]]],
+        *,
+        recompute: bool = False,
     ) -> ClaimResult:
         """Look up, then hit or claim, in one write transaction.
 
@@ -362,14 +370,19 @@ class MetadataStore:
         - otherwise the lease is taken and ``row`` recorded as RUNNING: :class:`ClaimStarted`, with the
           step runs of dead holders this claim marked ABORTED; or another live holder has it:
           :class:`ClaimBusy`.
-        Entries whose artifacts ``try_hit`` finds gone are dropped on the way.
+        Entries whose artifacts ``try_hit`` finds gone are dropped on the way. With ``recompute`` no result
+        is looked at: the lease is taken (after a live holder's run ends) and the step computed again.
         """
 
         def work(conn: Connection) -> ClaimResult:
-            cands: list[CacheCandidate] = [
-                dict(x)  # type: ignore[misc]  # the columns of _CANDIDATES
-                for x in conn.execute(_CANDIDATES, {"key": cache_key, "now": time.time(), "limit": 5}).mappings()
-            ]
+            cands: list[CacheCandidate] = (
+                []
+                if recompute
+                else [
+                    dict(x)  # type: ignore[misc]  # the columns of _CANDIDATES
+                    for x in conn.execute(_CANDIDATES, {"key": cache_key, "now": time.time(), "limit": 5}).mappings()
+                ]
+            )
             pending: list[CacheCandidate] = []
             for cand in cands:
                 verdict = try_hit(cand)
@@ -391,7 +404,10 @@ class MetadataStore:
             # On PostgreSQL the lease insert may have waited for a holder's final transaction (its result
             # and the lease's release, committed together): a statement run now sees that result, which
             # the candidates query above could not. Then start over, and find it a hit.
-            if conn.execute(_CANDIDATES, {"key": cache_key, "now": time.time(), "limit": 1}).first() is not None:
+            if (
+                not recompute
+                and conn.execute(_CANDIDATES, {"key": cache_key, "now": time.time(), "limit": 1}).first() is not None
+            ):
                 raise _ResultCommitted
             start = {"started_at": utcnow(), "status": RunStatus.RUNNING, "cache_hit": False, **row}
             conn.execute(_INSERT_STEP_RUN, start)

@@ -78,6 +78,7 @@ step_runs = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("ended_at", DateTime(timezone=True)),
     Column("duration_ms", Float),
+    Column("metadata", JSON),  # what the step logged (isthmus.log_metadata), revision 0003
     Index("ix_step_runs_pipeline_run_id", "pipeline_run_id"),
     Index("ix_step_runs_cache_key", "cache_key"),
     Index("ix_step_runs_step_name", "step_name"),

@@ -1,0 +1,98 @@
+"""Pipeline-run rows: the one a pipeline run starts with, how it ends, and a step run outside any pipeline
+recorded under a pipeline run of its own (named after the step, orchestrator ``local``), so ``isthmus
+runs list``, ``runs show`` and ``isthmus diff`` see it like any other run."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from isthmus import lineage
+from isthmus.context import RunContext
+from isthmus.errors import StepFailed
+from isthmus.records import PipelineRunRecord, RunStatus
+from isthmus.redaction import safe_params, scrub, secret_values
+from isthmus.runner import StepResult, StepRunner, default_runner
+from isthmus.step import Step
+
+
+def start_pipeline_run(
+    runner: StepRunner, name: str, ctx: RunContext, params: Mapping[str, Any], code: Any, secrets: Iterable[str] = ()
+) -> PipelineRunRecord:
+    """Record (and announce to lineage) a new RUNNING pipeline run; ``code``: a function of the project,
+    whose module's environment is snapshotted."""
+    record: PipelineRunRecord = {
+        "id": str(uuid.uuid4()),
+        "pipeline": name,
+        "orchestrator": ctx.orchestrator,
+        "params": safe_params(params, secrets),
+        "context": json.loads(json.dumps(ctx.native, default=str)),
+        "user": _user(),
+        "host": socket.gethostname(),
+        "environment_hash": runner.environment_hash(code),
+    }
+    runner.metadata.create_pipeline_run(record)
+    lineage.emit("on_pipeline_start", record)
+    return record
+
+
+def fail_pipeline_run(
+    runner: StepRunner,
+    record: PipelineRunRecord,
+    exc: BaseException,
+    secrets: Iterable[str] = (),
+    params: dict[str, Any] | None = None,
+) -> None:
+    """End a pipeline run that ``exc`` stopped: FAILED for an error, ABORTED for an interruption."""
+    status = RunStatus.FAILED if isinstance(exc, Exception) else RunStatus.ABORTED
+    error = scrub(f"{type(exc).__name__}: {exc}", secrets)
+    runner.metadata.finish_pipeline_run(record["id"], status, error=error, params=params)
+    lineage.emit("on_pipeline_end", {**record, "status": status, "error": error})
+    if isinstance(exc, StepFailed):
+        exc.pipeline_run_id = record["id"]  # type: ignore[attr-defined]
+
+
+def complete_pipeline_run(
+    runner: StepRunner, record: PipelineRunRecord, outputs: Any, params: dict[str, Any] | None = None
+) -> None:
+    """End a pipeline run COMPLETED with ``outputs`` (JSON); ``params`` when they were not known at the start."""
+    runner.metadata.finish_pipeline_run(record["id"], RunStatus.COMPLETED, outputs=outputs, params=params)
+    lineage.emit("on_pipeline_end", {**record, "status": RunStatus.COMPLETED, "outputs": outputs})
+
+
+def run_alone(
+    step: Step[Any, Any], arguments: Mapping[str, Any], *, recompute: bool = False, runner: StepRunner | None = None
+) -> StepResult:
+    """Run ``step`` outside any pipeline (``step.run(...)``), under a pipeline run of its own. The run's
+    parameters are the step run's, as the runner recorded them (secrets as ``***``)."""
+    runner = runner or default_runner()
+    record = start_pipeline_run(runner, step.name, RunContext(orchestrator="local"), {}, step.fn)
+    ctx = RunContext(orchestrator="local", pipeline_name=step.name, pipeline_run_id=record["id"], invocation=step.name)
+    try:
+        result = runner.run(step, arguments, ctx, recompute=recompute)
+    except BaseException as exc:
+        failed_run = getattr(exc, "step_run_id", None) if isinstance(exc, StepFailed) else None
+        params = _recorded_params(runner, failed_run) if failed_run else None
+        fail_pipeline_run(runner, record, exc, secret_values(arguments), params)
+        arguments = None  # type: ignore[assignment]  # noqa: F841 - not shown by locals-printing formatters
+        raise
+    params = _recorded_params(runner, result.step_run_id)
+    complete_pipeline_run(runner, record, {k: v.to_dict() for k, v in result.outputs.items()}, params)
+    return result
+
+
+def _recorded_params(runner: StepRunner, step_run_id: str) -> dict[str, Any]:
+    return dict(runner.metadata.get_step_run(step_run_id).get("params") or {})
+
+
+def _user() -> str | None:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:
+        return os.environ.get("USER")
