@@ -43,6 +43,7 @@ from isthmus.fingerprint.arguments import (
 from isthmus.fingerprint.code import CodeFingerprint, code_fingerprint
 from isthmus.fingerprint.deps import DependencyFingerprint, dependency_fingerprint
 from isthmus.fingerprint.environment import DEFAULT_ENV_ALLOWLIST, IMAGE_VARS, environment_snapshot
+from isthmus.fingerprint.redact import traceback_secret_literals
 from isthmus.fingerprint.values import state_digest
 from isthmus.hashing import PROCESS_KEY, UnhashableValueError, hash_value, keyed_hash
 from isthmus.metadata_log import collecting
@@ -602,8 +603,10 @@ class StepRunner:
                 )
                 retryable = not deterministic and attempt < attempts
                 status = RunStatus.RETRY if retryable else RunStatus.FAILED
-                message = scrub(f"{type(exc).__name__}: {exc}", secrets)
-                tb = scrub(traceback.format_exc(), secrets)
+                # the traceback shows source lines: credentials written in them are scrubbed too
+                shown = secrets | traceback_secret_literals(exc.__traceback__)
+                message = scrub(f"{type(exc).__name__}: {exc}", shown)
+                tb = scrub(traceback.format_exc(), shown)
                 duration = (time.perf_counter() - started) * 1000
                 self.metadata.finish_step_run(
                     step_run_id,

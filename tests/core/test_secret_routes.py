@@ -392,3 +392,48 @@ def test_an_allowlisted_variable_with_a_credential_shaped_value_is_redacted(proj
         assert recorded[name] == values[name], name  # ordinary values are still recorded
     assert _leaks(home, "ENVCANARY", proc) == []
     assert _leaks(home, "RU5DQU5BUlk", proc) == []  # the JWT's payload
+
+
+# -- a credential written in the source of a step that fails: its traceback shows that line ------------------
+LITERAL = """
+import isthmus
+
+
+def connect(host, password):
+    raise PermissionError(f"{host} refused the login")
+
+
+@isthmus.step
+def login(host: str) -> int:
+    client = {"user": "etl", "password": "litX-CANARY-5678"}
+    return connect(host, password="litX-CANARY-5678") + len(client)
+"""
+
+LITERAL_RUN = """
+import json, traceback
+import isthmus
+import literal_mod
+try:
+    literal_mod.login.run("db1")
+except isthmus.StepFailed as exc:
+    traceback.print_exc()
+    print(json.dumps([str(exc), exc.step_run_id]))
+"""
+
+
+def test_a_credential_written_in_failing_source_is_scrubbed_from_its_traceback(project: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (project / "literal_mod.py").write_text(textwrap.dedent(LITERAL))
+    env = _env(home, project)
+    failed = _python(LITERAL_RUN, env, project)
+    error, step_run_id = _last_json(failed)
+    assert "PermissionError: db1 refused the login" in error
+    show = _cli(["runs", "show", "latest"], env, project)
+    assert show.returncode == 0, show.stderr
+    from isthmus.store import MetadataStore
+
+    meta = MetadataStore(f"sqlite:///{home / 'isthmus.db'}")
+    tb = meta.get_step_run(step_run_id)["traceback"]
+    meta.dispose()
+    assert 'return connect(host, password="***")' in tb, tb  # the line is shown, the credential is not
+    assert _leaks(home, "litX-CANARY-5678", failed, show) == []

@@ -23,9 +23,13 @@ from __future__ import annotations
 
 import ast
 import functools
+import linecache
 import re
+import traceback
 from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
 
+from isthmus.installed import is_project_file
 from isthmus.redaction import REDACTED, is_secret_name, scrub, secret_env_values, secret_matcher
 
 # ``API_KEY = "..."``, ``token: str = '...'``, ``password=1234`` (a literal assigned to a credential name)
@@ -281,3 +285,17 @@ def secret_literals(text: str) -> frozenset[str]:
                     continue  # a short piece of an f-string is no secret on its own
                 out.add(part.value)
     return frozenset(out)
+
+
+def traceback_secret_literals(tb: TracebackType | None) -> frozenset[str]:
+    """The credential literals (see :func:`secret_literals`) written in the project files a traceback
+    passes through: a traceback shows those lines, so what is scrubbed from it must include them."""
+    found: set[str] = set()
+    for frame, _ in traceback.walk_tb(tb):
+        filename = frame.f_code.co_filename
+        if filename.startswith("<") or not is_project_file(filename):
+            continue
+        lines = linecache.getlines(filename, frame.f_globals)
+        if lines:
+            found |= secret_literals("".join(lines))
+    return frozenset(found)
