@@ -641,7 +641,7 @@ class StepRunner:
                 # message, arguments or attributes) is neither the cause nor the context of what callers,
                 # orchestrator logs and lineage integrations see. Nor does this frame hold the arguments
                 # or the secrets: traceback formatters that print locals would show them.
-                prepared = call_args = values = secrets = in_outputs = known = None  # type: ignore[assignment]  # noqa: F841
+                prepared = call_args = values = secrets = shown = in_outputs = known = None  # type: ignore[assignment]  # noqa: F841
                 result = named = None  # type: ignore[assignment]  # noqa: F841
                 raise failure
             duration = (time.perf_counter() - started) * 1000
