@@ -5,14 +5,24 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.context import RunContext
 from isthmus.errors import PipelineDefinitionError, StepDefinitionError
+from isthmus.graph import (
+    MappedOutput,
+    Node,
+    OutputHandle,
+    OutputHandleMisuse,
+    Param,
+    PipelineGraph,
+    handles_in,
+)
+from isthmus.local_run import LocalRun, default_workers
 from isthmus.pipeline_runs import complete_pipeline_run, fail_pipeline_run, start_pipeline_run
 from isthmus.records import RunStatus
 from isthmus.redaction import secret_values
@@ -21,168 +31,94 @@ from isthmus.step import CURRENT_TRACER, Step
 
 log = logging.getLogger("isthmus")
 
+__all__ = [
+    "MappedOutput",
+    "Node",
+    "OutputHandle",
+    "OutputHandleMisuse",
+    "Param",
+    "Pipeline",
+    "PipelineGraph",
+    "PipelineRun",
+    "handles_in",
+    "pipeline",
+]
+
 # The pipelines whose bodies are being traced, outermost first (to refuse a pipeline that calls itself).
 _BUILDING: ContextVar[tuple[Pipeline, ...]] = ContextVar("isthmus_pipelines_building", default=())
-
-
-class OutputHandleMisuse(PipelineDefinitionError, TypeError, AttributeError):
-    """A pipeline body used a step output's value (``len(h)``, ``h + 1``, ``str(h)``, ``h.attr`` …).
-    Also a TypeError and an AttributeError, so code that probes values (``hasattr``) keeps working."""
-
-
-@dataclass(frozen=True, eq=False)
-class OutputHandle:
-    """Stands for a step's output while a pipeline is traced; pass it to other steps.
-
-    It has no value yet: anything else done with it — arithmetic, ``len()``, ``str()``, indexing,
-    attributes, comparisons with data — raises :class:`OutputHandleMisuse` naming the pipeline, the call
-    and the fix. (It is deliberately not callable: code that probes with ``callable()`` sees data.)
-    """
-
-    invocation: str
-    output: str
-    pipeline: str = field(default="", compare=False)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, OutputHandle):
-            return (self.invocation, self.output) == (other.invocation, other.output)
-        if isinstance(other, (int, float, complex, str, bytes)):
-            _misuse(self, f"{self._label()} == {type(other).__name__}")
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash((OutputHandle, self.invocation, self.output))
-
-    def _label(self) -> str:
-        return f"{self.invocation}.{self.output}"
-
-    def __bool__(self) -> bool:
-        raise OutputHandleMisuse(
-            f"{_where(self)}output {self.output!r} of step {self.invocation!r} has no value while the pipeline is "
-            "being built; branch on pipeline parameters, or move the logic into a step"
-        )
-
-    def __iter__(self) -> Iterator[Any]:
-        raise OutputHandleMisuse(
-            f"{_where(self)}output {self.invocation}.{self.output} is a single artifact; declare several outputs "
-            "with a tuple[...] or NamedTuple return annotation (or @step(outputs=[...])) to unpack it"
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") and name.endswith("__"):  # protocols probed by copy, pickle, numpy …
-            raise AttributeError(name)
-        _misuse(self, f"{self._label()}.{name}")
-
-    def __str__(self) -> str:
-        _misuse(self, f"str({self._label()})")
-
-    def __format__(self, spec: str) -> str:
-        _misuse(self, f"format({self._label()}) (an f-string)")
-
-    def __len__(self) -> int:
-        _misuse(self, f"len({self._label()})")
-
-    def __getitem__(self, key: Any) -> Any:
-        _misuse(self, f"{self._label()}[{key!r}]")
-
-    def __contains__(self, item: Any) -> bool:
-        _misuse(self, f"... in {self._label()}")
-
-
-def _where(handle: OutputHandle) -> str:
-    return f"pipeline {handle.pipeline!r}: " if handle.pipeline else ""
-
-
-def _misuse(handle: OutputHandle, call: str) -> NoReturn:
-    raise OutputHandleMisuse(
-        f"{_where(handle)}{call} uses the output of step {handle.invocation!r}, which has no value while the "
-        "pipeline is being built (its body only wires steps together); do this inside a step: decorate the "
-        "function that does it with @step, or move the code into the step that receives the output"
-    )
-
-
-def _operator(symbol: str, reflected: bool = False) -> Callable[..., Any]:
-    def method(self: OutputHandle, other: Any = None) -> Any:
-        other_name = other._label() if isinstance(other, OutputHandle) else type(other).__name__
-        call = f"{other_name} {symbol} {self._label()}" if reflected else f"{self._label()} {symbol} {other_name}"
-        _misuse(self, call)
-
-    return method
-
-
-def _builtin(fn: str) -> Callable[..., Any]:
-    def method(self: OutputHandle, *args: Any) -> Any:
-        _misuse(self, f"{fn}({self._label()})")
-
-    return method
-
-
-for _name, _symbol in {
-    "add": "+", "sub": "-", "mul": "*", "matmul": "@", "truediv": "/", "floordiv": "//", "mod": "%",
-    "pow": "**", "lshift": "<<", "rshift": ">>", "and": "&", "xor": "^", "or": "|",
-}.items():  # fmt: skip
-    setattr(OutputHandle, f"__{_name}__", _operator(_symbol))
-    setattr(OutputHandle, f"__r{_name}__", _operator(_symbol, reflected=True))
-for _name, _symbol in {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}.items():
-    setattr(OutputHandle, f"__{_name}__", _operator(_symbol))
-for _name, _fn in {
-    "neg": "-", "pos": "+", "abs": "abs", "invert": "~", "int": "int", "float": "float", "complex": "complex",
-    "index": "operator.index", "round": "round", "trunc": "math.trunc", "floor": "math.floor",
-    "ceil": "math.ceil", "reversed": "reversed",
-}.items():  # fmt: skip
-    setattr(OutputHandle, f"__{_name}__", _builtin(_fn))
-
-
-@dataclass(frozen=True)
-class Param:
-    """A reference to a pipeline parameter (used when a pipeline is compiled for an orchestrator)."""
-
-    name: str
-
-
-@dataclass
-class Node:
-    """One step invocation in a pipeline graph. ``arguments`` values are literals, Params or OutputHandles."""
-
-    invocation: str
-    step: Step[Any, Any]
-    arguments: dict[str, Any]
-
-    @property
-    def upstream(self) -> list[str]:
-        return sorted({v.invocation for v in self.arguments.values() if isinstance(v, OutputHandle)})
-
-
-@dataclass
-class PipelineGraph:
-    name: str
-    nodes: dict[str, Node] = field(default_factory=dict)
-    outputs: Any = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def topological(self) -> list[Node]:
-        return list(self.nodes.values())  # calls are recorded in dependency order
 
 
 class _Tracer:
     def __init__(self, graph: PipelineGraph) -> None:
         self.graph = graph
 
-    def add(self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        arguments = step.bind(args, kwargs)
+    def _name(self, step: Step[Any, Any]) -> str:
         name = step.name
         n = 2
         while name in self.graph.nodes:
             name = f"{step.name}_{n}"
             n += 1
-        for arg_name, value in arguments.items():
-            if isinstance(value, (list, tuple, dict)) and _contains_handle(value):
+        return name
+
+    def _label(self, step: Step[Any, Any], arg_name: str) -> str:
+        return f"pipeline {self.graph.name!r}: step {step.name!r}: argument {arg_name!r}"
+
+    def _check_argument(self, step: Step[Any, Any], arg_name: str, value: Any) -> None:
+        """A value, a step output, a mapped step's results, or a fan-in list (only step outputs)."""
+        if isinstance(value, dict) and _contains_handle(value):
+            raise PipelineDefinitionError(
+                f"{self._label(step, arg_name)} nests step outputs inside a dict; pass each output as its own "
+                "argument, or a list of outputs (the step receives a list)"
+            )
+        if isinstance(value, (list, tuple)) and _contains_handle(value):
+            if any(isinstance(v, MappedOutput) for v in value):
                 raise PipelineDefinitionError(
-                    f"pipeline {self.graph.name!r}: step {step.name!r}: argument {arg_name!r} nests step outputs inside a "
-                    f"{type(value).__name__}; pass each output as its own argument"
+                    f"{self._label(step, arg_name)} puts the results of a mapped step inside a list; pass them "
+                    "as the argument itself (the step receives them as a list)"
                 )
+            if not all(isinstance(v, OutputHandle) for v in value):
+                raise PipelineDefinitionError(
+                    f"{self._label(step, arg_name)} mixes step outputs with other values in one "
+                    f"{type(value).__name__}; a fan-in list holds step outputs only: make the other values a "
+                    "step's outputs, or pass them as another argument"
+                )
+
+    def add(self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        arguments = step.bind(args, kwargs)
+        for arg_name, value in arguments.items():
+            self._check_argument(step, arg_name, value)
+        name = self._name(step)
         self.graph.nodes[name] = Node(name, step, arguments)
-        handles = tuple(OutputHandle(name, out, self.graph.name) for out in step.output_names)
+        return self._handles(step, name, OutputHandle)
+
+    def add_mapped(self, step: Step[Any, Any], fixed: dict[str, Any], mapped: dict[str, Any]) -> Any:
+        """``step.partial(**fixed).map(**mapped)``: one node, expanded to one step run per item at run time."""
+        arguments = step.bind((), {**fixed, **mapped})
+        for arg_name, value in arguments.items():
+            self._check_argument(step, arg_name, value)
+        literal_lengths: dict[str, int] = {}
+        for arg_name, value in mapped.items():
+            if isinstance(value, (OutputHandle, Param)):
+                continue
+            if isinstance(value, (list, tuple)):
+                literal_lengths[arg_name] = len(value)
+                continue
+            raise PipelineDefinitionError(
+                f"{self._label(step, arg_name)}: map() maps over a list: a step output that is a list, the "
+                f"results of another mapped step, a list or tuple of values or outputs, or a pipeline parameter; "
+                f"got {type(value).__name__}"
+            )
+        if len(set(literal_lengths.values())) > 1:
+            raise PipelineDefinitionError(
+                f"pipeline {self.graph.name!r}: step {step.name!r}: map() lists must have the same length, got "
+                f"{literal_lengths}"
+            )
+        name = self._name(step)
+        self.graph.nodes[name] = Node(name, step, arguments, mapped=tuple(mapped))
+        return self._handles(step, name, MappedOutput)
+
+    def _handles(self, step: Step[Any, Any], name: str, kind: type[OutputHandle]) -> Any:
+        handles = tuple(kind(name, out, self.graph.name) for out in step.output_names)
         if len(handles) == 1:
             return handles[0]
         nt = step.output_namedtuple
@@ -199,7 +135,9 @@ def _contains_handle(value: Any) -> bool:
     return False
 
 
-def _outputs_to_json(outputs: Any, refs: Callable[[OutputHandle], ArtifactRef]) -> Any:
+def _outputs_to_json(outputs: Any, refs: Callable[[OutputHandle], Any]) -> Any:
+    if isinstance(outputs, MappedOutput):
+        return [r.to_dict() for r in refs(outputs)]
     if isinstance(outputs, OutputHandle):
         return refs(outputs).to_dict()
     if isinstance(outputs, dict):
@@ -304,13 +242,17 @@ class Pipeline:
         context: RunContext | None = None,
         cache: bool = True,
         recompute: Iterable[str] = (),
+        max_workers: int | None = None,
         **params: Any,
     ) -> PipelineRun:
         """Run locally: every step cached and recorded; raises :class:`StepFailed` if a step fails.
 
         ``cache=False`` computes every step again; ``recompute=["train"]`` the steps named (by invocation
-        or step name). Their fresh results are cached: later runs hit them.
+        or step name). Their fresh results are cached: later runs hit them. Steps whose inputs are ready
+        run at once in up to ``max_workers`` threads (default :func:`~isthmus.local_run.default_workers`;
+        ``1``: one after the other); the results and records are the same either way.
         """
+        workers = self._workers(max_workers)
         graph = self.compile(**params)
         forced = self._recomputed(graph, cache, recompute)
         runner = runner or default_runner()
@@ -318,34 +260,34 @@ class Pipeline:
         secrets = frozenset(secret_values(graph.params))
         record = start_pipeline_run(runner, self.name, ctx, graph.params, self.fn, secrets)
         run_id = record["id"]
-        results: dict[str, StepResult] = {}
+        local = LocalRun(graph, runner, ctx, run_id, secrets, forced, workers)
         try:
-            for node in graph.topological():
-                arguments = {
-                    k: (results[v.invocation].outputs[v.output] if isinstance(v, OutputHandle) else v)
-                    for k, v in node.arguments.items()
-                }
-                step_ctx = RunContext(
-                    orchestrator=ctx.orchestrator,
-                    pipeline_name=self.name,
-                    pipeline_run_id=run_id,
-                    invocation=node.invocation,
-                    native=dict(ctx.native),
-                )
-                # The pipeline's secrets follow their values into every step, whatever the step calls them.
-                results[node.invocation] = runner.run(
-                    node.step, arguments, step_ctx, secrets=secrets, recompute=node.invocation in forced
-                )
+            local.run()
         except BaseException as exc:
             fail_pipeline_run(runner, record, exc, secrets)
             # Traceback formatters that print locals would show the parameters this frame holds.
-            params = graph = secrets = arguments = node = None  # type: ignore[assignment]  # noqa: F841
+            params = graph = secrets = local = None  # type: ignore[assignment]  # noqa: F841
             raise
-        out_json = _outputs_to_json(graph.outputs, lambda h: results[h.invocation].outputs[h.output])
+        out_json = _outputs_to_json(graph.outputs, local.value)
         complete_pipeline_run(runner, record, out_json)
         return PipelineRun(
-            id=run_id, name=self.name, status=RunStatus.COMPLETED, steps=results, output_refs=out_json, runner=runner
+            id=run_id,
+            name=self.name,
+            status=RunStatus.COMPLETED,
+            steps=local.steps,
+            output_refs=out_json,
+            runner=runner,
         )
+
+    def _workers(self, max_workers: int | None) -> int:
+        if max_workers is None:
+            return default_workers()
+        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+            raise PipelineDefinitionError(
+                f"pipeline {self.name!r}: run(max_workers={max_workers!r}) must be a whole number >= 1 "
+                "(1 runs the steps one after the other)"
+            )
+        return max_workers
 
     def _recomputed(self, graph: PipelineGraph, cache: bool, recompute: Iterable[str]) -> frozenset[str]:
         """The invocations to compute without a cache lookup (``cache=False``: all of them)."""

@@ -207,6 +207,18 @@ class Step(Generic[P, R]):
                 kw[name] = arguments[name]
         return self.fn(*pos, **kw)
 
+    def partial(self, **fixed: Any) -> PartialStep:
+        """Fix some arguments before :meth:`PartialStep.map` maps over the others (Airflow's
+        ``.partial().expand()``): ``genre_stats.partial(csv=csv).map(genre=genres)``."""
+        return PartialStep(self, fixed)
+
+    def map(self, **mapped: Any) -> Any:
+        """One step run per item: ``step.map(x=xs, y=ys)`` zips the lists given (same length) and runs the
+        step on each pair. In a pipeline body a list may be a step output (resolved at run time); the
+        result stands for the list of outputs, and a step taking it receives a ``list`` of values.
+        Outside a pipeline it calls the function once per item and returns the list of results."""
+        return PartialStep(self, {}).map(**mapped)
+
     def split_outputs(self, result: Any) -> dict[str, Any]:
         """Name a function's return value by this step's outputs."""
         names = self.output_names
@@ -244,6 +256,53 @@ class Step(Generic[P, R]):
         if reason:
             raise NotImportableError(f"step {self.name!r} cannot be pickled by reference: {reason}")
         return (load_step, (self.import_path,))
+
+
+class PartialStep:
+    """A step with some arguments fixed, waiting for :meth:`map` (see :meth:`Step.partial`)."""
+
+    def __init__(self, step: Step[Any, Any], fixed: Mapping[str, Any]) -> None:
+        self.step = step
+        self.fixed = dict(fixed)
+        unknown = [n for n in self.fixed if n not in step.signature.parameters]
+        if unknown:
+            raise StepDefinitionError(
+                f"step {step.name!r}: partial() got {unknown}, which are not parameters of "
+                f"{step.fn.__qualname__}{step.signature}"
+            )
+
+    def map(self, **mapped: Any) -> Any:
+        """One step run per item of the lists given (zipped); see :meth:`Step.map`."""
+        step = self.step
+        if not mapped:
+            raise StepDefinitionError(
+                f"step {step.name!r}: map() needs at least one list to map over, e.g. map(genre=genres)"
+            )
+        unknown = [n for n in mapped if n not in step.signature.parameters]
+        twice = sorted(set(mapped) & set(self.fixed))
+        if unknown or twice:
+            what = f"{unknown} are not parameters of {step.fn.__qualname__}{step.signature}" if unknown else ""
+            what = what or f"{twice} are given to both partial() and map(); give each to one of them"
+            raise StepDefinitionError(f"step {step.name!r}: map() arguments {what}")
+        tracer = CURRENT_TRACER.get()
+        if tracer is not None:
+            return tracer.add_mapped(step, self.fixed, mapped)
+        lists = {}
+        for name, values in mapped.items():
+            if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Sequence):
+                raise StepDefinitionError(
+                    f"step {step.name!r}: map({name}=...) needs a list or tuple, got {type(values).__name__}"
+                )
+            lists[name] = list(values)
+        lengths = {len(v) for v in lists.values()}
+        if len(lengths) > 1:
+            sizes = {n: len(v) for n, v in lists.items()}
+            raise StepDefinitionError(f"step {step.name!r}: map() lists must have the same length, got {sizes}")
+        count = lengths.pop()
+        return [step.invoke(step.bind((), {**self.fixed, **{n: v[i] for n, v in lists.items()}})) for i in range(count)]
+
+    def __repr__(self) -> str:
+        return f"<PartialStep {self.step.name} fixed={sorted(self.fixed)}>"
 
 
 @overload
