@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,7 +16,7 @@ import isthmus
 from isthmus import pipeline, step
 from isthmus.errors import PipelineDefinitionError, StepDefinitionError, StepFailed
 from isthmus.records import RunStatus
-from tests.helpers import run_python, write_module
+from tests.helpers import REPO, run_python, write_module
 
 MOVIES = """
 import json
@@ -278,7 +281,11 @@ def test_a_failing_item_fails_the_run_and_the_other_items_are_recorded() -> None
     store = isthmus.defaults.metadata_store()
     assert store.get_run(run_id)["status"] == RunStatus.FAILED
     rows = {r["invocation"]: r["status"] for r in store.step_runs_of(run_id)}
-    assert rows == {"fragile[0]": RunStatus.COMPLETED, "fragile[1]": RunStatus.FAILED, "fragile[2]": RunStatus.COMPLETED}
+    assert rows == {
+        "fragile[0]": RunStatus.COMPLETED,
+        "fragile[1]": RunStatus.FAILED,
+        "fragile[2]": RunStatus.COMPLETED,
+    }
 
 
 def test_map_outside_a_pipeline_calls_the_function_per_item() -> None:
@@ -321,3 +328,17 @@ def test_max_workers_must_be_a_positive_whole_number() -> None:
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(PipelineDefinitionError, match="max_workers"):
             flow.run(max_workers=bad)
+
+
+def test_the_fan_out_example_runs_twice_with_all_hits_the_second_time(tmp_path: Path, isthmus_home: Path) -> None:
+    """``python -m dags_examples.fanout_pipeline`` as the README shows it, in a fresh process."""
+    env = {**os.environ, "ISTHMUS_HOME": str(isthmus_home), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dags_examples.fanout_pipeline", "--max-workers", "2"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    first, second = (line for line in proc.stdout.splitlines() if line.endswith(("none",)) or "computed:" in line)
+    assert "11 step runs, 0 cache hits" in first and "band_stats[3]" in first
+    assert "11 step runs, 11 cache hits, computed: none" in second
+    assert "metadata of band_stats[0]" in proc.stdout and "best_r2" in proc.stdout
