@@ -6,7 +6,7 @@ Every variant runs as a whole process (start-up included), in interleaved rounds
 the ratio to the plain-Python loop and the per-item cost above it. Peers: flytekit ``map_task`` run locally
 (records nothing, caches nothing) and Metaflow ``foreach`` (local runtime, one process per task; give
 ``--metaflow-python`` an interpreter that has metaflow installed, e.g. a separate venv: metaflow is not a
-dependency of isthmus). The CPU-bound table compares isthmus threads with a process pool on the same work.
+dependency of isthmus). The CPU-bound table compares isthmus threads and processes with a plain process pool on the same work.
 Nothing here passes or fails.
 """
 
@@ -79,8 +79,9 @@ print(run.outputs, run.cache_hits)
 ISTHMUS_CPU = """
 import sys
 import fan_steps
-n, workers = int(sys.argv[1]), int(sys.argv[2])
-print(fan_steps.cpu.run(n=n, max_workers=workers).outputs)
+n, workers, pool = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if __name__ == "__main__":
+    print(fan_steps.cpu.run(n=n, max_workers=workers, pool=pool).outputs)
 """
 
 PROCESS_POOL_CPU = """
@@ -243,8 +244,12 @@ def main() -> None:
     cpu_n = str(args.cpu_items)
     cpu_variants = {
         "plain Python, one process (peer)": ([py, str(scripts["cpu_plain"]), cpu_n], lambda: base_env),
-        "isthmus max_workers=1": ([py, str(scripts["cpu_isthmus"]), cpu_n, "1"], fresh_home),
-        "isthmus max_workers=2 (threads)": ([py, str(scripts["cpu_isthmus"]), cpu_n, "2"], fresh_home),
+        "isthmus max_workers=1": ([py, str(scripts["cpu_isthmus"]), cpu_n, "1", "threads"], fresh_home),
+        "isthmus max_workers=2 (threads)": ([py, str(scripts["cpu_isthmus"]), cpu_n, "2", "threads"], fresh_home),
+        "isthmus max_workers=2, pool='processes'": (
+            [py, str(scripts["cpu_isthmus"]), cpu_n, "2", "processes"],
+            fresh_home,
+        ),
         "process pool of 2, spawn (peer)": ([py, str(scripts["cpu_pool"]), cpu_n, "2"], lambda: base_env),
     }
     cpu_times: dict[str, list[float]] = {k: [] for k in cpu_variants}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class IsthmusError(Exception):
     """Base class of isthmus errors."""
@@ -35,6 +37,11 @@ class StepFailed(IsthmusError):
         self.step_name = step_name
         self.step_run_id = step_run_id
 
+    def __reduce__(self) -> Any:
+        # Crosses processes (a local run's process pool) with its scrubbed cause; never the original one.
+        cause = self.__cause__ if isinstance(self.__cause__, ScrubbedError) else None
+        return (_rebuild_step_failed, (str(self), self.step_name, self.step_run_id, cause), dict(self.__dict__))
+
 
 class ScrubbedError(IsthmusError):
     """Stands in for the exception a step raised: its type name, message and traceback as text, with
@@ -47,6 +54,19 @@ class ScrubbedError(IsthmusError):
         self.traceback_text = traceback_text
         if traceback_text:
             self.add_note("step traceback (secrets scrubbed):\n" + traceback_text.rstrip())
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_scrubbed, (str(self), self.original_type, self.traceback_text))
+
+
+def _rebuild_step_failed(message: str, step_name: str, step_run_id: str | None, cause: Any) -> StepFailed:
+    exc = StepFailed(message, step_name=step_name, step_run_id=step_run_id)
+    exc.__cause__ = cause
+    return exc
+
+
+def _rebuild_scrubbed(message: str, original_type: str, traceback_text: str) -> ScrubbedError:
+    return ScrubbedError(message, original_type=original_type, traceback_text=traceback_text)
 
 
 class SecretValueError(IsthmusError, ValueError):

@@ -7,28 +7,36 @@ order, whatever order they finished in. A list a step returned is split into one
 (:func:`split_items`), as the Airflow provider does, so each item's cache key is the same everywhere.
 
 ``max_workers=1`` runs the steps one after the other in the calling thread. More workers run every step
-whose inputs are ready at once, in threads (see :func:`default_workers` for why threads).
+whose inputs are ready at once, in threads (``pool="threads"``, the default: see :func:`default_workers`
+for why) or in worker processes (``pool="processes"``: for pure-Python CPU-bound steps; each worker is a
+fresh interpreter that imports the steps by path and records into the same stores).
 """
 
 from __future__ import annotations
 
 import contextvars
 import dataclasses
+import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from isthmus import config, lineage
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.artifacts.store import ArtifactStore
+from isthmus.config import Settings
 from isthmus.context import RunContext
-from isthmus.errors import PipelineDefinitionError, StepDefinitionError
+from isthmus.errors import NotImportableError, PipelineDefinitionError, StepDefinitionError, StepFailed
 from isthmus.graph import MappedOutput, Node, OutputHandle, PipelineGraph
 from isthmus.runner import StepResult, StepRunner
+from isthmus.step import Step, load_step
+from isthmus.store.metadata import MetadataStore
 
 ITEM_KEY = "isthmus_item"  # ref metadata of one item of a list output: {"index": i, "count": n, "of": ref dict}
 SEQUENCE_TYPES = ("builtins:list", "builtins:tuple")
+POOLS = ("threads", "processes")
 
 
 def default_workers() -> int:
@@ -73,6 +81,7 @@ class LocalRun:
     secrets: frozenset[str] = field(repr=False)
     forced: frozenset[str] = frozenset()
     max_workers: int = 1
+    pool: str = "threads"
     nodes: Results = field(default_factory=dict)  # by invocation: a StepResult, or a list for a mapped node
     steps: dict[str, StepResult] = field(default_factory=dict)  # by step-run invocation (``name[i]`` when mapped)
 
@@ -126,21 +135,73 @@ class LocalRun:
 
     # -- running -----------------------------------------------------------------------------------
     def run_one(self, node: Node, index: int | None, arguments: dict[str, Any]) -> StepResult:
-        invocation = node.invocation if index is None else f"{node.invocation}[{index}]"
-        native = dict(self.context.native)
-        if index is not None:
-            native["map_index"] = index
-        ctx = RunContext(
-            orchestrator=self.context.orchestrator,
-            pipeline_name=self.graph.name,
-            pipeline_run_id=self.run_id,
-            invocation=invocation,
-            native=native,
-        )
+        ctx = self._context(node, index)
         # The pipeline's secrets follow their values into every step, whatever the step calls them.
         return self.runner.run(
             node.step, arguments, ctx, secrets=self.secrets, recompute=node.invocation in self.forced
         )
+
+    def _context(self, node: Node, index: int | None) -> RunContext:
+        native = dict(self.context.native)
+        if index is not None:
+            native["map_index"] = index
+        return RunContext(
+            orchestrator=self.context.orchestrator,
+            pipeline_name=self.graph.name,
+            pipeline_run_id=self.run_id,
+            invocation=node.invocation if index is None else f"{node.invocation}[{index}]",
+            native=native,
+        )
+
+    def _submit(self, pool: Executor, node: Node, index: int | None, arguments: dict[str, Any]) -> Future[Any]:
+        if self.pool == "processes":
+            ctx = self._context(node, index)
+            recompute = node.invocation in self.forced
+            return pool.submit(_run_in_worker, node.step.import_path, arguments, ctx, self.secrets, recompute)
+        task: Callable[..., StepResult] = contextvars.copy_context().run
+        return pool.submit(task, self.run_one, node, index, arguments)
+
+    def _executor(self) -> Executor:
+        name = self.graph.name
+        if self.pool == "threads":
+            return ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix=f"isthmus-{name}")
+        self._check_processes()
+        meta, arts = self.runner.metadata, self.runner.artifacts
+        return ProcessPoolExecutor(
+            max_workers=self.max_workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(self.runner.settings, meta.url, arts.url),
+        )
+
+    def _check_processes(self) -> None:
+        """Every step must be importable by path as the same object, and the stores reachable by URL."""
+        label = f"pipeline {self.graph.name!r}: run(pool='processes')"
+        for node in self.graph.nodes.values():
+            reason = node.step.importable_reason()
+            if reason is None:
+                try:
+                    same = load_step(node.step.import_path) is node.step
+                except NotImportableError as exc:
+                    reason = str(exc)
+                else:
+                    reason = (
+                        None
+                        if same
+                        else (
+                            f"{node.step.import_path} is the plain function, not the step object: decorate it "
+                            "with @step where it is defined"
+                        )
+                    )
+            if reason:
+                raise PipelineDefinitionError(
+                    f"{label}: step {node.step.name!r} cannot run in a worker process: {reason}; or use pool='threads'"
+                )
+        if self.runner.metadata.url.startswith("sqlite://") and _in_memory(self.runner.metadata.url):
+            raise PipelineDefinitionError(
+                f"{label}: the metadata store {self.runner.metadata.url!r} lives in this process; use a file or "
+                "server store, or pool='threads'"
+            )
 
     def _done(self, node: Node, index: int | None, result: StepResult, slots: dict[str, list[Any]]) -> None:
         if index is None:
@@ -170,9 +231,9 @@ class LocalRun:
     def _run_parallel(self) -> None:
         waiting = {node.invocation: node for node in self.graph.topological()}
         slots: dict[str, list[Any]] = {}
-        running: dict[Future[StepResult], tuple[Node, int | None]] = {}
+        running: dict[Future[Any], tuple[Node, int | None]] = {}
         error: BaseException | None = None
-        pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix=f"isthmus-{self.graph.name}")
+        pool = self._executor()
         try:
             while True:
                 if error is None:
@@ -186,18 +247,21 @@ class LocalRun:
                             if not calls:
                                 self.nodes[inv] = []
                         for index, arguments in calls:
-                            task: Callable[..., StepResult] = contextvars.copy_context().run
-                            running[pool.submit(task, self.run_one, node, index, arguments)] = (node, index)
+                            running[self._submit(pool, node, index, arguments)] = (node, index)
                 if not running:
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=lambda f: _order(running[f])):
                     node, index = running.pop(future)
                     exc = future.exception()
+                    result = future.result() if exc is None else None
+                    if isinstance(result, StepFailed):  # from a worker process
+                        exc = result
                     if exc is not None:
                         error = error or exc
                         continue
-                    self._done(node, index, future.result(), slots)
+                    assert isinstance(result, StepResult)
+                    self._done(node, index, dataclasses.replace(result, artifacts=self.runner.artifacts), slots)
         except BaseException as exc:  # an interrupt or a bad map() list: start nothing new, let running steps end
             error = error or exc
             pool.shutdown(wait=True, cancel_futures=True)
@@ -215,3 +279,37 @@ class LocalRun:
 def _order(item: tuple[Node, int | None]) -> tuple[str, int]:
     node, index = item
     return (node.invocation, -1 if index is None else index)
+
+
+def _in_memory(url: str) -> bool:
+    database = url.split("://", 1)[1].lstrip("/")
+    return database in ("", ":memory:") or "mode=memory" in url
+
+
+_worker_runner: StepRunner | None = None
+
+
+def _start_worker(settings: Settings, store_url: str, artifact_url: str) -> None:
+    """A worker process of ``pool="processes"``: the parent's settings and stores."""
+    global _worker_runner
+    config.configure(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)})
+    artifacts = ArtifactStore(artifact_url, verify=settings.verify, local_cache=str(settings.home / "cache"))
+    _worker_runner = StepRunner(MetadataStore(store_url), artifacts, settings)
+
+
+def _run_in_worker(
+    step_path: str, arguments: dict[str, Any], ctx: RunContext, secrets: frozenset[str], recompute: bool
+) -> StepResult | StepFailed:
+    """One step run in a worker process; its lineage events are sent before the result goes back (a pool
+    worker ends without running exit handlers). A step failure is returned, not raised."""
+    assert _worker_runner is not None
+    step: Step[Any, Any] = load_step(step_path)
+    try:
+        result = _worker_runner.run(step, arguments, ctx, secrets=secrets, recompute=recompute)
+    except StepFailed as failed:  # returned, so that it arrives with its scrubbed cause (raising replaces it)
+        return failed
+    finally:
+        flush = getattr(lineage.get_lineage_hook(), "flush", None)
+        if flush is not None:
+            flush()
+    return dataclasses.replace(result, artifacts=None)

@@ -22,7 +22,7 @@ from isthmus.graph import (
     PipelineGraph,
     handles_in,
 )
-from isthmus.local_run import LocalRun, default_workers
+from isthmus.local_run import POOLS, LocalRun, default_workers
 from isthmus.pipeline_runs import complete_pipeline_run, fail_pipeline_run, start_pipeline_run
 from isthmus.records import RunStatus
 from isthmus.redaction import secret_values
@@ -243,6 +243,7 @@ class Pipeline:
         cache: bool = True,
         recompute: Iterable[str] = (),
         max_workers: int | None = None,
+        pool: str = "threads",
         **params: Any,
     ) -> PipelineRun:
         """Run locally: every step cached and recorded; raises :class:`StepFailed` if a step fails.
@@ -250,9 +251,14 @@ class Pipeline:
         ``cache=False`` computes every step again; ``recompute=["train"]`` the steps named (by invocation
         or step name). Their fresh results are cached: later runs hit them. Steps whose inputs are ready
         run at once in up to ``max_workers`` threads (default :func:`~isthmus.local_run.default_workers`;
-        ``1``: one after the other); the results and records are the same either way.
+        ``1``: one after the other), or worker processes with ``pool="processes"`` (for pure-Python
+        CPU-bound steps; the steps must be importable); the results and records are the same either way.
         """
         workers = self._workers(max_workers)
+        if pool not in POOLS:
+            raise PipelineDefinitionError(
+                f"pipeline {self.name!r}: run(pool={pool!r}) must be one of {', '.join(map(repr, POOLS))}"
+            )
         graph = self.compile(**params)
         forced = self._recomputed(graph, cache, recompute)
         runner = runner or default_runner()
@@ -260,7 +266,7 @@ class Pipeline:
         secrets = frozenset(secret_values(graph.params))
         record = start_pipeline_run(runner, self.name, ctx, graph.params, self.fn, secrets)
         run_id = record["id"]
-        local = LocalRun(graph, runner, ctx, run_id, secrets, forced, workers)
+        local = LocalRun(graph, runner, ctx, run_id, secrets, forced, workers, pool)
         try:
             local.run()
         except BaseException as exc:

@@ -16,7 +16,7 @@ import isthmus
 from isthmus import pipeline, step
 from isthmus.errors import PipelineDefinitionError, StepDefinitionError, StepFailed
 from isthmus.records import RunStatus
-from tests.helpers import REPO, run_python, write_module
+from tests.helpers import REPO, import_fresh, run_python, write_module
 
 MOVIES = """
 import json
@@ -342,3 +342,76 @@ def test_the_fan_out_example_runs_twice_with_all_hits_the_second_time(tmp_path: 
     assert "11 step runs, 0 cache hits" in first and "band_stats[3]" in first
     assert "11 step runs, 11 cache hits, computed: none" in second
     assert "metadata of band_stats[0]" in proc.stdout and "best_r2" in proc.stdout
+
+
+PROCS = """
+import json, sys
+from movies import movie_stats
+run = movie_stats.run(csv="{csv}", top=3, max_workers=2, pool=sys.argv[-1])
+print(json.dumps({{"outputs": run.outputs, "steps": {{k: [v.cache_hit, v.cache_key] for k, v in run.steps.items()}}}}))
+"""
+
+
+def test_a_process_pool_records_the_same_runs_as_threads(tmp_path: Path, isthmus_home: Path) -> None:
+    write_module(tmp_path, "movies", MOVIES)
+    code = PROCS.format(csv=CSV)
+    by_process = run_python(
+        "import sys; sys.argv.append('processes')\n" + code, env={"ISTHMUS_HOME": str(isthmus_home / "p")}, cwd=tmp_path
+    )
+    by_thread = run_python(
+        "import sys; sys.argv.append('threads')\n" + code, env={"ISTHMUS_HOME": str(isthmus_home / "t")}, cwd=tmp_path
+    )
+    assert by_process["outputs"] == by_thread["outputs"] == {"genres": ["action", "animation", "horror"], "best": 0.99}
+    assert {k: key for k, (_, key) in by_process["steps"].items()} == {
+        k: key for k, (_, key) in by_thread["steps"].items()
+    }
+    again = run_python(
+        "import sys; sys.argv.append('processes')\n" + code, env={"ISTHMUS_HOME": str(isthmus_home / "p")}, cwd=tmp_path
+    )
+    assert all(hit for hit, _ in again["steps"].values())
+
+
+FAILING = """
+from isthmus import pipeline, step
+
+@step
+def fragile(x: int) -> int:
+    if x == 1:
+        raise ValueError("bad item 1")
+    return x
+
+@step
+def keep(values: list) -> list:
+    return values
+
+@pipeline
+def fails():
+    return keep(fragile.map(x=[0, 1, 2]))
+"""
+
+
+def test_a_step_failing_in_a_worker_process_fails_the_run_with_its_scrubbed_traceback(tmp_path: Path) -> None:
+    write_module(tmp_path, "fanout_failing", FAILING)
+    mod = import_fresh(tmp_path, "fanout_failing")
+    with pytest.raises(StepFailed, match="bad item 1") as info:
+        mod.fails.run(max_workers=2, pool="processes")
+    assert info.value.step_name == "fragile" and info.value.step_run_id
+    assert "raise ValueError" in "".join(getattr(info.value.__cause__, "__notes__", []))
+    store = isthmus.defaults.metadata_store()
+    run_id = info.value.pipeline_run_id  # type: ignore[attr-defined]
+    assert store.get_run(run_id)["status"] == RunStatus.FAILED
+    assert store.get_step_run(info.value.step_run_id)["status"] == RunStatus.FAILED
+
+
+def test_a_process_pool_refuses_steps_it_cannot_import() -> None:
+    @step
+    def local_step(x: int) -> int:
+        return x
+
+    flow = pipeline(lambda: collect_all(local_step.map(x=[1, 2])), name="unimportable")
+    with pytest.raises(
+        PipelineDefinitionError, match="step 'local_step' cannot run in a worker process.*pool='threads'"
+    ):
+        flow.run(max_workers=2, pool="processes")
+    with pytest.raises(PipelineDefinitionError, match="pool='fibers'"):
+        flow.run(pool="fibers")
