@@ -6,8 +6,8 @@ Airflow names the map indexes of a mapped task; its results stand for the list o
 order, whatever order they finished in. A list a step returned is split into one artifact per item
 (:func:`split_items`), as the Airflow provider does, so each item's cache key is the same everywhere.
 
-``max_workers=1`` runs the steps one after the other in the calling thread. More workers run every step
-whose inputs are ready at once, in threads (``pool="threads"``, the default: see :func:`default_workers`
+``max_workers=1`` (or a run started while a module is being imported) runs the steps one after the other
+in the calling thread. More workers run every step whose inputs are ready at once, in threads (``pool="threads"``, the default: see :func:`default_workers`
 for why) or in worker processes (``pool="processes"``: for pure-Python CPU-bound steps; each worker is a
 fresh interpreter that imports the steps by path and records into the same stores).
 """
@@ -18,6 +18,7 @@ import contextvars
 import dataclasses
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -216,7 +217,7 @@ class LocalRun:
 
     def run(self) -> None:
         """Run every node; raises the first step failure once the steps already running have finished."""
-        if self.max_workers <= 1:
+        if self.max_workers <= 1 or _importing():
             slots: dict[str, list[Any]] = {}
             for node in self.graph.topological():
                 calls = self.calls(node)
@@ -279,6 +280,13 @@ class LocalRun:
 def _order(item: tuple[Node, int | None]) -> tuple[str, int]:
     node, index = item
     return (node.invocation, -1 if index is None else index)
+
+
+def _importing() -> bool:
+    """Whether a module is being imported (a pipeline run at import time): worker threads and processes
+    would wait on that module's import lock, which is held until this run returns, so the run stays in
+    the calling thread, one step after the other."""
+    return any(getattr(getattr(m, "__spec__", None), "_initializing", False) for m in list(sys.modules.values()))
 
 
 def _in_memory(url: str) -> bool:

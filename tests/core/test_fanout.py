@@ -415,3 +415,31 @@ def test_a_process_pool_refuses_steps_it_cannot_import() -> None:
         flow.run(max_workers=2, pool="processes")
     with pytest.raises(PipelineDefinitionError, match="pool='fibers'"):
         flow.run(pool="fibers")
+
+
+AT_IMPORT = """
+import json
+from isthmus import pipeline, step
+
+@step
+def double(x: int) -> int:
+    return 2 * x
+
+@step
+def keep(values: list) -> list:
+    return values
+
+@pipeline
+def flow():
+    return keep(double.map(x=[1, 2, 3]))
+
+print(json.dumps(flow.run(max_workers=4).outputs))
+"""
+
+
+def test_a_pipeline_run_while_its_module_is_imported_does_not_wait_on_the_import_lock(
+    tmp_path: Path, isthmus_home: Path
+) -> None:
+    write_module(tmp_path, "runs_at_import", AT_IMPORT)
+    out = run_python("import runs_at_import", env={"ISTHMUS_HOME": str(isthmus_home)}, cwd=tmp_path, timeout=120)
+    assert out == [2, 4, 6]
