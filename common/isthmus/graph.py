@@ -149,7 +149,7 @@ class Node:
 
     invocation: str
     step: Step[Any, Any]
-    arguments: dict[str, Any]
+    arguments: dict[str, Any] = field(repr=False)  # may hold secrets: never in a repr
     mapped: tuple[str, ...] = ()  # arguments mapped over (``step.map``): one step run per item
 
     @property

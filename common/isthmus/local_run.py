@@ -75,16 +75,18 @@ Results = dict[str, "StepResult | list[StepResult]"]
 class LocalRun:
     """One local run of ``graph`` (a :class:`~isthmus.pipeline.PipelineGraph`) under pipeline run ``run_id``."""
 
-    graph: PipelineGraph
-    runner: StepRunner
+    graph: PipelineGraph = field(repr=False)  # its nodes hold the arguments, which may be secrets
+    runner: StepRunner = field(repr=False)
     context: RunContext
     run_id: str
     secrets: frozenset[str] = field(repr=False)
     forced: frozenset[str] = frozenset()
     max_workers: int = 1
     pool: str = "threads"
-    nodes: Results = field(default_factory=dict)  # by invocation: a StepResult, or a list for a mapped node
-    steps: dict[str, StepResult] = field(default_factory=dict)  # by step-run invocation (``name[i]`` when mapped)
+    nodes: Results = field(default_factory=dict, repr=False)  # by invocation: a StepResult, or a list if mapped
+    steps: dict[str, StepResult] = field(
+        default_factory=dict, repr=False
+    )  # by step-run invocation (``name[i]`` when mapped)
 
     # -- arguments ---------------------------------------------------------------------------------
     def value(self, v: Any) -> Any:
@@ -138,9 +140,13 @@ class LocalRun:
     def run_one(self, node: Node, index: int | None, arguments: dict[str, Any]) -> StepResult:
         ctx = self._context(node, index)
         # The pipeline's secrets follow their values into every step, whatever the step calls them.
-        return self.runner.run(
-            node.step, arguments, ctx, secrets=self.secrets, recompute=node.invocation in self.forced
-        )
+        try:
+            return self.runner.run(
+                node.step, arguments, ctx, secrets=self.secrets, recompute=node.invocation in self.forced
+            )
+        except BaseException:
+            arguments = None  # type: ignore[assignment]  # noqa: F841 - not shown by locals-printing formatters
+            raise
 
     def _context(self, node: Node, index: int | None) -> RunContext:
         native = dict(self.context.native)
@@ -224,8 +230,12 @@ class LocalRun:
                 if node.mapped:
                     slots[node.invocation] = [None] * len(calls)
                     self.nodes[node.invocation] = []
-                for index, arguments in calls:
-                    self._done(node, index, self.run_one(node, index, arguments), slots)
+                try:
+                    for index, arguments in calls:
+                        self._done(node, index, self.run_one(node, index, arguments), slots)
+                except BaseException:
+                    calls = arguments = None  # type: ignore[assignment]  # noqa: F841 - see run_one
+                    raise
             return
         self._run_parallel()
 
@@ -270,6 +280,7 @@ class LocalRun:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         if error is not None:
+            calls = arguments = None  # type: ignore[assignment]  # noqa: F841 - see run_one
             raise error
         if waiting:  # cannot happen with a traced graph (calls are recorded in dependency order)
             raise PipelineDefinitionError(
