@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.context import RunContext
 from isthmus.errors import PipelineDefinitionError, StepDefinitionError
+from isthmus.pinned import resolve_pipeline_params
 from isthmus.pipeline_runs import complete_pipeline_run, fail_pipeline_run, start_pipeline_run
 from isthmus.records import RunStatus
 from isthmus.redaction import secret_values
@@ -311,9 +312,10 @@ class Pipeline:
         ``cache=False`` computes every step again; ``recompute=["train"]`` the steps named (by invocation
         or step name). Their fresh results are cached: later runs hit them.
         """
+        runner = runner or default_runner()
+        params = resolve_pipeline_params(params, runner, pipeline=self.name)  # pins: resolved once, now
         graph = self.compile(**params)
         forced = self._recomputed(graph, cache, recompute)
-        runner = runner or default_runner()
         ctx = context or RunContext(orchestrator="local")
         secrets = frozenset(secret_values(graph.params))
         record = start_pipeline_run(runner, self.name, ctx, graph.params, self.fn, secrets)
