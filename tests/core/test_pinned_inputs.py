@@ -395,3 +395,21 @@ def test_the_cli_shows_the_pin_and_reports_an_unknown_alias_in_one_line(
     # the remote entrypoint's error line names the error type, as for any input refused before the step ran
     assert lines[0].startswith("error: UnresolvedPin: step 'consume': input 'data': no alias 'produce.output@nope'")
     assert "isthmus artifacts alias produce.output@nope HASH" in lines[0]
+
+
+def test_a_slurm_job_gets_the_ref_its_submitter_resolved(runner: StepRunner, mod) -> None:
+    from isthmus.slurm import SlurmExecutor
+
+    v2, v3 = _versions(runner, mod, 2, 3)
+    runner.metadata.set_alias(ALIAS.name, ALIAS.alias, v3.content_hash)
+    executor = SlurmExecutor(None, runner)  # type: ignore[arg-type]  # splitting arguments uses no cluster
+    inputs, params = executor.split_arguments(mod.consume, {"data": ALIAS})
+    assert params == {} and ArtifactRef.from_dict(inputs["data"]) == v3  # the ref, never a pickled ArtifactAlias
+    assert inputs["data"]["metadata"]["pinned"]["alias"] == "produce.output@production"
+    assert executor.cache_key(mod.consume, inputs, params, isthmus.RunContext()) == runner.cache_key(
+        mod.consume, {"data": v3}
+    )
+    inputs, params = executor.split_arguments(mod.total, {"parts": [ALIAS, ArtifactVersion(v2.content_hash)]})
+    assert [p["content_hash"] for p in params["parts"]] == [v3.content_hash, v2.content_hash] and inputs == {}
+    with pytest.raises(UnresolvedPin, match="^step 'consume': input 'data': no alias 'produce.output@nope'"):
+        executor.split_arguments(mod.consume, {"data": ArtifactAlias("produce.output", "nope")})
