@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -30,10 +30,14 @@ from isthmus.errors import IsthmusError, MaterializationError
 from isthmus.store import schema as s
 from isthmus.store.metadata import MetadataStore
 
+if TYPE_CHECKING:  # the runner imports this module to resolve the pins of each step call
+    from isthmus.runner import StepRunner
+
 PIN_KEY = "isthmus_pinned"  # the JSON form of a pin: {"isthmus_pinned": "name@alias" | "blake3:<hex>"}
 RECORD_KEY = "pinned"  # where a resolved ref's metadata keeps the pin it came from
 
 _NAME_LIMIT, _ALIAS_LIMIT = 512, 255  # the widths of the artifact_aliases columns
+_RECORD_FIELDS = frozenset({"alias", "version"})
 _BAD_TEXT = re.compile(r"[\x00-\x20\x7f@]")  # control characters, whitespace and "@"
 
 
@@ -141,15 +145,7 @@ def pin_record(ref: ArtifactRef) -> dict[str, str] | None:
     """The pin record a ref carries, when it is well formed and names the ref's own hash (a ref is untrusted:
     a record that claims another version is no record)."""
     record = ref.metadata.get(RECORD_KEY) if isinstance(ref.metadata, dict) else None
-    if (
-        not isinstance(record, dict)
-        or record.get("version") != ref.content_hash
-        or not set(record)
-        <= {
-            "alias",
-            "version",
-        }
-    ):
+    if not isinstance(record, dict) or record.get("version") != ref.content_hash or set(record) - _RECORD_FIELDS:
         return None
     alias = record.get("alias")
     if alias is not None:
@@ -233,8 +229,12 @@ def resolve_pinned(
 def resolve_argument(value: Any, metadata: MetadataStore, artifacts: ArtifactStore, *, where: str) -> Any:
     """``value`` with its pins resolved (see :func:`resolve_pinned`): a pin becomes its ref, a list or tuple
     holding pins (and refs) a list of refs; anything else is returned as it is."""
-    if as_pin(value) is not None:
-        return resolve_pinned(value, metadata, artifacts, where=where)[0]
+    try:
+        pin = as_pin(value)
+    except InvalidPin as exc:  # a malformed {"isthmus_pinned": …}: name the step and the input
+        raise InvalidPin(f"{where}: {exc}") from None
+    if pin is not None:
+        return resolve_pinned(pin, metadata, artifacts, where=where)[0]
     if (
         isinstance(value, (list, tuple))
         and value
@@ -263,9 +263,9 @@ def _is_pin(value: Any) -> bool:
         return True  # resolve_pinned reports it
 
 
-def resolve_pipeline_params(params: Mapping[str, Any], runner: Any, *, pipeline: str = "") -> dict[str, Any]:
+def resolve_pipeline_params(params: Mapping[str, Any], runner: StepRunner, *, pipeline: str = "") -> dict[str, Any]:
     """``params`` with every pinned value resolved once, now (see :func:`resolve_argument`): every step of the
-    run then gets the same version, even if the alias moves while it runs. ``runner`` is a StepRunner."""
+    run then gets the same version, even if the alias moves while it runs."""
     label = f"pipeline {pipeline!r}: " if pipeline else ""
     return {
         name: resolve_argument(value, runner.metadata, runner.artifacts, where=f"{label}parameter {name!r}")

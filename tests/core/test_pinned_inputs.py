@@ -221,6 +221,13 @@ def test_unknown_alias_or_version_is_one_line_naming_step_input_alias_and_fix(ru
     assert v3  # the store holds other versions: the alias alone is wrong
 
 
+def test_a_malformed_pin_from_another_process_names_the_step_and_input(runner: StepRunner, mod) -> None:
+    with pytest.raises(InvalidPin) as err:
+        runner.run(mod.consume, {"data": {"isthmus_pinned": "blake3:abc"}})
+    assert str(err.value).startswith("step 'consume': input 'data': ArtifactVersion('blake3:abc')")
+    assert "a prefix is not a pin" in str(err.value)
+
+
 def test_a_forged_pin_record_in_a_ref_is_not_recorded(runner: StepRunner, mod) -> None:
     v3, v4 = _versions(runner, mod, 3, 4)
     forged = ArtifactRef.from_dict(
