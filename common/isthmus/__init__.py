@@ -19,6 +19,7 @@ from isthmus.errors import (
     StepFailed,
 )
 from isthmus.metadata_log import log_metadata
+from isthmus.pinned import ArtifactAlias, ArtifactVersion, InvalidPin, UnresolvedPin
 from isthmus.pipeline import Pipeline, PipelineRun, pipeline
 from isthmus.policy import CachePolicy
 from isthmus.resources import Resources
@@ -68,10 +69,13 @@ def load(ref: ArtifactRef | Mapping[str, Any] | str, *, store: ArtifactStore | N
 
 
 __all__ = [
+    "ArtifactAlias",
     "ArtifactMissing",
     "ArtifactRef",
     "ArtifactStore",
+    "ArtifactVersion",
     "CachePolicy",
+    "InvalidPin",
     "IsthmusError",
     "MaterializationError",
     "Materializer",
@@ -86,6 +90,7 @@ __all__ = [
     "StepFailed",
     "StepResult",
     "StepRunner",
+    "UnresolvedPin",
     "__version__",
     "configure",
     "get_settings",

@@ -23,6 +23,7 @@ from isthmus.graph import (
     handles_in,
 )
 from isthmus.local_run import POOLS, LocalRun, default_workers
+from isthmus.pinned import resolve_pipeline_params
 from isthmus.pipeline_runs import complete_pipeline_run, fail_pipeline_run, start_pipeline_run
 from isthmus.records import RunStatus
 from isthmus.redaction import secret_values
@@ -259,9 +260,10 @@ class Pipeline:
             raise PipelineDefinitionError(
                 f"pipeline {self.name!r}: run(pool={pool!r}) must be one of {', '.join(map(repr, POOLS))}"
             )
+        runner = runner or default_runner()
+        params = resolve_pipeline_params(params, runner, pipeline=self.name)  # pins: resolved once, now
         graph = self.compile(**params)
         forced = self._recomputed(graph, cache, recompute)
-        runner = runner or default_runner()
         ctx = context or RunContext(orchestrator="local")
         secrets = frozenset(secret_values(graph.params))
         record = start_pipeline_run(runner, self.name, ctx, graph.params, self.fn, secrets)

@@ -48,6 +48,7 @@ from isthmus.fingerprint.values import state_digest
 from isthmus.hashing import PROCESS_KEY, UnhashableValueError, hash_value, keyed_hash
 from isthmus.metadata_log import collecting
 from isthmus.parameters import ref_list
+from isthmus.pinned import input_record, resolve_argument
 from isthmus.records import RunStatus, StepRunRecord
 from isthmus.redaction import (
     REDACTED,
@@ -278,6 +279,8 @@ class StepRunner:
         known = by_value.union(shown) if shown else by_value
         passed = given.union(shown)  # secrets the step receives
         for name, value in arguments.items():
+            # a pinned artifact (ArtifactAlias, ArtifactVersion) becomes the ref of the version it names now
+            value = resolve_argument(value, self.metadata, self.artifacts, where=f"step {step.name!r}: input {name!r}")
             try:  # refs are untrusted: valid and of this store, or refused before anything is touched
                 ref = ArtifactRef.coerce(value)
                 refs = None if ref is not None else ref_list(value)
@@ -359,7 +362,7 @@ class StepRunner:
             "deps": deps_fp.versions,
             "environment_hash": env_hash,
             "params": redact_params({k: REDACTED if k in secret_params else v for k, v in params.items()}, known),
-            "inputs": {k: v.to_dict() for k, v in inputs.items()},
+            "inputs": {k: input_record(v) for k, v in inputs.items()},
             "cache_key": key,
             "resources": step.resources.to_dict(),
             "context": json.loads(json.dumps(ctx.to_dict(), default=str)),

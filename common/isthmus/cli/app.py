@@ -13,7 +13,17 @@ import typer
 from isthmus import __version__, defaults
 from isthmus.artifacts.refs import loads_bounded
 from isthmus.cache_admin import prune
-from isthmus.cli.render import console, dump_json, duration, print_diff, short, status_text, table, when
+from isthmus.cli.render import (
+    console,
+    dump_json,
+    duration,
+    pinned_lines,
+    print_diff,
+    short,
+    status_text,
+    table,
+    when,
+)
 from isthmus.context import RunContext
 from isthmus.diff import diff_runs
 from isthmus.errors import ConfigurationError, IsthmusError
@@ -132,7 +142,7 @@ def runs_show(
         )
     console.print(t)
     for sr in steps:
-        for line in _metadata_lines(sr):
+        for line in pinned_lines(sr) + _metadata_lines(sr):
             console.print(line, markup=False, highlight=False)
 
 

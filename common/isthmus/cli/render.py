@@ -73,3 +73,20 @@ def status_text(status: str) -> str:
 
 def print_diff(text: str) -> None:
     console.print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
+
+
+def pinned_lines(step_run: dict[str, Any]) -> list[str]:
+    """``runs show`` lines for a step run's pinned inputs: ``input model of train: train.model@production →
+    blake3:abcd…`` (only records that name the input's own hash)."""
+    lines = []
+    for name, ref in (step_run.get("inputs") or {}).items():
+        meta = ref.get("metadata") if isinstance(ref, dict) else None
+        pin = meta.get("pinned") if isinstance(meta, dict) else None
+        if not isinstance(pin, dict) or pin.get("version") != ref.get("content_hash"):
+            continue
+        version = str(pin["version"])
+        shown = f"{version[: version.find(':') + 13]}…"
+        alias = pin.get("alias")
+        what = f"{alias} → {shown}" if isinstance(alias, str) else f"pinned {shown}"
+        lines.append(f"input {name} of {step_run['invocation']}: {what}")
+    return lines

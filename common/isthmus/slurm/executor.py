@@ -27,6 +27,7 @@ from isthmus.errors import StepDefinitionError
 from isthmus.lineage.parent import PARENT_KEY, ROOT_KEY, RUN_ID_KEY, env_for
 from isthmus.manifest import MANIFEST_KEY_ENV, is_authentic, job_manifest_key
 from isthmus.parameters import json_param, ref_list
+from isthmus.pinned import resolve_argument
 from isthmus.records import RunStatus
 from isthmus.redaction import is_secret_env
 from isthmus.remote import ingest_manifest
@@ -188,6 +189,10 @@ class SlurmExecutor:
         params: dict[str, Any] = {}
         secret = secret_param_names(arguments, secrets)
         for name, value in arguments.items():
+            # a pin is resolved here, once: the job (which may not reach the metadata store) gets its ref
+            value = resolve_argument(
+                value, self.runner.metadata, self.runner.artifacts, where=f"step {step.name!r}: input {name!r}"
+            )
             ref = ArtifactRef.coerce(value)
             if ref is not None:
                 inputs[name] = ref.to_dict()
