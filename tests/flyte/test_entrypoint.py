@@ -189,7 +189,13 @@ def test_resolver_rebuilds_pipeline_tasks_in_process() -> None:
         assert type(rebuilt) is type(original)
     node = wf.isthmus_tasks["describe"]
     options = json.loads(isthmus_task_resolver.loader_args(SETTINGS, node)[-1])
-    assert options == {"enable_deck": True, "invocation": "describe", "name": node.name, "pipeline": "small_pipeline"}
+    assert options == {
+        "cache_input": True,
+        "enable_deck": True,
+        "invocation": "describe",
+        "name": node.name,
+        "pipeline": "small_pipeline",
+    }
 
 
 def test_failure_handler_marks_the_execution_failed(monkeypatch, tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ def small_workflow():
 
 def test_local_workflow_records_pipeline_run_and_step_runs_with_flyte_ids(ml_workflow) -> None:
     assert ml_workflow.name == "dags_examples.steps.ml_pipeline"
-    assert set(ml_workflow.python_interface.inputs) == {"n_estimators", "seed"}
+    assert set(ml_workflow.python_interface.inputs) == {"n_estimators", "seed", "isthmus_cache"}
     metrics = ml_workflow(n_estimators=10)
     assert set(metrics) == {"r2", "mae", "n_test", "top_feature"}
 
@@ -131,7 +131,10 @@ def test_small_values_travel_as_flyte_literals_with_their_refs(small_workflow) -
     assert dict(stats_task.python_interface.outputs) == {"count": int, "mean": float}
     assert stats_task.python_interface.output_tuple_name == "Stats"
     assert dict(small_workflow.python_interface.outputs) == {"text": str, "count": int}
-    assert small_workflow.isthmus_tasks["total"].python_interface.inputs == {"numbers": list[int]}
+    assert small_workflow.isthmus_tasks["total"].python_interface.inputs == {
+        "numbers": list[int],
+        "isthmus_cache": bool,
+    }
 
     out = small_workflow(n=3, label="total")
     assert (out.text, out.count) == ("total=3", 3)

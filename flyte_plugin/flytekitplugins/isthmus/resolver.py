@@ -71,13 +71,7 @@ class IsthmusTaskResolver(TrackedInstance, TaskResolverMixin):
                 return obj
 
             step = load_step(fields["step"])
-            config = Isthmus(
-                pipeline=options.get("pipeline"),
-                invocation=options.get("invocation"),
-                ref_inputs=tuple(options.get("ref_inputs", ())),
-                ref_outputs=tuple(options.get("ref_outputs", ())),
-                secret_inputs=tuple(options.get("secret_inputs", ())),
-            )
+            config = Isthmus.from_options(options)
             return isthmus_task(
                 step,
                 name=options.get("name"),

@@ -29,6 +29,15 @@ from flytekitplugins.isthmus.cache import IsthmusCachePolicy
 from flytekitplugins.isthmus.config import Isthmus
 from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
 from flytekitplugins.isthmus.deck import redact_inputs
+from flytekitplugins.isthmus.mapping import (
+    CACHE_INPUT,
+    MAP_INDEX_INPUT,
+    OUTPUTS,
+    REF_LIST,
+    RESERVED_INPUTS,
+    load_parameter,
+    map_index,
+)
 from flytekitplugins.isthmus.resolver import isthmus_task_resolver
 from flytekitplugins.isthmus.resources import task_settings, timeout_for
 from flytekitplugins.isthmus.transformer import (
@@ -38,6 +47,7 @@ from flytekitplugins.isthmus.transformer import (
     is_small_type,
     ref_from_literal,
 )
+from isthmus.artifacts.refs import ArtifactRef
 from isthmus.errors import StepDefinitionError
 from isthmus.records import RunStatus
 from isthmus.redaction import scrub, secret_values, secrets_in
@@ -105,14 +115,20 @@ def _type_hints(fn: Any) -> dict[str, Any]:
 
 
 def step_interface(
-    step: Step[Any, Any], ref_inputs: typing.Collection[str] = (), ref_outputs: typing.Collection[str] = ()
+    step: Step[Any, Any],
+    ref_inputs: typing.Collection[str] = (),
+    ref_outputs: typing.Collection[str] = (),
+    config: Isthmus | None = None,
 ) -> Interface:
     """The Flyte interface of a step: small values as themselves, everything else as ArtifactRef.
 
     ``ref_inputs``/``ref_outputs`` name inputs and outputs that travel as ArtifactRef even though their
     type is small (set by ``to_flyte_workflow`` where two connected steps disagree on a type, so the edge
-    still type-checks in Flyte's compiler).
+    still type-checks in Flyte's compiler). ``config`` adds what mapping needs: ``list[ArtifactRef]``
+    inputs (fan-in), the map index and cache inputs, and the one output of a mapped step with several.
     """
+    config = config or Isthmus(ref_inputs=tuple(ref_inputs), ref_outputs=tuple(ref_outputs))
+    ref_inputs, ref_outputs = config.ref_inputs, config.ref_outputs
     hints = _type_hints(step.fn)
     inputs: dict[str, Any] = {}
     for name, param in step.signature.parameters.items():
@@ -120,6 +136,13 @@ def step_interface(
             raise StepDefinitionError(
                 f"step {step.name!r}: *args/**kwargs parameters cannot become Flyte task inputs; name each parameter"
             )
+        if name in RESERVED_INPUTS and (config.mapped or config.cache_input):
+            raise StepDefinitionError(
+                f"step {step.name!r}: parameter {name!r} is reserved for the Flyte workflow isthmus builds; rename it"
+            )
+        if name in config.ref_list_inputs:
+            inputs[name] = REF_LIST
+            continue
         annotation = hints.get(name, inspect.Parameter.empty)
         tp = flyte_type_for(annotation if name not in ref_inputs else object, param.default)
         if param.default is inspect.Parameter.empty or (name in ref_inputs and param.default is not None):
@@ -138,6 +161,12 @@ def step_interface(
     else:
         out_types = [inspect.Parameter.empty] * len(names)
     outputs = {n: flyte_type_for(t if n not in ref_outputs else object) for n, t in zip(names, out_types, strict=True)}
+    if config.mapped:
+        inputs[MAP_INDEX_INPUT] = int
+        if len(names) > 1:  # a map task has one output: the item's refs, in output order
+            outputs, names = {OUTPUTS: REF_LIST}, (OUTPUTS,)
+    if config.cache_input:
+        inputs[CACHE_INPUT] = (bool, True)
     tuple_name = None
     if len(names) > 1:
         nt = step.output_namedtuple
@@ -177,7 +206,7 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
 
         config = task_config if task_config is not None else Isthmus()
         step = as_step(task_function.step if isinstance(task_function, IsthmusTask) else task_function)
-        interface = step_interface(step, config.ref_inputs, config.ref_outputs)
+        interface = step_interface(step, config=config)
         if kwargs.get("task_resolver") is None:
             kwargs["task_resolver"] = isthmus_task_resolver
         given = {k: kwargs.get(k) for k in _RESOURCE_KWARGS}
@@ -217,16 +246,26 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
         step = self._step
         config = self.task_config
         invocation = config.invocation or step.name
+        recompute = config.cache_input and kwargs.pop(CACHE_INPUT, True) is False
+        index = map_index(step.name, kwargs.pop(MAP_INDEX_INPUT, None)) if config.mapped else None
+        if index is not None:
+            invocation = f"{invocation}[{index}]"
         runner = default_runner()
         run = flyte_run(self.name, config.pipeline, invocation)
+        if index is not None:
+            run.context.native["map_index"] = index
         ensure_pipeline_run(runner, run, step.fn)
+        for name in config.param_inputs:  # a plain value stored once: keyed as the parameter it is
+            ref = ArtifactRef.coerce(kwargs.get(name))
+            if ref is not None:
+                kwargs[name] = load_parameter(ref, runner.artifacts)
         positional = [
             kwargs.pop(n) for n, p in step.signature.parameters.items() if p.kind is inspect.Parameter.POSITIONAL_ONLY
         ]
         arguments = step.bind(positional, kwargs)
         secrets = self._given_secrets(arguments)
         try:
-            result = runner.run(step, arguments, run.context, secrets=secrets)
+            result = runner.run(step, arguments, run.context, secrets=secrets, recompute=recompute)
         except Exception as exc:
             if run.local and run.pipeline_run_id:  # a local workflow stops at the first failure
                 error = scrub(f"{type(exc).__name__}: {exc}", secret_values(arguments) | secrets)
@@ -236,6 +275,9 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
             raise
         if self.enable_deck:
             self._render_deck(runner, invocation, result, run.context.to_dict())
+        if OUTPUTS in self.python_interface.outputs:
+            refs = [result.outputs[name] for name in step.output_names]
+            return StepOutputs(refs, {}) if DISPATCHING.get() else refs
         values = []
         for name in step.output_names:
             ref = result.outputs[name]

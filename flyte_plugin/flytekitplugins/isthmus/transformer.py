@@ -40,7 +40,7 @@ _UNION_TYPES: tuple[Any, ...] = (typing.Union, types.UnionType)
 
 def is_small_type(tp: Any) -> bool:
     """True if values of ``tp`` travel as plain Flyte literals (JSON-like values)."""
-    if tp in _PRIMITIVES or tp in (list, dict):
+    if tp in _PRIMITIVES or tp is dict:  # a bare list is no Flyte type (flytekit needs list[T])
         return True
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)

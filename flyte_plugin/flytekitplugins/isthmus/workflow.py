@@ -28,18 +28,20 @@ from flytekit.core.workflow import (
 )
 from flytekit.types.error import FlyteError
 
+from flytekitplugins.isthmus import mapping
 from flytekitplugins.isthmus.config import Isthmus
 from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
+from flytekitplugins.isthmus.mapping import CACHE_INPUT, MAP_INDEX_INPUT, REF_LIST, MappedNode
 from flytekitplugins.isthmus.task import IsthmusControlTask, IsthmusTask, isthmus_task, step_interface
 from flytekitplugins.isthmus.transformer import ensure_registered, flyte_type_for
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.errors import NotImportableError, StepDefinitionError
-from isthmus.pipeline import OutputHandle, Param
+from isthmus.pipeline import MappedOutput, OutputHandle, Param, handles_in
 from isthmus.records import RunStatus
 from isthmus.redaction import is_secret_name, scrub, secret_values
 from isthmus.runner import default_runner
 
-FINISH, FAILURE = "finish", "failure"
+FINISH, FAILURE, ITEMS, GATHER = "finish", "failure", "items", "gather"
 
 
 @dataclass
@@ -54,6 +56,7 @@ class _Plan:
     shape: str  # "none" | "single" | "tuple" | "fields"
     fields: list[str] = field(default_factory=list)
     sinks: list[Any] = field(default_factory=list)  # one output of each node nothing else consumes
+    mapped: dict[str, MappedNode] = field(default_factory=dict)  # mapped nodes by invocation
 
 
 def _plan(pipeline: Any, name: str | None) -> _Plan:
@@ -71,6 +74,10 @@ def _plan(pipeline: Any, name: str | None) -> _Plan:
                 "to become a Flyte workflow input"
             )
         params[pname] = (flyte_type_for(annotation, param.default), param.default)
+    if CACHE_INPUT in params:
+        raise StepDefinitionError(
+            f"pipeline {pipeline.name!r}: parameter {CACHE_INPUT!r} is the Flyte workflow's own cache switch; rename it"
+        )
 
     out = graph.outputs
     fields: list[str] = []
@@ -97,17 +104,16 @@ def _plan(pipeline: Any, name: str | None) -> _Plan:
             f"pipeline {pipeline.name!r} returns {out!r}; a pipeline run as a Flyte workflow can return step "
             "outputs only (a single output, a tuple or a dict of them, or None)"
         )
-    consumed = {
-        h.invocation for node in graph.nodes.values() for h in node.arguments.values() if isinstance(h, OutputHandle)
-    }
+    consumed = {h.invocation for node in graph.nodes.values() for v in node.arguments.values() for h in handles_in(v)}
     covered = {h.invocation for h in handles}
     sinks = [
-        OutputHandle(inv, node.step.output_names[0])
+        (MappedOutput if node.mapped else OutputHandle)(inv, node.step.output_names[0])
         for inv, node in graph.nodes.items()
         if inv not in consumed and inv not in covered
     ]
     wf_name = name or f"{pipeline.fn.__module__}.{pipeline.name}"
-    return _Plan(pipeline, wf_name, graph, params, handles, shape, fields, sinks)
+    laid = {inv: mapping.lay_out(pipeline.name, node) for inv, node in graph.nodes.items() if node.mapped}
+    return _Plan(pipeline, wf_name, graph, params, handles, shape, fields, sinks, laid)
 
 
 def _literal_key(lt: Any) -> bytes:
@@ -129,19 +135,35 @@ def _castable(upstream: Any, downstream: Any) -> bool:
     return down.union_type is not None and any(_literal_key(v) == key for v in down.union_type.variants)
 
 
+def _fan_in(value: Any) -> bool:
+    """An argument that arrives as a list of refs: a mapped step's results, or a list of step outputs."""
+    return isinstance(value, MappedOutput) or (bool(handles_in(value)) and isinstance(value, (list, tuple)))
+
+
 def _wire_types(plan: _Plan) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     """Per invocation, the inputs and outputs that must travel as ArtifactRef so that every edge of the
     pipeline type-checks in Flyte (e.g. an unannotated output feeding an ``int`` parameter, or an ``int``
-    output feeding a ``float`` one). Locally the runner gets the same ref either way."""
+    output feeding a ``float`` one). Locally the runner gets the same ref either way.
+
+    A mapped step's inputs come from its items task (refs) and its outputs are refs; an output in a list
+    of outputs (fan-in) is a ref, as the ``list[ArtifactRef]`` input it joins."""
     natural = {inv: step_interface(node.step) for inv, node in plan.graph.nodes.items()}
     ref_in: dict[str, set[str]] = {inv: set() for inv in natural}
     ref_out: dict[str, set[str]] = {inv: set() for inv in natural}
-    edges = [
-        (h.invocation, h.output, inv, arg)
-        for inv, node in plan.graph.nodes.items()
-        for arg, h in node.arguments.items()
-        if isinstance(h, OutputHandle)
-    ]
+    edges = []
+    for inv, node in plan.graph.nodes.items():
+        if node.mapped:
+            ref_in[inv].update(a for a in node.arguments if a not in plan.mapped[inv].secret)
+            ref_out[inv].update(node.step.output_names)
+            continue
+        for arg, value in node.arguments.items():
+            if isinstance(value, MappedOutput):
+                continue
+            if isinstance(value, OutputHandle):
+                edges.append((value.invocation, value.output, inv, arg))
+            elif _fan_in(value):
+                for h in handles_in(value):
+                    ref_out[h.invocation].add(h.output)
     changed = True
     while changed:
         changed = False
@@ -171,8 +193,8 @@ def _check_parameter_edges(plan: _Plan, tasks: dict[str, IsthmusTask]) -> None:
     """A pipeline parameter must have a type its steps' inputs accept (Flyte's compiler compares them)."""
     for inv, node in plan.graph.nodes.items():
         for arg, value in node.arguments.items():
-            if not isinstance(value, Param):
-                continue
+            if not isinstance(value, Param) or (node.mapped and arg not in plan.mapped[inv].secret):
+                continue  # a mapped step's other parameters reach it through its items task
             param_type = plan.params[value.name][0]
             input_type = tasks[inv].python_interface.inputs[arg]
             if not _castable(param_type, input_type):
@@ -197,23 +219,31 @@ def _pipeline_path(pipeline: Any) -> str:
     return f"{module}:{qual}"
 
 
-def _control_args(plan: _Plan, role: str) -> Callable[[], list[str]]:
+def _control_args(plan: _Plan, role: str, invocation: str | None = None) -> Callable[[], list[str]]:
     """The loader args of a bookkeeping task, computed when it is serialized (a pipeline in ``__main__``
     runs locally, and fails clearly only when it would have to be imported in a container)."""
 
     def args() -> list[str]:
-        options = json.dumps({"name": plan.name}, sort_keys=True, separators=(",", ":"))
+        given = {"name": plan.name} if invocation is None else {"name": plan.name, "invocation": invocation}
+        options = json.dumps(given, sort_keys=True, separators=(",", ":"))
         return ["pipeline", _pipeline_path(plan.pipeline), "role", role, "options", options]
 
     return args
 
 
+def _output_type(plan: _Plan, tasks: dict[str, IsthmusTask], h: OutputHandle) -> Any:
+    """The Flyte type of a step output in the workflow (a mapped step's: a list of refs)."""
+    if h.invocation in plan.mapped:
+        return REF_LIST
+    return tasks[h.invocation].python_interface.outputs[h.output]
+
+
 def _finish_task(plan: _Plan, tasks: dict[str, IsthmusTask]) -> IsthmusControlTask:
     inputs: dict[str, Any] = {p: t for p, (t, _) in plan.params.items()}
     for i, h in enumerate(plan.handles):
-        inputs[f"out_{i}"] = tasks[h.invocation].python_interface.outputs[h.output]
+        inputs[f"out_{i}"] = _output_type(plan, tasks, h)
     for i, h in enumerate(plan.sinks):
-        inputs[f"done_{i}"] = tasks[h.invocation].python_interface.outputs[h.output]
+        inputs[f"done_{i}"] = _output_type(plan, tasks, h)
 
     def finish(task: IsthmusControlTask, **kwargs: Any) -> None:
         run = flyte_run(task.name, plan.pipeline.name, None)
@@ -224,7 +254,11 @@ def _finish_task(plan: _Plan, tasks: dict[str, IsthmusTask]) -> IsthmusControlTa
 
         def as_json(value: Any) -> Any:
             ref = ArtifactRef.coerce(value)
-            return ref.to_dict() if ref is not None else json.loads(json.dumps(value, default=str))
+            if ref is not None:
+                return ref.to_dict()
+            if isinstance(value, list) and value and all(isinstance(v, ArtifactRef) for v in value):
+                return [v.to_dict() for v in value]  # a mapped step's results, as a local run records them
+            return json.loads(json.dumps(value, default=str))
 
         values = [as_json(kwargs[f"out_{i}"]) for i in range(len(plan.handles))]
         if plan.shape == "none":
@@ -250,10 +284,12 @@ def _finish_task(plan: _Plan, tasks: dict[str, IsthmusTask]) -> IsthmusControlTa
 
 def _failure_task(plan: _Plan) -> IsthmusControlTask:
     inputs: dict[str, Any] = {p: t for p, (t, _) in plan.params.items()}
+    inputs[CACHE_INPUT] = bool  # a workflow input: the failure handler must take it
     inputs["err"] = typing.Optional[FlyteError]  # noqa: UP045 - flytekit matches this exact form
 
     def record_failure(task: IsthmusControlTask, **kwargs: Any) -> None:
         err = kwargs.pop("err", None)
+        kwargs.pop(CACHE_INPUT, None)
         run = flyte_run(task.name, plan.pipeline.name, None)
         if run.local or run.pipeline_run_id is None:
             return None  # locally the failing task has already recorded the failure
@@ -277,8 +313,43 @@ def _failure_task(plan: _Plan) -> IsthmusControlTask:
     )
 
 
+def _items_task(plan: _Plan, laid: MappedNode, tasks: dict[str, IsthmusTask]) -> IsthmusControlTask:
+    """The task that lays out a mapped node's items and stores its fixed values (see :mod:`.mapping`)."""
+
+    def source_type(source: OutputHandle | Param) -> Any:
+        if isinstance(source, Param):
+            return plan.params[source.name][0]
+        return _output_type(plan, tasks, source)
+
+    def make_items(task: IsthmusControlTask, **kwargs: Any) -> tuple[Any, ...]:
+        return mapping.make_items(plan.pipeline.name, plan.graph, laid, kwargs)
+
+    return IsthmusControlTask(
+        name=f"{plan.name}.{laid.invocation}.items",
+        role=ITEMS,
+        interface=mapping.items_interface(laid, source_type),
+        run_fn=make_items,
+        resolver_args=_control_args(plan, ITEMS, laid.invocation),
+    )
+
+
+def _gather_task(plan: _Plan, laid: MappedNode) -> IsthmusControlTask:
+    """One list of refs per output of a mapped step with several outputs."""
+
+    def gather(task: IsthmusControlTask, **kwargs: Any) -> tuple[Any, ...]:
+        return mapping.gather(laid, kwargs[mapping.OUTPUTS])
+
+    return IsthmusControlTask(
+        name=f"{plan.name}.{laid.invocation}.gather",
+        role=GATHER,
+        interface=mapping.gather_interface(laid),
+        run_fn=gather,
+        resolver_args=_control_args(plan, GATHER, laid.invocation),
+    )
+
+
 def _return_annotation(plan: _Plan, tasks: dict[str, IsthmusTask]) -> Any:
-    types = [tasks[h.invocation].python_interface.outputs[h.output] for h in plan.handles]
+    types = [_output_type(plan, tasks, h) for h in plan.handles]
     if plan.shape == "none":
         return None
     if plan.shape == "single":
@@ -288,21 +359,49 @@ def _return_annotation(plan: _Plan, tasks: dict[str, IsthmusTask]) -> Any:
     return NamedTuple(f"{plan.pipeline.name}_outputs", list(zip(plan.fields, types, strict=True)))
 
 
-def _body(plan: _Plan, tasks: dict[str, IsthmusTask], finish: IsthmusControlTask) -> Callable[..., Any]:
+@dataclass
+class _Entities:
+    """The Flyte entities of a pipeline workflow besides its step tasks."""
+
+    finish: IsthmusControlTask
+    map_tasks: dict[str, Any]  # mapped invocation -> ArrayNodeMapTask
+    items: dict[str, IsthmusControlTask]
+    gathers: dict[str, IsthmusControlTask]
+
+
+def _body(plan: _Plan, tasks: dict[str, IsthmusTask], entities: _Entities) -> Callable[..., Any]:
+    finish = entities.finish
+
     def pipeline_workflow(**kwargs: Any) -> Any:
         produced: dict[str, dict[str, Any]] = {}
+        cache = kwargs[CACHE_INPUT]
 
         def value(v: Any) -> Any:
             if isinstance(v, Param):
                 return kwargs[v.name]
             if isinstance(v, OutputHandle):
                 return produced[v.invocation][v.output]
+            if _fan_in(v):
+                return [value(h) for h in v]
             return v
 
         for inv, node in plan.graph.nodes.items():
-            result = tasks[inv](**{k: value(v) for k, v in node.arguments.items()})
             names = node.step.output_names
-            produced[inv] = {names[0]: result} if len(names) == 1 else dict(zip(names, result, strict=True))
+            laid = plan.mapped.get(inv)
+            if laid is None:
+                result = tasks[inv](**{k: value(v) for k, v in node.arguments.items()}, **{CACHE_INPUT: cache})
+                produced[inv] = {names[0]: result} if len(names) == 1 else dict(zip(names, result, strict=True))
+                continue
+            items = entities.items[inv](**{k: value(v) for k, v in laid.inputs.items()})
+            given = {arg: getattr(items, arg) for arg in laid.stored}
+            given.update({arg: kwargs[p.name] for arg, p in laid.secret.items()})
+            given[MAP_INDEX_INPUT] = getattr(items, MAP_INDEX_INPUT)
+            result = entities.map_tasks[inv](**given, **{CACHE_INPUT: cache})
+            if laid.several_outputs:
+                lists = entities.gathers[inv](**{mapping.OUTPUTS: result})
+                produced[inv] = {n: getattr(lists, n) for n in names}
+            else:
+                produced[inv] = {names[0]: result}
         done = {p: kwargs[p] for p in plan.params}
         done.update({f"out_{i}": value(h) for i, h in enumerate(plan.handles)})
         done.update({f"done_{i}": value(h) for i, h in enumerate(plan.sinks)})
@@ -318,9 +417,12 @@ def _body(plan: _Plan, tasks: dict[str, IsthmusTask], finish: IsthmusControlTask
         inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, annotation=t, default=d)
         for p, (t, d) in plan.params.items()
     ]
+    parameters.append(inspect.Parameter(CACHE_INPUT, inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=True))
     ret = _return_annotation(plan, tasks)
     pipeline_workflow.__signature__ = inspect.Signature(parameters, return_annotation=ret)  # type: ignore[attr-defined]
-    pipeline_workflow.__annotations__ = {p: t for p, (t, _) in plan.params.items()} | {"return": ret}
+    pipeline_workflow.__annotations__ = (
+        {p: t for p, (t, _) in plan.params.items()} | {CACHE_INPUT: bool} | {"return": ret}
+    )
     pipeline_workflow.__module__ = plan.pipeline.fn.__module__
     pipeline_workflow.__name__ = plan.pipeline.name
     pipeline_workflow.__qualname__ = plan.pipeline.name
@@ -344,8 +446,13 @@ def pipeline_to_workflow(
     - ``enable_deck``, ``cache`` and any other keyword (``container_image``, ``environment``,
       ``retries`` …) apply to every step task, see :func:`~flytekitplugins.isthmus.isthmus_task`.
 
-    The workflow carries ``isthmus_tasks`` (invocation -> task), ``isthmus_finish_task``,
-    ``isthmus_failure_task`` and ``isthmus_pipeline``.
+    The workflow takes the pipeline's parameters and ``isthmus_cache: bool = True``: ``False`` computes
+    every step again (``Pipeline.run(cache=False)``); the fresh results are cached for later runs.
+    A mapped step (``step.partial(...).map(...)``) becomes a Flyte map task (ArrayNode), one isthmus
+    step run per item (see :mod:`flytekitplugins.isthmus.mapping`).
+
+    The workflow carries ``isthmus_tasks`` (invocation -> task), ``isthmus_map_tasks`` (mapped
+    invocation -> map task), ``isthmus_finish_task``, ``isthmus_failure_task`` and ``isthmus_pipeline``.
     """
     ensure_registered()
     plan = _plan(pipeline, name)
@@ -353,12 +460,21 @@ def pipeline_to_workflow(
     tasks: dict[str, IsthmusTask] = {}
     for inv, node in plan.graph.nodes.items():
         ref_inputs, ref_outputs = wiring[inv]
+        laid = plan.mapped.get(inv)
+        if laid is not None:
+            lists: tuple[str, ...] = tuple(laid.lists)
+        else:
+            lists = tuple(a for a, v in node.arguments.items() if _fan_in(v))
         config = Isthmus(
             pipeline=pipeline.name,
             invocation=inv,
-            ref_inputs=ref_inputs,
+            ref_inputs=tuple(a for a in ref_inputs if a not in lists),
             ref_outputs=ref_outputs,
             secret_inputs=_secret_inputs(node),
+            ref_list_inputs=lists,
+            param_inputs=tuple(laid.params) if laid is not None else (),
+            mapped=laid is not None,
+            cache_input=True,
         )
         tasks[inv] = isthmus_task(
             node.step,
@@ -369,11 +485,19 @@ def pipeline_to_workflow(
             **task_kwargs,
         )
     _check_parameter_edges(plan, tasks)
-    finish = _finish_task(plan, tasks)
+    entities = _Entities(
+        finish=_finish_task(plan, tasks),
+        map_tasks={
+            inv: mapping.map_task_for(tasks[inv], tasks[inv].name, laid.node.mapped)
+            for inv, laid in plan.mapped.items()
+        },
+        items={inv: _items_task(plan, laid, tasks) for inv, laid in plan.mapped.items()},
+        gathers={inv: _gather_task(plan, laid) for inv, laid in plan.mapped.items() if laid.several_outputs},
+    )
     failure = _failure_task(plan)
     from flytekit.core.docstring import Docstring
 
-    body = _body(plan, tasks, finish)
+    body = _body(plan, tasks, entities)
     wf = PythonFunctionWorkflow(
         body,
         metadata=WorkflowMetadata(on_failure=failure_policy or WorkflowFailurePolicy.FAIL_IMMEDIATELY),
@@ -383,7 +507,10 @@ def pipeline_to_workflow(
     )
     wf._name = plan.name
     wf.isthmus_tasks = tasks
-    wf.isthmus_finish_task = finish
+    wf.isthmus_map_tasks = entities.map_tasks
+    wf.isthmus_items_tasks = entities.items
+    wf.isthmus_gather_tasks = entities.gathers
+    wf.isthmus_finish_task = entities.finish
     wf.isthmus_failure_task = failure
     wf.isthmus_pipeline = pipeline
     return wf
@@ -396,4 +523,8 @@ def control_task(pipeline: Any, role: str, options: dict[str, Any]) -> IsthmusCo
         return wf.isthmus_finish_task
     if role == FAILURE:
         return wf.isthmus_failure_task
+    if role == ITEMS:
+        return wf.isthmus_items_tasks[options.get("invocation")]
+    if role == GATHER:
+        return wf.isthmus_gather_tasks[options.get("invocation")]
     raise ValueError(f"isthmus resolver: unknown pipeline task role {role!r}")
