@@ -542,3 +542,47 @@ def test_hostile_map_indexes_and_secrets_are_refused_with_the_fix() -> None:
 
     with pytest.raises(StepDefinitionError, match="maps over secret parameter 'passwords'"):
         over.to_flyte_workflow()
+
+
+UNANNOTATED = """
+from isthmus import pipeline, step
+
+@step
+def make() -> list:
+    return [1, 2]
+
+@step
+def scale(rows, factor):
+    return [r * factor for r in rows]
+
+@pipeline
+def scaled():
+    return scale(make(), 3)
+"""
+
+RUN_UNANNOTATED = """
+import json, sys
+from unannotated import scaled
+from isthmus import defaults
+if sys.argv[-1] == "local":
+    scaled.run()
+else:
+    scaled.to_flyte_workflow()()
+store = defaults.metadata_store()
+(latest, *_) = store.list_runs(orchestrator=sys.argv[-1])
+rows = store.step_runs_of(latest["id"])
+print(json.dumps({r["invocation"]: [r["cache_hit"], r["cache_key"], r["params"]] for r in rows}))
+"""
+
+
+def test_a_literal_for_an_unannotated_parameter_is_keyed_as_a_parameter_under_flyte_too(
+    tmp_path: Path, isthmus_home: Path
+) -> None:
+    """Flyte carries the literal ``3`` as an artifact (the parameter has no type); the task loads it back, so
+    the step is keyed as a local run keys it: a local run is a hit under Flyte (two fresh processes)."""
+    write_module(tmp_path, "unannotated", UNANNOTATED)
+    env = {"ISTHMUS_HOME": str(isthmus_home)}
+    local = run_python("import sys; sys.argv.append('local')\n" + RUN_UNANNOTATED, env=env, cwd=tmp_path)
+    flyte = run_python("import sys; sys.argv.append('flyte')\n" + RUN_UNANNOTATED, env=env, cwd=tmp_path)
+    assert local["scale"][0] is False and local["scale"][2] == {"factor": 3}
+    assert flyte["scale"] == [True, local["scale"][1], {"factor": 3}]

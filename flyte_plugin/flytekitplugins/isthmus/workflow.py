@@ -12,6 +12,7 @@ node that records the pipeline's parameters and outputs and marks the run COMPLE
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import typing
@@ -36,7 +37,7 @@ from flytekitplugins.isthmus.task import IsthmusControlTask, IsthmusTask, isthmu
 from flytekitplugins.isthmus.transformer import ensure_registered, flyte_type_for
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.errors import NotImportableError, StepDefinitionError
-from isthmus.pipeline import MappedOutput, OutputHandle, Param, handles_in
+from isthmus.pipeline import MappedOutput, Node, OutputHandle, Param, handles_in
 from isthmus.records import RunStatus
 from isthmus.redaction import is_secret_name, scrub, secret_values
 from isthmus.runner import default_runner
@@ -133,6 +134,21 @@ def _castable(upstream: Any, downstream: Any) -> bool:
     if key == _literal_key(down):
         return True
     return down.union_type is not None and any(_literal_key(v) == key for v in down.union_type.variants)
+
+
+def _literal_refs(node: Node, config: Isthmus) -> tuple[str, ...]:
+    """Values written in the pipeline body that reach an input typed as ArtifactRef (an unannotated
+    parameter): Flyte stores them as artifacts, and the task loads them back as the plain parameters a
+    local run keys them as."""
+    inputs = step_interface(node.step, config=config).inputs
+    ref_type = flyte_type_for(object)
+    return tuple(
+        sorted(
+            arg
+            for arg, value in node.arguments.items()
+            if not isinstance(value, (Param, OutputHandle)) and not _fan_in(value) and inputs.get(arg) is ref_type
+        )
+    )
 
 
 def _fan_in(value: Any) -> bool:
@@ -476,6 +492,8 @@ def pipeline_to_workflow(
             mapped=laid is not None,
             cache_input=True,
         )
+        if laid is None:
+            config = dataclasses.replace(config, param_inputs=_literal_refs(node, config))
         tasks[inv] = isthmus_task(
             node.step,
             name=f"{plan.name}.{inv}",
