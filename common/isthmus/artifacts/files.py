@@ -167,7 +167,8 @@ def write_archive(path: Path, out: BinaryIO, name: str | None = None) -> dict[st
         ) from None
     listing = _Listing()
     try:
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
+            tar.copybufsize = _CHUNK  # type: ignore[attr-defined]  # read size (not in typeshed); same bytes out
             if stat.S_ISDIR(st.st_mode):
                 dir_fd = os.open(path, _DIR)
                 try:
@@ -202,10 +203,15 @@ class _HashSink:
 
     def __init__(self) -> None:
         self.hasher = blake3()
+        self.size = 0
 
     def write(self, data: bytes) -> int:
         self.hasher.update(data)
+        self.size += len(data)
         return len(data)
+
+    def tell(self) -> int:
+        return self.size
 
     def digest(self) -> str:
         return hashing.PREFIX + self.hasher.hexdigest()
@@ -215,31 +221,13 @@ def archive_digest(path: Path, name: str) -> str | None:
     """The content hash of the archive of ``path`` (stored as ``name``); None if it cannot be archived."""
     sink = _HashSink()
     try:
-        write_archive(path, sink, name)  # type: ignore[arg-type]  # a writer is all tarfile's stream mode needs
+        write_archive(path, sink, name)  # type: ignore[arg-type]  # write() and tell() are all tarfile uses
     except (MaterializationError, OSError):
         return None
     return sink.digest()
 
 
 # -- reading (the archive is untrusted) ----------------------------------------------------------------
-class _HashingReader:
-    """A readable file that hashes what is read through it."""
-
-    def __init__(self, src: BinaryIO) -> None:
-        self.src = src
-        self.hasher = blake3()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.src.read(size)
-        self.hasher.update(data)
-        return data
-
-    def digest(self) -> str:
-        while self.read(_CHUNK):  # the padding after the end-of-archive marker counts too
-            pass
-        return hashing.PREFIX + self.hasher.hexdigest()
-
-
 def _unsafe(what: str) -> MaterializationError:
     return MaterializationError(
         f"stored archive refused: {what}; isthmus never writes such an archive, so the ref or the artifact store "
@@ -262,12 +250,29 @@ def _checked_name(name: str, listing: _Listing, top: str | None) -> list[str]:
     return parts
 
 
+def _copy_range(src_fd: int, offset: int, size: int, dst_fd: int) -> None:
+    """Copy ``size`` bytes of ``src_fd`` from ``offset`` to ``dst_fd`` (in the kernel where it can)."""
+    end = offset + size
+    while offset < end:
+        try:
+            sent = os.sendfile(dst_fd, src_fd, offset, min(end - offset, 1 << 30))
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            chunk = os.pread(src_fd, min(end - offset, _CHUNK), offset)
+            sent = os.write(dst_fd, chunk) if chunk else 0
+        if sent == 0:
+            raise _unsafe("a member's data is cut short")
+        offset += sent
+
+
 def _extract(src: BinaryIO, dest: str) -> tuple[str, _Listing]:
-    """Extract the archive read from ``src`` into the empty private directory ``dest``; (top name, listing)."""
+    """Extract the archive in the file ``src`` into the empty private directory ``dest``; (top name, listing)."""
     listing = _Listing()
     top: str | None = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
-        with tarfile.open(fileobj=src, mode="r|", encoding="utf-8") as tar:
+        with tarfile.open(fileobj=src, mode="r:", encoding="utf-8") as tar:
             for member in tar:
                 parts = _checked_name(member.name, listing, top)
                 target = os.path.join(dest, *parts)
@@ -275,11 +280,11 @@ def _extract(src: BinaryIO, dest: str) -> tuple[str, _Listing]:
                     os.mkdir(target, 0o700)
                     listing.kinds[member.name] = "dir"
                 elif member.isreg() and not member.issparse():
-                    data = tar.extractfile(member)
-                    assert data is not None  # a regular member always has data
-                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-                    with os.fdopen(os.open(target, flags, 0o600), "wb") as out:
-                        shutil.copyfileobj(data, out, _CHUNK)
+                    out = os.open(target, flags, 0o600)
+                    try:
+                        _copy_range(src.fileno(), member.offset_data, member.size, out)
+                    finally:
+                        os.close(out)
                     listing.kinds[member.name] = "file"
                     listing.files += 1
                 elif member.issym():
@@ -326,6 +331,10 @@ def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _version(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _copies_root() -> str:
     return safefs.private_dir(str(get_settings().home / "files"))
 
@@ -348,24 +357,25 @@ def _existing_copy(final: str, content_hash: str) -> Path | None:
 def load_copy(archive: str) -> Path:
     """A read-only local copy of the archive at ``archive`` (see the module docstring); reused when an
     intact copy is there already."""
-    content_hash, _ = hashing.hash_file(archive)
-    root = _copies_root()
-    final = os.path.join(root, content_hash.split(":", 1)[1])
-    found = _existing_copy(final, content_hash)
-    if found is not None:
-        return found
-    part = tempfile.mkdtemp(prefix=".part-", dir=root)
-    try:
-        with open(archive, "rb") as fh:
-            reader = _HashingReader(fh)
-            top, listing = _extract(reader, part)  # type: ignore[arg-type]  # read() is all tarfile's stream mode needs
-            if reader.digest() != content_hash:
+    with open(archive, "rb") as fh:
+        with safefs.fd_path(fh.fileno(), archive) as readable:  # hash exactly the file that is extracted
+            content_hash, _ = hashing.hash_file(readable)
+        before = _version(os.fstat(fh.fileno()))
+        root = _copies_root()
+        final = os.path.join(root, content_hash.split(":", 1)[1])
+        found = _existing_copy(final, content_hash)
+        if found is not None:
+            return found
+        part = tempfile.mkdtemp(prefix=".part-", dir=root)
+        try:
+            top, listing = _extract(fh, part)
+            if _version(os.fstat(fh.fileno())) != before:  # written to since it was hashed
                 raise _unsafe("its bytes changed while it was read")
-        _make_read_only(part, listing)
-        _install(part, final, content_hash)
-    except BaseException:
-        _remove_tree(part)
-        raise
+            _make_read_only(part, listing)
+            _install(part, final, content_hash)
+        except BaseException:
+            _remove_tree(part)
+            raise
     return Path(final, top)
 
 
