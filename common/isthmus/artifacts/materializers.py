@@ -1,8 +1,9 @@
 """Materializers turn step outputs into files and back.
 
 Built in: JSON-native values, str, bytes, numpy arrays (.npy), pandas and pyarrow tables (parquet),
-pydantic models and dataclasses (JSON), sklearn-style estimators (joblib), and cloudpickle as a last
-resort (with a one-time warning per type). Register your own with :func:`register_materializer`.
+pydantic models and dataclasses (JSON), sklearn-style estimators (joblib), ``pathlib.Path`` and file
+objects by their contents (:mod:`isthmus.artifacts.files`), and cloudpickle as a last resort (with a
+one-time warning per type). Register your own with :func:`register_materializer`.
 
 A materializer whose ``load`` can execute code carried in the bytes (pickle: joblib, cloudpickle, and
 any user materializer that does not say otherwise) has ``needs_verified_bytes = True``. The store then
@@ -398,6 +399,9 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+# files.py subclasses Materializer (defined above): imported here, once the base class exists
+from isthmus.artifacts.files import FileObjectMaterializer, PathMaterializer  # noqa: E402
+
 _FALLBACK = CloudpickleMaterializer()
 _registry: list[Materializer] = [
     StrMaterializer(),
@@ -409,6 +413,8 @@ _registry: list[Materializer] = [
     PydanticMaterializer(),
     DataclassMaterializer(),
     EstimatorMaterializer(),
+    PathMaterializer(),
+    FileObjectMaterializer(),
 ]
 _by_name: dict[str, Materializer] = {m.name: m for m in [*_registry, _FALLBACK]}
 _warned: set[str] = set()

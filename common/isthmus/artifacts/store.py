@@ -247,6 +247,8 @@ class ArtifactStore:
             except Exception as exc:  # try the next materializer, unless the store itself failed
                 _remove(tmp)
                 self._raise_if_store_failed(tmp_dir, exc, where)
+                if isinstance(exc, MaterializationError):  # the materializer refuses the value: no fallback
+                    raise MaterializationError(f"{where}{exc}") from None
                 errors.append(f"{mat.name}: {type(exc).__name__}: {exc}")
                 if materializer is not None and index == 0:  # the one asked for: no silent fallback
                     raise MaterializationError(

@@ -25,6 +25,7 @@ from flytekit.core.type_engine import TypeEngine, TypeTransformer, TypeTransform
 from flytekit.models.literals import Literal, Scalar
 from flytekit.models.types import LiteralType, SimpleType
 
+from flytekitplugins.isthmus.files import register as register_file_materializers
 from isthmus import defaults
 from isthmus.artifacts.errors import InvalidArtifactRef
 from isthmus.artifacts.refs import ArtifactRef, loads_bounded
@@ -195,11 +196,13 @@ _registered = False
 
 
 def ensure_registered() -> None:
-    """Register :class:`ArtifactRefTransformer` with flytekit's TypeEngine (once; imports the isthmus core)."""
+    """Register :class:`ArtifactRefTransformer` with flytekit's TypeEngine and the ``FlyteFile`` /
+    ``FlyteDirectory`` materializers with the core (once; imports the isthmus core)."""
     global _registered
     if _registered:
         return
     ref_type = _artifact_ref_type()
     if ref_type not in TypeEngine._REGISTRY:
         TypeEngine.register(ArtifactRefTransformer())
+    register_file_materializers()
     _registered = True
