@@ -18,6 +18,7 @@ from typing import Any
 
 from isthmus import defaults, lineage
 from isthmus.artifacts.errors import InvalidArtifactRef
+from isthmus.artifacts.materializers import candidates
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.artifacts.store import ArtifactStore
 from isthmus.cache import cache_key, declared_inputs, lease_keeper, step_fields
@@ -693,6 +694,10 @@ def _refuse_secret_output(step: Step[Any, Any], name: str, value: Any, known: fr
     """Raise :class:`SecretValueError` when an output holds a secret: it would be written into an artifact
     (a file anyone with the artifact root can read, and a cache entry shared across orchestrators)."""
     found = find_secret(value, known)
+    if found is None and known:
+        chosen = next(iter(candidates(value, step.materializers.get(name))), None)
+        inside = chosen.contents_secret(value, known) if chosen is not None else None
+        found = None if inside is None else (f" ({inside})", "a secret the step was given")
     if found is not None:
         where, what = found
         raise SecretValueError(

@@ -226,6 +226,29 @@ def test_deleting_the_stored_artifact_is_a_miss(tmp_path: Path) -> None:
 
 
 # -- file objects ----------------------------------------------------------------------------------
+def test_a_file_holding_a_secret_the_step_was_given_is_never_stored(tmp_path: Path) -> None:
+    """The value is a path and shows no secret; the bytes behind it do: the output is refused, nothing written."""
+    canary = "file-CANARY-77c1e"
+
+    @step
+    def dump(password: str, where: str) -> Path:
+        out = Path(where) / "conn"
+        out.mkdir()
+        (out / "dsn.txt").write_text(f"postgres://svc:{password}@db/app")
+        return out
+
+    @step
+    def dump_bytes(password: str) -> io.BytesIO:
+        return io.BytesIO(b"x" * 70_000 + password.encode())
+
+    for call in (lambda: dump.run(canary, str(tmp_path)), lambda: dump_bytes.run(canary)):
+        with pytest.raises(StepFailed, match="holds a secret") as info:
+            call()
+        assert canary not in str(info.value)
+    stored = [p.read_bytes() for p in Path(defaults.artifact_store().root).rglob("*") if p.is_file()]
+    assert not any(canary.encode() in data for data in stored)
+
+
 def test_file_objects_store_their_bytes_and_load_as_bytesio(tmp_path: Path) -> None:
     result = buffer_out.run(b"\x00binary\xff")
     assert result.outputs["output"].materializer.startswith("file-object@")

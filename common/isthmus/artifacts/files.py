@@ -403,6 +403,38 @@ def _install(part: str, final: str, content_hash: str) -> None:
     raise MaterializationError(f"{final} keeps changing while isthmus installs a loaded copy there; retry")
 
 
+def _stream_holds(stream: BinaryIO, needles: list[bytes]) -> bool:
+    """Whether the bytes read from ``stream`` contain one of ``needles`` (chunks overlap by the longest)."""
+    overlap = max(len(n) for n in needles) - 1
+    tail = b""
+    while chunk := stream.read(_CHUNK):
+        window = tail + chunk
+        if any(n in window for n in needles):
+            return True
+        tail = window[-overlap:] if overlap else b""
+    return False
+
+
+def _needles(secrets: frozenset[str]) -> list[bytes]:
+    return sorted({s.encode() for s in secrets if s}, key=len)
+
+
+def secret_in_tree(path: Path, secrets: frozenset[str]) -> str | None:
+    """The first file under ``path`` (a file or a directory; links not followed) whose bytes hold a secret."""
+    needles = _needles(secrets)
+    if not needles:
+        return None
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    for file in files:
+        try:
+            with open(file, "rb") as fh:
+                if _stream_holds(fh, needles):
+                    return str(file.relative_to(path)) if file != path else file.name
+        except OSError:  # unreadable: save() reports it
+            continue
+    return None
+
+
 class PathMaterializer(Materializer):
     """``pathlib.Path`` outputs: what is at the path, as a deterministic archive; loads a read-only copy.
 
@@ -435,6 +467,14 @@ class PathMaterializer(Materializer):
 
     def load(self, path: str, python_type: str) -> Any:
         return self.value(load_copy(path), python_type)
+
+    def contents_secret(self, obj: Any, secrets: frozenset[str]) -> str | None:
+        try:
+            source = self.source(obj)
+        except Exception:  # save() reports it
+            return None
+        found = secret_in_tree(source, secrets)
+        return None if found is None else f"the contents of {found}"
 
 
 class FileObjectMaterializer(Materializer):
@@ -479,6 +519,25 @@ class FileObjectMaterializer(Materializer):
     def load(self, path: str, python_type: str) -> Any:
         with open(path, "rb") as fh:
             return io.BytesIO(fh.read())
+
+    def contents_secret(self, obj: Any, secrets: frozenset[str]) -> str | None:
+        needles = _needles(secrets)
+        if not needles or obj.closed:
+            return None
+        if isinstance(obj, io.BytesIO):
+            data = obj.getbuffer().tobytes()
+            return "the file object's bytes" if any(n in data for n in needles) else None
+        binary = obj.buffer if isinstance(obj, io.TextIOWrapper) else obj
+        if not obj.readable() or not obj.seekable():
+            return None
+        if isinstance(obj, io.TextIOWrapper):
+            obj.flush()
+        position = obj.tell()
+        try:
+            binary.seek(0)
+            return "the file object's bytes" if _stream_holds(binary, needles) else None
+        finally:
+            obj.seek(position)
 
 
 __all__ = [

@@ -90,6 +90,11 @@ class Materializer:
     def load(self, path: str, python_type: str) -> Any:
         raise NotImplementedError
 
+    def contents_secret(self, obj: Any, secrets: frozenset[str]) -> str | None:
+        """Where the contents :meth:`save` would store hold one of ``secrets`` although the value itself does
+        not show it (a file's bytes behind a path), or None. The runner refuses such an output."""
+        return None
+
     def load_bytes(self, data: Any, python_type: str) -> Any:
         """Load from ``data``, exactly the bytes the store verified (used when ``needs_verified_bytes``): a
         bytes-like object (``bytes``, or a read-only ``mmap`` that is also a file object), valid only during
