@@ -49,6 +49,7 @@ from flytekitplugins.isthmus.transformer import (
 )
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.errors import StepDefinitionError
+from isthmus.pinned import ArtifactAlias, ArtifactVersion
 from isthmus.records import RunStatus
 from isthmus.redaction import scrub, secret_values, secrets_in
 from isthmus.runner import default_runner
@@ -56,6 +57,8 @@ from isthmus.step import as_step
 
 if typing.TYPE_CHECKING:
     from isthmus.step import Step
+
+PIN_TYPES = frozenset(f"{t.__module__}:{t.__qualname__}" for t in (ArtifactAlias, ArtifactVersion))
 
 log = logging.getLogger("flytekitplugins.isthmus")
 
@@ -259,6 +262,10 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
             ref = ArtifactRef.coerce(kwargs.get(name))
             if ref is not None:
                 kwargs[name] = load_parameter(ref, runner.artifacts)
+        for name, value in kwargs.items():  # a pin (a workflow input's default) travels stored: resolved now
+            ref = ArtifactRef.coerce(value)
+            if ref is not None and ref.python_type in PIN_TYPES:
+                kwargs[name] = runner.artifacts.load(ref)
         positional = [
             kwargs.pop(n) for n, p in step.signature.parameters.items() if p.kind is inspect.Parameter.POSITIONAL_ONLY
         ]
