@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from flytekit import workflow
 from flytekit.core.context_manager import FlyteContextManager
 
 from flytekitplugins.isthmus import isthmus_task
-from isthmus import defaults, lineage, log_metadata, step
+from isthmus import defaults, log_metadata, step
+from tests.flyte import test_lineage
 from tests.lineage import metadata_steps as ms
 from tests.lineage import schemas
 from tests.lineage.receiver import MarquezReceiver
@@ -19,37 +19,13 @@ from tests.lineage.receiver import MarquezReceiver
 LOGGED = {"accuracy": ms.ACCURACY, "rows": 1200, "passed": True, "classes": ["cat", "dog"]}
 
 evaluate_task = isthmus_task(ms.evaluate, enable_deck=True)
+# the Flyte lineage tests' fixtures: a Marquez-compatible receiver and the environment restored after each test
+_restore_environ, receiver = test_lineage._restore_environ, test_lineage.receiver
 
 
 @workflow
 def evaluate_wf(rows: int = 1200) -> dict:
     return evaluate_task(rows=rows)
-
-
-@pytest.fixture(autouse=True)
-def _restore_environ():
-    """openlineage-python rewrites OPENLINEAGE_URL into OPENLINEAGE__TRANSPORT__… variables in os.environ."""
-    import os
-
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-@pytest.fixture
-def receiver(monkeypatch: pytest.MonkeyPatch):
-    """A Marquez-compatible receiver, and a fresh emitter configured (OPENLINEAGE_URL) to send to it."""
-    from isthmus.lineage.openlineage import OpenLineageEmitter
-
-    r = MarquezReceiver()
-    monkeypatch.setenv("OPENLINEAGE_URL", r.url)
-    emitter = OpenLineageEmitter()
-    lineage.set_lineage_hook(emitter)
-    r.emitter = emitter
-    yield r
-    lineage.set_lineage_hook(None)
-    r.close()
 
 
 def _isthmus_deck() -> str:

@@ -19,17 +19,7 @@ from isthmus.runner import default_runner
 from tests.helpers import run_python, write_module
 from tests.lineage import metadata_steps as ms
 from tests.lineage import schemas
-
-
-@pytest.fixture(autouse=True)
-def _restore_environ():
-    """openlineage-python rewrites OPENLINEAGE_URL into OPENLINEAGE__TRANSPORT__… variables in os.environ."""
-    import os
-
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+from tests.lineage.test_events import _restore_environ  # noqa: F401 - the fixture
 
 
 def _file_events(home: Path) -> list[dict[str, Any]]:
