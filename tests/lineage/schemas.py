@@ -18,7 +18,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from isthmus.lineage.facets import SCHEMA_FILES, schema
+from isthmus.lineage.facets import shipped_schemas
 from isthmus.slurm.lineage import slurm_facet_schema
 
 SPEC_DIR = Path(__file__).resolve().parent / "openlineage_spec"
@@ -43,7 +43,7 @@ def _place(schema_id: str) -> str:
 def _load() -> tuple[Registry, dict[tuple[str, str], str], str]:
     core = json.loads((SPEC_DIR / "OpenLineage.json").read_text())
     facets = [json.loads(p.read_text()) for p in sorted((SPEC_DIR / "facets").glob("*.json"))]
-    custom = [schema(key) for key in SCHEMA_FILES] + [slurm_facet_schema()]
+    custom = [*shipped_schemas(), slurm_facet_schema()]
     registry = Registry().with_resources([(s["$id"], Resource.from_contents(s)) for s in [core, *facets, *custom]])
     facet_files: dict[tuple[str, str], str] = {}
     for s in [*facets, *custom]:

@@ -3,8 +3,10 @@
 
 ``isthmus_step``: fingerprints, cache key, cache hit and the run the outputs came from;
 ``isthmus_environment``: python, platform, image and dependency versions; ``isthmus_resources``: the
-requested resources and the job id of the registered backend that ran the step (``<kind>JobId``).
-Their JSON schemas ship in ``isthmus/lineage/schemas/``.
+requested resources and the job id of the registered backend that ran the step (``<kind>JobId``);
+``isthmus_metadata``: what the step logged with ``isthmus.log_metadata`` — about its run as a run facet,
+about one output as a dataset facet on that output's dataset (where Marquez shows it, with the dataset
+version; it does not return ``outputFacets``). Their JSON schemas ship in ``isthmus/lineage/schemas/``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from isthmus.fingerprint.environment import IMAGE_VARS
 from isthmus.lineage.backends import backend_job, registered_backends
 from isthmus.lineage.naming import dataset_id
+from isthmus.redaction import REDACTED, is_secret_name, looks_like_credential, redact_text, scrub, secret_env_values
 
 FACET_VERSION = "1-0-0"
 # Versioned location of the facet schemas; the same files ship in isthmus/lineage/schemas/.
@@ -29,7 +32,11 @@ SCHEMA_FILES = {
     "isthmus_step": "IsthmusStepRunFacet.json",
     "isthmus_environment": "IsthmusEnvironmentRunFacet.json",
     "isthmus_resources": "IsthmusResourcesRunFacet.json",
+    "isthmus_metadata": "IsthmusMetadataRunFacet.json",
 }
+# Dataset facets (on an output's dataset), by key; ``isthmus_metadata`` is a run facet and a dataset facet.
+DATASET_SCHEMA_FILES = {"isthmus_metadata": "IsthmusMetadataDatasetFacet.json"}
+METADATA_FACET = "isthmus_metadata"
 
 
 def step_facet_dict(step_run: Mapping[str, Any]) -> dict[str, Any]:
@@ -71,10 +78,68 @@ def resources_facet_dict(step_run: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def schema(facet_key: str) -> dict[str, Any]:
-    """The JSON schema shipped for a custom facet (``isthmus_step``, ``isthmus_environment``, ``isthmus_resources``)."""
-    text = resources.files("isthmus.lineage").joinpath("schemas", SCHEMA_FILES[facet_key]).read_text()
+def metadata_facet_dict(step_run: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``isthmus_metadata`` run facet's fields: what the step logged about its run (None when it logged
+    nothing). A cache hit carries the metadata of the step run it reused, and says so."""
+    logged = step_run.get("metadata")
+    if not isinstance(logged, Mapping) or not logged:
+        return None
+    hit = bool(step_run.get("cache_hit"))
+    return {
+        "metadata": shown_metadata(logged),
+        "loggedByStepRunId": step_run.get("source_step_run_id") if hit else step_run.get("id"),
+        "fromCache": hit,
+    }
+
+
+def output_metadata_facet_dict(output: str, ref: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``isthmus_metadata`` dataset facet's fields for one output ref (None when nothing was logged about it)."""
+    logged = (ref.get("metadata") or {}).get("logged") if isinstance(ref.get("metadata"), Mapping) else None
+    if not isinstance(logged, Mapping) or not logged:
+        return None
+    return {"output": output, "metadata": shown_metadata(logged)}
+
+
+def shown_metadata(logged: Mapping[str, Any]) -> dict[str, Any]:
+    """Logged metadata as a lineage event may carry it: numbers, booleans and nulls as they are; text under a
+    secret-named key, or shaped like a credential, as ``***``; credentials inside other text (URL passwords,
+    bearer tokens, values of the environment's secrets) scrubbed. ``log_metadata`` already refuses secrets:
+    this keeps records that reached the store another way (an older version, a hand-written manifest) out
+    of lineage too."""
+    known = secret_env_values()
+    return {_shown_text(str(k), known): _shown_value(v, is_secret_name(str(k)), known) for k, v in logged.items()}
+
+
+def _shown_value(value: Any, secret: bool, known: frozenset[str]) -> Any:
+    if isinstance(value, str):
+        return REDACTED if secret or looks_like_credential(value) else _shown_text(value, known)
+    if isinstance(value, Mapping):
+        return {
+            _shown_text(str(k), known): _shown_value(v, secret or is_secret_name(str(k)), known)
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_shown_value(v, secret, known) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return REDACTED  # not JSON: never shown by its repr()
+
+
+def _shown_text(text: str, known: frozenset[str]) -> str:
+    return scrub(redact_text(text), known)
+
+
+def schema(facet_key: str, *, dataset: bool = False) -> dict[str, Any]:
+    """The JSON schema shipped for a custom facet (``isthmus_step``, ``isthmus_environment``,
+    ``isthmus_resources``, ``isthmus_metadata``; with ``dataset``, a dataset facet: ``isthmus_metadata``)."""
+    name = (DATASET_SCHEMA_FILES if dataset else SCHEMA_FILES)[facet_key]
+    text = resources.files("isthmus.lineage").joinpath("schemas", name).read_text()
     return json.loads(text)
+
+
+def shipped_schemas() -> list[dict[str, Any]]:
+    """Every facet schema in ``isthmus/lineage/schemas/`` of the core (run facets, then dataset facets)."""
+    return [schema(key) for key in SCHEMA_FILES] + [schema(key, dataset=True) for key in DATASET_SCHEMA_FILES]
 
 
 def step_facet_schema() -> dict[str, Any]:
@@ -85,7 +150,7 @@ def step_facet_schema() -> dict[str, Any]:
 @functools.cache
 def _facet_classes() -> dict[str, type]:
     import attr
-    from openlineage.client.facet_v2 import RunFacet
+    from openlineage.client.facet_v2 import DatasetFacet, RunFacet
 
     @attr.define
     class IsthmusStepRunFacet(RunFacet):
@@ -131,10 +196,35 @@ def _facet_classes() -> dict[str, type]:
         def _get_schema() -> str:
             return f"{SCHEMA_BASE}/IsthmusResourcesRunFacet.json"
 
+    @attr.define
+    class IsthmusMetadataRunFacet(RunFacet):
+        """What an isthmus step logged about its run (``isthmus.log_metadata``); a cache hit's is its source's."""
+
+        metadata: dict[str, Any] = attr.field(factory=dict)
+        loggedByStepRunId: str | None = attr.field(default=None)  # noqa: N815
+        fromCache: bool = attr.field(default=False)  # noqa: N815
+
+        @staticmethod
+        def _get_schema() -> str:
+            return f"{SCHEMA_BASE}/IsthmusMetadataRunFacet.json"
+
+    @attr.define
+    class IsthmusMetadataDatasetFacet(DatasetFacet):
+        """What an isthmus step logged about one output (``log_metadata(..., output=NAME)``)."""
+
+        metadata: dict[str, Any] = attr.field(factory=dict)
+        output: str | None = attr.field(default=None)
+
+        @staticmethod
+        def _get_schema() -> str:
+            return f"{SCHEMA_BASE}/IsthmusMetadataDatasetFacet.json"
+
     return {
         "step": IsthmusStepRunFacet,
         "environment": IsthmusEnvironmentRunFacet,
         "resources": IsthmusResourcesRunFacet,
+        "metadata": IsthmusMetadataRunFacet,
+        "output_metadata": IsthmusMetadataDatasetFacet,
     }
 
 
@@ -151,8 +241,13 @@ def _resources_class(job_id_fields: tuple[str, ...]) -> type:
 
 
 def run_facets(step_run: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"isthmus_step": IsthmusStepRunFacet}`` for a step run record."""
-    return {"isthmus_step": _facet_classes()["step"](**step_facet_dict(step_run))}
+    """``{"isthmus_step": IsthmusStepRunFacet}`` for a step run record, and ``isthmus_metadata`` when the
+    record carries logged metadata (a finished run, or a cache hit)."""
+    facets = {"isthmus_step": _facet_classes()["step"](**step_facet_dict(step_run))}
+    logged = metadata_facet_dict(step_run)
+    if logged is not None:
+        facets[METADATA_FACET] = _facet_classes()["metadata"](**logged)
+    return facets
 
 
 def environment_facet(step_run: Mapping[str, Any]) -> Any:
@@ -175,12 +270,13 @@ def backend_run_facets(step_run: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def datasets(refs: dict[str, dict[str, Any]], *, output: bool) -> list[Any]:
-    """OpenLineage datasets for artifact refs, with ``version`` (content hash) and, for tables, ``schema``."""
+    """OpenLineage datasets for artifact refs, with ``version`` (content hash), for tables ``schema``, and
+    for outputs the metadata the step logged about them (``isthmus_metadata``)."""
     from openlineage.client.event_v2 import InputDataset, OutputDataset
     from openlineage.client.facet_v2 import dataset_version_dataset, schema_dataset
 
     out = []
-    for ref in refs.values():
+    for output_name, ref in refs.items():
         if not isinstance(ref, dict) or "uri" not in ref:
             continue
         namespace, name = dataset_id(ref["uri"])
@@ -192,6 +288,9 @@ def datasets(refs: dict[str, dict[str, Any]], *, output: bool) -> list[Any]:
             facets["schema"] = schema_dataset.SchemaDatasetFacet(
                 fields=[schema_dataset.SchemaDatasetFacetFields(name=c["name"], type=c.get("type")) for c in columns]
             )
+        logged = output_metadata_facet_dict(str(output_name), ref) if output else None
+        if logged is not None:
+            facets[METADATA_FACET] = _facet_classes()["output_metadata"](**logged)
         cls = OutputDataset if output else InputDataset
         out.append(cls(namespace=namespace, name=name, facets=facets))
     return out

@@ -1,8 +1,9 @@
 """The isthmus Flyte Deck: what the StepRunner did for this task, as HTML.
 
-Cache status and the run it came from, fingerprints, inputs and outputs with their hashes, and the
-changes against the previous run of the same step. Every value is HTML-escaped: parameter values,
-error texts and code come from users.
+Cache status and the run it came from, fingerprints, inputs and outputs with their hashes, the metadata
+the step logged (``isthmus.log_metadata``; a cache hit's is its source's), and the changes against the
+previous run of the same step. Every value is HTML-escaped: parameter values, metadata, error texts and
+code come from users.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.diff import code_diff
+from isthmus.lineage.facets import shown_metadata
 from isthmus.redaction import REDACTED, find_secret, is_secret_name, redact_params, secret_values, secrets_in
 
 _STYLE = """
@@ -92,7 +94,8 @@ def _hashes(refs: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def changes_against(store: Any, row: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
-    """What differs between this step run and ``previous`` (code diff, dependencies, params, inputs, outputs)."""
+    """What differs between this step run and ``previous`` (code diff, dependencies, params, logged metadata,
+    inputs, outputs)."""
     if previous is None:
         return {}
     out: dict[str, Any] = {}
@@ -103,6 +106,9 @@ def changes_against(store: Any, row: dict[str, Any], previous: dict[str, Any] | 
         changed = _changes(previous.get(key), row.get(key))
         if changed:
             out[label] = changed
+    changed = _changes(shown_metadata(previous.get("metadata") or {}), shown_metadata(row.get("metadata") or {}))
+    if changed:
+        out["logged metadata"] = changed
     for label, key in (("inputs", "inputs"), ("outputs", "outputs")):
         changed = _changes(_hashes(previous.get(key)), _hashes(row.get(key)))
         if changed:
@@ -170,6 +176,9 @@ def render(
     out_rows = [[f"<code>{_e(name)}</code>", *_ref_cells(ref)] for name, ref in result.outputs.items()]
     parts.append(_table(["name", "content hash", "size", "type", "materializer", "uri"], out_rows))
 
+    parts.append("<h4>Logged metadata</h4>")
+    parts.append(_metadata_section(row, result))
+
     parts.append("<h4>Changes against the previous run of this step</h4>")
     if previous is None:
         parts.append("<p><em>first recorded run of this step</em></p>")
@@ -182,13 +191,33 @@ def render(
             parts.append("<p>no changes in code, dependencies, parameters, inputs or outputs</p>")
         for name, diff in (changes.get("code") or {}).items():
             parts.append(f"<p>code of <code>{_e(name)}</code>:</p><pre>{_e(diff)}</pre>")
-        for label in ("dependencies", "parameters", "inputs", "outputs"):
+        for label in ("dependencies", "parameters", "logged metadata", "inputs", "outputs"):
             changed = changes.get(label)
             if changed:
                 rows = [[f"<code>{_e(k)}</code>", _json(a), _json(b)] for k, (a, b) in changed.items()]
                 parts.append(f"<p>{_e(label)}:</p>" + _table(["name", "before", "now"], rows))
     parts.append("</div>")
     return "\n".join(parts)
+
+
+def _metadata_section(row: dict[str, Any], result: Any) -> str:
+    """What the step logged about its run and its outputs, as ``logged_metadata`` tables; text that could
+    hold a credential shown as ``***`` (as in lineage events)."""
+    logged = row.get("metadata")
+    rows = [["run", f"<code>{_e(k)}</code>", _json(v)] for k, v in shown_metadata(logged or {}).items()]
+    for name, ref in result.outputs.items():
+        per_output = (getattr(ref, "metadata", None) or {}).get("logged")
+        if isinstance(per_output, Mapping):
+            rows += [
+                [f"output <code>{_e(name)}</code>", f"<code>{_e(k)}</code>", _json(v)]
+                for k, v in shown_metadata(per_output).items()
+            ]
+    if not rows:
+        return "<p><em>nothing logged (isthmus.log_metadata)</em></p>"
+    note = ""
+    if result.cache_hit and logged:
+        note = f"<p>logged by step run <code>{_e(result.source_step_run_id)}</code> (reused from the cache)</p>"
+    return note + _table(["about", "name", "value"], rows)
 
 
 def build(runner: Any, step: Any, invocation: str, result: Any, run_context: dict[str, Any]) -> str:
