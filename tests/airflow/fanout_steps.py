@@ -98,6 +98,11 @@ def labels(values: list, names: list) -> list:
     return [f"{n}={v}" for v, n in zip(values, names, strict=True)]
 
 
+@step
+def sizes(lists: list) -> list:
+    return [len(items) for items in lists]
+
+
 @pipeline
 def every_map(n: int = 3, xs: list = [5, 6]):  # noqa: B006 - a pipeline parameter's default, never mutated
     """Mapped arguments of every kind, zipped, and mapped results mapped again."""
@@ -121,6 +126,7 @@ def every_map(n: int = 3, xs: list = [5, 6]):  # noqa: B006 - a pipeline paramet
         "relabelled": total(square.map(x=value)),
         "high": total(square.map(x=high)),
         "parts": total([total(low), total(high)]),
+        "sizes": sizes([nums, low]),  # a list output that is mapped over, in a list of outputs
     }
 
 
@@ -129,3 +135,9 @@ def empty_map(n: int = 0):
     """Zero items: no step run for the mapped steps; the joins get empty lists."""
     squares = square.map(x=numbers(n))
     return {"total": total(squares), "again": total(square.map(x=squares))}
+
+
+@pipeline
+def uneven_map(xs: list = [1]):  # noqa: B006 - a pipeline parameter's default, never mutated
+    """Lists of different lengths zipped, and a DAG param that must hold a list: errors, never a shorter map."""
+    return {"uneven": total(square.map(x=numbers(2), offset=numbers(3))), "param": total(square.map(x=xs))}

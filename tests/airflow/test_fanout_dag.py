@@ -152,6 +152,7 @@ def test_every_kind_of_mapped_argument_gives_the_local_results_and_keys(isthmus_
     assert set(steps["square_2[2]"]["inputs"]) == {"x", "offset"}  # an item zipped with a mapped result
     assert steps["square_3[2]"]["params"] == {"offset": 30}  # an item zipped with a literal
     assert _output(steps["total_11"]) == local["outputs"]["parts"]
+    assert _output(steps["sizes"]) == local["outputs"]["sizes"] == [3, 1]
 
     # the same DAG with another list in its param: the param's items are mapped
     dr, again = _dag_test(dag, {"xs": [7]})
@@ -171,6 +172,28 @@ def test_an_empty_list_maps_to_nothing_and_the_join_gets_an_empty_list(isthmus_h
     assert _output(steps["total"]) == _output(steps["total_2"]) == 0
     for inv in ("total", "total_2"):
         assert steps[inv]["cache_key"] == local["steps"][inv]["key"]
+
+
+def test_zipped_lists_of_different_lengths_and_a_param_that_is_no_list_fail_by_name(
+    isthmus_home: Path, capfd: pytest.CaptureFixture
+) -> None:
+    """A local run refuses both before any step runs; the DAG fails the map index or the items task with the
+    reason, and never runs a map silently cut to the shorter list."""
+    dag = _dag("isthmus_uneven_map")
+    dr, steps = _dag_test(dag, {"xs": [1]})
+    states = _states(dr)
+    assert dr.state == "failed"
+    assert states[("square", 2)] == "failed" and "square[2]" not in steps  # the item the shorter list lacks
+    assert states[("total", -1)] == "upstream_failed"
+    out = "".join(capfd.readouterr())
+    assert "step 'square': map() lists must have the same length, but ['x'] have no item 2" in out
+
+    dr, steps = _dag_test(dag, {"xs": "not a list"})
+    states = _states(dr)
+    assert dr.state == "failed" and states[("square_2__x", -1)] == "failed"
+    assert "pipeline 'uneven_map': step 'square': map(x=...) got str, not a list; pass a list" in "".join(
+        capfd.readouterr()
+    )
 
 
 def test_isthmus_cache_and_isthmus_recompute_dag_params(isthmus_home: Path, calls: Path) -> None:

@@ -278,7 +278,11 @@ def test_a_failing_item_fails_the_run_and_the_other_items_are_recorded() -> None
     store = isthmus.defaults.metadata_store()
     assert store.get_run(run_id)["status"] == RunStatus.FAILED
     rows = {r["invocation"]: r["status"] for r in store.step_runs_of(run_id)}
-    assert rows == {"fragile[0]": RunStatus.COMPLETED, "fragile[1]": RunStatus.FAILED, "fragile[2]": RunStatus.COMPLETED}
+    assert rows == {
+        "fragile[0]": RunStatus.COMPLETED,
+        "fragile[1]": RunStatus.FAILED,
+        "fragile[2]": RunStatus.COMPLETED,
+    }
 
 
 def test_map_outside_a_pipeline_calls_the_function_per_item() -> None:

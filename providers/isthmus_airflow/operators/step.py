@@ -151,6 +151,7 @@ class StepOperator(TemplatesAsWritten):
             return {}
 
     def execute(self, context: Any) -> Any:
+        recompute = self._recompute(context)
         runner = IsthmusHook(self.isthmus_conn_id).get_conn()
         ctx = run_context(context, pipeline_name=self.pipeline_name)
         runner.metadata.ensure_pipeline_run(pipeline_run_row(ctx, context))
@@ -160,7 +161,6 @@ class StepOperator(TemplatesAsWritten):
         secrets = dag_param_secrets(context)
         for value in secrets:
             mask_secret(value)
-        recompute = self._recompute(context)
         try:
             result = runner.run(self.step, arguments, ctx, retries=0, secrets=secrets, recompute=recompute)
         except StepFailed as exc:
