@@ -3,8 +3,9 @@
 An isthmus task pushes an ``ArtifactRef`` dict; Airflow maps over whatever the upstream task pushed,
 so ``.expand()`` over a ref would map over the ref's fields. Instead, a task whose output a mapped
 task expands over pushes one ref per item of its list/tuple output (each item stored as its own
-artifact, tagged with its index and the whole output's ref), and refuses any other output with an
-error that names the fix.
+artifact, tagged with its index and the whole output's ref: :func:`isthmus.local_run.split_items`, the
+split a local run makes, so an item's cache key is the same everywhere), and refuses any other output
+with an error that names the fix.
 
 A task that receives a list of refs puts it back in order before the StepRunner sees it:
 - all the item refs of one output, complete: the whole output's ref (so the step's cache key is the
@@ -14,16 +15,17 @@ A task that receives a list of refs puts it back in order before the StepRunner 
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from isthmus.artifacts.refs import ArtifactRef
+from isthmus.local_run import ITEM_KEY, SEQUENCE_TYPES, split_items
 
-ITEM_KEY = "isthmus_item"  # ref metadata of one item: {"index": i, "count": n, "of": the output's ref dict}
+__all__ = ["ITEM_KEY", "MAPPED_KEY", "expanded_over", "item_refs", "joined", "tag_mapped"]
+
 MAPPED_KEY = "airflow_mapped"  # ref metadata of a mapped task's output: {"task_id": ..., "map_index": i}
-SEQUENCE_TYPES = ("builtins:list", "builtins:tuple")
 
 
 def expanded_over(task: Any, context: Any) -> bool:
@@ -51,14 +53,7 @@ def item_refs(step_name: str, outputs: dict[str, ArtifactRef], artifacts: Any) -
             "a list or tuple output (it would map over the fields of its artifact ref); return a list "
             "from the step, or expand over a plain @task that loads it with isthmus.load(ref)"
         )
-    parent = ref.to_dict()
-    values = artifacts.load(ref)
-    refs = []
-    for index, value in enumerate(values):
-        item = artifacts.save(value, step_name=step_name, output=f"{name}[{index}]")
-        meta = {**item.metadata, ITEM_KEY: {"index": index, "count": len(values), "of": parent}}
-        refs.append(dataclasses.replace(item, metadata=meta).to_dict())
-    return refs
+    return [item.to_dict() for item in split_items(step_name, name, ref, artifacts)]
 
 
 def tag_mapped(ref: dict[str, Any], task_id: str, map_index: int) -> dict[str, Any]:
@@ -68,13 +63,20 @@ def tag_mapped(ref: dict[str, Any], task_id: str, map_index: int) -> dict[str, A
     return {**ref, "metadata": meta}
 
 
-def _refs(value: Any) -> list[ArtifactRef] | None:
-    """The refs of a list/tuple/lazy sequence made only of refs, else None (nothing is consumed)."""
-    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__") or not hasattr(value, "__getitem__"):
+def _items(value: Any) -> list[Any] | None:
+    """The items of a list, tuple or Airflow lazy XCom sequence; None for anything else (or a mapping)."""
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__") or not hasattr(value, "__getitem__"):
         return None
     try:  # by index: iterating Airflow's lazy XCom sequence logs an error at its end
-        items = [value[i] for i in range(len(value))]
+        return [value[i] for i in range(len(value))]
     except Exception:
+        return None
+
+
+def _refs(value: Any) -> list[ArtifactRef] | None:
+    """The refs of a list/tuple/lazy sequence made only of refs, else None."""
+    items = _items(value)
+    if items is None:
         return None
     refs = [ArtifactRef.coerce(item) for item in items]
     return refs if refs and all(r is not None for r in refs) else None  # type: ignore[return-value]
@@ -113,9 +115,18 @@ def in_map_order(refs: list[ArtifactRef]) -> list[ArtifactRef] | None:
 
 
 def joined(value: Any) -> Any:
-    """An argument as the step should see it: see the module docstring; anything else unchanged."""
+    """An argument as the step should see it: see the module docstring. An empty lazy XCom sequence (the
+    results of a mapped task with no map index) is ``[]``; in a list of outputs (a fan-in list) each one
+    is joined; anything else is unchanged."""
     refs = _refs(value)
     if refs is None:
+        items = _items(value)
+        if items is None:
+            return value
+        if not isinstance(value, (list, tuple)):  # Airflow's lazy sequence of a mapped task's results
+            return items
+        if any(_refs(v) is not None for v in items):
+            return type(value)(joined(v) for v in items)  # a fan-in list holding a list output's items
         return value
     ordered = in_map_order(refs)
     if ordered is not None:
@@ -123,3 +134,27 @@ def joined(value: Any) -> Any:
     items = sorted(refs, key=lambda r: (_meta(r, ITEM_KEY) or {}).get("index", -1))
     whole = whole_output(items)
     return whole if whole is not None else refs
+
+
+# A ``zip`` fill value: the mapped task's lists are zipped with ``fillvalue`` so that one shorter than the
+# others shows up as a missing item (an error naming it), never as a silently shorter map.
+MISSING_ITEM = {"__isthmus_missing_item__": True}
+
+
+def map_arguments(step_name: str, names: tuple[str, ...], values: Any, map_index: int) -> dict[str, Any]:
+    """The mapped arguments of one map index: ``values`` is the item (one name) or the zipped items."""
+    if len(names) == 1:
+        return {names[0]: values}
+    items = _items(values)
+    if items is None or len(items) != len(names):
+        raise AirflowFailException(
+            f"step {step_name!r}: map index {map_index} got {type(values).__name__} for the zipped arguments "
+            f"{list(names)}; expected one item each (expand it over XComArg.zip of their lists)"
+        )
+    short = [name for name, item in zip(names, items, strict=True) if item == MISSING_ITEM]
+    if short:
+        raise AirflowFailException(
+            f"step {step_name!r}: map() lists must have the same length, but {short} have no item {map_index} "
+            f"(zipped: {list(names)}); make the steps that return them return lists of the same length"
+        )
+    return dict(zip(names, items, strict=True))

@@ -115,3 +115,18 @@ with DAG("isthmus_secret_param", schedule=None, params={{"password": "{canary}",
 
 secret_etl_dag = secret_etl.to_airflow_dag(dag_id="isthmus_secret_etl")
 """
+
+FANOUT_DAGS = """
+from tests.airflow.fanout_steps import empty_map, every_map, movie_stats, uneven_map
+
+movie_stats_dag = movie_stats.to_airflow_dag(dag_id="isthmus_movie_stats")
+every_map_dag = every_map.to_airflow_dag(dag_id="isthmus_every_map")
+empty_map_dag = empty_map.to_airflow_dag(dag_id="isthmus_empty_map")
+uneven_map_dag = uneven_map.to_airflow_dag(dag_id="isthmus_uneven_map")
+"""
+
+LIVE_FANOUT_DAG = """
+from tests.airflow.fanout_steps import movie_stats
+
+movie_stats_dag = movie_stats.to_airflow_dag(dag_id="isthmus_live_movie_stats")
+"""

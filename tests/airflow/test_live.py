@@ -13,7 +13,8 @@ import secrets
 from pathlib import Path
 
 from isthmus.context import derived_run_id
-from tests.airflow.dag_sources import FAIL_DAG, MAP_DAG, ONE_STEP_DAG, PARAMS_DAG, SECRET_DAG
+from tests.airflow.dag_sources import FAIL_DAG, LIVE_FANOUT_DAG, MAP_DAG, ONE_STEP_DAG, PARAMS_DAG, SECRET_DAG
+from tests.airflow.test_fanout_dag import MOVIE_STEPS
 from tests.airflow.test_mapping_and_params import LOCAL_JOIN
 from tests.airflow_live import LiveAirflow
 from tests.helpers import REPO, run_python
@@ -115,6 +116,34 @@ def test_mapping_and_parameters_under_the_scheduler(live_airflow: LiveAirflow) -
     params = _steps(live, "isthmus_params_True", runs["isthmus_params_True"][0])
     assert params["literal"]["params"] == params["rendered"]["params"] == {"text": "a,b\n1,2\n"}
     assert params["digits"]["params"] == {"text": "007\n"}
+    live.assert_healthy()
+
+
+def test_a_fan_out_pipeline_dag_maps_under_the_scheduler_and_hits_the_second_time(live_airflow: LiveAirflow) -> None:
+    """``to_airflow_dag`` of a pipeline with a mapped step and a list of outputs: every map index is a step
+    run; triggered again, every step run is a hit on the first run's."""
+    live = live_airflow
+    dag_id = "isthmus_live_movie_stats"
+    live.put_dag(dag_id, LIVE_FANOUT_DAG)
+    run_id, state = live.run_dag(dag_id)
+    assert state == "success"
+    tis = live.task_instances(dag_id, run_id)
+    assert sorted(k for k in tis if k[0] == "genre_stats") == [("genre_stats", 0), ("genre_stats", 1)]
+    first = _steps(live, dag_id, run_id)
+    assert sorted(first) == MOVIE_STEPS
+    assert not any(s["cache_hit"] for s in first.values())
+    assert [first[f"genre_stats[{i}]"]["context"]["native"]["map_index"] for i in (0, 1)] == [0, 1]
+    assert list(first["join_stats"]["inputs"]) == ["stats[0]", "stats[1]", "best"]
+    record = live.wait_pipeline_status(derived_run_id("airflow", dag_id, run_id), ("COMPLETED", "FAILED"))
+    assert record["status"] == "COMPLETED" and record["pipeline"] == "movie_stats"
+
+    again, state = live.run_dag(dag_id)
+    assert state == "success"
+    second = _steps(live, dag_id, again)
+    assert sorted(second) == MOVIE_STEPS
+    assert {inv: (s["cache_hit"], s["source_step_run_id"]) for inv, s in second.items()} == {
+        inv: (True, s["id"]) for inv, s in first.items()
+    }
     live.assert_healthy()
 
 

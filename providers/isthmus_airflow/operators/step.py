@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.errors import StepFailed
@@ -15,9 +16,11 @@ from isthmus.redaction import secret_values
 from isthmus.step import Step, as_step, load_step
 from isthmus_airflow.context import pipeline_run_row, run_context
 from isthmus_airflow.hooks.isthmus import IsthmusHook
-from isthmus_airflow.mapping import expanded_over, item_refs, joined, tag_mapped
+from isthmus_airflow.mapping import expanded_over, item_refs, joined, map_arguments, tag_mapped
 
 PARAM_MARKER = "__isthmus_param__"
+CACHE_PARAM = "isthmus_cache"  # DAG run param: False computes every step again (their results are cached)
+RECOMPUTE_PARAM = "isthmus_recompute"  # DAG run param: names of the steps (or task ids) to compute again
 
 
 def param_ref(name: str) -> dict[str, str]:
@@ -25,7 +28,26 @@ def param_ref(name: str) -> dict[str, str]:
     return {PARAM_MARKER: name}
 
 
-class StepOperator(BaseOperator):
+class TemplatesAsWritten(BaseOperator):
+    """An operator whose templated fields keep strings without template syntax as written."""
+
+    def render_template(
+        self, content: Any, context: Any, jinja_env: Any = None, seen_oids: set[int] | None = None
+    ) -> Any:
+        """Strings without template syntax reach the step byte-for-byte (Jinja would drop a trailing
+        newline, and native rendering would turn ``"007"`` into ``7``); templates are rendered with
+        ``keep_trailing_newline``. Nested values come back through here one by one."""
+        if not isinstance(content, str):
+            return super().render_template(content, context, jinja_env, seen_oids)
+        env = jinja_env or self.get_template_env()
+        if not content.endswith(tuple(self.template_ext)) and not is_template(content, env):
+            return content
+        if not env.keep_trailing_newline:
+            env = env.overlay(keep_trailing_newline=True)
+        return super().render_template(content, context, env, seen_oids)
+
+
+class StepOperator(TemplatesAsWritten):
     """Run ``step`` with ``op_args``/``op_kwargs`` (templated); inputs may be upstream ``ArtifactRef`` XComs.
 
     Only ``ArtifactRef`` JSON travels through XCom: one output is returned as its ref, several as
@@ -33,6 +55,12 @@ class StepOperator(BaseOperator):
     StepRunner's; Airflow retries the task (each try is one attempt), and a retry of an attempt that
     already finished is a cache hit. ``Resources.partition`` becomes the task's ``queue`` and
     ``Resources.extra["pool"]`` its ``pool`` unless they are given.
+
+    Mapped (``StepOperator.partial(..., map_names=("x", "y")).expand(map_values=xs.zip(ys))``): each map
+    index gets its item (one name) or its zipped items in ``map_values``, the step's arguments ``map_names``.
+
+    The DAG run params ``isthmus_cache`` (``False``: compute every step again) and ``isthmus_recompute``
+    (step names or task ids to compute again) skip the cache lookup; the fresh results are cached.
     """
 
     template_fields: Sequence[str] = ("op_args", "op_kwargs", "isthmus_conn_id")
@@ -48,6 +76,8 @@ class StepOperator(BaseOperator):
         op_kwargs: Mapping[str, Any] | None = None,
         isthmus_conn_id: str = IsthmusHook.default_conn_name,
         pipeline_name: str | None = None,
+        map_names: Sequence[str] = (),
+        map_values: Any = None,
         **kwargs: Any,
     ) -> None:
         resolved = load_step(step) if isinstance(step, str) else as_step(step)
@@ -67,23 +97,9 @@ class StepOperator(BaseOperator):
         self.op_kwargs = dict(op_kwargs or {})
         self.isthmus_conn_id = isthmus_conn_id
         self.pipeline_name = pipeline_name
+        self.map_names = tuple(map_names)
+        self.map_values = map_values
         self._isthmus_record: StepRunRecord | None = None
-
-    # -- templates -------------------------------------------------------------------------------
-    def render_template(
-        self, content: Any, context: Any, jinja_env: Any = None, seen_oids: set[int] | None = None
-    ) -> Any:
-        """Strings without template syntax reach the step byte-for-byte (Jinja would drop a trailing
-        newline, and native rendering would turn ``"007"`` into ``7``); templates are rendered with
-        ``keep_trailing_newline``. Nested values come back through here one by one."""
-        if not isinstance(content, str):
-            return super().render_template(content, context, jinja_env, seen_oids)
-        env = jinja_env or self.get_template_env()
-        if not content.endswith(tuple(self.template_ext)) and not is_template(content, env):
-            return content
-        if not env.keep_trailing_newline:
-            env = env.overlay(keep_trailing_newline=True)
-        return super().render_template(content, context, env, seen_oids)
 
     # -- execution -------------------------------------------------------------------------------
     def _arguments(self, context: Any) -> dict[str, Any]:
@@ -99,7 +115,11 @@ class StepOperator(BaseOperator):
                 return params[name]
             return value
 
-        bound = self.step.bind([resolve(v) for v in self.op_args], {k: resolve(v) for k, v in self.op_kwargs.items()})
+        kwargs = {k: resolve(v) for k, v in self.op_kwargs.items()}
+        if self.map_names:
+            map_index = getattr(context.get("ti"), "map_index", -1)
+            kwargs.update(map_arguments(self.step.name, self.map_names, self.map_values, map_index))
+        bound = self.step.bind([resolve(v) for v in self.op_args], kwargs)
         arguments = {name: self._coerce(name, joined(value)) for name, value in bound.items()}
         _mask_secret_values(arguments)
         return arguments
@@ -131,6 +151,7 @@ class StepOperator(BaseOperator):
             return {}
 
     def execute(self, context: Any) -> Any:
+        recompute = self._recompute(context)
         runner = IsthmusHook(self.isthmus_conn_id).get_conn()
         ctx = run_context(context, pipeline_name=self.pipeline_name)
         runner.metadata.ensure_pipeline_run(pipeline_run_row(ctx, context))
@@ -141,7 +162,7 @@ class StepOperator(BaseOperator):
         for value in secrets:
             mask_secret(value)
         try:
-            result = runner.run(self.step, arguments, ctx, retries=0, secrets=secrets)
+            result = runner.run(self.step, arguments, ctx, retries=0, secrets=secrets, recompute=recompute)
         except StepFailed as exc:
             if exc.step_run_id:
                 self._isthmus_record = runner.metadata.get_step_run(exc.step_run_id)
@@ -158,8 +179,47 @@ class StepOperator(BaseOperator):
                 self._source_pipeline_run(runner, result.source_step_run_id),
             )
         else:
-            self.log.info("isthmus step %r computed in %.0f ms", self.step.name, result.duration_ms)
+            forced = " (recomputed: the cache was not looked up)" if recompute else ""
+            self.log.info("isthmus step %r computed in %.0f ms%s", self.step.name, result.duration_ms, forced)
         return self._xcom_value(context, runner, result.outputs)
+
+    def _recompute(self, context: Any) -> bool:
+        """Whether the DAG run's ``isthmus_cache``/``isthmus_recompute`` params ask to compute this step again."""
+        params = context.get("params") or {}
+        cache = params.get(CACHE_PARAM, True)
+        names = params.get(RECOMPUTE_PARAM) or []
+        if not isinstance(cache, bool):
+            raise AirflowFailException(
+                f"step {self.step.name!r}: DAG run param {CACHE_PARAM}={cache!r} must be true or false"
+            )
+        if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise AirflowFailException(
+                f"step {self.step.name!r}: DAG run param {RECOMPUTE_PARAM}={names!r} must be a list of step names "
+                'or task ids, e.g. ["train"]'
+            )
+        unknown = sorted(set(names) - self._step_names())
+        if unknown:
+            raise AirflowFailException(
+                f"step {self.step.name!r}: DAG run param {RECOMPUTE_PARAM} names {unknown}, which this DAG does not "
+                f"run; name its steps or task ids: {sorted(self._step_names())}"
+            )
+        return cache is False or self.task_id in names or self.step.name in names
+
+    def _step_names(self) -> set[str]:
+        """Task ids and step names of this DAG's isthmus tasks (mapped ones too)."""
+        names = {self.task_id, self.step.name}
+        for task in self.dag.tasks if self.has_dag() else ():
+            if isinstance(task, StepOperator):
+                step: Any = task.step
+            elif _is_step_operator_class(getattr(task, "operator_class", None)):  # a mapped StepOperator
+                step = getattr(task, "partial_kwargs", {}).get("step")
+            else:
+                continue
+            try:
+                names |= {task.task_id, (load_step(step) if isinstance(step, str) else as_step(step)).name}
+            except Exception:  # a step this process cannot import is not one this run recomputes
+                continue
+        return names
 
     def _xcom_value(self, context: Any, runner: Any, outputs: dict[str, ArtifactRef]) -> Any:
         """What the task pushes: the output's ref (``{output: ref}`` for several); one ref per item
@@ -209,6 +269,10 @@ class StepOperator(BaseOperator):
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
         return self._lineage(self._isthmus_record)
+
+
+def _is_step_operator_class(cls: Any) -> bool:
+    return isinstance(cls, type) and issubclass(cls, StepOperator)
 
 
 def _mask_secret_values(arguments: Mapping[str, Any]) -> None:
