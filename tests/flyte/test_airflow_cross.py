@@ -73,3 +73,42 @@ def test_airflow_and_flyte_share_one_cache(pipeline_dag) -> None:
     assert all(s["cache_hit"] for s in airflow_new.values())
     for inv in ("train", "evaluate"):
         assert airflow_new[inv]["source_step_run_id"] == flyte_new[inv]["id"]
+
+
+def test_a_fanned_out_pipeline_shares_one_cache_between_airflow_and_flyte(request) -> None:
+    """The mapped movie_stats pipeline: Airflow's mapped tasks first, then a Flyte map task hits every item
+    (same keys, the Airflow step runs as sources); a new item computed under Flyte is then a hit in Airflow."""
+    if _IMPORT_ERROR:
+        skip_or_fail(f"the Airflow test helpers cannot be imported: {_IMPORT_ERROR}")
+    request.getfixturevalue("airflow_db")
+    from isthmus.context import derived_run_id
+    from isthmus_airflow.plugins.run_closer import flush
+    from tests.airflow import fanout_steps
+    from tests.airflow.conftest import put_dag
+    from tests.airflow.dag_sources import FANOUT_DAGS
+
+    dag = load_dag(put_dag("isthmus_fanout_dags", FANOUT_DAGS), "isthmus_movie_stats")
+    wf = fanout_steps.movie_stats.to_flyte_workflow()
+
+    dr = dag.test(run_conf={"top": 2, "isthmus_cache": True, "isthmus_recompute": []})
+    flush(30)
+    assert dr.state == "success"
+    airflow_steps = _steps_of(derived_run_id("airflow", dag.dag_id, dr.run_id))
+    assert {"genre_stats[0]", "genre_stats[1]"} <= set(airflow_steps)
+    assert not any(s["cache_hit"] for s in airflow_steps.values())
+
+    _, flyte_steps = _flyte_run(wf, top=2)
+    assert set(flyte_steps) == set(airflow_steps)
+    for inv, sr in flyte_steps.items():
+        assert sr["cache_hit"] and sr["cache_key"] == airflow_steps[inv]["cache_key"], inv
+        assert sr["source_step_run_id"] == airflow_steps[inv]["id"], inv
+
+    _, flyte_three = _flyte_run(wf, top=3)
+    computed = sorted(inv for inv, sr in flyte_three.items() if not sr["cache_hit"])
+    assert computed == ["genre_stats[2]", "join_stats", "list_genres"]
+    dr3 = dag.test(run_conf={"top": 3, "isthmus_cache": True, "isthmus_recompute": []})
+    flush(30)
+    assert dr3.state == "success"
+    airflow_three = _steps_of(derived_run_id("airflow", dag.dag_id, dr3.run_id))
+    assert all(s["cache_hit"] for s in airflow_three.values())
+    assert airflow_three["genre_stats[2]"]["source_step_run_id"] == flyte_three["genre_stats[2]"]["id"]
