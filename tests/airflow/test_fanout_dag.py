@@ -254,3 +254,26 @@ def test_item_refs_are_the_core_split(isthmus_home: Path) -> None:
     assert item_refs("names", {"output": ref}, store) == [
         r.to_dict() for r in split_items("names", "output", ref, store)
     ]
+
+
+EXAMPLE = """
+import json
+from dags_examples.fanout_pipeline import fanout_pipeline
+run = fanout_pipeline.run(bands=3)
+print(json.dumps({k: [v.cache_hit, v.cache_key, v.step_run_id] for k, v in run.steps.items()}))
+"""
+
+
+def test_the_fan_out_example_dag_hits_a_local_run_of_the_example(isthmus_home: Path) -> None:
+    """dags_examples/airflow/isthmus_fanout_dag.py after ``python -m dags_examples.fanout_pipeline``: every
+    mapped band and every other step is a cache hit on the local run (computed in a fresh process)."""
+    local = run_python(EXAMPLE, env={"ISTHMUS_HOME": str(isthmus_home)}, cwd=REPO, timeout=300)
+    assert not any(hit for hit, _, _ in local.values())
+    source = (REPO / "dags_examples" / "airflow" / "isthmus_fanout_dag.py").read_text()
+    dag = load_dag(put_dag("isthmus_fanout_dag", source), "isthmus_fanout_pipeline")
+    dr, steps = _dag_test(dag, {"bands": 3, "isthmus_cache": True, "isthmus_recompute": []})
+    assert dr.state == "success"
+    assert set(steps) == set(local) and "band_stats[2]" in steps
+    for inv, row in steps.items():
+        assert row["cache_hit"] and row["cache_key"] == local[inv][1], inv
+        assert row["source_step_run_id"] == local[inv][2], inv
