@@ -54,7 +54,9 @@ def burn_fn(seed: int) -> int:
         acc = (acc * 31 + i) % 1000003
     return acc
 
-burn = step(burn_fn, name="burn")
+@step
+def burn(seed: int) -> int:
+    return burn_fn(seed)
 
 @pipeline
 def cpu(n: int):
