@@ -222,7 +222,8 @@ def _unexplained(sr: StepRunRecord) -> str:
 
 def explain_step_run(store: MetadataStore, sr: StepRunRecord) -> Explanation:
     """Explain ``sr`` (see the module docstring)."""
-    pipeline_run = store.get_pipeline_run(sr["pipeline_run_id"]) if sr.get("pipeline_run_id") else None
+    run_id = sr.get("pipeline_run_id")
+    pipeline_run = store.get_pipeline_run(run_id) if run_id else None
     pipeline = pipeline_run["pipeline"] if pipeline_run else (sr.get("context") or {}).get("pipeline_name")
     me = StepRunSummary.of(dict(sr), pipeline)
     if sr.get("cache_hit"):
@@ -231,7 +232,8 @@ def explain_step_run(store: MetadataStore, sr: StepRunRecord) -> Explanation:
         source_sr = found[0] if found and found[0]["id"] == source_id else None
         if source_sr is None:
             return Explanation(me, "hit", f"hit: from step run {str(source_id)[:8]} (no longer recorded)")
-        src_run = store.get_pipeline_run(source_sr["pipeline_run_id"]) if source_sr.get("pipeline_run_id") else None
+        src_run_id = source_sr.get("pipeline_run_id")
+        src_run = store.get_pipeline_run(src_run_id) if src_run_id else None
         source = StepRunSummary.of(dict(source_sr), src_run["pipeline"] if src_run else None)
         when = (source.started_at or "?")[:19].replace("T", " ")
         where = f"{source.orchestrator} run {str(source.pipeline_run_id or '-')[:8]}"

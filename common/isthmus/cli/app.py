@@ -152,7 +152,7 @@ def runs_show(
         )
     console.print(t)
     for sr in steps:
-        for line in pinned_lines(sr) + _metadata_lines(sr):
+        for line in pinned_lines(dict(sr)) + _metadata_lines(dict(sr)):
             console.print(line, markup=False, highlight=False)
 
 
