@@ -164,14 +164,14 @@ def step_changes(
         entry["code"] = code
         entry["code_sources"] = _sources(store, sa["code_hash"], sb["code_hash"], code)
     out_a, out_b = _hashes(sa["outputs"]), _hashes(sb["outputs"])
-    output_hashes = _changes(out_a, out_b)
-    outputs = _with_delta(
+    outputs = _changes(out_a, out_b)
+    output_values = _with_delta(
         {
             k: [
                 small_value(artifacts, (sa["outputs"] or {}).get(k)),
                 small_value(artifacts, (sb["outputs"] or {}).get(k)),
             ]
-            for k in output_hashes
+            for k in outputs
         }
     )
     for name, changed in (
@@ -179,7 +179,7 @@ def step_changes(
         ("params", _changes(sa["params"], sb["params"])),
         ("inputs", _changes(_hashes(sa["inputs"]), _hashes(sb["inputs"]))),
         ("outputs", outputs),
-        ("output_hashes", output_hashes),
+        ("output_values", output_values),
         ("metadata", metadata_changes(sa, sb)),
         ("resources", _changes(sa.get("resources"), sb.get("resources"))),
     ):

@@ -55,10 +55,10 @@ def test_small_outputs_read_as_values_with_their_change() -> None:
     a = scoring.run(n=7)
     b = scoring.run(n=10)
     d = Client().diff_runs(a.id, b.id)
-    old, new, delta = d["steps"]["score"]["outputs"]["output"]
+    old, new, delta = d["steps"]["score"]["output_values"]["output"]
     assert (old, new) == (0.87, 0.9) and abs(delta - 0.03) < 1e-9
-    assert d["steps"]["score"]["output_hashes"]["output"][0].startswith("blake3:")
-    assert d["steps"]["load_rows"]["outputs"]["output"] == [list(range(7)), list(range(10))]
+    assert d["steps"]["score"]["outputs"]["output"][0].startswith("blake3:")  # hashes, as before
+    assert d["steps"]["load_rows"]["output_values"]["output"] == [list(range(7)), list(range(10))]
     code, out = invoke("diff", "latest~1", "latest")
     assert code == 0 and "output output: 0.87 -> 0.9 (+0.03)" in out and "param n: 7 -> 10" in out
 
@@ -94,7 +94,7 @@ def test_two_step_runs() -> None:
     b = scoring.run(n=4)
     code, out = invoke("diff", f"{a.id}:score", f"{b.id}:score", "--json")
     d = json.loads(out)
-    assert code == 0 and d["changes"]["outputs"]["output"][:2] == [0.83, 0.84]
+    assert code == 0 and d["changes"]["output_values"]["output"][:2] == [0.83, 0.84]
     assert d["ran"]["a"]["cache"] == "computed" and d["step_run_b"]["id"] == b.steps["score"].step_run_id
     code, out = invoke("diff", a.steps["load_rows"].step_run_id, b.steps["load_rows"].step_run_id)
     assert code == 0 and "param n: 3 -> 4" in out

@@ -39,8 +39,15 @@ def _step(name: str, entry: dict[str, Any]) -> str:
     for field in ("status", "error"):
         if field in entry:
             parts.append(_rows(field, {field: entry[field]}))
-    for field in ("params", "dependencies", "inputs", "outputs", "metadata", "resources"):
-        parts.append(_rows(field, entry.get(field, {})))
+    for field, label in (
+        ("params", "params"),
+        ("dependencies", "dependencies"),
+        ("inputs", "inputs"),
+        ("output_values", "outputs"),
+        ("metadata", "metadata"),
+        ("resources", "resources"),
+    ):
+        parts.append(_rows(label, entry.get(field, {})))
     differ = difflib.HtmlDiff(wrapcolumn=90)
     for component, (old, new) in entry.get("code_sources", {}).items():
         table = differ.make_table(

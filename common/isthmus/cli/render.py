@@ -115,8 +115,8 @@ def print_changes(entry: dict[str, Any], indent: str) -> None:
             _plain(f"{indent}{label} {k}: {_shown(old)} -> {_shown(new)}")
     for k, (old, new) in entry.get("inputs", {}).items():
         _plain(f"{indent}input {k}: {short(old, 12)} -> {short(new, 12)}")
-    hashes = entry.get("output_hashes", {})
-    for k, (old, new, *delta) in entry.get("outputs", {}).items():
+    hashes = entry.get("outputs", {})
+    for k, (old, new, *delta) in entry.get("output_values", {}).items():
         if [old, new] == hashes.get(k):
             _plain(f"{indent}output {k}: {short(old, 12)} -> {short(new, 12)}")
         else:
