@@ -7,6 +7,7 @@ from typing import Any
 
 from isthmus import defaults
 from isthmus.artifacts import ArtifactRef, ArtifactStore, Materializer, register_materializer
+from isthmus.client import Client
 from isthmus.config import configure, get_settings
 from isthmus.context import RunContext
 from isthmus.errors import (
@@ -75,6 +76,7 @@ __all__ = [
     "ArtifactStore",
     "ArtifactVersion",
     "CachePolicy",
+    "Client",
     "InvalidPin",
     "IsthmusError",
     "MaterializationError",

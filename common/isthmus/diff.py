@@ -1,13 +1,28 @@
-"""Compare two pipeline runs: code, dependencies, parameters, inputs/outputs and environment."""
+"""Compare two pipeline runs, or two step runs: what changed, apart from how each ran.
+
+*What changed* — code (unified diff per changed function), dependency versions, parameters, inputs,
+outputs, logged metadata, resources, status and errors, the environment — is kept apart from *how it
+ran* (cache hit or computed, orchestrator, duration): a computed run and an all-hit run of the same
+inputs differ only in the latter. Small outputs (JSON or text of a few hundred bytes, loaded through
+the artifact store and checked against their hash) are shown as values, numbers with their change;
+anything else by its content hash.
+"""
 
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Sequence
 from typing import Any
 
+from isthmus.artifacts.refs import ArtifactRef
+from isthmus.artifacts.store import ArtifactStore
+from isthmus.errors import IsthmusError
 from isthmus.records import StepRunRecord
 from isthmus.store.metadata import MetadataStore
+
+SMALL_BYTES = 512  # outputs at most this big (JSON or text) are shown as values
+_SHOWN_MATERIALIZERS = ("json", "str")
 
 
 def _changes(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, list[Any]]:
@@ -95,46 +110,154 @@ def _final_attempts(step_runs: Sequence[StepRunRecord]) -> dict[str, StepRunReco
     return out
 
 
-def diff_runs(store: MetadataStore, run_a: str, run_b: str) -> dict[str, Any]:
-    """A JSON-ready description of everything that differs between two pipeline runs."""
+def small_value(artifacts: ArtifactStore | None, ref: Any) -> Any:
+    """The value of a small JSON or text artifact (loaded and checked against its hash), else its hash."""
+    if not isinstance(ref, dict):
+        return None
+    content_hash = ref.get("content_hash")
+    materializer = str(ref.get("materializer") or "").split("@", 1)[0]
+    size = ref.get("size")
+    if artifacts is None or materializer not in _SHOWN_MATERIALIZERS or not isinstance(size, int) or size > SMALL_BYTES:
+        return content_hash
+    try:
+        value = artifacts.load(ArtifactRef.from_dict(ref), verify=True)
+    except (IsthmusError, ValueError, OSError):  # gone, corrupt or not of this store: its hash says enough
+        return content_hash
+    return value
+
+
+def _with_delta(changes: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    return {
+        k: [old, new, new - old] if _number(old) and _number(new) else [old, new] for k, (old, new) in changes.items()
+    }
+
+
+def how_it_ran(sr: StepRunRecord) -> dict[str, Any]:
+    """How a step run ran (never a change): cache hit / computed / forced / off, orchestrator, duration."""
+    if sr.get("cache_hit"):
+        cache = "hit"
+    elif not sr.get("cache_key"):
+        cache = "off"
+    else:
+        cache = "forced" if (sr.get("context") or {}).get("forced") else "computed"
+    return {
+        "step_run_id": sr["id"],
+        "cache": cache,
+        "source_step_run_id": sr.get("source_step_run_id"),
+        "orchestrator": sr.get("orchestrator"),
+        "attempt": sr.get("attempt"),
+        "duration_ms": sr.get("duration_ms"),
+    }
+
+
+def step_changes(
+    store: MetadataStore, sa: StepRunRecord, sb: StepRunRecord, artifacts: ArtifactStore | None = None
+) -> dict[str, Any]:
+    """What changed from step run ``sa`` to ``sb`` (empty when only how they ran differs)."""
+    entry: dict[str, Any] = {}
+    if sa["status"] != sb["status"]:
+        entry["status"] = [sa["status"], sb["status"]]
+    if (sa.get("error") or None) != (sb.get("error") or None):
+        entry["error"] = [sa.get("error"), sb.get("error")]
+    code = code_diff(store, sa["code_hash"], sb["code_hash"])
+    if code:
+        entry["code"] = code
+        entry["code_sources"] = _sources(store, sa["code_hash"], sb["code_hash"], code)
+    out_a, out_b = _hashes(sa["outputs"]), _hashes(sb["outputs"])
+    outputs = _changes(out_a, out_b)
+    output_values = _with_delta(
+        {
+            k: [
+                small_value(artifacts, (sa["outputs"] or {}).get(k)),
+                small_value(artifacts, (sb["outputs"] or {}).get(k)),
+            ]
+            for k in outputs
+        }
+    )
+    for name, changed in (
+        ("dependencies", _changes(sa["deps"], sb["deps"])),
+        ("params", _changes(sa["params"], sb["params"])),
+        ("inputs", _changes(_hashes(sa["inputs"]), _hashes(sb["inputs"]))),
+        ("outputs", outputs),
+        ("output_values", output_values),
+        ("metadata", metadata_changes(sa, sb)),
+        ("resources", _changes(sa.get("resources"), sb.get("resources"))),
+    ):
+        if changed:
+            entry[name] = changed
+    if sa["cache_key"] != sb["cache_key"]:
+        entry["cache_key"] = [sa["cache_key"], sb["cache_key"]]
+    return entry
+
+
+def _sources(store: MetadataStore, old_hash: str | None, new_hash: str | None, names: Any) -> dict[str, list[str]]:
+    """``{component: [old source, new source]}`` of the changed components (for side-by-side views)."""
+    old = (store.get_code_snapshot(old_hash) if old_hash else None) or {"sources": {}}
+    new = (store.get_code_snapshot(new_hash) if new_hash else None) or {"sources": {}}
+    return {n: [old["sources"].get(n, ""), new["sources"].get(n, "")] for n in names}
+
+
+def _run_summary(store: MetadataStore, run: Any) -> dict[str, Any]:
+    started, ended = run.get("started_at"), run.get("ended_at")
+    took = (ended - started).total_seconds() * 1000 if started and ended else None
+    return {
+        "id": run["id"],
+        "pipeline": run["pipeline"],
+        "orchestrator": run["orchestrator"],
+        "status": run["status"],
+        "error": run.get("error"),
+        "started_at": started.isoformat() if started else None,
+        "duration_ms": took,
+    }
+
+
+def diff_runs(store: MetadataStore, run_a: str, run_b: str, artifacts: ArtifactStore | None = None) -> dict[str, Any]:
+    """A JSON-ready description of what differs between two pipeline runs (``steps``, ``params``,
+    ``environment``: what changed) and of how each step ran in each (``ran``)."""
     a = store.get_run(run_a)
     b = store.get_run(run_b)
     steps_a = _final_attempts(store.step_runs_of(a["id"]))
     steps_b = _final_attempts(store.step_runs_of(b["id"]))
     steps: dict[str, Any] = {}
+    ran: dict[str, Any] = {}
     for name in list(dict.fromkeys([*steps_a, *steps_b])):
         sa, sb = steps_a.get(name), steps_b.get(name)
+        ran[name] = {"a": how_it_ran(sa) if sa else None, "b": how_it_ran(sb) if sb else None}
         if sa is None or sb is None:
             steps[name] = {"only_in": "b" if sa is None else "a"}
             continue
-        entry: dict[str, Any] = {}
-        if sa["status"] != sb["status"]:
-            entry["status"] = [sa["status"], sb["status"]]
-        if sa["cache_hit"] != sb["cache_hit"]:
-            entry["cache_hit"] = [sa["cache_hit"], sb["cache_hit"]]
-        code = code_diff(store, sa["code_hash"], sb["code_hash"])
-        if code:
-            entry["code"] = code
-        for field, changed in (
-            ("dependencies", _changes(sa["deps"], sb["deps"])),
-            ("params", _changes(sa["params"], sb["params"])),
-            ("inputs", _changes(_hashes(sa["inputs"]), _hashes(sb["inputs"]))),
-            ("outputs", _changes(_hashes(sa["outputs"]), _hashes(sb["outputs"]))),
-            ("metadata", metadata_changes(sa, sb)),
-        ):
-            if changed:
-                entry[field] = changed
-        if sa["cache_key"] != sb["cache_key"]:
-            entry["cache_key"] = [sa["cache_key"], sb["cache_key"]]
+        entry = step_changes(store, sa, sb, artifacts)
         if entry:
             steps[name] = entry
     env_a = a.get("environment_hash") or next((s["environment_hash"] for s in steps_a.values()), None)
     env_b = b.get("environment_hash") or next((s["environment_hash"] for s in steps_b.values()), None)
     return {
-        "run_a": {"id": a["id"], "pipeline": a["pipeline"], "orchestrator": a["orchestrator"], "status": a["status"]},
-        "run_b": {"id": b["id"], "pipeline": b["pipeline"], "orchestrator": b["orchestrator"], "status": b["status"]},
+        "run_a": _run_summary(store, a),
+        "run_b": _run_summary(store, b),
         "params": _changes(a["params"], b["params"]),
         "steps": steps,
         "unchanged_steps": sorted(set(steps_a) & set(steps_b) - set(steps)),
         "environment": _environment_changes(store, env_a, env_b),
+        "ran": ran,
     }
+
+
+def diff_step_runs(
+    store: MetadataStore, sa: StepRunRecord, sb: StepRunRecord, artifacts: ArtifactStore | None = None
+) -> dict[str, Any]:
+    """What differs between two step runs (``changes``, ``environment``) and how each ran (``ran``)."""
+    return {
+        "step_run_a": {k: sa.get(k) for k in ("id", "invocation", "step_name", "pipeline_run_id", "status")},
+        "step_run_b": {k: sb.get(k) for k in ("id", "invocation", "step_name", "pipeline_run_id", "status")},
+        "changes": step_changes(store, sa, sb, artifacts),
+        "environment": _environment_changes(store, sa.get("environment_hash"), sb.get("environment_hash")),
+        "ran": {"a": how_it_ran(sa), "b": how_it_ran(sb)},
+    }
+
+
+def is_json_small(value: Any) -> bool:
+    """Whether ``value`` reads well inline (a number, a short string, a small list or dict)."""
+    try:
+        return len(json.dumps(value, default=str)) <= 120
+    except (TypeError, ValueError):
+        return False

@@ -228,6 +228,8 @@ class StepRunner:
         entry for its key, so later runs hit it.
         """
         prepared = replace(self._prepare(step, arguments, context or RunContext(), secrets), recompute=recompute)
+        if recompute:  # recorded, so `isthmus why` can tell a forced run from a miss
+            prepared.base["context"]["forced"] = True
         key = prepared.key
         holder: str | None = None
         if key is not None:

@@ -1,4 +1,4 @@
-"""Commands: runs, diff, artifacts, cache, run-step, ingest."""
+"""Commands: runs, why, diff, artifacts, cache, run-step, ingest. Queries go through :class:`isthmus.Client`."""
 
 from __future__ import annotations
 
@@ -9,23 +9,27 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.markup import escape
 
 from isthmus import __version__, defaults
 from isthmus.artifacts.refs import loads_bounded
 from isthmus.cache_admin import prune
+from isthmus.cli.html import diff_page
 from isthmus.cli.render import (
     console,
     dump_json,
     duration,
     pinned_lines,
-    print_diff,
+    print_changes,
+    print_explanation,
+    print_ran,
     short,
     status_text,
     table,
     when,
 )
+from isthmus.client import Client
 from isthmus.context import RunContext
-from isthmus.diff import diff_runs
 from isthmus.errors import ConfigurationError, IsthmusError
 from isthmus.manifest import MANIFEST_KEY_ENV, key_from_env
 from isthmus.records import RunStatus
@@ -57,6 +61,10 @@ def _artifacts() -> Any:
         return defaults.artifact_store()
     except ConfigurationError as exc:
         _fail(str(exc))
+
+
+def _client() -> Client:
+    return Client(_meta())
 
 
 def _error_line(message: str) -> None:
@@ -103,27 +111,28 @@ def runs_list(
 def runs_show(
     run: Annotated[str, typer.Argument(help="Run id, unique prefix, 'latest' or 'latest~N'.")], as_json: JsonOpt = False
 ) -> None:
-    """Show one pipeline run and its step runs."""
-    meta = _meta()
+    """Show one pipeline run and its step runs (each with why it computed, or where its hit came from)."""
+    client = _client()
     try:
-        r = meta.get_run(run)
+        r = client.run(run)
+        steps = client.step_runs(r["id"])
+        reasons = client.reasons(r["id"])
     except IsthmusError as exc:
         _fail(str(exc))
-    steps = meta.step_runs_of(r["id"])
     if as_json:
-        dump_json({"run": r, "steps": steps})
+        dump_json({"run": r, "steps": steps, "reasons": reasons})
         return
     console.print(
         f"[bold]{r['pipeline']}[/bold] run {r['id']}  {status_text(r['status'])}  "
         f"orchestrator={r['orchestrator']}  started {when(r['started_at'])}  took {duration(r['started_at'], r['ended_at'])}"
     )
     if r["params"]:
-        console.print(f"params: {json.dumps(r['params'], sort_keys=True)}")
+        console.print(f"params: {json.dumps(r['params'], sort_keys=True)}", markup=False)
     if r["context"]:
-        console.print(f"context: {json.dumps(r['context'], sort_keys=True, default=str)}")
+        console.print(f"context: {json.dumps(r['context'], sort_keys=True, default=str)}", markup=False)
     if r["error"]:
-        console.print(f"[red]error:[/red] {r['error']}")
-    t = table("Steps", ["step", "attempt", "status", "cache", "took", "code", "outputs"])
+        console.print(f"[red]error:[/red] {escape(r['error'])}")
+    t = table("Steps", ["step", "step run", "attempt", "status", "cache", "took", "outputs", "why"])
     for sr in steps:
         cache = (
             f"hit (from {short(sr['source_step_run_id'])})"
@@ -132,17 +141,18 @@ def runs_show(
         )
         outs = ", ".join(f"{k}={short(v.get('content_hash'))}" for k, v in (sr["outputs"] or {}).items())
         t.add_row(
-            sr["invocation"],
+            escape(sr["invocation"]),
+            short(sr["id"]),
             str(sr["attempt"]),
             status_text(sr["status"]),
             cache,
             f"{sr['duration_ms']:.0f} ms" if sr["duration_ms"] is not None else "-",
-            short(sr["code_hash"]),
-            outs or (sr["error"] or "")[:80],
+            escape(outs or (sr["error"] or "")[:80]),
+            "" if sr["cache_hit"] else escape(reasons.get(sr["id"], "")),
         )
     console.print(t)
     for sr in steps:
-        for line in pinned_lines(sr) + _metadata_lines(sr):
+        for line in pinned_lines(dict(sr)) + _metadata_lines(dict(sr)):
             console.print(line, markup=False, highlight=False)
 
 
@@ -159,60 +169,132 @@ def _metadata_lines(step_run: dict[str, Any]) -> list[str]:
     ]
 
 
-# -- diff -----------------------------------------------------------------------------------------
-@app.command("diff")
-def diff(
-    run_a: Annotated[str, typer.Argument(help="Older run (id, prefix, latest~N).")],
-    run_b: Annotated[str, typer.Argument(help="Newer run.")],
+# -- why ------------------------------------------------------------------------------------------
+@app.command("why")
+def why(
+    step_run: Annotated[str, typer.Argument(help="Step run id, unique prefix, or RUN:STEP (e.g. latest:train).")],
     as_json: JsonOpt = False,
 ) -> None:
-    """What changed between two runs: code, dependencies, params, input/output hashes, environment."""
+    """Why a step run computed (what in its cache key changed), or where its cache hit came from."""
     try:
-        d = diff_runs(_meta(), run_a, run_b)
+        explanation = _client().explain(step_run)
     except IsthmusError as exc:
         _fail(str(exc))
     if as_json:
+        dump_json(explanation.to_dict())
+        return
+    print_explanation(explanation)
+
+
+# -- diff -----------------------------------------------------------------------------------------
+@app.command("diff")
+def diff(
+    run_a: Annotated[
+        str | None, typer.Argument(help="Older run (id, prefix, latest~N) or step run (RUN:STEP).")
+    ] = None,
+    run_b: Annotated[str | None, typer.Argument(help="Newer run, or step run.")] = None,
+    last: Annotated[str | None, typer.Option("--last", help="The last two runs of this pipeline.")] = None,
+    last_good: Annotated[
+        str | None,
+        typer.Option("--last-good", help="This pipeline's latest successful run against its latest failed one."),
+    ] = None,
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML page here.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What changed between two runs (or two step runs), then how each step ran.
+
+    Changes: code (a diff per changed function), dependencies, parameters, inputs, outputs (small values
+    shown), logged metadata, resources, status and errors, environment. How it ran: cache hit or computed,
+    orchestrator, duration."""
+    client = _client()
+    given = [x for x in (run_a, run_b) if x is not None]
+    try:
+        if sum(bool(x) for x in (last, last_good, given)) != 1 or (given and len(given) != 2):
+            _fail("give two runs (or two step runs), --last PIPELINE, or --last-good PIPELINE")
+        if last:
+            d = client.diff_last(last)
+        elif last_good:
+            d = client.diff_last_good(last_good)
+        else:
+            assert run_a is not None and run_b is not None
+            d = _diff_pair(client, run_a, run_b)
+    except IsthmusError as exc:
+        _fail(str(exc))
+    if html_file is not None:
+        try:
+            html_file.write_text(diff_page(d), encoding="utf-8")
+        except OSError as exc:
+            _fail(f"--html {str(html_file)!r}: cannot write the page ({exc.strerror or exc})")
+    if as_json:
         dump_json(d)
         return
+    if "run_a" in d:
+        _print_run_diff(d)
+    else:
+        a, b = d["step_run_a"], d["step_run_b"]
+        console.print(
+            f"[bold]diff[/bold] step run {a['id'][:8]} ({escape(a['invocation'])}, {a['status']}) -> "
+            f"{b['id'][:8]} ({escape(b['invocation'])}, {b['status']})"
+        )
+        if d["changes"]:
+            print_changes(d["changes"], "  ")
+        else:
+            console.print("  nothing changed")
+        _print_environment(d["environment"])
+        print_ran({b["invocation"]: d["ran"]})
+    if html_file is not None:
+        console.print(f"wrote {escape(str(html_file))}")
+
+
+def _diff_pair(client: Client, a: str, b: str) -> dict[str, Any]:
+    """Two runs, or two step runs (``RUN:STEP`` or a step run id)."""
+    if ":" in a or ":" in b:
+        return client.diff_step_runs(a, b)
+    try:
+        return client.diff_runs(a, b)
+    except IsthmusError:
+        try:  # not two pipeline runs: maybe two step run ids
+            return client.diff_step_runs(a, b)
+        except IsthmusError:
+            pass
+        raise
+
+
+def _print_environment(env: dict[str, Any]) -> None:
+    if not env:
+        return
+    console.print("  environment:")
+    for section, changes in env.items():
+        if isinstance(changes, dict):
+            for k, (old, new) in changes.items():
+                console.print(f"    {section}.{k}: {old} -> {new}", markup=False)
+        else:
+            console.print(f"    {section}: {changes[0]} -> {changes[1]}", markup=False)
+
+
+def _print_run_diff(d: dict[str, Any]) -> None:
     a, b = d["run_a"], d["run_b"]
     console.print(
         f"[bold]diff[/bold] {a['id'][:8]} ({a['orchestrator']}, {a['status']}) -> {b['id'][:8]} ({b['orchestrator']}, {b['status']})"
     )
+    console.print("[bold]what changed[/bold]")
     if d["params"]:
         for k, (old, new) in d["params"].items():
-            console.print(f"  param [bold]{k}[/bold]: {old!r} -> {new!r}")
+            console.print(f"  param {k}: {old!r} -> {new!r}", markup=False)
     if not d["steps"]:
         console.print(f"  steps: no changes ({len(d['unchanged_steps'])} identical)")
     for name, entry in d["steps"].items():
         if "only_in" in entry:
-            console.print(f"  step [bold]{name}[/bold]: only in run {entry['only_in']}")
+            console.print(f"  step {name}: only in run {entry['only_in']}", markup=False)
             continue
-        console.print(f"  step [bold]{name}[/bold]:")
-        for field in ("status", "cache_hit"):
-            if field in entry:
-                console.print(f"    {field}: {entry[field][0]} -> {entry[field][1]}")
-        for field in ("params", "dependencies"):
-            for k, (old, new) in entry.get(field, {}).items():
-                console.print(f"    {field[:-1] if field == 'params' else 'dependency'} {k}: {old} -> {new}")
-        for field in ("inputs", "outputs"):
-            for k, (old, new) in entry.get(field, {}).items():
-                console.print(f"    {field[:-1]} {k}: {short(old, 12)} -> {short(new, 12)}")
-        for k, (old, new, *delta) in entry.get("metadata", {}).items():
-            change = f" ({delta[0]:+.6g})" if delta else ""
-            console.print(f"    metadata {k}: {json.dumps(old)} -> {json.dumps(new)}{change}", markup=False)
-        for _component, text in entry.get("code", {}).items():
-            print_diff(text)
+        console.print(f"  step {name}:", markup=False)
+        print_changes(entry, "    ")
     if d["unchanged_steps"] and d["steps"]:
-        console.print(f"  unchanged: {', '.join(d['unchanged_steps'])}")
-    env = d["environment"]
-    if env:
-        console.print("  environment:")
-        for section, changes in env.items():
-            if isinstance(changes, dict):
-                for k, (old, new) in changes.items():
-                    console.print(f"    {section}.{k}: {old} -> {new}")
-            else:
-                console.print(f"    {section}: {changes[0]} -> {changes[1]}")
+        console.print(f"  unchanged: {', '.join(d['unchanged_steps'])}", markup=False)
+    _print_environment(d["environment"])
+    print_ran(d["ran"])
 
 
 # -- artifacts ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -90,3 +91,95 @@ def pinned_lines(step_run: dict[str, Any]) -> list[str]:
         what = f"{alias} → {shown}" if isinstance(alias, str) else f"pinned {shown}"
         lines.append(f"input {name} of {step_run['invocation']}: {what}")
     return lines
+
+
+def _shown(value: Any) -> str:
+    """A recorded value as text: numbers and short strings as they are, other data as JSON."""
+    if isinstance(value, str):
+        return value if len(value) <= 80 else value[:79] + "…"
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
+def _plain(line: str) -> None:
+    console.print(line, markup=False, highlight=False)
+
+
+def print_changes(entry: dict[str, Any], indent: str) -> None:
+    """The 'what changed' lines of one step (see :func:`isthmus.diff.step_changes`)."""
+    for field in ("status", "error"):
+        if field in entry:
+            _plain(f"{indent}{field}: {_shown(entry[field][0])} -> {_shown(entry[field][1])}")
+    for field, label in (("params", "param"), ("dependencies", "dependency"), ("resources", "resource")):
+        for k, (old, new) in entry.get(field, {}).items():
+            _plain(f"{indent}{label} {k}: {_shown(old)} -> {_shown(new)}")
+    for k, (old, new) in entry.get("inputs", {}).items():
+        _plain(f"{indent}input {k}: {short(old, 12)} -> {short(new, 12)}")
+    hashes = entry.get("outputs", {})
+    for k, (old, new, *delta) in entry.get("output_values", {}).items():
+        if [old, new] == hashes.get(k):
+            _plain(f"{indent}output {k}: {short(old, 12)} -> {short(new, 12)}")
+        else:
+            change = f" ({delta[0]:+.6g})" if delta else ""
+            _plain(f"{indent}output {k}: {_shown(old)} -> {_shown(new)}{change}")
+    for k, (old, new, *delta) in entry.get("metadata", {}).items():
+        change = f" ({delta[0]:+.6g})" if delta else ""
+        _plain(f"{indent}metadata {k}: {json.dumps(old)} -> {json.dumps(new)}{change}")
+    for _component, text in entry.get("code", {}).items():
+        print_diff(text)
+    if set(entry) == {"cache_key"}:
+        _plain(
+            f"{indent}cache key differs, and nothing recorded does (a declared file or env value, a secret "
+            "parameter's value or the secret salt)"
+        )
+
+
+def print_ran(ran: dict[str, Any]) -> None:
+    """The 'how it ran' table: cache hit or computed, orchestrator, duration (not a change)."""
+    t = table("How it ran (not a change)", ["step", "a", "b"])
+    for name, sides in ran.items():
+        cells = []
+        for side in ("a", "b"):
+            r = sides.get(side)
+            if not r:
+                cells.append("-")
+                continue
+            took = f"{r['duration_ms']:.0f} ms" if r.get("duration_ms") is not None else "-"
+            src = f" from {short(r['source_step_run_id'])}" if r.get("source_step_run_id") else ""
+            cells.append(f"{r['cache']}{src} · {r['orchestrator']} · {took}")
+        t.add_row(escape(name), escape(cells[0]), escape(cells[1]))
+    console.print(t)
+
+
+def print_explanation(explanation: Any) -> None:
+    """``isthmus why``: the decision, what it was compared with, each changed component."""
+    e = explanation
+    me = e.step_run
+    _plain(f"step run {me.id} ({me.invocation} in {me.orchestrator} run {short(me.pipeline_run_id)}): {e.decision}")
+    _plain(f"why: {e.reason}")
+    if e.source is not None:
+        s = e.source
+        _plain(
+            f"source: step run {s.id} ({s.invocation}), {s.orchestrator} pipeline run {s.pipeline_run_id} "
+            f"({s.pipeline}), started {s.started_at}"
+        )
+    if e.compared_with is not None:
+        c = e.compared_with
+        _plain(
+            f"compared with: step run {c.id} ({c.invocation}, {c.orchestrator}, {c.pipeline}, started {c.started_at})"
+        )
+    for change in e.changes:
+        if change.component in ("code", "policy"):
+            state = f" ({change.old})" if change.old else ""
+            _plain(f"{change.component}: {change.name} changed{state}")
+            print_diff(change.diff or "")
+        elif change.component == "inputs":
+            producers = change.produced_by or {}
+            new, old = producers.get("new"), producers.get("old")
+            made = f", now from {new.invocation} {new.id[:8]}" if new else ""
+            was = f" (was from {old.invocation} {old.id[:8]})" if old else ""
+            _plain(f"input {change.name}: {short(change.old, 12)} -> {short(change.new, 12)}{made}{was}")
+        else:
+            _plain(f"{change.component} {change.name}: {_shown(change.old)} -> {_shown(change.new)}")
+    for note in e.notes:
+        _plain(f"note: {note}")

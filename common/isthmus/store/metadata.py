@@ -523,6 +523,54 @@ class MetadataStore:
             )
         return _step_run(row) if row else None
 
+    def find_step_runs(self, prefix: str, limit: int = 3) -> list[StepRunRecord]:
+        """Step runs whose id starts with ``prefix`` (at most ``limit``), by the primary key."""
+        r = s.step_runs
+        if self.dialect == "sqlite" and prefix:  # a key range: SQLite's LIKE does not use the index
+            upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            cond = and_(r.c.id >= prefix, r.c.id < upper)
+        else:
+            cond = r.c.id.startswith(prefix, autoescape=True)
+        with self._read() as conn:
+            rows = conn.execute(select(r).where(cond).order_by(r.c.id).limit(limit)).mappings().all()
+        return [_step_run(x) for x in rows if str(x["id"]).startswith(prefix)]
+
+    def earlier_step_runs(
+        self, step_name: str, before: dt.datetime, exclude: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Finished runs of ``step_name`` that started before ``before``, newest first, each with its
+        pipeline run's ``pipeline`` name (by the step-name index)."""
+        r, p = s.step_runs, s.pipeline_runs
+        query = (
+            select(r, p.c.pipeline.label("pipeline"))
+            .select_from(r.outerjoin(p, p.c.id == r.c.pipeline_run_id))
+            .where(
+                r.c.step_name == step_name,
+                r.c.started_at < before,
+                r.c.status.in_([RunStatus.COMPLETED, RunStatus.FAILED]),
+                r.c.id != (exclude or ""),
+            )
+            .order_by(r.c.started_at.desc())
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [dict(_step_run(row)) for row in conn.execute(query).mappings()]
+
+    def latest_runs_of(self, pipeline: str, status: str | None = None, limit: int = 2) -> list[PipelineRunRecord]:
+        """The newest runs of ``pipeline`` (with ``status`` if given), newest first (by the pipeline index)."""
+        p = s.pipeline_runs
+        query = select(p).where(p.c.pipeline == pipeline).order_by(p.c.started_at.desc()).limit(limit)
+        if status is not None:
+            query = query.where(p.c.status == status)
+        with self._read() as conn:
+            return [_pipeline_run(x) for x in conn.execute(query).mappings()]
+
+    def get_pipeline_run(self, run_id: str) -> PipelineRunRecord | None:
+        """The pipeline run with exactly this id, or None."""
+        with self._read() as conn:
+            row = conn.execute(select(s.pipeline_runs).where(s.pipeline_runs.c.id == run_id)).mappings().first()
+        return _pipeline_run(row) if row else None
+
     # -- cache -----------------------------------------------------------------------------------
     def cache_candidates(self, cache_key: str, now: float, limit: int = 5) -> list[CacheCandidate]:
         """Unexpired completed step runs recorded under ``cache_key``, newest first."""

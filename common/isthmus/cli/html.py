@@ -1,0 +1,106 @@
+"""``isthmus diff --html FILE``: one self-contained page (no scripts, no external resources), every
+recorded value escaped, code changes side by side (:class:`difflib.HtmlDiff`, which escapes the lines)."""
+
+from __future__ import annotations
+
+import difflib
+import html
+import json
+from typing import Any
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+h1{font-size:1.3em} h2{font-size:1.1em;margin-top:1.5em} h3{font-size:1em}
+table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.2em .5em;vertical-align:top}
+table.diff{font-family:monospace;font-size:.85em} .diff_header{background:#eee}
+.diff_add{background:#cfc} .diff_chg{background:#ff9} .diff_sub{background:#fcc} .ran{color:#666}
+"""
+
+
+def _e(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return html.escape(text, quote=True)
+
+
+def _rows(title: str, changes: dict[str, Any]) -> str:
+    if not changes:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(k)}</td><td>{_e(v[0])}</td><td>{_e(v[1])}</td><td>{_e(v[2]) if len(v) > 2 else ''}</td></tr>"
+        for k, v in changes.items()
+    )
+    return f"<h3>{_e(title)}</h3><table><tr><th>name</th><th>old</th><th>new</th><th>change</th></tr>{rows}</table>"
+
+
+def _step(name: str, entry: dict[str, Any]) -> str:
+    parts = [f"<h2>step {_e(name)}</h2>"]
+    if "only_in" in entry:
+        return parts[0] + f"<p>only in run {_e(entry['only_in'])}</p>"
+    for field in ("status", "error"):
+        if field in entry:
+            parts.append(_rows(field, {field: entry[field]}))
+    for field, label in (
+        ("params", "params"),
+        ("dependencies", "dependencies"),
+        ("inputs", "inputs"),
+        ("output_values", "outputs"),
+        ("metadata", "metadata"),
+        ("resources", "resources"),
+    ):
+        parts.append(_rows(label, entry.get(field, {})))
+    differ = difflib.HtmlDiff(wrapcolumn=90)
+    for component, (old, new) in entry.get("code_sources", {}).items():
+        table = differ.make_table(
+            old.splitlines(), new.splitlines(), fromdesc=_e(f"a/{component}"), todesc=_e(f"b/{component}")
+        )
+        parts.append(f"<h3>code {_e(component)}</h3>{table}")
+    return "".join(parts)
+
+
+def _ran(ran: dict[str, Any]) -> str:
+    rows = []
+    for name, sides in ran.items():
+        cells = []
+        for side in ("a", "b"):
+            r = sides.get(side)
+            cells.append(
+                "-" if not r else f"{_e(r['cache'])} · {_e(r['orchestrator'])} · {_e(round(r['duration_ms'] or 0))} ms"
+            )
+        rows.append(f"<tr><td>{_e(name)}</td><td>{cells[0]}</td><td>{cells[1]}</td></tr>")
+    return (
+        "<h2>how it ran</h2><table class='ran'><tr><th>step</th><th>a</th><th>b</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
+def diff_page(d: dict[str, Any]) -> str:
+    """The page for a diff of two runs (``diff_runs``) or two step runs (``diff_step_runs``)."""
+    if "run_a" in d:
+        a, b = d["run_a"], d["run_b"]
+        title = f"diff {a['id'][:8]} → {b['id'][:8]} ({a['pipeline']})"
+        body = [_rows("pipeline parameters", d["params"])]
+        body += [_step(name, entry) for name, entry in d["steps"].items()]
+        if not d["steps"]:
+            body.append(f"<p>No step changed ({len(d['unchanged_steps'])} identical).</p>")
+        ran = d["ran"]
+    else:
+        a, b = d["step_run_a"], d["step_run_b"]
+        title = f"diff step runs {a['id'][:8]} → {b['id'][:8]} ({a['invocation']})"
+        body = [_step(str(a["invocation"]), d["changes"]) if d["changes"] else "<p>Nothing changed.</p>"]
+        ran = {str(a["invocation"]): d["ran"]}
+    env = d.get("environment") or {}
+    flat: dict[str, Any] = {}
+    for section, changes in env.items():
+        if isinstance(changes, dict):
+            flat.update({f"{section}.{k}": v for k, v in changes.items()})
+        else:
+            flat[section] = changes
+    body.append(_rows("environment", flat))
+    body.append(_ran(ran))
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+        f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body><h1>{_e(title)}</h1>"
+        "<p>What changed, then how each step ran (cache, orchestrator, duration: not a change).</p>"
+        + "".join(body)
+        + "</body></html>\n"
+    )

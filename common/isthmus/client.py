@@ -1,0 +1,175 @@
+"""``isthmus.Client``: the day-2 API the command line (and the web UI) sit on.
+
+Every method answers from the metadata store (and, for small output values, the artifact store) and
+returns plain data — records, or dataclasses with ``to_dict()`` — never prints. Ids are resolved here
+and only here:
+
+- a pipeline run: its id, a unique prefix, ``latest`` or ``latest~N``;
+- a step run: its id, a unique prefix, or ``RUN:INVOCATION`` (``latest:train``, ``3f2a:train_2``,
+  ``latest~1:genre_stats[0]``) — the last attempt of that invocation (or step name) in that run.
+
+An unknown or ambiguous id raises :class:`~isthmus.errors.RunNotFound` (one line naming the id and how
+to list valid ones). Later day-2 commands (aliases, rerun, lineage, gc) are further methods here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from isthmus import defaults
+from isthmus.artifacts.store import ArtifactStore
+from isthmus.diff import diff_runs, diff_step_runs
+from isthmus.errors import RunNotFound
+from isthmus.explain import Explanation, explain_step_run
+from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
+from isthmus.store.metadata import MetadataStore
+
+_LATEST = re.compile(r"latest(?:~\d+)?")
+_SHOWN = 60  # characters of a hostile id quoted in an error
+
+
+def _quoted(ref: str) -> str:
+    return repr(ref if len(ref) <= _SHOWN else ref[:_SHOWN] + "…")
+
+
+class Client:
+    """Queries over recorded runs. ``metadata`` / ``artifacts`` default to the configured stores
+    (:mod:`isthmus.defaults`), looked up on first use."""
+
+    def __init__(self, metadata: MetadataStore | None = None, artifacts: ArtifactStore | None = None) -> None:
+        self._metadata = metadata
+        self._artifacts = artifacts
+
+    @property
+    def metadata(self) -> MetadataStore:
+        if self._metadata is None:
+            self._metadata = defaults.metadata_store()
+        return self._metadata
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        if self._artifacts is None:
+            self._artifacts = defaults.artifact_store()
+        return self._artifacts
+
+    # -- ids ---------------------------------------------------------------------------------------
+    def resolve_run(self, ref: str) -> str:
+        """The id of the pipeline run ``ref`` names (id, unique prefix, ``latest``, ``latest~N``)."""
+        ref = str(ref).strip()
+        if not ref or any(c.isspace() for c in ref):
+            raise RunNotFound(f"no pipeline run matches {_quoted(ref)}; see 'isthmus runs list' for run ids")
+        return self.metadata.resolve_run_id(ref)
+
+    def resolve_step_run(self, ref: str) -> str:
+        """The id of the step run ``ref`` names (id, unique prefix, or ``RUN:INVOCATION``)."""
+        ref = str(ref).strip()
+        if ":" in ref:
+            run_ref, _, invocation = ref.partition(":")
+            return self._step_in_run(run_ref, invocation, ref)
+        if not ref or _LATEST.fullmatch(ref) or not re.fullmatch(r"[0-9a-fA-F-]+", ref):
+            hint = (
+                f" (a step run of a run is RUN:STEP, e.g. '{ref or 'latest'}:train')" if _LATEST.fullmatch(ref) else ""
+            )
+            raise RunNotFound(f"no step run matches {_quoted(ref)}{hint}; list step runs with 'isthmus runs show RUN'")
+        found = self.metadata.find_step_runs(ref.lower())
+        if not found:
+            raise RunNotFound(f"no step run matches {_quoted(ref)}; list step runs with 'isthmus runs show RUN'")
+        if len(found) > 1:
+            ids = ", ".join(str(sr["id"])[:12] for sr in found[:2])
+            raise RunNotFound(f"step run id prefix {_quoted(ref)} is ambiguous ({ids}, …); give more characters")
+        return str(found[0]["id"])
+
+    def _step_in_run(self, run_ref: str, invocation: str, ref: str) -> str:
+        run_id = self.resolve_run(run_ref or "latest")
+        steps = self.metadata.step_runs_of(run_id)
+        chosen = [sr for sr in steps if sr["invocation"] == invocation] or [
+            sr for sr in steps if sr["step_name"] == invocation
+        ]
+        if not chosen:
+            names = ", ".join(dict.fromkeys(sr["invocation"] for sr in steps)) or "none"
+            raise RunNotFound(
+                f"run {run_id[:8]} has no step {_quoted(invocation)} (in {_quoted(ref)}); its steps: {names}"
+            )
+        invocations = {sr["invocation"] for sr in chosen}
+        if len(invocations) > 1:
+            raise RunNotFound(
+                f"{_quoted(ref)} is ambiguous: step {invocation!r} ran as {', '.join(sorted(invocations))}; "
+                "name the invocation"
+            )
+        return str(chosen[-1]["id"])  # ordered by start: the last attempt
+
+    # -- records -----------------------------------------------------------------------------------
+    def runs(
+        self, limit: int = 20, pipeline: str | None = None, orchestrator: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Recent pipeline runs, newest first, with their step and cache-hit counts."""
+        return self.metadata.list_runs(limit=limit, pipeline=pipeline, orchestrator=orchestrator)
+
+    def run(self, ref: str) -> PipelineRunRecord:
+        """One pipeline run."""
+        run = self.metadata.get_pipeline_run(self.resolve_run(ref))
+        assert run is not None  # resolved just now
+        return run
+
+    def step_runs(self, run_ref: str) -> list[StepRunRecord]:
+        """The step runs of a pipeline run (every attempt), in the order they started."""
+        return self.metadata.step_runs_of(self.resolve_run(run_ref))
+
+    def step_run(self, ref: str) -> StepRunRecord:
+        """One step run."""
+        step_run_id = self.resolve_step_run(ref)
+        (found,) = [sr for sr in self.metadata.find_step_runs(step_run_id) if sr["id"] == step_run_id]
+        return found
+
+    def last_runs(self, pipeline: str, n: int = 2) -> list[PipelineRunRecord]:
+        """The ``n`` newest runs of ``pipeline``, oldest first; fewer than ``n`` is an error."""
+        runs = self.metadata.latest_runs_of(pipeline, limit=n)
+        if len(runs) < n:
+            raise RunNotFound(
+                f"pipeline {_quoted(pipeline)} has {len(runs)} recorded run(s), {n} needed; "
+                "see 'isthmus runs list' for pipelines and their runs"
+            )
+        return runs[::-1]
+
+    def last_good_and_failed(self, pipeline: str) -> tuple[PipelineRunRecord, PipelineRunRecord]:
+        """The latest successful run of ``pipeline`` and its latest failed one."""
+        good = self.metadata.latest_runs_of(pipeline, RunStatus.COMPLETED, limit=1)
+        bad = self.metadata.latest_runs_of(pipeline, RunStatus.FAILED, limit=1)
+        if not good or not bad:
+            missing = "successful" if not good else "failed"
+            raise RunNotFound(
+                f"pipeline {_quoted(pipeline)} has no {missing} run recorded; "
+                f"see 'isthmus runs list --pipeline {pipeline}'"
+            )
+        return good[0], bad[0]
+
+    # -- why -----------------------------------------------------------------------------------------
+    def explain(self, step_run: str) -> Explanation:
+        """Why a step run computed (which cache-key components changed since the nearest earlier run of
+        the step), or where its cached result came from."""
+        return explain_step_run(self.metadata, self.step_run(step_run))
+
+    def reasons(self, run: str) -> dict[str, str]:
+        """One line per step run of a pipeline run: why it computed, or where its hit came from."""
+        return {str(sr["id"]): explain_step_run(self.metadata, sr).reason for sr in self.step_runs(run)}
+
+    # -- diff ----------------------------------------------------------------------------------------
+    def diff_runs(self, run_a: str, run_b: str) -> dict[str, Any]:
+        """What changed between two pipeline runs, and how each step ran (JSON-ready)."""
+        return diff_runs(self.metadata, self.resolve_run(run_a), self.resolve_run(run_b), artifacts=self.artifacts)
+
+    def diff_step_runs(self, step_run_a: str, step_run_b: str) -> dict[str, Any]:
+        """What changed between two step runs, and how each ran (JSON-ready)."""
+        a, b = self.step_run(step_run_a), self.step_run(step_run_b)
+        return diff_step_runs(self.metadata, a, b, artifacts=self.artifacts)
+
+    def diff_last(self, pipeline: str) -> dict[str, Any]:
+        """The diff of the last two runs of ``pipeline``."""
+        a, b = self.last_runs(pipeline, 2)
+        return diff_runs(self.metadata, a["id"], b["id"], artifacts=self.artifacts)
+
+    def diff_last_good(self, pipeline: str) -> dict[str, Any]:
+        """The diff of the latest successful run of ``pipeline`` against its latest failed one."""
+        good, bad = self.last_good_and_failed(pipeline)
+        return diff_runs(self.metadata, good["id"], bad["id"], artifacts=self.artifacts)
