@@ -1,13 +1,14 @@
 """Fan-out and fan-in with named outputs and logged metadata, on the diabetes dataset of the main example.
 
-ingest -> age_bands -> band_stats.partial(raw=raw).map(band=bands)   (one step run per age band, at run time)
+ingest -> age_bands -> band_stats.partial(raw=raw).map(band=bands)   (one step run per age decile, at run time)
 ingest -> featurize -> [train_scored(n_estimators=n) for n in sizes]  (static fan-out while the body is traced)
        -> pick_best(scores)  -> (best_r2, best_size)                  (fan-in; two named outputs)
 report(per_band, best_r2, best_size)                                  (fan-in of the mapped results)
 
     python -m dags_examples.fanout_pipeline [--max-workers 4]
 
-runs it twice (the second run is all cache hits) and prints what isthmus recorded. The same pipeline runs
+runs it twice (the second run is all cache hits) and prints what isthmus recorded; ``--bands 5`` afterwards
+computes only the new decile's step run (and the steps after the list). The same pipeline runs
 as an Airflow DAG (``fanout_pipeline.to_airflow_dag()``) and a Flyte workflow (``to_flyte_workflow()``).
 """
 
@@ -28,16 +29,16 @@ from isthmus.cli import app
 
 @step
 def age_bands(raw: pd.DataFrame, bands: int = 4) -> list[str]:
-    """The age quantile bands to summarize, as labels ``q0`` … (one mapped step run each)."""
-    return [f"q{i}" for i in range(bands)]
+    """The age deciles to summarize, youngest first, as labels ``d0`` … (one mapped step run each)."""
+    return [f"d{i}" for i in range(min(bands, 10))]
 
 
 @step
-def band_stats(raw: pd.DataFrame, band: str, bands: int = 4) -> dict:
-    """Disease progression within one age quantile band."""
+def band_stats(raw: pd.DataFrame, band: str) -> dict:
+    """Disease progression within one age decile."""
     index = int(band[1:])
-    edges = raw["age"].quantile([index / bands, (index + 1) / bands]).to_list()
-    rows = raw[(raw["age"] >= edges[0]) & (raw["age"] <= edges[1])]
+    low, high = raw["age"].quantile([index / 10, (index + 1) / 10]).to_list()
+    rows = raw[(raw["age"] >= low) & (raw["age"] <= high)]
     stats = {"band": band, "patients": int(len(rows)), "mean_target": round(float(rows[TARGET].mean()), 2)}
     log_metadata({"patients": stats["patients"], "mean_target": stats["mean_target"]})
     return stats
@@ -72,7 +73,7 @@ def report(per_band: list, best_r2: float, best_size: int) -> dict:
 @pipeline
 def fanout_pipeline(bands: int = 4):
     raw = ingest()
-    per_band = band_stats.partial(raw=raw, bands=bands).map(band=age_bands(raw, bands))
+    per_band = band_stats.partial(raw=raw).map(band=age_bands(raw, bands))
     features = featurize(raw)
     scores = [train_scored(features, n_estimators=n) for n in (10, 30)]
     best_r2, best_size = pick_best(scores)

@@ -3,7 +3,7 @@ mapped task (one task instance and one isthmus step run per band), the two train
 joins receive the mapped results in map order. A run computed locally (``python -m
 dags_examples.fanout_pipeline``) is all cache hits here, and the other way round.
 
-Trigger with config ``{"bands": 5}`` to add a band (only it and the steps after the list compute), or
+Trigger with config ``{"bands": 5}`` to add a decile (only it and the steps after the list compute), or
 ``{"isthmus_cache": false}`` to compute everything again.
 """
 
