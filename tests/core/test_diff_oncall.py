@@ -117,7 +117,7 @@ def test_html_page_is_self_contained_and_escaped(tmp_path: Path) -> None:
         """
     write_module(tmp_path, "proj_paged", source.replace("{factor}", "1"))
     import_fresh(tmp_path, "proj_paged").paged.run()
-    write_module(tmp_path, "proj_paged", source.replace("{factor}", "3"))
+    write_module(tmp_path, "proj_paged", source.replace("{factor}", "33"))  # a new size: no stale .pyc
     import_fresh(tmp_path, "proj_paged").paged.run()
     out_file = tmp_path / "diff.html"
     code, out = invoke("diff", "--last", "paged", "--html", str(out_file))
@@ -127,5 +127,5 @@ def test_html_page_is_self_contained_and_escaped(tmp_path: Path) -> None:
     assert not re.search(r"(src|href)=['\"]?https?:", page)  # nothing fetched from elsewhere
     assert "diff_add" in page or "diff_chg" in page  # the side-by-side code table
     text = re.sub(r"<[^>]+>", "", page.replace("&nbsp;", " "))
-    assert "x * 3" in text and "x * 1" in text  # both sides of the code
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;6" in text  # the small output, escaped
+    assert "x * 33" in text and "x * 1" in text  # both sides of the code
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;66" in text  # the small output, escaped
