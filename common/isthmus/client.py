@@ -178,10 +178,10 @@ class Client:
 
     # -- lineage and retention -------------------------------------------------------------------
     def lineage(
-        self, target: str, *, direction: str = "both", depth: int | None = None, max_nodes: int = 5000
+        self, target: str, *, direction: str = "both", depth: int | None = None, max_step_runs: int = 2000
     ) -> Lineage:
         """Where an artifact, step run or pipeline run came from and what it fed (see :mod:`isthmus.lineage_query`)."""
-        return lineage(self, target, direction=direction, depth=depth, max_nodes=max_nodes)
+        return lineage(self, target, direction=direction, depth=depth, max_step_runs=max_step_runs)
 
     def gc(
         self,

@@ -47,7 +47,7 @@ from isthmus.artifacts.refs import check_content_hash
 from isthmus.artifacts.store import ArtifactStore
 from isthmus.config import get_settings
 from isthmus.records import RunStatus
-from isthmus.store.metadata import MetadataStore, as_utc
+from isthmus.store.metadata import MetadataStore
 
 DEFAULT_GRACE = 3600.0
 """Seconds during which a new artifact, a new step run or a partial write is never touched."""
@@ -93,9 +93,7 @@ def _plan(
     rows = meta.retention_rows()
     by_pipeline: dict[str, list[tuple[dt.datetime, str, str]]] = defaultdict(list)
     for run_id, pipeline, status, started in rows["runs"]:
-        by_pipeline[pipeline].append(
-            (as_utc(started) or dt.datetime.min.replace(tzinfo=dt.timezone.utc), run_id, status)
-        )
+        by_pipeline[pipeline].append((_utc(started), run_id, status))
     limited = keep_last is not None or older_than is not None
     age_cutoff = dt.datetime.fromtimestamp(now - (older_than or 0), dt.timezone.utc)
     dropped_runs: set[str] = set()
@@ -113,10 +111,7 @@ def _plan(
     kept_steps = {
         step_id
         for step_id, run_id, status, started in rows["step_runs"]
-        if run_id is None
-        or run_id not in dropped_runs
-        or status == RunStatus.RUNNING
-        or (as_utc(started) or fresh) >= fresh
+        if run_id is None or run_id not in dropped_runs or status == RunStatus.RUNNING or _utc(started) >= fresh
     }
     outputs: dict[str, set[str]] = defaultdict(set)
     needed: set[str] = set()
@@ -143,10 +138,18 @@ def _plan(
     candidates = {
         content_hash: int(size or 0)
         for content_hash, size, created_at, _uri in rows["artifacts"]
-        if content_hash not in needed and (as_utc(created_at) or fresh) < fresh
+        if content_hash not in needed and _utc(created_at, fresh) < fresh
     }
     droppable = [(key, step_id) for key, step_id in droppable if outputs.get(step_id, set()) & candidates.keys()]
     return _Plan(len(rows["runs"]), len(rows["runs"]) - len(dropped_runs), candidates, droppable, history is not None)
+
+
+def _utc(value: dt.datetime | None, missing: dt.datetime | None = None) -> dt.datetime:
+    """A stored time as an aware UTC datetime (SQLite returns naive ones); ``missing`` (or the earliest
+    time) when there is none."""
+    if value is None:
+        return missing or dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def collect_garbage(
@@ -254,7 +257,7 @@ def _modified(info: dict[str, Any]) -> float | None:
     for key in ("LastModified", "last_modified", "mtime", "updated", "created"):
         value = info.get(key)
         if isinstance(value, dt.datetime):
-            return (as_utc(value) or value).timestamp()
+            return _utc(value).timestamp()
         if isinstance(value, (int, float)):
             return float(value)
     return None

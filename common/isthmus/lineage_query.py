@@ -12,7 +12,7 @@ code hash, dependency hash, environment hash, parameters (secrets stay ``***``),
 and, for a hit, the step run its result came from.
 
 ``depth`` counts step-run hops from the target (None: no limit). A visited set makes a cycle (impossible
-with content hashes, guarded anyway) harmless, and ``max_nodes`` bounds an answer on a large store
+with content hashes, guarded anyway) harmless, and ``max_step_runs`` (each brought with its links) bounds an answer on a large store
 (``truncated`` says so). Every query reads by an index: links by step run id (primary key) or by
 content hash, step runs and artifacts by primary key.
 """
@@ -206,16 +206,16 @@ def _one_artifact(client: Client, prefix: str, ref: str) -> str:
 
 # -- the walk --------------------------------------------------------------------------------------
 class _Walk:
-    def __init__(self, client: Client, result: Lineage, max_nodes: int) -> None:
+    def __init__(self, client: Client, result: Lineage, max_step_runs: int) -> None:
         self.meta = client.metadata
         self.result = result
-        self.max_nodes = max_nodes
+        self.max_step_runs = max_step_runs
         self.linked: set[str] = set()  # step runs whose links were read
         self.edge_keys: set[tuple[str, str, str, str]] = set()
         self.names: dict[str, set[str]] = {}
 
     def full(self) -> bool:
-        if len(self.result.artifacts) + len(self.result.step_runs) >= self.max_nodes:
+        if len(self.result.step_runs) >= self.max_step_runs:
             self.result.truncated = True
             return True
         return False
@@ -223,7 +223,7 @@ class _Walk:
     def add_step_runs(self, ids: Iterable[str], depth: int) -> list[str]:
         """Add these step runs (at ``depth``) unless known; returns the new ones."""
         new = [i for i in dict.fromkeys(ids) if i not in self.result.step_runs]
-        room = self.max_nodes - len(self.result.artifacts) - len(self.result.step_runs)
+        room = self.max_step_runs - len(self.result.step_runs)
         if len(new) > room:
             new, self.result.truncated = new[: max(room, 0)], True
         added = []
@@ -328,7 +328,7 @@ def lineage(
     *,
     direction: str = "both",
     depth: int | None = None,
-    max_nodes: int = 5000,
+    max_step_runs: int = 2000,
 ) -> Lineage:
     """The lineage of what ``ref`` names (see :func:`resolve_target`), ``upstream``, ``downstream`` or
     ``both``, at most ``depth`` step-run hops away."""
@@ -338,7 +338,7 @@ def lineage(
         raise ValueError(f"depth {depth} is negative; give 0 or more (0: the target and its own links)")
     kind, target = resolve_target(client, ref)
     result = Lineage(target_kind=kind, target=target, direction=direction, depth=depth)
-    walk = _Walk(client, result, max_nodes)
+    walk = _Walk(client, result, max_step_runs)
     if kind == "artifact":
         result.artifacts[target] = ArtifactNode(target, (), None, None, None, False, 0)
         start_steps: list[str] = []
@@ -384,7 +384,7 @@ def _downstream(walk: _Walk, kind: str, target: str, start: list[str], depth: in
     level = 1
     while hashes and (depth is None or level <= depth) and not walk.full():
         seen.update(hashes)
-        room = walk.max_nodes - len(walk.result.artifacts) - len(walk.result.step_runs)
+        room = walk.max_step_runs - len(walk.result.step_runs)
         consumers = walk.meta.links_of_hashes(hashes, "input", limit=room + 1)
         new = walk.add_step_runs([str(x["step_run_id"]) for x in consumers], level)
         walk.read_links(new)
