@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from isthmus import pipeline, step
 
@@ -21,6 +22,11 @@ def count(items: list) -> int:
 @step
 def double(value: int, token: str = "") -> int:
     return 2 * value
+
+
+@step
+def keep_file(path: Path) -> Path:
+    return path
 
 
 @pipeline

@@ -8,10 +8,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
-from isthmus import Client, defaults
+from isthmus import Client, config, defaults
 from isthmus.artifacts import tmpfiles
 from isthmus.cli import app
 from tests.core import gc_steps as g
@@ -152,3 +154,36 @@ def test_gc_under_a_concurrent_run_never_loses_a_needed_object() -> None:
         assert json.loads(out.splitlines()[-1]) == {"failures": 0}, out
     print(f"gc deleted {deleted} objects while the other process ran ({skipped} kept: in use meanwhile)")
     assert deleted > 0  # gc really deleted results the other process went on to need, and recomputed
+
+
+def test_loaded_copies_of_deleted_artifacts_are_removed(tmp_path: Path) -> None:
+    src = tmp_path / "report.txt"
+    src.write_text("old report")
+    first = g.keep_file.run(src)
+    loaded = first.value
+    assert loaded.read_text() == "old report" and "files" in loaded.parts
+    src.write_text("new report")
+    g.keep_file.run(src)
+    client = Client()
+    report = client.gc(keep_last=0, older_than=0, prune_cache=True, grace=0)
+    assert first.outputs["output"].content_hash in report.deleted
+    assert report.copies_removed >= 1 and not loaded.exists()
+
+
+def test_gc_deletes_through_an_s3_store(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ISTHMUS_ARTIFACT_ROOT", f"s3://{s3_server.new_bucket()}/root")
+    config.reset()
+    old = g.chain.run(n=3)
+    g.chain.run(n=4)
+    client = Client()
+    assert not client.artifacts.local
+    refs = [r for s in old.steps.values() for r in s.outputs.values()]
+    assert all(client.artifacts.exists(r) for r in refs)
+    assert client.gc(keep_last=1, prune_cache=True, grace=0, dry_run=True).artifacts_deleted == 3
+    report = client.gc(keep_last=1, prune_cache=True, grace=0)
+    assert report.artifacts_deleted == 3 and report.bytes_freed == sum(r.size for r in refs)
+    assert not any(client.artifacts.exists(r) for r in refs)
+    again = g.chain.run(n=3)  # recomputed, not a failed hit
+    assert not any(s.cache_hit for s in again.steps.values()) and again.outputs == 6
