@@ -187,3 +187,20 @@ def test_gc_deletes_through_an_s3_store(s3_server: Any, monkeypatch: pytest.Monk
     assert not any(client.artifacts.exists(r) for r in refs)
     again = g.chain.run(n=3)  # recomputed, not a failed hit
     assert not any(s.cache_hit for s in again.steps.values()) and again.outputs == 6
+
+
+def test_lineage_and_gc_on_sqlite_and_postgresql(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ISTHMUS_STORE_URL", store_url)
+    config.reset()
+    old = g.chain.run(n=3)
+    new = g.chain.run(n=4)
+    client = Client()
+    made = old.steps["make"].outputs["output"].content_hash
+    assert client.lineage(made.split(":")[1][:10], direction="downstream").target == made
+    assert client.lineage(new.id[:8]).target_kind == "pipeline_run"
+    assert client.lineage(new.steps["count"].step_run_id[:13], direction="upstream").target_kind == "step_run"
+    report = client.gc(keep_last=1, prune_cache=True, grace=0)
+    assert report.artifacts_deleted == 3 and report.cache_entries_dropped == 3 and not report.alias_history
+    lin = client.lineage(made, direction="downstream")
+    assert lin.artifacts[made].present is False and lin.step_runs
+    assert not any(s.cache_hit for s in g.chain.run(n=3).steps.values())
