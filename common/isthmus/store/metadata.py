@@ -931,7 +931,8 @@ class MetadataStore:
     def links_of_hashes(self, hashes: Sequence[str], role: str, limit: int) -> list[dict[str, Any]]:
         """``step_run_artifacts`` rows with ``role`` for these content hashes (at most ``limit``), by the
         content-hash index."""
-        link, out = s.step_run_artifacts, []
+        link = s.step_run_artifacts
+        out: list[dict[str, Any]] = []
         with self._read() as conn:
             for chunk in _chunks(hashes):
                 query = select(link).where(link.c.content_hash.in_(chunk), link.c.role == role).limit(limit - len(out))
