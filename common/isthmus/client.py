@@ -22,6 +22,8 @@ from isthmus.artifacts.store import ArtifactStore
 from isthmus.diff import diff_runs, diff_step_runs
 from isthmus.errors import RunNotFound
 from isthmus.explain import Explanation, explain_step_run
+from isthmus.gc import DEFAULT_GRACE, GcReport, collect_garbage
+from isthmus.lineage_query import Lineage, lineage
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
 from isthmus.store.metadata import MetadataStore
 
@@ -173,3 +175,30 @@ class Client:
         """The diff of the latest successful run of ``pipeline`` against its latest failed one."""
         good, bad = self.last_good_and_failed(pipeline)
         return diff_runs(self.metadata, good["id"], bad["id"], artifacts=self.artifacts)
+
+    # -- lineage and retention -------------------------------------------------------------------
+    def lineage(
+        self, target: str, *, direction: str = "both", depth: int | None = None, max_step_runs: int = 2000
+    ) -> Lineage:
+        """Where an artifact, step run or pipeline run came from and what it fed (see :mod:`isthmus.lineage_query`)."""
+        return lineage(self, target, direction=direction, depth=depth, max_step_runs=max_step_runs)
+
+    def gc(
+        self,
+        *,
+        keep_last: int | None = None,
+        older_than: float | None = None,
+        dry_run: bool = False,
+        prune_cache: bool = False,
+        grace: float = DEFAULT_GRACE,
+    ) -> GcReport:
+        """Delete artifact objects no kept run, alias or live cache entry needs (see :mod:`isthmus.gc`)."""
+        return collect_garbage(
+            self.metadata,
+            self.artifacts,
+            keep_last=keep_last,
+            older_than=older_than,
+            dry_run=dry_run,
+            prune_cache=prune_cache,
+            grace=grace,
+        )

@@ -15,6 +15,7 @@ from isthmus import __version__, defaults
 from isthmus.artifacts.refs import loads_bounded
 from isthmus.cache_admin import prune
 from isthmus.cli.html import diff_page
+from isthmus.cli.lineage_gc import gc_cmd, lineage_cmd
 from isthmus.cli.render import (
     console,
     dump_json,
@@ -45,6 +46,8 @@ cache_app = typer.Typer(no_args_is_help=True, help="The step cache.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(cache_app, name="cache")
+app.command("lineage")(lineage_cmd)
+app.command("gc")(gc_cmd)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, insert, inspect, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
@@ -885,6 +885,142 @@ class MetadataStore:
                 "secret parameters are then recomputed once)"
             )
         return bytes.fromhex(value)
+
+    # -- lineage and retention reads (each by an index; the full listings are for gc) --------------
+    def _prefix(self, column: Any, prefix: str) -> Any:
+        """``column`` starts with ``prefix``, as a key range on SQLite (its LIKE does not use the index)."""
+        if self.dialect == "sqlite" and prefix:
+            return and_(column >= prefix, column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
+        return column.startswith(prefix, autoescape=True)
+
+    def find_pipeline_runs(self, prefix: str, limit: int = 2) -> list[str]:
+        """Ids of pipeline runs whose id starts with ``prefix`` (at most ``limit``), by the primary key."""
+        p = s.pipeline_runs
+        with self._read() as conn:
+            rows = conn.execute(select(p.c.id).where(self._prefix(p.c.id, prefix)).order_by(p.c.id).limit(limit))
+            return [str(r[0]) for r in rows if str(r[0]).startswith(prefix)]
+
+    def find_artifacts(self, prefix: str, limit: int = 2) -> list[dict[str, Any]]:
+        """Artifacts whose content hash starts with ``prefix`` (``blake3:…``), by the primary key."""
+        a = s.artifacts
+        with self._read() as conn:
+            rows = conn.execute(
+                select(a).where(self._prefix(a.c.content_hash, prefix)).order_by(a.c.content_hash).limit(limit)
+            )
+            return [dict(r) for r in rows.mappings() if str(r["content_hash"]).startswith(prefix)]
+
+    def artifacts_by_hash(self, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The ``artifacts`` rows of ``hashes`` (those recorded), by content hash."""
+        a, out = s.artifacts, {}
+        with self._read() as conn:
+            for chunk in _chunks(hashes):
+                for row in conn.execute(select(a).where(a.c.content_hash.in_(chunk))).mappings():
+                    out[str(row["content_hash"])] = dict(row)
+        return out
+
+    def links_of_step_runs(self, step_run_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """``step_run_artifacts`` rows (inputs and outputs) of these step runs, by the primary key."""
+        link = s.step_run_artifacts
+        with self._read() as conn:
+            return [
+                dict(row)
+                for chunk in _chunks(step_run_ids)
+                for row in conn.execute(select(link).where(link.c.step_run_id.in_(chunk))).mappings()
+            ]
+
+    def links_of_hashes(self, hashes: Sequence[str], role: str, limit: int) -> list[dict[str, Any]]:
+        """``step_run_artifacts`` rows with ``role`` for these content hashes (at most ``limit``), by the
+        content-hash index."""
+        link = s.step_run_artifacts
+        out: list[dict[str, Any]] = []
+        with self._read() as conn:
+            for chunk in _chunks(hashes):
+                query = select(link).where(link.c.content_hash.in_(chunk), link.c.role == role).limit(limit - len(out))
+                out += [dict(row) for row in conn.execute(query).mappings()]
+                if len(out) >= limit:
+                    break
+        return out
+
+    def step_runs_by_id(self, step_run_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """These step runs, each with its pipeline run's ``pipeline`` name, by the primary keys."""
+        r, p = s.step_runs, s.pipeline_runs
+        query = select(r, p.c.pipeline.label("pipeline")).select_from(r.outerjoin(p, p.c.id == r.c.pipeline_run_id))
+        with self._read() as conn:
+            return [
+                dict(_step_run(row))
+                for chunk in _chunks(step_run_ids)
+                for row in conn.execute(query.where(r.c.id.in_(chunk))).mappings()
+            ]
+
+    def retention_rows(self) -> dict[str, list[Any]]:
+        """What gc decides on, read in one transaction: pipeline runs (id, pipeline, status, started_at),
+        step runs (id, pipeline_run_id, status, started_at), links (step_run_id, role, content_hash),
+        cache entries (step_run_id, expires_at), aliases (content_hash) and artifacts (content_hash,
+        size, created_at)."""
+        p, r, link, e, al, a = (
+            s.pipeline_runs,
+            s.step_runs,
+            s.step_run_artifacts,
+            s.cache_entries,
+            s.artifact_aliases,
+            s.artifacts,
+        )
+        with self._read() as conn, conn.begin():
+            return {
+                "runs": conn.execute(select(p.c.id, p.c.pipeline, p.c.status, p.c.started_at)).all(),
+                "step_runs": conn.execute(select(r.c.id, r.c.pipeline_run_id, r.c.status, r.c.started_at)).all(),
+                "links": conn.execute(select(link.c.step_run_id, link.c.role, link.c.content_hash)).all(),
+                "cache": conn.execute(select(e.c.step_run_id, e.c.expires_at, e.c.cache_key)).all(),
+                "aliases": conn.execute(select(al.c.content_hash)).all(),
+                "artifacts": conn.execute(select(a.c.content_hash, a.c.size, a.c.created_at, a.c.uri)).all(),
+            }
+
+    def running_step_run_inputs(self) -> list[Any]:
+        """The recorded ``inputs`` of RUNNING step runs (their links are written when they finish)."""
+        r = s.step_runs
+        with self._read() as conn:
+            return [row[0] for row in conn.execute(select(r.c.inputs).where(r.c.status == RunStatus.RUNNING))]
+
+    def alias_history_hashes(self) -> set[str] | None:
+        """Content hashes an alias pointed at before (``artifact_alias_history``), or None when this
+        store keeps no alias history."""
+        with self._read() as conn:
+            if not inspect(conn).has_table("artifact_alias_history"):
+                return None
+            rows = conn.execute(text("SELECT from_hash, to_hash FROM artifact_alias_history")).all()
+        return {h for row in rows for h in row if h}
+
+    def drop_cache_entries(self, entries: Sequence[tuple[str, str]]) -> int:
+        """Delete these (cache_key, step_run_id) entries. On PostgreSQL the table is locked first, so a
+        cache hit that read one of them has committed (and is visible) before they go."""
+
+        def work(conn: Connection) -> int:
+            if self.dialect == "postgresql":
+                conn.execute(text("LOCK TABLE cache_entries IN ACCESS EXCLUSIVE MODE"))
+            done = 0
+            for key, step_run_id in entries:
+                done += conn.execute(_DROP_ENTRY, {"_key": key, "_id": step_run_id}).rowcount or 0
+            return done
+
+        return int(self._run_write(work)) if entries else 0
+
+    def forget_artifacts(self, hashes: Sequence[str]) -> None:
+        """Delete the ``artifacts`` rows of these content hashes (their objects are gone)."""
+        a = s.artifacts
+
+        def work(conn: Connection) -> None:
+            for chunk in _chunks(hashes):
+                conn.execute(delete(a).where(a.c.content_hash.in_(chunk)))
+
+        if hashes:
+            self._run_write(work)
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterator[list[str]]:
+    """``items`` in lists of at most ``size`` (SQLite limits bound parameters)."""
+    items = list(items)
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def default_store_path() -> str:

@@ -1,0 +1,183 @@
+"""Commands ``isthmus lineage`` and ``isthmus gc``: thin layers over :meth:`Client.lineage` and :meth:`Client.gc`."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Annotated, NoReturn
+
+import typer
+from rich.markup import escape
+
+from isthmus import defaults
+from isthmus.cli.render import console, dump_json, short, status_text
+from isthmus.client import Client
+from isthmus.errors import IsthmusError
+from isthmus.gc import DEFAULT_GRACE, GcReport
+from isthmus.lineage_query import Lineage, StepRunNode
+from isthmus.resources import parse_duration
+
+_NUMBER = re.compile(r"\d+(\.\d+)?")
+
+
+def _fail(message: str) -> NoReturn:
+    """One plain line on stderr (the message may quote hostile input), exit code 1."""
+    prefix = typer.style("error:", fg="red") if sys.stderr.isatty() else "error:"
+    typer.echo(f"{prefix} {' '.join(str(message).split())}", err=True)
+    raise typer.Exit(code=1)
+
+
+def _client() -> Client:
+    """A client on the configured stores; a configuration mistake is one error line."""
+    try:
+        return Client(defaults.metadata_store(), defaults.artifact_store())
+    except IsthmusError as exc:
+        _fail(str(exc))
+
+
+def lineage_cmd(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="Artifact (hash, prefix, blake3:…, name@alias), step run (id, RUN:STEP) or run (id, latest)."
+        ),
+    ],
+    upstream: Annotated[bool, typer.Option("--upstream", help="Only where it came from.")] = False,
+    downstream: Annotated[bool, typer.Option("--downstream", help="Only what it fed.")] = False,
+    depth: Annotated[int | None, typer.Option("--depth", help="At most this many step-run hops.", min=0)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    as_dot: Annotated[bool, typer.Option("--dot", help="Print Graphviz DOT (pipe to 'dot -Tsvg').")] = False,
+) -> None:
+    """Where an artifact, step run or pipeline run came from (upstream: producing step runs, their code,
+    parameters, environment and inputs) and what it fed (downstream), across orchestrators."""
+    if upstream and downstream:
+        _fail("give --upstream or --downstream, not both (neither shows both directions)")
+    if as_json and as_dot:
+        _fail("give --json or --dot, not both")
+    direction = "upstream" if upstream else "downstream" if downstream else "both"
+    try:
+        result = _client().lineage(target, direction=direction, depth=depth)
+    except IsthmusError as exc:
+        _fail(str(exc))
+    if as_json:
+        dump_json(result.to_dict())
+    elif as_dot:
+        print(result.to_dot(), end="")
+    else:
+        _print_lineage(result)
+
+
+def _step_line(node: StepRunNode) -> str:
+    how = f"hit from {short(node.source_step_run_id)}" if node.cache_hit else "computed"
+    return (
+        f"step run {node.id[:8]} {escape(node.invocation)} [{node.orchestrator}] {status_text(node.status)} ({how}), "
+        f"{escape(node.pipeline or '-')} run {short(node.pipeline_run_id)}"
+    )
+
+
+def _print_lineage(result: Lineage) -> None:
+    kind = result.target_kind.replace("_", " ")
+    console.print(
+        f"[bold]lineage[/bold] of {kind} {escape(short(result.target, 16))} ({result.direction}"
+        f"{'' if result.depth is None else f', depth {result.depth}'}): {len(result.step_runs)} step run(s), "
+        f"{len(result.artifacts)} artifact(s); orchestrators: {', '.join(result.orchestrators()) or '-'}"
+    )
+    inputs: dict[str, list[str]] = {}
+    outputs: dict[str, list[str]] = {}
+    for e in result.edges:
+        if e.role == "input":
+            inputs.setdefault(e.target, []).append(f"{e.name}={short(e.source, 12)}")
+        else:
+            outputs.setdefault(e.source, []).append(f"{e.name}={short(e.target, 12)}")
+    for node in sorted(result.step_runs.values(), key=lambda n: (n.depth, n.started_at or "")):
+        console.print(f"  [{node.depth}] " + _step_line(node))
+        console.print(
+            f"      code {short(node.code_hash, 12)}  deps {short(node.deps_hash, 12)}  "
+            f"env {short(node.environment_hash, 12)}",
+            markup=False,
+        )
+        if node.params:
+            console.print(f"      params {json.dumps(node.params, sort_keys=True, default=str)}", markup=False)
+        if inputs.get(node.id):
+            console.print(f"      in:  {', '.join(inputs[node.id])}", markup=False)
+        if outputs.get(node.id):
+            console.print(f"      out: {', '.join(outputs[node.id])}", markup=False)
+    missing = [a for a in result.artifacts.values() if not a.present]
+    if missing:
+        console.print(
+            f"  deleted artifacts (gc): {', '.join(short(a.content_hash, 12) for a in missing)}", markup=False
+        )
+    if result.truncated:
+        console.print("  (truncated: too many nodes; use --depth or --upstream/--downstream)")
+
+
+def gc_cmd(
+    keep_last: Annotated[
+        int | None, typer.Option("--keep-last", help="Keep the N newest runs of each pipeline.", min=0)
+    ] = None,
+    older_than: Annotated[
+        str | None, typer.Option("--older-than", help="Only runs older than this (e.g. 30d, 12h) may go.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would go; delete nothing.")] = False,
+    prune_cache: Annotated[
+        bool,
+        typer.Option("--prune-cache", help="Also drop cache entries of runs not kept, so their objects can go."),
+    ] = False,
+    grace: Annotated[
+        str, typer.Option("--grace", help="Never touch anything newer than this (in-flight writes and hits).")
+    ] = f"{DEFAULT_GRACE:.0f}s",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Delete artifact objects no kept run, alias or live cache entry needs; remove abandoned partial writes
+    and loaded copies; mark step runs of dead processes ABORTED. Safe while other runs write and hit."""
+    ages = {}
+    for option, value in (("--older-than", older_than), ("--grace", grace)):
+        if value is not None:
+            try:
+                ages[option] = parse_duration(float(value) if _NUMBER.fullmatch(value.strip()) else value)
+            except ValueError:
+                _fail(f"{option} {value!r} is not an age; use e.g. 30d, 12h, 90m or seconds")
+    try:
+        report = _client().gc(
+            keep_last=keep_last,
+            older_than=ages.get("--older-than"),
+            dry_run=dry_run,
+            prune_cache=prune_cache,
+            grace=ages["--grace"],
+        )
+    except IsthmusError as exc:
+        _fail(str(exc))
+    if as_json:
+        dump_json(report.to_dict())
+        return
+    _print_gc(report)
+
+
+def _print_gc(r: GcReport) -> None:
+    verb = "would delete" if r.dry_run else "deleted"
+    console.print(
+        f"[bold]gc[/bold]{' (dry run)' if r.dry_run else ''}: {r.runs_kept} of {r.runs} run(s) kept; {verb} "
+        f"{r.artifacts_deleted} artifact(s) and {r.orphans_deleted} unrecorded object(s), {_bytes(r.bytes_freed)}"
+    )
+    console.print(
+        f"  cache entries {'to drop' if r.dry_run else 'dropped'}: {r.cache_entries_dropped}; "
+        f"kept because in use meanwhile: {r.in_use_skipped}; alias history "
+        f"{'protected' if r.alias_history else 'not kept by this store (current aliases protected)'}",
+        markup=False,
+    )
+    if not r.dry_run:
+        console.print(
+            f"  expired cache entries: {r.expired_entries}; partial writes removed: {r.parts_removed}; "
+            f"loaded copies removed: {r.copies_removed}; step runs of dead processes marked ABORTED: {r.aborted}",
+            markup=False,
+        )
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit} ({n} B)"
+        size /= 1024
+    return f"{n} B"

@@ -1,0 +1,357 @@
+"""Retention (``isthmus gc``): delete the artifact objects nothing needs any more.
+
+An object is *needed* when one of these references its content hash:
+
+- a step run of a kept pipeline run. With ``keep_last`` and/or ``older_than``, a finished run that is not
+  among the ``keep_last`` newest of its pipeline and (with ``older_than``) started before that age is not
+  kept; with neither, every run is kept and only objects no record names (orphans) go. A RUNNING run, and a
+  step run with no pipeline run, is always kept;
+- a step run that is RUNNING (its recorded inputs) or started less than ``grace`` seconds ago (a cache hit
+  just recorded, a result just committed);
+- a current alias, and every hash in the alias history when the store keeps one (table
+  ``artifact_alias_history``; without it, current aliases only);
+- an unexpired cache entry (its step run's outputs). With ``prune_cache``, the entries of step runs of
+  runs that are not kept are dropped instead when their outputs would otherwise go — the next run that
+  needs them recomputes.
+
+Safety against concurrent runs: nothing whose ``artifacts`` row is younger than ``grace`` is a candidate;
+the references are listed again after the first listing (and after dropping cache entries, which on
+PostgreSQL waits for cache hits that read them), and only what both listings found unneeded goes. A
+local object is first renamed into ``.tmp`` (atomic) and its age checked there: one that a writer
+committed again meanwhile (fresh mtime) is linked back, so a result recomputed while gc runs is never
+lost. Remote objects (fsspec) are checked by their modification time just before they are removed.
+Writer marks (empty files) stay: a mark vouches for bytes present or not, and removing one could race a
+writer. The ``artifacts`` rows of deleted objects are removed; a later lookup of a cache entry that names
+them finds the object missing and recomputes (the runner checks every object before a hit).
+
+Housekeeping done on the way (not in a dry run): expired cache entries are dropped, step runs left
+RUNNING by dead processes are marked ABORTED (:meth:`MetadataStore.abort_dead_holders`), abandoned
+``.part`` files are removed (dead writers' at once, others after ``grace``), and read-only loaded copies
+under ``$ISTHMUS_HOME/files`` whose artifact is gone are removed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import stat
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from isthmus.artifacts import safefs, tmpfiles
+from isthmus.artifacts.errors import InvalidArtifactRef
+from isthmus.artifacts.refs import check_content_hash
+from isthmus.artifacts.store import ArtifactStore
+from isthmus.config import get_settings
+from isthmus.records import RunStatus
+from isthmus.store.metadata import MetadataStore
+
+DEFAULT_GRACE = 3600.0
+"""Seconds during which a new artifact, a new step run or a partial write is never touched."""
+
+
+@dataclass
+class GcReport:
+    """What gc did (or, with ``dry_run``, would do). Counts the dry run cannot know without acting
+    (partial writes, loaded copies, dead processes) are None there."""
+
+    dry_run: bool
+    runs: int = 0
+    runs_kept: int = 0
+    artifacts_deleted: int = 0
+    bytes_freed: int = 0
+    orphans_deleted: int = 0
+    in_use_skipped: int = 0
+    cache_entries_dropped: int = 0
+    expired_entries: int | None = None
+    parts_removed: int | None = None
+    copies_removed: int | None = None
+    aborted: int | None = None
+    alias_history: bool = False
+    deleted: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Plan:
+    runs: int
+    runs_kept: int
+    candidates: dict[str, int]  # content hash -> recorded size
+    droppable: list[tuple[str, str]]  # (cache_key, step_run_id) entries whose outputs are candidates
+    alias_history: bool
+
+
+def _plan(
+    meta: MetadataStore, now: float, keep_last: int | None, older_than: float | None, grace: float, prune_cache: bool
+) -> _Plan:
+    """What is not needed now (see the module docstring)."""
+    rows = meta.retention_rows()
+    by_pipeline: dict[str, list[tuple[dt.datetime, str, str]]] = defaultdict(list)
+    for run_id, pipeline, status, started in rows["runs"]:
+        by_pipeline[pipeline].append((_utc(started), run_id, status))
+    limited = keep_last is not None or older_than is not None
+    age_cutoff = dt.datetime.fromtimestamp(now - (older_than or 0), dt.timezone.utc)
+    dropped_runs: set[str] = set()
+    for runs in by_pipeline.values():
+        runs.sort(reverse=True)
+        for index, (started, run_id, status) in enumerate(runs):
+            if (
+                limited
+                and status != RunStatus.RUNNING
+                and (keep_last is None or index >= keep_last)
+                and (older_than is None or started < age_cutoff)
+            ):
+                dropped_runs.add(run_id)
+    fresh = dt.datetime.fromtimestamp(now - grace, dt.timezone.utc)
+    kept_steps = {
+        step_id
+        for step_id, run_id, status, started in rows["step_runs"]
+        if run_id is None or run_id not in dropped_runs or status == RunStatus.RUNNING or _utc(started) >= fresh
+    }
+    outputs: dict[str, set[str]] = defaultdict(set)
+    needed: set[str] = set()
+    for step_id, role, content_hash in rows["links"]:
+        if step_id in kept_steps:
+            needed.add(content_hash)
+        if role == "output":
+            outputs[step_id].add(content_hash)
+    droppable: list[tuple[str, str]] = []
+    for step_id, expires_at, cache_key in rows["cache"]:
+        if expires_at is not None and expires_at <= now:
+            continue
+        if prune_cache and step_id not in kept_steps:
+            droppable.append((cache_key, step_id))
+        else:
+            needed |= outputs.get(step_id, set())
+    needed |= {row[0] for row in rows["aliases"]}
+    history = meta.alias_history_hashes()
+    needed |= history or set()
+    for inputs in meta.running_step_run_inputs():
+        for ref in (inputs or {}).values() if isinstance(inputs, dict) else ():
+            if isinstance(ref, dict) and isinstance(ref.get("content_hash"), str):
+                needed.add(ref["content_hash"])
+    candidates = {
+        content_hash: int(size or 0)
+        for content_hash, size, created_at, _uri in rows["artifacts"]
+        if content_hash not in needed and _utc(created_at, fresh) < fresh
+    }
+    droppable = [(key, step_id) for key, step_id in droppable if outputs.get(step_id, set()) & candidates.keys()]
+    return _Plan(len(rows["runs"]), len(rows["runs"]) - len(dropped_runs), candidates, droppable, history is not None)
+
+
+def _utc(value: dt.datetime | None, missing: dt.datetime | None = None) -> dt.datetime:
+    """A stored time as an aware UTC datetime (SQLite returns naive ones); ``missing`` (or the earliest
+    time) when there is none."""
+    if value is None:
+        return missing or dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def collect_garbage(
+    meta: MetadataStore,
+    artifacts: ArtifactStore,
+    *,
+    keep_last: int | None = None,
+    older_than: float | None = None,
+    dry_run: bool = False,
+    prune_cache: bool = False,
+    grace: float = DEFAULT_GRACE,
+) -> GcReport:
+    """Delete what no kept run, alias or live cache entry needs; see the module docstring."""
+    if keep_last is not None and keep_last < 0:
+        raise ValueError(f"keep_last={keep_last} is negative; give the number of newest runs to keep per pipeline")
+    if older_than is not None and older_than < 0:
+        raise ValueError(f"older_than={older_than} is negative; give an age such as 30d")
+    if grace < 0:
+        raise ValueError(f"grace={grace} is negative; give seconds (default {DEFAULT_GRACE:.0f})")
+    report = GcReport(dry_run=dry_run)
+    if not dry_run:
+        report.aborted = len(meta.abort_dead_holders())
+        report.expired_entries = meta.prune_expired(time.time())
+    plan = _plan(meta, time.time(), keep_last, older_than, grace, prune_cache)
+    report.runs, report.runs_kept, report.alias_history = plan.runs, plan.runs_kept, plan.alias_history
+    if dry_run:
+        report.cache_entries_dropped = len(plan.droppable)
+        report.deleted = sorted(plan.candidates)
+        report.artifacts_deleted = len(plan.candidates)
+        report.bytes_freed = sum(plan.candidates.values())
+        report.orphans_deleted = len(_orphans(meta, artifacts, time.time() - grace))
+        return report
+    report.cache_entries_dropped = meta.drop_cache_entries(plan.droppable)
+    again = _plan(meta, time.time(), keep_last, older_than, grace, prune_cache)  # references listed again
+    cutoff = time.time() - grace
+    gone: list[str] = []
+    for content_hash in sorted(plan.candidates.keys() & again.candidates.keys()):
+        freed = _delete_object(artifacts, content_hash, cutoff)
+        if freed is None:
+            report.in_use_skipped += 1
+            continue
+        gone.append(content_hash)
+        report.bytes_freed += freed
+    report.in_use_skipped += len(plan.candidates.keys() - again.candidates.keys())
+    meta.forget_artifacts(gone)
+    report.deleted, report.artifacts_deleted = gone, len(gone)
+    for content_hash in _orphans(meta, artifacts, cutoff):
+        freed = _delete_object(artifacts, content_hash, cutoff)
+        if freed is not None:
+            report.orphans_deleted += 1
+            report.bytes_freed += freed
+    report.parts_removed = artifacts.clean_tmp(grace) + _clean_remote_staging(artifacts, cutoff)
+    report.copies_removed = _clean_loaded_copies(meta, gone, cutoff)
+    return report
+
+
+# -- objects ---------------------------------------------------------------------------------------
+def _orphans(meta: MetadataStore, artifacts: ArtifactStore, cutoff: float) -> list[str]:
+    """Local objects that no ``artifacts`` row and no step run names, last written before ``cutoff``."""
+    on_disk = dict(artifacts.iter_objects())
+    if not on_disk:
+        return []
+    known = meta.artifacts_by_hash(list(on_disk))
+    linked = {str(x["content_hash"]) for x in meta.links_of_hashes(list(on_disk), "output", limit=10**9)}
+    linked |= {str(x["content_hash"]) for x in meta.links_of_hashes(list(on_disk), "input", limit=10**9)}
+    out = []
+    for content_hash in on_disk:
+        if content_hash in known or content_hash in linked:
+            continue
+        try:
+            if os.lstat(artifacts.path_for(content_hash)).st_mtime < cutoff:
+                out.append(content_hash)
+        except OSError:
+            continue
+    return out
+
+
+def _delete_object(artifacts: ArtifactStore, content_hash: str, cutoff: float) -> int | None:
+    """Remove the object of ``content_hash``; the bytes freed (0 when it was not there), or None when it
+    was written after ``cutoff`` (a writer committed it again: it stays)."""
+    try:
+        check_content_hash(content_hash)
+    except InvalidArtifactRef:
+        return None
+    if artifacts.local:
+        return _delete_local(artifacts, content_hash, cutoff)
+    path = artifacts.path_for(content_hash)
+    try:
+        artifacts.fs.invalidate_cache(path)
+        info = artifacts.fs.info(path)
+    except FileNotFoundError:
+        return 0
+    written = _modified(info)
+    if written is not None and written >= cutoff:
+        return None
+    try:
+        artifacts.fs.rm_file(path)
+    except FileNotFoundError:
+        return 0
+    return int(info.get("size") or 0)
+
+
+def _modified(info: dict[str, Any]) -> float | None:
+    """When a remote object was last written (seconds since the epoch), if the store says."""
+    for key in ("LastModified", "last_modified", "mtime", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, dt.datetime):
+            return _utc(value).timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
+def _delete_local(artifacts: ArtifactStore, content_hash: str, cutoff: float) -> int | None:
+    """Rename the object into ``.tmp`` (atomic), then remove it there unless it was written after
+    ``cutoff``; a fresh one is linked back (or dropped, when a newer commit took its place)."""
+    hexpart = content_hash.split(":", 1)[1]
+    try:
+        obj_fd = safefs.open_dir(artifacts.root, ["objects", hexpart[:2]])
+    except FileNotFoundError:
+        return 0
+    except OSError:  # a link or a file where the directory should be: not ours to touch
+        return None
+    try:
+        tmp_fd = safefs.open_dir(artifacts.root, [".tmp"], create=True)
+        try:
+            aside = tmpfiles.part_name()
+            try:
+                os.rename(hexpart, aside, src_dir_fd=obj_fd, dst_dir_fd=tmp_fd)
+            except FileNotFoundError:
+                return 0
+            st = os.stat(aside, dir_fd=tmp_fd, follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and st.st_mtime >= cutoff:
+                try:
+                    os.link(aside, hexpart, src_dir_fd=tmp_fd, dst_dir_fd=obj_fd, follow_symlinks=False)
+                except FileExistsError:
+                    pass  # a newer commit of the same content is in place
+                os.unlink(aside, dir_fd=tmp_fd)
+                return None
+            os.unlink(aside, dir_fd=tmp_fd)
+            return int(st.st_size)
+        finally:
+            os.close(tmp_fd)
+    finally:
+        os.close(obj_fd)
+
+
+def _clean_remote_staging(artifacts: ArtifactStore, cutoff: float) -> int:
+    """Staged uploads (``<root>/.tmp/*.part``) of a remote store left before ``cutoff``."""
+    if artifacts.local:
+        return 0
+    try:
+        entries = artifacts.fs.ls(f"{artifacts.root}/.tmp", detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    removed = 0
+    for info in entries:
+        name = str(info.get("name", ""))
+        written = _modified(info)
+        if name.endswith(tmpfiles.SUFFIX) and written is not None and written < cutoff:
+            try:
+                artifacts.fs.rm_file(name)
+                removed += 1
+            except FileNotFoundError:
+                continue
+    return removed
+
+
+# -- loaded copies ($ISTHMUS_HOME/files) ------------------------------------------------------------
+def _clean_loaded_copies(meta: MetadataStore, deleted: list[str], cutoff: float) -> int:
+    """Remove loaded copies of deleted artifacts, copies whose artifact is not recorded any more, and
+    abandoned extractions, all last changed before ``cutoff`` (a copy being extracted or used is newer)."""
+    root = os.path.join(str(get_settings().home), "files")
+    if not safefs.is_real_dir(root):
+        return 0
+    gone = {h.split(":", 1)[1] for h in deleted}
+    names = os.listdir(root)
+    hexes = [n for n in names if len(n) == 64 and all(c in "0123456789abcdef" for c in n)]
+    known = {h.split(":", 1)[1] for h in meta.artifacts_by_hash([f"blake3:{n}" for n in hexes])}
+    removed = 0
+    for name in names:
+        path = os.path.join(root, name)
+        abandoned = name.startswith(".part-") or ".stale-" in name
+        if name in gone or abandoned or (name in hexes and name not in known):
+            try:
+                if name not in gone and os.lstat(path).st_mtime >= cutoff:
+                    continue
+            except OSError:
+                continue
+            _remove_copy(path)
+            removed += 1
+    return removed
+
+
+def _remove_copy(path: str) -> None:
+    """Remove a read-only loaded copy, never following a link out of it."""
+    if not safefs.is_real_dir(path):
+        os.remove(path)
+        return
+    for dirpath, _dirs, _files in os.walk(path):  # os.walk does not descend into links
+        try:
+            os.chmod(dirpath, 0o700)
+        except OSError:
+            pass
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,206 @@
+"""``isthmus gc`` / ``Client.gc``: what goes, what stays, and safety under a concurrent run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from isthmus import Client, config, defaults
+from isthmus.artifacts import tmpfiles
+from isthmus.cli import app
+from tests.core import gc_steps as g
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fresh_run(*ns: int) -> list[dict]:
+    """``chain`` in a fresh process for each n; one record per run."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.core.gc_steps", *map(str, ns)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def objects(client: Client) -> set[str]:
+    return {h for h, _ in client.artifacts.iter_objects()}
+
+
+def test_dry_run_deletes_nothing_and_reports_what_would_go() -> None:
+    old, new = g.chain.run(n=3), g.chain.run(n=4)
+    client = Client()
+    before = objects(client)
+    report = client.gc(keep_last=1, prune_cache=True, grace=0, dry_run=True)
+    assert objects(client) == before and report.dry_run
+    old_hashes = {r.content_hash for s in old.steps.values() for r in s.outputs.values()}
+    assert set(report.deleted) == old_hashes and report.artifacts_deleted == 3
+    assert report.bytes_freed == sum(r.size for s in old.steps.values() for r in s.outputs.values())
+    assert client.metadata.list_cache_entries() and new.id
+
+
+def test_keep_last_deletes_old_runs_objects_and_a_fresh_run_recomputes_them() -> None:
+    (first,) = fresh_run(3)
+    (second,) = fresh_run(4)
+    client = Client()
+    old = {h for h in objects(client)}
+    report = client.gc(keep_last=1, prune_cache=True, grace=0)
+    assert report.artifacts_deleted == 3 and report.bytes_freed > 0 and report.cache_entries_dropped == 3
+    assert len(objects(client)) == len(old) - 3
+    assert all(client.metadata.artifacts_by_hash([h]) == {} for h in report.deleted)
+    (again,) = fresh_run(3)  # a new process: the deleted results are recomputed, never a failed hit
+    assert again["value"] == 6 and not any(again["hits"].values())
+    (hit,) = fresh_run(4)
+    assert all(hit["hits"].values()) and first["id"] != second["id"]
+
+
+def test_live_cache_entries_and_aliases_protect() -> None:
+    old = g.chain.run(n=3)
+    g.chain.run(n=4)
+    client = Client()
+    report = client.gc(keep_last=1, grace=0)  # without --prune-cache the old run's entries are live
+    assert report.artifacts_deleted == 0
+    made = old.steps["make"].outputs["output"].content_hash
+    client.metadata.set_alias("make.output", "prod", made)
+    client.metadata.clear_cache()
+    report = client.gc(keep_last=1, grace=0)
+    assert made not in report.deleted and report.artifacts_deleted == 2
+    assert made in objects(client)
+
+
+def test_older_than_and_grace_keep_recent_runs() -> None:
+    g.chain.run(n=3)
+    g.chain.run(n=4)
+    client = Client()
+    assert client.gc(older_than=3600, prune_cache=True, grace=0).artifacts_deleted == 0
+    assert client.gc(keep_last=0, prune_cache=True).artifacts_deleted == 0  # default grace: all too new
+    assert client.gc(keep_last=0, prune_cache=True, grace=0, older_than=0).artifacts_deleted == 6
+
+
+def test_part_files_and_orphans_are_removed() -> None:
+    g.chain.run(n=3)
+    store = defaults.artifact_store()
+    tmp = Path(store.root, ".tmp")
+    part = tmp / tmpfiles.part_name()
+    part.write_bytes(b"x" * 10)
+    os.utime(part, (time.time() - 7200, time.time() - 7200))
+    dead = tmp / f"{'0' * 32}.999999@{tmpfiles.HOST_ID}.part"  # a writer of this host that is gone
+    dead.write_bytes(b"y")
+    orphan = store.save([1, 2, 3, 4, 5, 6, 7])  # committed, never recorded
+    path = Path(store.path_for(orphan.content_hash))
+    os.utime(path, (time.time() - 7200, time.time() - 7200))
+    report = Client().gc(grace=60)
+    assert not part.exists() and not dead.exists() and not path.exists()
+    assert report.parts_removed == 2 and report.orphans_deleted == 1 and report.artifacts_deleted == 0
+
+
+def test_cli_gc_json_and_bad_ages() -> None:
+    g.chain.run(n=3)
+    g.chain.run(n=4)
+    result = CliRunner().invoke(app, ["gc", "--keep-last", "1", "--prune-cache", "--grace", "0", "--dry-run", "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["artifacts_deleted"] == 3
+    result = CliRunner().invoke(app, ["gc", "--older-than", "soon"])
+    assert result.exit_code == 1 and result.output.startswith("error: --older-than 'soon'")
+    result = CliRunner().invoke(app, ["gc", "--keep-last", "1", "--prune-cache", "--grace", "0"])
+    assert result.exit_code == 0 and "deleted 3 artifact(s)" in result.output
+
+
+CONCURRENT = """
+import json, sys
+from tests.core import gc_steps as g
+failures = 0
+for i in range(int(sys.argv[1])):
+    n = i % 4 + 2  # repeats: hits on results gc may be deleting; new values: writes
+    try:
+        run = g.chain.run(n=n)
+        assert run.outputs == 2 * n, run.outputs
+    except Exception as exc:
+        failures += 1
+        print("FAILED", n, type(exc).__name__, exc, flush=True)
+print(json.dumps({"failures": failures}), flush=True)
+"""
+
+
+def test_gc_under_a_concurrent_run_never_loses_a_needed_object() -> None:
+    g.chain.run(n=2)
+    g.chain.run(n=3)
+    client = Client()
+    deleted = skipped = 0
+    for _round in range(3):
+        child = subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT, "12"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        while child.poll() is None:
+            report = client.gc(keep_last=0, older_than=0, prune_cache=True, grace=0.5)
+            deleted, skipped = deleted + report.artifacts_deleted, skipped + report.in_use_skipped
+            time.sleep(0.05)
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, err[-2000:]
+        assert json.loads(out.splitlines()[-1]) == {"failures": 0}, out
+    print(f"gc deleted {deleted} objects while the other process ran ({skipped} kept: in use meanwhile)")
+    assert deleted > 0  # gc really deleted results the other process went on to need, and recomputed
+
+
+def test_loaded_copies_of_deleted_artifacts_are_removed(tmp_path: Path) -> None:
+    src = tmp_path / "report.txt"
+    src.write_text("old report")
+    first = g.keep_file.run(src)
+    loaded = first.value
+    assert loaded.read_text() == "old report" and "files" in loaded.parts
+    src.write_text("new report")
+    g.keep_file.run(src)
+    client = Client()
+    report = client.gc(keep_last=0, older_than=0, prune_cache=True, grace=0)
+    assert first.outputs["output"].content_hash in report.deleted
+    assert report.copies_removed >= 1 and not loaded.exists()
+
+
+def test_gc_deletes_through_an_s3_store(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ISTHMUS_ARTIFACT_ROOT", f"s3://{s3_server.new_bucket()}/root")
+    config.reset()
+    old = g.chain.run(n=3)
+    g.chain.run(n=4)
+    client = Client()
+    assert not client.artifacts.local
+    refs = [r for s in old.steps.values() for r in s.outputs.values()]
+    assert all(client.artifacts.exists(r) for r in refs)
+    assert client.gc(keep_last=1, prune_cache=True, grace=0, dry_run=True).artifacts_deleted == 3
+    report = client.gc(keep_last=1, prune_cache=True, grace=0)
+    assert report.artifacts_deleted == 3 and report.bytes_freed == sum(r.size for r in refs)
+    assert not any(client.artifacts.exists(r) for r in refs)
+    again = g.chain.run(n=3)  # recomputed, not a failed hit
+    assert not any(s.cache_hit for s in again.steps.values()) and again.outputs == 6
+
+
+def test_lineage_and_gc_on_sqlite_and_postgresql(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ISTHMUS_STORE_URL", store_url)
+    config.reset()
+    old = g.chain.run(n=3)
+    new = g.chain.run(n=4)
+    client = Client()
+    made = old.steps["make"].outputs["output"].content_hash
+    assert client.lineage(made.split(":")[1][:10], direction="downstream").target == made
+    assert client.lineage(new.id[:8]).target_kind == "pipeline_run"
+    assert client.lineage(new.steps["count"].step_run_id[:13], direction="upstream").target_kind == "step_run"
+    report = client.gc(keep_last=1, prune_cache=True, grace=0)
+    assert report.artifacts_deleted == 3 and report.cache_entries_dropped == 3 and not report.alias_history
+    lin = client.lineage(made, direction="downstream")
+    assert lin.artifacts[made].present is False and lin.step_runs
+    assert not any(s.cache_hit for s in g.chain.run(n=3).steps.values())

@@ -1,0 +1,77 @@
+"""``isthmus lineage`` / ``Client.lineage``: upstream and downstream of artifacts, step runs and runs."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from isthmus import Client
+from isthmus.cli import app
+from tests.core import gc_steps as g
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_upstream_of_an_artifact_reaches_the_first_step_with_params_and_code() -> None:
+    run = g.chain.run(n=3)
+    final = run.steps["double"].outputs["output"].content_hash
+    lin = Client().lineage(final, direction="upstream")
+    assert {s.step_name for s in lin.step_runs.values()} == {"make", "count", "double"}
+    make = next(s for s in lin.step_runs.values() if s.step_name == "make")
+    assert make.params == {"n": 3} and make.code_hash and make.environment_hash and make.depth == 3
+    double = next(s for s in lin.step_runs.values() if s.step_name == "double")
+    assert double.params == {"token": "***"}
+    assert all(a.present for a in lin.artifacts.values()) and len(lin.artifacts) == 3
+    assert Client().lineage(final, direction="upstream", depth=1).step_runs.keys() == {double.id}
+
+
+def test_downstream_of_an_artifact_lists_every_consumer_across_runs() -> None:
+    first = g.chain.run(n=3)
+    again = g.chain.run(n=3)  # all hits: its step runs consumed the same hashes
+    made = first.steps["make"].outputs["output"].content_hash
+    lin = Client().lineage(made[:20], direction="downstream")
+    consumers = {s.pipeline_run_id for s in lin.step_runs.values() if s.step_name == "count"}
+    assert consumers == {first.id, again.id}
+    assert {s.step_name for s in lin.step_runs.values()} == {"count", "double"}
+    assert lin.target_kind == "artifact" and lin.target == made
+
+
+def test_cli_json_dot_and_one_line_errors() -> None:
+    run = g.chain.run(n=2)
+    code, out = invoke("lineage", f"{run.id}:count", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["target"]["kind"] == "step_run" and data["orchestrators"] == ["local"]
+    assert {s["step_name"] for s in data["step_runs"]} == {"make", "count", "double"}
+    code, out = invoke("lineage", "latest", "--dot", "--upstream")
+    assert code == 0 and out.startswith("digraph lineage {") and "make.output" in out
+    for bad in ("zzz-no-such", "0" * 8 + "-nope", "latest~7", "nope@prod", "blake3:00ff"):
+        code, out = invoke("lineage", bad)
+        assert code == 1 and out.startswith("error:") and "Traceback" not in out and len(out.splitlines()) == 1, bad
+    code, out = invoke("lineage", "latest", "--upstream", "--downstream")
+    assert code == 1 and "not both" in out
+
+
+def test_dot_labels_are_escaped() -> None:
+    from isthmus.lineage_query import ArtifactNode, Lineage
+
+    lin = Lineage("artifact", "blake3:ab", "both", None)
+    lin.artifacts["blake3:ab"] = ArtifactNode("blake3:ab", ('evil"];\nx -> y [label="\\',), 3, None, None, True, 0)
+    dot = lin.to_dot()
+    line = next(x for x in dot.splitlines() if "evil" in x)
+    assert 'evil\\"];\\nx -> y [label=\\"\\\\' in line and dot.count("\n") == 5
+
+
+def test_alias_target_and_deleted_artifacts_stay_in_the_graph() -> None:
+    run = g.chain.run(n=4)
+    made = run.steps["make"].outputs["output"].content_hash
+    client = Client()
+    client.metadata.set_alias("make.output", "prod", made)
+    assert client.lineage("make.output@prod", direction="downstream").target == made
+    client.metadata.forget_artifacts([made])
+    lin = client.lineage(made, direction="downstream")
+    assert lin.artifacts[made].present is False and len(lin.step_runs) == 2
