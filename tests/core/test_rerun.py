@@ -245,7 +245,7 @@ def test_secret_parameters_are_refused_until_given_again(tmp_path: Path, isthmus
     assert out["computed"] == ["fetch"] and client.run(out["run_id"])["params"]["api_token"] == "***"
 
 
-def test_rerun_of_a_run_recorded_by_a_local_flyte_workflow(isthmus_home: Path) -> None:
+def test_rerun_and_reproduce_of_runs_recorded_by_a_local_flyte_workflow(isthmus_home: Path) -> None:
     try:
         import flytekitplugins.isthmus  # noqa: F401 - the adapter the workflow is built by
     except ImportError as exc:
@@ -266,3 +266,5 @@ def test_rerun_of_a_run_recorded_by_a_local_flyte_workflow(isthmus_home: Path) -
     source = client.step_run(hit["source_step_run_id"])
     assert source["orchestrator"] == "flyte"
     assert _output(out.run_id, "text") == "total=6"
+    again = client.reproduce(f"{flyte_run['id']}:total")  # a Flyte step run, called here with its inputs
+    assert again.value == 6 and again.reproduced and list(again.inputs) == ["numbers"]
