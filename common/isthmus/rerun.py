@@ -150,8 +150,6 @@ def rerun(
     Raises :class:`ReplayError` before anything runs when the pipeline cannot be found, a recorded
     secret is not given again, or a step name is unknown; :class:`~isthmus.errors.StepFailed` when a step
     fails (the new run is recorded FAILED)."""
-    if from_step is not None and only is not None:
-        raise ReplayError("give --from STEP or --only STEP, not both")
     pipe, path = find_pipeline(runner.metadata, run, pipeline)
     values = replay_params(run.get("params"), params or {}, what=f"run {run['id'][:8]}")
     known = set(pipe.signature.parameters)
@@ -160,6 +158,17 @@ def rerun(
         raise ReplayError(
             f"run {run['id'][:8]}: pipeline {pipe.name!r} ({path}) takes no parameter(s) {', '.join(unknown)}; "
             f"its parameters are {', '.join(known) or 'none'}"
+        )
+    # A run that recorded no parameters (an orchestrator run that failed before it could say) is never
+    # replayed with defaults it may not have had; a run that recorded some gets defaults only for
+    # parameters the pipeline has gained since.
+    declared = pipe.signature.parameters
+    missing = [n for n, p in declared.items() if n not in values and (p.default is p.empty or not run.get("params"))]
+    if missing:
+        raise ReplayError(
+            f"run {run['id'][:8]}: pipeline {pipe.name!r} needs parameter(s) {', '.join(missing)}, which the run did "
+            f"not record (defaults are not assumed for a run that recorded none); pass them with "
+            f"--param {missing[0]}=VALUE"
         )
     forced = forced_invocations(pipe.compile(**values), from_step, only)
     context = RunContext(orchestrator="local", native={RERUN_OF_KEY: run["id"]})

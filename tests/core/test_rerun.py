@@ -24,11 +24,8 @@ STEPS = """
 from pathlib import Path
 from isthmus import step
 
-LOG = Path(__file__).with_name("calls.log")
-
-
-def note(name):
-    with LOG.open("a") as f:
+def note(name):  # the log's path is not module state: a Path counts by what is at it
+    with Path(__file__).with_name("calls.log").open("a") as f:
         f.write(name + "\\n")
 
 
@@ -158,6 +155,7 @@ def test_rerun_only_recomputes_just_that_step_and_upstream_edits_still_count(
 def test_rerun_of_a_run_that_does_not_record_its_pipeline(tmp_path: Path, isthmus_home: Path) -> None:
     write_module(tmp_path, "rr_steps", STEPS)
     write_module(tmp_path, "rr_flow", FLOW)
+    import_fresh(tmp_path, "rr_steps")
     flow = import_fresh(tmp_path, "rr_flow")
     first = flow.movies.run(n=2)
     client = Client()
@@ -183,7 +181,8 @@ def test_rerun_of_a_run_that_does_not_record_its_pipeline(tmp_path: Path, isthmu
 
 
 def test_rerun_refuses_unknown_steps_ids_and_parameters(project: str, tmp_path: Path, isthmus_home: Path) -> None:
-    sys.path.insert(0, str(tmp_path))
+    import_fresh(tmp_path, "rr_steps")  # this project's modules, not another test's
+    import_fresh(tmp_path, "rr_flow")
     try:
         client = Client()
         with pytest.raises(
@@ -196,6 +195,13 @@ def test_rerun_refuses_unknown_steps_ids_and_parameters(project: str, tmp_path: 
             client.rerun(project, from_step="combine", only="combine")
         with pytest.raises(ReplayError, match=r"takes no parameter\(s\) bogus"):
             client.rerun(project, params={"bogus": 1})
+        meta = client.metadata
+        with meta.engine.begin() as conn:  # as an orchestrator that records no parameters leaves it
+            conn.execute(update(schema.pipeline_runs).where(schema.pipeline_runs.c.id == project).values(params={}))
+        with pytest.raises(ReplayError, match=r"needs parameter\(s\) n, label, scale, which the run did not record"):
+            client.rerun(project)
+        out = client.rerun(project, params={"n": 3, "label": "sum", "scale": 2}, from_step="report")
+        assert out.computed == ["report"] and _output(out.run_id) == "sum=12" and _calls(tmp_path) == ["report"]
     finally:
         sys.path.remove(str(tmp_path))
     for args, message in [
