@@ -17,6 +17,7 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from isthmus.artifacts.errors import InvalidArtifactRef
@@ -28,6 +29,7 @@ from isthmus.fingerprint.arguments import INCOMPLETE_CODE, NotListed, NotPlain, 
 from isthmus.fingerprint.code import code_fingerprint
 from isthmus.fingerprint.deps import dependency_fingerprint
 from isthmus.fingerprint.environment import git_info
+from isthmus.fingerprint.files import path_digest
 from isthmus.metadata_log import collecting
 from isthmus.recorded_params import replay_params
 from isthmus.records import StepRunRecord
@@ -41,7 +43,8 @@ _ITEM = re.compile(r"(?P<name>[A-Za-z_]\w*)\[(?P<index>\d+)\]")
 @dataclass(frozen=True)
 class Difference:
     """One way this process differs from where the step run ran: ``kind`` is ``python``, ``package``,
-    ``git`` or ``code``; ``name`` what differs (a package, ``commit``, a function)."""
+    ``git``, ``code`` or ``file``; ``name`` what differs (a package, ``commit``, a function, a path
+    parameter)."""
 
     kind: str
     name: str
@@ -149,6 +152,19 @@ def _code_now(step: Step[Any, Any], params: Mapping[str, Any], refs: Mapping[str
     return code
 
 
+def _files(values: dict[str, Any]) -> list[Difference]:
+    """Turn the parameters recorded as a path and what was at it (``{"path", "content_hash"}``) back into
+    paths; what is at one of them now, when different, is a difference (``file``)."""
+    found: list[Difference] = []
+    for name, value in values.items():
+        if isinstance(value, dict) and set(value) == {"path", "content_hash"} and isinstance(value["path"], str):
+            values[name] = Path(value["path"])
+            now = path_digest(value["path"])
+            if now != value["content_hash"]:
+                found.append(Difference("file", name, str(value["content_hash"]), now))
+    return found
+
+
 def differences(
     metadata: MetadataStore, step_run: StepRunRecord, step: Step[Any, Any], code: set[Any]
 ) -> list[Difference]:
@@ -220,7 +236,8 @@ def reproduce(
     unknown = sorted(set(values) - set(step.signature.parameters))
     if unknown:
         raise ReplayError(f"{where}: step {step.name!r} takes no parameter(s) {', '.join(unknown)}")
-    found = differences(metadata, step_run, step, _code_now(step, values, refs))
+    found = _files(values)
+    found += differences(metadata, step_run, step, _code_now(step, values, refs))
     arguments = {**values, **_load(artifacts, refs, lengths)}
     outcome = Reproduction(
         step_run_id=str(step_run["id"]),

@@ -142,7 +142,13 @@ def test_pdb_stops_in_the_step_and_continues(tmp_path: Path, isthmus_home: Path,
 
 
 SECRET_STEP = """
+from pathlib import Path
 from isthmus import step
+
+
+@step
+def read_rows(src: Path) -> int:
+    return len(src.read_text().splitlines())
 
 
 @step
@@ -173,6 +179,12 @@ def test_secret_parameters_must_be_given_and_refs_are_checked(tmp_path: Path, is
     assert fixed.value == len("https://example.org") and not fixed.reproduced
     with pytest.raises(ReplayError, match=r"takes no parameter\(s\) nope"):
         client.reproduce(failed["id"], params={"api_token": "x" * 8, "nope": 1})
+    data = tmp_path / "rows.txt"
+    data.write_text("a\nb\n")
+    assert mod.read_rows.run(data).value == 2
+    data.write_text("a\nb\nc\n")  # the file changes after the run: the path is given back, the change named
+    again = client.reproduce("latest:read_rows")
+    assert again.value == 3 and [(d.kind, d.name) for d in again.differences] == [("file", "src")]
     for ref, message in [("nosuchid", "no step run matches 'nosuchid'"), ("latest:zzz", "has no step 'zzz'")]:
         with pytest.raises(RunNotFound, match=message):
             client.reproduce(ref)

@@ -79,6 +79,8 @@ def rerun_cmd(
 def _difference_line(d: Difference) -> str:
     if d.kind == "code":
         return f"code {d.name}: {d.now} since the recorded run"
+    if d.kind == "file":
+        return f"file {d.name}: what is at the path changed since the recorded run ({d.now})"
     if d.kind == "package":
         return f"package {d.name}: {d.recorded or 'not imported'} recorded, {d.now or 'not imported'} now"
     return f"{d.kind} {d.name}: {d.recorded} recorded, {d.now or 'unknown'} now"
