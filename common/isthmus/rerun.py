@@ -170,9 +170,12 @@ def rerun(
             f"not record (defaults are not assumed for a run that recorded none); pass them with "
             f"--param {missing[0]}=VALUE"
         )
-    forced = forced_invocations(pipe.compile(**values), from_step, only)
+    graph = pipe.compile(**values)
+    forced = forced_invocations(graph, from_step, only)
     context = RunContext(orchestrator="local", native={RERUN_OF_KEY: run["id"]})
     result = pipe.run(runner=runner, context=context, recompute=forced, max_workers=max_workers, **values)
+    position = {name: n for n, name in enumerate(graph.nodes)}
+    order = sorted(result.steps, key=lambda i: (position.get(i.partition("[")[0], -1), len(i), i))  # map order
     return RerunResult(
         rerun_of=run["id"],
         run_id=result.id,
@@ -180,7 +183,7 @@ def rerun(
         pipeline_path=path,
         status=str(result.status),
         forced=forced,
-        computed=[i for i, s in result.steps.items() if not s.cache_hit],
-        hits=[i for i, s in result.steps.items() if s.cache_hit],
+        computed=[i for i in order if not result.steps[i].cache_hit],
+        hits=[i for i in order if result.steps[i].cache_hit],
         params=values,
     )
