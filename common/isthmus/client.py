@@ -25,6 +25,9 @@ from isthmus.explain import Explanation, explain_step_run
 from isthmus.gc import DEFAULT_GRACE, GcReport, collect_garbage
 from isthmus.lineage_query import Lineage, lineage
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
+from isthmus.reproduce import Reproduction, reproduce
+from isthmus.rerun import RerunResult, rerun
+from isthmus.runner import StepRunner
 from isthmus.store.metadata import MetadataStore
 
 _LATEST = re.compile(r"latest(?:~\d+)?")
@@ -202,3 +205,27 @@ class Client:
             prune_cache=prune_cache,
             grace=grace,
         )
+
+    # -- rerun and reproduce -------------------------------------------------------------------------
+    def rerun(
+        self,
+        run: str,
+        *,
+        from_step: str | None = None,
+        only: str | None = None,
+        pipeline: str | None = None,
+        params: dict[str, Any] | None = None,
+        max_workers: int | None = None,
+    ) -> RerunResult:
+        """Run a recorded pipeline run again locally (recorded parameters, current code), recomputing
+        ``from_step`` and everything downstream of it, or ``only`` that step (see :mod:`isthmus.rerun`)."""
+        record = self.run(run)
+        runner = StepRunner(self.metadata, self.artifacts)
+        return rerun(
+            runner, record, from_step=from_step, only=only, pipeline=pipeline, params=params, max_workers=max_workers
+        )
+
+    def reproduce(self, step_run: str, *, params: dict[str, Any] | None = None, debug: bool = False) -> Reproduction:
+        """Call a recorded step run's function here with its recorded inputs (under pdb with ``debug``);
+        records nothing (see :mod:`isthmus.reproduce`)."""
+        return reproduce(self.metadata, self.artifacts, self.step_run(step_run), params=params, debug=debug)

@@ -90,5 +90,10 @@ class RunNotFound(IsthmusError, LookupError):
     """No pipeline or step run matches the given id."""
 
 
+class ReplayError(IsthmusError, ValueError):
+    """A recorded run or step run cannot be run again as asked (``isthmus rerun`` / ``reproduce``): its
+    pipeline cannot be found, a parameter was recorded as ``***``, a step name is not in the pipeline."""
+
+
 class NotImportableError(IsthmusError):
     """A step cannot be imported by path, so it cannot run in another process."""

@@ -24,7 +24,7 @@ from isthmus.graph import (
 )
 from isthmus.local_run import POOLS, LocalRun, default_workers
 from isthmus.pinned import resolve_pipeline_params
-from isthmus.pipeline_runs import complete_pipeline_run, fail_pipeline_run, start_pipeline_run
+from isthmus.pipeline_runs import complete_pipeline_run, fail_pipeline_run, importable_path, start_pipeline_run
 from isthmus.records import RunStatus
 from isthmus.redaction import secret_values
 from isthmus.runner import StepResult, StepRunner, default_runner
@@ -266,7 +266,8 @@ class Pipeline:
         forced = self._recomputed(graph, cache, recompute)
         ctx = context or RunContext(orchestrator="local")
         secrets = frozenset(secret_values(graph.params))
-        record = start_pipeline_run(runner, self.name, ctx, graph.params, self.fn, secrets)
+        path = importable_path(self.fn)
+        record = start_pipeline_run(runner, self.name, ctx, graph.params, self.fn, secrets, pipeline_path=path)
         run_id = record["id"]
         local = LocalRun(graph, runner, ctx, run_id, secrets, forced, workers, pool)
         try:

@@ -17,20 +17,44 @@ from isthmus.errors import StepFailed
 from isthmus.records import PipelineRunRecord, RunStatus
 from isthmus.redaction import safe_params, scrub, secret_values
 from isthmus.runner import StepResult, StepRunner, default_runner
-from isthmus.step import Step
+from isthmus.step import Step, _main_module_name
+
+PIPELINE_PATH_KEY = "pipeline_path"  # a pipeline run's context: ``module:attr`` of its pipeline object
+
+
+def importable_path(fn: Any) -> str | None:
+    """``module:qualname`` another process can import ``fn`` (a pipeline's function) from, or None
+    (defined inside a function, or in a script run as ``python script.py``)."""
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if module == "__main__":
+        module = _main_module_name()
+    if not module or not qualname or "<" in qualname:
+        return None
+    return f"{module}:{qualname}"
 
 
 def start_pipeline_run(
-    runner: StepRunner, name: str, ctx: RunContext, params: Mapping[str, Any], code: Any, secrets: Iterable[str] = ()
+    runner: StepRunner,
+    name: str,
+    ctx: RunContext,
+    params: Mapping[str, Any],
+    code: Any,
+    secrets: Iterable[str] = (),
+    *,
+    pipeline_path: str | None = None,
 ) -> PipelineRunRecord:
     """Record (and announce to lineage) a new RUNNING pipeline run; ``code``: a function of the project,
-    whose module's environment is snapshotted."""
+    whose module's environment is snapshotted; ``pipeline_path``: where the pipeline object is imported
+    from (``module:attr``, kept in the run's context so ``isthmus rerun`` can find it)."""
+    context = json.loads(json.dumps(ctx.native, default=str))
+    if pipeline_path:
+        context[PIPELINE_PATH_KEY] = pipeline_path
     record: PipelineRunRecord = {
         "id": str(uuid.uuid4()),
         "pipeline": name,
         "orchestrator": ctx.orchestrator,
         "params": safe_params(params, secrets),
-        "context": json.loads(json.dumps(ctx.native, default=str)),
+        "context": context,
         "user": _user(),
         "host": socket.gethostname(),
         "environment_hash": runner.environment_hash(code),

@@ -29,6 +29,7 @@ from isthmus.cli.render import (
     table,
     when,
 )
+from isthmus.cli.rerun import reproduce_cmd, rerun_cmd
 from isthmus.client import Client
 from isthmus.context import RunContext
 from isthmus.errors import ConfigurationError, IsthmusError
@@ -528,6 +529,10 @@ def ingest(manifest: Annotated[str, typer.Argument(help="Path or URL of a result
 def version() -> None:
     """Print the isthmus version."""
     print(__version__)
+
+
+app.command("rerun")(rerun_cmd)
+app.command("reproduce")(reproduce_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,131 @@
+"""Commands ``rerun`` (a recorded pipeline run, again, locally) and ``reproduce`` (a recorded step run's
+function, called here with its recorded inputs). Registered on the app by :mod:`isthmus.cli.app`."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Annotated, NoReturn
+
+import typer
+from rich.markup import escape
+
+from isthmus.cli.render import console, dump_json, short
+from isthmus.client import Client
+from isthmus.errors import IsthmusError, StepFailed
+from isthmus.recorded_params import ENV_PREFIX, parse_param_options
+from isthmus.reproduce import Difference, Reproduction
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        help=f"NAME=VALUE (JSON or text) over the recorded parameters; needed for secrets (or {ENV_PREFIX}NAME).",
+    ),
+]
+
+
+def _fail(message: str) -> NoReturn:
+    """One plain line on stderr (no markup, no wrapping: messages quote ids and paths), exit 1."""
+    prefix = typer.style("error:", fg="red") if sys.stderr.isatty() else "error:"
+    typer.echo(f"{prefix} {' '.join(str(message).split())}", err=True)
+    raise typer.Exit(code=1)
+
+
+def rerun_cmd(
+    run: Annotated[str, typer.Argument(help="Run id, unique prefix, 'latest' or 'latest~N'.")],
+    from_step: Annotated[
+        str | None, typer.Option("--from", help="Recompute this step and everything downstream of it.")
+    ] = None,
+    only: Annotated[str | None, typer.Option("--only", help="Recompute just this step.")] = None,
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", help="module:attr of the @pipeline, when the run does not record it.")
+    ] = None,
+    param: ParamOpt = None,
+    max_workers: Annotated[int | None, typer.Option("--max-workers", min=1)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a recorded pipeline run again, locally, with its recorded parameters and the current code.
+
+    Cached results upstream of --from STEP are reused; STEP and everything downstream of it compute
+    again (a mapped step with all its items). Works for runs recorded by any orchestrator."""
+    try:
+        result = Client().rerun(
+            run,
+            from_step=from_step,
+            only=only,
+            pipeline=pipeline,
+            params=parse_param_options(param or []),
+            max_workers=max_workers,
+        )
+    except StepFailed as exc:
+        run_id = getattr(exc, "pipeline_run_id", None)
+        _fail(f"{exc}" + (f" (run {run_id[:8]}; see 'isthmus runs show {run_id[:8]}')" if run_id else ""))
+    except IsthmusError as exc:
+        _fail(str(exc))
+    if as_json:
+        dump_json(result.to_dict())
+        return
+    console.print(
+        f"[bold]{escape(result.pipeline)}[/bold] run {result.run_id} (rerun of {short(result.rerun_of)}, "
+        f"pipeline {escape(result.pipeline_path)}): {result.status}"
+    )
+    console.print(f"recomputed on request: {', '.join(result.forced) or 'nothing'}", markup=False)
+    console.print(f"computed: {', '.join(result.computed) or 'nothing'}", markup=False)
+    console.print(f"cache hits: {', '.join(result.hits) or 'none'}", markup=False)
+
+
+def _difference_line(d: Difference) -> str:
+    if d.kind == "code":
+        return f"code {d.name}: {d.now} since the recorded run"
+    if d.kind == "file":
+        return f"file {d.name}: what is at the path changed since the recorded run ({d.now})"
+    if d.kind == "package":
+        return f"package {d.name}: {d.recorded or 'not imported'} recorded, {d.now or 'not imported'} now"
+    return f"{d.kind} {d.name}: {d.recorded} recorded, {d.now or 'unknown'} now"
+
+
+def _print_reproduction(r: Reproduction) -> None:
+    console.print(
+        f"[bold]reproduce[/bold] step run {r.step_run_id[:8]} ({escape(r.invocation)}, {escape(r.step_path)}), "
+        f"recorded {r.recorded_status}"
+    )
+    if r.recorded_error:
+        console.print(f"recorded error: {r.recorded_error}", markup=False)
+    for name, content_hash in r.inputs.items():
+        console.print(f"input {name}: {content_hash.split(':', 1)[-1][:12]}", markup=False)
+    if r.differences:
+        console.print("differs from the recorded run:")
+        for d in r.differences:
+            console.print(f"  {_difference_line(d)}", markup=False)
+    else:
+        console.print("same python, packages, git commit and code as the recorded run")
+    if r.error is not None:
+        traceback.print_exception(r.error)
+        console.print(f"raised {r.error_text}" + (" (as recorded)" if r.reproduced else ""), markup=False)
+    else:
+        value = repr(r.value)
+        console.print(f"returned {value if len(value) <= 200 else value[:200] + '…'}", markup=False)
+
+
+def reproduce_cmd(
+    step_run: Annotated[str, typer.Argument(help="Step run id, unique prefix, or RUN:STEP (e.g. latest:train).")],
+    param: ParamOpt = None,
+    debug: Annotated[bool, typer.Option("--pdb", help="Call the step under pdb (stops at its first line).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Call a recorded step run's function here, with its exact recorded inputs and parameters.
+
+    Prints what differs from where it ran (python, packages, git commit, code). Records nothing.
+    Exits 1 when the function raises."""
+    try:
+        result = Client().reproduce(step_run, params=parse_param_options(param or []), debug=debug)
+    except IsthmusError as exc:
+        _fail(str(exc))
+    if as_json:
+        dump_json(result.to_dict())
+    else:
+        _print_reproduction(result)
+    if result.raised:
+        raise typer.Exit(code=1)
