@@ -20,7 +20,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, distinct, func, select
+from sqlalchemy import and_, distinct, func, or_, select
 
 from isthmus.errors import RunNotFound
 from isthmus.store import schema as s
@@ -145,11 +145,17 @@ def _hashes_with_prefix(metadata: MetadataStore, needle: str) -> list[str]:
 def _unknown_name(metadata: MetadataStore, name: str) -> RunNotFound:
     link = s.step_run_artifacts
     hint = ""
-    if "." not in name and not _BAD_TEXT.search(name):  # perhaps the output name alone: suggest STEP.OUTPUT
+    if "." not in name:  # perhaps the step or the output name alone: suggest STEP.OUTPUT
         query = (
             select(link.c.artifact_name)
             .distinct()
-            .where(link.c.artifact_name.endswith("." + name, autoescape=True), link.c.role == "output")
+            .where(
+                or_(
+                    link.c.artifact_name.endswith("." + name, autoescape=True),  # the output name alone
+                    link.c.artifact_name.startswith(name + ".", autoescape=True),  # the step name alone
+                ),
+                link.c.role == "output",
+            )
             .limit(3)
         )
         with metadata.engine.connect() as conn:
