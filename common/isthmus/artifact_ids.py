@@ -262,8 +262,8 @@ def list_versions(metadata: MetadataStore, name: str | None = None, limit: int =
     pairs: list[tuple[str, str, VersionStats | None, int | None]] = []
     if name is not None:
         versions = versions_of(metadata, name)
-        for back, v in enumerate(reversed(versions[-limit:] if limit > 0 else [])):
-            pairs.append((name, v.content_hash, v, back))
+        for offset, v in enumerate(reversed(versions[-limit:] if limit > 0 else [])):
+            pairs.append((name, v.content_hash, v, offset))
     else:
         with metadata.engine.connect() as conn:
             newest = conn.execute(select(a.c.content_hash).order_by(a.c.created_at.desc()).limit(limit)).scalars()
