@@ -117,7 +117,7 @@ def promote(
 ) -> AliasChange | None:
     """Point ``name@alias`` at ``version`` (any artifact id); None if it points there already."""
     name, alias = _parse(alias_ref)
-    target = resolve_artifact(metadata, version)
+    target = resolve_artifact(metadata, version, numbered=False)
     if not force:
         _check_version_of(metadata, name, alias, target, version)
     current = alias_target(metadata, name, alias)
@@ -152,9 +152,9 @@ def rollback(
                 f"{name}@{alias} has no previous target to roll back to (it points at {current[:19]}… and "
                 f"has {len(history)} recorded change(s)); see 'isthmus artifacts history {name}@{alias}'"
             )
-        target = resolve_artifact(metadata, stack[-2])
+        target = resolve_artifact(metadata, stack[-2], numbered=False)
     else:
-        target = resolve_artifact(metadata, to)
+        target = resolve_artifact(metadata, to, numbered=False)
         if target.content_hash not in stack:
             _check_version_of(metadata, name, alias, target, to)
         if target.content_hash == current:

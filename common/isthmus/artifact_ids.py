@@ -2,7 +2,7 @@
 
 An artifact's *name* is ``STEP.OUTPUT`` (``train.output``, ``split.test``): every step run output is linked
 under it in ``step_run_artifacts``. The *versions* of a name are the distinct content hashes produced under
-it, numbered in the order they were first produced (a cache hit reuses a version, it never makes one).
+it, numbered in the order their contents were first stored (a cache hit reuses a version, never makes one).
 An id is one of:
 
 - a content hash or a unique prefix of one (``blake3:9f3a…``, ``9f3a0c``);
@@ -41,11 +41,12 @@ def quoted(text: str) -> str:
 
 @dataclass(frozen=True)
 class VersionStats:
-    """One version of an artifact name: its hash, its number (1 = the first produced) and when it was
-    first and last produced under that name."""
+    """One version of an artifact name: its hash, its number (1 = the first produced) out of ``total``,
+    and when it was first and last produced under that name."""
 
     content_hash: str
     number: int
+    total: int
     first_produced: dt.datetime
     last_produced: dt.datetime
 
@@ -82,20 +83,97 @@ def split_alias(text: str) -> tuple[str, str]:
     return name, alias
 
 
-def versions_of(metadata: MetadataStore, name: str) -> list[VersionStats]:
-    """The versions of artifact ``name``, oldest first (by the artifact-name index)."""
-    link, r = s.step_run_artifacts, s.step_runs
-    first, last = func.min(r.c.started_at), func.max(r.c.started_at)
+_WALK = 2000  # newest artifacts looked through before scanning every version of a name
+
+
+def versions_of(
+    metadata: MetadataStore, name: str, *, back: int = 0, limit: int | None = None, content_hash: str | None = None
+) -> list[VersionStats]:
+    """Versions of artifact ``name``, newest first: ``limit`` of them from ``back`` versions before the
+    newest (all by default), or only the version ``content_hash``.
+
+    Versions are ordered by when their content was first stored (``artifacts.created_at``). The newest few
+    are found by walking the newest artifacts (by index) and keeping this name's; only a deep ``~N``, a
+    rarely produced name or a hash's number scans every version of the name (its covering index)."""
+    total = count_versions(metadata, name)
+    if not total:
+        return []
+    hashes: list[str] | None = None
+    if content_hash is not None:  # a recent version's number comes from the walk too
+        walked = _walk_newest(metadata, name, 0)
+        hashes = walked if walked is not None and content_hash in walked else None
+    elif limit is not None and back + limit <= _WALK:
+        hashes = _walk_newest(metadata, name, back + limit)
+    if hashes is None:
+        hashes = _all_versions(metadata, name)
+        total = len(hashes)
+    if content_hash is not None:
+        chosen = [(i, h) for i, h in enumerate(hashes) if h == content_hash]
+    else:
+        chosen = list(enumerate(hashes))[back : None if limit is None else back + limit]
+    times = _produced(metadata, name, [h for _, h in chosen])
+    return [VersionStats(h, total - i, total, *times[h]) for i, h in chosen if h in times]
+
+
+def _walk_newest(metadata: MetadataStore, name: str, want: int) -> list[str] | None:
+    """The ``want`` newest versions of ``name`` found among the newest artifacts, or None if the walk
+    ends first (without having seen every artifact)."""
+    a, link = s.artifacts, s.step_run_artifacts
+    newest = select(a.c.content_hash).order_by(a.c.created_at.desc(), a.c.content_hash.desc()).limit(_WALK)
+    with metadata.engine.connect() as conn:
+        walked = [str(x) for x in conn.execute(newest).scalars()]
+        mine: set[str] = set()
+        for i in range(0, len(walked), 500):
+            query = select(link.c.content_hash).where(
+                link.c.artifact_name == name, link.c.role == "output", link.c.content_hash.in_(walked[i : i + 500])
+            )
+            mine.update(str(x) for x in conn.execute(query).scalars())
+    found = [h for h in walked if h in mine]
+    if len(found) >= want or len(walked) < _WALK:
+        return found
+    return None
+
+
+def _all_versions(metadata: MetadataStore, name: str) -> list[str]:
+    """Every version of ``name`` still recorded, newest first."""
+    a, link = s.artifacts, s.step_run_artifacts
     query = (
-        select(link.c.content_hash, first.label("first"), last.label("last"))
-        .select_from(link.join(r, r.c.id == link.c.step_run_id))
+        select(link.c.content_hash, a.c.created_at)
+        .distinct()
+        .select_from(link.join(a, a.c.content_hash == link.c.content_hash))
         .where(link.c.artifact_name == name, link.c.role == "output")
-        .group_by(link.c.content_hash)
-        .order_by(first, link.c.content_hash)
+        .order_by(a.c.created_at.desc(), link.c.content_hash.desc())
     )
     with metadata.engine.connect() as conn:
-        rows = conn.execute(query).all()
-    return [VersionStats(h, i + 1, a, b) for i, (h, a, b) in enumerate(rows)]
+        return [str(h) for h, _ in conn.execute(query).all()]
+
+
+def _produced(metadata: MetadataStore, name: str, hashes: list[str]) -> dict[str, tuple[dt.datetime, dt.datetime]]:
+    """When each of ``hashes`` was first and last produced under ``name``."""
+    link, r = s.step_run_artifacts, s.step_runs
+    out: dict[str, tuple[dt.datetime, dt.datetime]] = {}
+    with metadata.engine.connect() as conn:
+        for i in range(0, len(hashes), 500):
+            query = (
+                select(link.c.content_hash, func.min(r.c.started_at), func.max(r.c.started_at))
+                .select_from(link.join(r, r.c.id == link.c.step_run_id))
+                .where(
+                    link.c.artifact_name == name, link.c.role == "output", link.c.content_hash.in_(hashes[i : i + 500])
+                )
+                .group_by(link.c.content_hash)
+            )
+            out.update({str(h): (first, last) for h, first, last in conn.execute(query).all()})
+    return out
+
+
+def count_versions(metadata: MetadataStore, name: str) -> int:
+    """How many versions artifact ``name`` was produced in (from the artifact-name index alone)."""
+    link = s.step_run_artifacts
+    query = select(func.count(distinct(link.c.content_hash))).where(
+        link.c.artifact_name == name, link.c.role == "output"
+    )
+    with metadata.engine.connect() as conn:
+        return int(conn.execute(query).scalar() or 0)
 
 
 def names_of(metadata: MetadataStore, content_hash: str) -> list[str]:
@@ -168,8 +246,10 @@ def _unknown_name(metadata: MetadataStore, name: str) -> RunNotFound:
     )
 
 
-def resolve_artifact(metadata: MetadataStore, ref: str) -> ResolvedArtifact:
-    """The artifact version ``ref`` names (see the module docstring for the forms)."""
+def resolve_artifact(metadata: MetadataStore, ref: str, *, numbered: bool = True) -> ResolvedArtifact:
+    """The artifact version ``ref`` names (see the module docstring for the forms). ``numbered=False``
+    skips the version number of a hash id (a scan of every version of its name) for callers that only
+    need the hash."""
     ref = str(ref).strip()
     if not ref or len(ref) > _NAME_LIMIT + _ALIAS_LIMIT + 1 or _BAD_TEXT.search(ref):
         raise RunNotFound(f"artifact {quoted(ref)} matches no artifact; see 'isthmus artifacts list'")
@@ -184,7 +264,8 @@ def resolve_artifact(metadata: MetadataStore, ref: str) -> ResolvedArtifact:
                 f"no alias {quoted(ref)}; set one with 'isthmus artifacts alias {name}@{alias} VERSION' "
                 "(see 'isthmus artifacts aliases')"
             )
-        return _record(metadata, ref, target, name, what=f"alias {quoted(ref)} points at {target[:19]}…, which")
+        what = f"alias {quoted(ref)} points at {target[:19]}…, which"
+        return _record(metadata, ref, target, name, what=what, numbered=numbered)
     back = _BACK.fullmatch(ref)
     if back:
         return _nth_version(metadata, ref, back.group(1), int(back.group(2)))
@@ -194,23 +275,23 @@ def resolve_artifact(metadata: MetadataStore, ref: str) -> ResolvedArtifact:
         if len(found) > 1:
             raise RunNotFound(f"artifact {quoted(ref)} is ambiguous; give more characters of the hash")
         if found:
-            return _record(metadata, ref, found[0], None)
-        if ref.lower().startswith("blake3:") or not versions_of(metadata, ref):
+            return _record(metadata, ref, found[0], None, numbered=numbered)
+        if ref.lower().startswith("blake3:") or not count_versions(metadata, ref):
             raise RunNotFound(f"artifact {quoted(ref)} matches no artifact; see 'isthmus artifacts list'")
     return _nth_version(metadata, ref, ref, 0)
 
 
 def _nth_version(metadata: MetadataStore, ref: str, name: str, back: int) -> ResolvedArtifact:
-    versions = versions_of(metadata, name)
-    if not versions:
-        raise _unknown_name(metadata, name)
-    if back >= len(versions):
+    found = versions_of(metadata, name, back=back, limit=1)
+    if not found:
+        total = count_versions(metadata, name)
+        if not total:
+            raise _unknown_name(metadata, name)
         raise RunNotFound(
-            f"{quoted(ref)}: {name} has {len(versions)} version(s), so {name}~0 … {name}~{len(versions) - 1}; "
+            f"{quoted(ref)}: {name} has {total} version(s), so {name}~0 … {name}~{total - 1}; "
             f"see 'isthmus artifacts list --name {name}'"
         )
-    chosen = versions[len(versions) - 1 - back]
-    return _record(metadata, ref, chosen.content_hash, name, versions=versions)
+    return _record(metadata, ref, found[0].content_hash, name, version=found[0])
 
 
 def _record(
@@ -219,8 +300,9 @@ def _record(
     content_hash: str,
     name: str | None,
     *,
-    versions: list[VersionStats] | None = None,
+    version: VersionStats | None = None,
     what: str | None = None,
+    numbered: bool = True,
 ) -> ResolvedArtifact:
     a = s.artifacts
     with metadata.engine.connect() as conn:
@@ -233,17 +315,14 @@ def _record(
     names = names_of(metadata, content_hash)
     if name is None and len(names) == 1:
         name = names[0]
-    number = count = None
-    if name is not None and name in names:
-        versions = versions if versions is not None else versions_of(metadata, name)
-        count = len(versions)
-        number = next((v.number for v in versions if v.content_hash == content_hash), None)
+    if version is None and numbered and name is not None and name in names:
+        version = next(iter(versions_of(metadata, name, content_hash=content_hash)), None)
     return ResolvedArtifact(
         id=ref,
         content_hash=content_hash,
         name=name,
-        number=number,
-        versions=count,
+        number=version.number if version else None,
+        versions=version.total if version else None,
         uri=row["uri"],
         size=row["size"],
         materializer=row["materializer"],
@@ -261,8 +340,7 @@ def list_versions(metadata: MetadataStore, name: str | None = None, limit: int =
     a, link, al = s.artifacts, s.step_run_artifacts, s.artifact_aliases
     pairs: list[tuple[str, str, VersionStats | None, int | None]] = []
     if name is not None:
-        versions = versions_of(metadata, name)
-        for offset, v in enumerate(reversed(versions[-limit:] if limit > 0 else [])):
+        for offset, v in enumerate(versions_of(metadata, name, limit=max(limit, 0))):
             pairs.append((name, v.content_hash, v, offset))
     else:
         with metadata.engine.connect() as conn:

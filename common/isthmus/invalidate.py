@@ -64,7 +64,7 @@ def invalidate_downstream(
     metadata: MetadataStore, artifact: str, *, dry_run: bool = False, reason: str | None = None
 ) -> Invalidation:
     """Drop the cache entries of every step run derived from ``artifact`` (any artifact id) and mark them."""
-    bad = resolve_artifact(metadata, artifact)
+    bad = resolve_artifact(metadata, artifact, numbered=False)
     link, r, e, al = s.step_run_artifacts, s.step_runs, s.cache_entries, s.artifact_aliases
     rows: dict[str, dict[str, Any]] = {}
     depth_of: dict[str, int] = {}

@@ -75,6 +75,20 @@ def test_artifact_ids_name_latest_back_prefix_and_alias(versions: list[str]) -> 
         client.artifact("blake3:ffff")
 
 
+def test_artifact_ids_past_the_walk_of_newest_artifacts(versions: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import isthmus.artifact_ids as ids
+
+    monkeypatch.setattr(ids, "_WALK", 2)  # the newest two artifacts hold no make.output beyond the latest
+    client = Client()
+    assert [client.artifact(f"make.output~{n}").content_hash for n in (0, 1, 2)] == versions[::-1]
+    assert [(client.artifact(v).number, client.artifact(v).versions) for v in versions] == [(1, 3), (2, 3), (3, 3)]
+    assert [r["id"] for r in client.artifact_versions("make.output")] == [
+        "make.output",
+        "make.output~1",
+        "make.output~2",
+    ]
+
+
 def test_promote_refuses_another_names_version_unless_forced(versions: list[str]) -> None:
     client = Client()
     count_v = client.artifact("count.output").content_hash

@@ -110,6 +110,8 @@ step_run_artifacts = Table(
     Column("artifact_name", String(512), nullable=False),
     Index("ix_step_run_artifacts_content_hash", "content_hash"),
     Index("ix_step_run_artifacts_artifact_name", "artifact_name"),
+    # the versions of a name, from the index alone (revision 0004)
+    Index("ix_step_run_artifacts_versions", "artifact_name", "role", "content_hash", "step_run_id"),
 )
 
 artifact_aliases = Table(

@@ -1,4 +1,4 @@
-"""alias history (every change of name@alias) and invalidated step runs
+"""alias history (every change of name@alias), invalidated step runs, indexes for artifact versions
 
 Revision ID: 0004
 Revises: 0003
@@ -20,6 +20,11 @@ def upgrade() -> None:
     op.add_column("step_runs", sa.Column("invalidated_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("step_runs", sa.Column("invalidated_reason", sa.Text(), nullable=True))
     op.create_index("ix_artifacts_created_at", "artifacts", ["created_at"])
+    op.create_index(
+        "ix_step_run_artifacts_versions",
+        "step_run_artifacts",
+        ["artifact_name", "role", "content_hash", "step_run_id"],
+    )
     history = op.create_table(
         "artifact_alias_history",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -71,6 +76,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_artifact_alias_history_name_alias", table_name="artifact_alias_history")
     op.drop_table("artifact_alias_history")
+    op.drop_index("ix_step_run_artifacts_versions", table_name="step_run_artifacts")
     op.drop_index("ix_artifacts_created_at", table_name="artifacts")
     with op.batch_alter_table("step_runs") as batch:
         batch.drop_column("invalidated_reason")
