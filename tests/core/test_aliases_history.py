@@ -277,3 +277,14 @@ def test_a_store_from_revision_0003_keeps_its_aliases_history_starts_there(store
         assert store.get_step_run(sid)["invalidated_at"] is None
     finally:
         store.dispose()
+
+
+def test_a_change_made_meanwhile_is_not_overwritten(versions: list[str]) -> None:
+    from isthmus.store.metadata import AliasMoved
+
+    client = Client()
+    client.promote("make.output@production", versions[0])
+    with pytest.raises(AliasMoved, match="make.output@production was changed by someone else meanwhile"):
+        client.metadata.set_alias("make.output", "production", versions[1], expect_from=versions[2])
+    assert client.artifact("make.output@production").content_hash == versions[0]
+    assert len(client.alias_history("make.output@production")) == 1
