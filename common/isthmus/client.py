@@ -18,11 +18,14 @@ import re
 from typing import Any
 
 from isthmus import defaults
+from isthmus.aliases import AliasChange, alias_history, promote, rollback
+from isthmus.artifact_ids import ResolvedArtifact, list_versions, resolve_artifact
 from isthmus.artifacts.store import ArtifactStore
 from isthmus.diff import diff_runs, diff_step_runs
 from isthmus.errors import RunNotFound
 from isthmus.explain import Explanation, explain_step_run
 from isthmus.gc import DEFAULT_GRACE, GcReport, collect_garbage
+from isthmus.invalidate import Invalidation, invalidate_downstream
 from isthmus.lineage_query import Lineage, lineage
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
 from isthmus.reproduce import Reproduction, reproduce
@@ -229,3 +232,37 @@ class Client:
         """Call a recorded step run's function here with its recorded inputs (under pdb with ``debug``);
         records nothing (see :mod:`isthmus.reproduce`)."""
         return reproduce(self.metadata, self.artifacts, self.step_run(step_run), params=params, debug=debug)
+
+    # -- artifacts, aliases, invalidation -----------------------------------------------------------
+    def artifact(self, ref: str) -> ResolvedArtifact:
+        """The artifact version ``ref`` names: a hash or unique prefix, ``name`` (= ``name@latest``),
+        ``name@alias``, ``name~N`` (see :mod:`isthmus.artifact_ids`)."""
+        return resolve_artifact(self.metadata, ref)
+
+    def artifact_versions(self, name: str | None = None, limit: int = 50, by_run: bool = False) -> list[dict[str, Any]]:
+        """Artifact versions, newest first, each with how many step runs used it; ``by_run``: one row per
+        step run that produced or reused a version instead."""
+        if by_run:
+            return self.metadata.list_artifacts(name=name, limit=limit)
+        return list_versions(self.metadata, name=name, limit=limit)
+
+    def alias_history(self, alias: str) -> list[AliasChange]:
+        """Every change of ``name@alias``, oldest first."""
+        return alias_history(self.metadata, alias)
+
+    def promote(
+        self, alias: str, version: str, *, reason: str | None = None, force: bool = False, via: str = "api"
+    ) -> AliasChange | None:
+        """Point ``name@alias`` at ``version`` (any artifact id); refuses a version of another name unless
+        ``force``. None if it pointed there already."""
+        return promote(self.metadata, alias, version, reason=reason, force=force, via=via)
+
+    def rollback(
+        self, alias: str, to: str | None = None, *, reason: str | None = None, via: str = "api"
+    ) -> AliasChange:
+        """Move ``name@alias`` back to its previous target, or to ``to``."""
+        return rollback(self.metadata, alias, to, reason=reason, via=via)
+
+    def invalidate(self, artifact: str, *, dry_run: bool = False, reason: str | None = None) -> Invalidation:
+        """Drop the cache entries of every step run derived from ``artifact`` and mark those runs."""
+        return invalidate_downstream(self.metadata, artifact, dry_run=dry_run, reason=reason)

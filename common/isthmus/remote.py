@@ -282,12 +282,18 @@ def run_remote(
     return manifest
 
 
+# A store's own marks (``isthmus invalidate``), never carried from one store to another.
+_LOCAL_COLUMNS = {"step_runs": frozenset({"invalidated_at", "invalidated_reason"})}
+
+
 def _export(store: MetadataStore) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     with store.engine.connect() as conn:
         for name in _EXPORTED:
             table = s.metadata.tables[name]
-            out[name] = [dict(r) for r in conn.execute(select(table)).mappings()]
+            local = _LOCAL_COLUMNS.get(name, frozenset())
+            rows = conn.execute(select(table)).mappings()
+            out[name] = [{k: v for k, v in r.items() if k not in local} for r in rows]
     return out
 
 

@@ -1,4 +1,4 @@
-"""Commands: runs, why, diff, artifacts, cache, run-step, ingest. Queries go through :class:`isthmus.Client`."""
+"""Commands: runs, why, diff, artifacts (and rollback, invalidate), cache, run-step, ingest. Queries go through :class:`isthmus.Client`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rich.markup import escape
 from isthmus import __version__, defaults
 from isthmus.artifacts.refs import loads_bounded
 from isthmus.cache_admin import prune
+from isthmus.cli import artifacts as artifacts_cli
 from isthmus.cli.html import diff_page
 from isthmus.cli.lineage_gc import gc_cmd, lineage_cmd
 from isthmus.cli.render import (
@@ -42,10 +43,11 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="isthmus: recorded, cached, portable pipeline steps."
 )
 runs_app = typer.Typer(no_args_is_help=True, help="Pipeline runs.")
-artifacts_app = typer.Typer(no_args_is_help=True, help="Artifacts and their aliases (name@alias).")
 cache_app = typer.Typer(no_args_is_help=True, help="The step cache.")
 app.add_typer(runs_app, name="runs")
-app.add_typer(artifacts_app, name="artifacts")
+app.add_typer(artifacts_cli.artifacts_app, name="artifacts")
+app.command("rollback")(artifacts_cli.rollback)
+app.command("invalidate")(artifacts_cli.invalidate)
 app.add_typer(cache_app, name="cache")
 app.command("lineage")(lineage_cmd)
 app.command("gc")(gc_cmd)
@@ -299,101 +301,6 @@ def _print_run_diff(d: dict[str, Any]) -> None:
         console.print(f"  unchanged: {', '.join(d['unchanged_steps'])}", markup=False)
     _print_environment(d["environment"])
     print_ran(d["ran"])
-
-
-# -- artifacts ------------------------------------------------------------------------------------
-@artifacts_app.command("list")
-def artifacts_list(
-    name: Annotated[
-        str | None, typer.Option("--name", help="Only versions of this artifact name (step.output).")
-    ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
-    as_json: JsonOpt = False,
-) -> None:
-    """Artifact versions, newest first (one row per step run that produced or reused it)."""
-    rows = _meta().list_artifacts(name=name, limit=limit)
-    if as_json:
-        dump_json(rows)
-        return
-    t = table("Artifacts", ["name", "hash", "type", "materializer", "size", "run", "produced"])
-    for r in rows:
-        t.add_row(
-            r["artifact_name"],
-            short(r["content_hash"], 12),
-            r["python_type"].split(":")[-1],
-            r["materializer"],
-            _size(r["size"]),
-            short(r["pipeline_run_id"]),
-            when(r["produced_at"]),
-        )
-    console.print(t)
-
-
-@artifacts_app.command("show")
-def artifacts_show(
-    ref: Annotated[str, typer.Argument(help="Content hash (prefix) or name@alias.")], as_json: JsonOpt = False
-) -> None:
-    """One artifact: where it is, what it is, who produced it."""
-    meta = _meta()
-    try:
-        a = meta.get_artifact(ref)
-    except IsthmusError as exc:
-        _fail(str(exc))
-    producer = meta.artifact_producer(a["content_hash"])
-    if as_json:
-        dump_json({"artifact": a, "producer": producer})
-        return
-    for k in ("content_hash", "uri", "size", "materializer", "python_type"):
-        console.print(f"{k:>13}: {a[k] if k != 'size' else _size(a[k])}")
-    if a.get("metadata"):
-        console.print(f"{'metadata':>13}: {json.dumps(a['metadata'], sort_keys=True)}")
-    if producer:
-        console.print(
-            f"{'produced by':>13}: step {producer['step_name']} (step run {producer['id']}, pipeline run {producer['pipeline_run_id']})"
-        )
-
-
-@artifacts_app.command("alias")
-def artifacts_alias(
-    alias: Annotated[str, typer.Argument(help="name@alias, e.g. train.output@prod")],
-    ref: Annotated[str, typer.Argument(help="Content hash (prefix) or another name@alias to point it at.")],
-) -> None:
-    """Point name@alias at an artifact version (use it to promote or roll back)."""
-    if "@" not in alias:
-        _fail(f"{alias!r} must look like name@alias, e.g. train.output@prod")
-    meta = _meta()
-    try:
-        a = meta.get_artifact(ref)
-    except IsthmusError as exc:
-        _fail(str(exc))
-    name, label = alias.rsplit("@", 1)
-    producer = meta.artifact_producer(a["content_hash"])
-    meta.set_alias(name, label, a["content_hash"], producer["id"] if producer else None)
-    console.print(f"{alias} -> {a['content_hash']}")
-
-
-@artifacts_app.command("aliases")
-def artifacts_aliases(as_json: JsonOpt = False) -> None:
-    """List aliases."""
-    rows = _meta().list_aliases()
-    if as_json:
-        dump_json(rows)
-        return
-    t = table("Aliases", ["alias", "hash", "updated"])
-    for r in rows:
-        t.add_row(f"{r['name']}@{r['alias']}", short(r["content_hash"], 12), when(r["updated_at"]))
-    console.print(t)
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(n)
 
 
 # -- cache ----------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from isthmus.store.claims import CacheCandidate, ClaimBusy, ClaimCandidates, Cla
 from isthmus.store.engine import WRITE, make_engine, retry_locked
 from isthmus.store.holders import LeaseHolder, holder_is_dead
 
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 # Hot-path statements are built once: constructing SQLAlchemy statements costs more than running them.
@@ -44,6 +44,7 @@ _CANDIDATES = (
     .select_from(s.cache_entries.join(s.step_runs, s.step_runs.c.id == s.cache_entries.c.step_run_id))
     .where(
         s.cache_entries.c.cache_key == bindparam("key"),
+        s.step_runs.c.invalidated_at.is_(None),  # derived from a bad artifact: never reused
         or_(s.cache_entries.c.expires_at.is_(None), s.cache_entries.c.expires_at > bindparam("now")),
     )
     .order_by(s.cache_entries.c.created_at.desc())
@@ -151,6 +152,10 @@ def as_utc(value: dt.datetime | None) -> dt.datetime | None:
     if value is None:
         return None
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+class AliasMoved(IsthmusError):
+    """An alias changed between reading its history and writing its new target."""
 
 
 class _ResultCommitted(Exception):
@@ -804,18 +809,46 @@ class MetadataStore:
             raise RunNotFound(f"artifact {ref!r} {what}; see 'isthmus artifacts list'")
         return dict(rows[0])
 
-    def set_alias(self, name: str, alias: str, content_hash: str, step_run_id: str | None = None) -> None:
-        al = s.artifact_aliases
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        content_hash: str,
+        step_run_id: str | None = None,
+        *,
+        change: dict[str, Any] | None = None,
+        expect_from: str | None | bool = False,
+    ) -> str | None:
+        """Point ``name@alias`` at ``content_hash`` and append the change to ``artifact_alias_history``
+        (``change`` gives its action, forced, user, host, via and reason; by default a plain ``set`` via
+        ``api``), in one transaction. With ``expect_from`` (a hash, or None for "unset") the change is made
+        only if the alias still points there, else :class:`AliasMoved` is raised. Returns the old target."""
+        al, hist = s.artifact_aliases, s.artifact_alias_history
 
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> str | None:
+            if self.dialect == "postgresql":  # serialize changes of one alias (SQLite: BEGIN IMMEDIATE does)
+                conn.execute(text("SELECT pg_advisory_xact_lock(72472, hashtext(:k))"), {"k": f"{name}@{alias}"})
+            old = conn.execute(select(al.c.content_hash).where(al.c.name == name, al.c.alias == alias)).scalar()
+            if expect_from is not False and old != expect_from:
+                raise AliasMoved(f"{name}@{alias} was changed by someone else meanwhile (now {old}); try again")
             conn.execute(delete(al).where(al.c.name == name, al.c.alias == alias))
+            now = utcnow()
             conn.execute(
                 insert(al).values(
-                    name=name, alias=alias, content_hash=content_hash, step_run_id=step_run_id, updated_at=utcnow()
+                    name=name, alias=alias, content_hash=content_hash, step_run_id=step_run_id, updated_at=now
                 )
             )
+            entry = {"action": "set", "forced": False, "user": None, "host": None, "via": "api", "reason": None}
+            entry.update(change or {})
+            conn.execute(
+                insert(hist).values(
+                    name=name, alias=alias, from_hash=old, to_hash=content_hash, changed_at=now, **entry
+                )
+            )
+            return str(old) if old is not None else None
 
-        self._run_write(work)
+        result: str | None = self._run_write(work)
+        return result
 
     def list_aliases(self) -> list[dict[str, Any]]:
         with self._read() as conn:
@@ -849,6 +882,33 @@ class MetadataStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def invalidate_step_runs(
+        self, step_run_ids: Sequence[str], cache_keys: Sequence[str], reason: str
+    ) -> tuple[int, int]:
+        """Mark ``step_run_ids`` invalidated (those not marked yet; the records stay) and drop every cache
+        entry under ``cache_keys``, in one transaction. Returns (step runs marked, entries dropped)."""
+        r, e = s.step_runs, s.cache_entries
+
+        def work(conn: Connection) -> tuple[int, int]:
+            marked = dropped = 0
+            now = utcnow()
+            for i in range(0, len(step_run_ids), 500):
+                chunk = list(step_run_ids[i : i + 500])
+                marked += (
+                    conn.execute(
+                        update(r)
+                        .where(r.c.id.in_(chunk), r.c.invalidated_at.is_(None))
+                        .values(invalidated_at=now, invalidated_reason=reason)
+                    ).rowcount
+                    or 0
+                )
+            for i in range(0, len(cache_keys), 500):
+                dropped += conn.execute(delete(e).where(e.c.cache_key.in_(list(cache_keys[i : i + 500])))).rowcount or 0
+            return marked, dropped
+
+        result: tuple[int, int] = self._run_write(work)
+        return result
 
     # -- the store's secret salt -----------------------------------------------------------------
     # One random 32-byte key per store (table ``store_settings``, revision 0002), created by the first

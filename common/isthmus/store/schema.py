@@ -79,6 +79,8 @@ step_runs = Table(
     Column("ended_at", DateTime(timezone=True)),
     Column("duration_ms", Float),
     Column("metadata", JSON),  # what the step logged (isthmus.log_metadata), revision 0003
+    Column("invalidated_at", DateTime(timezone=True)),  # derived from a bad artifact (isthmus invalidate), 0004
+    Column("invalidated_reason", Text),
     Index("ix_step_runs_pipeline_run_id", "pipeline_run_id"),
     Index("ix_step_runs_cache_key", "cache_key"),
     Index("ix_step_runs_step_name", "step_name"),
@@ -95,6 +97,7 @@ artifacts = Table(
     Column("metadata", JSON),
     Column("producer_step_run_id", ID),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_artifacts_created_at", "created_at"),
 )
 
 step_run_artifacts = Table(
@@ -107,6 +110,8 @@ step_run_artifacts = Table(
     Column("artifact_name", String(512), nullable=False),
     Index("ix_step_run_artifacts_content_hash", "content_hash"),
     Index("ix_step_run_artifacts_artifact_name", "artifact_name"),
+    # the versions of a name, from the index alone (revision 0004)
+    Index("ix_step_run_artifacts_versions", "artifact_name", "role", "content_hash", "step_run_id"),
 )
 
 artifact_aliases = Table(
@@ -117,6 +122,24 @@ artifact_aliases = Table(
     Column("content_hash", HASH, nullable=False),
     Column("step_run_id", ID),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+artifact_alias_history = Table(
+    "artifact_alias_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(512), nullable=False),
+    Column("alias", String(255), nullable=False),
+    Column("action", String(16), nullable=False),  # "set" or "rollback"
+    Column("from_hash", HASH),
+    Column("to_hash", HASH, nullable=False),
+    Column("forced", Boolean, nullable=False),
+    Column("user", String(255)),
+    Column("host", String(255)),
+    Column("via", String(32), nullable=False),  # "cli", "api" or an orchestrator
+    Column("reason", Text),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Index("ix_artifact_alias_history_name_alias", "name", "alias", "id"),
 )
 
 code_snapshots = Table(

@@ -1,0 +1,197 @@
+"""Promote and roll back: ``name@alias`` moves, and every move is kept.
+
+Each change of an alias is a row of ``artifact_alias_history``: from, to, who (the OS user), when, where
+(host, and ``via``: "cli", "api" or an orchestrator), why (``reason``), and whether it was forced.
+
+- :func:`promote` points an alias at a version of its name; a version that was never produced under the
+  name (``train.output@production`` at ``ingest``'s DataFrame) is refused unless ``force``.
+- :func:`rollback` moves an alias back to its previous target. The history is read as a stack: a promote
+  pushes its target, a rollback pops back to its own, so rolling back twice goes two targets back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import socket
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from isthmus.artifact_ids import (
+    LATEST,
+    ResolvedArtifact,
+    alias_target,
+    is_version_of,
+    quoted,
+    resolve_artifact,
+    split_alias,
+)
+from isthmus.errors import IsthmusError
+from isthmus.redaction import redact_text
+from isthmus.store import schema as s
+from isthmus.store.metadata import MetadataStore
+
+SET, ROLLBACK = "set", "rollback"
+_REASON_LIMIT = 1000
+
+
+class AliasRefused(IsthmusError, ValueError):
+    """An alias change that would be wrong: a version of another name, nothing to roll back to."""
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """One change of ``name@alias``."""
+
+    id: int
+    name: str
+    alias: str
+    action: str  # "set" or "rollback"
+    from_hash: str | None
+    to_hash: str
+    forced: bool
+    user: str | None
+    host: str | None
+    via: str
+    reason: str | None
+    changed_at: dt.datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (containers): the environment's word, if any
+        return os.environ.get("USER")
+
+
+def _clean_reason(reason: str | None) -> str | None:
+    if reason is None or not reason.strip():
+        return None
+    text = redact_text(" ".join(reason.split()))
+    return text if len(text) <= _REASON_LIMIT else text[:_REASON_LIMIT] + "…"
+
+
+def _parse(alias_ref: str) -> tuple[str, str]:
+    name, alias = split_alias(alias_ref)
+    if alias == LATEST:
+        raise AliasRefused(f"{quoted(alias_ref)}: '@latest' always means the newest version; choose another alias")
+    return name, alias
+
+
+def alias_history(metadata: MetadataStore, alias_ref: str) -> list[AliasChange]:
+    """Every change of ``name@alias``, oldest first."""
+    name, alias = split_alias(alias_ref)
+    h = s.artifact_alias_history
+    query = select(h).where(h.c.name == name, h.c.alias == alias).order_by(h.c.id)
+    with metadata.engine.connect() as conn:
+        return [AliasChange(**dict(row)) for row in conn.execute(query).mappings()]
+
+
+def target_stack(history: list[AliasChange]) -> list[str]:
+    """The targets an alias can be rolled back through, oldest first; the last is the current one."""
+    stack: list[str] = []
+    for change in history:
+        if change.action == ROLLBACK and change.to_hash in stack[:-1]:
+            stack.pop()
+            while stack[-1] != change.to_hash:
+                stack.pop()
+        else:
+            stack.append(change.to_hash)
+    return stack
+
+
+def promote(
+    metadata: MetadataStore,
+    alias_ref: str,
+    version: str,
+    *,
+    reason: str | None = None,
+    force: bool = False,
+    via: str = "api",
+) -> AliasChange | None:
+    """Point ``name@alias`` at ``version`` (any artifact id); None if it points there already."""
+    name, alias = _parse(alias_ref)
+    target = resolve_artifact(metadata, version, numbered=False)
+    if not force:
+        _check_version_of(metadata, name, alias, target, version)
+    current = alias_target(metadata, name, alias)
+    if current == target.content_hash:
+        return None
+    return _write(metadata, name, alias, target, current, SET, reason=reason, force=force, via=via)
+
+
+def rollback(
+    metadata: MetadataStore,
+    alias_ref: str,
+    to: str | None = None,
+    *,
+    reason: str | None = None,
+    via: str = "api",
+) -> AliasChange:
+    """Move ``name@alias`` back to its previous target, or to ``to`` (a version of the name, or any
+    earlier target of the alias)."""
+    name, alias = _parse(alias_ref)
+    history = alias_history(metadata, alias_ref)
+    current = alias_target(metadata, name, alias)
+    if current is None:
+        raise AliasRefused(
+            f"there is no alias {name}@{alias} to roll back; set it with 'isthmus artifacts alias {name}@{alias} VERSION'"
+        )
+    stack = target_stack(history)
+    if not stack or stack[-1] != current:  # changed by something that kept no history
+        stack.append(current)
+    if to is None:
+        if len(stack) < 2:
+            raise AliasRefused(
+                f"{name}@{alias} has no previous target to roll back to (it points at {current[:19]}… and "
+                f"has {len(history)} recorded change(s)); see 'isthmus artifacts history {name}@{alias}'"
+            )
+        target = resolve_artifact(metadata, stack[-2], numbered=False)
+    else:
+        target = resolve_artifact(metadata, to, numbered=False)
+        if target.content_hash not in stack:
+            _check_version_of(metadata, name, alias, target, to)
+        if target.content_hash == current:
+            raise AliasRefused(f"{name}@{alias} already points at {current[:19]}… ({quoted(to)})")
+    return _write(metadata, name, alias, target, current, ROLLBACK, reason=reason, force=False, via=via)
+
+
+def _check_version_of(metadata: MetadataStore, name: str, alias: str, target: ResolvedArtifact, given: str) -> None:
+    if is_version_of(metadata, name, target.content_hash):
+        return
+    of = f"a version of {', '.join(target.names)}" if target.names else "produced under no name"
+    raise AliasRefused(
+        f"refusing to point {name}@{alias} at {quoted(given)} ({target.content_hash[:19]}…, {of}): it is not a "
+        f"version of {name}; list those with 'isthmus artifacts list --name {name}', or pass --force"
+    )
+
+
+def _write(
+    metadata: MetadataStore,
+    name: str,
+    alias: str,
+    target: ResolvedArtifact,
+    current: str | None,
+    action: str,
+    *,
+    reason: str | None,
+    force: bool,
+    via: str,
+) -> AliasChange:
+    change = {
+        "action": action,
+        "forced": bool(force),
+        "user": _user(),
+        "host": socket.gethostname(),
+        "via": str(via)[:32],
+        "reason": _clean_reason(reason),
+    }
+    producer = target.producer_step_run_id
+    metadata.set_alias(name, alias, target.content_hash, producer, change=change, expect_from=current)
+    return alias_history(metadata, f"{name}@{alias}")[-1]

@@ -1,0 +1,387 @@
+"""Artifact ids: which recorded artifact version a piece of text names.
+
+An artifact's *name* is ``STEP.OUTPUT`` (``train.output``, ``split.test``): every step run output is linked
+under it in ``step_run_artifacts``. The *versions* of a name are the distinct content hashes produced under
+it, numbered in the order their contents were first stored (a cache hit reuses a version, never makes one).
+An id is one of:
+
+- a content hash or a unique prefix of one (``blake3:9f3a…``, ``9f3a0c``);
+- ``NAME`` or ``NAME@latest``: the newest version of ``NAME``;
+- ``NAME~N``: ``N`` versions before the newest (``NAME~0`` is the newest);
+- ``NAME@ALIAS``: the version the alias points at (``train.output@production``).
+
+An unknown or ambiguous id raises :class:`~isthmus.errors.RunNotFound` with one line naming it and the fix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, distinct, func, or_, select
+
+from isthmus.errors import RunNotFound
+from isthmus.store import schema as s
+from isthmus.store.metadata import MetadataStore
+
+LATEST = "latest"
+_NAME_LIMIT, _ALIAS_LIMIT = 512, 255  # the widths of the artifact_aliases columns
+_HASH_ID = re.compile(r"(?:blake3:)?[0-9a-f]+", re.IGNORECASE)
+_BACK = re.compile(r"(.+)~(\d{1,9})")
+_BAD_TEXT = re.compile(r"[\x00-\x20\x7f]")
+_SHOWN = 60
+
+
+def quoted(text: str) -> str:
+    """``text`` quoted for a one-line error, cut when long (ids may be hostile)."""
+    return repr(text if len(text) <= _SHOWN else text[:_SHOWN] + "…")
+
+
+@dataclass(frozen=True)
+class VersionStats:
+    """One version of an artifact name: its hash, its number (1 = the first produced) out of ``total``,
+    and when it was first and last produced under that name."""
+
+    content_hash: str
+    number: int
+    total: int
+    first_produced: dt.datetime
+    last_produced: dt.datetime
+
+
+@dataclass(frozen=True)
+class ResolvedArtifact:
+    """The artifact version an id named, with its stored record."""
+
+    id: str
+    content_hash: str
+    name: str | None  # the name the id used, or the only name a hash was produced under
+    number: int | None  # version number under ``name`` (1 = first)
+    versions: int | None  # how many versions ``name`` has
+    uri: str
+    size: int
+    materializer: str
+    python_type: str
+    metadata: dict[str, Any] | None
+    created_at: dt.datetime | None
+    producer_step_run_id: str | None
+    names: list[str] = field(default_factory=list)  # every name it was produced under
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def split_alias(text: str) -> tuple[str, str]:
+    """``(name, alias)`` of ``NAME@ALIAS`` text; a malformed one raises RunNotFound naming the form."""
+    name, at, alias = str(text).strip().rpartition("@")
+    if not at or not name or not alias or len(name) > _NAME_LIMIT or len(alias) > _ALIAS_LIMIT:
+        raise RunNotFound(f"{quoted(text)} is not NAME@ALIAS (e.g. train.output@production)")
+    if _BAD_TEXT.search(name) or _BAD_TEXT.search(alias) or "@" in name:
+        raise RunNotFound(f"{quoted(text)}: names and aliases hold no spaces, control characters or a second '@'")
+    return name, alias
+
+
+_WALK = 2000  # newest artifacts looked through before scanning every version of a name
+
+
+def versions_of(
+    metadata: MetadataStore, name: str, *, back: int = 0, limit: int | None = None, content_hash: str | None = None
+) -> list[VersionStats]:
+    """Versions of artifact ``name``, newest first: ``limit`` of them from ``back`` versions before the
+    newest (all by default), or only the version ``content_hash``.
+
+    Versions are ordered by when their content was first stored (``artifacts.created_at``). The newest few
+    are found by walking the newest artifacts (by index) and keeping this name's; only a deep ``~N``, a
+    rarely produced name or a hash's number scans every version of the name (its covering index)."""
+    total = count_versions(metadata, name)
+    if not total:
+        return []
+    hashes: list[str] | None = None
+    if content_hash is not None:  # a recent version's number comes from the walk too
+        walked = _walk_newest(metadata, name, 0)
+        hashes = walked if walked is not None and content_hash in walked else None
+    elif limit is not None and back + limit <= _WALK:
+        hashes = _walk_newest(metadata, name, back + limit)
+    if hashes is None:
+        hashes = _all_versions(metadata, name)
+        total = len(hashes)
+    if content_hash is not None:
+        chosen = [(i, h) for i, h in enumerate(hashes) if h == content_hash]
+    else:
+        chosen = list(enumerate(hashes))[back : None if limit is None else back + limit]
+    times = _produced(metadata, name, [h for _, h in chosen])
+    return [VersionStats(h, total - i, total, *times[h]) for i, h in chosen if h in times]
+
+
+def _walk_newest(metadata: MetadataStore, name: str, want: int) -> list[str] | None:
+    """The ``want`` newest versions of ``name`` found among the newest artifacts, or None if the walk
+    ends first (without having seen every artifact)."""
+    a, link = s.artifacts, s.step_run_artifacts
+    newest = select(a.c.content_hash).order_by(a.c.created_at.desc(), a.c.content_hash.desc()).limit(_WALK)
+    with metadata.engine.connect() as conn:
+        walked = [str(x) for x in conn.execute(newest).scalars()]
+        mine: set[str] = set()
+        for i in range(0, len(walked), 500):
+            query = select(link.c.content_hash).where(
+                link.c.artifact_name == name, link.c.role == "output", link.c.content_hash.in_(walked[i : i + 500])
+            )
+            mine.update(str(x) for x in conn.execute(query).scalars())
+    found = [h for h in walked if h in mine]
+    if len(found) >= want or len(walked) < _WALK:
+        return found
+    return None
+
+
+def _all_versions(metadata: MetadataStore, name: str) -> list[str]:
+    """Every version of ``name`` still recorded, newest first."""
+    a, link = s.artifacts, s.step_run_artifacts
+    query = (
+        select(link.c.content_hash, a.c.created_at)
+        .distinct()
+        .select_from(link.join(a, a.c.content_hash == link.c.content_hash))
+        .where(link.c.artifact_name == name, link.c.role == "output")
+        .order_by(a.c.created_at.desc(), link.c.content_hash.desc())
+    )
+    with metadata.engine.connect() as conn:
+        return [str(h) for h, _ in conn.execute(query).all()]
+
+
+def _produced(metadata: MetadataStore, name: str, hashes: list[str]) -> dict[str, tuple[dt.datetime, dt.datetime]]:
+    """When each of ``hashes`` was first and last produced under ``name``."""
+    link, r = s.step_run_artifacts, s.step_runs
+    out: dict[str, tuple[dt.datetime, dt.datetime]] = {}
+    with metadata.engine.connect() as conn:
+        for i in range(0, len(hashes), 500):
+            query = (
+                select(link.c.content_hash, func.min(r.c.started_at), func.max(r.c.started_at))
+                .select_from(link.join(r, r.c.id == link.c.step_run_id))
+                .where(
+                    link.c.artifact_name == name, link.c.role == "output", link.c.content_hash.in_(hashes[i : i + 500])
+                )
+                .group_by(link.c.content_hash)
+            )
+            out.update({str(h): (first, last) for h, first, last in conn.execute(query).all()})
+    return out
+
+
+def count_versions(metadata: MetadataStore, name: str) -> int:
+    """How many versions artifact ``name`` was produced in (from the artifact-name index alone)."""
+    link = s.step_run_artifacts
+    query = select(func.count(distinct(link.c.content_hash))).where(
+        link.c.artifact_name == name, link.c.role == "output"
+    )
+    with metadata.engine.connect() as conn:
+        return int(conn.execute(query).scalar() or 0)
+
+
+def names_of(metadata: MetadataStore, content_hash: str) -> list[str]:
+    """The names ``content_hash`` was produced under (by the content-hash index)."""
+    link = s.step_run_artifacts
+    query = (
+        select(link.c.artifact_name)
+        .where(link.c.content_hash == content_hash, link.c.role == "output")
+        .distinct()
+        .order_by(link.c.artifact_name)
+    )
+    with metadata.engine.connect() as conn:
+        return [str(x) for x in conn.execute(query).scalars()]
+
+
+def is_version_of(metadata: MetadataStore, name: str, content_hash: str) -> bool:
+    """Whether ``content_hash`` was produced under ``name``."""
+    link = s.step_run_artifacts
+    query = (
+        select(link.c.step_run_id)
+        .where(link.c.artifact_name == name, link.c.content_hash == content_hash, link.c.role == "output")
+        .limit(1)
+    )
+    with metadata.engine.connect() as conn:
+        return conn.execute(query).first() is not None
+
+
+def alias_target(metadata: MetadataStore, name: str, alias: str) -> str | None:
+    """The hash ``name@alias`` points at now, or None."""
+    al = s.artifact_aliases
+    with metadata.engine.connect() as conn:
+        found = conn.execute(select(al.c.content_hash).where(al.c.name == name, al.c.alias == alias)).scalar()
+    return str(found) if found is not None else None
+
+
+def _hashes_with_prefix(metadata: MetadataStore, needle: str) -> list[str]:
+    a = s.artifacts
+    if metadata.dialect == "sqlite":  # a key range: SQLite's LIKE does not use the primary key
+        upper = needle[:-1] + chr(ord(needle[-1]) + 1)
+        cond = and_(a.c.content_hash >= needle, a.c.content_hash < upper)
+    else:
+        cond = a.c.content_hash.startswith(needle, autoescape=True)
+    with metadata.engine.connect() as conn:
+        return [str(x) for x in conn.execute(select(a.c.content_hash).where(cond).limit(2)).scalars()]
+
+
+def _unknown_name(metadata: MetadataStore, name: str) -> RunNotFound:
+    link = s.step_run_artifacts
+    hint = ""
+    if "." not in name:  # perhaps the step or the output name alone: suggest STEP.OUTPUT
+        query = (
+            select(link.c.artifact_name)
+            .distinct()
+            .where(
+                or_(
+                    link.c.artifact_name.endswith("." + name, autoescape=True),  # the output name alone
+                    link.c.artifact_name.startswith(name + ".", autoescape=True),  # the step name alone
+                ),
+                link.c.role == "output",
+            )
+            .limit(3)
+        )
+        with metadata.engine.connect() as conn:
+            similar = [str(x) for x in conn.execute(query).scalars()]
+        if similar:
+            hint = f" (did you mean {', '.join(repr(x) for x in similar)}?)"
+    return RunNotFound(
+        f"no artifact named {quoted(name)}{hint}; names are STEP.OUTPUT (e.g. train.output), "
+        "see 'isthmus artifacts list'"
+    )
+
+
+def resolve_artifact(metadata: MetadataStore, ref: str, *, numbered: bool = True) -> ResolvedArtifact:
+    """The artifact version ``ref`` names (see the module docstring for the forms). ``numbered=False``
+    skips the version number of a hash id (a scan of every version of its name) for callers that only
+    need the hash."""
+    ref = str(ref).strip()
+    if not ref or len(ref) > _NAME_LIMIT + _ALIAS_LIMIT + 1 or _BAD_TEXT.search(ref):
+        raise RunNotFound(f"artifact {quoted(ref)} matches no artifact; see 'isthmus artifacts list'")
+    name: str | None = None
+    if "@" in ref:
+        name, alias = split_alias(ref)
+        if alias == LATEST:
+            return _nth_version(metadata, ref, name, 0)
+        target = alias_target(metadata, name, alias)
+        if target is None:
+            raise RunNotFound(
+                f"no alias {quoted(ref)}; set one with 'isthmus artifacts alias {name}@{alias} VERSION' "
+                "(see 'isthmus artifacts aliases')"
+            )
+        what = f"alias {quoted(ref)} points at {target[:19]}…, which"
+        return _record(metadata, ref, target, name, what=what, numbered=numbered)
+    back = _BACK.fullmatch(ref)
+    if back:
+        return _nth_version(metadata, ref, back.group(1), int(back.group(2)))
+    if _HASH_ID.fullmatch(ref):
+        needle = ref.lower() if ref.lower().startswith("blake3:") else f"blake3:{ref.lower()}"
+        found = _hashes_with_prefix(metadata, needle)
+        if len(found) > 1:
+            raise RunNotFound(f"artifact {quoted(ref)} is ambiguous; give more characters of the hash")
+        if found:
+            return _record(metadata, ref, found[0], None, numbered=numbered)
+        if ref.lower().startswith("blake3:") or not count_versions(metadata, ref):
+            raise RunNotFound(f"artifact {quoted(ref)} matches no artifact; see 'isthmus artifacts list'")
+    return _nth_version(metadata, ref, ref, 0)
+
+
+def _nth_version(metadata: MetadataStore, ref: str, name: str, back: int) -> ResolvedArtifact:
+    found = versions_of(metadata, name, back=back, limit=1)
+    if not found:
+        total = count_versions(metadata, name)
+        if not total:
+            raise _unknown_name(metadata, name)
+        raise RunNotFound(
+            f"{quoted(ref)}: {name} has {total} version(s), so {name}~0 … {name}~{total - 1}; "
+            f"see 'isthmus artifacts list --name {name}'"
+        )
+    return _record(metadata, ref, found[0].content_hash, name, version=found[0])
+
+
+def _record(
+    metadata: MetadataStore,
+    ref: str,
+    content_hash: str,
+    name: str | None,
+    *,
+    version: VersionStats | None = None,
+    what: str | None = None,
+    numbered: bool = True,
+) -> ResolvedArtifact:
+    a = s.artifacts
+    with metadata.engine.connect() as conn:
+        row = conn.execute(select(a).where(a.c.content_hash == content_hash)).mappings().first()
+    if row is None:
+        raise RunNotFound(
+            f"{what or f'artifact {quoted(ref)} ({content_hash[:19]}…)'} is no longer recorded in this store "
+            "(deleted); see 'isthmus artifacts list'"
+        )
+    names = names_of(metadata, content_hash)
+    if name is None and len(names) == 1:
+        name = names[0]
+    if version is None and numbered and name is not None and name in names:
+        version = next(iter(versions_of(metadata, name, content_hash=content_hash)), None)
+    return ResolvedArtifact(
+        id=ref,
+        content_hash=content_hash,
+        name=name,
+        number=version.number if version else None,
+        versions=version.total if version else None,
+        uri=row["uri"],
+        size=row["size"],
+        materializer=row["materializer"],
+        python_type=row["python_type"],
+        metadata=row["metadata"],
+        created_at=row["created_at"],
+        producer_step_run_id=row["producer_step_run_id"],
+        names=names,
+    )
+
+
+def list_versions(metadata: MetadataStore, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """One row per artifact version (name, hash), newest first, with its record, its version number
+    (``name~N`` form too, with ``name``) and ``used_by``: how many step runs took or produced it."""
+    a, link, al = s.artifacts, s.step_run_artifacts, s.artifact_aliases
+    pairs: list[tuple[str, str, VersionStats | None, int | None]] = []
+    if name is not None:
+        for offset, v in enumerate(versions_of(metadata, name, limit=max(limit, 0))):
+            pairs.append((name, v.content_hash, v, offset))
+    else:
+        with metadata.engine.connect() as conn:
+            newest = conn.execute(select(a.c.content_hash).order_by(a.c.created_at.desc()).limit(limit)).scalars()
+            for content_hash in list(newest):  # by the created_at index, then the content-hash index
+                for n in names_of(metadata, content_hash) or [""]:
+                    pairs.append((n, content_hash, None, None))
+        pairs = pairs[:limit]
+    hashes = sorted({h for _, h, _, _ in pairs})
+    records: dict[str, dict[str, Any]] = {}
+    used: dict[str, int] = {}
+    aliases: dict[tuple[str, str], list[str]] = {}
+    with metadata.engine.connect() as conn:
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i : i + 500]
+            for row in conn.execute(select(a).where(a.c.content_hash.in_(chunk))).mappings():
+                records[row["content_hash"]] = dict(row)
+            count = func.count(distinct(link.c.step_run_id))
+            query = (
+                select(link.c.content_hash, count).where(link.c.content_hash.in_(chunk)).group_by(link.c.content_hash)
+            )
+            used.update({str(h): int(c) for h, c in conn.execute(query).all()})
+            for n, label, h in conn.execute(
+                select(al.c.name, al.c.alias, al.c.content_hash).where(al.c.content_hash.in_(chunk))
+            ):
+                aliases.setdefault((n, h), []).append(label)
+    rows = []
+    for n, h, stats, back in pairs:
+        record = records.get(h)
+        if record is None:  # deleted meanwhile
+            continue
+        rows.append(
+            {
+                "name": n or None,
+                "version": stats.number if stats else None,
+                "id": (f"{n}~{back}" if back else n) if back is not None else None,
+                **record,
+                "first_produced": stats.first_produced if stats else record["created_at"],
+                "last_produced": stats.last_produced if stats else None,
+                "used_by": used.get(h, 0),
+                "aliases": sorted(aliases.get((n, h), [])),
+            }
+        )
+    return rows

@@ -1,0 +1,258 @@
+"""Commands on artifacts: ``artifacts list|show|alias|aliases|history``, ``rollback`` and ``invalidate``.
+
+Artifact ids everywhere: a hash or unique prefix, ``NAME`` (= ``NAME@latest``), ``NAME@ALIAS``, ``NAME~N``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, NoReturn
+
+import typer
+from rich.markup import escape
+
+from isthmus.aliases import AliasChange
+from isthmus.cli.render import console, dump_json, short, table, when
+from isthmus.client import Client
+from isthmus.errors import IsthmusError
+
+artifacts_app = typer.Typer(no_args_is_help=True, help="Artifacts, their versions and aliases (name@alias).")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (kept in the alias history).")]
+_IDS = "a hash or unique prefix, NAME (its newest version), NAME@ALIAS, NAME@latest or NAME~N"
+
+
+def _fail(message: str) -> NoReturn:
+    """One plain line on stderr (ids may be hostile: no markup, no wrapping), exit 1."""
+    text = " ".join(str(message).split())
+    prefix = typer.style("error:", fg="red") if sys.stderr.isatty() else "error:"
+    typer.echo(f"{prefix} {text}", err=True)
+    raise typer.Exit(code=1)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
+
+
+def _change_line(c: AliasChange) -> str:
+    old = short(c.from_hash, 12) if c.from_hash else "(unset)"
+    flags = " (forced)" if c.forced else ""
+    return f"{c.name}@{c.alias}: {old} -> {short(c.to_hash, 12)} [{c.action}{flags}]"
+
+
+@artifacts_app.command("list")
+def artifacts_list(
+    name: Annotated[str | None, typer.Option("--name", help="Only versions of this artifact (STEP.OUTPUT).")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
+    by_run: Annotated[
+        bool, typer.Option("--by-run", help="One row per step run that produced or reused a version.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Artifact versions, newest first, with how many step runs used each (as input or output)."""
+    try:
+        rows = Client().artifact_versions(name=name, limit=limit, by_run=by_run)
+    except IsthmusError as exc:
+        _fail(str(exc))
+    if as_json:
+        dump_json(rows)
+        return
+    if by_run:
+        t = table("Artifacts by step run", ["name", "hash", "type", "materializer", "size", "run", "produced"])
+        for r in rows:
+            t.add_row(
+                escape(r["artifact_name"]),
+                short(r["content_hash"], 12),
+                escape(r["python_type"].split(":")[-1]),
+                escape(r["materializer"]),
+                _size(r["size"]),
+                short(r["pipeline_run_id"]),
+                when(r["produced_at"]),
+            )
+    else:
+        t = table(
+            "Artifact versions", ["id", "version", "hash", "type", "size", "used by", "first produced", "aliases"]
+        )
+        for r in rows:
+            t.add_row(
+                escape(r["id"] or r["name"] or "-"),
+                str(r["version"]) if r["version"] else "-",
+                short(r["content_hash"], 12),
+                escape(r["python_type"].split(":")[-1]),
+                _size(r["size"]),
+                f"{r['used_by']} step run(s)",
+                when(r["first_produced"]),
+                escape(", ".join(r["aliases"])),
+            )
+    console.print(t)
+
+
+@artifacts_app.command("show")
+def artifacts_show(ref: Annotated[str, typer.Argument(help=f"Artifact id: {_IDS}.")], as_json: JsonOpt = False) -> None:
+    """One artifact version: what it is, where it is, who produced it."""
+    client = Client()
+    try:
+        a = client.artifact(ref)
+        producer = client.metadata.artifact_producer(a.content_hash)
+    except IsthmusError as exc:
+        _fail(str(exc))
+    if as_json:
+        dump_json({"artifact": a.to_dict(), "producer": producer})
+        return
+    version = f"version {a.number} of {a.versions}" if a.number else "-"
+    lines = [
+        ("content_hash", a.content_hash),
+        ("name", ", ".join(a.names) or "-"),
+        ("version", version),
+        ("uri", a.uri),
+        ("size", _size(a.size)),
+        ("materializer", a.materializer),
+        ("python_type", a.python_type),
+    ]
+    if a.metadata:
+        lines.append(("metadata", json.dumps(a.metadata, sort_keys=True, default=str)))
+    if producer:
+        lines.append(
+            (
+                "produced by",
+                f"step {producer['step_name']} (step run {producer['id']}, pipeline run {producer['pipeline_run_id']})",
+            )
+        )
+    for k, v in lines:
+        console.print(f"{k:>13}: {v}", markup=False)
+
+
+@artifacts_app.command("alias")
+def artifacts_alias(
+    alias: Annotated[str, typer.Argument(help="NAME@ALIAS, e.g. train.output@production")],
+    version: Annotated[str, typer.Argument(help=f"The version to point it at: {_IDS}.")],
+    reason: ReasonOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Allow a version that is not one of NAME's.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Point NAME@ALIAS at a version of NAME (promote); the change is kept in its history."""
+    try:
+        change = Client().promote(alias, version, reason=reason, force=force, via="cli")
+    except IsthmusError as exc:
+        _fail(str(exc))
+    if as_json:
+        dump_json(change.to_dict() if change else None)
+    elif change is None:
+        console.print(f"{alias} already points at that version; nothing changed", markup=False)
+    else:
+        console.print(_change_line(change), markup=False)
+
+
+@artifacts_app.command("aliases")
+def artifacts_aliases(as_json: JsonOpt = False) -> None:
+    """List aliases and where they point."""
+    try:
+        rows = Client().metadata.list_aliases()
+    except IsthmusError as exc:
+        _fail(str(exc))
+    if as_json:
+        dump_json(rows)
+        return
+    t = table("Aliases", ["alias", "hash", "updated"])
+    for r in rows:
+        t.add_row(escape(f"{r['name']}@{r['alias']}"), short(r["content_hash"], 12), when(r["updated_at"]))
+    console.print(t)
+
+
+@artifacts_app.command("history")
+def artifacts_history(alias: Annotated[str, typer.Argument(help="NAME@ALIAS")], as_json: JsonOpt = False) -> None:
+    """Every change of NAME@ALIAS: from, to, who, when, where, why."""
+    try:
+        changes = Client().alias_history(alias)
+    except IsthmusError as exc:
+        _fail(str(exc))
+    if as_json:
+        dump_json([c.to_dict() for c in changes])
+        return
+    if not changes:
+        _fail(f"{alias!r} has never been set; set it with 'isthmus artifacts alias {alias} VERSION'")
+    t = table(f"History of {escape(alias)}", ["when", "action", "from", "to", "who", "where", "reason"])
+    for c in changes:
+        t.add_row(
+            when(c.changed_at),
+            c.action + (" (forced)" if c.forced else ""),
+            short(c.from_hash, 12) if c.from_hash else "(unset)",
+            short(c.to_hash, 12),
+            escape(c.user or "-"),
+            escape(f"{c.host or '-'} ({c.via})"),
+            escape(c.reason or ""),
+        )
+    console.print(t)
+
+
+def rollback(
+    alias: Annotated[str, typer.Argument(help="NAME@ALIAS, e.g. train.output@production")],
+    to: Annotated[str | None, typer.Option("--to", help=f"Roll back to this version instead: {_IDS}.")] = None,
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move NAME@ALIAS back to its previous target (from its history), or to --to VERSION."""
+    try:
+        change = Client().rollback(alias, to, reason=reason, via="cli")
+    except IsthmusError as exc:
+        _fail(str(exc))
+    if as_json:
+        dump_json(change.to_dict())
+        return
+    console.print(_change_line(change), markup=False)
+
+
+def invalidate(
+    artifact: Annotated[str, typer.Argument(help=f"The bad artifact: {_IDS}.")],
+    downstream: Annotated[
+        bool, typer.Option("--downstream", help="Everything derived from it (required: says what is dropped).")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be affected; change nothing.")] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept on the marked step runs).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Drop the cache entries of every step run derived from ARTIFACT, so the next runs recompute them.
+
+    The records stay, marked invalidated (never a cache hit again). The producer of ARTIFACT is not touched."""
+    if not downstream:
+        _fail("invalidate needs --downstream (it drops the cache of everything derived from the artifact)")
+    try:
+        result = Client().invalidate(artifact, dry_run=dry_run, reason=reason)
+    except IsthmusError as exc:
+        _fail(str(exc))
+    if as_json:
+        dump_json(result.to_dict())
+        return
+    verb = "would drop" if dry_run else "dropped"
+    console.print(
+        f"{short(result.artifact, 12)} ({result.name or 'unnamed'}): {len(result.step_runs)} derived step run(s), "
+        f"{len(result.derived_artifacts)} derived artifact(s); {verb} {result.cache_entries} cache entr"
+        f"{'y' if result.cache_entries == 1 else 'ies'}" + ("" if dry_run else f", marked {result.marked} step run(s)"),
+        markup=False,
+    )
+    if result.step_runs:
+        t = table("Derived step runs", ["depth", "step", "step run", "run", "orchestrator", "cache", "note"])
+        for sr in result.step_runs:
+            t.add_row(
+                str(sr.depth),
+                escape(sr.invocation),
+                short(sr.id),
+                short(sr.pipeline_run_id),
+                sr.orchestrator,
+                "hit" if sr.cache_hit else "computed",
+                "already invalidated" if sr.already_invalidated else "",
+            )
+        console.print(t)
+    if result.aliases:
+        console.print(f"aliases pointing at a derived artifact: {', '.join(result.aliases)}", markup=False)
+    if dry_run:
+        console.print("dry run: nothing was changed", markup=False)

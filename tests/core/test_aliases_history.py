@@ -1,0 +1,290 @@
+"""Promote and roll back with a kept history; artifact ids (hash, prefix, name, name@alias, name@latest,
+name~N); ``artifacts list|show|alias|history`` and ``rollback`` on the command line."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from isthmus import Client, pipeline, step
+from isthmus.aliases import AliasRefused
+from isthmus.artifacts.refs import ArtifactRef
+from isthmus.cli import app
+from isthmus.errors import RunNotFound
+from isthmus.store import metadata as metadata_module
+from isthmus.store.metadata import MetadataStore
+
+
+@step
+def make(n: int) -> list:
+    return list(range(n))
+
+
+@step
+def count(items: list) -> int:
+    return len(items)
+
+
+@pipeline
+def small(n: int = 3):
+    return count(make(n))
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def versions() -> list[str]:
+    """Three versions of make.output (n = 3, 4, 5), oldest first, and a cache hit of the second."""
+    hashes = [small.run(n=n).steps["make"].outputs["output"].content_hash for n in (3, 4, 5)]
+    assert small.run(n=4).steps["make"].cache_hit
+    return hashes
+
+
+def test_artifact_ids_name_latest_back_prefix_and_alias(versions: list[str]) -> None:
+    client = Client()
+    v1, v2, v3 = versions
+    assert client.artifact("make.output").content_hash == v3  # a hit of v2 made no new version
+    assert client.artifact("make.output@latest").content_hash == v3
+    assert client.artifact("make.output~0").content_hash == v3
+    assert client.artifact("make.output~1").content_hash == v2
+    assert client.artifact("make.output~2").content_hash == v1
+    got = client.artifact(v2.split(":")[1][:10])
+    assert got.content_hash == v2 and got.name == "make.output" and (got.number, got.versions) == (2, 3)
+    assert (
+        client.artifact(v1).number == 1 and client.artifact(v1.upper().replace("BLAKE3", "blake3")).content_hash == v1
+    )
+    client.promote("make.output@production", "make.output~1")
+    assert client.artifact("make.output@production").content_hash == v2
+    with pytest.raises(RunNotFound, match=r"make.output has 3 version\(s\), so make.output~0 … make.output~2"):
+        client.artifact("make.output~3")
+    with pytest.raises(RunNotFound, match="no alias 'make.output@staging'"):
+        client.artifact("make.output@staging")
+    with pytest.raises(RunNotFound, match=r"no artifact named 'make' \(did you mean 'make.output'\?\)"):
+        client.artifact("make")
+    with pytest.raises(RunNotFound, match="matches no artifact"):
+        client.artifact("blake3:ffff")
+
+
+def test_artifact_ids_past_the_walk_of_newest_artifacts(versions: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import isthmus.artifact_ids as ids
+
+    monkeypatch.setattr(ids, "_WALK", 2)  # the newest two artifacts hold no make.output beyond the latest
+    client = Client()
+    assert [client.artifact(f"make.output~{n}").content_hash for n in (0, 1, 2)] == versions[::-1]
+    assert [(client.artifact(v).number, client.artifact(v).versions) for v in versions] == [(1, 3), (2, 3), (3, 3)]
+    assert [r["id"] for r in client.artifact_versions("make.output")] == [
+        "make.output",
+        "make.output~1",
+        "make.output~2",
+    ]
+
+
+def test_promote_refuses_another_names_version_unless_forced(versions: list[str]) -> None:
+    client = Client()
+    count_v = client.artifact("count.output").content_hash
+    with pytest.raises(AliasRefused, match=r"not a version of make.output.*pass --force") as info:
+        client.promote("make.output@production", "count.output")
+    assert "a version of count.output" in str(info.value)
+    assert client.alias_history("make.output@production") == []
+    forced = client.promote("make.output@production", "count.output", force=True, reason="hotfix")
+    assert forced is not None and forced.forced and forced.to_hash == count_v
+    assert client.promote("make.output@production", count_v, force=True) is None  # already there: no change
+    with pytest.raises(AliasRefused, match="'@latest' always means the newest version"):
+        client.promote("make.output@latest", "make.output~1")
+
+
+def test_rollback_twice_walks_back_through_the_history(versions: list[str]) -> None:
+    client = Client()
+    v1, v2, v3 = versions
+    for version, why in ((v1, "first model"), ("make.output~1", "better"), ("make.output", "best")):
+        client.promote("make.output@production", version, reason=why)
+    back = client.rollback("make.output@production", reason="v3 is broken")
+    assert (back.action, back.from_hash, back.to_hash) == ("rollback", v3, v2)
+    again = client.rollback("make.output@production")
+    assert (again.from_hash, again.to_hash) == (v2, v1)
+    with pytest.raises(AliasRefused, match="make.output@production has no previous target"):
+        client.rollback("make.output@production")
+    # promote again, then roll back --to a version: it becomes the target
+    client.promote("make.output@production", v3)
+    to = client.rollback("make.output@production", to="make.output~1")
+    assert to.to_hash == v2 and client.artifact("make.output@production").content_hash == v2
+    with pytest.raises(AliasRefused, match="not a version of make.output"):
+        client.rollback("make.output@production", to="count.output")
+    with pytest.raises(AliasRefused, match="no alias make.output@staging to roll back"):
+        client.rollback("make.output@staging")
+
+    history = client.alias_history("make.output@production")
+    assert [(h.action, h.to_hash) for h in history] == [
+        ("set", v1),
+        ("set", v2),
+        ("set", v3),
+        ("rollback", v2),
+        ("rollback", v1),
+        ("set", v3),
+        ("rollback", v2),
+    ]
+    first = history[0]
+    assert first.from_hash is None and history[1].from_hash == v1
+    assert first.user == getpass.getuser() and first.host == socket.gethostname() and first.via == "api"
+    assert first.reason == "first model" and history[3].reason == "v3 is broken" and history[4].reason is None
+    assert all(h.changed_at is not None and not h.forced for h in history)
+    assert [h.changed_at for h in history] == sorted(h.changed_at for h in history)
+
+
+def test_reasons_are_kept_without_secrets(versions: list[str]) -> None:
+    client = Client()
+    change = client.promote(
+        "make.output@production", "make.output", reason="from postgresql://ml:hunter2@db/x\nsee ticket"
+    )
+    assert change is not None and "hunter2" not in (change.reason or "") and "\n" not in (change.reason or "")
+
+
+def test_cli_alias_history_rollback_show_and_list(versions: list[str]) -> None:
+    v1, v2, v3 = versions
+    code, out = invoke("artifacts", "alias", "make.output@production", "make.output~2", "--reason", "ship it")
+    assert code == 0 and "(unset) ->" in out and v1.split(":")[1][:12] in out
+    code, out = invoke("artifacts", "alias", "make.output@production", "count.output")
+    assert code == 1 and "pass --force" in out and len(out.strip().splitlines()) == 1
+    code, out = invoke("artifacts", "alias", "make.output@production", "count.output", "--force", "--json")
+    assert code == 0 and json.loads(out)["forced"] is True
+    code, out = invoke("rollback", "make.output@production", "--reason", "wrong artifact")
+    assert code == 0 and "[rollback]" in out
+    code, out = invoke("artifacts", "show", "make.output@production", "--json")
+    assert json.loads(out)["artifact"]["content_hash"] == v1
+    code, out = invoke("rollback", "make.output@production")
+    assert code == 1 and "no previous target" in out and len(out.strip().splitlines()) == 1
+    code, out = invoke("rollback", "make.output@production", "--to", "make.output", "--json")
+    assert code == 0 and json.loads(out)["to_hash"] == v3
+
+    code, out = invoke("artifacts", "history", "make.output@production", "--json")
+    rows = json.loads(out)
+    assert code == 0 and [r["action"] for r in rows] == ["set", "set", "rollback", "rollback"]
+    assert rows[0]["via"] == "cli" and rows[0]["reason"] == "ship it" and rows[1]["forced"] is True
+    assert {"from_hash", "to_hash", "user", "host", "changed_at"} <= set(rows[0])
+    code, out = invoke("artifacts", "history", "make.output@production")
+    assert code == 0 and "ship it" in out and "wrong artifact" in out and "cli" in out
+    code, out = invoke("artifacts", "history", "make.output@nothing")
+    assert code == 1 and "has never been set" in out
+
+    # the names `artifacts list` prints are ids `artifacts show` accepts
+    code, out = invoke("artifacts", "list", "--name", "make.output", "--json")
+    rows = json.loads(out)
+    assert code == 0 and [r["content_hash"] for r in rows] == [v3, v2, v1]
+    assert [r["id"] for r in rows] == ["make.output", "make.output~1", "make.output~2"]
+    assert [r["version"] for r in rows] == [3, 2, 1]
+    assert [r["used_by"] for r in rows] == [2, 4, 2]  # produced + consumed (v2 twice: its second run hit)
+    assert rows[0]["aliases"] == ["production"]
+    for row in rows:
+        code, out = invoke("artifacts", "show", row["id"], "--json")
+        assert code == 0 and json.loads(out)["artifact"]["content_hash"] == row["content_hash"]
+    code, out = invoke("artifacts", "show", "make.output~1")
+    assert code == 0 and "version 2 of 3" in out and "make.output" in out
+    code, out = invoke("artifacts", "list", "--json")
+    all_rows = json.loads(out)
+    assert {(r["name"], r["content_hash"]) for r in all_rows} >= {("make.output", v) for v in versions}
+    assert len({(r["name"], r["content_hash"]) for r in all_rows}) == len(all_rows) == 6
+    code, out = invoke("artifacts", "list")
+    assert code == 0 and "make.output" in out and "used by" in out
+    code, out = invoke("artifacts", "list", "--by-run", "--json")
+    assert code == 0 and len(json.loads(out)) == 8  # one row per step run that produced or reused a version
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (("artifacts", "show", "nope.output"), "no artifact named 'nope.output'"),
+        (("artifacts", "show", "make.output~9"), "make.output has 3 version(s)"),
+        (("artifacts", "show", "make.output@prod"), "no alias 'make.output@prod'"),
+        (("artifacts", "alias", "make.output", "make.output"), "is not NAME@ALIAS"),
+        (("artifacts", "alias", "make.output@prod", "zzz.output"), "no artifact named 'zzz.output'"),
+        (("rollback", "make.output@prod"), "no alias make.output@prod to roll back"),
+        (("rollback", "a b@prod"), "no spaces"),
+        (("artifacts", "history", "x" * 3000), "is not NAME@ALIAS"),
+    ],
+)
+def test_unknown_ids_are_one_line_errors(versions: list[str], args: tuple[str, ...], expected: str) -> None:
+    code, out = invoke(*args)
+    assert code == 1 and expected in out
+    assert len(out.strip().splitlines()) == 1 and "Traceback" not in out and len(out) < 400
+
+
+def test_a_store_from_revision_0003_keeps_its_aliases_history_starts_there(store_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    database = sa.engine.make_url(store_url).database
+    if store_url.startswith("sqlite") and database:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(store_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(metadata_module._MIGRATIONS))
+    h1, h2 = "blake3:" + "1" * 64, "blake3:" + "2" * 64
+    with engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+        conn.execute(
+            sa.text(
+                "INSERT INTO artifact_aliases (name, alias, content_hash, updated_at) "
+                "VALUES ('train.output', 'prod', :h, CURRENT_TIMESTAMP)"
+            ),
+            {"h": h1},
+        )
+        conn.commit()
+    engine.dispose()
+    store = MetadataStore(store_url)
+    try:
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        client = Client(store)
+        (seeded,) = client.alias_history("train.output@prod")
+        assert (seeded.from_hash, seeded.to_hash, seeded.via) == (None, h1, "migration")
+        # the versions exist now; the alias moves and rolls back to where it pointed before the upgrade
+        run_id = str(uuid.uuid4())
+        store.create_pipeline_run({"id": run_id, "pipeline": "p", "orchestrator": "local", "params": {}})
+        for h in (h1, h2):
+            sid = str(uuid.uuid4())
+            store.start_step_run(
+                {
+                    "id": sid,
+                    "pipeline_run_id": run_id,
+                    "invocation": "train",
+                    "step_name": "train",
+                    "step_path": "m:train",
+                    "orchestrator": "local",
+                    "attempt": 1,
+                    "params": {},
+                    "inputs": {},
+                    "context": {},
+                }
+            )
+            ref = ArtifactRef(
+                uri=f"file:///x/{h[7:]}", content_hash=h, size=1, materializer="json", python_type="builtins:int"
+            )
+            store.finish_step_run(sid, {"status": "COMPLETED"}, outputs={"output": ref}, step_name="train")
+        client.promote("train.output@prod", "train.output")
+        assert client.rollback("train.output@prod").to_hash == h1
+        assert client.artifact("train.output~1").content_hash == h1
+        assert store.get_step_run(sid)["invalidated_at"] is None
+    finally:
+        store.dispose()
+
+
+def test_a_change_made_meanwhile_is_not_overwritten(versions: list[str]) -> None:
+    from isthmus.store.metadata import AliasMoved
+
+    client = Client()
+    client.promote("make.output@production", versions[0])
+    with pytest.raises(AliasMoved, match="make.output@production was changed by someone else meanwhile"):
+        client.metadata.set_alias("make.output", "production", versions[1], expect_from=versions[2])
+    assert client.artifact("make.output@production").content_hash == versions[0]
+    assert len(client.alias_history("make.output@production")) == 1
