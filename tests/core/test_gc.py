@@ -79,6 +79,20 @@ def test_live_cache_entries_and_aliases_protect() -> None:
     assert made in objects(client)
 
 
+def test_a_version_an_alias_pointed_at_before_is_kept_for_rollback() -> None:
+    old = g.chain.run(n=3)
+    new = g.chain.run(n=4)
+    client = Client()
+    before = old.steps["make"].outputs["output"].content_hash
+    after = new.steps["make"].outputs["output"].content_hash
+    client.promote("make.output@prod", before)
+    client.promote("make.output@prod", after)
+    client.metadata.clear_cache()
+    report = client.gc(keep_last=1, grace=0)
+    assert report.alias_history and before not in report.deleted and before in objects(client)
+    assert client.rollback("make.output@prod").to_hash == before
+
+
 def test_older_than_and_grace_keep_recent_runs() -> None:
     g.chain.run(n=3)
     g.chain.run(n=4)
@@ -200,7 +214,7 @@ def test_lineage_and_gc_on_sqlite_and_postgresql(store_url: str, monkeypatch: py
     assert client.lineage(new.id[:8]).target_kind == "pipeline_run"
     assert client.lineage(new.steps["count"].step_run_id[:13], direction="upstream").target_kind == "step_run"
     report = client.gc(keep_last=1, prune_cache=True, grace=0)
-    assert report.artifacts_deleted == 3 and report.cache_entries_dropped == 3 and not report.alias_history
+    assert report.artifacts_deleted == 3 and report.cache_entries_dropped == 3 and report.alias_history
     lin = client.lineage(made, direction="downstream")
     assert lin.artifacts[made].present is False and lin.step_runs
     assert not any(s.cache_hit for s in g.chain.run(n=3).steps.values())
