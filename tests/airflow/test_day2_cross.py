@@ -94,7 +94,7 @@ def cli_json(*args: str) -> Any:
 
 
 def _step_runs(run_id: str) -> dict[str, dict[str, Any]]:
-    return {sr["invocation"]: sr for sr in Client().step_runs(run_id)}
+    return {sr["invocation"]: dict(sr) for sr in Client().step_runs(run_id)}
 
 
 def test_the_two_dag_runs_are_recorded_as_airflow_runs_of_the_pipeline(recorded: Recorded) -> None:
