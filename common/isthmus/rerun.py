@@ -27,6 +27,9 @@ from isthmus.runner import StepRunner
 from isthmus.store.metadata import MetadataStore
 
 RERUN_OF_KEY = "rerun_of"  # the new run's context: the id of the run it replays
+RUN_SWITCHES = ("isthmus_cache", "isthmus_recompute")
+"""The DAG run params ``to_airflow_dag`` adds next to the pipeline's own: an Airflow run records them among
+its params; a rerun does not replay them (unless the pipeline itself takes a parameter of that name)."""
 
 
 @dataclass
@@ -151,7 +154,9 @@ def rerun(
     secret is not given again, or a step name is unknown; :class:`~isthmus.errors.StepFailed` when a step
     fails (the new run is recorded FAILED)."""
     pipe, path = find_pipeline(runner.metadata, run, pipeline)
-    values = replay_params(run.get("params"), params or {}, what=f"run {run['id'][:8]}")
+    takes = pipe.signature.parameters
+    recorded = {k: v for k, v in (run.get("params") or {}).items() if k not in RUN_SWITCHES or k in takes}
+    values = replay_params(recorded, params or {}, what=f"run {run['id'][:8]}")
     known = set(pipe.signature.parameters)
     unknown = sorted(set(values) - known)
     if unknown:
@@ -163,7 +168,7 @@ def rerun(
     # replayed with defaults it may not have had; a run that recorded some gets defaults only for
     # parameters the pipeline has gained since.
     declared = pipe.signature.parameters
-    missing = [n for n, p in declared.items() if n not in values and (p.default is p.empty or not run.get("params"))]
+    missing = [n for n, p in declared.items() if n not in values and (p.default is p.empty or not recorded)]
     if missing:
         raise ReplayError(
             f"run {run['id'][:8]}: pipeline {pipe.name!r} needs parameter(s) {', '.join(missing)}, which the run did "
