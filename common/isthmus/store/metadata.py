@@ -10,10 +10,11 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, inspect, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, inspect, not_, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
@@ -160,6 +161,19 @@ class AliasMoved(IsthmusError):
 
 class _ResultCommitted(Exception):
     """A result for the cache key was committed while a claim waited for its lease: roll the claim back."""
+
+
+@dataclass
+class RetentionPlan:
+    """What gc decided (:meth:`MetadataStore.retention_plan`): run counts, the candidate artifacts
+    (content hash -> recorded size), the cache entries (cache_key, step_run_id) of dropped step runs
+    whose outputs are candidates, and whether the store keeps alias history."""
+
+    runs: int
+    runs_kept: int
+    candidates: dict[str, int]
+    droppable: list[tuple[str, str]]
+    alias_history: bool
 
 
 class MetadataStore:
@@ -1074,6 +1088,104 @@ class MetadataStore:
 
         if hashes:
             self._run_write(work)
+
+    def retention_plan(
+        self,
+        *,
+        now: float,
+        keep_last: int | None,
+        age_cutoff: dt.datetime | None,
+        fresh: dt.datetime,
+        prune_cache: bool,
+    ) -> RetentionPlan:
+        """What gc may delete, decided in the database in one transaction (see :mod:`isthmus.gc` for the
+        rules): artifacts created before ``fresh`` that no kept step run links, no live cache entry (kept
+        unless ``prune_cache``), no current alias and no alias history names. A pipeline run is dropped
+        when it is not RUNNING, not among the ``keep_last`` newest of its pipeline (if given) and started
+        before ``age_cutoff`` (if given); with neither, every run is kept. A step run is kept unless its
+        run is dropped, it is not RUNNING and it started before ``fresh``. Each artifact is checked with
+        anti-joins on indexed columns (links by content hash, cache entries by step run)."""
+        p, r, link, e, al, a = (
+            s.pipeline_runs,
+            s.step_runs,
+            s.step_run_artifacts,
+            s.cache_entries,
+            s.artifact_aliases,
+            s.artifacts,
+        )
+        running = str(RunStatus.RUNNING)
+        limited = keep_last is not None or age_cutoff is not None
+        dropped = None
+        if limited:
+            rank = func.row_number().over(partition_by=p.c.pipeline, order_by=(p.c.started_at.desc(), p.c.id.desc()))
+            ranked = select(p.c.id, p.c.status, p.c.started_at, rank.label("rank")).subquery("ranked")
+            conds = [ranked.c.status != running]
+            if keep_last is not None:
+                conds.append(ranked.c.rank > keep_last)
+            if age_cutoff is not None:
+                conds.append(ranked.c.started_at < age_cutoff)
+            dropped = select(ranked.c.id).where(*conds)
+        step_kept = (
+            or_(
+                r.c.pipeline_run_id.is_(None),
+                r.c.status == running,
+                r.c.started_at >= fresh,
+                r.c.pipeline_run_id.not_in(dropped),
+            )
+            if dropped is not None
+            else true()
+        )
+        live = or_(e.c.expires_at.is_(None), e.c.expires_at > now)
+        linked_to_kept = exists(
+            select(1)
+            .select_from(link.join(r, r.c.id == link.c.step_run_id))
+            .where(link.c.content_hash == a.c.content_hash, step_kept)
+        )
+        unneeded = [a.c.created_at < fresh, ~linked_to_kept, a.c.content_hash.not_in(select(al.c.content_hash))]
+        if not prune_cache:  # a live entry keeps its step run's outputs (a kept step run's are linked anyway)
+            unneeded.append(
+                ~exists(
+                    select(1)
+                    .select_from(link.join(e, e.c.step_run_id == link.c.step_run_id))
+                    .where(link.c.content_hash == a.c.content_hash, link.c.role == "output", live)
+                )
+            )
+        with self._read() as conn, conn.begin():
+            history = inspect(conn).has_table("artifact_alias_history")
+            if history:
+                h = s.artifact_alias_history
+                unneeded.append(a.c.content_hash.not_in(select(h.c.to_hash)))
+                unneeded.append(a.c.content_hash.not_in(select(h.c.from_hash).where(h.c.from_hash.is_not(None))))
+            candidates_q = select(a.c.content_hash, a.c.size).where(*unneeded)
+            candidates = {str(row[0]): int(row[1] or 0) for row in conn.execute(candidates_q)}
+            runs = int(conn.execute(select(func.count()).select_from(p)).scalar_one())
+            n_dropped = (
+                int(conn.execute(select(func.count()).select_from(dropped.subquery())).scalar_one())
+                if dropped is not None
+                else 0
+            )
+            running_inputs = [row[0] for row in conn.execute(select(r.c.inputs).where(r.c.status == running))]
+            droppable_rows: list[Any] = []
+            if prune_cache and candidates:
+                droppable_rows = conn.execute(
+                    select(e.c.cache_key, e.c.step_run_id, link.c.content_hash)
+                    .select_from(
+                        e.join(link, and_(link.c.step_run_id == e.c.step_run_id, link.c.role == "output")).outerjoin(
+                            r, r.c.id == e.c.step_run_id
+                        )
+                    )
+                    .where(
+                        live,
+                        or_(r.c.id.is_(None), not_(step_kept)),
+                        link.c.content_hash.in_(candidates_q.with_only_columns(a.c.content_hash)),
+                    )
+                ).all()
+        for inputs in running_inputs:  # RUNNING step runs: their inputs (links come when they finish)
+            for ref in inputs.values() if isinstance(inputs, dict) else ():
+                if isinstance(ref, dict) and isinstance(ref.get("content_hash"), str):
+                    candidates.pop(ref["content_hash"], None)
+        droppable = sorted({(str(k), str(sid)) for k, sid, h in droppable_rows if h in candidates})
+        return RetentionPlan(runs, runs - n_dropped, candidates, droppable, history)
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[list[str]]:
