@@ -84,6 +84,8 @@ step_runs = Table(
     Index("ix_step_runs_pipeline_run_id", "pipeline_run_id"),
     Index("ix_step_runs_cache_key", "cache_key"),
     Index("ix_step_runs_step_name", "step_name"),
+    # the nearest earlier run of a step (isthmus why), newest first from the index (revision 0004)
+    Index("ix_step_runs_step_name_started_at", "step_name", "started_at"),
 )
 
 artifacts = Table(
@@ -167,6 +169,8 @@ cache_entries = Table(
     Column("step_name", String(255), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float),
+    # the entries of a step run (gc's anti-join, cascading deletes) (revision 0004)
+    Index("ix_cache_entries_step_run_id", "step_run_id"),
 )
 
 cache_leases = Table(
