@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, inspect, not_, or_, select, text, true, update
+from sqlalchemy import and_, bindparam, delete, func, insert, inspect, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
@@ -763,7 +763,9 @@ class MetadataStore:
                 if not row:
                     raise RunNotFound(f"there is no run {ref!r}: only {self.count_runs()} run(s) recorded")
                 return str(row[0])
-            rows = conn.execute(select(p.c.id).where(p.c.id.startswith(ref.strip())).limit(2)).all()
+            prefix = ref.strip()
+            query = select(p.c.id).where(self._prefix(p.c.id, prefix)).order_by(p.c.id).limit(2)
+            rows = [row for row in conn.execute(query).all() if str(row[0]).startswith(prefix)]
         if not rows:
             raise RunNotFound(f"no pipeline run matches {ref!r}; see 'isthmus runs list' for run ids")
         if len(rows) > 1:
@@ -1099,12 +1101,13 @@ class MetadataStore:
         prune_cache: bool,
     ) -> RetentionPlan:
         """What gc may delete, decided in the database in one transaction (see :mod:`isthmus.gc` for the
-        rules): artifacts created before ``fresh`` that no kept step run links, no live cache entry (kept
-        unless ``prune_cache``), no current alias and no alias history names. A pipeline run is dropped
-        when it is not RUNNING, not among the ``keep_last`` newest of its pipeline (if given) and started
-        before ``age_cutoff`` (if given); with neither, every run is kept. A step run is kept unless its
-        run is dropped, it is not RUNNING and it started before ``fresh``. Each artifact is checked with
-        anti-joins on indexed columns (links by content hash, cache entries by step run)."""
+        rules): artifacts created before ``fresh`` whose hash no kept step run links, no live cache entry
+        keeps (unless ``prune_cache``), no current alias and no alias history names, and no RUNNING step
+        run records as an input. A pipeline run is dropped when it is not RUNNING, not among the
+        ``keep_last`` newest of its pipeline (if given) and started before ``age_cutoff`` (if given); with
+        neither, every run is kept. A step run is kept unless its run is dropped, it is not RUNNING and it
+        started before ``fresh``. Set-based: each "needed" set is computed once and the artifacts are
+        anti-joined against it (``NOT IN``, materialized once, on indexed columns)."""
         p, r, link, e, al, a = (
             s.pipeline_runs,
             s.step_runs,
@@ -1114,9 +1117,8 @@ class MetadataStore:
             s.artifacts,
         )
         running = str(RunStatus.RUNNING)
-        limited = keep_last is not None or age_cutoff is not None
         dropped = None
-        if limited:
+        if keep_last is not None or age_cutoff is not None:
             rank = func.row_number().over(partition_by=p.c.pipeline, order_by=(p.c.started_at.desc(), p.c.id.desc()))
             ranked = select(p.c.id, p.c.status, p.c.started_at, rank.label("rank")).subquery("ranked")
             conds = [ranked.c.status != running]
@@ -1125,29 +1127,28 @@ class MetadataStore:
             if age_cutoff is not None:
                 conds.append(ranked.c.started_at < age_cutoff)
             dropped = select(ranked.c.id).where(*conds)
-        step_kept = (
-            or_(
-                r.c.pipeline_run_id.is_(None),
-                r.c.status == running,
-                r.c.started_at >= fresh,
-                r.c.pipeline_run_id.not_in(dropped),
-            )
-            if dropped is not None
-            else true()
-        )
         live = or_(e.c.expires_at.is_(None), e.c.expires_at > now)
-        linked_to_kept = exists(
-            select(1)
-            .select_from(link.join(r, r.c.id == link.c.step_run_id))
-            .where(link.c.content_hash == a.c.content_hash, step_kept)
-        )
-        unneeded = [a.c.created_at < fresh, ~linked_to_kept, a.c.content_hash.not_in(select(al.c.content_hash))]
-        if not prune_cache:  # a live entry keeps its step run's outputs (a kept step run's are linked anyway)
+        unneeded = [a.c.created_at < fresh, a.c.content_hash.not_in(select(al.c.content_hash))]
+        if dropped is not None:
+            kept_steps = select(r.c.id).where(
+                or_(
+                    r.c.pipeline_run_id.is_(None),
+                    r.c.status == running,
+                    r.c.started_at >= fresh,
+                    r.c.pipeline_run_id.not_in(dropped),
+                )
+            )
             unneeded.append(
-                ~exists(
-                    select(1)
-                    .select_from(link.join(e, e.c.step_run_id == link.c.step_run_id))
-                    .where(link.c.content_hash == a.c.content_hash, link.c.role == "output", live)
+                a.c.content_hash.not_in(select(link.c.content_hash).where(link.c.step_run_id.in_(kept_steps)))
+            )
+        else:  # every step run is kept: whatever a step run links is needed
+            unneeded.append(a.c.content_hash.not_in(select(link.c.content_hash).join(r, r.c.id == link.c.step_run_id)))
+        if not prune_cache:  # a live entry keeps its step run's outputs
+            unneeded.append(
+                a.c.content_hash.not_in(
+                    select(link.c.content_hash)
+                    .join(e, e.c.step_run_id == link.c.step_run_id)
+                    .where(link.c.role == "output", live)
                 )
             )
         with self._read() as conn, conn.begin():
@@ -1156,8 +1157,10 @@ class MetadataStore:
                 h = s.artifact_alias_history
                 unneeded.append(a.c.content_hash.not_in(select(h.c.to_hash)))
                 unneeded.append(a.c.content_hash.not_in(select(h.c.from_hash).where(h.c.from_hash.is_not(None))))
-            candidates_q = select(a.c.content_hash, a.c.size).where(*unneeded)
-            candidates = {str(row[0]): int(row[1] or 0) for row in conn.execute(candidates_q)}
+            candidates = {
+                str(row[0]): int(row[1] or 0)
+                for row in conn.execute(select(a.c.content_hash, a.c.size).where(*unneeded))
+            }
             runs = int(conn.execute(select(func.count()).select_from(p)).scalar_one())
             n_dropped = (
                 int(conn.execute(select(func.count()).select_from(dropped.subquery())).scalar_one())
@@ -1165,26 +1168,18 @@ class MetadataStore:
                 else 0
             )
             running_inputs = [row[0] for row in conn.execute(select(r.c.inputs).where(r.c.status == running))]
-            droppable_rows: list[Any] = []
-            if prune_cache and candidates:
-                droppable_rows = conn.execute(
+            entries: list[Any] = []
+            if prune_cache and candidates and dropped is not None:  # live entries of step runs not kept
+                entries = conn.execute(
                     select(e.c.cache_key, e.c.step_run_id, link.c.content_hash)
-                    .select_from(
-                        e.join(link, and_(link.c.step_run_id == e.c.step_run_id, link.c.role == "output")).outerjoin(
-                            r, r.c.id == e.c.step_run_id
-                        )
-                    )
-                    .where(
-                        live,
-                        or_(r.c.id.is_(None), not_(step_kept)),
-                        link.c.content_hash.in_(candidates_q.with_only_columns(a.c.content_hash)),
-                    )
+                    .join(link, and_(link.c.step_run_id == e.c.step_run_id, link.c.role == "output"))
+                    .where(live, e.c.step_run_id.not_in(kept_steps))
                 ).all()
         for inputs in running_inputs:  # RUNNING step runs: their inputs (links come when they finish)
             for ref in inputs.values() if isinstance(inputs, dict) else ():
                 if isinstance(ref, dict) and isinstance(ref.get("content_hash"), str):
                     candidates.pop(ref["content_hash"], None)
-        droppable = sorted({(str(k), str(sid)) for k, sid, h in droppable_rows if h in candidates})
+        droppable = sorted({(str(key), str(sid)) for key, sid, content_hash in entries if content_hash in candidates})
         return RetentionPlan(runs, runs - n_dropped, candidates, droppable, history)
 
 

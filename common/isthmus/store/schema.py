@@ -48,6 +48,8 @@ pipeline_runs = Table(
     Column("ended_at", DateTime(timezone=True)),
     Index("ix_pipeline_runs_started_at", "started_at"),
     Index("ix_pipeline_runs_pipeline", "pipeline"),
+    # the newest runs of a pipeline (diff --last), from the index (revision 0004)
+    Index("ix_pipeline_runs_pipeline_started_at", "pipeline", "started_at"),
 )
 
 step_runs = Table(
@@ -169,8 +171,8 @@ cache_entries = Table(
     Column("step_name", String(255), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float),
-    # the entries of a step run (gc's anti-join, cascading deletes) (revision 0004)
-    Index("ix_cache_entries_step_run_id", "step_run_id"),
+    # the live entries of a step run, from the index alone (gc, cascading deletes) (revision 0004)
+    Index("ix_cache_entries_step_run_id", "step_run_id", "expires_at"),
 )
 
 cache_leases = Table(
