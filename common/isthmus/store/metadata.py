@@ -1028,44 +1028,6 @@ class MetadataStore:
                 for row in conn.execute(query.where(r.c.id.in_(chunk))).mappings()
             ]
 
-    def retention_rows(self) -> dict[str, list[Any]]:
-        """What gc decides on, read in one transaction: pipeline runs (id, pipeline, status, started_at),
-        step runs (id, pipeline_run_id, status, started_at), links (step_run_id, role, content_hash),
-        cache entries (step_run_id, expires_at), aliases (content_hash) and artifacts (content_hash,
-        size, created_at)."""
-        p, r, link, e, al, a = (
-            s.pipeline_runs,
-            s.step_runs,
-            s.step_run_artifacts,
-            s.cache_entries,
-            s.artifact_aliases,
-            s.artifacts,
-        )
-        with self._read() as conn, conn.begin():
-            return {
-                "runs": conn.execute(select(p.c.id, p.c.pipeline, p.c.status, p.c.started_at)).all(),
-                "step_runs": conn.execute(select(r.c.id, r.c.pipeline_run_id, r.c.status, r.c.started_at)).all(),
-                "links": conn.execute(select(link.c.step_run_id, link.c.role, link.c.content_hash)).all(),
-                "cache": conn.execute(select(e.c.step_run_id, e.c.expires_at, e.c.cache_key)).all(),
-                "aliases": conn.execute(select(al.c.content_hash)).all(),
-                "artifacts": conn.execute(select(a.c.content_hash, a.c.size, a.c.created_at, a.c.uri)).all(),
-            }
-
-    def running_step_run_inputs(self) -> list[Any]:
-        """The recorded ``inputs`` of RUNNING step runs (their links are written when they finish)."""
-        r = s.step_runs
-        with self._read() as conn:
-            return [row[0] for row in conn.execute(select(r.c.inputs).where(r.c.status == RunStatus.RUNNING))]
-
-    def alias_history_hashes(self) -> set[str] | None:
-        """Content hashes an alias pointed at before (``artifact_alias_history``), or None when this
-        store keeps no alias history."""
-        with self._read() as conn:
-            if not inspect(conn).has_table("artifact_alias_history"):
-                return None
-            rows = conn.execute(text("SELECT from_hash, to_hash FROM artifact_alias_history")).all()
-        return {h for row in rows for h in row if h}
-
     def drop_cache_entries(self, entries: Sequence[tuple[str, str]]) -> int:
         """Delete these (cache_key, step_run_id) entries. On PostgreSQL the table is locked first, so a
         cache hit that read one of them has committed (and is visible) before they go."""
