@@ -37,7 +37,6 @@ import os
 import shutil
 import stat
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,8 +45,7 @@ from isthmus.artifacts.errors import InvalidArtifactRef
 from isthmus.artifacts.refs import check_content_hash
 from isthmus.artifacts.store import ArtifactStore
 from isthmus.config import get_settings
-from isthmus.records import RunStatus
-from isthmus.store.metadata import MetadataStore
+from isthmus.store.metadata import MetadataStore, RetentionPlan
 
 DEFAULT_GRACE = 3600.0
 """Seconds during which a new artifact, a new step run or a partial write is never touched."""
@@ -77,71 +75,17 @@ class GcReport:
         return asdict(self)
 
 
-@dataclass
-class _Plan:
-    runs: int
-    runs_kept: int
-    candidates: dict[str, int]  # content hash -> recorded size
-    droppable: list[tuple[str, str]]  # (cache_key, step_run_id) entries whose outputs are candidates
-    alias_history: bool
-
-
 def _plan(
     meta: MetadataStore, now: float, keep_last: int | None, older_than: float | None, grace: float, prune_cache: bool
-) -> _Plan:
-    """What is not needed now (see the module docstring)."""
-    rows = meta.retention_rows()
-    by_pipeline: dict[str, list[tuple[dt.datetime, str, str]]] = defaultdict(list)
-    for run_id, pipeline, status, started in rows["runs"]:
-        by_pipeline[pipeline].append((_utc(started), run_id, status))
-    limited = keep_last is not None or older_than is not None
-    age_cutoff = dt.datetime.fromtimestamp(now - (older_than or 0), dt.timezone.utc)
-    dropped_runs: set[str] = set()
-    for runs in by_pipeline.values():
-        runs.sort(reverse=True)
-        for index, (started, run_id, status) in enumerate(runs):
-            if (
-                limited
-                and status != RunStatus.RUNNING
-                and (keep_last is None or index >= keep_last)
-                and (older_than is None or started < age_cutoff)
-            ):
-                dropped_runs.add(run_id)
-    fresh = dt.datetime.fromtimestamp(now - grace, dt.timezone.utc)
-    kept_steps = {
-        step_id
-        for step_id, run_id, status, started in rows["step_runs"]
-        if run_id is None or run_id not in dropped_runs or status == RunStatus.RUNNING or _utc(started) >= fresh
-    }
-    outputs: dict[str, set[str]] = defaultdict(set)
-    needed: set[str] = set()
-    for step_id, role, content_hash in rows["links"]:
-        if step_id in kept_steps:
-            needed.add(content_hash)
-        if role == "output":
-            outputs[step_id].add(content_hash)
-    droppable: list[tuple[str, str]] = []
-    for step_id, expires_at, cache_key in rows["cache"]:
-        if expires_at is not None and expires_at <= now:
-            continue
-        if prune_cache and step_id not in kept_steps:
-            droppable.append((cache_key, step_id))
-        else:
-            needed |= outputs.get(step_id, set())
-    needed |= {row[0] for row in rows["aliases"]}
-    history = meta.alias_history_hashes()
-    needed |= history or set()
-    for inputs in meta.running_step_run_inputs():
-        for ref in (inputs or {}).values() if isinstance(inputs, dict) else ():
-            if isinstance(ref, dict) and isinstance(ref.get("content_hash"), str):
-                needed.add(ref["content_hash"])
-    candidates = {
-        content_hash: int(size or 0)
-        for content_hash, size, created_at, _uri in rows["artifacts"]
-        if content_hash not in needed and _utc(created_at, fresh) < fresh
-    }
-    droppable = [(key, step_id) for key, step_id in droppable if outputs.get(step_id, set()) & candidates.keys()]
-    return _Plan(len(rows["runs"]), len(rows["runs"]) - len(dropped_runs), candidates, droppable, history is not None)
+) -> RetentionPlan:
+    """What is not needed now (see the module docstring), decided by set-based queries in the store."""
+    return meta.retention_plan(
+        now=now,
+        keep_last=keep_last,
+        age_cutoff=None if older_than is None else dt.datetime.fromtimestamp(now - older_than, dt.timezone.utc),
+        fresh=dt.datetime.fromtimestamp(now - grace, dt.timezone.utc),
+        prune_cache=prune_cache,
+    )
 
 
 def _utc(value: dt.datetime | None, missing: dt.datetime | None = None) -> dt.datetime:

@@ -10,6 +10,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,19 @@ class AliasMoved(IsthmusError):
 
 class _ResultCommitted(Exception):
     """A result for the cache key was committed while a claim waited for its lease: roll the claim back."""
+
+
+@dataclass
+class RetentionPlan:
+    """What gc decided (:meth:`MetadataStore.retention_plan`): run counts, the candidate artifacts
+    (content hash -> recorded size), the cache entries (cache_key, step_run_id) of dropped step runs
+    whose outputs are candidates, and whether the store keeps alias history."""
+
+    runs: int
+    runs_kept: int
+    candidates: dict[str, int]
+    droppable: list[tuple[str, str]]
+    alias_history: bool
 
 
 class MetadataStore:
@@ -749,7 +763,9 @@ class MetadataStore:
                 if not row:
                     raise RunNotFound(f"there is no run {ref!r}: only {self.count_runs()} run(s) recorded")
                 return str(row[0])
-            rows = conn.execute(select(p.c.id).where(p.c.id.startswith(ref.strip())).limit(2)).all()
+            prefix = ref.strip()
+            query = select(p.c.id).where(self._prefix(p.c.id, prefix)).order_by(p.c.id).limit(2)
+            rows = [row for row in conn.execute(query).all() if str(row[0]).startswith(prefix)]
         if not rows:
             raise RunNotFound(f"no pipeline run matches {ref!r}; see 'isthmus runs list' for run ids")
         if len(rows) > 1:
@@ -1012,44 +1028,6 @@ class MetadataStore:
                 for row in conn.execute(query.where(r.c.id.in_(chunk))).mappings()
             ]
 
-    def retention_rows(self) -> dict[str, list[Any]]:
-        """What gc decides on, read in one transaction: pipeline runs (id, pipeline, status, started_at),
-        step runs (id, pipeline_run_id, status, started_at), links (step_run_id, role, content_hash),
-        cache entries (step_run_id, expires_at), aliases (content_hash) and artifacts (content_hash,
-        size, created_at)."""
-        p, r, link, e, al, a = (
-            s.pipeline_runs,
-            s.step_runs,
-            s.step_run_artifacts,
-            s.cache_entries,
-            s.artifact_aliases,
-            s.artifacts,
-        )
-        with self._read() as conn, conn.begin():
-            return {
-                "runs": conn.execute(select(p.c.id, p.c.pipeline, p.c.status, p.c.started_at)).all(),
-                "step_runs": conn.execute(select(r.c.id, r.c.pipeline_run_id, r.c.status, r.c.started_at)).all(),
-                "links": conn.execute(select(link.c.step_run_id, link.c.role, link.c.content_hash)).all(),
-                "cache": conn.execute(select(e.c.step_run_id, e.c.expires_at, e.c.cache_key)).all(),
-                "aliases": conn.execute(select(al.c.content_hash)).all(),
-                "artifacts": conn.execute(select(a.c.content_hash, a.c.size, a.c.created_at, a.c.uri)).all(),
-            }
-
-    def running_step_run_inputs(self) -> list[Any]:
-        """The recorded ``inputs`` of RUNNING step runs (their links are written when they finish)."""
-        r = s.step_runs
-        with self._read() as conn:
-            return [row[0] for row in conn.execute(select(r.c.inputs).where(r.c.status == RunStatus.RUNNING))]
-
-    def alias_history_hashes(self) -> set[str] | None:
-        """Content hashes an alias pointed at before (``artifact_alias_history``), or None when this
-        store keeps no alias history."""
-        with self._read() as conn:
-            if not inspect(conn).has_table("artifact_alias_history"):
-                return None
-            rows = conn.execute(text("SELECT from_hash, to_hash FROM artifact_alias_history")).all()
-        return {h for row in rows for h in row if h}
-
     def drop_cache_entries(self, entries: Sequence[tuple[str, str]]) -> int:
         """Delete these (cache_key, step_run_id) entries. On PostgreSQL the table is locked first, so a
         cache hit that read one of them has committed (and is visible) before they go."""
@@ -1074,6 +1052,97 @@ class MetadataStore:
 
         if hashes:
             self._run_write(work)
+
+    def retention_plan(
+        self,
+        *,
+        now: float,
+        keep_last: int | None,
+        age_cutoff: dt.datetime | None,
+        fresh: dt.datetime,
+        prune_cache: bool,
+    ) -> RetentionPlan:
+        """What gc may delete, decided in the database in one transaction (see :mod:`isthmus.gc` for the
+        rules): artifacts created before ``fresh`` whose hash no kept step run links, no live cache entry
+        keeps (unless ``prune_cache``), no current alias and no alias history names, and no RUNNING step
+        run records as an input. A pipeline run is dropped when it is not RUNNING, not among the
+        ``keep_last`` newest of its pipeline (if given) and started before ``age_cutoff`` (if given); with
+        neither, every run is kept. A step run is kept unless its run is dropped, it is not RUNNING and it
+        started before ``fresh``. Set-based: each "needed" set is computed once and the artifacts are
+        anti-joined against it (``NOT IN``, materialized once, on indexed columns)."""
+        p, r, link, e, al, a = (
+            s.pipeline_runs,
+            s.step_runs,
+            s.step_run_artifacts,
+            s.cache_entries,
+            s.artifact_aliases,
+            s.artifacts,
+        )
+        running = str(RunStatus.RUNNING)
+        dropped = None
+        if keep_last is not None or age_cutoff is not None:
+            rank = func.row_number().over(partition_by=p.c.pipeline, order_by=(p.c.started_at.desc(), p.c.id.desc()))
+            ranked = select(p.c.id, p.c.status, p.c.started_at, rank.label("rank")).subquery("ranked")
+            conds = [ranked.c.status != running]
+            if keep_last is not None:
+                conds.append(ranked.c.rank > keep_last)
+            if age_cutoff is not None:
+                conds.append(ranked.c.started_at < age_cutoff)
+            dropped = select(ranked.c.id).where(*conds)
+        live = or_(e.c.expires_at.is_(None), e.c.expires_at > now)
+        unneeded = [a.c.created_at < fresh, a.c.content_hash.not_in(select(al.c.content_hash))]
+        if dropped is not None:
+            kept_steps = select(r.c.id).where(
+                or_(
+                    r.c.pipeline_run_id.is_(None),
+                    r.c.status == running,
+                    r.c.started_at >= fresh,
+                    r.c.pipeline_run_id.not_in(dropped),
+                )
+            )
+            unneeded.append(
+                a.c.content_hash.not_in(select(link.c.content_hash).where(link.c.step_run_id.in_(kept_steps)))
+            )
+        else:  # every step run is kept: whatever a step run links is needed
+            unneeded.append(a.c.content_hash.not_in(select(link.c.content_hash).join(r, r.c.id == link.c.step_run_id)))
+        if not prune_cache:  # a live entry keeps its step run's outputs
+            unneeded.append(
+                a.c.content_hash.not_in(
+                    select(link.c.content_hash)
+                    .join(e, e.c.step_run_id == link.c.step_run_id)
+                    .where(link.c.role == "output", live)
+                )
+            )
+        with self._read() as conn, conn.begin():
+            history = inspect(conn).has_table("artifact_alias_history")
+            if history:
+                h = s.artifact_alias_history
+                unneeded.append(a.c.content_hash.not_in(select(h.c.to_hash)))
+                unneeded.append(a.c.content_hash.not_in(select(h.c.from_hash).where(h.c.from_hash.is_not(None))))
+            candidates = {
+                str(row[0]): int(row[1] or 0)
+                for row in conn.execute(select(a.c.content_hash, a.c.size).where(*unneeded))
+            }
+            runs = int(conn.execute(select(func.count()).select_from(p)).scalar_one())
+            n_dropped = (
+                int(conn.execute(select(func.count()).select_from(dropped.subquery())).scalar_one())
+                if dropped is not None
+                else 0
+            )
+            running_inputs = [row[0] for row in conn.execute(select(r.c.inputs).where(r.c.status == running))]
+            entries: list[Any] = []
+            if prune_cache and candidates and dropped is not None:  # live entries of step runs not kept
+                entries = conn.execute(
+                    select(e.c.cache_key, e.c.step_run_id, link.c.content_hash)
+                    .join(link, and_(link.c.step_run_id == e.c.step_run_id, link.c.role == "output"))
+                    .where(live, e.c.step_run_id.not_in(kept_steps))
+                ).all()
+        for inputs in running_inputs:  # RUNNING step runs: their inputs (links come when they finish)
+            for ref in inputs.values() if isinstance(inputs, dict) else ():
+                if isinstance(ref, dict) and isinstance(ref.get("content_hash"), str):
+                    candidates.pop(ref["content_hash"], None)
+        droppable = sorted({(str(key), str(sid)) for key, sid, content_hash in entries if content_hash in candidates})
+        return RetentionPlan(runs, runs - n_dropped, candidates, droppable, history)
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[list[str]]:

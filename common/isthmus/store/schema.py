@@ -48,6 +48,8 @@ pipeline_runs = Table(
     Column("ended_at", DateTime(timezone=True)),
     Index("ix_pipeline_runs_started_at", "started_at"),
     Index("ix_pipeline_runs_pipeline", "pipeline"),
+    # the newest runs of a pipeline (diff --last), from the index (revision 0004)
+    Index("ix_pipeline_runs_pipeline_started_at", "pipeline", "started_at"),
 )
 
 step_runs = Table(
@@ -84,6 +86,8 @@ step_runs = Table(
     Index("ix_step_runs_pipeline_run_id", "pipeline_run_id"),
     Index("ix_step_runs_cache_key", "cache_key"),
     Index("ix_step_runs_step_name", "step_name"),
+    # the nearest earlier run of a step (isthmus why), newest first from the index (revision 0004)
+    Index("ix_step_runs_step_name_started_at", "step_name", "started_at"),
 )
 
 artifacts = Table(
@@ -167,6 +171,8 @@ cache_entries = Table(
     Column("step_name", String(255), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float),
+    # the live entries of a step run, from the index alone (gc, cascading deletes) (revision 0004)
+    Index("ix_cache_entries_step_run_id", "step_run_id", "expires_at"),
 )
 
 cache_leases = Table(

@@ -1,4 +1,5 @@
-"""alias history (every change of name@alias), invalidated step runs, indexes for artifact versions
+"""alias history (every change of name@alias), invalidated step runs, indexes for artifact versions,
+the nearest earlier run of a step, the newest runs of a pipeline and the cache entries of a step run
 
 Revision ID: 0004
 Revises: 0003
@@ -20,6 +21,9 @@ def upgrade() -> None:
     op.add_column("step_runs", sa.Column("invalidated_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("step_runs", sa.Column("invalidated_reason", sa.Text(), nullable=True))
     op.create_index("ix_artifacts_created_at", "artifacts", ["created_at"])
+    op.create_index("ix_step_runs_step_name_started_at", "step_runs", ["step_name", "started_at"])
+    op.create_index("ix_cache_entries_step_run_id", "cache_entries", ["step_run_id", "expires_at"])
+    op.create_index("ix_pipeline_runs_pipeline_started_at", "pipeline_runs", ["pipeline", "started_at"])
     op.create_index(
         "ix_step_run_artifacts_versions",
         "step_run_artifacts",
@@ -78,6 +82,9 @@ def downgrade() -> None:
     op.drop_table("artifact_alias_history")
     op.drop_index("ix_step_run_artifacts_versions", table_name="step_run_artifacts")
     op.drop_index("ix_artifacts_created_at", table_name="artifacts")
+    op.drop_index("ix_pipeline_runs_pipeline_started_at", table_name="pipeline_runs")
+    op.drop_index("ix_cache_entries_step_run_id", table_name="cache_entries")
+    op.drop_index("ix_step_runs_step_name_started_at", table_name="step_runs")
     with op.batch_alter_table("step_runs") as batch:
         batch.drop_column("invalidated_reason")
         batch.drop_column("invalidated_at")

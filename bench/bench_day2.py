@@ -1,0 +1,107 @@
+"""Every day-2 command on a SQLite store with 100,000 step runs: how long each takes (prints a table).
+
+    python bench/bench_day2.py [--step-runs 100000] [--repeat 3]
+
+Builds the store once (the synthetic shape of ``bench_lineage_gc.py``: pipeline runs of four chained step
+runs over ten pipelines, every first step reading one shared raw dataset; plus a promoted and rolled-back
+alias and one failed run), then times each command through ``isthmus.Client`` in this process (median of
+``--repeat``), and one whole ``isthmus why`` process to show the command line's start-up. Nothing here
+passes or fails: the numbers are for the notes and for spotting regressions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_lineage_gc import fill  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+console = Console(width=120)
+
+
+def _cases(client: Any, raw: str, newest: str) -> dict[str, Callable[[], Any]]:
+    def runs_show() -> Any:  # what `isthmus runs show` asks the client for
+        run = client.run("latest")
+        return client.step_runs(run["id"]), client.reasons(run["id"])
+
+    return {
+        "why latest:train": lambda: client.explain(f"{newest}:train"),
+        "why <step-run prefix>": lambda: client.explain(client.step_runs(newest)[0]["id"][:10]),
+        "runs list": lambda: client.runs(limit=20),
+        "runs show latest (with reasons)": runs_show,
+        "diff --last p0": lambda: client.diff_last("p0"),
+        "diff --last-good p1": lambda: client.diff_last_good("p1"),
+        "diff STEP_RUN_A STEP_RUN_B": lambda: client.diff_step_runs("latest~1:train", "latest:train"),
+        "lineage latest (both)": lambda: client.lineage("latest"),
+        "lineage raw --downstream --depth 1": lambda: client.lineage(raw, direction="downstream", depth=1),
+        "artifacts show train.output~1": lambda: client.artifact("train.output~1"),
+        "artifacts list": lambda: client.artifact_versions(limit=50),
+        "artifacts history train.output@production": lambda: client.alias_history("train.output@production"),
+        "gc --keep-last 5 --dry-run": lambda: client.gc(keep_last=5, dry_run=True),
+        "gc --keep-last 5 --prune-cache --dry-run": lambda: client.gc(keep_last=5, prune_cache=True, dry_run=True),
+        "gc --older-than 30d --dry-run": lambda: client.gc(older_than=30 * 86400, dry_run=True),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--step-runs", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    home = tempfile.mkdtemp(prefix="isthmus-bench-day2-")
+    os.environ["ISTHMUS_HOME"] = home
+    from isthmus import Client, defaults
+
+    meta = defaults.metadata_store()
+    t0 = time.perf_counter()
+    raw, newest = fill(meta, args.step_runs)
+    client = Client()
+    client.promote("train.output@production", "train.output~2")
+    client.promote("train.output@production", "train.output~1")
+    client.rollback("train.output@production")
+    failed = client.last_runs("p1", 2)[0]["id"]
+    with meta.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE pipeline_runs SET status = 'FAILED' WHERE id = ?", (failed,))
+    console.print(f"filled {args.step_runs} step runs in {time.perf_counter() - t0:.1f} s ({home})")
+
+    table = Table(title=f"day-2 commands on {args.step_runs} step runs (SQLite), median of {args.repeat}")
+    for col in ("command", "median", "min", "max"):
+        table.add_column(col)
+    for name, fn in _cases(client, raw, newest).items():
+        times = []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        table.add_row(name, *(f"{x * 1000:.0f} ms" for x in (statistics.median(times), min(times), max(times))))
+    times = []
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "isthmus", "why", f"{newest}:train"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "ISTHMUS_HOME": home},
+        )
+        times.append(time.perf_counter() - t)
+    table.add_row(
+        "whole process: isthmus why RUN:train",
+        *(f"{x * 1000:.0f} ms" for x in (statistics.median(times), min(times), max(times))),
+    )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The day-2 commands read through indexes on SQLite (EXPLAIN QUERY PLAN of every statement they run).
+
+``why``, ``runs show`` and ``diff --last`` never scan a table and never sort more than one run's step
+runs; gc reads links and cache entries only by index (its one pass over the artifacts is the point).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from isthmus import Client
+from isthmus.store.metadata import MetadataStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from bench_lineage_gc import fill  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MetadataStore, str]]:
+    home = tmp_path_factory.mktemp("plans")
+    meta = MetadataStore(f"sqlite:///{home}/isthmus.db")
+    _raw, newest = fill(meta, 400)
+    yield meta, newest
+    meta.dispose()
+
+
+def _plans(meta: MetadataStore, fn: Callable[[], Any]) -> list[tuple[str, list[str]]]:
+    """Each SELECT ``fn`` ran, with its query plan lines."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
+            seen.append((statement, params))
+
+    event.listen(meta.engine, "before_cursor_execute", capture)
+    try:
+        fn()
+    finally:
+        event.remove(meta.engine, "before_cursor_execute", capture)
+    assert seen, "the command ran no query"
+    raw = meta.engine.raw_connection()
+    try:
+        return [
+            (statement, [str(row[3]) for row in raw.cursor().execute("EXPLAIN QUERY PLAN " + statement, params)])
+            for statement, params in seen
+        ]
+    finally:
+        raw.close()
+
+
+def _client(meta: MetadataStore) -> Client:
+    return Client(metadata=meta, artifacts=None)
+
+
+@pytest.mark.parametrize("command", ["why", "why by prefix", "runs show", "diff --last", "diff --last-good"])
+def test_cli_paths_search_indexes_only(filled: tuple[MetadataStore, str], command: str) -> None:
+    meta, newest = filled
+    client = _client(meta)
+    calls: dict[str, Callable[[], Any]] = {
+        "why": lambda: client.explain(f"{newest}:train"),
+        "why by prefix": lambda: client.explain(client.step_runs(newest[:8])[-1]["id"][:10]),
+        "runs show": lambda: (client.run("latest~1"), client.step_runs("latest"), client.reasons("latest")),
+        "diff --last": lambda: client.last_runs("p3", 2),
+        "diff --last-good": lambda: meta.latest_runs_of("p3", "COMPLETED", limit=1),
+    }
+    for statement, plan in _plans(meta, calls[command]):
+        for line in plan:
+            # the one ordered walk allowed: 'latest~N' reads the started_at index newest first, LIMIT-bound
+            if line.startswith("SCAN"):
+                assert "USING INDEX ix_pipeline_runs_started_at" in line, (line, statement)
+            if "TEMP B-TREE" in line:  # sorting is allowed only for the few step runs of one pipeline run
+                assert any("(pipeline_run_id=?)" in other for other in plan), (line, statement)
+
+
+def test_why_nearest_earlier_run_reads_the_step_name_started_at_index(filled: tuple[MetadataStore, str]) -> None:
+    meta, newest = filled
+    train = [sr for sr in meta.step_runs_of(newest) if sr["step_name"] == "train"][0]
+    plans = _plans(meta, lambda: meta.earlier_step_runs("train", train["started_at"], exclude=train["id"]))
+    (plan,) = [p for _, p in plans]
+    assert any("ix_step_runs_step_name_started_at (step_name=? AND started_at<?)" in line for line in plan), plan
+    assert not any("TEMP B-TREE" in line or line.startswith("SCAN") for line in plan), plan
+
+
+@pytest.mark.parametrize("prune_cache", [False, True])
+def test_gc_reads_links_and_cache_entries_by_index(filled: tuple[MetadataStore, str], prune_cache: bool) -> None:
+    meta, _newest = filled
+    now = 10**10
+    fresh = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
+    plans = _plans(
+        meta,
+        lambda: meta.retention_plan(now=now, keep_last=5, age_cutoff=None, fresh=fresh, prune_cache=prune_cache),
+    )
+    lines = [line for _, plan in plans for line in plan]
+    assert not any("AUTOMATIC" in line for line in lines), lines
+    for table in ("step_run_artifacts", "cache_entries"):
+        for line in [line for line in lines if table in line.split()]:
+            assert line.startswith("SEARCH") or "COVERING INDEX" in line, (table, line)
+    assert not any(line.startswith("SCAN artifacts") and "INDEX" not in line for line in lines), lines
