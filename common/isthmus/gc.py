@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import stat
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,6 +41,7 @@ from typing import Any
 
 from isthmus.artifacts import safefs, tmpfiles
 from isthmus.artifacts.errors import InvalidArtifactRef
+from isthmus.artifacts.files import remove_copy
 from isthmus.artifacts.refs import check_content_hash
 from isthmus.artifacts.store import ArtifactStore
 from isthmus.config import get_settings
@@ -283,19 +283,6 @@ def _clean_loaded_copies(meta: MetadataStore, deleted: list[str], cutoff: float)
                     continue
             except OSError:
                 continue
-            _remove_copy(path)
+            remove_copy(path)
             removed += 1
     return removed
-
-
-def _remove_copy(path: str) -> None:
-    """Remove a read-only loaded copy, never following a link out of it."""
-    if not safefs.is_real_dir(path):
-        os.remove(path)
-        return
-    for dirpath, _dirs, _files in os.walk(path):  # os.walk does not descend into links
-        try:
-            os.chmod(dirpath, 0o700)
-        except OSError:
-            pass
-    shutil.rmtree(path, ignore_errors=True)

@@ -22,6 +22,7 @@ whole file, whatever its position, which is left unchanged — and loads back as
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -316,7 +317,7 @@ def _make_read_only(dest: str, listing: _Listing) -> None:
             os.chmod(os.path.join(dest, *member.split("/")), 0o555 if kind == "dir" else 0o444)
 
 
-def _remove_tree(path: str) -> None:
+def remove_copy(path: str) -> None:
     """Remove a loaded copy (read-only directories included), never following a link out of it."""
     if not os.path.lexists(path):
         return
@@ -324,10 +325,8 @@ def _remove_tree(path: str) -> None:
         os.remove(path)
         return
     for dirpath, _dirs, _files in os.walk(path):  # os.walk does not descend into links
-        try:
+        with contextlib.suppress(OSError):
             os.chmod(dirpath, 0o700)
-        except OSError:
-            pass
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -374,7 +373,7 @@ def load_copy(archive: str) -> Path:
             _make_read_only(part, listing)
             _install(part, final, content_hash)
         except BaseException:
-            _remove_tree(part)
+            remove_copy(part)
             raise
     return Path(final, top)
 
@@ -392,14 +391,14 @@ def _install(part: str, final: str, content_hash: str) -> None:
             os.chmod(final, 0o555)
             return
         if _existing_copy(final, content_hash) is not None:
-            _remove_tree(part)
+            remove_copy(part)
             return
         stale = f"{final}.stale-{uuid.uuid4().hex}"
         try:
             os.rename(final, stale)
         except FileNotFoundError:
             continue
-        _remove_tree(stale)
+        remove_copy(stale)
     raise MaterializationError(f"{final} keeps changing while isthmus installs a loaded copy there; retry")
 
 
@@ -546,6 +545,7 @@ __all__ = [
     "archive_digest",
     "link_problem",
     "load_copy",
+    "remove_copy",
     "top_name",
     "write_archive",
 ]
