@@ -4,8 +4,10 @@
   limits, explicitly (a single flytekit value would only set the request);
 - ``gpu_type`` -> an accelerator from ``flytekit.extras.accelerators`` (``"A100"``, ``"A100-80GB"``,
   ``"T4"``, ``"A100:1g.5gb"`` for a MIG partition, or a device name such as ``"nvidia-l4"``);
-- ``node_selector`` and tolerations -> a ``PodTemplate`` (tolerations from the ``Isthmus`` config or
-  ``extra["tolerations"]`` written like kubectl taints: ``"key=value:NoSchedule,gpu:NoExecute"``);
+- ``node_selector``, tolerations and ``extra["service_account"]`` -> a ``PodTemplate`` built by
+  :func:`isthmus.k8s.spec.pod_spec`, the one mapping the Kubernetes executor and the Airflow operator use
+  (tolerations from the ``Isthmus`` config, then ``extra["tolerations"]`` written like kubectl taints:
+  ``"key=value:NoSchedule,gpu:NoExecute"``); GPUs are placed by Flyte's accelerator, not a node affinity;
 - ``time_limit`` -> the task timeout.
 
 ``partition``/``account``/``qos`` have no Flyte equivalent; they stay in the run's metadata.
@@ -18,7 +20,21 @@ import re
 from typing import Any
 
 from isthmus.errors import StepDefinitionError
-from isthmus.resources import Resources, format_memory
+from isthmus.k8s.executor import api_model
+from isthmus.k8s.options import CONTAINER_NAME, K8sJobOptions
+from isthmus.k8s.spec import container_resources, parse_tolerations, pod_spec
+from isthmus.resources import Resources
+
+__all__ = [
+    "accelerator_for",
+    "flyte_pod_spec",
+    "flyte_resources",
+    "parse_tolerations",
+    "pod_template_for",
+    "task_settings",
+]
+# Pod fields that need a pod template (flytekit expresses resources, accelerator and timeout itself).
+_TEMPLATE_FIELDS = ("nodeSelector", "affinity", "tolerations", "serviceAccountName")
 
 _ACCELERATORS = {
     "A10G": "A10G",
@@ -42,27 +58,18 @@ _ACCELERATORS = {
 }
 
 
-def cpu_quantity(cpu: float) -> str:
-    """Kubernetes CPU quantity: '2', '0.5' -> '500m'."""
-    if float(cpu).is_integer():
-        return str(int(cpu))
-    return f"{round(cpu * 1000)}m"
+# flytekit's names for the quantities of the one mapping (flytepropeller maps "gpu" to the GPU resource)
+_FLYTEKIT_NAMES = {"cpu": "cpu", "memory": "mem", "ephemeral-storage": "ephemeral_storage"}
 
 
 def flyte_resources(res: Resources) -> Any:
-    """``flytekit.Resources`` for ``res`` (None if it asks for no cpu, memory, gpu or storage)."""
+    """``flytekit.Resources`` for ``res`` (None if it asks for no cpu, memory, gpu or storage): the
+    quantities of :func:`isthmus.k8s.spec.container_resources`, under flytekit's names."""
     from flytekit import Resources as FlyteResources
 
-    kw: dict[str, Any] = {}
-    if res.cpu:
-        kw["cpu"] = cpu_quantity(res.cpu)
-    if res.memory:
-        kw["mem"] = format_memory(res.memory)
-    if res.gpu:
-        kw["gpu"] = str(res.gpu)
-    storage = res.extra.get("ephemeral_storage")
-    if storage:
-        kw["ephemeral_storage"] = str(storage)
+    options = flyte_options()
+    quantities = container_resources(res, options).get("requests", {})
+    kw = {_FLYTEKIT_NAMES.get(k, "gpu" if k == options.gpu_resource else k): v for k, v in quantities.items()}
     return FlyteResources(**kw) if kw else None
 
 
@@ -86,46 +93,43 @@ def accelerator_for(gpu_type: str) -> Any:
     return acc
 
 
-def parse_tolerations(text: str) -> list[dict[str, str]]:
-    """``"key=value:Effect,key2:Effect"`` -> toleration dicts (``Exists`` when no value is given)."""
-    out = []
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        kv, _, effect = item.partition(":")
-        key, eq, value = kv.partition("=")
-        if not key:
-            raise StepDefinitionError(f"toleration {item!r}: write it like 'key=value:NoSchedule' or 'key:NoExecute'")
-        tol = {"key": key.strip(), "operator": "Equal" if eq else "Exists"}
-        if eq:
-            tol["value"] = value.strip()
-        if effect:
-            tol["effect"] = effect.strip()
-        out.append(tol)
-    return out
-
-
-def _toleration(item: Any) -> Any:
-    from kubernetes.client import V1Toleration
+def _toleration(item: Any) -> dict[str, Any]:
+    """A toleration from the ``Isthmus`` config as the API's JSON (a dict, or a ``V1Toleration``)."""
+    from kubernetes.client import ApiClient, V1Toleration
 
     if isinstance(item, V1Toleration):
-        return item
+        return dict(ApiClient().sanitize_for_serialization(item))
     if isinstance(item, dict):
-        return V1Toleration(**{k: v for k, v in item.items() if v is not None})
+        model = V1Toleration(**{k: v for k, v in item.items() if v is not None})
+        return dict(ApiClient().sanitize_for_serialization(model))
     raise StepDefinitionError(f"toleration {item!r} must be a dict (key, operator, value, effect) or V1Toleration")
 
 
-def pod_template_for(node_selector: dict[str, str], tolerations: list[Any]) -> Any:
-    """A PodTemplate with the node selector and tolerations (None if there are neither)."""
-    if not node_selector and not tolerations:
+def flyte_options() -> K8sJobOptions:
+    """The pod options of Flyte tasks: the defaults, with no ``gpu_type`` node affinity."""
+    return K8sJobOptions(gpu_label="")
+
+
+def flyte_pod_spec(res: Resources, tolerations: list[Any]) -> dict[str, Any]:
+    """The step's pod spec from :func:`isthmus.k8s.spec.pod_spec`, the ``Isthmus`` config's tolerations
+    before the step's own. Flyte places GPUs through the task's accelerator (flytepropeller adds its node
+    affinity), so the spec asks for no ``gpu_type`` affinity of its own (``gpu_label=""``)."""
+    spec = pod_spec(res, flyte_options())
+    tols = [_toleration(t) for t in tolerations] + list(spec.get("tolerations") or [])
+    if tols:
+        spec["tolerations"] = tols
+    return spec
+
+
+def pod_template_for(res: Resources, tolerations: list[Any]) -> Any:
+    """A flytekit ``PodTemplate`` holding :func:`flyte_pod_spec` (None when the step needs no pod-level
+    setting: then flytekit's own resources, accelerator and timeout say everything)."""
+    spec = flyte_pod_spec(res, tolerations)
+    if not any(spec.get(f) for f in _TEMPLATE_FIELDS):
         return None
     from flytekit import PodTemplate
-    from kubernetes.client import V1PodSpec
 
-    spec = V1PodSpec(
-        containers=[],
-        node_selector=dict(node_selector) or None,
-        tolerations=[_toleration(t) for t in tolerations] or None,
-    )
-    return PodTemplate(pod_spec=spec, primary_container_name="primary")
+    return PodTemplate(pod_spec=api_model(spec, "V1PodSpec"), primary_container_name=CONTAINER_NAME)
 
 
 def task_settings(res: Resources, tolerations: list[Any], given: dict[str, Any]) -> dict[str, Any]:
@@ -138,12 +142,8 @@ def task_settings(res: Resources, tolerations: list[Any], given: dict[str, Any])
             out["limits"] = flyte_resources(res)  # a distinct object: limits equal requests, explicitly
     if given.get("accelerator") is None and res.gpu_type:
         out["accelerator"] = accelerator_for(res.gpu_type)
-    tols = list(tolerations)
-    extra_tols = res.extra.get("tolerations")
-    if extra_tols:
-        tols.extend(parse_tolerations(extra_tols))
     if given.get("pod_template") is None and given.get("pod_template_name") is None:
-        template = pod_template_for(res.node_selector, tols)
+        template = pod_template_for(res, list(tolerations))
         if template is not None:
             out["pod_template"] = template
     return out
