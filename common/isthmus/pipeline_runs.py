@@ -64,6 +64,34 @@ def start_pipeline_run(
     return record
 
 
+_ensured: dict[tuple[str, str], None] = {}  # (store url, run id) already ensured by this process
+
+
+def ensure_pipeline_run(
+    runner: StepRunner, run_id: str, name: str, orchestrator: str, context: Mapping[str, Any], code: Any
+) -> None:
+    """Record the pipeline run ``run_id`` once, whichever task of an orchestrator's run gets there first
+    (remembered per process and store), and announce it to lineage when this call created it."""
+    memo = (runner.metadata.url, run_id)
+    if memo in _ensured:
+        return
+    row: PipelineRunRecord = {
+        "id": run_id,
+        "pipeline": name,
+        "orchestrator": orchestrator,
+        "context": json.loads(json.dumps(context, default=str)),
+        "params": {},
+        "user": _user(),
+        "host": socket.gethostname(),
+        "environment_hash": runner.environment_hash(code),
+    }
+    if runner.metadata.ensure_pipeline_run(row):
+        lineage.emit("on_pipeline_start", row)
+    if len(_ensured) > 4096:
+        _ensured.clear()
+    _ensured[memo] = None
+
+
 def fail_pipeline_run(
     runner: StepRunner,
     record: PipelineRunRecord,

@@ -12,10 +12,8 @@ own, outside any workflow, records a step run with no pipeline run (like ``step.
 from __future__ import annotations
 
 import functools
-import getpass
-import json
+import logging
 import os
-import socket
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -23,12 +21,14 @@ from typing import Any
 
 from flytekit.core.context_manager import ExecutionState, FlyteContext, FlyteContextManager, flyte_context_Var
 
-from isthmus import lineage
+from isthmus import lineage, pipeline_runs
 from isthmus.context import RunContext, derived_run_id
-from isthmus.records import PipelineRunRecord, RunStatus
+from isthmus.records import RunStatus
+from isthmus.run_closing import reopen_pipeline_run, settle_pipeline_run
+
+log = logging.getLogger("flytekitplugins.isthmus")
 
 _LOCAL_ATTR = "_isthmus_local_run"
-_ensured: dict[tuple[str, str], None] = {}  # (store url, run id) already ensured by this process
 
 
 @dataclass
@@ -73,7 +73,7 @@ def _local_workflow_name() -> str | None:
     name = None
     frame = sys._getframe(1)
     while frame is not None:
-        if frame.f_code.co_name == "local_execute":
+        if frame.f_code.co_name in ("local_execute", "async_execute"):  # async_execute: an eager workflow
             owner = frame.f_locals.get("self")
             owner_name = getattr(owner, "name", None)
             if isinstance(owner_name, str):
@@ -155,36 +155,13 @@ def flyte_run(task_name: str, pipeline: str | None, invocation: str | None) -> F
     return FlyteRun(context=run_ctx, local=local, pipeline_context=pipeline_context)
 
 
-def _user() -> str | None:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return os.environ.get("USER")
-
-
 def ensure_pipeline_run(runner: Any, run: FlyteRun, code: Any) -> None:
     """Create the run's pipeline run once (whichever task gets there first); emit its lineage start."""
-    run_id = run.pipeline_run_id
-    if run_id is None:
+    if run.pipeline_run_id is None:
         return
-    memo = (runner.metadata.url, run_id)
-    if memo in _ensured:
-        return
-    row: PipelineRunRecord = {
-        "id": run_id,
-        "pipeline": run.context.pipeline_name or "?",
-        "orchestrator": "flyte",
-        "context": json.loads(json.dumps(run.pipeline_context, default=str)),
-        "params": {},
-        "user": _user(),
-        "host": socket.gethostname(),
-        "environment_hash": runner.environment_hash(code),
-    }
-    if runner.metadata.ensure_pipeline_run(row):
-        lineage.emit("on_pipeline_start", row)
-    if len(_ensured) > 4096:
-        _ensured.clear()
-    _ensured[memo] = None
+    pipeline_runs.ensure_pipeline_run(
+        runner, run.pipeline_run_id, run.context.pipeline_name or "?", "flyte", run.pipeline_context, code
+    )
 
 
 def finish_pipeline_run(
@@ -204,3 +181,20 @@ def finish_pipeline_run(
     except Exception:
         record = {"id": run_id}
     lineage.emit("on_pipeline_end", {**record, "status": status, "outputs": outputs, "error": error})
+
+
+def reopen_run(runner: Any, run_id: str) -> None:
+    """A task of a hand-written workflow starts: its run is RUNNING (an earlier task may have settled it)."""
+    try:
+        reopen_pipeline_run(runner.metadata, run_id)
+    except Exception as exc:  # bookkeeping never fails a step
+        log.warning("isthmus: could not reopen pipeline run %s: %s: %s", run_id, type(exc).__name__, exc)
+
+
+def settle_run(runner: Any, run_id: str) -> None:
+    """A task of a hand-written workflow ended: close its run with the status derived from its step runs
+    (:mod:`isthmus.run_closing`), unless another task of it still runs."""
+    try:
+        settle_pipeline_run(runner.metadata, run_id)
+    except Exception as exc:  # bookkeeping never fails a step
+        log.warning("isthmus: could not settle pipeline run %s: %s: %s", run_id, type(exc).__name__, exc)

@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from collections.abc import Collection, Mapping
 from typing import Any
+from urllib.parse import quote
 
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.diff import code_diff
 from isthmus.lineage.facets import shown_metadata
 from isthmus.redaction import REDACTED, find_secret, is_secret_name, redact_params, secret_values, secrets_in
 
+# Fits a 1400 px window: tables take the width they are given and long hashes, URIs and values wrap.
 _STYLE = """
 <style>
-.isthmus table { border-collapse: collapse; margin: 0.4em 0 1em 0; }
+.isthmus { max-width: 1360px; box-sizing: border-box; overflow-wrap: anywhere; }
+.isthmus table { border-collapse: collapse; margin: 0.4em 0 1em 0; width: 100%; table-layout: fixed; }
 .isthmus th, .isthmus td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+.isthmus td code { word-break: break-all; }
 .isthmus th { background: #f5f5f5; }
-.isthmus pre { background: #f8f8f8; padding: 6px; overflow-x: auto; }
+.isthmus pre { background: #f8f8f8; padding: 6px; white-space: pre-wrap; word-break: break-all; }
 .isthmus .hit { color: #1a7f37; font-weight: bold; }
 .isthmus .miss { color: #9a6700; font-weight: bold; }
 </style>
@@ -50,6 +55,36 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def ui_url() -> str | None:
+    """The isthmus web UI's address (``ISTHMUS_UI_URL``, e.g. ``http://isthmus.example:8765``), if set."""
+    url = (os.environ.get("ISTHMUS_UI_URL") or "").strip().rstrip("/")
+    return url if url.startswith(("http://", "https://")) else None
+
+
+def _ui_link(kind: str, ident: Any) -> str:
+    """An id, linked to its page in the isthmus UI when ``ISTHMUS_UI_URL`` is set."""
+    code = f"<code>{_e(ident)}</code>"
+    base = ui_url()
+    if not base or not ident:
+        return code
+    href = f"{base}/{kind}/{quote(str(ident), safe='')}"
+    return f"<a href='{_e(href)}' target='_blank' rel='noopener'>{code}</a>"
+
+
+def publish(html_text: str) -> Any:
+    """Add the isthmus deck in front of the task's other decks, so that the deck page opens on it."""
+    from flytekit import Deck
+    from flytekit.core.context_manager import FlyteContextManager
+
+    made = Deck("isthmus", html_text)
+    params = FlyteContextManager.current_context().user_space_params
+    decks = getattr(params, "decks", None)
+    if isinstance(decks, list) and made in decks:
+        decks.remove(made)
+        decks.insert(0, made)
+    return made
 
 
 def _ref_cells(ref: ArtifactRef) -> list[str]:
@@ -145,8 +180,8 @@ def render(
     native = run_context.get("native") or {}
     overview = [
         ["invocation", _e(invocation)],
-        ["step run", f"<code>{_e(result.step_run_id)}</code>"],
-        ["pipeline run", f"<code>{_e(run_context.get('pipeline_run_id'))}</code>"],
+        ["step run", _ui_link("step-runs", result.step_run_id)],
+        ["pipeline run", _ui_link("runs", run_context.get("pipeline_run_id"))],
         ["Flyte execution", _e(native.get("execution_id"))],
         ["attempt", _e(run_context.get("attempt"))],
         ["duration", f"{result.duration_ms:.1f} ms"],

@@ -37,6 +37,7 @@ class SlurmStepMeta(ResourceMeta):
     outputs: dict[str, Any] = field(default_factory=dict)
     step_run_id: str | None = None
     source_step_run_id: str | None = None
+    pipeline_run_id: str | None = None  # a run this task settles as it ends (isthmus.run_closing)
 
     @property
     def job_id(self) -> str | None:

@@ -27,7 +27,13 @@ from flytekit.models.literals import LiteralMap
 from flytekitplugins.isthmus import deck
 from flytekitplugins.isthmus.cache import IsthmusCachePolicy
 from flytekitplugins.isthmus.config import Isthmus
-from flytekitplugins.isthmus.context import ensure_pipeline_run, finish_pipeline_run, flyte_run
+from flytekitplugins.isthmus.context import (
+    ensure_pipeline_run,
+    finish_pipeline_run,
+    flyte_run,
+    reopen_run,
+    settle_run,
+)
 from flytekitplugins.isthmus.deck import redact_inputs
 from flytekitplugins.isthmus.mapping import (
     CACHE_INPUT,
@@ -54,6 +60,7 @@ from isthmus.records import RunStatus
 from isthmus.redaction import scrub, secret_values, secrets_in
 from isthmus.runner import default_runner
 from isthmus.step import as_step
+from isthmus.step_summary import log_step_summary, summary_logger
 
 if typing.TYPE_CHECKING:
     from isthmus.step import Step
@@ -61,6 +68,7 @@ if typing.TYPE_CHECKING:
 PIN_TYPES = frozenset(f"{t.__module__}:{t.__qualname__}" for t in (ArtifactAlias, ArtifactVersion))
 
 log = logging.getLogger("flytekitplugins.isthmus")
+SUMMARY_LOGGER = "flytekitplugins.isthmus.summary"  # one INFO line per task: silence it with setLevel(WARNING)
 
 # Set while flytekit's dispatch_execute runs this task: execute() then hands the artifact refs along with
 # the values. Callers of execute() alone (e.g. a local map task) get plain values.
@@ -258,6 +266,10 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
         if index is not None:
             run.context.native["map_index"] = index
         ensure_pipeline_run(runner, run, step.fn)
+        # a run no finish node closes (any workflow but to_flyte_workflow's): settled by its tasks
+        settles = None if config.cache_input else run.pipeline_run_id
+        if settles:
+            reopen_run(runner, settles)
         for name in config.param_inputs:  # a plain value stored once: keyed as the parameter it is
             ref = ArtifactRef.coerce(kwargs.get(name))
             if ref is not None:
@@ -273,13 +285,21 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
         secrets = self._given_secrets(arguments)
         try:
             result = runner.run(step, arguments, run.context, secrets=secrets, recompute=recompute)
-        except Exception as exc:
-            if run.local and run.pipeline_run_id:  # a local workflow stops at the first failure
+        except BaseException as exc:
+            if settles:
+                settle_run(runner, settles)
+            elif run.local and run.pipeline_run_id and isinstance(exc, Exception):
+                # a local pipeline workflow stops at the first failure
                 error = scrub(f"{type(exc).__name__}: {exc}", secret_values(arguments) | secrets)
                 finish_pipeline_run(runner, run.pipeline_run_id, RunStatus.FAILED, error=error)
+            ended = "failed" if isinstance(exc, Exception) else "aborted"
+            summary_logger(SUMMARY_LOGGER).info("isthmus %s: %s; run %s", invocation, ended, run.pipeline_run_id or "-")
             # not shown by traceback formatters that print locals
             arguments = kwargs = positional = secrets = None  # type: ignore[assignment]  # noqa: F841
             raise
+        if settles:
+            settle_run(runner, settles)
+        log_step_summary(SUMMARY_LOGGER, runner.metadata, result, run.pipeline_run_id)
         if self.enable_deck:
             self._render_deck(runner, invocation, result, run.context.to_dict())
         if OUTPUTS in self.python_interface.outputs:
@@ -304,10 +324,8 @@ class IsthmusTask(_RefAwareIO, PythonFunctionTask[Isthmus]):
         return super()._write_decks(shown, native_outputs_as_map, ctx, new_user_params)
 
     def _render_deck(self, runner: Any, invocation: str, result: Any, run_context: dict[str, Any]) -> None:
-        from flytekit.deck import Deck
-
         try:
-            Deck("isthmus", deck.build(runner, self._step, invocation, result, run_context))
+            deck.publish(deck.build(runner, self._step, invocation, result, run_context))
         except Exception as exc:  # the deck never fails a step
             log.warning("isthmus deck for step %r failed: %s: %s", self._step.name, type(exc).__name__, exc)
 

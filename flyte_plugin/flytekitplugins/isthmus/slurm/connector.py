@@ -27,7 +27,7 @@ from flyteidl.core.execution_pb2 import TaskExecution
 from flytekit.extend.backend.base_connector import AsyncConnectorBase, ConnectorRegistry, Resource, TaskCategory
 from flytekit.models.literals import LiteralMap
 
-from flytekitplugins.isthmus.context import ensure_pipeline_run
+from flytekitplugins.isthmus.context import ensure_pipeline_run, reopen_run, settle_run
 from flytekitplugins.isthmus.registration import CONNECTOR_NAME, SlurmStepMeta
 from flytekitplugins.isthmus.slurm.phases import RUNNING_STATES, flyte_phase
 from flytekitplugins.isthmus.slurm.task import LOCAL_RUN, TASK_TYPE, SlurmJob
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from isthmus.slurm.states import JobStatus
 
 log = logging.getLogger("flytekitplugins.isthmus")
+_ENDED = (TaskExecution.SUCCEEDED, TaskExecution.FAILED, TaskExecution.RETRYABLE_FAILED)
 
 
 # -- the connector ---------------------------------------------------------------------------------
@@ -124,11 +125,15 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
         meta = SlurmStepMeta(
             step=step.import_path, step_name=step.name, task_name=task_name, options=options, slurm=config.to_dict()
         )
+        # a run no finish node closes (any workflow but to_flyte_workflow's): settled by its tasks
+        meta.pipeline_run_id = None if options.get("cache_input") else run.pipeline_run_id
         try:
             executor = config.executor(client, runner)
 
             def prepare() -> tuple[Any, ...]:
                 ensure_pipeline_run(runner, run, step.fn)
+                if meta.pipeline_run_id:
+                    reopen_run(runner, meta.pipeline_run_id)
                 inputs_, params = executor.split_arguments(step, arguments, given)
                 hit = executor.lookup(step, inputs_, params, ctx)
                 if hit is not None:
@@ -167,7 +172,14 @@ class IsthmusSlurmConnector(AsyncConnectorBase):
 
     # -- get -------------------------------------------------------------------------------------
     async def get(self, resource_meta: SlurmStepMeta, **kwargs: Any) -> Resource:
-        """The job's phase: polled while it runs, collected (its manifest) once it ended."""
+        """The job's phase: polled while it runs, collected (its manifest) once it ended; an ended task
+        settles the pipeline run it belongs to."""
+        resource = await self._get(resource_meta)
+        if resource_meta.pipeline_run_id and resource.phase in _ENDED:
+            await asyncio.to_thread(settle_run, default_runner(), resource_meta.pipeline_run_id)
+        return resource
+
+    async def _get(self, resource_meta: SlurmStepMeta) -> Resource:
         meta = resource_meta
         if not meta.job_id:  # a cache hit at create()
             return await self._cache_hit(meta)

@@ -1,0 +1,85 @@
+"""Pipeline runs closed from their step runs (``isthmus.run_closing``), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from isthmus.records import RunStatus
+from isthmus.run_closing import close_stale_runs, settle_pipeline_run
+
+NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+
+
+def _run(store, run_id: str, started: dt.datetime, pipeline: str = "p") -> None:
+    store.create_pipeline_run(
+        {"id": run_id, "pipeline": pipeline, "orchestrator": "flyte", "params": {}, "started_at": started}
+    )
+
+
+def _step(store, run_id: str, sid: str, invocation: str, started: dt.datetime, status: str | None) -> None:
+    store.start_step_run(
+        {
+            "id": sid,
+            "pipeline_run_id": run_id,
+            "invocation": invocation,
+            "step_name": invocation,
+            "step_path": f"m:{invocation}",
+            "orchestrator": "flyte",
+            "attempt": 1,
+            "params": {},
+            "inputs": {},
+            "context": {},
+            "started_at": started,
+        }
+    )
+    if status is not None:
+        _end(store, sid, status, started)
+
+
+def _end(store, sid: str, status: str, when: dt.datetime) -> None:
+    error = "ValueError: bad" if status == "FAILED" else None
+    store.finish_step_run(sid, {"status": RunStatus(status), "error": error, "ended_at": when})
+
+
+def test_settle_and_reopen(metadata_store) -> None:
+    store = metadata_store
+    _run(store, "r1", NOW)
+    _step(store, "r1", "s1", "a", NOW, "COMPLETED")
+    _step(store, "r1", "s2", "b", NOW, None)  # still running
+    assert settle_pipeline_run(store, "r1") is RunStatus.RUNNING
+    assert store.get_run("r1")["status"] == "RUNNING"
+    _end(store, "s2", "FAILED", NOW)
+    assert settle_pipeline_run(store, "r1") is RunStatus.FAILED
+    run = store.get_run("r1")
+    assert run["status"] == "FAILED" and run["error"] == "step 'b' failed: ValueError: bad" and run["ended_at"]
+    assert store.reopen_pipeline_run("r1") is True
+    run = store.get_run("r1")
+    assert run["status"] == "RUNNING" and run["ended_at"] is None and run["error"] is None
+    assert store.reopen_pipeline_run("r1") is False  # already open
+    assert store.reopen_pipeline_run("no-such-run") is False
+
+
+def test_close_stale_runs(metadata_store) -> None:
+    store = metadata_store
+    old = NOW - dt.timedelta(days=2)
+    _run(store, "done", old)
+    _step(store, "done", "d1", "a", old, "COMPLETED")
+    _run(store, "crashed", old, pipeline="[bold]x")
+    _step(store, "crashed", "c1", "a", old, None)
+    _run(store, "empty", old)
+    _run(store, "busy", old)  # started long ago, but a step started recently
+    _step(store, "busy", "b1", "a", NOW - dt.timedelta(minutes=5), None)
+    _run(store, "young", NOW - dt.timedelta(hours=1))
+    _run(store, "closed", old)
+    store.finish_pipeline_run("closed", RunStatus.COMPLETED)
+
+    closed = {c.run_id: c for c in close_stale_runs(store, dt.timedelta(hours=24), now=NOW)}
+    assert set(closed) == {"done", "crashed", "empty"}
+    assert closed["done"].status is RunStatus.COMPLETED
+    assert closed["crashed"].status is RunStatus.ABORTED and closed["crashed"].pipeline == "[bold]x"
+    assert closed["empty"].status is RunStatus.ABORTED and closed["empty"].error.endswith("; no step ran")
+    for run_id, c in closed.items():
+        run = store.get_run(run_id)
+        assert run["status"] == c.status and run["error"] == c.error
+    assert store.get_run("busy")["status"] == "RUNNING" and store.get_run("young")["status"] == "RUNNING"
+    assert [r["id"] for r in store.running_pipeline_runs(started_before=NOW)] == ["busy", "young"]
