@@ -1,4 +1,6 @@
-"""The isthmus Airflow plugin: a listener that closes the isthmus pipeline run when its DAG run ends.
+"""The isthmus Airflow plugin: a listener that closes the isthmus pipeline run when its DAG run ends;
+the isthmus web UI mounted at ``/isthmus`` with an "isthmus" tab on DAG runs and task instances and a nav
+entry (:mod:`isthmus_airflow.plugins.ui`); the "isthmus step run" extra link of isthmus tasks.
 
 The listener runs inside the scheduler loop (and the api-server), so it never touches Airflow's ORM
 session, never waits on I/O and never raises: it reads a few plain attributes of the DAG run and
@@ -13,8 +15,10 @@ from typing import Any
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
+from isthmus_airflow.links.step_run import IsthmusStepRunLink
 from isthmus_airflow.plugins import run_closer
 from isthmus_airflow.plugins.run_closer import EndStatus
+from isthmus_airflow.plugins.ui import URL_PREFIX, LazyUIApp, isthmus_views
 
 log = logging.getLogger(__name__)
 DEFAULT_CONN_ID = "isthmus_default"  # IsthmusHook.default_conn_name, without importing the hook here
@@ -83,6 +87,9 @@ class IsthmusPlugin(AirflowPlugin):
 
     name = "isthmus"
     listeners = [dag_run_listener]
+    fastapi_apps = [{"app": LazyUIApp(), "url_prefix": URL_PREFIX, "name": "isthmus"}]
+    external_views = isthmus_views()
+    operator_extra_links = [IsthmusStepRunLink()]
 
 
 __all__ = ["IsthmusPlugin", "dag_run_listener"]

@@ -1,0 +1,227 @@
+"""The JSON API (``/api/v1``): the same answers as the pages, for scripts. Reads need a viewer; alias
+changes need an operator (a bearer token, or a browser session with its CSRF token)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from pydantic import BaseModel, Field
+
+from isthmus.client import Client
+from isthmus.governance import audit
+from isthmus.ui import auth
+from isthmus.ui.auth import Principal, Role
+from isthmus.ui.queries import RunFilters, runs_page
+
+router = APIRouter(tags=["isthmus"])
+
+
+def viewer(request: Request) -> Principal:
+    return auth.require(request, Role.VIEWER)
+
+
+def operator(request: Request) -> Principal:
+    return auth.require(request, Role.OPERATOR)
+
+
+Viewer = Annotated[Principal, Depends(viewer)]
+Operator = Annotated[Principal, Depends(operator)]
+
+
+def client_of(request: Request) -> Client:
+    client: Client = request.app.state.client
+    return client
+
+
+def visible_run(request: Request, who: Principal, ref: str) -> dict[str, Any]:
+    """The pipeline run ``ref`` names, if ``who`` may see its project (else 404, as if absent)."""
+    run = dict(client_of(request).run(ref))
+    project = run.get("project")
+    if not who.may_see(str(project) if project is not None else None):
+        raise HTTPException(status_code=404, detail=f"no pipeline run matches {ref[:60]!r}")
+    return run
+
+
+def visible_step_run(request: Request, who: Principal, ref: str) -> dict[str, Any]:
+    sr = dict(client_of(request).step_run(ref))
+    if sr.get("pipeline_run_id"):
+        visible_run(request, who, str(sr["pipeline_run_id"]))
+    return sr
+
+
+def acting(request: Request, who: Principal) -> Any:
+    """The audit context of a change ``who`` asked for through this request."""
+    via = who.via if who.via == "airflow" else ("api" if who.bearer else "ui")
+    origin = request.client.host if request.client else None
+    return audit.acting_as(audit.Actor(name=who.name, via=via, origin=origin, role=who.role.label))
+
+
+def audit_rows(request: Request, who: Principal, limit: int, action: str | None) -> list[dict[str, Any]]:
+    """The newest audit entries ``who`` may see (a principal of some projects: those projects' entries)."""
+    client = client_of(request)
+    if who.projects is None:
+        return [e.to_dict() for e in client.audit_log(limit=limit, action=action)]
+    rows = [e for p in sorted(who.projects) for e in client.audit_log(limit=limit, action=action, project=p)]
+    return [e.to_dict() for e in sorted(rows, key=lambda e: e.id, reverse=True)[:limit]]
+
+
+class AliasChangeRequest(BaseModel):
+    """Point ``alias`` (``name@alias``) at ``version`` (promote) or back (rollback; ``version`` optional)."""
+
+    alias: str = Field(max_length=800)
+    version: str | None = Field(default=None, max_length=800)
+    reason: str | None = Field(default=None, max_length=2000)
+    csrf_token: str | None = None
+
+
+@router.get("/me")
+def me(who: Viewer) -> dict[str, Any]:
+    """Who the caller is and what role it holds."""
+    projects = sorted(who.projects) if who.projects is not None else None
+    return {"name": who.name, "role": who.role.label, "via": who.via, "projects": projects}
+
+
+@router.get("/runs")
+def list_runs(
+    request: Request,
+    who: Viewer,
+    pipeline: str | None = None,
+    orchestrator: str | None = None,
+    status: str | None = None,
+    project: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Pipeline runs newest first (keyset-paginated: pass ``next_cursor`` back as ``cursor``)."""
+    filters = visible_filters(who, RunFilters(pipeline, orchestrator, status, project))
+    page = runs_page(client_of(request).metadata, filters, limit=limit, cursor=cursor)
+    return jsonable_encoder({"runs": page.runs, "next_cursor": page.next_cursor})
+
+
+def every_project(who: Principal, what: str) -> None:
+    """403 for a principal limited to some projects: ``what`` (artifacts, aliases, lineage) is not split
+    by project yet, so it would show other projects' data."""
+    if who.projects is not None:
+        raise HTTPException(
+            status_code=403,
+            detail=f"{what} span every project; {who.name} may see only {', '.join(sorted(who.projects))}",
+        )
+
+
+def visible_filters(who: Principal, filters: RunFilters) -> RunFilters:
+    """``filters`` narrowed to what ``who`` may see (a principal of one project sees that one)."""
+    if who.projects is None:
+        return filters
+    if filters.project and filters.project not in who.projects:
+        raise HTTPException(status_code=403, detail=f"{who.name} may not see project {filters.project[:60]!r}")
+    if filters.project is None and len(who.projects) == 1:
+        (only,) = who.projects
+        return RunFilters(filters.pipeline, filters.orchestrator, filters.status, only)
+    if filters.project is None:
+        raise HTTPException(status_code=400, detail="choose a project: " + ", ".join(sorted(who.projects)))
+    return filters
+
+
+@router.get("/runs/{ref}")
+def get_run(request: Request, who: Viewer, ref: str) -> dict[str, Any]:
+    """A pipeline run, its step runs (every attempt) and one line per step run saying why it ran so."""
+    run = visible_run(request, who, ref)
+    client = client_of(request)
+    return jsonable_encoder({"run": run, "steps": client.step_runs(run["id"]), "reasons": client.reasons(run["id"])})
+
+
+@router.get("/step-runs/{ref}")
+def get_step_run(request: Request, who: Viewer, ref: str) -> dict[str, Any]:
+    """A step run with its explanation ("why") and recorded environment."""
+    sr = visible_step_run(request, who, ref)
+    client = client_of(request)
+    env = client.metadata.get_environment(sr["environment_hash"]) if sr.get("environment_hash") else None
+    return jsonable_encoder({"step_run": sr, "why": client.explain(sr["id"]).to_dict(), "environment": env})
+
+
+@router.get("/diff")
+def diff(request: Request, who: Viewer, a: str, b: str) -> dict[str, Any]:
+    """What changed between pipeline runs ``a`` and ``b`` and how each step ran."""
+    run_a, run_b = visible_run(request, who, a), visible_run(request, who, b)
+    return jsonable_encoder(client_of(request).diff_runs(run_a["id"], run_b["id"]))
+
+
+@router.get("/artifacts")
+def list_artifacts(
+    request: Request, who: Viewer, name: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> dict[str, Any]:
+    """Artifact versions, newest first (of ``name``, or of every name)."""
+    every_project(who, "artifacts")
+    return jsonable_encoder({"versions": client_of(request).artifact_versions(name, limit=limit)})
+
+
+@router.get("/artifacts/{ref:path}")
+def get_artifact(request: Request, who: Viewer, ref: str) -> dict[str, Any]:
+    """The artifact version ``ref`` names (hash, prefix, ``name``, ``name@alias``, ``name~N``), with the
+    aliases of its name and their history."""
+    every_project(who, "artifacts")
+    client = client_of(request)
+    found = client.artifact(ref)
+    return jsonable_encoder({"artifact": found.to_dict(), "aliases": aliases_of(client, found.name)})
+
+
+def aliases_of(client: Client, name: str | None) -> list[dict[str, Any]]:
+    """The aliases of artifact ``name``, each with its history (oldest change first)."""
+    if not name:
+        return []
+    rows = [a for a in client.metadata.list_aliases() if a["name"] == name]
+    return [
+        {**row, "history": [c.to_dict() for c in client.alias_history(f"{row['name']}@{row['alias']}")]} for row in rows
+    ]
+
+
+@router.post("/aliases/promote")
+def promote(request: Request, who: Operator, body: AliasChangeRequest) -> dict[str, Any]:
+    """Point an alias at a version (a version of its name)."""
+    every_project(who, "aliases")
+    auth.check_csrf(request, who, body.csrf_token)
+    if not body.version:
+        raise HTTPException(status_code=422, detail="promote needs a version")
+    with acting(request, who):
+        change = client_of(request).promote(body.alias, body.version, reason=body.reason, via=f"ui:{who.name}"[:32])
+    return jsonable_encoder({"changed": change is not None, "change": change.to_dict() if change else None})
+
+
+@router.post("/aliases/rollback")
+def rollback(request: Request, who: Operator, body: AliasChangeRequest) -> dict[str, Any]:
+    """Move an alias back to its previous target (or to ``version``)."""
+    every_project(who, "aliases")
+    auth.check_csrf(request, who, body.csrf_token)
+    with acting(request, who):
+        change = client_of(request).rollback(
+            body.alias, body.version or None, reason=body.reason, via=f"ui:{who.name}"[:32]
+        )
+    return jsonable_encoder({"changed": True, "change": change.to_dict()})
+
+
+@router.get("/lineage")
+def get_lineage(
+    request: Request,
+    who: Viewer,
+    target: str,
+    direction: Annotated[str, Query(pattern="^(upstream|downstream|both)$")] = "both",
+    depth: Annotated[int | None, Query(ge=1, le=50)] = None,
+) -> dict[str, Any]:
+    """Where an artifact, step run or pipeline run came from and what it fed."""
+    every_project(who, "lineage graphs")
+    return jsonable_encoder(
+        client_of(request).lineage(target, direction=direction, depth=depth, max_step_runs=400).to_dict()
+    )
+
+
+@router.get("/audit")
+def get_audit(
+    request: Request,
+    who: Viewer,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    action: str | None = None,
+) -> dict[str, Any]:
+    """The audit log, newest first: who changed what, when, from where."""
+    return jsonable_encoder({"entries": audit_rows(request, who, limit, action)})
