@@ -9,8 +9,9 @@
 
 Uncached runs start from a new value each time (every task computes); cached runs repeat one value
 (every task is an isthmus cache hit). Prints the median wall time and the time added per task against
-plain flytekit, with lineage off (as bench_core.py: the target is for the bookkeeping) and, in two more
-rows, with the OpenLineage emitter writing to its file transport. Nothing here passes or fails.
+plain flytekit in the default configuration first (OpenLineage events to the default file), and in two
+more rows with ``ISTHMUS_LINEAGE=off``. Tasks do no work: the table shows the whole overhead. Nothing
+here passes or fails.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from rich.table import Table  # noqa: E402
 
 from flytekitplugins.isthmus import isthmus_task  # noqa: E402
 from isthmus import lineage, pipeline, step  # noqa: E402
-from isthmus.lineage.openlineage import OpenLineageEmitter  # noqa: E402
 
 console = Console(width=130)
 N_TASKS = int(os.environ.get("ISTHMUS_BENCH_TASKS", "20"))
@@ -83,8 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("isthmus").setLevel(logging.WARNING)
     n = N_TASKS
-    # As bench_core: the target is for the bookkeeping; OpenLineage (file transport) gets its own rows.
-    lineage.set_lineage_hook(lineage.NoopLineage())
+    # The default configuration first (the lineage hook chosen as in a user's process); lineage off beside.
+    lineage.set_lineage_hook(None)
 
     for wf in (plain_chain, isthmus_chain, pipeline_chain):  # warm-up: schema, fingerprints, environment
         assert wf(x=-1000) == n - 1000
@@ -112,27 +112,31 @@ def main() -> None:
         for name, fn in variants.items():
             times[name].append(_timed(fn))
 
-    emitter = OpenLineageEmitter()
-    lineage.set_lineage_hook(emitter)
-    fixed["lineage"] = -5000
-    isthmus_chain(x=fixed["lineage"])
-    with_lineage = {
-        "plain (lineage rounds)": lambda: plain_chain(x=next(counter) * 1000),
-        "tasks uncached, OpenLineage": lambda: isthmus_chain(x=next(counter) * 1000),
-        "tasks cached, OpenLineage": lambda: isthmus_chain(x=fixed["lineage"]),
+    hook = lineage.get_lineage_hook()
+    if hasattr(hook, "flush"):
+        hook.flush(60)
+    default_hook = type(hook).__name__
+    lineage.set_lineage_hook(lineage.NoopLineage())
+    fixed["off"] = -5000
+    isthmus_chain(x=fixed["off"])
+    lineage_off = {
+        "plain (lineage-off rounds)": lambda: plain_chain(x=next(counter) * 1000),
+        "tasks uncached, lineage off": lambda: isthmus_chain(x=next(counter) * 1000),
+        "tasks cached, lineage off": lambda: isthmus_chain(x=fixed["off"]),
     }
-    times.update({k: [] for k in with_lineage})
+    times.update({k: [] for k in lineage_off})
     for _ in range(args.repeat):
-        for name, fn in with_lineage.items():
+        for name, fn in lineage_off.items():
             times[name].append(_timed(fn))
-    emitter.flush(60)
+    lineage.set_lineage_hook(None)
 
     def added(name: str, base: str) -> list[float]:
         return [(a - b) / n * 1000 for a, b in zip(times[name], times[base], strict=True)]
 
     med = statistics.median
     table = Table(
-        title=f"flytekit local execution, chain of {n} trivial tasks (SQLite, {args.repeat} interleaved rounds)"
+        title=f"flytekit local execution, chain of {n} trivial tasks (SQLite, {args.repeat} interleaved rounds; "
+        f"default configuration: lineage hook {default_hook})"
     )
     for col in ("run", "median wall time", "added per task vs plain (median)", "spread over rounds", "target"):
         table.add_column(col)
@@ -145,10 +149,10 @@ def main() -> None:
         "-",
     )
     labels = {
-        "tasks uncached": "isthmus tasks, uncached",
-        "tasks cached": "isthmus tasks, all cached",
-        "pipeline uncached": "isthmus pipeline workflow, uncached",
-        "pipeline cached": "isthmus pipeline workflow, all cached",
+        "tasks uncached": "isthmus tasks, uncached (default)",
+        "tasks cached": "isthmus tasks, all cached (default)",
+        "pipeline uncached": "isthmus pipeline workflow, uncached (default)",
+        "pipeline cached": "isthmus pipeline workflow, all cached (default)",
     }
     for key, label in labels.items():
         per = added(key, "plain")
@@ -160,11 +164,11 @@ def main() -> None:
             "<= 3 ms",
         )
     lineage_labels = {
-        "tasks uncached, OpenLineage": "isthmus tasks, uncached, with OpenLineage (file)",
-        "tasks cached, OpenLineage": "isthmus tasks, all cached, with OpenLineage (file)",
+        "tasks uncached, lineage off": "isthmus tasks, uncached, ISTHMUS_LINEAGE=off",
+        "tasks cached, lineage off": "isthmus tasks, all cached, ISTHMUS_LINEAGE=off",
     }
     for key, label in lineage_labels.items():
-        per = added(key, "plain (lineage rounds)")
+        per = added(key, "plain (lineage-off rounds)")
         table.add_row(
             label, f"{med(times[key]) * 1000:.1f} ms", f"{med(per):.2f} ms", f"{min(per):.2f} .. {max(per):.2f} ms", "-"
         )

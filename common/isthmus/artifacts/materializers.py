@@ -137,9 +137,13 @@ class JsonMaterializer(Materializer):
         return not isinstance(obj, str) and _json_exact(obj)
 
     def save(self, obj: Any, path: str) -> dict[str, Any] | None:
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        with open(path, "wb") as fh:
+            fh.write(self.dumps(obj))
         return None
+
+    def dumps(self, obj: Any) -> bytes:
+        """The file's bytes (the store writes small values from memory, hashed before they are written)."""
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     def load(self, path: str, python_type: str) -> Any:
         with open(path, encoding="utf-8") as fh:
@@ -154,9 +158,13 @@ class StrMaterializer(Materializer):
         return type(obj) is str
 
     def save(self, obj: Any, path: str) -> dict[str, Any] | None:
-        with open(path, "w", encoding="utf-8", newline="") as fh:
-            fh.write(obj)
+        with open(path, "wb") as fh:
+            fh.write(self.dumps(obj))
         return None
+
+    def dumps(self, obj: Any) -> bytes:
+        """The file's bytes (see :meth:`JsonMaterializer.dumps`)."""
+        return obj.encode("utf-8")
 
     def load(self, path: str, python_type: str) -> Any:
         with open(path, encoding="utf-8", newline="") as fh:
@@ -174,6 +182,10 @@ class BytesMaterializer(Materializer):
         with open(path, "wb") as fh:
             fh.write(obj)
         return None
+
+    def dumps(self, obj: Any) -> bytes:
+        """The file's bytes (see :meth:`JsonMaterializer.dumps`)."""
+        return bytes(obj)
 
     def load(self, path: str, python_type: str) -> Any:
         with open(path, "rb") as fh:
@@ -232,7 +244,9 @@ class PandasMaterializer(Materializer):
             frame = obj
         if not all(isinstance(c, str) for c in frame.columns):
             raise TypeError("parquet needs string column names")
-        frame.to_parquet(path, engine="pyarrow", index=True)
+        # index=None: a RangeIndex is kept as metadata (start, stop, step), not written as a column of
+        # n integers; any other index is a column, as before. Files written with index=True read the same.
+        frame.to_parquet(path, engine="pyarrow", index=None)
         return {**_columns(list(frame.dtypes.items())), "rows": len(frame), "series": isinstance(obj, pd.Series)}
 
     def load(self, path: str, python_type: str) -> Any:

@@ -49,7 +49,10 @@ from isthmus import hashing
 from isthmus.artifacts import safefs, tmpfiles
 from isthmus.artifacts.errors import ArtifactStoreError, InvalidArtifactRef
 from isthmus.artifacts.materializers import (
+    BytesMaterializer,
+    JsonMaterializer,
     Materializer,
+    StrMaterializer,
     candidates,
     executes_code,
     get_materializer,
@@ -72,6 +75,9 @@ _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EAC
 # object-store metadata that changes whenever an object's bytes do (remote verdicts are keyed by it)
 _VERSION_KEYS = ("VersionId", "version_id", "generation", "ETag", "etag", "md5Hash")
 _UNREADABLE = (FileNotFoundError, NotADirectoryError, safefs.UnsafeEntry)
+# Values of these formats up to this size are serialized in memory, hashed there and written once.
+SMALL_BYTES = 1 << 20
+_IN_MEMORY = (JsonMaterializer, StrMaterializer, BytesMaterializer)
 
 
 def hash_file(path: str) -> tuple[str, int]:
@@ -241,6 +247,13 @@ class ArtifactStore:
             raise self._store_error("use the directory", path, exc, where) from exc
         errors: list[str] = []
         for index, mat in enumerate(candidates(obj, materializer)):
+            if self.local and index == 0 and type(mat) in _IN_MEMORY:
+                try:
+                    data: bytes | None = mat.dumps(obj)  # type: ignore[attr-defined]
+                except Exception:  # the usual path below reports it (or falls back)
+                    data = None
+                if data is not None and len(data) <= SMALL_BYTES:
+                    return self._save_small(data, mat, type_path(type(obj)), tmp_dir, where)
             tmp = os.path.join(tmp_dir, tmpfiles.part_name())
             try:
                 metadata = mat.save(obj, tmp) or {}
@@ -265,6 +278,36 @@ class ArtifactStore:
             f"{where}cannot serialize a value of type {type_path(type(obj))} "
             f"({'; '.join(errors)}). Return a serializable value, or register a materializer: "
             "isthmus.register_materializer(MyMaterializer, types=(MyType,))"
+        )
+
+    def _save_small(self, data: bytes, mat: Materializer, python_type: str, tmp_dir: str, where: str) -> ArtifactRef:
+        """A small value of a built-in data format, hashed in memory and written once (no read-back):
+        the same file, hash and commit as :meth:`save` otherwise makes."""
+        content_hash = hash_bytes(data)
+        part = tmpfiles.part_name()
+        tmp = os.path.join(tmp_dir, part)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            _remove(tmp)
+            raise self._store_error("write to", tmp_dir, exc, where) from exc
+        try:
+            self._commit_local(part, content_hash, mat, where)
+        finally:
+            _remove(tmp)
+        return ArtifactRef(
+            uri=self.uri_for(content_hash),
+            content_hash=content_hash,
+            size=len(data),
+            materializer=mat.key,
+            python_type=python_type,
+            metadata={},
         )
 
     def _raise_if_store_failed(self, tmp_dir: str, exc: BaseException, where: str) -> None:

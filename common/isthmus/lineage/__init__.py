@@ -3,7 +3,9 @@
 Hooks must never fail a run: every call is guarded, and a failing hook is reported once as a warning.
 Execution backends add what they know about the step runs they execute with :func:`register_backend`.
 
-- :mod:`isthmus.lineage.openlineage`: the emitter (events from a background thread);
+- :mod:`isthmus.lineage.openlineage`: the emitter (the default file lineage in the emitting thread, a
+  configured transport from a background thread);
+- :mod:`isthmus.lineage.events`, :mod:`isthmus.lineage.filesink`: events as plain dicts, appended to a file;
 - :mod:`isthmus.lineage.facets`: the ``isthmus_*`` facets (schemas in ``schemas/``) and artifact datasets;
 - :mod:`isthmus.lineage.naming`: namespaces, job names, run ids and dataset names;
 - :mod:`isthmus.lineage.parent`: parent and root runs handed to a child process;
@@ -13,6 +15,7 @@ Execution backends add what they know about the step runs they execute with :fun
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Mapping
@@ -97,9 +100,10 @@ def _default_hook() -> LineageHook:
         return NoopLineage()
     if os.environ.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true":
         return NoopLineage()
-    try:
-        import openlineage.client  # noqa: F401 - optional dependency (the ``lineage`` extra)
-    except ImportError:
+    try:  # optional dependency (the ``lineage`` extra); imported only when a transport needs it
+        if importlib.util.find_spec("openlineage.client") is None:
+            return NoopLineage()
+    except (ImportError, ValueError):
         return NoopLineage()
     return default_emitter()
 

@@ -1,9 +1,11 @@
 """The OpenLineage emitter: every pipeline run and step run as OpenLineage RunEvents.
 
 Configuration is OpenLineage's own (``openlineage.yml``, ``OPENLINEAGE__…`` variables, ``OPENLINEAGE_URL``,
-``OPENLINEAGE_DISABLED``); without any, events go to a file transport at
-``$ISTHMUS_HOME/lineage/events.jsonl``. Events are sent by one background thread, in order, so a slow or
-dead receiver never stalls a step.
+``OPENLINEAGE_DISABLED``). Without any, events are built as plain dicts and appended, as they happen, to
+``$ISTHMUS_HOME/lineage/events.jsonl`` (:mod:`isthmus.lineage.events`, :mod:`isthmus.lineage.filesink`):
+no thread, no ``openlineage-python`` import. A configured transport (or a client handed to the emitter)
+gets the client's event objects from one background thread, in order, so a slow or dead receiver never
+stalls a step.
 
 Failures are reported as one warning that says how many events were not delivered and why: when the
 events are flushed (:meth:`OpenLineageEmitter.flush`, and at interpreter exit, bounded by
@@ -23,6 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -30,8 +33,10 @@ import isthmus
 from isthmus.config import get_settings
 from isthmus.fingerprint.code import shown_source
 from isthmus.fingerprint.environment import git_info
+from isthmus.lineage import events as dict_events
 from isthmus.lineage.errors import UnknownRunStatus
 from isthmus.lineage.facets import backend_run_facets, datasets, environment_facet, resources_facet, run_facets
+from isthmus.lineage.filesink import FileSink
 from isthmus.lineage.naming import namespace, step_job_name, step_job_namespace, step_run_uuid
 from isthmus.lineage.parent import ROOT_KEY, RUN_ID_KEY, external_parent
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
@@ -86,11 +91,28 @@ def env_configured() -> bool:
 
 def configured() -> bool:
     """Whether OpenLineage has a transport configured by the user (file, env or yaml)."""
-    if env_configured():
-        return True
-    from openlineage.client import OpenLineageClient
+    return env_configured() or _yaml_config_path() is not None
 
-    return OpenLineageClient._find_yaml_config_path() is not None
+
+def _yaml_config_path() -> str | None:
+    """Where OpenLineage's client finds ``openlineage.yml`` (``OPENLINEAGE_CONFIG``, the working directory,
+    ``~/.openlineage``), looked up the same way without importing it."""
+    for path in (
+        os.environ.get("OPENLINEAGE_CONFIG"),
+        os.path.join(os.getcwd(), "openlineage.yml"),
+        os.path.join(os.path.expanduser("~/.openlineage"), "openlineage.yml"),
+    ):
+        try:
+            if path and os.path.isfile(path) and os.access(path, os.R_OK):
+                return path
+        except Exception:
+            continue
+    return None
+
+
+def file_sink_path() -> Path:
+    """Where the default file lineage appends its events."""
+    return get_settings().home / "lineage" / "events.jsonl"
 
 
 def make_client() -> Any:
@@ -99,7 +121,7 @@ def make_client() -> Any:
 
     if os.environ.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true" or configured():
         return OpenLineageClient()
-    path = get_settings().home / "lineage" / "events.jsonl"
+    path = file_sink_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     return OpenLineageClient(config={"transport": {"type": "file", "log_file_path": str(path), "append": True}})
 
@@ -127,23 +149,25 @@ class OpenLineageEmitter:
         self._first_error: str | None = None
         self._reported = 0  # undelivered events already counted in a warning
         self._timer: threading.Timer | None = None
+        self._sink: FileSink | None = None
+        self._sink_chosen = client is not None  # with a client of its own, events go to it
 
     # -- LineageHook -----------------------------------------------------------------------------
     def on_pipeline_start(self, run: PipelineRunRecord) -> None:
         if run.get("orchestrator") not in _EMITTED_ELSEWHERE:
-            self._submit(self._pipeline_event, run, "START")
+            self._submit("pipeline", run, "START")
 
     def on_pipeline_end(self, run: PipelineRunRecord) -> None:
         if run.get("orchestrator") not in _EMITTED_ELSEWHERE:
-            self._submit(self._pipeline_event, run, end_event_type(run))
+            self._submit("pipeline", run, end_event_type(run))
 
     def on_step_start(self, step_run: StepRunRecord) -> None:
         if self._wanted(step_run):
-            self._submit(self._step_event, step_run, "START")
+            self._submit("step", step_run, "START")
 
     def on_step_end(self, step_run: StepRunRecord) -> None:
         if self._wanted(step_run):
-            self._submit(self._step_event, step_run, end_event_type(step_run))
+            self._submit("step", step_run, end_event_type(step_run))
 
     @staticmethod
     def _wanted(step_run: Mapping[str, Any]) -> bool:
@@ -156,7 +180,7 @@ class OpenLineageEmitter:
     def on_step_waiting(self, step_run: StepRunRecord) -> None:
         """OTHER: the step is waiting (e.g. its batch job is pending)."""
         if self._wanted(step_run) and _identifiable(step_run):
-            self._submit(self._step_event, step_run, "OTHER")
+            self._submit("step", step_run, "OTHER")
 
     def emit_now(self, event: str, payload: StepRunRecord) -> bool:
         """Build and send one event in this thread (``event``: a hook method name); True if sent.
@@ -165,18 +189,54 @@ class OpenLineageEmitter:
         if event not in event_types or not self._wanted(payload) or not _identifiable(payload):
             return False
         try:
-            if self._client is None:
-                self._client = make_client()
-            self._client.emit(self._step_event(payload.copy(), event_types[event]))
-            self.sent += 1
+            sink = self._file_sink()
+            if sink is not None:
+                sink.write(dict_events.to_json_line(self._step_dict(payload, event_types[event])))
+            else:
+                if self._client is None:
+                    self._client = make_client()
+                self._client.emit(self._step_event(payload.copy(), event_types[event]))
+            with self._lock:
+                self.sent += 1
             return True
         except Exception as exc:  # lineage never fails the caller
             self._failed(exc)
             return False
 
     # -- queueing --------------------------------------------------------------------------------
-    def _submit(self, build: Any, payload: Mapping[str, Any], event_type: EventType) -> None:
+    def _file_sink(self) -> FileSink | None:
+        """The default file lineage's sink, or None when events go to an OpenLineage client (one handed
+        to the emitter, or a transport the user configured). Chosen on the first event."""
+        if not self._sink_chosen:
+            with self._lock:
+                if not self._sink_chosen:
+                    disabled = os.environ.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true"
+                    if not (disabled or configured()):
+                        self._sink = FileSink(file_sink_path())
+                    self._sink_chosen = True
+        return self._sink
+
+    def _step_dict(self, step_run: Mapping[str, Any], event_type: EventType) -> dict[str, Any]:
+        return dict_events.step_event(
+            step_run, event_type, job_facets=_source_dicts(step_run), step=_step_object(step_run)
+        )
+
+    def _submit(self, kind: Literal["step", "pipeline"], payload: Mapping[str, Any], event_type: EventType) -> None:
+        sink = self._file_sink()
+        if sink is not None:  # built and written here and now: in order, nothing left in memory
+            try:
+                if kind == "step":
+                    built = self._step_dict(payload, event_type)
+                else:
+                    built = dict_events.pipeline_event(payload, event_type)
+                sink.write(dict_events.to_json_line(built))
+                with self._lock:  # steps of a fan-out emit from several threads
+                    self.sent += 1
+            except Exception as exc:  # lineage never fails a step
+                self._failed(exc)
+            return
         # Built and sent in the background: the runner hands over payloads it no longer changes.
+        build = self._step_event if kind == "step" else self._pipeline_event
         event = (build, dict(payload), event_type)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
@@ -223,6 +283,8 @@ class OpenLineageEmitter:
         if self._timer is not None:
             self._timer.cancel()
         self.flush(timeout)
+        if self._sink is not None:
+            self._sink.close()
 
     def _failed(self, exc: BaseException | None, why: str | None = None) -> None:
         """Count one undelivered event; the first failure's reason goes into the warning."""
@@ -364,6 +426,17 @@ def _source_facets(step_run: StepRunRecord) -> dict[str, Any]:
     return _source_cache[key]
 
 
+_source_dict_cache: dict[str, dict[str, Any]] = {}
+
+
+def _source_dicts(step_run: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`_source_facets` as plain dicts (the default file lineage). Looked up once per step per process."""
+    key = str(step_run.get("step_path"))
+    if key not in _source_dict_cache:
+        _source_dict_cache[key] = dict_events.source_facets(_step_object(step_run))
+    return _source_dict_cache[key]
+
+
 _step_cache: dict[str, Any] = {}
 
 
@@ -438,5 +511,7 @@ def drop_default_emitter(timeout: float = EXIT_FLUSH_SECONDS) -> OpenLineageEmit
     emitter = _emitter
     if emitter is not None:
         emitter.flush(timeout)
+        if emitter._sink is not None:
+            emitter._sink.close()
         _emitter = None
     return emitter

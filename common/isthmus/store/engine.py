@@ -1,4 +1,5 @@
-"""Engine set-up: SQLite in WAL mode with write transactions that take the lock up front."""
+"""Engine set-up: SQLite in WAL mode with write transactions that take the lock up front; server databases
+with a pool that pings a connection only after it sat idle."""
 
 from __future__ import annotations
 
@@ -9,17 +10,27 @@ from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.pool import NullPool
 
 T = TypeVar("T")
 WRITE = "isthmus_write"
 
 
+# A pooled server connection is pinged before use only when it sat idle this long: a connection used
+# moments ago is alive (a ``SELECT 1`` per transaction would add a round trip to every step record).
+IDLE_PING_SECONDS = 10.0
+# Server connections are replaced after this long, whatever their use (idle timeouts of proxies, failovers).
+POOL_RECYCLE_SECONDS = 1800
+_USED = "isthmus_used"
+
+
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+        engine = create_engine(url, pool_size=2, max_overflow=4, pool_recycle=POOL_RECYCLE_SECONDS)
+        _ping_after_idle(engine)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
     engine = create_engine(
@@ -49,6 +60,35 @@ def make_engine(url: str) -> Engine:
         )
 
     return engine
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only when it was idle for ``IDLE_PING_SECONDS``; a dead one is
+    replaced (the pool retries with a new connection). A connection that fails in use is invalidated by
+    SQLAlchemy, and with it every pooled connection older than the failure, so the next checkout of any
+    of them reconnects instead of failing again."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        used = record.info.get(_USED)
+        if used is not None and time.monotonic() - used < IDLE_PING_SECONDS:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise DisconnectionError(f"pooled connection idle since {used}: {exc}") from exc
+        if alive is False:
+            raise DisconnectionError("pooled connection failed its ping")
+        record.info[_USED] = time.monotonic()
 
 
 def _enable_wal(cur: Any) -> None:

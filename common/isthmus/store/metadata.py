@@ -14,15 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, inspect, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import and_, bindparam, delete, func, insert, inspect, or_, select, text, union, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.config import check_store_url
 from isthmus.errors import ConfigurationError, IsthmusError, RunNotFound
+from isthmus.governance.projects import project_for_run
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
 from isthmus.redaction import redact_text, redact_url, safe_params, scrub
 from isthmus.store import schema as s
@@ -30,7 +29,7 @@ from isthmus.store.claims import CacheCandidate, ClaimBusy, ClaimCandidates, Cla
 from isthmus.store.engine import WRITE, make_engine, retry_locked
 from isthmus.store.holders import LeaseHolder, holder_is_dead
 
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 # Hot-path statements are built once: constructing SQLAlchemy statements costs more than running them.
@@ -176,6 +175,30 @@ class RetentionPlan:
     alias_history: bool
 
 
+@dataclass(frozen=True)
+class RetentionSummary:
+    """A dry run of :meth:`MetadataStore.retention_plan`, counted in the database: run counts, how many
+    artifacts would go and their recorded size, the first of them by hash, how many cache entries would
+    be dropped, and whether the store keeps alias history."""
+
+    runs: int
+    runs_kept: int
+    candidates: int
+    size: int
+    listed: list[str]
+    droppable: int
+    alias_history: bool
+
+
+@dataclass(frozen=True)
+class _RetentionSets:
+    unneeded: list[Any]  # conditions on artifacts: not needed by anything
+    kept_runs: Any  # ids of kept pipeline runs (None: every run is kept)
+    entries: Any  # (cache_key, step_run_id) of live entries to drop with prune_cache (None otherwise)
+    entries_where: list[Any]  # the conditions on cache entries of ``entries``
+    history: bool
+
+
 class MetadataStore:
     """Runs, step runs, artifacts, aliases, code/environment snapshots, cache entries and leases.
 
@@ -270,9 +293,13 @@ class MetadataStore:
         cache_key = (table.name, tuple(keys))
         stmt = self._ignore_stmts.get(cache_key)
         if stmt is None:
-            if self.dialect == "sqlite":
+            if self.dialect == "sqlite":  # dialect modules imported here: only the store's own is loaded
+                from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
                 stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=list(keys))
             elif self.dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
                 stmt = postgresql_insert(table).on_conflict_do_nothing(index_elements=list(keys))
             else:  # pragma: no cover - other backends: plain insert, duplicates raise
                 return insert(table)
@@ -315,6 +342,7 @@ class MetadataStore:
             **row,
             "params": _safe(row.get("params")),
         }
+        row["project"] = project_for_run(dict(row))
         self._run_write(lambda c: c.execute(insert(s.pipeline_runs).values(**row)))
 
     def ensure_pipeline_run(self, row: PipelineRunRecord) -> bool:
@@ -327,6 +355,7 @@ class MetadataStore:
             **row,
             "params": _safe(row.get("params")),
         }
+        row["project"] = project_for_run(dict(row))
         stmt = self._insert_ignore(s.pipeline_runs, ["id"]).returning(s.pipeline_runs.c.id)
         return bool(self._run_write(lambda c: c.execute(stmt, row).first() is not None))
 
@@ -350,6 +379,29 @@ class MetadataStore:
         self._run_write(
             lambda c: c.execute(update(s.pipeline_runs).where(s.pipeline_runs.c.id == run_id).values(**values))
         )
+
+    def reopen_pipeline_run(self, run_id: str) -> bool:
+        """Set a closed pipeline run RUNNING again (a task of its orchestrator run started after it was
+        closed by status derivation, see :mod:`isthmus.run_closing`). True if it was closed."""
+        p = s.pipeline_runs
+        stmt = (
+            update(p)
+            .where(p.c.id == run_id, p.c.status != RunStatus.RUNNING)
+            .values(status=RunStatus.RUNNING, ended_at=None, error=None)
+        )
+        return bool(self._run_write(lambda c: c.execute(stmt).rowcount))
+
+    def running_pipeline_runs(self, started_before: dt.datetime, limit: int = 1000) -> list[PipelineRunRecord]:
+        """RUNNING pipeline runs started before ``started_before``, oldest first."""
+        p = s.pipeline_runs
+        query = (
+            select(p)
+            .where(p.c.status == RunStatus.RUNNING, p.c.started_at < started_before)
+            .order_by(p.c.started_at)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [_pipeline_run(r) for r in conn.execute(query).mappings()]
 
     def find_pipeline_run(self, orchestrator: str, key: str, value: str) -> PipelineRunRecord | None:
         """The newest pipeline run of ``orchestrator`` whose context has ``key == value``."""
@@ -505,11 +557,16 @@ class MetadataStore:
         self._run_write(work)
 
     def get_step_run(self, step_run_id: str) -> StepRunRecord:
+        """The step run with this id, or the one whose id starts with it (by the primary key)."""
+        r = s.step_runs
         with self._read() as conn:
-            row = conn.execute(select(s.step_runs).where(s.step_runs.c.id.startswith(step_run_id))).mappings().all()
-        if len(row) != 1:
+            rows = conn.execute(select(r).where(r.c.id == step_run_id)).mappings().all()
+            if not rows and step_run_id:
+                query = select(r).where(self._prefix(r.c.id, step_run_id)).order_by(r.c.id).limit(2)
+                rows = [x for x in conn.execute(query).mappings().all() if str(x["id"]).startswith(step_run_id)]
+        if len(rows) != 1:
             raise RunNotFound(f"no step run with id {step_run_id!r}; list them with 'isthmus runs show RUN'")
-        return _step_run(row[0])
+        return _step_run(rows[0])
 
     def step_runs_of(self, pipeline_run_id: str) -> list[StepRunRecord]:
         with self._read() as conn:
@@ -613,6 +670,14 @@ class MetadataStore:
             query = query.where(e.c.step_name == step_name)
         with self._read() as conn:
             return [dict(x) for x in conn.execute(query).mappings()]
+
+    def cache_entry_outputs(self) -> list[tuple[str, str, Any]]:
+        """(cache_key, step_run_id, recorded outputs) of every cache entry whose step run is recorded: one
+        pass joined on the primary key (``cache prune`` checks each output is still there)."""
+        e, r = s.cache_entries, s.step_runs
+        query = select(e.c.cache_key, e.c.step_run_id, r.c.outputs).join(r, r.c.id == e.c.step_run_id)
+        with self._read() as conn:
+            return [(str(k), str(sid), outputs) for k, sid, outputs in conn.execute(query)]
 
     def clear_cache(self, step_name: str | None = None) -> int:
         def work(conn: Connection) -> int:
@@ -729,26 +794,19 @@ class MetadataStore:
     def list_runs(
         self, limit: int = 20, pipeline: str | None = None, orchestrator: str | None = None
     ) -> list[dict[str, Any]]:
+        """The newest pipeline runs (by the started_at index), each with how many step runs it has and
+        how many were cache hits — counted for that page only, by the pipeline_run_id index."""
         p, r = s.pipeline_runs, s.step_runs
-        counts = (
-            select(
-                r.c.pipeline_run_id,
-                func.count().label("steps"),
-                func.sum(func.cast(r.c.cache_hit, s.Integer)).label("hits"),
-            )
-            .group_by(r.c.pipeline_run_id)
-            .subquery()
-        )
-        query = (
-            select(p, counts.c.steps, counts.c.hits)
-            .select_from(p.outerjoin(counts, counts.c.pipeline_run_id == p.c.id))
-            .order_by(p.c.started_at.desc())
-            .limit(limit)
-        )
+        page = select(p).order_by(p.c.started_at.desc()).limit(limit)
         if pipeline:
-            query = query.where(p.c.pipeline == pipeline)
+            page = page.where(p.c.pipeline == pipeline)
         if orchestrator:
-            query = query.where(p.c.orchestrator == orchestrator)
+            page = page.where(p.c.orchestrator == orchestrator)
+        runs = page.subquery("page")
+        of_run = r.c.pipeline_run_id == runs.c.id
+        steps = select(func.count()).where(of_run).scalar_subquery()
+        hits = select(func.sum(func.cast(r.c.cache_hit, s.Integer))).where(of_run).scalar_subquery()
+        query = select(runs, steps.label("steps"), hits.label("hits")).order_by(runs.c.started_at.desc())
         with self._read() as conn:
             return [dict(x) for x in conn.execute(query).mappings()]
 
@@ -1053,6 +1111,91 @@ class MetadataStore:
         if hashes:
             self._run_write(work)
 
+    def _retention_sets(
+        self,
+        conn: Any,
+        *,
+        now: float,
+        keep_last: int | None,
+        age_cutoff: dt.datetime | None,
+        fresh: dt.datetime,
+        prune_cache: bool,
+    ) -> _RetentionSets:
+        """The conditions gc decides by (see :meth:`retention_plan`), as SQL expressions."""
+        p, r, link, e, al, a = (
+            s.pipeline_runs,
+            s.step_runs,
+            s.step_run_artifacts,
+            s.cache_entries,
+            s.artifact_aliases,
+            s.artifacts,
+        )
+        running = str(RunStatus.RUNNING)
+        kept_runs = None
+        if keep_last is not None or age_cutoff is not None:
+            rank = func.row_number().over(partition_by=p.c.pipeline, order_by=(p.c.started_at.desc(), p.c.id.desc()))
+            ranked = select(p.c.id, p.c.status, p.c.started_at, rank.label("rank")).subquery("ranked")
+            keeps = [ranked.c.status == running]
+            if keep_last is not None:
+                keeps.append(ranked.c.rank <= keep_last)
+            if age_cutoff is not None:
+                keeps.append(ranked.c.started_at >= age_cutoff)
+            kept_runs = select(ranked.c.id).where(or_(*keeps))
+        live = or_(e.c.expires_at.is_(None), e.c.expires_at > now)
+        unneeded = [a.c.created_at < fresh, a.c.content_hash.not_in(select(al.c.content_hash))]
+        kept_steps = None
+        if kept_runs is not None:
+            # the step runs of kept runs (few, by the pipeline_run_id index), with no run, RUNNING or new
+            kept_steps = union(
+                select(r.c.id).where(r.c.pipeline_run_id.in_(kept_runs)),
+                select(r.c.id).where(r.c.pipeline_run_id.is_(None)),
+                select(r.c.id).where(or_(r.c.status == running, r.c.started_at >= fresh)),
+            )
+            unneeded.append(
+                a.c.content_hash.not_in(select(link.c.content_hash).where(link.c.step_run_id.in_(kept_steps)))
+            )
+        else:  # every step run is kept: whatever a step run links is needed
+            unneeded.append(a.c.content_hash.not_in(select(link.c.content_hash).join(r, r.c.id == link.c.step_run_id)))
+        if not prune_cache:  # a live entry keeps its step run's outputs
+            unneeded.append(
+                a.c.content_hash.not_in(
+                    select(link.c.content_hash)
+                    .join(e, e.c.step_run_id == link.c.step_run_id)
+                    .where(link.c.role == "output", live)
+                )
+            )
+        history = inspect(conn).has_table("artifact_alias_history")
+        if history:
+            h = s.artifact_alias_history
+            unneeded.append(a.c.content_hash.not_in(select(h.c.to_hash)))
+            unneeded.append(a.c.content_hash.not_in(select(h.c.from_hash).where(h.c.from_hash.is_not(None))))
+        # RUNNING step runs: their recorded inputs are needed (their links come when they finish); few rows
+        in_use: set[str] = set()
+        for (inputs,) in conn.execute(select(r.c.inputs).where(r.c.status == running)):
+            for ref in inputs.values() if isinstance(inputs, dict) else ():
+                if isinstance(ref, dict) and isinstance(ref.get("content_hash"), str):
+                    in_use.add(ref["content_hash"])
+        for chunk in _chunks(sorted(in_use)):
+            unneeded.append(a.c.content_hash.not_in(chunk))
+        entries = entries_where = None
+        if prune_cache and kept_steps is not None:  # live entries of step runs not kept
+            entries_where = [live, e.c.step_run_id.not_in(kept_steps)]
+            entries = (
+                select(e.c.cache_key, e.c.step_run_id)
+                .join(link, and_(link.c.step_run_id == e.c.step_run_id, link.c.role == "output"))
+                .where(*entries_where)
+                .where(link.c.content_hash.in_(select(a.c.content_hash).where(*unneeded)))
+                .distinct()
+            )
+        return _RetentionSets(unneeded, kept_runs, entries, entries_where or [], history)
+
+    def _run_counts(self, conn: Any, sets: _RetentionSets) -> tuple[int, int]:
+        """(runs, runs kept)."""
+        runs = int(conn.execute(select(func.count()).select_from(s.pipeline_runs)).scalar_one())
+        if sets.kept_runs is None:
+            return runs, runs
+        return runs, int(conn.execute(select(func.count()).select_from(sets.kept_runs.subquery())).scalar_one())
+
     def retention_plan(
         self,
         *,
@@ -1070,79 +1213,67 @@ class MetadataStore:
         neither, every run is kept. A step run is kept unless its run is dropped, it is not RUNNING and it
         started before ``fresh``. Set-based: each "needed" set is computed once and the artifacts are
         anti-joined against it (``NOT IN``, materialized once, on indexed columns)."""
-        p, r, link, e, al, a = (
-            s.pipeline_runs,
-            s.step_runs,
-            s.step_run_artifacts,
-            s.cache_entries,
-            s.artifact_aliases,
-            s.artifacts,
-        )
-        running = str(RunStatus.RUNNING)
-        dropped = None
-        if keep_last is not None or age_cutoff is not None:
-            rank = func.row_number().over(partition_by=p.c.pipeline, order_by=(p.c.started_at.desc(), p.c.id.desc()))
-            ranked = select(p.c.id, p.c.status, p.c.started_at, rank.label("rank")).subquery("ranked")
-            conds = [ranked.c.status != running]
-            if keep_last is not None:
-                conds.append(ranked.c.rank > keep_last)
-            if age_cutoff is not None:
-                conds.append(ranked.c.started_at < age_cutoff)
-            dropped = select(ranked.c.id).where(*conds)
-        live = or_(e.c.expires_at.is_(None), e.c.expires_at > now)
-        unneeded = [a.c.created_at < fresh, a.c.content_hash.not_in(select(al.c.content_hash))]
-        if dropped is not None:
-            kept_steps = select(r.c.id).where(
-                or_(
-                    r.c.pipeline_run_id.is_(None),
-                    r.c.status == running,
-                    r.c.started_at >= fresh,
-                    r.c.pipeline_run_id.not_in(dropped),
-                )
-            )
-            unneeded.append(
-                a.c.content_hash.not_in(select(link.c.content_hash).where(link.c.step_run_id.in_(kept_steps)))
-            )
-        else:  # every step run is kept: whatever a step run links is needed
-            unneeded.append(a.c.content_hash.not_in(select(link.c.content_hash).join(r, r.c.id == link.c.step_run_id)))
-        if not prune_cache:  # a live entry keeps its step run's outputs
-            unneeded.append(
-                a.c.content_hash.not_in(
-                    select(link.c.content_hash)
-                    .join(e, e.c.step_run_id == link.c.step_run_id)
-                    .where(link.c.role == "output", live)
-                )
-            )
+        a = s.artifacts
         with self._read() as conn, conn.begin():
-            history = inspect(conn).has_table("artifact_alias_history")
-            if history:
-                h = s.artifact_alias_history
-                unneeded.append(a.c.content_hash.not_in(select(h.c.to_hash)))
-                unneeded.append(a.c.content_hash.not_in(select(h.c.from_hash).where(h.c.from_hash.is_not(None))))
+            sets = self._retention_sets(
+                conn, now=now, keep_last=keep_last, age_cutoff=age_cutoff, fresh=fresh, prune_cache=prune_cache
+            )
             candidates = {
                 str(row[0]): int(row[1] or 0)
-                for row in conn.execute(select(a.c.content_hash, a.c.size).where(*unneeded))
+                for row in conn.execute(select(a.c.content_hash, a.c.size).where(*sets.unneeded))
             }
-            runs = int(conn.execute(select(func.count()).select_from(p)).scalar_one())
-            n_dropped = (
-                int(conn.execute(select(func.count()).select_from(dropped.subquery())).scalar_one())
-                if dropped is not None
-                else 0
+            runs, kept = self._run_counts(conn, sets)
+            droppable = (
+                sorted((str(key), str(sid)) for key, sid in conn.execute(sets.entries))
+                if sets.entries is not None and candidates
+                else []
             )
-            running_inputs = [row[0] for row in conn.execute(select(r.c.inputs).where(r.c.status == running))]
-            entries: list[Any] = []
-            if prune_cache and candidates and dropped is not None:  # live entries of step runs not kept
-                entries = conn.execute(
-                    select(e.c.cache_key, e.c.step_run_id, link.c.content_hash)
-                    .join(link, and_(link.c.step_run_id == e.c.step_run_id, link.c.role == "output"))
-                    .where(live, e.c.step_run_id.not_in(kept_steps))
-                ).all()
-        for inputs in running_inputs:  # RUNNING step runs: their inputs (links come when they finish)
-            for ref in inputs.values() if isinstance(inputs, dict) else ():
-                if isinstance(ref, dict) and isinstance(ref.get("content_hash"), str):
-                    candidates.pop(ref["content_hash"], None)
-        droppable = sorted({(str(key), str(sid)) for key, sid, content_hash in entries if content_hash in candidates})
-        return RetentionPlan(runs, runs - n_dropped, candidates, droppable, history)
+        return RetentionPlan(runs, kept, candidates, droppable, sets.history)
+
+    def retention_summary(
+        self,
+        *,
+        now: float,
+        keep_last: int | None,
+        age_cutoff: dt.datetime | None,
+        fresh: dt.datetime,
+        prune_cache: bool,
+        listing: int,
+    ) -> RetentionSummary:
+        """What :meth:`retention_plan` would decide, counted in the database (a dry run): the number and
+        total size of the candidates, the first ``listing`` of them by hash, and the number of cache
+        entries that would be dropped — no row per candidate leaves the database."""
+        a, e, link = s.artifacts, s.cache_entries, s.step_run_artifacts
+        with self._read() as conn, conn.begin():
+            sets = self._retention_sets(
+                conn, now=now, keep_last=keep_last, age_cutoff=age_cutoff, fresh=fresh, prune_cache=prune_cache
+            )
+            # one evaluation of the candidate set: counted, summed and listed (window aggregates) in one query
+            cand = select(a.c.content_hash, a.c.size).where(*sets.unneeded).cte("gc_candidates")
+            columns = [
+                cand.c.content_hash,
+                func.count().over().label("n"),
+                func.coalesce(func.sum(cand.c.size).over(), 0).label("size"),
+            ]
+            if sets.entries is not None:
+                droppable = (  # driven from the candidates: their output links, then their entries
+                    select(e.c.cache_key, e.c.step_run_id)
+                    .select_from(
+                        cand.join(link, link.c.content_hash == cand.c.content_hash).join(
+                            e, e.c.step_run_id == link.c.step_run_id
+                        )
+                    )
+                    .where(link.c.role == "output", *sets.entries_where)
+                    .distinct()
+                    .subquery()
+                )
+                columns.append(select(func.count()).select_from(droppable).scalar_subquery().label("entries"))
+            rows = conn.execute(select(*columns).order_by(cand.c.content_hash).limit(max(listing, 1))).all()
+            count, size = (int(rows[0].n), int(rows[0].size)) if rows else (0, 0)
+            entries = int(rows[0].entries) if rows and sets.entries is not None else 0
+            listed = [str(row.content_hash) for row in rows][: max(listing, 0)]
+            runs, kept = self._run_counts(conn, sets)
+        return RetentionSummary(runs, kept, count, size, listed, entries, sets.history)
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[list[str]]:

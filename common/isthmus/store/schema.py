@@ -46,10 +46,13 @@ pipeline_runs = Table(
     Column("error", Text),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("ended_at", DateTime(timezone=True)),
+    Column("project", String(255)),  # ISTHMUS_PROJECT or the Flyte project; None reads as "default" (0005)
     Index("ix_pipeline_runs_started_at", "started_at"),
     Index("ix_pipeline_runs_pipeline", "pipeline"),
     # the newest runs of a pipeline (diff --last), from the index (revision 0004)
     Index("ix_pipeline_runs_pipeline_started_at", "pipeline", "started_at"),
+    # the runs list of one project, newest first (revision 0005)
+    Index("ix_pipeline_runs_project_started_at", "project", "started_at"),
 )
 
 step_runs = Table(
@@ -144,6 +147,49 @@ artifact_alias_history = Table(
     Column("reason", Text),
     Column("changed_at", DateTime(timezone=True), nullable=False),
     Index("ix_artifact_alias_history_name_alias", "name", "alias", "id"),
+)
+
+role_grants = Table(
+    "role_grants",
+    metadata,
+    # a person's role in a project ("*": every project) (revision 0005)
+    Column("principal", String(255), primary_key=True),
+    Column("project", String(255), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("granted_by", String(255)),
+    Column("granted_at", DateTime(timezone=True), nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    # API tokens, stored as a salted hash (the token itself is shown once, never stored) (revision 0005)
+    Column("id", String(16), primary_key=True),  # the public part of the token: isthmus_<id>_<secret>
+    Column("secret_hash", String(128), nullable=False),
+    Column("principal", String(255), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("project", String(255)),  # None: every project
+    Column("created_by", String(255)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    # every mutating action, append-only (triggers refuse UPDATE and DELETE) (revision 0005)
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("role", String(16)),
+    Column("via", String(32), nullable=False),  # "cli", "ui", "api", "airflow"
+    Column("origin", String(255)),  # from where: a host name or a client address
+    Column("action", String(64), nullable=False),
+    Column("target", Text),
+    Column("project", String(255)),
+    Column("details", JSON),
+    Index("ix_audit_log_at", "at"),
 )
 
 code_snapshots = Table(
