@@ -3,7 +3,8 @@
 # Used by the README and by CI (.ci/run).
 #
 #   scripts/test.sh                    ruff check, ruff format --check and mypy first (fast, stop at the
-#                                      first failure), then the whole test suite
+#                                      first failure), then the whole test suite, then the Flyte 2 tests
+#                                      in their own environment (scripts/test_flyte2.sh)
 #   scripts/test.sh --lint [ARGS...]   the same checks first, then pytest ARGS...
 #   scripts/test.sh ARGS...            pytest ARGS... only, e.g. scripts/test.sh tests/core -x
 #
@@ -43,4 +44,11 @@ if [[ $checks -eq 1 ]]; then
     echo "==> pytest $*"
 fi
 
+if [[ $# -eq 0 ]]; then  # the whole suite: then the Flyte 2 tests in their own environment
+    status=0
+    uv run --no-sync pytest || status=$?
+    echo "==> scripts/test_flyte2.sh (the flyte2 extra, in .venv-flyte2)"
+    bash scripts/test_flyte2.sh || status=$?
+    exit "$status"
+fi
 uv run --no-sync pytest "$@"

@@ -11,7 +11,7 @@ from typing import Any
 
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.fingerprint.arguments import Visitor, walk
-from isthmus.fingerprint.files import declared_files_digest
+from isthmus.fingerprint.files import pattern_parts
 from isthmus.hashing import PROCESS_KEY, hash_parts, hash_value, keyed_hash, value_digest
 from isthmus.policy import CachePolicy
 from isthmus.redaction import is_secret_name, secret_env_values, secret_matcher
@@ -140,15 +140,42 @@ def declared_inputs(policy: CachePolicy, salt: bytes | None = None) -> str:
     Files count by content (read now); environment variables by a hash of their value keyed with the
     store's ``salt`` (never stored), an unset variable differently from an empty one.
     """
+    return declared_inputs_and_record(policy, salt)[0]
+
+
+_RECORD_DIGEST = 16  # hex characters kept of a recorded keyed digest: enough to tell two values apart
+
+
+def declared_inputs_and_record(policy: CachePolicy, salt: bytes | None = None) -> tuple[str, dict[str, Any]]:
+    """:func:`declared_inputs` and what a step run records of the key's policy parts, so ``isthmus why``
+    can name what changed: the version salt, the code/deps/ignore_inputs settings, and one short digest
+    per declared file pattern and environment variable — keyed with the store's ``salt``, so the
+    record tells two values apart without revealing either (``unset`` for a missing variable)."""
+    key = salt or PROCESS_KEY
+    record: dict[str, Any] = {
+        "version": policy.version,
+        "code": policy.code,
+        "deps": policy.deps if isinstance(policy.deps, str) or policy.deps is None else list(policy.deps),
+        "ignore_inputs": list(policy.ignore_inputs),
+    }
     if not policy.files and not policy.env:
-        return ""
-    parts = [declared_files_digest(policy.files)] if policy.files else []
+        return "", record
+    matched = {pattern: pattern_parts(pattern) for pattern in policy.files}  # read once, used twice
+    # the same digest as declared_files_digest(policy.files)
+    parts = [hash_parts("files", *(part for pattern in policy.files for part in matched[pattern]))] if matched else []
+    files = {
+        pattern: keyed_hash(key, "declared file", pattern, *found).split(":", 1)[1][:_RECORD_DIGEST]
+        for pattern, found in matched.items()
+    }
+    env: dict[str, str] = {}
     for name in policy.env:
         value = os.environ.get(name)
-        parts.append(
-            f"{name}:unset" if value is None else f"{name}={keyed_hash(salt or PROCESS_KEY, 'env', name, value)}"
+        parts.append(f"{name}:unset" if value is None else f"{name}={keyed_hash(key, 'env', name, value)}")
+        env[name] = (
+            "unset" if value is None else keyed_hash(key, "declared env", name, value).split(":", 1)[1][:_RECORD_DIGEST]
         )
-    return hash_parts("declared", *parts)
+    record["files"], record["env"] = files, env
+    return hash_parts("declared", *parts), record
 
 
 class LeaseKeeper:

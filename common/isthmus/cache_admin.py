@@ -25,18 +25,15 @@ def prune(
         "tmp": artifacts.clean_tmp(grace),
         "unreferenced": 0,
     }
-    for entry in meta.list_cache_entries(limit=1_000_000):
+    gone: list[tuple[str, str]] = []
+    for cache_key, step_run_id, outputs in meta.cache_entry_outputs():
         try:
-            run = meta.get_step_run(entry["step_run_id"])
-        except Exception:
-            continue
-        try:
-            refs = [ArtifactRef.from_dict(v) for v in (run.get("outputs") or {}).values()]
-        except InvalidArtifactRef:
+            refs = [ArtifactRef.from_dict(v) for v in (outputs if isinstance(outputs, dict) else {}).values()]
+        except (InvalidArtifactRef, TypeError, ValueError):
             refs = None  # a malformed recorded ref can never be served: the entry goes
         if refs is None or not all(artifacts.exists(r) for r in refs):
-            meta.drop_cache_entry(entry["cache_key"], entry["step_run_id"])
-            report["missing"] += 1
+            gone.append((cache_key, step_run_id))
+    report["missing"] = meta.drop_cache_entries(gone)
     if delete_unreferenced and artifacts.local:
         known = meta.referenced_hashes()
         cutoff = time.time() - grace

@@ -15,23 +15,29 @@ to list valid ones). Later day-2 commands (aliases, rerun, lineage, gc) are furt
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isthmus import defaults
 from isthmus.aliases import AliasChange, alias_history, promote, rollback
 from isthmus.artifact_ids import ResolvedArtifact, list_versions, resolve_artifact
 from isthmus.artifacts.store import ArtifactStore
+from isthmus.cache_admin import prune
 from isthmus.diff import diff_runs, diff_step_runs
 from isthmus.errors import RunNotFound
 from isthmus.explain import Explanation, explain_step_run
-from isthmus.gc import DEFAULT_GRACE, GcReport, collect_garbage
+from isthmus.gc import DEFAULT_GRACE, DRY_RUN_LISTING, GcReport, collect_garbage
+from isthmus.governance import audit
+from isthmus.governance.audit import AuditEntry, authorize
+from isthmus.governance.projects import configured_project
+from isthmus.governance.roles import Role
 from isthmus.invalidate import Invalidation, invalidate_downstream
 from isthmus.lineage_query import Lineage, lineage
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
-from isthmus.reproduce import Reproduction, reproduce
-from isthmus.rerun import RerunResult, rerun
-from isthmus.runner import StepRunner
 from isthmus.store.metadata import MetadataStore
+
+if TYPE_CHECKING:  # rerun and reproduce run steps: imported when used, so queries start fast
+    from isthmus.reproduce import Reproduction
+    from isthmus.rerun import RerunResult
 
 _LATEST = re.compile(r"latest(?:~\d+)?")
 _SHOWN = 60  # characters of a hostile id quoted in an error
@@ -197,9 +203,13 @@ class Client:
         dry_run: bool = False,
         prune_cache: bool = False,
         grace: float = DEFAULT_GRACE,
+        listing: int = DRY_RUN_LISTING,
     ) -> GcReport:
-        """Delete artifact objects no kept run, alias or live cache entry needs (see :mod:`isthmus.gc`)."""
-        return collect_garbage(
+        """Delete artifact objects no kept run, alias or live cache entry needs (see :mod:`isthmus.gc`);
+        a dry run counts and lists the first ``listing`` that would go."""
+        if not dry_run:
+            self._authorize(Role.ADMIN, "gc")
+        report = collect_garbage(
             self.metadata,
             self.artifacts,
             keep_last=keep_last,
@@ -207,7 +217,11 @@ class Client:
             dry_run=dry_run,
             prune_cache=prune_cache,
             grace=grace,
+            listing=listing,
         )
+        if not dry_run:
+            self._audit("gc", None, {"keep_last": keep_last, "older_than": older_than, "prune_cache": prune_cache})
+        return report
 
     # -- rerun and reproduce -------------------------------------------------------------------------
     def rerun(
@@ -223,6 +237,13 @@ class Client:
         """Run a recorded pipeline run again locally (recorded parameters, current code), recomputing
         ``from_step`` and everything downstream of it, or ``only`` that step (see :mod:`isthmus.rerun`)."""
         record = self.run(run)
+        self._authorize(Role.OPERATOR, "rerun", record.get("project"))
+        self._audit(
+            "rerun", record["id"], {"from_step": from_step, "only": only, "params": params}, record.get("project")
+        )
+        from isthmus.rerun import rerun
+        from isthmus.runner import StepRunner
+
         runner = StepRunner(self.metadata, self.artifacts)
         return rerun(
             runner, record, from_step=from_step, only=only, pipeline=pipeline, params=params, max_workers=max_workers
@@ -231,6 +252,8 @@ class Client:
     def reproduce(self, step_run: str, *, params: dict[str, Any] | None = None, debug: bool = False) -> Reproduction:
         """Call a recorded step run's function here with its recorded inputs (under pdb with ``debug``);
         records nothing (see :mod:`isthmus.reproduce`)."""
+        from isthmus.reproduce import reproduce
+
         return reproduce(self.metadata, self.artifacts, self.step_run(step_run), params=params, debug=debug)
 
     # -- artifacts, aliases, invalidation -----------------------------------------------------------
@@ -255,14 +278,51 @@ class Client:
     ) -> AliasChange | None:
         """Point ``name@alias`` at ``version`` (any artifact id); refuses a version of another name unless
         ``force``. None if it pointed there already."""
-        return promote(self.metadata, alias, version, reason=reason, force=force, via=via)
+        self._authorize(Role.OPERATOR, "alias.promote")
+        change = promote(self.metadata, alias, version, reason=reason, force=force, via=via)
+        if change is not None:
+            self._audit("alias.promote", alias, {"from": change.from_hash, "to": change.to_hash, "reason": reason})
+        return change
 
     def rollback(
         self, alias: str, to: str | None = None, *, reason: str | None = None, via: str = "api"
     ) -> AliasChange:
         """Move ``name@alias`` back to its previous target, or to ``to``."""
-        return rollback(self.metadata, alias, to, reason=reason, via=via)
+        self._authorize(Role.OPERATOR, "alias.rollback")
+        change = rollback(self.metadata, alias, to, reason=reason, via=via)
+        self._audit("alias.rollback", alias, {"from": change.from_hash, "to": change.to_hash, "reason": reason})
+        return change
 
     def invalidate(self, artifact: str, *, dry_run: bool = False, reason: str | None = None) -> Invalidation:
         """Drop the cache entries of every step run derived from ``artifact`` and mark those runs."""
-        return invalidate_downstream(self.metadata, artifact, dry_run=dry_run, reason=reason)
+        if not dry_run:
+            self._authorize(Role.OPERATOR, "invalidate")
+        found = invalidate_downstream(self.metadata, artifact, dry_run=dry_run, reason=reason)
+        if not dry_run:
+            self._audit("invalidate", artifact, {"reason": reason})
+        return found
+
+    # -- governance: cache administration, the audit log ---------------------------------------------
+    def clear_cache(self, step: str | None = None) -> int:
+        """Forget the cache entries of ``step`` (or of every step); runs and artifacts are kept."""
+        self._authorize(Role.OPERATOR, "cache.clear")
+        cleared = self.metadata.clear_cache(step)
+        self._audit("cache.clear", step or "*", {"entries": cleared})
+        return cleared
+
+    def prune_cache(self, *, delete_unreferenced: bool = False) -> dict[str, int]:
+        """Drop expired and broken cache entries (see :func:`isthmus.cache_admin.prune`)."""
+        self._authorize(Role.OPERATOR, "cache.prune")
+        report = prune(self.metadata, self.artifacts, delete_unreferenced=delete_unreferenced)
+        self._audit("cache.prune", None, dict(report))
+        return report
+
+    def audit_log(self, *, limit: int = 100, action: str | None = None, project: str | None = None) -> list[AuditEntry]:
+        """The newest audit entries first (see :mod:`isthmus.governance.audit`)."""
+        return audit.entries(self.metadata, limit=limit, action=action, project=project)
+
+    def _authorize(self, needed: Role, action: str, project: str | None = None) -> None:
+        authorize(self.metadata, needed, action, project)
+
+    def _audit(self, action: str, target: str | None, details: dict[str, Any], project: str | None = None) -> None:
+        audit.record(self.metadata, action, target, project=project or configured_project(), details=details)

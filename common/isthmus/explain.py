@@ -4,9 +4,11 @@ A computed step run is compared with the nearest earlier run of the same step (s
 invocation first, then same pipeline, then any), component by component of what its cache key is made
 of: the code (each changed function, with a unified diff of its stored, already redacted source), the
 dependency versions, the parameters (secrets stay ``***``), the input artifacts (and the step runs that
-produced them), the step's ``@step(...)`` policy line, the output names and materializers. What the
-store does not record per step run — the contents of declared files, the values of declared
-environment variables and secret parameters, the store's secret salt — is named as such, never guessed.
+produced them), the policy (its version salt and settings, and the ``@step(...)`` line), each declared
+file pattern and environment variable whose contents or value changed (told apart by keyed digests the
+step run records; values are never stored or shown), the output names and materializers. What the
+store does not record — the values of secret parameters, the store's secret salt — is named as such,
+never guessed.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class StepRunSummary:
 @dataclass(frozen=True)
 class KeyChange:
     """One cache-key component that differs. ``component``: ``code``, ``policy``, ``dependencies``,
-    ``params``, ``inputs`` or ``outputs``; ``diff``: a unified diff (code, policy); ``produced_by``: for
+    ``params``, ``inputs``, ``files``, ``env`` or ``outputs`` (for ``files`` and ``env``, ``new`` says
+    what happened: ``contents changed``, ``value changed``, ``set``, ``unset``, ``declared``...); ``diff``: a unified diff (code, policy); ``produced_by``: for
     inputs, the step runs that produced the old and the new artifact."""
 
     component: str
@@ -153,6 +156,7 @@ def key_changes(store: MetadataStore, old: StepRunRecord, new: StepRunRecord) ->
         if (ha, ma) != (hb, mb):
             producers = {"old": _producer(store, ha), "new": _producer(store, hb)}
             out.append(KeyChange("inputs", name, ha, hb, produced_by=producers))
+    out += policy_changes((old.get("context") or {}).get("key_parts"), (new.get("context") or {}).get("key_parts"))
     old_out, new_out = old.get("outputs"), new.get("outputs")
     if old_out and new_out:  # both finished: compare output names and materializers
         for name, (a, b) in _changes(
@@ -160,6 +164,33 @@ def key_changes(store: MetadataStore, old: StepRunRecord, new: StepRunRecord) ->
             {k: _hash_and_materializer(v)[1] for k, v in new_out.items()},
         ).items():
             out.append(KeyChange("outputs", name, a, b))
+    return out
+
+
+def policy_changes(old: Any, new: Any) -> list[KeyChange]:
+    """The recorded policy parts of the key that differ (both runs must have recorded them): the
+    version salt and the code/deps/ignore_inputs settings (old → new), each declared file pattern whose
+    contents changed and each declared environment variable whose value changed — named, never shown."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return []
+    out = [
+        KeyChange("policy", name, old.get(name), new.get(name))
+        for name in ("version", "code", "deps", "ignore_inputs")
+        if old.get(name) != new.get(name)
+    ]
+    for component, what in (("files", "contents"), ("env", "value")):
+        before, after = old.get(component) or {}, new.get(component) or {}
+        for name in sorted(set(before) | set(after)):
+            a, b = before.get(name), after.get(name)
+            if a == b:
+                continue
+            if a is None or b is None:
+                state = "declared" if a is None else "no longer declared"
+            elif "unset" in (a, b):
+                state = "set" if a == "unset" else "unset"
+            else:
+                state = f"{what} changed"
+            out.append(KeyChange(component, name, old=None, new=state))
     return out
 
 
@@ -178,7 +209,15 @@ def summarize(changes: list[KeyChange]) -> str:
         if component == "code":
             parts.append(f"code: {', '.join(c.name for c in items)} changed")
         elif component == "policy":
-            parts.append("policy: @step(...) changed")
+            named = [c for c in items if c.name != "@step(...)"]
+            parts.append(
+                "policy: " + ", ".join(f"{c.name} {_short(c.old)} → {_short(c.new)}" for c in named)
+                if named
+                else "policy: @step(...) changed"
+            )
+        elif component in ("files", "env"):
+            label = "declared files" if component == "files" else "declared env"
+            parts.append(f"{label}: " + ", ".join(f"{c.name} {c.new}" for c in items))
         elif component == "inputs":
             shown = []
             for c in items:
@@ -210,10 +249,15 @@ def _nearest(candidates: list[dict[str, Any]], sr: StepRunRecord, pipeline: str 
     return None
 
 
-def _unexplained(sr: StepRunRecord) -> str:
+def _unexplained(sr: StepRunRecord, prev: dict[str, Any]) -> str:
     secret = sorted(k for k, v in (sr.get("params") or {}).items() if v == REDACTED)
+    recorded = all(isinstance((r.get("context") or {}).get("key_parts"), dict) for r in (sr, prev))
     what = [
-        "a declared file's contents or environment variable's value (CachePolicy(files=, env=))",
+        *(
+            []
+            if recorded
+            else ["a declared file's contents or environment variable's value (CachePolicy(files=, env=))"]
+        ),
         *([f"the value of secret parameter(s) {', '.join(secret)}"] if secret else []),
         "the store's secret salt",
     ]
@@ -260,7 +304,7 @@ def explain_step_run(store: MetadataStore, sr: StepRunRecord) -> Explanation:
                 "(its cache entry expired or was cleared, or its artifacts were gone)"
             )
     else:
-        reason = _unexplained(sr)
+        reason = _unexplained(sr, prev)
     if forced:
         notes.append("forced: computed without looking up the cache (cache=False or recompute=)")
         reason = f"forced (cache=False); {reason}" if changes else "forced (cache=False)"

@@ -49,12 +49,15 @@ from isthmus.store.metadata import MetadataStore, RetentionPlan
 
 DEFAULT_GRACE = 3600.0
 """Seconds during which a new artifact, a new step run or a partial write is never touched."""
+DRY_RUN_LISTING = 100
+"""How many of the artifacts that would go a dry run lists (all are counted)."""
 
 
 @dataclass
 class GcReport:
     """What gc did (or, with ``dry_run``, would do). Counts the dry run cannot know without acting
-    (partial writes, loaded copies, dead processes) are None there."""
+    (partial writes, loaded copies, dead processes) are None there; a dry run lists only the first
+    artifacts that would go in ``deleted`` (``listed_all`` False when there are more)."""
 
     dry_run: bool
     runs: int = 0
@@ -70,22 +73,26 @@ class GcReport:
     aborted: int | None = None
     alias_history: bool = False
     deleted: list[str] = field(default_factory=list)
+    listed_all: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _windows(now: float, older_than: float | None, grace: float) -> dict[str, Any]:
+    """The times gc decides by: now, the age cutoff of runs (if any) and the start of the grace period."""
+    return {
+        "now": now,
+        "age_cutoff": None if older_than is None else dt.datetime.fromtimestamp(now - older_than, dt.timezone.utc),
+        "fresh": dt.datetime.fromtimestamp(now - grace, dt.timezone.utc),
+    }
 
 
 def _plan(
     meta: MetadataStore, now: float, keep_last: int | None, older_than: float | None, grace: float, prune_cache: bool
 ) -> RetentionPlan:
     """What is not needed now (see the module docstring), decided by set-based queries in the store."""
-    return meta.retention_plan(
-        now=now,
-        keep_last=keep_last,
-        age_cutoff=None if older_than is None else dt.datetime.fromtimestamp(now - older_than, dt.timezone.utc),
-        fresh=dt.datetime.fromtimestamp(now - grace, dt.timezone.utc),
-        prune_cache=prune_cache,
-    )
+    return meta.retention_plan(**_windows(now, older_than, grace), keep_last=keep_last, prune_cache=prune_cache)
 
 
 def _utc(value: dt.datetime | None, missing: dt.datetime | None = None) -> dt.datetime:
@@ -105,8 +112,10 @@ def collect_garbage(
     dry_run: bool = False,
     prune_cache: bool = False,
     grace: float = DEFAULT_GRACE,
+    listing: int = DRY_RUN_LISTING,
 ) -> GcReport:
-    """Delete what no kept run, alias or live cache entry needs; see the module docstring."""
+    """Delete what no kept run, alias or live cache entry needs; see the module docstring. A dry run
+    counts in the database and lists the first ``listing`` artifacts that would go (by hash)."""
     if keep_last is not None and keep_last < 0:
         raise ValueError(f"keep_last={keep_last} is negative; give the number of newest runs to keep per pipeline")
     if older_than is not None and older_than < 0:
@@ -117,15 +126,20 @@ def collect_garbage(
     if not dry_run:
         report.aborted = len(meta.abort_dead_holders())
         report.expired_entries = meta.prune_expired(time.time())
+    if dry_run:
+        now = time.time()
+        summary = meta.retention_summary(
+            **_windows(now, older_than, grace), keep_last=keep_last, prune_cache=prune_cache, listing=listing
+        )
+        report.runs, report.runs_kept, report.alias_history = summary.runs, summary.runs_kept, summary.alias_history
+        report.cache_entries_dropped = summary.droppable
+        report.deleted, report.listed_all = summary.listed, len(summary.listed) == summary.candidates
+        report.artifacts_deleted = summary.candidates
+        report.bytes_freed = summary.size
+        report.orphans_deleted = len(_orphans(meta, artifacts, now - grace))
+        return report
     plan = _plan(meta, time.time(), keep_last, older_than, grace, prune_cache)
     report.runs, report.runs_kept, report.alias_history = plan.runs, plan.runs_kept, plan.alias_history
-    if dry_run:
-        report.cache_entries_dropped = len(plan.droppable)
-        report.deleted = sorted(plan.candidates)
-        report.artifacts_deleted = len(plan.candidates)
-        report.bytes_freed = sum(plan.candidates.values())
-        report.orphans_deleted = len(_orphans(meta, artifacts, time.time() - grace))
-        return report
     report.cache_entries_dropped = meta.drop_cache_entries(plan.droppable)
     again = _plan(meta, time.time(), keep_last, older_than, grace, prune_cache)  # references listed again
     cutoff = time.time() - grace

@@ -38,6 +38,29 @@ from isthmus.store.metadata import MetadataStore
 ITEM_KEY = "isthmus_item"  # ref metadata of one item of a list output: {"index": i, "count": n, "of": ref dict}
 SEQUENCE_TYPES = ("builtins:list", "builtins:tuple")
 POOLS = ("threads", "processes")
+# Where else a pipeline's steps can run (``run(executor=name)``): name -> "module:factory(runner)", imported on use.
+STEP_EXECUTORS = {
+    "kubernetes": "isthmus.k8s.executor:KubernetesJobExecutor",
+    "k8s": "isthmus.k8s.executor:KubernetesJobExecutor",
+}
+
+
+def step_executor(name: Any, runner: StepRunner, pipeline: str) -> Any:
+    """``None`` for ``"local"``; the executor registered as ``name`` (built on ``runner``); or ``name`` itself
+    when it is an executor object (anything with ``run(step, arguments, context, secrets=)``)."""
+    if name in (None, "local"):
+        return None
+    if not isinstance(name, str):
+        if not callable(getattr(name, "run", None)):
+            raise PipelineDefinitionError(f"pipeline {pipeline!r}: run(executor={name!r}) has no run() method")
+        return name
+    if name not in STEP_EXECUTORS:
+        known = ", ".join(repr(k) for k in ("local", *STEP_EXECUTORS))
+        raise PipelineDefinitionError(f"pipeline {pipeline!r}: run(executor={name!r}) must be one of {known}")
+    import importlib
+
+    module, _, attr = STEP_EXECUTORS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)(runner)
 
 
 def default_workers() -> int:
@@ -83,6 +106,9 @@ class LocalRun:
     forced: frozenset[str] = frozenset()
     max_workers: int = 1
     pool: str = "threads"
+    executor: Any = (
+        None  # runs each step elsewhere (``.run(step, arguments, ctx, secrets=)``), e.g. as a Kubernetes Job
+    )
     nodes: Results = field(default_factory=dict, repr=False)  # by invocation: a StepResult, or a list if mapped
     steps: dict[str, StepResult] = field(
         default_factory=dict, repr=False
@@ -141,6 +167,8 @@ class LocalRun:
         ctx = self._context(node, index)
         # The pipeline's secrets follow their values into every step, whatever the step calls them.
         try:
+            if self.executor is not None:
+                return self.executor.run(node.step, arguments, ctx, secrets=self.secrets)
             return self.runner.run(
                 node.step, arguments, ctx, secrets=self.secrets, recompute=node.invocation in self.forced
             )

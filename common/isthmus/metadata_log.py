@@ -18,7 +18,7 @@ from typing import Any
 
 from isthmus.artifacts.refs import metadata_problem
 from isthmus.errors import SecretValueError, StepDefinitionError
-from isthmus.redaction import find_secret
+from isthmus.redaction import find_secret, resolved_secrets
 
 
 class MetadataLogError(StepDefinitionError):
@@ -48,7 +48,7 @@ class MetadataLog:
             if not isinstance(key, str) or not key:
                 raise MetadataLogError(f"{label}(): key {key!r} must be a non-empty string")
             plain[key] = _plain(value, f"{label}(): {key!r}")
-        found = find_secret(plain, self.secrets, by_key=True)
+        found = find_secret(plain, self.secrets | resolved_secrets(), by_key=True)
         if found is not None:
             where, what = found
             raise SecretValueError(

@@ -22,7 +22,7 @@ from isthmus.graph import (
     PipelineGraph,
     handles_in,
 )
-from isthmus.local_run import POOLS, LocalRun, default_workers
+from isthmus.local_run import POOLS, LocalRun, default_workers, step_executor
 from isthmus.pinned import resolve_pipeline_params
 from isthmus.pipeline_runs import complete_pipeline_run, fail_pipeline_run, importable_path, start_pipeline_run
 from isthmus.records import RunStatus
@@ -245,6 +245,7 @@ class Pipeline:
         recompute: Iterable[str] = (),
         max_workers: int | None = None,
         pool: str = "threads",
+        executor: Any = "local",
         **params: Any,
     ) -> PipelineRun:
         """Run locally: every step cached and recorded; raises :class:`StepFailed` if a step fails.
@@ -254,6 +255,8 @@ class Pipeline:
         run at once in up to ``max_workers`` threads (default :func:`~isthmus.local_run.default_workers`;
         ``1``: one after the other), or worker processes with ``pool="processes"`` (for pure-Python
         CPU-bound steps; the steps must be importable); the results and records are the same either way.
+        ``executor="kubernetes"`` runs each step as a Kubernetes Job (:mod:`isthmus.k8s`; an executor object
+        is accepted too); the cache is asked first here, so a hit starts no pod.
         """
         workers = self._workers(max_workers)
         if pool not in POOLS:
@@ -261,15 +264,23 @@ class Pipeline:
                 f"pipeline {self.name!r}: run(pool={pool!r}) must be one of {', '.join(map(repr, POOLS))}"
             )
         runner = runner or default_runner()
+        remote = step_executor(executor, runner, self.name)
+        if remote is not None and (recompute or not cache):
+            raise PipelineDefinitionError(
+                f"pipeline {self.name!r}: run(executor={executor!r}) cannot force a recompute yet; run without "
+                "cache=False/recompute=, or invalidate the step's cache entries first (isthmus invalidate)"
+            )
         params = resolve_pipeline_params(params, runner, pipeline=self.name)  # pins: resolved once, now
         graph = self.compile(**params)
         forced = self._recomputed(graph, cache, recompute)
-        ctx = context or RunContext(orchestrator="local")
+        ctx = context or RunContext(
+            orchestrator="local" if remote is None else getattr(remote, "orchestrator", "remote")
+        )
         secrets = frozenset(secret_values(graph.params))
         path = importable_path(self.fn)
         record = start_pipeline_run(runner, self.name, ctx, graph.params, self.fn, secrets, pipeline_path=path)
         run_id = record["id"]
-        local = LocalRun(graph, runner, ctx, run_id, secrets, forced, workers, pool)
+        local = LocalRun(graph, runner, ctx, run_id, secrets, forced, workers, pool, executor=remote)
         try:
             local.run()
         except BaseException as exc:

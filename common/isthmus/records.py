@@ -82,3 +82,5 @@ class PipelineRunRecord(TypedDict, total=False):
     error: str | None
     started_at: dt.datetime
     ended_at: dt.datetime | None
+    project: str | None
+    """The project the run belongs to (``ISTHMUS_PROJECT``, the Flyte project, or ``default``)."""

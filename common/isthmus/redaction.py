@@ -231,6 +231,19 @@ def looks_like_credential(text: str) -> bool:
 
 _env_seen: dict[Any, Any] = {}
 _env_secrets: frozenset[str] = frozenset()
+_resolved: frozenset[str] = frozenset()  # values isthmus.secret() handed out in this process
+
+
+def register_secret(value: str) -> None:
+    """Scrub ``value`` (a credential resolved at run time, :func:`isthmus.secret`) wherever this process
+    scrubs the environment's secrets."""
+    global _resolved
+    if isinstance(value, str) and len(value) >= 4:
+        _resolved = _resolved | {value}
+
+
+def resolved_secrets() -> frozenset[str]:
+    return _resolved
 
 
 def secret_env_values(environ: Mapping[str, str] | None = None) -> frozenset[str]:
@@ -245,7 +258,7 @@ def secret_env_values(environ: Mapping[str, str] | None = None) -> frozenset[str
     if current != _env_seen:
         _env_secrets = _env_secret_values(os.environ)
         _env_seen = dict(current)
-    return _env_secrets
+    return _env_secrets | _resolved if _resolved else _env_secrets
 
 
 def _env_secret_values(environ: Mapping[str, str]) -> frozenset[str]:

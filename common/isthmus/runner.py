@@ -21,7 +21,7 @@ from isthmus.artifacts.errors import InvalidArtifactRef
 from isthmus.artifacts.materializers import candidates
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.artifacts.store import ArtifactStore
-from isthmus.cache import cache_key, declared_inputs, lease_keeper, step_fields
+from isthmus.cache import cache_key, declared_inputs_and_record, lease_keeper, step_fields
 from isthmus.config import Settings, get_settings
 from isthmus.context import RunContext
 from isthmus.errors import (
@@ -57,6 +57,7 @@ from isthmus.redaction import (
     is_secret_name,
     known_secrets_in,
     redact_params,
+    resolved_secrets,
     reveal_secrets,
     scrub,
     secret_env_values,
@@ -337,15 +338,17 @@ class StepRunner:
         code_fp, deps_fp = self.fingerprints(step, tuple(sorted(code, key=_code_order)))
         env_hash = self.environment_hash(step.fn)
         policy = step.cache
+        key_parts: dict[str, Any] | None = None
         if policy.enabled:
             salt = self.secret_salt()
+            declared, key_parts = declared_inputs_and_record(policy, salt)
             key: str | None = cache_key(
                 **step_fields(step),
                 code_hash=code_fp.hash,
                 deps_hash=deps_fp.hash,
                 params={**params, **{f"<{k}>": n for k, n in collections.items()}, **unseen},
                 inputs=inputs,
-                declared=declared_inputs(policy, salt),
+                declared=declared,
                 salt=salt,
                 secret_params=secret_params | keyed,
             )
@@ -370,6 +373,8 @@ class StepRunner:
             "resources": step.resources.to_dict(),
             "context": json.loads(json.dumps(ctx.to_dict(), default=str)),
         }
+        if key_parts is not None:  # the policy's parts of the key, for 'isthmus why' (values never stored)
+            base["context"]["key_parts"] = key_parts
         return PreparedRun(
             step=step,
             context=ctx,
@@ -593,7 +598,7 @@ class StepRunner:
                     result = step.invoke(call_args)
                 named = step.split_outputs(result)
                 for name, value in named.items():
-                    _refuse_secret_output(step, name, value, in_outputs)
+                    _refuse_secret_output(step, name, value, in_outputs | resolved_secrets())
                 refs = {
                     name: self.artifacts.save(
                         value, step_name=step.name, output=name, materializer=step.materializers.get(name)
@@ -610,7 +615,7 @@ class StepRunner:
                 retryable = not deterministic and attempt < attempts
                 status = RunStatus.RETRY if retryable else RunStatus.FAILED
                 # the traceback shows source lines: credentials written in them are scrubbed too
-                shown = secrets | traceback_secret_literals(exc.__traceback__)
+                shown = secrets | traceback_secret_literals(exc.__traceback__) | resolved_secrets()
                 message = scrub(f"{type(exc).__name__}: {exc}", shown)
                 tb = scrub(traceback.format_exc(), shown)
                 duration = (time.perf_counter() - started) * 1000

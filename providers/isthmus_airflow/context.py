@@ -34,18 +34,22 @@ def run_context(context: Any, *, pipeline_name: str | None = None) -> RunContext
     )
 
 
-def pipeline_run_row(ctx: RunContext, context: Any) -> PipelineRunRecord:
+def pipeline_run_row(ctx: RunContext, context: Any, project: str | None = None) -> PipelineRunRecord:
     """The pipeline run that stands for the Airflow DAG run (created once by whichever task is first);
-    ``ctx`` from :func:`run_context`, which sets its pipeline run id and name."""
+    ``ctx`` from :func:`run_context`, which sets its pipeline run id and name; ``project`` from the
+    isthmus connection (else the store's rule: ``ISTHMUS_PROJECT`` or ``default``)."""
     params = {}
     try:  # objects become typed placeholders, never their str()/repr(), which may show a password
         params = safe_params({str(k): v for k, v in dict(context.get("params") or {}).items()})
     except Exception:  # params are informational here
         params = {}
-    return {
+    row: PipelineRunRecord = {
         "id": str(ctx.pipeline_run_id),
         "pipeline": str(ctx.pipeline_name),
         "orchestrator": "airflow",
         "params": params,
         "context": {k: ctx.native[k] for k in ("dag_id", "run_id", "logical_date")},
     }
+    if project:
+        row["project"] = project
+    return row

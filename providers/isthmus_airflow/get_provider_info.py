@@ -23,7 +23,11 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "isthmus",
-                "python-modules": ["isthmus_airflow.operators.step", "isthmus_airflow.operators.slurm"],
+                "python-modules": [
+                    "isthmus_airflow.operators.step",
+                    "isthmus_airflow.operators.slurm",
+                    "isthmus_airflow.operators.kubernetes",
+                ],
             }
         ],
         "triggers": [{"integration-name": "isthmus", "python-modules": ["isthmus_airflow.triggers.slurm"]}],
@@ -105,6 +109,7 @@ def get_provider_info() -> dict[str, Any]:
         "task-decorators": [
             {"class-name": "isthmus_airflow.decorators.isthmus.isthmus_task", "name": "isthmus"},
             {"class-name": "isthmus_airflow.operators.slurm.slurm_task", "name": "isthmus_slurm"},
+            {"class-name": "isthmus_airflow.operators.kubernetes.kubernetes_task", "name": "isthmus_kubernetes"},
         ],
         "plugins": [{"name": "isthmus", "plugin-class": "isthmus_airflow.plugins.isthmus.IsthmusPlugin"}],
     }

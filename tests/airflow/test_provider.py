@@ -357,3 +357,99 @@ def test_every_secret_the_arguments_hold_is_registered_with_airflows_masker() ->
     masker = _secrets_masker()
     for canary in canaries:
         assert canary not in masker.redact(f"log line with {canary} in it"), canary
+
+
+PROJECT_DAG = """
+from airflow.sdk import dag, task
+from isthmus import step
+
+
+@step
+def cube(x: int) -> int:
+    return x * x * x
+
+
+@dag(dag_id="isthmus_team_project", schedule=None)
+def isthmus_team_project():
+    task.isthmus(cube, isthmus_conn_id="isthmus_team")(3)
+
+
+isthmus_team_project()
+"""
+
+
+def test_the_connections_project_owns_the_dag_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``extra.project`` of the isthmus connection is the project of the DAG run's pipeline run."""
+    conn = {"conn_type": "isthmus", "extra": {"project": "team-a"}}
+    monkeypatch.setenv("AIRFLOW_CONN_ISTHMUS_TEAM", json.dumps(conn))
+    dag = load_dag(put_dag("isthmus_team_project", PROJECT_DAG), "isthmus_team_project")
+    dr, run_id = _airflow_run(dag)
+    assert dr.state == "success"
+    assert _meta().get_pipeline_run(run_id)["project"] == "team-a"
+
+    from isthmus.errors import ConfigurationError
+    from isthmus_airflow.hooks.isthmus import IsthmusHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_ISTHMUS_TEAM", json.dumps({"conn_type": "isthmus", "extra": {"project": "a b"}}))
+    with pytest.raises(
+        ConfigurationError, match=r"isthmus connection 'isthmus_team' extra.project='a b' is not a project"
+    ):
+        IsthmusHook("isthmus_team").project()
+    assert IsthmusHook().project() is None  # no connection: ISTHMUS_PROJECT or 'default' decide
+
+
+SECRET_DAG = """
+import isthmus
+from airflow.sdk import dag, task
+from isthmus import step
+
+
+@step
+def with_connection_password() -> int:
+    return len(isthmus.secret("warehouse_db"))
+
+
+@step
+def with_variable() -> int:
+    return len(isthmus.secret("api_key"))
+
+
+@step
+def leaks_it() -> int:
+    raise RuntimeError("could not log in with " + isthmus.secret("warehouse_db"))
+
+
+@dag(dag_id="isthmus_secrets", schedule=None)
+def isthmus_secrets():
+    task.isthmus(with_connection_password)()
+    task.isthmus(with_variable)()
+    task.isthmus(leaks_it)()
+
+
+isthmus_secrets()
+"""
+
+
+def test_isthmus_secret_reads_airflow_connections_and_variables_and_never_records_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    password, api_key = "pw-canary-7731xq", "var-canary-5519zk"
+    conn = {"conn_type": "postgres", "host": "db.internal", "login": "etl", "password": password}
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_DB", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_VAR_API_KEY", api_key)
+    dag = load_dag(put_dag("isthmus_secrets", SECRET_DAG), "isthmus_secrets")
+    dr, run_id = _airflow_run(dag)
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    assert states == {"with_connection_password": "success", "with_variable": "success", "leaks_it": "failed"}
+    steps = _steps_of(run_id)
+    from isthmus import defaults, load
+
+    store = defaults.artifact_store()
+    assert load(steps["with_connection_password"]["outputs"]["output"], store=store) == len(password)
+    assert load(steps["with_variable"]["outputs"]["output"], store=store) == len(api_key)
+    error = str(steps["leaks_it"]["error"]) + str(steps["leaks_it"]["traceback"])
+    assert "could not log in with" in error and password not in error
+    home = Path(os.environ["ISTHMUS_HOME"])
+    for path in [home / "isthmus.db", *home.rglob("*.jsonl")]:
+        data = path.read_bytes()
+        assert password.encode() not in data and api_key.encode() not in data, path

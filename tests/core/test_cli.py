@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -119,3 +120,21 @@ def test_diff_shows_environment_changes(monkeypatch: pytest.MonkeyPatch) -> None
     assert json.loads(out)["environment"]["env"] == {"OMP_NUM_THREADS": ["1", "8"]}
     code, text = invoke("diff", "latest~1", "latest")
     assert "env.OMP_NUM_THREADS: 1 -> 8" in text
+
+
+def test_the_console_script_imports_steps_from_the_directory_it_runs_in(tmp_path: Path) -> None:
+    """``isthmus run-step --step mymodule:fn`` from a project directory, as ``python -m isthmus`` would."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "proj_cwd_step.py").write_text(
+        "from isthmus import step\n\n\n@step\ndef doubled(x: int) -> int:\n    return 2 * x\n"
+    )
+    script = Path(sys.executable).parent / "isthmus"
+    env = {**os.environ, "ISTHMUS_HOME": str(tmp_path / "home")}
+    manifest = tmp_path / "result.json"
+    argv = [str(script), "run-step", "--step", "proj_cwd_step:doubled", "--params", '{"x": 21}']
+    out = subprocess.run([*argv, "--manifest", str(manifest)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(manifest.read_text())["status"] == "COMPLETED"

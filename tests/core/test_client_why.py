@@ -180,3 +180,76 @@ def test_a_cache_off_step_says_so() -> None:
     e = Client().explain("latest:uncached")
     assert e.decision == "uncached" and "cache off" in e.reason
     assert json.loads(json.dumps(e.to_dict()))["step_run"]["step_name"] == "uncached"
+
+
+POLICY_RUN = """
+import json
+from proj_policy import flow
+run = flow.run()
+print(json.dumps({"id": run.id, "hit": run.steps["configured"].cache_hit}))
+"""
+
+
+def _policy_module(tmp_path: Path, version: str) -> None:
+    write_module(
+        tmp_path,
+        "proj_policy",
+        f"""
+        import os
+        from isthmus import CachePolicy, pipeline, step
+
+        @step(cache=CachePolicy(files=["conf/*.yaml"], env=["MODEL_MODE"], version="{version}"))
+        def configured() -> int:
+            return len(os.environ.get("MODEL_MODE", ""))
+
+        @pipeline
+        def flow():
+            return configured()
+        """,
+    )
+
+
+def test_why_names_the_declared_file_env_variable_and_version_that_changed_never_their_values(
+    tmp_path: Path, isthmus_home: Path
+) -> None:
+    """Day by day in fresh processes: a declared file edited, a declared variable changed (its value is a
+    credential-like string that must never appear), the policy's version bumped."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "model.yaml").write_text("depth: 3\n")
+    _policy_module(tmp_path, "1")
+    secret = "tok-4f8a9c0e1b2d"
+
+    def day(**env: str) -> dict:
+        return run_python(POLICY_RUN, env={"ISTHMUS_HOME": str(isthmus_home), **env}, cwd=tmp_path)
+
+    assert day(MODEL_MODE="fast")["hit"] is False
+    assert day(MODEL_MODE="fast")["hit"] is True
+    (tmp_path / "conf" / "model.yaml").write_text("depth: 4\n")
+    assert day(MODEL_MODE="fast")["hit"] is False
+    client = Client()
+    e = client.explain("latest:configured")
+    assert e.reason == "declared files: conf/*.yaml contents changed", e
+    assert [(c.component, c.name, c.new) for c in e.changes] == [("files", "conf/*.yaml", "contents changed")]
+
+    assert day(MODEL_MODE=secret)["hit"] is False
+    e = client.explain("latest:configured")
+    assert e.reason == "declared env: MODEL_MODE value changed", e
+    assert day()["hit"] is False  # unset now
+    assert client.explain("latest:configured").reason == "declared env: MODEL_MODE unset"
+
+    _policy_module(tmp_path, "2")
+    assert day()["hit"] is False
+    e = client.explain("latest:configured")
+    assert [(c.component, c.name, c.old, c.new) for c in e.changes] == [("policy", "version", "1", "2")], e
+    assert e.reason == "policy: version 1 → 2"
+
+    code, out = invoke("why", "latest~2:configured")
+    assert code == 0 and "declared env MODEL_MODE: value changed" in out
+    code, out = invoke("why", "latest~2:configured", "--json")
+    assert code == 0 and json.loads(out)["changes"][0]["component"] == "env"
+    everything = out + "".join(
+        json.dumps(client.metadata.get_step_run(sr["id"]), default=str) for sr in client.step_runs("latest~2")
+    )
+    assert secret not in everything and "fast" not in everything
+    db = (isthmus_home / "isthmus.db").read_bytes()
+    assert secret.encode() not in db

@@ -50,6 +50,22 @@ def test_dry_run_deletes_nothing_and_reports_what_would_go() -> None:
     assert client.metadata.list_cache_entries() and new.id
 
 
+def test_a_dry_run_counts_what_the_real_run_then_deletes_and_lists_a_bounded_sample() -> None:
+    for n in (3, 4, 5):
+        g.chain.run(n=n)
+    client = Client()
+    dry = client.gc(keep_last=1, prune_cache=True, grace=0, dry_run=True, listing=2)
+    assert len(dry.deleted) == 2 and not dry.listed_all and dry.deleted == sorted(dry.deleted)
+    assert dry.artifacts_deleted == 6 and dry.cache_entries_dropped == 6
+    real = client.gc(keep_last=1, prune_cache=True, grace=0)
+    assert (real.artifacts_deleted, real.bytes_freed, real.cache_entries_dropped) == (
+        dry.artifacts_deleted,
+        dry.bytes_freed,
+        dry.cache_entries_dropped,
+    )
+    assert set(dry.deleted) <= set(real.deleted) and real.listed_all
+
+
 def test_keep_last_deletes_old_runs_objects_and_a_fresh_run_recomputes_them() -> None:
     (first,) = fresh_run(3)
     (second,) = fresh_run(4)
@@ -213,8 +229,11 @@ def test_lineage_and_gc_on_sqlite_and_postgresql(store_url: str, monkeypatch: py
     assert client.lineage(made.split(":")[1][:10], direction="downstream").target == made
     assert client.lineage(new.id[:8]).target_kind == "pipeline_run"
     assert client.lineage(new.steps["count"].step_run_id[:13], direction="upstream").target_kind == "step_run"
+    dry = client.gc(keep_last=1, prune_cache=True, grace=0, dry_run=True)
+    assert (dry.artifacts_deleted, dry.cache_entries_dropped, len(dry.deleted), dry.runs_kept) == (3, 3, 3, 1)
     report = client.gc(keep_last=1, prune_cache=True, grace=0)
     assert report.artifacts_deleted == 3 and report.cache_entries_dropped == 3 and report.alias_history
+    assert set(report.deleted) == set(dry.deleted) and report.bytes_freed == dry.bytes_freed
     lin = client.lineage(made, direction="downstream")
     assert lin.artifacts[made].present is False and lin.step_runs
     assert not any(s.cache_hit for s in g.chain.run(n=3).steps.values())

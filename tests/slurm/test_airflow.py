@@ -289,5 +289,5 @@ def test_taskflow_executor_slurm_three_level_lineage(slurm_conns, job_home: Path
 def test_taskflow_rejects_an_unknown_executor():
     from airflow.sdk import task
 
-    with pytest.raises(ValueError, match="executor='k8s' is not one of 'local', 'slurm'"):
-        task.isthmus(steps.square, executor="k8s")
+    with pytest.raises(ValueError, match="executor='ray' is not one of 'local', 'slurm', 'kubernetes'"):
+        task.isthmus(steps.square, executor="ray")

@@ -66,6 +66,7 @@ def test_local_workflow_runs_the_step_as_a_job_and_shares_the_cache(
     assert len(new_jobs) == 1
 
     (run,) = _flyte_runs()
+    assert run["status"] == "COMPLETED"  # the hand-written workflow's run, settled by its tasks
     recorded = _steps_of(run["id"])
     assert set(recorded) == {"square", "add"}
     square = recorded["square"]
@@ -127,8 +128,9 @@ def test_plain_flyte_task_reads_the_value_and_a_failing_step_fails_the_workflow(
     assert "step 'explode'" in text and f"Slurm job {job_id} FAILED" in text
     assert "ValueError: boom: in flyte" in text and "Traceback" in text and "raise ValueError" in text
 
-    run = _flyte_runs()[0]
+    run, ok_run = _flyte_runs()[:2]
     assert run["status"] == "FAILED" and "boom: in flyte" in run["error"]
+    assert ok_run["status"] == "COMPLETED" and ok_run["hits"] == 1  # settled at the cache hit
     explode = _steps_of(run["id"])["explode"]
     assert explode["status"] == "FAILED" and "boom" in explode["error"]
     assert "raise ValueError" in explode["traceback"]

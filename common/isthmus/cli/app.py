@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,10 +12,10 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.markup import escape
 
-from isthmus import __version__, defaults
-from isthmus.artifacts.refs import loads_bounded
-from isthmus.cache_admin import prune
+from isthmus import defaults
 from isthmus.cli import artifacts as artifacts_cli
+from isthmus.cli import governance as governance_cli
+from isthmus.cli import k8s as k8s_cli
 from isthmus.cli.html import diff_page
 from isthmus.cli.lineage_gc import gc_cmd, lineage_cmd
 from isthmus.cli.render import (
@@ -31,13 +32,13 @@ from isthmus.cli.render import (
     when,
 )
 from isthmus.cli.rerun import reproduce_cmd, rerun_cmd
+from isthmus.cli.runs_close import runs_close
+from isthmus.cli.ui import ui_cmd
 from isthmus.client import Client
 from isthmus.context import RunContext
 from isthmus.errors import ConfigurationError, IsthmusError
-from isthmus.manifest import MANIFEST_KEY_ENV, key_from_env
+from isthmus.governance.audit import set_default_via
 from isthmus.records import RunStatus
-from isthmus.remote import ingest as ingest_records
-from isthmus.remote import run_remote
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="isthmus: recorded, cached, portable pipeline steps."
@@ -45,12 +46,14 @@ app = typer.Typer(
 runs_app = typer.Typer(no_args_is_help=True, help="Pipeline runs.")
 cache_app = typer.Typer(no_args_is_help=True, help="The step cache.")
 app.add_typer(runs_app, name="runs")
+runs_app.command("close")(runs_close)
 app.add_typer(artifacts_cli.artifacts_app, name="artifacts")
 app.command("rollback")(artifacts_cli.rollback)
 app.command("invalidate")(artifacts_cli.invalidate)
 app.add_typer(cache_app, name="cache")
 app.command("lineage")(lineage_cmd)
 app.command("gc")(gc_cmd)
+app.add_typer(k8s_cli.k8s_app, name="k8s")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -336,7 +339,7 @@ def cache_clear(
     what = f"step {step!r}" if step else "ALL steps"
     if not yes and sys.stdin.isatty() and not typer.confirm(f"Clear cache entries of {what}?"):
         raise typer.Exit(code=1)
-    n = _meta().clear_cache(step)
+    n = _client().clear_cache(step)
     console.print(f"cleared {n} cache entr{'y' if n == 1 else 'ies'}")
 
 
@@ -348,7 +351,7 @@ def cache_prune(
 ) -> None:
     """Drop expired entries and entries whose artifacts are gone; remove abandoned partial writes; mark step
     runs of dead processes ABORTED."""
-    report = prune(_meta(), _artifacts(), delete_unreferenced=artifacts)
+    report = _client().prune_cache(delete_unreferenced=artifacts)
     console.print(
         f"expired entries: {report['expired']}, entries with missing artifacts: {report['missing']}, "
         f"partial writes removed: {report['tmp']}, unreferenced objects removed: {report['unreferenced']}"
@@ -371,6 +374,8 @@ def _json_arg(value: str | None, what: str) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         _fail_line(f"--{what} {value!r}: cannot read the file ({getattr(exc, 'strerror', None) or exc})")
     try:
+        from isthmus.artifacts.refs import loads_bounded
+
         data = loads_bounded(text, f"--{what}")
     except ValueError as exc:
         _fail_line(f"{exc}; pass a JSON object or @file.json")
@@ -389,13 +394,26 @@ def run_step_cmd(
     record: Annotated[
         str, typer.Option("--record", help="'db' (metadata store) or 'manifest' (rows ride in the manifest).")
     ] = "db",
+    on: Annotated[str, typer.Option("--on", help="'local' (this process) or 'k8s' (a Kubernetes Job).")] = "local",
 ) -> None:
     """Run one step by import path and write a result manifest (the remote entrypoint)."""
+    if on != "local":
+        if manifest:
+            _fail_line(f"--manifest is chosen by the Job with --on {on}; leave it out")
+        data = k8s_cli.run_step_on(
+            on, step, _json_arg(inputs, "inputs"), _json_arg(params, "params"), _json_arg(context, "context"), record
+        )
+        print(json.dumps(data, default=str))
+        if data["status"] != RunStatus.COMPLETED:
+            _fail_line(str(data.get("error") or "the step failed"))
+        return
     try:
         ctx = RunContext.from_dict(_json_arg(context, "context")) if context else RunContext(orchestrator="remote")
     except TypeError as exc:  # a field the context does not have the shape for
         _fail_line(f"--context is not a run context ({exc})")
     try:
+        from isthmus.remote import run_remote  # runs a step: imported when used, so queries start fast
+
         result = run_remote(
             step,
             inputs=_json_arg(inputs, "inputs"),
@@ -419,6 +437,9 @@ def ingest(manifest: Annotated[str, typer.Argument(help="Path or URL of a result
     Cache entries are created only from a manifest signed with the key in $ISTHMUS_MANIFEST_KEY (the key
     run-step had); any other manifest records its step runs without cache entries."""
     try:
+        from isthmus.manifest import MANIFEST_KEY_ENV, key_from_env
+        from isthmus.remote import ingest as ingest_records
+
         result = ingest_records(_meta(), manifest, key=key_from_env())
     except IsthmusError as exc:
         _fail_line(str(exc))
@@ -435,14 +456,25 @@ def ingest(manifest: Annotated[str, typer.Argument(help="Path or URL of a result
 @app.command("version")
 def version() -> None:
     """Print the isthmus version."""
+    from isthmus import __version__
+
     print(__version__)
 
 
 app.command("rerun")(rerun_cmd)
 app.command("reproduce")(reproduce_cmd)
+app.command("ui")(ui_cmd)
+app.add_typer(governance_cli.tokens_app, name="tokens")
+app.add_typer(governance_cli.roles_app, name="roles")
+app.command("audit")(governance_cli.audit_cmd)
 
 
 def main() -> None:
+    # Steps are named by import path ('mymodule:train'): like 'python -m isthmus' (the entrypoint of remote
+    # jobs and pods), the console script imports them from the directory it is run in.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    set_default_via("cli")
     try:
         app()
     except IsthmusError as exc:

@@ -16,7 +16,6 @@ from isthmus.client import Client
 from isthmus.errors import IsthmusError
 from isthmus.gc import DEFAULT_GRACE, GcReport
 from isthmus.lineage_query import Lineage, StepRunNode
-from isthmus.resources import parse_duration
 
 _NUMBER = re.compile(r"\d+(\.\d+)?")
 
@@ -135,6 +134,8 @@ def gc_cmd(
     for option, value in (("--older-than", older_than), ("--grace", grace)):
         if value is not None:
             try:
+                from isthmus.resources import parse_duration  # imported when used: the CLI starts fast
+
                 ages[option] = parse_duration(float(value) if _NUMBER.fullmatch(value.strip()) else value)
             except ValueError:
                 _fail(f"{option} {value!r} is not an age; use e.g. 30d, 12h, 90m or seconds")
@@ -166,6 +167,9 @@ def _print_gc(r: GcReport) -> None:
         f"{'protected' if r.alias_history else 'not kept by this store (current aliases protected)'}",
         markup=False,
     )
+    if r.dry_run and r.deleted:
+        shown = "all" if r.listed_all else f"the first {len(r.deleted)} by hash"
+        console.print(f"  listed with --json: {shown}", markup=False)
     if not r.dry_run:
         console.print(
             f"  expired cache entries: {r.expired_entries}; partial writes removed: {r.parts_removed}; "

@@ -169,7 +169,12 @@ def print_explanation(explanation: Any) -> None:
             f"compared with: step run {c.id} ({c.invocation}, {c.orchestrator}, {c.pipeline}, started {c.started_at})"
         )
     for change in e.changes:
-        if change.component in ("code", "policy"):
+        if change.component == "policy" and change.diff is None:  # a recorded policy setting
+            _plain(f"policy {change.name}: {_shown(change.old)} -> {_shown(change.new)}")
+        elif change.component in ("files", "env"):  # told apart by keyed digests: never a value
+            what = "declared file" if change.component == "files" else "declared env"
+            _plain(f"{what} {change.name}: {change.new}")
+        elif change.component in ("code", "policy"):
             state = f" ({change.old})" if change.old else ""
             _plain(f"{change.component}: {change.name} changed{state}")
             print_diff(change.diff or "")

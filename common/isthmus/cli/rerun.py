@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.markup import escape
@@ -14,7 +14,9 @@ from isthmus.cli.render import console, dump_json, short
 from isthmus.client import Client
 from isthmus.errors import IsthmusError, StepFailed
 from isthmus.recorded_params import ENV_PREFIX, parse_param_options
-from isthmus.reproduce import Difference, Reproduction
+
+if TYPE_CHECKING:
+    from isthmus.reproduce import Difference, Reproduction
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 ParamOpt = Annotated[

@@ -99,13 +99,13 @@ def declared_files_digest(patterns: Sequence[str]) -> str:
 
     Relative paths are taken from the current working directory, as ``open()`` in the step does.
     """
-    parts: list[str] = []
-    for pattern in patterns:
-        expanded = os.path.expanduser(pattern)
-        if _MAGIC & set(expanded):
-            matches = sorted(glob.glob(expanded, recursive=True))
-            parts.append(f"{pattern}:{len(matches)}")
-            parts.extend(f"{m}={path_digest(m)}" for m in matches)
-        else:
-            parts.append(f"{pattern}={path_digest(expanded)}")
-    return hash_parts("files", *parts)
+    return hash_parts("files", *(part for pattern in patterns for part in pattern_parts(pattern)))
+
+
+def pattern_parts(pattern: str) -> list[str]:
+    """What one declared path or glob matches now: its digest, or a glob's match count and each match's."""
+    expanded = os.path.expanduser(pattern)
+    if _MAGIC & set(expanded):
+        matches = sorted(glob.glob(expanded, recursive=True))
+        return [f"{pattern}:{len(matches)}", *(f"{m}={path_digest(m)}" for m in matches)]
+    return [f"{pattern}={path_digest(expanded)}"]

@@ -45,7 +45,9 @@ class IsthmusHook(BaseHook):
     - ``extra.store_url`` (any SQLAlchemy URL), or host/port/schema/login/password for PostgreSQL
       (``postgresql+psycopg://login:password@host:port/schema``);
     - ``extra.artifact_root``: a path or fsspec URL (``s3://bucket/isthmus``);
-    - ``extra.verify``: ``hash`` (default), ``size`` or ``off``.
+    - ``extra.verify``: ``hash`` (default), ``size`` or ``off``;
+    - ``extra.project``: the project of the runs recorded through it (:meth:`project`);
+    - ``extra.k8s``: defaults of the Kubernetes step pods (:meth:`k8s_defaults`).
 
     The connection form fields are declared in the provider info (``conn-fields``).
     With the default connection id and no such connection, isthmus's own configuration
@@ -64,18 +66,54 @@ class IsthmusHook(BaseHook):
         super().__init__(**kwargs)
         self.isthmus_conn_id = isthmus_conn_id
 
-    def locations(self) -> tuple[str, str, str]:
-        """(store URL, artifact root, verify mode) from the connection, else from isthmus's config."""
+    def _connection(self) -> Any | None:
+        """The connection; None for the default id when there is no such connection."""
         try:
-            conn = self.get_connection(self.isthmus_conn_id)
+            return self.get_connection(self.isthmus_conn_id)
         except Exception as exc:  # AirflowNotFoundException, or no Airflow connections backend
             if self.isthmus_conn_id != self.default_conn_name:
                 raise ValueError(
                     f"isthmus connection {self.isthmus_conn_id!r} does not exist ({exc}); create it "
                     "(type 'isthmus') or leave isthmus_conn_id unset to use ISTHMUS_* settings"
                 ) from None
-            conn = None
-        return connection_locations(conn)
+            return None
+
+    def locations(self) -> tuple[str, str, str]:
+        """(store URL, artifact root, verify mode) from the connection, else from isthmus's config."""
+        return connection_locations(self._connection())
+
+    def project(self) -> str | None:
+        """The project the DAG runs recorded through this connection belong to: ``extra.project``
+        (checked); None when the connection does not say (then ``ISTHMUS_PROJECT``, else ``default``)."""
+        conn = self._connection()
+        raw = (conn.extra_dejson or {}).get("project") if conn is not None else None
+        if raw in (None, ""):
+            return None
+        from isthmus.governance.projects import check_project
+
+        return check_project(str(raw), f"isthmus connection {self.isthmus_conn_id!r} extra.project")
+
+    def k8s_defaults(self) -> dict[str, Any]:
+        """Kubernetes job options from the connection's ``extra.k8s`` (``{"image": ..., "namespace":
+        ..., "service_account": ..., "env_from": [...], ...}``: the fields of
+        :class:`~isthmus.k8s.K8sJobOptions`); an operator's own options win over them, and they win
+        over the ``ISTHMUS_K8S_*`` environment."""
+        conn = self._connection()
+        extra = (conn.extra_dejson or {}).get("k8s") if conn is not None else None
+        if extra is None:
+            return {}
+        where = f"isthmus connection {self.isthmus_conn_id!r}: extra.k8s"
+        if not isinstance(extra, dict):
+            raise ValueError(f"{where} must be a JSON object of Kubernetes job options, got {type(extra).__name__}")
+        from isthmus.k8s.options import K8sJobOptions  # the Kubernetes options only where they are used
+
+        unknown = sorted(set(extra) - set(K8sJobOptions.names()))
+        if unknown:
+            raise ValueError(
+                f"{where} has unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"valid: {', '.join(K8sJobOptions.names())}"
+            )
+        return {k: v for k, v in extra.items() if v not in (None, "", [], (), {})}
 
     def get_conn(self) -> StepRunner:
         """A StepRunner on this connection's stores (one per process and location)."""

@@ -15,8 +15,6 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
-
 from isthmus.errors import StepDefinitionError
 from isthmus.records import RunStatus, StepRunRecord
 from isthmus.slurm import SlurmClient, SlurmExecutor, SlurmJobOptions, SlurmStepFailed, SubmittedJob, connect, run_sync
@@ -30,6 +28,7 @@ from isthmus_airflow.hooks.isthmus import IsthmusHook
 from isthmus_airflow.hooks.slurm import SlurmHook
 from isthmus_airflow.lineage import openlineage_client, openlineage_handoff
 from isthmus_airflow.operators.step import StepOperator, dag_param_secrets, mask_secret
+from isthmus_airflow.taskflow import StepDecoratedOperator, step_task
 from isthmus_airflow.triggers.slurm import SlurmJobTrigger
 
 LOG_LINES = 200
@@ -144,7 +143,7 @@ class SlurmStepOperator(StepOperator):
     def execute(self, context: Any) -> Any:
         runner = IsthmusHook(self.isthmus_conn_id).get_conn()
         ctx = run_context(context, pipeline_name=self.pipeline_name)
-        runner.metadata.ensure_pipeline_run(pipeline_run_row(ctx, context))
+        runner.metadata.ensure_pipeline_run(pipeline_run_row(ctx, context, IsthmusHook(self.isthmus_conn_id).project()))
         arguments = self._arguments(context)
         # The job's own OpenLineage run hangs under this task's run (and the DAG run as its root).
         lineage_native, lineage_env = openlineage_handoff(context)
@@ -325,22 +324,12 @@ def _with_paths(status: JobStatus, job: SubmittedJob) -> JobStatus:
 
 
 # -- TaskFlow: @task.isthmus_slurm ----------------------------------------------------------------
-class _SlurmDecoratedOperator(DecoratedOperator, SlurmStepOperator):  # type: ignore[misc]  # op_args/op_kwargs: list/dict here
+class _SlurmDecoratedOperator(StepDecoratedOperator, SlurmStepOperator):  # type: ignore[misc]  # op_args/op_kwargs: list/dict here
     """A SlurmStepOperator built by ``@task.isthmus_slurm``; call arguments are the step's arguments."""
 
     custom_operator_name = "@task.isthmus_slurm"
     template_fields = SlurmStepOperator.template_fields
     template_fields_renderers = SlurmStepOperator.template_fields_renderers
-
-    def __init__(self, *, python_callable: Any, op_args: Any = None, op_kwargs: Any = None, **kwargs: Any) -> None:
-        kwargs_to_upstream = {"step": python_callable, "op_args": op_args, "op_kwargs": op_kwargs}
-        super().__init__(
-            kwargs_to_upstream=kwargs_to_upstream,
-            python_callable=python_callable,
-            op_args=op_args,
-            op_kwargs=op_kwargs,
-            **kwargs,
-        )
 
 
 def slurm_task(
@@ -351,16 +340,4 @@ def slurm_task(
     """``@task.isthmus_slurm(partition="gpu")``, or ``task.isthmus_slurm(train)(features)``: a step as a
     Slurm job in TaskFlow. Keyword arguments are :class:`SlurmStepOperator`'s."""
 
-    def build(fn: Step[Any, Any] | Callable[..., Any]) -> Any:
-        step = as_step(fn)
-        multi = multiple_outputs if multiple_outputs is not None else len(step.output_names) > 1
-        return task_decorator_factory(
-            python_callable=step,
-            multiple_outputs=multi,
-            decorated_operator_class=_SlurmDecoratedOperator,
-            **kwargs,
-        )
-
-    if python_callable is not None:
-        return build(python_callable)
-    return build
+    return step_task(_SlurmDecoratedOperator, python_callable, multiple_outputs, kwargs)

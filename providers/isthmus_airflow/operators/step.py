@@ -16,6 +16,7 @@ from isthmus.redaction import secret_values
 from isthmus.step import Step, as_step, load_step
 from isthmus_airflow.context import pipeline_run_row, run_context
 from isthmus_airflow.hooks.isthmus import IsthmusHook
+from isthmus_airflow.links.step_run import IsthmusStepRunLink
 from isthmus_airflow.mapping import expanded_over, item_refs, joined, map_arguments, tag_mapped
 
 PARAM_MARKER = "__isthmus_param__"
@@ -67,6 +68,7 @@ class StepOperator(TemplatesAsWritten):
     template_fields_renderers = {"op_kwargs": "json", "op_args": "py"}
     ui_color = "#d9f0e3"
     custom_operator_name = "StepOperator"
+    operator_extra_links = (IsthmusStepRunLink(),)  # its step-run page in the isthmus UI (/isthmus)
 
     def __init__(
         self,
@@ -154,7 +156,7 @@ class StepOperator(TemplatesAsWritten):
         recompute = self._recompute(context)
         runner = IsthmusHook(self.isthmus_conn_id).get_conn()
         ctx = run_context(context, pipeline_name=self.pipeline_name)
-        runner.metadata.ensure_pipeline_run(pipeline_run_row(ctx, context))
+        runner.metadata.ensure_pipeline_run(pipeline_run_row(ctx, context, IsthmusHook(self.isthmus_conn_id).project()))
         arguments = self._arguments(context)
         # The DAG run's secret params (secret-named, SecretStr …) follow their values into the step, whatever
         # its parameter is called (a param_ref or a "{{ params.password }}" template).
