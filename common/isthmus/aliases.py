@@ -7,6 +7,9 @@ Each change of an alias is a row of ``artifact_alias_history``: from, to, who (t
   name (``train.output@production`` at ``ingest``'s DataFrame) is refused unless ``force``.
 - :func:`rollback` moves an alias back to its previous target. The history is read as a stack: a promote
   pushes its target, a rollback pops back to its own, so rolling back twice goes two targets back.
+
+An alias belongs to a project: ``train.output@production`` of ``team-a`` and of ``team-b`` are two aliases
+that never move each other. The project is ``project=``, else ``ISTHMUS_PROJECT``, else ``default``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from isthmus.artifact_ids import (
     split_alias,
 )
 from isthmus.errors import IsthmusError
+from isthmus.governance.projects import alias_project
+from isthmus.governance.scope import Projects
 from isthmus.redaction import redact_text
 from isthmus.store import schema as s
 from isthmus.store.metadata import MetadataStore
@@ -47,6 +52,7 @@ class AliasChange:
     """One change of ``name@alias``."""
 
     id: int
+    project: str
     name: str
     alias: str
     action: str  # "set" or "rollback"
@@ -84,11 +90,12 @@ def _parse(alias_ref: str) -> tuple[str, str]:
     return name, alias
 
 
-def alias_history(metadata: MetadataStore, alias_ref: str) -> list[AliasChange]:
-    """Every change of ``name@alias``, oldest first."""
+def alias_history(metadata: MetadataStore, alias_ref: str, project: str | None = None) -> list[AliasChange]:
+    """Every change of ``name@alias`` in ``project``, oldest first."""
     name, alias = split_alias(alias_ref)
+    owner = alias_project(project)
     h = s.artifact_alias_history
-    query = select(h).where(h.c.name == name, h.c.alias == alias).order_by(h.c.id)
+    query = select(h).where(h.c.project == owner, h.c.name == name, h.c.alias == alias).order_by(h.c.id)
     with metadata.engine.connect() as conn:
         return [AliasChange(**dict(row)) for row in conn.execute(query).mappings()]
 
@@ -114,16 +121,20 @@ def promote(
     reason: str | None = None,
     force: bool = False,
     via: str = "api",
+    project: str | None = None,
+    projects: Projects = None,
 ) -> AliasChange | None:
-    """Point ``name@alias`` at ``version`` (any artifact id); None if it points there already."""
+    """Point ``name@alias`` of ``project`` at ``version`` (any artifact id; among the versions visible in
+    ``projects``, None: all); None if it points there already."""
     name, alias = _parse(alias_ref)
-    target = resolve_artifact(metadata, version, numbered=False)
+    owner = alias_project(project)
+    target = resolve_artifact(metadata, version, numbered=False, project=owner, projects=projects)
     if not force:
         _check_version_of(metadata, name, alias, target, version)
-    current = alias_target(metadata, name, alias)
+    current = alias_target(metadata, name, alias, owner)
     if current == target.content_hash:
         return None
-    return _write(metadata, name, alias, target, current, SET, reason=reason, force=force, via=via)
+    return _write(metadata, owner, name, alias, target, current, SET, reason=reason, force=force, via=via)
 
 
 def rollback(
@@ -133,15 +144,20 @@ def rollback(
     *,
     reason: str | None = None,
     via: str = "api",
+    project: str | None = None,
+    projects: Projects = None,
 ) -> AliasChange:
-    """Move ``name@alias`` back to its previous target, or to ``to`` (a version of the name, or any
-    earlier target of the alias)."""
+    """Move ``name@alias`` of ``project`` back to its previous target, or to ``to`` (a version of the
+    name, or any earlier target of the alias)."""
     name, alias = _parse(alias_ref)
-    history = alias_history(metadata, alias_ref)
-    current = alias_target(metadata, name, alias)
+    owner = alias_project(project)
+    history = alias_history(metadata, alias_ref, owner)
+    current = alias_target(metadata, name, alias, owner)
     if current is None:
+        flag = "" if owner == alias_project() else f" --project {owner}"
         raise AliasRefused(
-            f"there is no alias {name}@{alias} to roll back; set it with 'isthmus artifacts alias {name}@{alias} VERSION'"
+            f"there is no alias {name}@{alias} to roll back in project {owner!r}; set it with "
+            f"'isthmus artifacts alias {name}@{alias} VERSION{flag}'"
         )
     stack = target_stack(history)
     if not stack or stack[-1] != current:  # changed by something that kept no history
@@ -152,14 +168,14 @@ def rollback(
                 f"{name}@{alias} has no previous target to roll back to (it points at {current[:19]}… and "
                 f"has {len(history)} recorded change(s)); see 'isthmus artifacts history {name}@{alias}'"
             )
-        target = resolve_artifact(metadata, stack[-2], numbered=False)
+        target = resolve_artifact(metadata, stack[-2], numbered=False, projects=projects)
     else:
-        target = resolve_artifact(metadata, to, numbered=False)
+        target = resolve_artifact(metadata, to, numbered=False, project=owner, projects=projects)
         if target.content_hash not in stack:
             _check_version_of(metadata, name, alias, target, to)
         if target.content_hash == current:
             raise AliasRefused(f"{name}@{alias} already points at {current[:19]}… ({quoted(to)})")
-    return _write(metadata, name, alias, target, current, ROLLBACK, reason=reason, force=False, via=via)
+    return _write(metadata, owner, name, alias, target, current, ROLLBACK, reason=reason, force=False, via=via)
 
 
 def _check_version_of(metadata: MetadataStore, name: str, alias: str, target: ResolvedArtifact, given: str) -> None:
@@ -174,6 +190,7 @@ def _check_version_of(metadata: MetadataStore, name: str, alias: str, target: Re
 
 def _write(
     metadata: MetadataStore,
+    project: str,
     name: str,
     alias: str,
     target: ResolvedArtifact,
@@ -193,5 +210,5 @@ def _write(
         "reason": _clean_reason(reason),
     }
     producer = target.producer_step_run_id
-    metadata.set_alias(name, alias, target.content_hash, producer, change=change, expect_from=current)
-    return alias_history(metadata, f"{name}@{alias}")[-1]
+    metadata.set_alias(name, alias, target.content_hash, producer, change=change, expect_from=current, project=project)
+    return alias_history(metadata, f"{name}@{alias}", project)[-1]

@@ -8,7 +8,12 @@ An id is one of:
 - a content hash or a unique prefix of one (``blake3:9f3a…``, ``9f3a0c``);
 - ``NAME`` or ``NAME@latest``: the newest version of ``NAME``;
 - ``NAME~N``: ``N`` versions before the newest (``NAME~0`` is the newest);
-- ``NAME@ALIAS``: the version the alias points at (``train.output@production``).
+- ``NAME@ALIAS``: the version the alias points at (``train.output@production``) in one project (aliases
+  belong to a project: ``project=``, else ``ISTHMUS_PROJECT``, else ``default``).
+
+``projects`` (a set of project names; None: every project) narrows every id to the versions some step run
+of those projects produced or consumed (:mod:`isthmus.governance.scope`): others are absent, and versions
+are numbered among the visible ones.
 
 An unknown or ambiguous id raises :class:`~isthmus.errors.RunNotFound` with one line naming it and the fix.
 """
@@ -23,6 +28,8 @@ from typing import Any
 from sqlalchemy import and_, distinct, func, or_, select
 
 from isthmus.errors import RunNotFound
+from isthmus.governance.projects import alias_project
+from isthmus.governance.scope import Projects, hash_in, step_run_in, step_run_projects
 from isthmus.store import schema as s
 from isthmus.store.metadata import MetadataStore
 
@@ -86,8 +93,19 @@ def split_alias(text: str) -> tuple[str, str]:
 _WALK = 2000  # newest artifacts looked through before scanning every version of a name
 
 
+def _scoped(query: Any, projects: Projects) -> Any:
+    """``query`` over ``step_run_artifacts`` narrowed to the versions visible in ``projects``."""
+    return query if projects is None else query.where(hash_in(s.step_run_artifacts.c.content_hash, projects))
+
+
 def versions_of(
-    metadata: MetadataStore, name: str, *, back: int = 0, limit: int | None = None, content_hash: str | None = None
+    metadata: MetadataStore,
+    name: str,
+    *,
+    back: int = 0,
+    limit: int | None = None,
+    content_hash: str | None = None,
+    projects: Projects = None,
 ) -> list[VersionStats]:
     """Versions of artifact ``name``, newest first: ``limit`` of them from ``back`` versions before the
     newest (all by default), or only the version ``content_hash``.
@@ -95,17 +113,17 @@ def versions_of(
     Versions are ordered by when their content was first stored (``artifacts.created_at``). The newest few
     are found by walking the newest artifacts (by index) and keeping this name's; only a deep ``~N``, a
     rarely produced name or a hash's number scans every version of the name (its covering index)."""
-    total = count_versions(metadata, name)
+    total = count_versions(metadata, name, projects=projects)
     if not total:
         return []
     hashes: list[str] | None = None
     if content_hash is not None:  # a recent version's number comes from the walk too
-        walked = _walk_newest(metadata, name, 0)
+        walked = _walk_newest(metadata, name, 0, projects)
         hashes = walked if walked is not None and content_hash in walked else None
     elif limit is not None and back + limit <= _WALK:
-        hashes = _walk_newest(metadata, name, back + limit)
+        hashes = _walk_newest(metadata, name, back + limit, projects)
     if hashes is None:
-        hashes = _all_versions(metadata, name)
+        hashes = _all_versions(metadata, name, projects)
         total = len(hashes)
     if content_hash is not None:
         chosen = [(i, h) for i, h in enumerate(hashes) if h == content_hash]
@@ -115,7 +133,7 @@ def versions_of(
     return [VersionStats(h, total - i, total, *times[h]) for i, h in chosen if h in times]
 
 
-def _walk_newest(metadata: MetadataStore, name: str, want: int) -> list[str] | None:
+def _walk_newest(metadata: MetadataStore, name: str, want: int, projects: Projects = None) -> list[str] | None:
     """The ``want`` newest versions of ``name`` found among the newest artifacts, or None if the walk
     ends first (without having seen every artifact)."""
     a, link = s.artifacts, s.step_run_artifacts
@@ -127,14 +145,14 @@ def _walk_newest(metadata: MetadataStore, name: str, want: int) -> list[str] | N
             query = select(link.c.content_hash).where(
                 link.c.artifact_name == name, link.c.role == "output", link.c.content_hash.in_(walked[i : i + 500])
             )
-            mine.update(str(x) for x in conn.execute(query).scalars())
+            mine.update(str(x) for x in conn.execute(_scoped(query, projects)).scalars())
     found = [h for h in walked if h in mine]
     if len(found) >= want or len(walked) < _WALK:
         return found
     return None
 
 
-def _all_versions(metadata: MetadataStore, name: str) -> list[str]:
+def _all_versions(metadata: MetadataStore, name: str, projects: Projects = None) -> list[str]:
     """Every version of ``name`` still recorded, newest first."""
     a, link = s.artifacts, s.step_run_artifacts
     query = (
@@ -145,7 +163,7 @@ def _all_versions(metadata: MetadataStore, name: str) -> list[str]:
         .order_by(a.c.created_at.desc(), link.c.content_hash.desc())
     )
     with metadata.engine.connect() as conn:
-        return [str(h) for h, _ in conn.execute(query).all()]
+        return [str(h) for h, _ in conn.execute(_scoped(query, projects)).all()]
 
 
 def _produced(metadata: MetadataStore, name: str, hashes: list[str]) -> dict[str, tuple[dt.datetime, dt.datetime]]:
@@ -166,14 +184,14 @@ def _produced(metadata: MetadataStore, name: str, hashes: list[str]) -> dict[str
     return out
 
 
-def count_versions(metadata: MetadataStore, name: str) -> int:
+def count_versions(metadata: MetadataStore, name: str, *, projects: Projects = None) -> int:
     """How many versions artifact ``name`` was produced in (from the artifact-name index alone)."""
     link = s.step_run_artifacts
     query = select(func.count(distinct(link.c.content_hash))).where(
         link.c.artifact_name == name, link.c.role == "output"
     )
     with metadata.engine.connect() as conn:
-        return int(conn.execute(query).scalar() or 0)
+        return int(conn.execute(_scoped(query, projects)).scalar() or 0)
 
 
 def names_of(metadata: MetadataStore, content_hash: str) -> list[str]:
@@ -201,26 +219,29 @@ def is_version_of(metadata: MetadataStore, name: str, content_hash: str) -> bool
         return conn.execute(query).first() is not None
 
 
-def alias_target(metadata: MetadataStore, name: str, alias: str) -> str | None:
-    """The hash ``name@alias`` points at now, or None."""
+def alias_target(metadata: MetadataStore, name: str, alias: str, project: str) -> str | None:
+    """The hash ``name@alias`` of ``project`` points at now, or None (by the primary key)."""
     al = s.artifact_aliases
+    query = select(al.c.content_hash).where(al.c.project == project, al.c.name == name, al.c.alias == alias)
     with metadata.engine.connect() as conn:
-        found = conn.execute(select(al.c.content_hash).where(al.c.name == name, al.c.alias == alias)).scalar()
+        found = conn.execute(query).scalar()
     return str(found) if found is not None else None
 
 
-def _hashes_with_prefix(metadata: MetadataStore, needle: str) -> list[str]:
+def _hashes_with_prefix(metadata: MetadataStore, needle: str, projects: Projects = None) -> list[str]:
     a = s.artifacts
     if metadata.dialect == "sqlite":  # a key range: SQLite's LIKE does not use the primary key
         upper = needle[:-1] + chr(ord(needle[-1]) + 1)
         cond = and_(a.c.content_hash >= needle, a.c.content_hash < upper)
     else:
         cond = a.c.content_hash.startswith(needle, autoescape=True)
+    if projects is not None:
+        cond = and_(cond, hash_in(a.c.content_hash, projects))
     with metadata.engine.connect() as conn:
         return [str(x) for x in conn.execute(select(a.c.content_hash).where(cond).limit(2)).scalars()]
 
 
-def _unknown_name(metadata: MetadataStore, name: str) -> RunNotFound:
+def _unknown_name(metadata: MetadataStore, name: str, projects: Projects = None) -> RunNotFound:
     link = s.step_run_artifacts
     hint = ""
     if "." not in name:  # perhaps the step or the output name alone: suggest STEP.OUTPUT
@@ -237,7 +258,7 @@ def _unknown_name(metadata: MetadataStore, name: str) -> RunNotFound:
             .limit(3)
         )
         with metadata.engine.connect() as conn:
-            similar = [str(x) for x in conn.execute(query).scalars()]
+            similar = [str(x) for x in conn.execute(_scoped(query, projects)).scalars()]
         if similar:
             hint = f" (did you mean {', '.join(repr(x) for x in similar)}?)"
     return RunNotFound(
@@ -246,10 +267,18 @@ def _unknown_name(metadata: MetadataStore, name: str) -> RunNotFound:
     )
 
 
-def resolve_artifact(metadata: MetadataStore, ref: str, *, numbered: bool = True) -> ResolvedArtifact:
+def resolve_artifact(
+    metadata: MetadataStore,
+    ref: str,
+    *,
+    numbered: bool = True,
+    project: str | None = None,
+    projects: Projects = None,
+) -> ResolvedArtifact:
     """The artifact version ``ref`` names (see the module docstring for the forms). ``numbered=False``
     skips the version number of a hash id (a scan of every version of its name) for callers that only
-    need the hash."""
+    need the hash. ``project``: whose ``NAME@ALIAS`` (None: ``ISTHMUS_PROJECT``, else ``default``);
+    ``projects``: the versions that may be named (None: all)."""
     ref = str(ref).strip()
     if not ref or len(ref) > _NAME_LIMIT + _ALIAS_LIMIT + 1 or _BAD_TEXT.search(ref):
         raise RunNotFound(f"artifact {quoted(ref)} matches no artifact; see 'isthmus artifacts list'")
@@ -257,41 +286,45 @@ def resolve_artifact(metadata: MetadataStore, ref: str, *, numbered: bool = True
     if "@" in ref:
         name, alias = split_alias(ref)
         if alias == LATEST:
-            return _nth_version(metadata, ref, name, 0)
-        target = alias_target(metadata, name, alias)
+            return _nth_version(metadata, ref, name, 0, projects)
+        owner = alias_project(project)
+        target = alias_target(metadata, name, alias, owner)
         if target is None:
+            flag = "" if owner == alias_project() else f" --project {owner}"
             raise RunNotFound(
-                f"no alias {quoted(ref)}; set one with 'isthmus artifacts alias {name}@{alias} VERSION' "
-                "(see 'isthmus artifacts aliases')"
+                f"no alias {quoted(ref)} in project {owner!r}; set one with "
+                f"'isthmus artifacts alias {name}@{alias} VERSION{flag}' (see 'isthmus artifacts aliases{flag}')"
             )
+        if projects is not None and not _hashes_with_prefix(metadata, target, projects):
+            raise RunNotFound(f"alias {quoted(ref)} of project {owner!r} points at a version outside your projects")
         what = f"alias {quoted(ref)} points at {target[:19]}…, which"
-        return _record(metadata, ref, target, name, what=what, numbered=numbered)
+        return _record(metadata, ref, target, name, what=what, numbered=numbered, projects=projects)
     back = _BACK.fullmatch(ref)
     if back:
-        return _nth_version(metadata, ref, back.group(1), int(back.group(2)))
+        return _nth_version(metadata, ref, back.group(1), int(back.group(2)), projects)
     if _HASH_ID.fullmatch(ref):
         needle = ref.lower() if ref.lower().startswith("blake3:") else f"blake3:{ref.lower()}"
-        found = _hashes_with_prefix(metadata, needle)
+        found = _hashes_with_prefix(metadata, needle, projects)
         if len(found) > 1:
             raise RunNotFound(f"artifact {quoted(ref)} is ambiguous; give more characters of the hash")
         if found:
-            return _record(metadata, ref, found[0], None, numbered=numbered)
-        if ref.lower().startswith("blake3:") or not count_versions(metadata, ref):
+            return _record(metadata, ref, found[0], None, numbered=numbered, projects=projects)
+        if ref.lower().startswith("blake3:") or not count_versions(metadata, ref, projects=projects):
             raise RunNotFound(f"artifact {quoted(ref)} matches no artifact; see 'isthmus artifacts list'")
-    return _nth_version(metadata, ref, ref, 0)
+    return _nth_version(metadata, ref, ref, 0, projects)
 
 
-def _nth_version(metadata: MetadataStore, ref: str, name: str, back: int) -> ResolvedArtifact:
-    found = versions_of(metadata, name, back=back, limit=1)
+def _nth_version(metadata: MetadataStore, ref: str, name: str, back: int, projects: Projects) -> ResolvedArtifact:
+    found = versions_of(metadata, name, back=back, limit=1, projects=projects)
     if not found:
-        total = count_versions(metadata, name)
+        total = count_versions(metadata, name, projects=projects)
         if not total:
-            raise _unknown_name(metadata, name)
+            raise _unknown_name(metadata, name, projects)
         raise RunNotFound(
             f"{quoted(ref)}: {name} has {total} version(s), so {name}~0 … {name}~{total - 1}; "
             f"see 'isthmus artifacts list --name {name}'"
         )
-    return _record(metadata, ref, found[0].content_hash, name, version=found[0])
+    return _record(metadata, ref, found[0].content_hash, name, version=found[0], projects=projects)
 
 
 def _record(
@@ -303,6 +336,7 @@ def _record(
     version: VersionStats | None = None,
     what: str | None = None,
     numbered: bool = True,
+    projects: Projects = None,
 ) -> ResolvedArtifact:
     a = s.artifacts
     with metadata.engine.connect() as conn:
@@ -316,7 +350,7 @@ def _record(
     if name is None and len(names) == 1:
         name = names[0]
     if version is None and numbered and name is not None and name in names:
-        version = next(iter(versions_of(metadata, name, content_hash=content_hash)), None)
+        version = next(iter(versions_of(metadata, name, content_hash=content_hash, projects=projects)), None)
     return ResolvedArtifact(
         id=ref,
         content_hash=content_hash,
@@ -329,22 +363,49 @@ def _record(
         python_type=row["python_type"],
         metadata=row["metadata"],
         created_at=row["created_at"],
-        producer_step_run_id=row["producer_step_run_id"],
+        producer_step_run_id=_shown_producers(metadata, [row["producer_step_run_id"]], projects).get(
+            row["producer_step_run_id"]
+        ),
         names=names,
     )
 
 
-def list_versions(metadata: MetadataStore, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def _shown_producers(metadata: MetadataStore, ids: list[Any], projects: Projects) -> dict[Any, Any]:
+    """Each producer step run id as it may be shown: None when its step run is of another project."""
+    if projects is None:
+        return {i: i for i in ids}
+    known = [str(i) for i in ids if i]
+    seen = step_run_projects(metadata, known) if known else {}
+    return {i: i if i and seen.get(str(i)) in projects else None for i in ids}
+
+
+def list_versions(
+    metadata: MetadataStore,
+    name: str | None = None,
+    limit: int = 50,
+    *,
+    projects: Projects = None,
+    alias_projects: Projects = None,
+    home: str | None = None,
+) -> list[dict[str, Any]]:
     """One row per artifact version (name, hash), newest first, with its record, its version number
-    (``name~N`` form too, with ``name``) and ``used_by``: how many step runs took or produced it."""
+    (``name~N`` form too, with ``name``) and ``used_by``: how many step runs took or produced it.
+
+    ``projects``: only versions visible there (and step runs there counted). ``aliases`` lists the aliases
+    of ``alias_projects`` (None: every project) pointing at a version: an alias of ``home`` (the caller's
+    project) as ``ALIAS``, another project's as ``ALIAS (PROJECT)``."""
     a, link, al = s.artifacts, s.step_run_artifacts, s.artifact_aliases
+    home = alias_project(home)
     pairs: list[tuple[str, str, VersionStats | None, int | None]] = []
     if name is not None:
-        for offset, v in enumerate(versions_of(metadata, name, limit=max(limit, 0))):
+        for offset, v in enumerate(versions_of(metadata, name, limit=max(limit, 0), projects=projects)):
             pairs.append((name, v.content_hash, v, offset))
     else:
+        newest_query = select(a.c.content_hash).order_by(a.c.created_at.desc()).limit(limit)
+        if projects is not None:  # the newest visible: the created_at index, each checked by its links
+            newest_query = newest_query.where(hash_in(a.c.content_hash, projects))
         with metadata.engine.connect() as conn:
-            newest = conn.execute(select(a.c.content_hash).order_by(a.c.created_at.desc()).limit(limit)).scalars()
+            newest = conn.execute(newest_query).scalars()
             for content_hash in list(newest):  # by the created_at index, then the content-hash index
                 for n in names_of(metadata, content_hash) or [""]:
                     pairs.append((n, content_hash, None, None))
@@ -359,19 +420,24 @@ def list_versions(metadata: MetadataStore, name: str | None = None, limit: int =
             for row in conn.execute(select(a).where(a.c.content_hash.in_(chunk))).mappings():
                 records[row["content_hash"]] = dict(row)
             count = func.count(distinct(link.c.step_run_id))
-            query = (
-                select(link.c.content_hash, count).where(link.c.content_hash.in_(chunk)).group_by(link.c.content_hash)
+            query = select(link.c.content_hash, count).where(link.c.content_hash.in_(chunk))
+            if projects is not None:
+                query = query.where(step_run_in(link.c.step_run_id, projects))
+            used.update({str(h): int(c) for h, c in conn.execute(query.group_by(link.c.content_hash)).all()})
+            alias_query = select(al.c.project, al.c.name, al.c.alias, al.c.content_hash).where(
+                al.c.content_hash.in_(chunk)
             )
-            used.update({str(h): int(c) for h, c in conn.execute(query).all()})
-            for n, label, h in conn.execute(
-                select(al.c.name, al.c.alias, al.c.content_hash).where(al.c.content_hash.in_(chunk))
-            ):
-                aliases.setdefault((n, h), []).append(label)
+            if alias_projects is not None:
+                alias_query = alias_query.where(al.c.project.in_(sorted(alias_projects)))
+            for owner, n, label, h in conn.execute(alias_query):
+                aliases.setdefault((n, h), []).append(label if owner == home else f"{label} ({owner})")
+    producers = _shown_producers(metadata, [r["producer_step_run_id"] for r in records.values()], projects)
     rows = []
     for n, h, stats, back in pairs:
         record = records.get(h)
         if record is None:  # deleted meanwhile
             continue
+        record = {**record, "producer_step_run_id": producers.get(record["producer_step_run_id"])}
         rows.append(
             {
                 "name": n or None,

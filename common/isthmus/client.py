@@ -28,8 +28,9 @@ from isthmus.explain import Explanation, explain_step_run
 from isthmus.gc import DEFAULT_GRACE, DRY_RUN_LISTING, GcReport, collect_garbage
 from isthmus.governance import audit
 from isthmus.governance.audit import AuditEntry, authorize
-from isthmus.governance.projects import configured_project
+from isthmus.governance.projects import alias_project, configured_project
 from isthmus.governance.roles import Role
+from isthmus.governance.scope import Projects
 from isthmus.invalidate import Invalidation, invalidate_downstream
 from isthmus.lineage_query import Lineage, lineage
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
@@ -190,10 +191,26 @@ class Client:
 
     # -- lineage and retention -------------------------------------------------------------------
     def lineage(
-        self, target: str, *, direction: str = "both", depth: int | None = None, max_step_runs: int = 2000
+        self,
+        target: str,
+        *,
+        direction: str = "both",
+        depth: int | None = None,
+        max_step_runs: int = 2000,
+        project: str | None = None,
+        projects: Projects = None,
     ) -> Lineage:
-        """Where an artifact, step run or pipeline run came from and what it fed (see :mod:`isthmus.lineage_query`)."""
-        return lineage(self, target, direction=direction, depth=depth, max_step_runs=max_step_runs)
+        """Where an artifact, step run or pipeline run came from and what it fed (see :mod:`isthmus.lineage_query`);
+        ``project``: whose ``name@alias``; ``projects``: only nodes of those projects (None: all)."""
+        return lineage(
+            self,
+            target,
+            direction=direction,
+            depth=depth,
+            max_step_runs=max_step_runs,
+            project=project,
+            projects=projects,
+        )
 
     def gc(
         self,
@@ -257,40 +274,78 @@ class Client:
         return reproduce(self.metadata, self.artifacts, self.step_run(step_run), params=params, debug=debug)
 
     # -- artifacts, aliases, invalidation -----------------------------------------------------------
-    def artifact(self, ref: str) -> ResolvedArtifact:
+    # Aliases belong to a project: ``project=``, else ISTHMUS_PROJECT, else "default". ``projects`` narrows
+    # artifact versions to those some step run of these projects produced or consumed (None: every one).
+    def artifact(self, ref: str, *, project: str | None = None, projects: Projects = None) -> ResolvedArtifact:
         """The artifact version ``ref`` names: a hash or unique prefix, ``name`` (= ``name@latest``),
-        ``name@alias``, ``name~N`` (see :mod:`isthmus.artifact_ids`)."""
-        return resolve_artifact(self.metadata, ref)
+        ``name@alias`` (of ``project``), ``name~N`` (see :mod:`isthmus.artifact_ids`)."""
+        return resolve_artifact(self.metadata, ref, project=project, projects=projects)
 
-    def artifact_versions(self, name: str | None = None, limit: int = 50, by_run: bool = False) -> list[dict[str, Any]]:
-        """Artifact versions, newest first, each with how many step runs used it; ``by_run``: one row per
-        step run that produced or reused a version instead."""
+    def artifact_versions(
+        self,
+        name: str | None = None,
+        limit: int = 50,
+        by_run: bool = False,
+        *,
+        project: str | None = None,
+        projects: Projects = None,
+    ) -> list[dict[str, Any]]:
+        """Artifact versions, newest first, each with how many step runs used it and the aliases pointing at
+        it (of ``projects``, or of ``project`` when every project is seen); ``by_run``: one row per step run
+        that produced or reused a version instead."""
         if by_run:
-            return self.metadata.list_artifacts(name=name, limit=limit)
-        return list_versions(self.metadata, name=name, limit=limit)
+            return self.metadata.list_artifacts(name=name, limit=limit, projects=projects)
+        home = alias_project(project)
+        shown = projects if projects is not None else frozenset({home})
+        return list_versions(self.metadata, name=name, limit=limit, projects=projects, alias_projects=shown, home=home)
 
-    def alias_history(self, alias: str) -> list[AliasChange]:
-        """Every change of ``name@alias``, oldest first."""
-        return alias_history(self.metadata, alias)
+    def aliases(self, *, projects: Projects = None, name: str | None = None) -> list[dict[str, Any]]:
+        """Current aliases (of ``projects``, None: every project; of artifact ``name``)."""
+        return self.metadata.list_aliases(projects, name=name)
+
+    def alias_history(self, alias: str, *, project: str | None = None) -> list[AliasChange]:
+        """Every change of ``name@alias`` of ``project``, oldest first."""
+        return alias_history(self.metadata, alias, project)
 
     def promote(
-        self, alias: str, version: str, *, reason: str | None = None, force: bool = False, via: str = "api"
+        self,
+        alias: str,
+        version: str,
+        *,
+        reason: str | None = None,
+        force: bool = False,
+        via: str = "api",
+        project: str | None = None,
+        projects: Projects = None,
     ) -> AliasChange | None:
-        """Point ``name@alias`` at ``version`` (any artifact id); refuses a version of another name unless
-        ``force``. None if it pointed there already."""
-        self._authorize(Role.OPERATOR, "alias.promote")
-        change = promote(self.metadata, alias, version, reason=reason, force=force, via=via)
+        """Point ``name@alias`` of ``project`` at ``version`` (any artifact id, among those of ``projects``);
+        refuses a version of another name unless ``force``. None if it pointed there already."""
+        owner = alias_project(project)
+        self._authorize(Role.OPERATOR, "alias.promote", owner)
+        change = promote(
+            self.metadata, alias, version, reason=reason, force=force, via=via, project=owner, projects=projects
+        )
         if change is not None:
-            self._audit("alias.promote", alias, {"from": change.from_hash, "to": change.to_hash, "reason": reason})
+            details = {"from": change.from_hash, "to": change.to_hash, "reason": reason}
+            self._audit("alias.promote", alias, details, owner)
         return change
 
     def rollback(
-        self, alias: str, to: str | None = None, *, reason: str | None = None, via: str = "api"
+        self,
+        alias: str,
+        to: str | None = None,
+        *,
+        reason: str | None = None,
+        via: str = "api",
+        project: str | None = None,
+        projects: Projects = None,
     ) -> AliasChange:
-        """Move ``name@alias`` back to its previous target, or to ``to``."""
-        self._authorize(Role.OPERATOR, "alias.rollback")
-        change = rollback(self.metadata, alias, to, reason=reason, via=via)
-        self._audit("alias.rollback", alias, {"from": change.from_hash, "to": change.to_hash, "reason": reason})
+        """Move ``name@alias`` of ``project`` back to its previous target, or to ``to``."""
+        owner = alias_project(project)
+        self._authorize(Role.OPERATOR, "alias.rollback", owner)
+        change = rollback(self.metadata, alias, to, reason=reason, via=via, project=owner, projects=projects)
+        details = {"from": change.from_hash, "to": change.to_hash, "reason": reason}
+        self._audit("alias.rollback", alias, details, owner)
         return change
 
     def invalidate(self, artifact: str, *, dry_run: bool = False, reason: str | None = None) -> Invalidation:

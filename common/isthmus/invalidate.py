@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from isthmus.artifact_ids import resolve_artifact
+from isthmus.governance.projects import alias_project
 from isthmus.redaction import redact_text
 from isthmus.store import schema as s
 from isthmus.store.metadata import MetadataStore
@@ -95,8 +96,9 @@ def invalidate_downstream(
             entries += int(conn.execute(select(func.count()).where(e.c.cache_key.in_(chunk))).scalar() or 0)
         aliases: list[str] = []
         for chunk in _chunks(derived):
-            query = select(al.c.name, al.c.alias).where(al.c.content_hash.in_(chunk))
-            aliases.extend(f"{n}@{a}" for n, a in conn.execute(query).all())
+            query = select(al.c.project, al.c.name, al.c.alias).where(al.c.content_hash.in_(chunk))
+            home = alias_project()
+            aliases.extend(f"{n}@{a}" + ("" if p == home else f" ({p})") for p, n, a in conn.execute(query).all())
     why = f"derived from {bad.content_hash}" + (f" ({bad.name})" if bad.name else "")
     cleaned = redact_text(" ".join((reason or "").split()))[:1000]
     why = f"{why}: {cleaned}" if cleaned else why

@@ -15,6 +15,11 @@ and, for a hit, the step run its result came from.
 with content hashes, guarded anyway) harmless, and ``max_step_runs`` (each brought with its links) bounds an answer on a large store
 (``truncated`` says so). Every query reads by an index: links by step run id (primary key) or by
 content hash, step runs and artifacts by primary key.
+
+For a caller limited to some ``projects`` the target must be in one of them (else it is "not found"), and
+the answer keeps only the nodes of those projects: a step run of another project's pipeline run, an artifact
+no step run of theirs produced or consumed (:mod:`isthmus.governance.scope`). ``hidden`` counts what was
+left out; no id of a hidden node is kept (edges to it and a hit's ``source_step_run_id`` go too).
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from isthmus.errors import RunNotFound
+from isthmus.governance.projects import DEFAULT
+from isthmus.governance.scope import Projects, step_run_projects, visible_hashes
 from isthmus.redaction import safe_params
 
 if TYPE_CHECKING:  # the client calls this module; only its resolvers are used here
@@ -70,6 +77,7 @@ class StepRunNode:
     params: dict[str, Any]
     started_at: str | None
     depth: int
+    project: str = DEFAULT  # its pipeline run's project
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class Lineage:
     step_runs: dict[str, StepRunNode] = field(default_factory=dict)
     edges: list[LineageEdge] = field(default_factory=list)
     truncated: bool = False
+    hidden: int = 0  # nodes of projects the caller may not see, left out
 
     def orchestrators(self) -> list[str]:
         """The orchestrators whose step runs appear, sorted."""
@@ -106,6 +115,7 @@ class Lineage:
             "direction": self.direction,
             "depth": self.depth,
             "truncated": self.truncated,
+            "hidden": self.hidden,
             "orchestrators": self.orchestrators(),
             "artifacts": [asdict(a) for a in self.artifacts.values()],
             "step_runs": [asdict(s) for s in self.step_runs.values()],
@@ -149,10 +159,10 @@ def _quoted(ref: str) -> str:
 
 
 # -- targets ---------------------------------------------------------------------------------------
-def resolve_target(client: Client, ref: str) -> tuple[str, str]:
+def resolve_target(client: Client, ref: str, project: str | None = None) -> tuple[str, str]:
     """(kind, id) of what ``ref`` names: ``artifact`` (content hash or unique prefix, ``blake3:…``,
-    ``name@alias``), ``step_run`` (id, prefix, ``RUN:STEP``) or ``pipeline_run`` (id, prefix,
-    ``latest``, ``latest~N``). A bare prefix matching more than one kind is an error."""
+    ``name@alias`` of ``project``), ``step_run`` (id, prefix, ``RUN:STEP``) or ``pipeline_run`` (id,
+    prefix, ``latest``, ``latest~N``). A bare prefix matching more than one kind is an error."""
     ref = str(ref).strip()
     meta = client.metadata
     unknown = (
@@ -166,7 +176,7 @@ def resolve_target(client: Client, ref: str) -> tuple[str, str]:
     if ref.lower().startswith("blake3:"):
         return "artifact", _one_artifact(client, ref.lower(), ref)
     if "@" in ref or "~" in ref:
-        return "artifact", str(meta.get_artifact(ref)["content_hash"])
+        return "artifact", str(meta.get_artifact(ref, project=project)["content_hash"])
     if ":" in ref:
         return "step_run", client.resolve_step_run(ref)
     if _HEX_ID.fullmatch(ref):
@@ -189,7 +199,7 @@ def resolve_target(client: Client, ref: str) -> tuple[str, str]:
         ((kind, ids),) = kinds.items()
         return kind, ids[0]
     try:
-        return "artifact", str(meta.get_artifact(ref)["content_hash"])
+        return "artifact", str(meta.get_artifact(ref, project=project)["content_hash"])
     except RunNotFound:
         raise RunNotFound(unknown) from None
 
@@ -319,6 +329,7 @@ def _step_node(row: dict[str, Any], depth: int) -> StepRunNode:
         params=safe_params(params) if isinstance(params, dict) else {},
         started_at=started.isoformat() if isinstance(started, dt.datetime) else None,
         depth=depth,
+        project=str(row.get("project") or DEFAULT),
     )
 
 
@@ -329,14 +340,22 @@ def lineage(
     direction: str = "both",
     depth: int | None = None,
     max_step_runs: int = 2000,
+    project: str | None = None,
+    projects: Projects = None,
 ) -> Lineage:
-    """The lineage of what ``ref`` names (see :func:`resolve_target`), ``upstream``, ``downstream`` or
-    ``both``, at most ``depth`` step-run hops away."""
+    """The lineage of what ``ref`` names (see :func:`resolve_target`; a ``name@alias`` of ``project``),
+    ``upstream``, ``downstream`` or ``both``, at most ``depth`` step-run hops away; only the nodes of
+    ``projects`` (None: every project)."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
     if depth is not None and depth < 0:
         raise ValueError(f"depth {depth} is negative; give 0 or more (0: the target and its own links)")
-    kind, target = resolve_target(client, ref)
+    kind, target = resolve_target(client, ref, project)
+    if projects is not None and not _target_visible(client, kind, target, projects):
+        raise RunNotFound(
+            f"no artifact, step run or pipeline run matches {_quoted(str(ref).strip())}; see 'isthmus artifacts "
+            "list', 'isthmus runs list' and 'isthmus runs show RUN' for ids"
+        )
     result = Lineage(target_kind=kind, target=target, direction=direction, depth=depth)
     walk = _Walk(client, result, max_step_runs)
     if kind == "artifact":
@@ -352,7 +371,35 @@ def lineage(
     if direction in ("downstream", "both"):
         _downstream(walk, kind, target, start_steps, depth)
     walk.finish()
+    if projects is not None:
+        _restrict(client, result, projects)
     return result
+
+
+def _target_visible(client: Client, kind: str, target: str, projects: frozenset[str]) -> bool:
+    meta = client.metadata
+    if kind == "artifact":
+        return bool(visible_hashes(meta, [target], projects))
+    if kind == "step_run":
+        return step_run_projects(meta, [target]).get(target, DEFAULT) in projects
+    run = meta.get_pipeline_run(target)
+    return run is not None and str(run.get("project") or DEFAULT) in projects
+
+
+def _restrict(client: Client, result: Lineage, projects: frozenset[str]) -> None:
+    """Leave out the nodes of other projects, the edges touching them and every id of theirs."""
+    steps = {k: n for k, n in result.step_runs.items() if n.project in projects}
+    shown = visible_hashes(client.metadata, list(result.artifacts), projects)
+    artifacts = {h: n for h, n in result.artifacts.items() if h in shown}
+    result.hidden = len(result.step_runs) - len(steps) + len(result.artifacts) - len(artifacts)
+    sources = [str(n.source_step_run_id) for n in steps.values() if n.source_step_run_id]
+    seen = step_run_projects(client.metadata, sources) if sources else {}
+    for k, n in steps.items():
+        if n.source_step_run_id and seen.get(str(n.source_step_run_id), "") not in projects:
+            steps[k] = replace(n, source_step_run_id=None)
+    result.step_runs, result.artifacts = steps, artifacts
+    kept = steps.keys() | artifacts.keys()
+    result.edges = [e for e in result.edges if e.source in kept and e.target in kept]
 
 
 def _input_hashes(walk: _Walk, step_ids: Iterable[str]) -> list[str]:

@@ -27,6 +27,7 @@ from isthmus.artifacts.errors import InvalidArtifactRef
 from isthmus.artifacts.refs import HASH_ALGORITHMS, ArtifactRef, check_content_hash
 from isthmus.artifacts.store import ArtifactStore
 from isthmus.errors import IsthmusError, MaterializationError
+from isthmus.governance.projects import alias_project
 from isthmus.store import schema as s
 from isthmus.store.metadata import MetadataStore
 
@@ -191,11 +192,15 @@ def resolve_pinned(
     aliases, table = s.artifact_aliases, s.artifacts
     with metadata.engine.connect() as conn:
         if isinstance(pin, ArtifactAlias):
+            owner = alias_project()  # the project runs are recorded in (ISTHMUS_PROJECT, else default)
             target = conn.execute(
-                select(aliases.c.content_hash).where(aliases.c.name == pin.name, aliases.c.alias == pin.alias)
+                select(aliases.c.content_hash).where(
+                    aliases.c.project == owner, aliases.c.name == pin.name, aliases.c.alias == pin.alias
+                )
             ).scalar()
             if target is None:
-                raise UnresolvedPin(f"{prefix}no alias {str(pin)!r} in this store; {_fix(pin)}")
+                of = "" if owner == "default" else f" of project {owner!r}"
+                raise UnresolvedPin(f"{prefix}no alias {str(pin)!r}{of} in this store; {_fix(pin)}")
         else:
             target = pin.content_hash
         row = conn.execute(select(table).where(table.c.content_hash == target)).mappings().first()

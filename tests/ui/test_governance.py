@@ -161,9 +161,15 @@ def test_isthmus_ui_with_tokens_projects_and_roles(
         assert status == 200 and [r["id"] for r in body["runs"]] == [other.id]  # only team-b
         assert _get(f"{url}/api/v1/runs/{seeded.first}", viewer)[0] == 404
         assert _get(f"{url}/api/v1/runs?project=default", viewer)[0] == 403
-        status, body = _get(f"{url}/api/v1/lineage?target={seeded.v1}", viewer)
-        assert status == 403 and "span every project" in body["detail"]  # not split by project yet
-        assert _get(f"{url}/api/v1/artifacts", viewer)[0] == 403
+        # artifacts and lineage are split by project: team-b's run never used the default project's v1
+        assert _get(f"{url}/api/v1/lineage?target={seeded.v1}", viewer)[0] == 404  # as if absent
+        status, body = _get(f"{url}/api/v1/lineage?target={other.id}", viewer)
+        assert status == 200 and {s["project"] for s in body["step_runs"]} == {"team-b"}
+        assert _get(f"{url}/api/v1/artifacts/{seeded.v2}", viewer)[0] == 404
+        status, body = _get(f"{url}/api/v1/artifacts?name=load.output", viewer)
+        mine = other.steps["load"].outputs["output"].content_hash
+        assert status == 200 and [v["content_hash"] for v in body["versions"]] == [mine]
+        assert body["versions"][0]["aliases"] == []  # production is the default project's alias
         alias = {"alias": "load.output@production"}
         status, body = _post(f"{url}/api/v1/aliases/rollback", alias, viewer)
         assert status == 403 and "needs the operator role" in body["detail"]

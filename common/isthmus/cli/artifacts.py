@@ -16,11 +16,16 @@ from isthmus.aliases import AliasChange
 from isthmus.cli.render import console, dump_json, short, table, when
 from isthmus.client import Client
 from isthmus.errors import IsthmusError
+from isthmus.governance.projects import alias_project
 
 artifacts_app = typer.Typer(no_args_is_help=True, help="Artifacts, their versions and aliases (name@alias).")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (kept in the alias history).")]
+ProjectOpt = Annotated[
+    str | None,
+    typer.Option("--project", help="The project the alias belongs to (default: ISTHMUS_PROJECT, else 'default')."),
+]
 _IDS = "a hash or unique prefix, NAME (its newest version), NAME@ALIAS, NAME@latest or NAME~N"
 
 
@@ -46,7 +51,7 @@ def _size(n: int | None) -> str:
 def _change_line(c: AliasChange) -> str:
     old = short(c.from_hash, 12) if c.from_hash else "(unset)"
     flags = " (forced)" if c.forced else ""
-    return f"{c.name}@{c.alias}: {old} -> {short(c.to_hash, 12)} [{c.action}{flags}]"
+    return f"{c.name}@{c.alias} ({c.project}): {old} -> {short(c.to_hash, 12)} [{c.action}{flags}]"
 
 
 @artifacts_app.command("list")
@@ -56,11 +61,13 @@ def artifacts_list(
     by_run: Annotated[
         bool, typer.Option("--by-run", help="One row per step run that produced or reused a version.")
     ] = False,
+    project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Artifact versions, newest first, with how many step runs used each (as input or output)."""
+    """Artifact versions, newest first, with how many step runs used each (as input or output), and the
+    aliases of the project pointing at them."""
     try:
-        rows = Client().artifact_versions(name=name, limit=limit, by_run=by_run)
+        rows = Client().artifact_versions(name=name, limit=limit, by_run=by_run, project=project)
     except IsthmusError as exc:
         _fail(str(exc))
     if as_json:
@@ -97,11 +104,15 @@ def artifacts_list(
 
 
 @artifacts_app.command("show")
-def artifacts_show(ref: Annotated[str, typer.Argument(help=f"Artifact id: {_IDS}.")], as_json: JsonOpt = False) -> None:
+def artifacts_show(
+    ref: Annotated[str, typer.Argument(help=f"Artifact id: {_IDS}.")],
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """One artifact version: what it is, where it is, who produced it."""
     client = Client()
     try:
-        a = client.artifact(ref)
+        a = client.artifact(ref, project=project)
         producer = client.metadata.artifact_producer(a.content_hash)
     except IsthmusError as exc:
         _fail(str(exc))
@@ -137,11 +148,12 @@ def artifacts_alias(
     version: Annotated[str, typer.Argument(help=f"The version to point it at: {_IDS}.")],
     reason: ReasonOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Allow a version that is not one of NAME's.")] = False,
+    project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Point NAME@ALIAS at a version of NAME (promote); the change is kept in its history."""
+    """Point NAME@ALIAS of the project at a version of NAME (promote); the change is kept in its history."""
     try:
-        change = Client().promote(alias, version, reason=reason, force=force, via="cli")
+        change = Client().promote(alias, version, reason=reason, force=force, via="cli", project=project)
     except IsthmusError as exc:
         _fail(str(exc))
     if as_json:
@@ -153,34 +165,54 @@ def artifacts_alias(
 
 
 @artifacts_app.command("aliases")
-def artifacts_aliases(as_json: JsonOpt = False) -> None:
-    """List aliases and where they point."""
+def artifacts_aliases(
+    project: Annotated[
+        str | None, typer.Option("--project", help="Only this project's aliases (default: every project's).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List aliases (with their project) and where they point."""
     try:
-        rows = Client().metadata.list_aliases()
+        only = frozenset({alias_project(project)}) if project else None
+        rows = Client().aliases(projects=only)
     except IsthmusError as exc:
         _fail(str(exc))
     if as_json:
         dump_json(rows)
         return
-    t = table("Aliases", ["alias", "hash", "updated"])
+    t = table("Aliases", ["project", "alias", "hash", "updated"])
     for r in rows:
-        t.add_row(escape(f"{r['name']}@{r['alias']}"), short(r["content_hash"], 12), when(r["updated_at"]))
+        t.add_row(
+            escape(r["project"]),
+            escape(f"{r['name']}@{r['alias']}"),
+            short(r["content_hash"], 12),
+            when(r["updated_at"]),
+        )
     console.print(t)
 
 
 @artifacts_app.command("history")
-def artifacts_history(alias: Annotated[str, typer.Argument(help="NAME@ALIAS")], as_json: JsonOpt = False) -> None:
-    """Every change of NAME@ALIAS: from, to, who, when, where, why."""
+def artifacts_history(
+    alias: Annotated[str, typer.Argument(help="NAME@ALIAS")], project: ProjectOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Every change of NAME@ALIAS in the project: from, to, who, when, where, why."""
     try:
-        changes = Client().alias_history(alias)
+        owner = alias_project(project)
+        changes = Client().alias_history(alias, project=owner)
     except IsthmusError as exc:
         _fail(str(exc))
     if as_json:
         dump_json([c.to_dict() for c in changes])
         return
     if not changes:
-        _fail(f"{alias!r} has never been set; set it with 'isthmus artifacts alias {alias} VERSION'")
-    t = table(f"History of {escape(alias)}", ["when", "action", "from", "to", "who", "where", "reason"])
+        flag = "" if owner == alias_project() else f" --project {owner}"
+        _fail(
+            f"{alias!r} has never been set in project {owner!r}; set it with "
+            f"'isthmus artifacts alias {alias} VERSION{flag}'"
+        )
+    t = table(
+        f"History of {escape(alias)} ({escape(owner)})", ["when", "action", "from", "to", "who", "where", "reason"]
+    )
     for c in changes:
         t.add_row(
             when(c.changed_at),
@@ -198,11 +230,12 @@ def rollback(
     alias: Annotated[str, typer.Argument(help="NAME@ALIAS, e.g. train.output@production")],
     to: Annotated[str | None, typer.Option("--to", help=f"Roll back to this version instead: {_IDS}.")] = None,
     reason: ReasonOpt = None,
+    project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Move NAME@ALIAS back to its previous target (from its history), or to --to VERSION."""
+    """Move NAME@ALIAS of the project back to its previous target (from its history), or to --to VERSION."""
     try:
-        change = Client().rollback(alias, to, reason=reason, via="cli")
+        change = Client().rollback(alias, to, reason=reason, via="cli", project=project)
     except IsthmusError as exc:
         _fail(str(exc))
     if as_json:

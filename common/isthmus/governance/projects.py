@@ -42,3 +42,11 @@ def project_for_run(row: dict[str, Any]) -> str:
     if flyte and flyte != "local" and _NAME.fullmatch(str(flyte)):
         return str(flyte)
     return DEFAULT
+
+
+def alias_project(given: str | None = None) -> str:
+    """The project of an alias lookup or change: ``given`` (an explicit ``project=``/``--project``), else
+    ``ISTHMUS_PROJECT``, else ``default``."""
+    if given is not None and str(given).strip():
+        return check_project(str(given), "project")
+    return configured_project() or DEFAULT

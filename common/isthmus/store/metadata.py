@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.config import check_store_url
 from isthmus.errors import ConfigurationError, IsthmusError, RunNotFound
-from isthmus.governance.projects import project_for_run
+from isthmus.governance.projects import alias_project, project_for_run
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
 from isthmus.redaction import redact_text, redact_url, safe_params, scrub
 from isthmus.store import schema as s
@@ -29,7 +29,7 @@ from isthmus.store.claims import CacheCandidate, ClaimBusy, ClaimCandidates, Cla
 from isthmus.store.engine import WRITE, make_engine, retry_locked
 from isthmus.store.holders import LeaseHolder, holder_is_dead
 
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 # Hot-path statements are built once: constructing SQLAlchemy statements costs more than running them.
@@ -841,7 +841,11 @@ class MetadataStore:
         assert row is not None
         return _pipeline_run(row)
 
-    def list_artifacts(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    def list_artifacts(
+        self, name: str | None = None, limit: int = 50, *, projects: frozenset[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """One row per step run that produced or reused a version (of ``name``), newest first; ``projects``:
+        only step runs of those projects (None: all)."""
         a, link, r = s.artifacts, s.step_run_artifacts, s.step_runs
         query = (
             select(
@@ -858,22 +862,28 @@ class MetadataStore:
         )
         if name:
             query = query.where(link.c.artifact_name == name)
+        if projects is not None:
+            from isthmus.governance.scope import step_run_in
+
+            query = query.where(step_run_in(link.c.step_run_id, projects))
         with self._read() as conn:
             return [dict(x) for x in conn.execute(query).mappings()]
 
-    def get_artifact(self, ref: str) -> dict[str, Any]:
-        """An artifact by content hash (or unique prefix, with or without ``blake3:``) or ``name@alias``."""
-        a = s.artifacts
+    def get_artifact(self, ref: str, *, project: str | None = None) -> dict[str, Any]:
+        """An artifact by content hash (or unique prefix, with or without ``blake3:``) or ``name@alias`` (of
+        ``project``; None: ``ISTHMUS_PROJECT``, else ``default``)."""
+        a, al = s.artifacts, s.artifact_aliases
         if "@" in ref:
             name, alias = ref.rsplit("@", 1)
+            owner = alias_project(project)
             with self._read() as conn:
                 row = conn.execute(
-                    select(s.artifact_aliases.c.content_hash).where(
-                        s.artifact_aliases.c.name == name, s.artifact_aliases.c.alias == alias
-                    )
+                    select(al.c.content_hash).where(al.c.project == owner, al.c.name == name, al.c.alias == alias)
                 ).first()
             if not row:
-                raise RunNotFound(f"no alias {ref!r}; set one with 'isthmus artifacts alias {name}@{alias} HASH'")
+                raise RunNotFound(
+                    f"no alias {ref!r} in project {owner!r}; set one with 'isthmus artifacts alias {name}@{alias} HASH'"
+                )
             ref = row[0]
         needle = ref if ":" in ref else f"blake3:{ref}"
         with self._read() as conn:
@@ -892,31 +902,47 @@ class MetadataStore:
         *,
         change: dict[str, Any] | None = None,
         expect_from: str | None | bool = False,
+        project: str | None = None,
     ) -> str | None:
-        """Point ``name@alias`` at ``content_hash`` and append the change to ``artifact_alias_history``
-        (``change`` gives its action, forced, user, host, via and reason; by default a plain ``set`` via
-        ``api``), in one transaction. With ``expect_from`` (a hash, or None for "unset") the change is made
-        only if the alias still points there, else :class:`AliasMoved` is raised. Returns the old target."""
+        """Point ``name@alias`` of ``project`` (None: ``ISTHMUS_PROJECT``, else ``default``) at
+        ``content_hash`` and append the change to ``artifact_alias_history`` (``change`` gives its action,
+        forced, user, host, via and reason; by default a plain ``set`` via ``api``), in one transaction. With
+        ``expect_from`` (a hash, or None for "unset") the change is made only if the alias still points
+        there, else :class:`AliasMoved` is raised. Returns the old target."""
         al, hist = s.artifact_aliases, s.artifact_alias_history
+        owner = alias_project(project)
+        this = (al.c.project == owner, al.c.name == name, al.c.alias == alias)
 
         def work(conn: Connection) -> str | None:
             if self.dialect == "postgresql":  # serialize changes of one alias (SQLite: BEGIN IMMEDIATE does)
-                conn.execute(text("SELECT pg_advisory_xact_lock(72472, hashtext(:k))"), {"k": f"{name}@{alias}"})
-            old = conn.execute(select(al.c.content_hash).where(al.c.name == name, al.c.alias == alias)).scalar()
+                key = f"{owner}/{name}@{alias}"
+                conn.execute(text("SELECT pg_advisory_xact_lock(72472, hashtext(:k))"), {"k": key})
+            old = conn.execute(select(al.c.content_hash).where(*this)).scalar()
             if expect_from is not False and old != expect_from:
                 raise AliasMoved(f"{name}@{alias} was changed by someone else meanwhile (now {old}); try again")
-            conn.execute(delete(al).where(al.c.name == name, al.c.alias == alias))
+            conn.execute(delete(al).where(*this))
             now = utcnow()
             conn.execute(
                 insert(al).values(
-                    name=name, alias=alias, content_hash=content_hash, step_run_id=step_run_id, updated_at=now
+                    project=owner,
+                    name=name,
+                    alias=alias,
+                    content_hash=content_hash,
+                    step_run_id=step_run_id,
+                    updated_at=now,
                 )
             )
             entry = {"action": "set", "forced": False, "user": None, "host": None, "via": "api", "reason": None}
             entry.update(change or {})
             conn.execute(
                 insert(hist).values(
-                    name=name, alias=alias, from_hash=old, to_hash=content_hash, changed_at=now, **entry
+                    project=owner,
+                    name=name,
+                    alias=alias,
+                    from_hash=old,
+                    to_hash=content_hash,
+                    changed_at=now,
+                    **entry,
                 )
             )
             return str(old) if old is not None else None
@@ -924,11 +950,16 @@ class MetadataStore:
         result: str | None = self._run_write(work)
         return result
 
-    def list_aliases(self) -> list[dict[str, Any]]:
+    def list_aliases(self, projects: frozenset[str] | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        """Aliases (of ``projects``, None: every project; of artifact ``name``), by project, name, alias."""
+        al = s.artifact_aliases
+        query = select(al).order_by(al.c.project, al.c.name, al.c.alias)
+        if projects is not None:
+            query = query.where(al.c.project.in_(sorted(projects)))
+        if name is not None:
+            query = query.where(al.c.name == name)
         with self._read() as conn:
-            return [
-                dict(x) for x in conn.execute(select(s.artifact_aliases).order_by(s.artifact_aliases.c.name)).mappings()
-            ]
+            return [dict(x) for x in conn.execute(query).mappings()]
 
     def artifact_producer(self, content_hash: str) -> StepRunRecord | None:
         """The first step run that produced ``content_hash`` (not a cache hit)."""
@@ -1076,9 +1107,11 @@ class MetadataStore:
         return out
 
     def step_runs_by_id(self, step_run_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """These step runs, each with its pipeline run's ``pipeline`` name, by the primary keys."""
+        """These step runs, each with its pipeline run's ``pipeline`` name and ``project``, by the primary keys."""
         r, p = s.step_runs, s.pipeline_runs
-        query = select(r, p.c.pipeline.label("pipeline")).select_from(r.outerjoin(p, p.c.id == r.c.pipeline_run_id))
+        query = select(r, p.c.pipeline.label("pipeline"), p.c.project.label("project")).select_from(
+            r.outerjoin(p, p.c.id == r.c.pipeline_run_id)
+        )
         with self._read() as conn:
             return [
                 dict(_step_run(row))

@@ -124,17 +124,21 @@ step_run_artifacts = Table(
 artifact_aliases = Table(
     "artifact_aliases",
     metadata,
+    # name@alias within a project: two projects' "train.output@production" are two aliases (revision 0006)
+    Column("project", String(255), primary_key=True, server_default="default"),
     Column("name", String(512), primary_key=True),
     Column("alias", String(255), primary_key=True),
     Column("content_hash", HASH, nullable=False),
     Column("step_run_id", ID),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_artifact_aliases_content_hash", "content_hash"),
 )
 
 artifact_alias_history = Table(
     "artifact_alias_history",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project", String(255), nullable=False, server_default="default"),  # revision 0006
     Column("name", String(512), nullable=False),
     Column("alias", String(255), nullable=False),
     Column("action", String(16), nullable=False),  # "set" or "rollback"
@@ -146,7 +150,8 @@ artifact_alias_history = Table(
     Column("via", String(32), nullable=False),  # "cli", "api" or an orchestrator
     Column("reason", Text),
     Column("changed_at", DateTime(timezone=True), nullable=False),
-    Index("ix_artifact_alias_history_name_alias", "name", "alias", "id"),
+    # the history of one alias of one project, in order (revision 0006)
+    Index("ix_artifact_alias_history_project_name_alias", "project", "name", "alias", "id"),
 )
 
 role_grants = Table(

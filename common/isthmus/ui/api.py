@@ -1,5 +1,9 @@
 """The JSON API (``/api/v1``): the same answers as the pages, for scripts. Reads need a viewer; alias
-changes need an operator (a bearer token, or a browser session with its CSRF token)."""
+changes need an operator (a bearer token, or a browser session with its CSRF token).
+
+A principal limited to some projects sees the runs of those projects, the artifact versions their step
+runs produced or consumed, their aliases and the nodes of a lineage graph that are theirs; anything else
+is answered as absent (404). An alias belongs to a project: ``project`` (query or body) names it."""
 
 from __future__ import annotations
 
@@ -9,8 +13,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field
 
+from isthmus.artifact_ids import LATEST, split_alias
 from isthmus.client import Client
+from isthmus.errors import ConfigurationError, RunNotFound
 from isthmus.governance import audit
+from isthmus.governance.projects import check_project
+from isthmus.governance.scope import Projects
 from isthmus.ui import auth
 from isthmus.ui.auth import Principal, Role
 from isthmus.ui.queries import RunFilters, runs_page
@@ -48,6 +56,8 @@ def visible_step_run(request: Request, who: Principal, ref: str) -> dict[str, An
     sr = dict(client_of(request).step_run(ref))
     if sr.get("pipeline_run_id"):
         visible_run(request, who, str(sr["pipeline_run_id"]))
+    elif not who.may_see(None):  # a step run without a pipeline run is in "default"
+        raise HTTPException(status_code=404, detail=f"no step run matches {ref[:60]!r}")
     return sr
 
 
@@ -73,6 +83,7 @@ class AliasChangeRequest(BaseModel):
     alias: str = Field(max_length=800)
     version: str | None = Field(default=None, max_length=800)
     reason: str | None = Field(default=None, max_length=2000)
+    project: str | None = Field(default=None, max_length=255)  # whose alias; see alias_project_for
     csrf_token: str | None = None
 
 
@@ -100,14 +111,63 @@ def list_runs(
     return jsonable_encoder({"runs": page.runs, "next_cursor": page.next_cursor})
 
 
-def every_project(who: Principal, what: str) -> None:
-    """403 for a principal limited to some projects: ``what`` (artifacts, aliases, lineage) is not split
-    by project yet, so it would show other projects' data."""
-    if who.projects is not None:
-        raise HTTPException(
-            status_code=403,
-            detail=f"{what} span every project; {who.name} may see only {', '.join(sorted(who.projects))}",
-        )
+def checked_project(who: Principal, project: str | None) -> str | None:
+    """``project`` (a query or body field) if it is a project name ``who`` may see (else 400 or 403)."""
+    if project is None or not project.strip():
+        return None
+    try:
+        name = check_project(project, "project")
+    except ConfigurationError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from None
+    if not who.may_see(name):
+        raise HTTPException(status_code=403, detail=f"{who.name} may not see project {name[:60]!r}")
+    return name
+
+
+def scope(who: Principal, project: str | None) -> Projects:
+    """The projects whose artifacts ``who`` sees here: ``project`` alone when chosen, else all of its own."""
+    chosen = checked_project(who, project)
+    return frozenset({chosen}) if chosen else who.projects
+
+
+def home_project(who: Principal, project: str | None) -> str | None:
+    """The project whose aliases read as plain ``ALIAS``: the chosen one, else a principal's only project."""
+    chosen = checked_project(who, project)
+    if chosen is None and who.projects is not None and len(who.projects) == 1:
+        (chosen,) = who.projects
+    return chosen
+
+
+def alias_project_for(request: Request, who: Principal, alias_ref: str, project: str | None) -> str | None:
+    """The project of ``alias_ref`` (``NAME@ALIAS``) ``who`` means: ``project`` if given, else its only
+    project, else the one of its projects holding that alias (400 when none or several do). A principal
+    of every project without ``project``: None (the server's ``ISTHMUS_PROJECT``, else ``default``)."""
+    chosen = home_project(who, project)
+    if chosen is not None or who.projects is None:
+        return chosen
+    name, alias = split_alias(alias_ref)
+    holders = sorted(
+        {a["project"] for a in client_of(request).aliases(projects=who.projects, name=name) if a["alias"] == alias}
+    )
+    if len(holders) == 1:
+        return str(holders[0])
+    found = f"{alias_ref[:60]!r} is an alias of " + ", ".join(holders) if holders else f"no alias {alias_ref[:60]!r}"
+    raise HTTPException(
+        status_code=400, detail=f"{found}; choose a project: project=" + " or ".join(sorted(who.projects))
+    )
+
+
+def ref_project(request: Request, who: Principal, ref: str, project: str | None) -> str | None:
+    """The alias project of an artifact id (only ``NAME@ALIAS`` has one)."""
+    if "@" not in ref:
+        return checked_project(who, project)
+    try:
+        _name, alias = split_alias(ref)
+    except RunNotFound:
+        return checked_project(who, project)
+    if alias == LATEST:
+        return checked_project(who, project)
+    return alias_project_for(request, who, ref, project)
 
 
 def visible_filters(who: Principal, filters: RunFilters) -> RunFilters:
@@ -150,54 +210,77 @@ def diff(request: Request, who: Viewer, a: str, b: str) -> dict[str, Any]:
 
 @router.get("/artifacts")
 def list_artifacts(
-    request: Request, who: Viewer, name: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    request: Request,
+    who: Viewer,
+    name: str | None = None,
+    project: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    """Artifact versions, newest first (of ``name``, or of every name)."""
-    every_project(who, "artifacts")
-    return jsonable_encoder({"versions": client_of(request).artifact_versions(name, limit=limit)})
+    """Artifact versions, newest first (of ``name``, or of every name); for a principal of some projects
+    (or with ``project``) the versions step runs of those projects produced or consumed."""
+    versions = client_of(request).artifact_versions(
+        name, limit=limit, project=home_project(who, project), projects=scope(who, project)
+    )
+    return jsonable_encoder({"versions": versions})
 
 
 @router.get("/artifacts/{ref:path}")
-def get_artifact(request: Request, who: Viewer, ref: str) -> dict[str, Any]:
-    """The artifact version ``ref`` names (hash, prefix, ``name``, ``name@alias``, ``name~N``), with the
-    aliases of its name and their history."""
-    every_project(who, "artifacts")
+def get_artifact(request: Request, who: Viewer, ref: str, project: str | None = None) -> dict[str, Any]:
+    """The artifact version ``ref`` names (hash, prefix, ``name``, ``name@alias`` of ``project``,
+    ``name~N``), with the aliases of its name (of the projects ``who`` sees) and their history."""
     client = client_of(request)
-    found = client.artifact(ref)
-    return jsonable_encoder({"artifact": found.to_dict(), "aliases": aliases_of(client, found.name)})
+    found = client.artifact(ref, project=ref_project(request, who, ref, project), projects=who.projects)
+    return jsonable_encoder({"artifact": found.to_dict(), "aliases": aliases_of(client, who, found.name)})
 
 
-def aliases_of(client: Client, name: str | None) -> list[dict[str, Any]]:
-    """The aliases of artifact ``name``, each with its history (oldest change first)."""
+def aliases_of(client: Client, who: Principal, name: str | None) -> list[dict[str, Any]]:
+    """The aliases of artifact ``name`` in the projects ``who`` sees, each with its ``project`` and its
+    history (oldest change first)."""
     if not name:
         return []
-    rows = [a for a in client.metadata.list_aliases() if a["name"] == name]
     return [
-        {**row, "history": [c.to_dict() for c in client.alias_history(f"{row['name']}@{row['alias']}")]} for row in rows
+        {
+            **row,
+            "history": [c.to_dict() for c in client.alias_history(f"{name}@{row['alias']}", project=row["project"])],
+        }
+        for row in client.aliases(projects=who.projects, name=name)
     ]
+
+
+def change_alias(
+    request: Request,
+    who: Principal,
+    action: str,
+    alias: str,
+    version: str | None,
+    reason: str | None,
+    project: str | None,
+) -> Any:
+    """Promote or roll back ``alias`` of the project ``who`` means (see :func:`alias_project_for`), with
+    versions among those ``who`` sees; the change is audited under that project."""
+    owner = alias_project_for(request, who, alias, project)
+    client, via = client_of(request), f"ui:{who.name}"[:32]
+    with acting(request, who):
+        if action == "promote":
+            return client.promote(alias, version or "", reason=reason, via=via, project=owner, projects=who.projects)
+        return client.rollback(alias, version or None, reason=reason, via=via, project=owner, projects=who.projects)
 
 
 @router.post("/aliases/promote")
 def promote(request: Request, who: Operator, body: AliasChangeRequest) -> dict[str, Any]:
-    """Point an alias at a version (a version of its name)."""
-    every_project(who, "aliases")
+    """Point an alias (of ``project``) at a version (a version of its name)."""
     auth.check_csrf(request, who, body.csrf_token)
     if not body.version:
         raise HTTPException(status_code=422, detail="promote needs a version")
-    with acting(request, who):
-        change = client_of(request).promote(body.alias, body.version, reason=body.reason, via=f"ui:{who.name}"[:32])
+    change = change_alias(request, who, "promote", body.alias, body.version, body.reason, body.project)
     return jsonable_encoder({"changed": change is not None, "change": change.to_dict() if change else None})
 
 
 @router.post("/aliases/rollback")
 def rollback(request: Request, who: Operator, body: AliasChangeRequest) -> dict[str, Any]:
-    """Move an alias back to its previous target (or to ``version``)."""
-    every_project(who, "aliases")
+    """Move an alias (of ``project``) back to its previous target (or to ``version``)."""
     auth.check_csrf(request, who, body.csrf_token)
-    with acting(request, who):
-        change = client_of(request).rollback(
-            body.alias, body.version or None, reason=body.reason, via=f"ui:{who.name}"[:32]
-        )
+    change = change_alias(request, who, "rollback", body.alias, body.version, body.reason, body.project)
     return jsonable_encoder({"changed": True, "change": change.to_dict()})
 
 
@@ -208,11 +291,23 @@ def get_lineage(
     target: str,
     direction: Annotated[str, Query(pattern="^(upstream|downstream|both)$")] = "both",
     depth: Annotated[int | None, Query(ge=1, le=50)] = None,
+    project: str | None = None,
 ) -> dict[str, Any]:
-    """Where an artifact, step run or pipeline run came from and what it fed."""
-    every_project(who, "lineage graphs")
-    return jsonable_encoder(
-        client_of(request).lineage(target, direction=direction, depth=depth, max_step_runs=400).to_dict()
+    """Where an artifact, step run or pipeline run came from and what it fed; for a principal of some
+    projects only their nodes (``hidden`` counts the others)."""
+    return jsonable_encoder(visible_lineage(request, who, target, direction, depth, project).to_dict())
+
+
+def visible_lineage(
+    request: Request, who: Principal, target: str, direction: str, depth: int | None, project: str | None
+) -> Any:
+    return client_of(request).lineage(
+        target,
+        direction=direction,
+        depth=depth,
+        max_step_runs=400,
+        project=ref_project(request, who, target, project),
+        projects=who.projects,
     )
 
 

@@ -12,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from isthmus.context import derived_run_id
+from isthmus.governance.projects import alias_project
 from isthmus.ui import api, auth, views
 from isthmus.ui.app import HERE
 from isthmus.ui.auth import Principal, Role
@@ -136,25 +137,29 @@ def diff(request: Request, a: str, b: str) -> HTMLResponse:
 
 
 @router.get("/artifacts", response_class=HTMLResponse)
-def artifacts(request: Request, name: str | None = None) -> HTMLResponse:
-    api.every_project(api.viewer(request), "artifacts")
-    versions = api.client_of(request).artifact_versions(name or None, limit=100)
-    return render(request, "artifacts.html", versions=versions, name=name, title="artifacts")
+def artifacts(request: Request, name: str | None = None, project: str | None = None) -> HTMLResponse:
+    who = api.viewer(request)
+    versions = api.client_of(request).artifact_versions(
+        name or None, limit=100, project=api.home_project(who, project), projects=api.scope(who, project)
+    )
+    return render(request, "artifacts.html", versions=versions, name=name, project=project, title="artifacts")
 
 
 @router.get("/artifacts/{ref:path}", response_class=HTMLResponse)
-def artifact(request: Request, ref: str) -> HTMLResponse:
+def artifact(request: Request, ref: str, project: str | None = None) -> HTMLResponse:
     who = api.viewer(request)
-    api.every_project(who, "artifacts")
     client = api.client_of(request)
-    found = client.artifact(ref)
-    versions = client.artifact_versions(found.name, limit=50) if found.name else []
+    owner = api.ref_project(request, who, ref, project)
+    found = client.artifact(ref, project=owner, projects=who.projects)
+    home = api.home_project(who, owner)
+    versions = client.artifact_versions(found.name, limit=50, project=home, projects=who.projects) if found.name else []
     return render(
         request,
         "artifact.html",
         a=found,
         versions=versions,
-        aliases=api.aliases_of(client, found.name),
+        aliases=api.aliases_of(client, who, found.name),
+        home=home or alias_project(None),
         may_change=who.role >= Role.OPERATOR,
         title=f"artifact {found.name or found.content_hash[:19]}",
     )
@@ -162,9 +167,14 @@ def artifact(request: Request, ref: str) -> HTMLResponse:
 
 def _alias_form(request: Request, csrf_token: str | None) -> Principal:
     who = auth.require(request, Role.OPERATOR)
-    api.every_project(who, "aliases")
     auth.check_csrf(request, who, csrf_token)
     return who
+
+
+def _back_to(request: Request, alias: str, change: Any, given: str | None) -> RedirectResponse:
+    owner = change.project if change is not None else given
+    query = f"?project={views.q(owner)}" if owner else ""
+    return RedirectResponse(f"{base_of(request)}/artifacts/{views.q(alias)}{query}", status_code=303)
 
 
 @router.post("/aliases/promote")
@@ -174,11 +184,11 @@ def promote_form(
     version: Annotated[str, Form(max_length=800)],
     csrf_token: Annotated[str | None, Form()] = None,
     reason: Annotated[str | None, Form(max_length=2000)] = None,
+    project: Annotated[str | None, Form(max_length=255)] = None,
 ) -> RedirectResponse:
     who = _alias_form(request, csrf_token)
-    with api.acting(request, who):
-        api.client_of(request).promote(alias, version, reason=reason, via=f"ui:{who.name}"[:32])
-    return RedirectResponse(f"{base_of(request)}/artifacts/{views.q(alias)}", status_code=303)
+    change = api.change_alias(request, who, "promote", alias, version, reason, project or None)
+    return _back_to(request, alias, change, project or None)
 
 
 @router.post("/aliases/rollback")
@@ -188,11 +198,11 @@ def rollback_form(
     csrf_token: Annotated[str | None, Form()] = None,
     to: Annotated[str | None, Form(max_length=800)] = None,
     reason: Annotated[str | None, Form(max_length=2000)] = None,
+    project: Annotated[str | None, Form(max_length=255)] = None,
 ) -> RedirectResponse:
     who = _alias_form(request, csrf_token)
-    with api.acting(request, who):
-        api.client_of(request).rollback(alias, to or None, reason=reason, via=f"ui:{who.name}"[:32])
-    return RedirectResponse(f"{base_of(request)}/artifacts/{views.q(alias)}", status_code=303)
+    change = api.change_alias(request, who, "rollback", alias, to or None, reason, project or None)
+    return _back_to(request, alias, change, project or None)
 
 
 @router.get("/lineage", response_class=HTMLResponse)
@@ -201,9 +211,9 @@ def lineage(
     target: str = "latest",
     direction: Annotated[str, Query(pattern="^(upstream|downstream|both)$")] = "both",
     depth: Annotated[int | None, Query(ge=1, le=50)] = None,
+    project: str | None = None,
 ) -> HTMLResponse:
-    api.every_project(api.viewer(request), "lineage graphs")
-    found = api.client_of(request).lineage(target, direction=direction, depth=depth, max_step_runs=400)
+    found = api.visible_lineage(request, api.viewer(request), target, direction, depth, project)
     graph = views.lineage_graph(base_of(request), found)
     return render(
         request, "lineage.html", found=found, graph=graph, target=target, direction=direction, title="lineage"
