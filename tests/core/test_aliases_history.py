@@ -290,3 +290,117 @@ def test_a_change_made_meanwhile_is_not_overwritten(versions: list[str]) -> None
         client.metadata.set_alias("make.output", "production", versions[1], expect_from=versions[2])
     assert client.artifact("make.output@production").content_hash == versions[0]
     assert len(client.alias_history("make.output@production")) == 1
+
+
+def test_cli_aliases_belong_to_a_project(versions: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from isthmus.governance import roles
+    from isthmus.governance.roles import Role
+
+    v1, v2, v3 = versions
+    code, out = invoke("artifacts", "alias", "make.output@production", v1, "--project", "team-a")
+    assert code == 0 and "(team-a)" in out
+    monkeypatch.setenv("ISTHMUS_PROJECT", "team-b")
+    code, out = invoke("artifacts", "alias", "make.output@production", v2, "--json")
+    assert code == 0 and json.loads(out)["project"] == "team-b"
+    code, out = invoke("artifacts", "alias", "make.output@production", v3)  # team-b again, by the setting
+    assert code == 0
+    # one name, two aliases: each project's moves alone
+    code, out = invoke("artifacts", "show", "make.output@production", "--json")
+    assert json.loads(out)["artifact"]["content_hash"] == v3
+    code, out = invoke("artifacts", "show", "make.output@production", "--project", "team-a", "--json")
+    assert json.loads(out)["artifact"]["content_hash"] == v1
+    code, out = invoke("rollback", "make.output@production", "--json")
+    assert code == 0 and (json.loads(out)["project"], json.loads(out)["to_hash"]) == ("team-b", v2)
+    code, out = invoke("rollback", "make.output@production", "--project", "team-a")
+    assert code == 1 and "no previous target" in out  # team-a's alias was set once
+    code, out = invoke("artifacts", "history", "make.output@production", "--project", "team-a", "--json")
+    assert [(r["project"], r["to_hash"]) for r in json.loads(out)] == [("team-a", v1)]
+    code, out = invoke("artifacts", "history", "make.output@production", "--json")
+    assert [r["to_hash"] for r in json.loads(out)] == [v2, v3, v2]
+    code, out = invoke("artifacts", "history", "make.output@production", "--project", "nobody")
+    assert code == 1 and "never been set in project 'nobody'" in out and "--project nobody" in out
+    code, out = invoke("artifacts", "aliases", "--json")
+    assert sorted((r["project"], r["content_hash"]) for r in json.loads(out)) == [("team-a", v1), ("team-b", v2)]
+    code, out = invoke("artifacts", "aliases", "--project", "team-a", "--json")
+    assert [r["project"] for r in json.loads(out)] == ["team-a"]
+    code, out = invoke("artifacts", "list", "--name", "make.output", "--json")  # the aliases of team-b
+    assert [r["aliases"] for r in json.loads(out)] == [[], ["production"], []]
+    code, out = invoke("lineage", "make.output@production", "--project", "team-a", "--json")
+    assert code == 0 and json.loads(out)["target"]["id"] == v1
+    code, out = invoke("artifacts", "alias", "make.output@production", v1, "--project", "bad project!")
+    assert code == 1 and "project='bad project!' is not a project name" in out
+    # the role check of a change is made in the alias's project; the audit entry carries it
+    store = Client().metadata
+    roles.grant(store, "someone-else", Role.ADMIN, by="test")
+    roles.grant(store, roles.os_user(), Role.OPERATOR, "team-b", by="test")
+    code, out = invoke("artifacts", "alias", "make.output@production", v3, "--project", "team-a")
+    assert code == 1 and "has no role in project 'team-a'" in out
+    assert Client().artifact("make.output@production", project="team-a").content_hash == v1
+    code, out = invoke("artifacts", "alias", "make.output@production", v3, "--reason", "ours")
+    assert code == 0, out
+    monkeypatch.setenv("ISTHMUS_PROJECT", "team-a")
+    code, out = invoke("rollback", "make.output@production")
+    assert code == 1 and "in project 'team-a'" in out
+    code, out = invoke("rollback", "make.output@production", "--project", "team-b")
+    assert code == 0 and "(team-b)" in out
+    entries = [(e.action, e.project) for e in Client().audit_log() if e.action.startswith("alias.")]
+    assert entries[:2] == [("alias.rollback", "team-b"), ("alias.promote", "team-b")]
+    assert ("alias.promote", "team-a") in entries
+
+
+def test_a_store_from_revision_0005_keeps_its_aliases_in_the_default_project(store_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    database = sa.engine.make_url(store_url).database
+    if store_url.startswith("sqlite") and database:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(store_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(metadata_module._MIGRATIONS))
+    h1, h2 = "blake3:" + "1" * 64, "blake3:" + "2" * 64
+    with engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0005")
+        conn.execute(
+            sa.text(
+                "INSERT INTO artifact_aliases (name, alias, content_hash, updated_at) "
+                "VALUES ('train.output', 'prod', :h, CURRENT_TIMESTAMP)"
+            ),
+            {"h": h1},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO artifact_alias_history (name, alias, action, to_hash, forced, via, changed_at) "
+                "VALUES ('train.output', 'prod', 'set', :h, false, 'cli', CURRENT_TIMESTAMP)"
+            ),
+            {"h": h1},
+        )
+        conn.commit()
+    engine.dispose()
+    store = MetadataStore(store_url)
+    try:
+        client = Client(store)
+        ((project, name, alias, target),) = [
+            (a["project"], a["name"], a["alias"], a["content_hash"]) for a in client.aliases()
+        ]
+        assert (project, name, alias, target) == ("default", "train.output", "prod", h1)
+        (kept,) = client.alias_history("train.output@prod", project="default")
+        assert (kept.project, kept.to_hash, kept.via) == ("default", h1, "cli")
+        # the same name@alias in another project is another alias, with its own history
+        store.set_alias("train.output", "prod", h2, project="team-b")
+        store.set_alias("train.output", "prod", h1, project="team-b")
+        assert [c.to_hash for c in client.alias_history("train.output@prod", project="team-b")] == [h2, h1]
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT project, content_hash FROM artifact_aliases ORDER BY project")).all()
+        assert [tuple(r) for r in rows] == [("default", h1), ("team-b", h1)]
+        with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:  # (project, name, alias) is the key
+            conn.execute(
+                sa.text(
+                    "INSERT INTO artifact_aliases (project, name, alias, content_hash, updated_at) "
+                    "VALUES ('team-b', 'train.output', 'prod', :h, CURRENT_TIMESTAMP)"
+                ),
+                {"h": h2},
+            )
+    finally:
+        store.dispose()

@@ -128,3 +128,60 @@ def test_gc_reads_links_and_cache_entries_by_index(
             walk = dry_run and prune_cache and table == "cache_entries" and "USING INDEX" in line
             assert line.startswith("SEARCH") or "COVERING INDEX" in line or walk, (table, line)
     assert not any(line.startswith("SCAN artifacts") and "INDEX" not in line for line in lines), lines
+
+
+@pytest.fixture(scope="module")
+def aliased(filled: tuple[MetadataStore, str]) -> tuple[MetadataStore, str, str]:
+    """``train.output@production`` in two projects, at the newest run's train output; and that hash."""
+    meta, newest = filled
+    train = [sr for sr in meta.step_runs_of(newest) if sr["step_name"] == "train"][0]
+    (out,) = [x["content_hash"] for x in meta.links_of_step_runs([train["id"]]) if x["role"] == "output"]
+    for project in ("team-a", "team-b"):
+        meta.set_alias("train.output", "production", out, project=project)
+    return meta, newest, str(out)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "artifacts history --project",
+        "artifacts show NAME@ALIAS --project",
+        "artifacts aliases --project",
+        "artifacts alias --project",
+    ],
+)
+def test_alias_paths_of_a_project_search_indexes_only(aliased: tuple[MetadataStore, str, str], command: str) -> None:
+    from isthmus.aliases import alias_history
+    from isthmus.artifact_ids import alias_target
+
+    meta, _newest, out = aliased
+    calls: dict[str, Callable[[], Any]] = {
+        "artifacts history --project": lambda: alias_history(meta, "train.output@production", "team-a"),
+        "artifacts show NAME@ALIAS --project": lambda: alias_target(meta, "train.output", "production", "team-a"),
+        "artifacts aliases --project": lambda: meta.list_aliases(frozenset({"team-b"})),
+        "artifacts alias --project": lambda: meta.set_alias("train.output", "production", out, project="team-a"),
+    }
+    for statement, plan in _plans(meta, calls[command]):
+        assert plan and all(line.startswith("SEARCH") for line in plan), (plan, statement)
+        assert any("project=?" in line for line in plan), (plan, statement)
+
+
+def test_project_scope_reads_links_and_runs_by_index(aliased: tuple[MetadataStore, str, str]) -> None:
+    """What a principal of some projects sees (the web UI): every link, step run and pipeline run by index."""
+    from isthmus.artifact_ids import count_versions, versions_of
+    from isthmus.governance.scope import step_run_projects, visible_hashes
+
+    meta, newest, out = aliased
+    ids = [str(sr["id"]) for sr in meta.step_runs_of(newest)]
+    only = frozenset({"team-a"})
+
+    def scoped() -> None:
+        visible_hashes(meta, [out], only)
+        step_run_projects(meta, ids)
+        count_versions(meta, "train.output", projects=only)
+        versions_of(meta, "train.output", limit=5, projects=only)
+
+    for statement, plan in _plans(meta, scoped):
+        for line in plan:
+            if line.startswith("SCAN"):  # the one ordered walk: the newest artifacts, LIMIT-bound
+                assert "USING INDEX ix_artifacts_created_at" in line or "COVERING INDEX" in line, (line, statement)

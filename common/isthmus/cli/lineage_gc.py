@@ -47,6 +47,9 @@ def lineage_cmd(
     depth: Annotated[int | None, typer.Option("--depth", help="At most this many step-run hops.", min=0)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     as_dot: Annotated[bool, typer.Option("--dot", help="Print Graphviz DOT (pipe to 'dot -Tsvg').")] = False,
+    project: Annotated[
+        str | None, typer.Option("--project", help="The project of a name@alias target (default: ISTHMUS_PROJECT).")
+    ] = None,
 ) -> None:
     """Where an artifact, step run or pipeline run came from (upstream: producing step runs, their code,
     parameters, environment and inputs) and what it fed (downstream), across orchestrators."""
@@ -56,7 +59,7 @@ def lineage_cmd(
         _fail("give --json or --dot, not both")
     direction = "upstream" if upstream else "downstream" if downstream else "both"
     try:
-        result = _client().lineage(target, direction=direction, depth=depth)
+        result = _client().lineage(target, direction=direction, depth=depth, project=project)
     except IsthmusError as exc:
         _fail(str(exc))
     if as_json:
