@@ -29,7 +29,7 @@ from sqlalchemy import and_, distinct, func, or_, select
 
 from isthmus.errors import RunNotFound
 from isthmus.governance.projects import alias_project
-from isthmus.governance.scope import Projects, hash_in, step_run_in, step_run_projects
+from isthmus.governance.scope import Projects, hash_in, limited, step_run_in, visible_step_runs
 from isthmus.store import schema as s
 from isthmus.store.metadata import MetadataStore
 
@@ -296,7 +296,7 @@ def resolve_artifact(
                 f"'isthmus artifacts alias {name}@{alias} VERSION{flag}' (see 'isthmus artifacts aliases{flag}')"
             )
         if projects is not None and not _hashes_with_prefix(metadata, target, projects):
-            raise RunNotFound(f"alias {quoted(ref)} of project {owner!r} points at a version outside your projects")
+            raise RunNotFound(f"alias {quoted(ref)} of project {owner!r} points at a version you may not see")
         what = f"alias {quoted(ref)} points at {target[:19]}…, which"
         return _record(metadata, ref, target, name, what=what, numbered=numbered, projects=projects)
     back = _BACK.fullmatch(ref)
@@ -371,12 +371,12 @@ def _record(
 
 
 def _shown_producers(metadata: MetadataStore, ids: list[Any], projects: Projects) -> dict[Any, Any]:
-    """Each producer step run id as it may be shown: None when its step run is of another project."""
-    if projects is None:
+    """Each producer step run id as it may be shown: None when its step run is out of ``projects`` (a scope)."""
+    if not limited(projects):
         return {i: i for i in ids}
     known = [str(i) for i in ids if i]
-    seen = step_run_projects(metadata, known) if known else {}
-    return {i: i if i and seen.get(str(i)) in projects else None for i in ids}
+    seen = visible_step_runs(metadata, known, projects) if known else set()
+    return {i: i if i and str(i) in seen else None for i in ids}
 
 
 def list_versions(
@@ -385,7 +385,7 @@ def list_versions(
     limit: int = 50,
     *,
     projects: Projects = None,
-    alias_projects: Projects = None,
+    alias_projects: frozenset[str] | None = None,
     home: str | None = None,
 ) -> list[dict[str, Any]]:
     """One row per artifact version (name, hash), newest first, with its record, its version number

@@ -30,7 +30,7 @@ from isthmus.governance import audit
 from isthmus.governance.audit import AuditEntry, authorize
 from isthmus.governance.projects import alias_project, configured_project
 from isthmus.governance.roles import Role
-from isthmus.governance.scope import Projects
+from isthmus.governance.scope import Projects, project_part
 from isthmus.invalidate import Invalidation, invalidate_downstream
 from isthmus.lineage_query import Lineage, lineage
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
@@ -160,14 +160,14 @@ class Client:
         return good[0], bad[0]
 
     # -- why -----------------------------------------------------------------------------------------
-    def explain(self, step_run: str) -> Explanation:
+    def explain(self, step_run: str, *, projects: Projects = None) -> Explanation:
         """Why a step run computed (which cache-key components changed since the nearest earlier run of
-        the step), or where its cached result came from."""
-        return explain_step_run(self.metadata, self.step_run(step_run))
+        the step), or where its cached result came from; naming only step runs of ``projects`` (a scope)."""
+        return explain_step_run(self.metadata, self.step_run(step_run), projects)
 
-    def reasons(self, run: str) -> dict[str, str]:
+    def reasons(self, run: str, *, projects: Projects = None) -> dict[str, str]:
         """One line per step run of a pipeline run: why it computed, or where its hit came from."""
-        return {str(sr["id"]): explain_step_run(self.metadata, sr).reason for sr in self.step_runs(run)}
+        return {str(sr["id"]): explain_step_run(self.metadata, sr, projects).reason for sr in self.step_runs(run)}
 
     # -- diff ----------------------------------------------------------------------------------------
     def diff_runs(self, run_a: str, run_b: str) -> dict[str, Any]:
@@ -296,7 +296,8 @@ class Client:
         if by_run:
             return self.metadata.list_artifacts(name=name, limit=limit, projects=projects)
         home = alias_project(project)
-        shown = projects if projects is not None else frozenset({home})
+        owners = project_part(projects)
+        shown = owners if owners is not None else frozenset({home})
         return list_versions(self.metadata, name=name, limit=limit, projects=projects, alias_projects=shown, home=home)
 
     def aliases(self, *, projects: Projects = None, name: str | None = None) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from isthmus.governance.scope import Projects, limited, visible_step_runs
 from isthmus.records import RunStatus, StepRunRecord
 from isthmus.redaction import REDACTED
 from isthmus.store.metadata import MetadataStore
@@ -264,14 +265,17 @@ def _unexplained(sr: StepRunRecord, prev: dict[str, Any]) -> str:
     return "the cache key differs but no recorded component does: " + ", or ".join(what) + " changed"
 
 
-def explain_step_run(store: MetadataStore, sr: StepRunRecord) -> Explanation:
-    """Explain ``sr`` (see the module docstring)."""
+def explain_step_run(store: MetadataStore, sr: StepRunRecord, projects: Projects = None) -> Explanation:
+    """Explain ``sr`` (see the module docstring); ``projects``: a caller's scope, whose explanation never
+    names a step run out of it (a hit's source is then unnamed, earlier runs are only its own)."""
     run_id = sr.get("pipeline_run_id")
     pipeline_run = store.get_pipeline_run(run_id) if run_id else None
     pipeline = pipeline_run["pipeline"] if pipeline_run else (sr.get("context") or {}).get("pipeline_name")
     me = StepRunSummary.of(dict(sr), pipeline)
     if sr.get("cache_hit"):
         source_id = sr.get("source_step_run_id")
+        if source_id and limited(projects) and not visible_step_runs(store, [str(source_id)], projects):
+            return Explanation(me, "hit", "hit: from a step run of a run you may not see")
         found = store.find_step_runs(str(source_id), limit=1) if source_id else []
         source_sr = found[0] if found and found[0]["id"] == source_id else None
         if source_sr is None:
@@ -286,6 +290,9 @@ def explain_step_run(store: MetadataStore, sr: StepRunRecord) -> Explanation:
         return Explanation(me, "uncached", "cache off (cache=False on the step)")
     forced = bool((sr.get("context") or {}).get("forced"))
     candidates = store.earlier_step_runs(str(sr["step_name"]), sr["started_at"], exclude=str(sr["id"]))
+    if limited(projects) and candidates:
+        seen = visible_step_runs(store, [str(c["id"]) for c in candidates], projects)
+        candidates = [c for c in candidates if str(c["id"]) in seen]
     prev = _nearest(candidates, sr, pipeline)
     if prev is None:
         reason = "forced (cache=False); first run" if forced else "first run"

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from isthmus.errors import RunNotFound
 from isthmus.governance.projects import DEFAULT
-from isthmus.governance.scope import Projects, step_run_projects, visible_hashes
+from isthmus.governance.scope import Projects, run_visible, visible_hashes, visible_step_runs
 from isthmus.redaction import safe_params
 
 if TYPE_CHECKING:  # the client calls this module; only its resolvers are used here
@@ -376,26 +376,27 @@ def lineage(
     return result
 
 
-def _target_visible(client: Client, kind: str, target: str, projects: frozenset[str]) -> bool:
+def _target_visible(client: Client, kind: str, target: str, projects: Projects) -> bool:
     meta = client.metadata
     if kind == "artifact":
         return bool(visible_hashes(meta, [target], projects))
     if kind == "step_run":
-        return step_run_projects(meta, [target]).get(target, DEFAULT) in projects
+        return target in visible_step_runs(meta, [target], projects)
     run = meta.get_pipeline_run(target)
-    return run is not None and str(run.get("project") or DEFAULT) in projects
+    return run is not None and run_visible(run, projects)
 
 
-def _restrict(client: Client, result: Lineage, projects: frozenset[str]) -> None:
-    """Leave out the nodes of other projects, the edges touching them and every id of theirs."""
-    steps = {k: n for k, n in result.step_runs.items() if n.project in projects}
+def _restrict(client: Client, result: Lineage, projects: Projects) -> None:
+    """Leave out the nodes out of ``projects`` (a scope), the edges touching them and every id of theirs."""
+    in_scope = visible_step_runs(client.metadata, list(result.step_runs), projects) if result.step_runs else set()
+    steps = {k: n for k, n in result.step_runs.items() if k in in_scope}
     shown = visible_hashes(client.metadata, list(result.artifacts), projects)
     artifacts = {h: n for h, n in result.artifacts.items() if h in shown}
     result.hidden = len(result.step_runs) - len(steps) + len(result.artifacts) - len(artifacts)
     sources = [str(n.source_step_run_id) for n in steps.values() if n.source_step_run_id]
-    seen = step_run_projects(client.metadata, sources) if sources else {}
+    seen = visible_step_runs(client.metadata, sources, projects) if sources else set()
     for k, n in steps.items():
-        if n.source_step_run_id and seen.get(str(n.source_step_run_id), "") not in projects:
+        if n.source_step_run_id and str(n.source_step_run_id) not in seen:
             steps[k] = replace(n, source_step_run_id=None)
     result.step_runs, result.artifacts = steps, artifacts
     kept = steps.keys() | artifacts.keys()

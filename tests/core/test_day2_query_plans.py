@@ -185,3 +185,32 @@ def test_project_scope_reads_links_and_runs_by_index(aliased: tuple[MetadataStor
         for line in plan:
             if line.startswith("SCAN"):  # the one ordered walk: the newest artifacts, LIMIT-bound
                 assert "USING INDEX ix_artifacts_created_at" in line or "COVERING INDEX" in line, (line, statement)
+
+
+def test_dag_scope_reads_links_and_runs_by_index(aliased: tuple[MetadataStore, str, str]) -> None:
+    """What an Airflow user of some DAGs sees (the web UI): the same index walks, the DAG id read from the
+    pipeline run found by its primary key."""
+    from isthmus.artifact_ids import count_versions, versions_of
+    from isthmus.governance.scope import RunScope, visible_hashes, visible_step_runs
+
+    meta, newest, out = aliased
+    ids = [str(sr["id"]) for sr in meta.step_runs_of(newest)]
+    dags = RunScope(dags=frozenset({"train_dag"}))
+
+    def scoped() -> None:
+        visible_hashes(meta, [out], dags)
+        visible_step_runs(meta, ids, dags)
+        count_versions(meta, "train.output", projects=dags)
+        versions_of(meta, "train.output", limit=5, projects=dags)
+        meta.list_aliases(dags)
+
+    for statement, plan in _plans(meta, scoped):
+        for line in plan:
+            if line.startswith("SCAN"):  # the ordered walks: the newest artifacts, the aliases (a small table)
+                assert any(i in line for i in ("ix_artifacts_created_at", "COVERING INDEX", "artifact_aliases")), (
+                    line,
+                    statement,
+                )
+            else:  # a pipeline run (and its DAG id) by its primary key, never a scan of the runs
+                assert line.startswith(("SEARCH", "CORRELATED")), (line, statement)
+                assert "pipeline_runs" not in line or "(id=?)" in line, (line, statement)

@@ -39,6 +39,8 @@ def test_me() -> None:
         "role": "viewer",
         "via": "test",
         "projects": None,
+        "dags": None,
+        "edit_dags": None,
     }
 
 

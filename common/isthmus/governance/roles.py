@@ -9,13 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select
 
 from isthmus.errors import IsthmusError
+from isthmus.governance.scope import Projects, RunScope, run_visible
 from isthmus.store import schema as s
 
 if TYPE_CHECKING:
@@ -51,16 +53,46 @@ class Role(IntEnum):
 @dataclass(frozen=True)
 class Principal:
     """An authenticated caller. ``via``: how it came (``local``, ``token``, ``airflow``); ``bearer``: with a
-    bearer token (no CSRF check); ``projects``: the projects it may see, None for every project."""
+    bearer token (no CSRF check); ``projects``: the projects it may see, None for every project.
+
+    An Airflow user allowed to read only some DAGs has ``dags`` (those DAG ids: it sees only the runs
+    Airflow recorded for them) and ``edit_dags`` (of those, the ones it may edit: its ``role`` is operator
+    only for actions on their runs; an action on a whole project needs ``dags`` None). ``dag_check``
+    answers whether it may read one DAG (Airflow's auth manager; default: by ``dags``)."""
 
     name: str
     role: Role
     via: str = "local"
     bearer: bool = False
     projects: frozenset[str] | None = None
+    dags: frozenset[str] | None = None
+    edit_dags: frozenset[str] | None = None
+    dag_check: Callable[[str], bool] | None = field(default=None, compare=False, repr=False)
 
     def may_see(self, project: str | None) -> bool:
         return self.projects is None or (project or "default") in self.projects
+
+    @property
+    def scope(self) -> Projects:
+        """The runs it sees, as the ``projects=`` argument of :class:`isthmus.Client` reads take it."""
+        return self.projects if self.dags is None else RunScope(self.projects, self.dags)
+
+    def sees_run(self, run: Mapping[str, Any]) -> bool:
+        """Whether it may see the pipeline run ``run`` (a record)."""
+        return run_visible(run, self.scope)
+
+    def may_read_dag(self, dag_id: str) -> bool:
+        if self.dag_check is not None:
+            return bool(self.dag_check(dag_id))
+        return self.dags is None or dag_id in self.dags
+
+    def role_for_dag(self, dag_id: str) -> Role | None:
+        """Its role for an action on a run of ``dag_id`` (None: it may not read that DAG)."""
+        if self.dags is None:
+            return self.role
+        if dag_id not in self.dags:
+            return None
+        return Role.OPERATOR if self.edit_dags and dag_id in self.edit_dags else Role.VIEWER
 
 
 def os_user() -> str:

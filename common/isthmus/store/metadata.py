@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, inspect, or_, select, text, union, update
 from sqlalchemy.engine import Connection, make_url
@@ -28,6 +28,9 @@ from isthmus.store import schema as s
 from isthmus.store.claims import CacheCandidate, ClaimBusy, ClaimCandidates, ClaimHit, ClaimResult, ClaimStarted
 from isthmus.store.engine import WRITE, make_engine, retry_locked
 from isthmus.store.holders import LeaseHolder, holder_is_dead
+
+if TYPE_CHECKING:
+    from isthmus.governance.scope import Projects
 
 SCHEMA_HEAD = "0006"
 _MIGRATIONS = Path(__file__).with_name("migrations")
@@ -842,7 +845,7 @@ class MetadataStore:
         return _pipeline_run(row)
 
     def list_artifacts(
-        self, name: str | None = None, limit: int = 50, *, projects: frozenset[str] | None = None
+        self, name: str | None = None, limit: int = 50, *, projects: Projects = None
     ) -> list[dict[str, Any]]:
         """One row per step run that produced or reused a version (of ``name``), newest first; ``projects``:
         only step runs of those projects (None: all)."""
@@ -950,12 +953,19 @@ class MetadataStore:
         result: str | None = self._run_write(work)
         return result
 
-    def list_aliases(self, projects: frozenset[str] | None = None, name: str | None = None) -> list[dict[str, Any]]:
-        """Aliases (of ``projects``, None: every project; of artifact ``name``), by project, name, alias."""
+    def list_aliases(self, projects: Projects = None, name: str | None = None) -> list[dict[str, Any]]:
+        """Aliases (of ``projects``, None: every project; of artifact ``name``), by project, name, alias.
+        A scope limited to some DAGs (:class:`~isthmus.governance.scope.RunScope`) also leaves out the
+        aliases pointing at versions its runs did not produce or consume."""
+        from isthmus.governance.scope import hash_in, parts
+
         al = s.artifact_aliases
         query = select(al).order_by(al.c.project, al.c.name, al.c.alias)
-        if projects is not None:
-            query = query.where(al.c.project.in_(sorted(projects)))
+        owners, dags = parts(projects)
+        if owners is not None:
+            query = query.where(al.c.project.in_(sorted(owners)))
+        if dags is not None:
+            query = query.where(hash_in(al.c.content_hash, projects))
         if name is not None:
             query = query.where(al.c.name == name)
         with self._read() as conn:

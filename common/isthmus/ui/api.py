@@ -3,7 +3,11 @@ changes need an operator (a bearer token, or a browser session with its CSRF tok
 
 A principal limited to some projects sees the runs of those projects, the artifact versions their step
 runs produced or consumed, their aliases and the nodes of a lineage graph that are theirs; anything else
-is answered as absent (404). An alias belongs to a project: ``project`` (query or body) names it."""
+is answered as absent (404). An alias belongs to a project: ``project`` (query or body) names it.
+
+An Airflow user allowed to read only some DAGs is limited the same way (:attr:`Principal.scope`): it sees
+the runs Airflow recorded for those DAGs, their step runs, and the artifact versions, aliases and lineage
+nodes of those step runs; changing an alias (an action on a whole project) needs every DAG."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from isthmus.client import Client
 from isthmus.errors import ConfigurationError, RunNotFound
 from isthmus.governance import audit
 from isthmus.governance.projects import check_project
-from isthmus.governance.scope import Projects
+from isthmus.governance.scope import Projects, RunScope, limited, visible_hashes, visible_step_runs
 from isthmus.ui import auth
 from isthmus.ui.auth import Principal, Role
 from isthmus.ui.queries import RunFilters, runs_page
@@ -44,10 +48,9 @@ def client_of(request: Request) -> Client:
 
 
 def visible_run(request: Request, who: Principal, ref: str) -> dict[str, Any]:
-    """The pipeline run ``ref`` names, if ``who`` may see its project (else 404, as if absent)."""
+    """The pipeline run ``ref`` names, if ``who`` may see it (its project, its DAG; else 404, as if absent)."""
     run = dict(client_of(request).run(ref))
-    project = run.get("project")
-    if not who.may_see(str(project) if project is not None else None):
+    if not who.sees_run(run):
         raise HTTPException(status_code=404, detail=f"no pipeline run matches {ref[:60]!r}")
     return run
 
@@ -56,9 +59,41 @@ def visible_step_run(request: Request, who: Principal, ref: str) -> dict[str, An
     sr = dict(client_of(request).step_run(ref))
     if sr.get("pipeline_run_id"):
         visible_run(request, who, str(sr["pipeline_run_id"]))
-    elif not who.may_see(None):  # a step run without a pipeline run is in "default"
+    elif not who.sees_run({}):  # a step run without a pipeline run is in "default", of no DAG
         raise HTTPException(status_code=404, detail=f"no step run matches {ref[:60]!r}")
-    return sr
+    return shown_steps(request, who, [sr])[0]
+
+
+def shown_steps(request: Request, who: Principal, steps: list[Any]) -> list[dict[str, Any]]:
+    """Step run records as ``who`` may see them: a cache hit's source out of its scope is not named."""
+    rows = [dict(sr) for sr in steps]
+    sources = {str(sr["source_step_run_id"]) for sr in rows if sr.get("source_step_run_id")}
+    if not sources or not limited(who.scope):
+        return rows
+    seen = visible_step_runs(client_of(request).metadata, sorted(sources), who.scope)
+    for sr in rows:
+        if sr.get("source_step_run_id") and str(sr["source_step_run_id"]) not in seen:
+            sr["source_step_run_id"] = None
+    return rows
+
+
+def shown_diff(request: Request, who: Principal, d: dict[str, Any]) -> dict[str, Any]:
+    """A diff of two runs ``who`` sees, with the sources of cache hits out of its scope unnamed."""
+    how = [side for sides in d.get("ran", {}).values() for side in sides.values() if side]
+    shown = shown_steps(request, who, how)
+    for side, row in zip(how, shown, strict=True):
+        side["source_step_run_id"] = row["source_step_run_id"]
+    return d
+
+
+def whole_projects(who: Principal, action: str) -> None:
+    """403 for a principal limited to some Airflow DAGs: ``action`` concerns a whole project."""
+    if who.dags is not None:
+        raise HTTPException(
+            status_code=403,
+            detail=f"{action} concerns a whole project and needs permission on every DAG in Airflow; "
+            f"{who.name} may read only some DAGs",
+        )
 
 
 def acting(request: Request, who: Principal) -> Any:
@@ -71,6 +106,7 @@ def acting(request: Request, who: Principal) -> Any:
 def audit_rows(request: Request, who: Principal, limit: int, action: str | None) -> list[dict[str, Any]]:
     """The newest audit entries ``who`` may see (a principal of some projects: those projects' entries)."""
     client = client_of(request)
+    whole_projects(who, "the audit log")
     if who.projects is None:
         return [e.to_dict() for e in client.audit_log(limit=limit, action=action)]
     rows = [e for p in sorted(who.projects) for e in client.audit_log(limit=limit, action=action, project=p)]
@@ -90,8 +126,12 @@ class AliasChangeRequest(BaseModel):
 @router.get("/me")
 def me(who: Viewer) -> dict[str, Any]:
     """Who the caller is and what role it holds."""
-    projects = sorted(who.projects) if who.projects is not None else None
-    return {"name": who.name, "role": who.role.label, "via": who.via, "projects": projects}
+    found = {"name": who.name, "role": who.role.label, "via": who.via, "projects": _listed(who.projects)}
+    return {**found, "dags": _listed(who.dags), "edit_dags": _listed(who.edit_dags)}
+
+
+def _listed(names: frozenset[str] | None) -> list[str] | None:
+    return sorted(names) if names is not None else None
 
 
 @router.get("/runs")
@@ -107,7 +147,7 @@ def list_runs(
 ) -> dict[str, Any]:
     """Pipeline runs newest first (keyset-paginated: pass ``next_cursor`` back as ``cursor``)."""
     filters = visible_filters(who, RunFilters(pipeline, orchestrator, status, project))
-    page = runs_page(client_of(request).metadata, filters, limit=limit, cursor=cursor)
+    page = runs_page(client_of(request).metadata, filters, limit=limit, cursor=cursor, scope=who.scope)
     return jsonable_encoder({"runs": page.runs, "next_cursor": page.next_cursor})
 
 
@@ -125,9 +165,11 @@ def checked_project(who: Principal, project: str | None) -> str | None:
 
 
 def scope(who: Principal, project: str | None) -> Projects:
-    """The projects whose artifacts ``who`` sees here: ``project`` alone when chosen, else all of its own."""
+    """The runs whose artifacts ``who`` sees here: of ``project`` alone when chosen, else of all of its own."""
     chosen = checked_project(who, project)
-    return frozenset({chosen}) if chosen else who.projects
+    if chosen is None:
+        return who.scope
+    return frozenset({chosen}) if who.dags is None else RunScope(frozenset({chosen}), who.dags)
 
 
 def home_project(who: Principal, project: str | None) -> str | None:
@@ -147,7 +189,7 @@ def alias_project_for(request: Request, who: Principal, alias_ref: str, project:
         return chosen
     name, alias = split_alias(alias_ref)
     holders = sorted(
-        {a["project"] for a in client_of(request).aliases(projects=who.projects, name=name) if a["alias"] == alias}
+        {a["project"] for a in client_of(request).aliases(projects=who.scope, name=name) if a["alias"] == alias}
     )
     if len(holders) == 1:
         return str(holders[0])
@@ -189,7 +231,8 @@ def get_run(request: Request, who: Viewer, ref: str) -> dict[str, Any]:
     """A pipeline run, its step runs (every attempt) and one line per step run saying why it ran so."""
     run = visible_run(request, who, ref)
     client = client_of(request)
-    return jsonable_encoder({"run": run, "steps": client.step_runs(run["id"]), "reasons": client.reasons(run["id"])})
+    steps = shown_steps(request, who, client.step_runs(run["id"]))
+    return jsonable_encoder({"run": run, "steps": steps, "reasons": client.reasons(run["id"], projects=who.scope)})
 
 
 @router.get("/step-runs/{ref}")
@@ -198,14 +241,15 @@ def get_step_run(request: Request, who: Viewer, ref: str) -> dict[str, Any]:
     sr = visible_step_run(request, who, ref)
     client = client_of(request)
     env = client.metadata.get_environment(sr["environment_hash"]) if sr.get("environment_hash") else None
-    return jsonable_encoder({"step_run": sr, "why": client.explain(sr["id"]).to_dict(), "environment": env})
+    why = client.explain(sr["id"], projects=who.scope).to_dict()
+    return jsonable_encoder({"step_run": sr, "why": why, "environment": env})
 
 
 @router.get("/diff")
 def diff(request: Request, who: Viewer, a: str, b: str) -> dict[str, Any]:
     """What changed between pipeline runs ``a`` and ``b`` and how each step ran."""
     run_a, run_b = visible_run(request, who, a), visible_run(request, who, b)
-    return jsonable_encoder(client_of(request).diff_runs(run_a["id"], run_b["id"]))
+    return jsonable_encoder(shown_diff(request, who, client_of(request).diff_runs(run_a["id"], run_b["id"])))
 
 
 @router.get("/artifacts")
@@ -229,22 +273,33 @@ def get_artifact(request: Request, who: Viewer, ref: str, project: str | None = 
     """The artifact version ``ref`` names (hash, prefix, ``name``, ``name@alias`` of ``project``,
     ``name~N``), with the aliases of its name (of the projects ``who`` sees) and their history."""
     client = client_of(request)
-    found = client.artifact(ref, project=ref_project(request, who, ref, project), projects=who.projects)
+    found = client.artifact(ref, project=ref_project(request, who, ref, project), projects=who.scope)
     return jsonable_encoder({"artifact": found.to_dict(), "aliases": aliases_of(client, who, found.name)})
 
 
 def aliases_of(client: Client, who: Principal, name: str | None) -> list[dict[str, Any]]:
     """The aliases of artifact ``name`` in the projects ``who`` sees, each with its ``project`` and its
-    history (oldest change first)."""
+    history (oldest change first); for a principal of some DAGs, those pointing at versions it sees, and
+    in their history the versions it does not see unnamed (None)."""
     if not name:
         return []
-    return [
+    rows = [
         {
             **row,
             "history": [c.to_dict() for c in client.alias_history(f"{name}@{row['alias']}", project=row["project"])],
         }
-        for row in client.aliases(projects=who.projects, name=name)
+        for row in client.aliases(projects=who.scope, name=name)
     ]
+    if who.dags is None:
+        return rows
+    named = {c[k] for row in rows for c in row["history"] for k in ("from_hash", "to_hash") if c[k]}
+    seen = visible_hashes(client.metadata, named, who.scope)
+    for row in rows:
+        for change in row["history"]:
+            for key in ("from_hash", "to_hash"):
+                if change[key] not in seen:
+                    change[key] = None
+    return rows
 
 
 def change_alias(
@@ -258,6 +313,7 @@ def change_alias(
 ) -> Any:
     """Promote or roll back ``alias`` of the project ``who`` means (see :func:`alias_project_for`), with
     versions among those ``who`` sees; the change is audited under that project."""
+    whole_projects(who, f"{action} of an alias")
     owner = alias_project_for(request, who, alias, project)
     client, via = client_of(request), f"ui:{who.name}"[:32]
     with acting(request, who):
@@ -307,7 +363,7 @@ def visible_lineage(
         depth=depth,
         max_step_runs=400,
         project=ref_project(request, who, target, project),
-        projects=who.projects,
+        projects=who.scope,
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -73,7 +73,7 @@ def runs(
     filters = api.visible_filters(
         who, RunFilters(pipeline or None, orchestrator or None, status or None, project or None)
     )
-    page = runs_page(api.client_of(request).metadata, filters, limit=limit, cursor=cursor)
+    page = runs_page(api.client_of(request).metadata, filters, limit=limit, cursor=cursor, scope=who.scope)
     next_query = {**filters.to_query(), "cursor": page.next_cursor, "limit": str(limit)} if page.next_cursor else None
     return render(request, "runs.html", page=page, filters=filters, next_query=next_query, title="runs")
 
@@ -83,8 +83,8 @@ def run(request: Request, ref: str) -> HTMLResponse:
     who = api.viewer(request)
     record = api.visible_run(request, who, ref)
     client = api.client_of(request)
-    steps = client.step_runs(record["id"])
-    reasons = client.reasons(record["id"])
+    steps = api.shown_steps(request, who, client.step_runs(record["id"]))
+    reasons = client.reasons(record["id"], projects=who.scope)
     links = client.metadata.links_of_step_runs([str(sr["id"]) for sr in steps])
     graph = views.run_graph(base_of(request), [dict(sr) for sr in steps], links)
     settings = request.app.state.settings
@@ -109,7 +109,7 @@ def step_run(request: Request, ref: str) -> HTMLResponse:
     who = api.viewer(request)
     sr = api.visible_step_run(request, who, ref)
     client = api.client_of(request)
-    why = client.explain(sr["id"])
+    why = client.explain(sr["id"], projects=who.scope)
     env = client.metadata.get_environment(sr["environment_hash"]) if sr.get("environment_hash") else None
     return render(
         request,
@@ -126,7 +126,7 @@ def step_run(request: Request, ref: str) -> HTMLResponse:
 def diff(request: Request, a: str, b: str) -> HTMLResponse:
     who = api.viewer(request)
     run_a, run_b = api.visible_run(request, who, a), api.visible_run(request, who, b)
-    d = api.client_of(request).diff_runs(run_a["id"], run_b["id"])
+    d = api.shown_diff(request, who, api.client_of(request).diff_runs(run_a["id"], run_b["id"]))
     code = {
         name: [
             views.side_by_side(component, old, new) for component, (old, new) in entry.get("code_sources", {}).items()
@@ -150,9 +150,9 @@ def artifact(request: Request, ref: str, project: str | None = None) -> HTMLResp
     who = api.viewer(request)
     client = api.client_of(request)
     owner = api.ref_project(request, who, ref, project)
-    found = client.artifact(ref, project=owner, projects=who.projects)
+    found = client.artifact(ref, project=owner, projects=who.scope)
     home = api.home_project(who, owner)
-    versions = client.artifact_versions(found.name, limit=50, project=home, projects=who.projects) if found.name else []
+    versions = client.artifact_versions(found.name, limit=50, project=home, projects=who.scope) if found.name else []
     return render(
         request,
         "artifact.html",
@@ -160,7 +160,7 @@ def artifact(request: Request, ref: str, project: str | None = None) -> HTMLResp
         versions=versions,
         aliases=api.aliases_of(client, who, found.name),
         home=home or alias_project(None),
-        may_change=who.role >= Role.OPERATOR,
+        may_change=who.role >= Role.OPERATOR and who.dags is None,
         title=f"artifact {found.name or found.content_hash[:19]}",
     )
 
@@ -253,10 +253,18 @@ def login(
 
 
 # -- the Airflow tabs (external views): a DAG run's pipeline run, a task instance's step run -----------
+def readable_dag(request: Request, dag_id: str) -> Principal:
+    """The caller, if it may read DAG ``dag_id`` (asked of Airflow's auth manager inside Airflow); else 403."""
+    who = api.viewer(request)
+    if not who.may_read_dag(dag_id):
+        raise HTTPException(status_code=403, detail=f"{who.name} may not read DAG {dag_id[:250]!r} in Airflow")
+    return who
+
+
 @router.get("/airflow/dag-run", response_class=HTMLResponse)
 def airflow_dag_run(request: Request, dag_id: str, run_id: str) -> HTMLResponse:
     """The pipeline run that stands for an Airflow DAG run (the DAG run tab)."""
-    api.viewer(request)
+    readable_dag(request, dag_id)
     pipeline_run = derived_run_id("airflow", dag_id, run_id)
     if api.client_of(request).metadata.get_pipeline_run(pipeline_run) is None:
         return error_page(request, 404, f"DAG run {run_id!r} of {dag_id!r} ran no isthmus step")
@@ -268,7 +276,7 @@ def airflow_task_instance(
     request: Request, dag_id: str, run_id: str, task_id: str, map_index: str | None = None
 ) -> HTMLResponse:
     """The step run of an Airflow task instance (its last attempt; the task instance tab)."""
-    api.viewer(request)
+    readable_dag(request, dag_id)
     pipeline_run = derived_run_id("airflow", dag_id, run_id)
     index = int(map_index) if map_index and map_index.lstrip("-").isdigit() else -1
     invocation = task_id if index < 0 else f"{task_id}[{index}]"

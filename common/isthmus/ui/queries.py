@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 
+from isthmus.governance.scope import Projects, limited, run_in
 from isthmus.store import schema as s
 from isthmus.store.metadata import MetadataStore
 
@@ -62,8 +63,16 @@ def _naive_if_sqlite(metadata: MetadataStore, value: dt.datetime) -> dt.datetime
     return value
 
 
-def runs_page(metadata: MetadataStore, filters: RunFilters, *, limit: int = 50, cursor: str | None = None) -> RunsPage:
-    """One page of pipeline runs matching ``filters``, each with ``steps``, ``hits`` and ``failed`` counts."""
+def runs_page(
+    metadata: MetadataStore,
+    filters: RunFilters,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    scope: Projects = None,
+) -> RunsPage:
+    """One page of pipeline runs matching ``filters`` (and in ``scope``: a caller's runs), each with
+    ``steps``, ``hits`` and ``failed`` counts."""
     p, r = s.pipeline_runs, s.step_runs
     limit = max(1, min(int(limit), PAGE_LIMIT))
     query = select(p).order_by(p.c.started_at.desc(), p.c.id.desc()).limit(limit + 1)
@@ -76,6 +85,8 @@ def runs_page(metadata: MetadataStore, filters: RunFilters, *, limit: int = 50, 
             query = query.where(column == value)
     if filters.project and "project" in p.c:
         query = query.where(p.c.project == filters.project)
+    if limited(scope):
+        query = query.where(run_in(scope))
     position = decode_cursor(cursor) if cursor else None
     if position is not None:
         started, run_id = position
