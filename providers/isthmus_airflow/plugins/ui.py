@@ -2,6 +2,11 @@
 route behind Airflow's own authentication (its auth manager), Airflow permissions mapped to isthmus
 roles: read DAGs → viewer, edit DAGs → operator, change the configuration → admin.
 
+A user allowed to read only some DAGs (``get_authorized_dag_ids``) sees only the runs Airflow recorded for
+those DAGs (with their step runs, artifacts and lineage); it is an operator only for actions on runs of
+the DAGs it may edit, never for an action on a whole project (an alias). The DAG run and task instance
+tabs ask the auth manager about their own DAG.
+
 Plugin endpoints are not protected by Airflow by themselves, so :func:`airflow_principal` checks each
 request the way Airflow's API does: a bearer token, else the session cookie of the Airflow UI.
 FastAPI and the UI are imported on the first request, not when Airflow loads its plugins.
@@ -13,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from isthmus.governance.roles import Principal, Role
@@ -37,16 +43,35 @@ async def airflow_principal(request: Request) -> Principal | None:
     if not token:
         return None
     user = await resolve_user_from_token(token)
-    manager = get_auth_manager()
-    if manager.is_authorized_configuration(method="PUT", user=user):
-        role = Role.ADMIN
-    elif manager.is_authorized_dag(method="PUT", user=user):
-        role = Role.OPERATOR
-    elif manager.is_authorized_dag(method="GET", user=user):
-        role = Role.VIEWER
-    else:
+    found = await run_in_threadpool(principal_of, get_auth_manager(), user, bearer)  # may read Airflow's DB
+    if found is None:
         raise HTTPException(status_code=403, detail=f"{user.get_name()} may not read DAGs in Airflow")
-    return Principal(name=str(user.get_name()), role=role, via="airflow", bearer=bearer)
+    return found
+
+
+def principal_of(manager: Any, user: Any, bearer: bool) -> Principal | None:
+    """The isthmus principal of an Airflow ``user`` by what ``manager`` (its auth manager) allows; None
+    when it may read no DAG at all."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+    def may_read(dag_id: str) -> bool:
+        return bool(manager.is_authorized_dag(method="GET", details=DagDetails(id=dag_id), user=user))
+
+    name = str(user.get_name())
+    if manager.is_authorized_dag(method="GET", user=user):  # every DAG
+        if manager.is_authorized_configuration(method="PUT", user=user):
+            role = Role.ADMIN
+        elif manager.is_authorized_dag(method="PUT", user=user):
+            role = Role.OPERATOR
+        else:
+            role = Role.VIEWER
+        return Principal(name=name, role=role, via="airflow", bearer=bearer, dag_check=may_read)
+    dags = frozenset(str(d) for d in manager.get_authorized_dag_ids(user=user, method="GET"))
+    if not dags:
+        return None
+    edit = frozenset(str(d) for d in manager.get_authorized_dag_ids(user=user, method="PUT")) & dags
+    role = Role.OPERATOR if edit else Role.VIEWER
+    return Principal(name=name, role=role, via="airflow", bearer=bearer, dags=dags, edit_dags=edit, dag_check=may_read)
 
 
 def _client() -> Any:
