@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isthmus.artifacts.errors import InvalidArtifactRef
 from isthmus.artifacts.refs import ArtifactRef
-from isthmus.artifacts.store import ArtifactStore
 from isthmus.store.metadata import MetadataStore
+
+if TYPE_CHECKING:
+    from isthmus.artifacts.store import ArtifactStore
 
 
 def prune(

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from isthmus import defaults
 from isthmus.aliases import AliasChange, alias_history, promote, rollback
 from isthmus.artifact_ids import ResolvedArtifact, list_versions, resolve_artifact
-from isthmus.artifacts.store import ArtifactStore
 from isthmus.cache_admin import prune
 from isthmus.diff import diff_runs, diff_step_runs
 from isthmus.errors import RunNotFound
@@ -36,7 +35,8 @@ from isthmus.lineage_query import Lineage, lineage
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
 from isthmus.store.metadata import MetadataStore
 
-if TYPE_CHECKING:  # rerun and reproduce run steps: imported when used, so queries start fast
+if TYPE_CHECKING:  # the artifact store, rerun and reproduce: imported when used, so queries start fast
+    from isthmus.artifacts.store import ArtifactStore
     from isthmus.reproduce import Reproduction
     from isthmus.rerun import RerunResult
 

@@ -8,11 +8,13 @@ store is passed; they are rebuilt after :func:`isthmus.configure` (this module s
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isthmus import config
-from isthmus.artifacts import ArtifactStore
 from isthmus.store import MetadataStore
+
+if TYPE_CHECKING:
+    from isthmus.artifacts import ArtifactStore
 
 _lock = threading.Lock()
 _cache: dict[tuple[Any, ...], Any] = {}
@@ -32,6 +34,8 @@ def metadata_store() -> MetadataStore:
 
 def artifact_store() -> ArtifactStore:
     """The artifact store of the configured ``artifact_root`` and ``verify`` mode."""
+    from isthmus.artifacts.store import ArtifactStore  # with fsspec and the materializers: when first used
+
     settings = config.get_settings()
     key = ("art", settings.artifact_root, settings.verify)
     with _lock:

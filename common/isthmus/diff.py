@@ -13,13 +13,15 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isthmus.artifacts.refs import ArtifactRef
-from isthmus.artifacts.store import ArtifactStore
 from isthmus.errors import IsthmusError
 from isthmus.records import StepRunRecord
 from isthmus.store.metadata import MetadataStore
+
+if TYPE_CHECKING:
+    from isthmus.artifacts.store import ArtifactStore
 
 SMALL_BYTES = 512  # outputs at most this big (JSON or text) are shown as values
 _SHOWN_MATERIALIZERS = ("json", "str")

@@ -37,15 +37,16 @@ import os
 import stat
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isthmus.artifacts import safefs, tmpfiles
 from isthmus.artifacts.errors import InvalidArtifactRef
-from isthmus.artifacts.files import remove_copy
 from isthmus.artifacts.refs import check_content_hash
-from isthmus.artifacts.store import ArtifactStore
 from isthmus.config import get_settings
 from isthmus.store.metadata import MetadataStore, RetentionPlan
+
+if TYPE_CHECKING:
+    from isthmus.artifacts.store import ArtifactStore
 
 DEFAULT_GRACE = 3600.0
 """Seconds during which a new artifact, a new step run or a partial write is never touched."""
@@ -285,6 +286,8 @@ def _clean_loaded_copies(meta: MetadataStore, deleted: list[str], cutoff: float)
         return 0
     gone = {h.split(":", 1)[1] for h in deleted}
     names = os.listdir(root)
+    from isthmus.artifacts.files import remove_copy  # with the materializers: only when gc deletes
+
     hexes = [n for n in names if len(n) == 64 and all(c in "0123456789abcdef" for c in n)]
     known = {h.split(":", 1)[1] for h in meta.artifacts_by_hash([f"blake3:{n}" for n in hexes])}
     removed = 0
