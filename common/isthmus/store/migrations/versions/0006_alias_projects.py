@@ -3,7 +3,7 @@ artifact_alias_history; aliases set before this revision belong to ``default``
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-12-05 09:00:00.000000
+Create Date: 2026-12-01 00:50:00.000000
 """
 
 from collections.abc import Sequence
