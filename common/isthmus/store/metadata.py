@@ -1195,8 +1195,8 @@ class MetadataStore:
             unneeded.append(
                 a.c.content_hash.not_in(select(link.c.content_hash).where(link.c.step_run_id.in_(kept_steps)))
             )
-        else:  # every step run is kept: whatever a step run links is needed
-            unneeded.append(a.c.content_hash.not_in(select(link.c.content_hash).join(r, r.c.id == link.c.step_run_id)))
+        else:  # every step run is kept: whatever is linked is needed (links cascade with their step run)
+            unneeded.append(a.c.content_hash.not_in(select(link.c.content_hash)))
         if not prune_cache:  # a live entry keeps its step run's outputs
             unneeded.append(
                 a.c.content_hash.not_in(
