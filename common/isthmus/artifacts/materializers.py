@@ -90,6 +90,24 @@ class Materializer:
     def load(self, path: str, python_type: str) -> Any:
         raise NotImplementedError
 
+    #: True when :meth:`save_to` writes the file in order through a file object, so the store hashes it
+    #: as it is written instead of reading it back.
+    writes_stream: bool = False
+    #: True when :meth:`load_from` builds the value from the file read in order, so a load checked by
+    #: hash reads the file once (the bytes it builds from are the bytes hashed).
+    reads_stream: bool = False
+
+    def save_to(self, obj: Any, out: io.RawIOBase) -> dict[str, Any] | None:
+        """Write the file :meth:`save` writes to ``out``, in order (``out`` cannot seek); only called
+        when ``writes_stream`` is set. Returns the same metadata as :meth:`save`."""
+        raise NotImplementedError
+
+    def load_from(self, source: io.RawIOBase, python_type: str) -> Any:
+        """Build the value from ``source``, the file read from its start (it cannot seek; a buffer passed
+        to its ``readinto`` must stay unchanged until the load returns); only called when
+        ``reads_stream`` is set. What it leaves unread is still read and hashed by the store."""
+        raise NotImplementedError
+
     def contents_secret(self, obj: Any, secrets: frozenset[str]) -> str | None:
         """Where the contents :meth:`save` would store hold one of ``secrets`` although the value itself does
         not show it (a file's bytes behind a path), or None. The runner refuses such an output."""
@@ -131,6 +149,7 @@ def _json_exact(obj: Any) -> bool:
 
 class JsonMaterializer(Materializer):
     needs_verified_bytes = False
+    writes_stream = True
     name = "json"
 
     def can_handle(self, obj: Any) -> bool:
@@ -145,6 +164,10 @@ class JsonMaterializer(Materializer):
         """The file's bytes (the store writes small values from memory, hashed before they are written)."""
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
+    def save_to(self, obj: Any, out: io.RawIOBase) -> dict[str, Any] | None:
+        out.write(self.dumps(obj))
+        return None
+
     def load(self, path: str, python_type: str) -> Any:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
@@ -152,6 +175,7 @@ class JsonMaterializer(Materializer):
 
 class StrMaterializer(Materializer):
     needs_verified_bytes = False
+    writes_stream = True
     name = "str"
 
     def can_handle(self, obj: Any) -> bool:
@@ -166,6 +190,10 @@ class StrMaterializer(Materializer):
         """The file's bytes (see :meth:`JsonMaterializer.dumps`)."""
         return obj.encode("utf-8")
 
+    def save_to(self, obj: Any, out: io.RawIOBase) -> dict[str, Any] | None:
+        out.write(self.dumps(obj))
+        return None
+
     def load(self, path: str, python_type: str) -> Any:
         with open(path, encoding="utf-8", newline="") as fh:
             return fh.read()
@@ -174,6 +202,7 @@ class StrMaterializer(Materializer):
 class BytesMaterializer(Materializer):
     needs_verified_bytes = False
     name = "bytes"
+    writes_stream = True
 
     def can_handle(self, obj: Any) -> bool:
         return type(obj) in (bytes, bytearray)
@@ -187,6 +216,10 @@ class BytesMaterializer(Materializer):
         """The file's bytes (see :meth:`JsonMaterializer.dumps`)."""
         return bytes(obj)
 
+    def save_to(self, obj: Any, out: io.RawIOBase) -> dict[str, Any] | None:
+        out.write(obj)
+        return None
+
     def load(self, path: str, python_type: str) -> Any:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -198,6 +231,8 @@ class NumpyMaterializer(Materializer):
 
     name = "numpy"
     needs_verified_bytes = False  # np.load(allow_pickle=False)
+    writes_stream = True
+    reads_stream = True
 
     def can_handle(self, obj: Any) -> bool:
         np = _maybe("numpy")
@@ -215,13 +250,84 @@ class NumpyMaterializer(Materializer):
             np.save(fh, arr, allow_pickle=False)
         return {"shape": list(arr.shape), "dtype": str(arr.dtype)}
 
+    def save_to(self, obj: Any, out: io.RawIOBase) -> dict[str, Any] | None:
+        import numpy as np
+
+        arr = np.asarray(obj)
+        data = _npy_data(arr)
+        header = io.BytesIO()
+        try:
+            np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(arr))
+        except ValueError:  # a header too long for format 1.0: numpy's writer picks the version
+            data = None
+        if data is None:  # not contiguous (or an unusual header): numpy's own writer, in pieces
+            np.lib.format.write_array(out, arr, allow_pickle=False)
+        else:  # the same bytes as np.save, written from the array's memory without a copy
+            out.write(header.getbuffer())
+            for start in range(0, data.nbytes, _PIECE):
+                out.write(data[start : start + _PIECE])
+        return {"shape": list(arr.shape), "dtype": str(arr.dtype)}
+
     def load(self, path: str, python_type: str) -> Any:
         import numpy as np
 
-        arr = np.load(path, allow_pickle=False)
-        if python_type != "numpy:ndarray" and arr.ndim == 0:
-            return arr[()]  # the numpy scalar it was
-        return arr
+        return _scalar_if(np.load(path, allow_pickle=False), python_type)
+
+    def load_from(self, source: io.RawIOBase, python_type: str) -> Any:
+        import numpy as np
+
+        fmt = np.lib.format
+        head = source.read(8)
+        if len(head) < 8 or head[:6] != fmt.MAGIC_PREFIX or head[6:8] not in (b"\x01\x00", b"\x02\x00"):
+            rest = source.read()  # format 3.0 (or not .npy at all): numpy's reader, from memory
+            return _scalar_if(np.load(io.BytesIO(head + rest), allow_pickle=False), python_type)
+        width = 2 if head[6] == 1 else 4
+        length = source.read(width)
+        header = source.read(int.from_bytes(length, "little"))
+        parse = fmt.read_array_header_1_0 if head[6] == 1 else fmt.read_array_header_2_0
+        shape, fortran_order, dtype = parse(io.BytesIO(length + header))
+        if dtype.hasobject:
+            raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+        count = 1
+        for dim in shape:
+            count *= dim
+        want = count * dtype.itemsize
+        if want > getattr(source, "expected_size", want):  # a header claiming more than the file holds
+            raise ValueError(f"the array header claims {want} bytes of data, more than the file holds")
+        arr = np.empty(count, dtype=dtype)
+        if want and source.readinto(arr.view(np.uint8).data) != want:
+            raise ValueError(f"EOF: reading array data, expected {want} bytes")
+        if fortran_order:
+            arr = arr.reshape(shape[::-1]).transpose()
+        else:
+            arr = arr.reshape(shape)
+        return _scalar_if(arr, python_type)
+
+
+_PIECE = 32 << 20  # bytes of an array handed to the file at a time
+
+
+def _npy_data(arr: Any) -> Any:
+    """The bytes of ``arr`` in the order ``np.save`` writes them (a flat uint8 view, no copy), or None when
+    its memory is not in one piece."""
+    import numpy as np
+
+    if arr.flags.c_contiguous:
+        flat = arr.reshape(-1)
+    elif arr.flags.f_contiguous:
+        flat = arr.T.reshape(-1)
+    else:
+        return None
+    try:
+        return memoryview(flat.view(np.uint8))
+    except (TypeError, ValueError):
+        return None
+
+
+def _scalar_if(arr: Any, python_type: str) -> Any:
+    if python_type != "numpy:ndarray" and arr.ndim == 0:
+        return arr[()]  # the numpy scalar it was
+    return arr
 
 
 _SERIES_COLUMN = "__isthmus_series__"  # the parquet column of an unnamed Series
@@ -230,6 +336,7 @@ _SERIES_COLUMN = "__isthmus_series__"  # the parquet column of an unnamed Series
 class PandasMaterializer(Materializer):
     needs_verified_bytes = False
     name = "pandas-parquet"
+    writes_stream = True
 
     def can_handle(self, obj: Any) -> bool:
         pd = _maybe("pandas")
@@ -249,10 +356,15 @@ class PandasMaterializer(Materializer):
         frame.to_parquet(path, engine="pyarrow", index=None)
         return {**_columns(list(frame.dtypes.items())), "rows": len(frame), "series": isinstance(obj, pd.Series)}
 
+    def save_to(self, obj: Any, out: io.RawIOBase) -> dict[str, Any] | None:
+        return self.save(obj, out)  # type: ignore[arg-type]  # to_parquet writes a file object in order
+
     def load(self, path: str, python_type: str) -> Any:
         import pandas as pd
 
-        frame = pd.read_parquet(path, engine="pyarrow")
+        # The file is local: read a column chunk at a time (pre_buffer would hold all of its bytes in memory
+        # first). split_blocks/self_destruct would save more, but can hand out read-only columns.
+        frame = pd.read_parquet(path, engine="pyarrow", pre_buffer=False)
         if python_type.endswith(":Series"):
             series = frame.iloc[:, 0]
             return series.rename(None) if series.name == _SERIES_COLUMN else series
@@ -262,6 +374,7 @@ class PandasMaterializer(Materializer):
 class ArrowMaterializer(Materializer):
     needs_verified_bytes = False
     name = "arrow-parquet"
+    writes_stream = True
 
     def can_handle(self, obj: Any) -> bool:
         pa = _maybe("pyarrow")
@@ -272,6 +385,9 @@ class ArrowMaterializer(Materializer):
 
         pq.write_table(obj, path)
         return {**_columns([(f.name, f.type) for f in obj.schema]), "rows": obj.num_rows}
+
+    def save_to(self, obj: Any, out: io.RawIOBase) -> dict[str, Any] | None:
+        return self.save(obj, out)  # type: ignore[arg-type]  # write_table writes a file object in order
 
     def load(self, path: str, python_type: str) -> Any:
         import pyarrow.parquet as pq

@@ -60,6 +60,7 @@ from isthmus.artifacts.materializers import (
     warn_fallback,
 )
 from isthmus.artifacts.refs import ArtifactRef, check_content_hash, metadata_problem
+from isthmus.artifacts.streams import HashingReader, HashingWriter
 from isthmus.artifacts.types import check_type_path
 from isthmus.errors import ArtifactMissing, MaterializationError
 from isthmus.hashing import hash_bytes, hash_stream
@@ -255,8 +256,12 @@ class ArtifactStore:
                 if data is not None and len(data) <= SMALL_BYTES:
                     return self._save_small(data, mat, type_path(type(obj)), tmp_dir, where)
             tmp = os.path.join(tmp_dir, tmpfiles.part_name())
+            hashed: tuple[str, int] | None = None
             try:
-                metadata = mat.save(obj, tmp) or {}
+                if mat.writes_stream:
+                    metadata, hashed = _save_streaming(mat, obj, tmp)
+                else:
+                    metadata = mat.save(obj, tmp) or {}
             except Exception as exc:  # try the next materializer, unless the store itself failed
                 _remove(tmp)
                 self._raise_if_store_failed(tmp_dir, exc, where)
@@ -271,7 +276,7 @@ class ArtifactStore:
             if mat.name == "cloudpickle" and not (materializer is not None and index == 0):
                 warn_fallback(obj, step_name, output)  # a fallback, not a choice: say so once per type
             try:
-                return self._commit(tmp, mat, type_path(type(obj)), metadata, where)
+                return self._commit(tmp, mat, type_path(type(obj)), metadata, where, hashed)
             finally:
                 _remove(tmp)
         raise MaterializationError(
@@ -325,14 +330,25 @@ class ArtifactStore:
             _remove(probe)
 
     def _commit(
-        self, tmp: str, mat: Materializer, python_type: str, metadata: dict[str, Any], where: str = ""
+        self,
+        tmp: str,
+        mat: Materializer,
+        python_type: str,
+        metadata: dict[str, Any],
+        where: str = "",
+        hashed: tuple[str, int] | None = None,
     ) -> ArtifactRef:
+        """Commit the file ``tmp``; ``hashed`` is its (hash, size) when it was hashed as it was written
+        (:class:`~isthmus.artifacts.streams.HashingWriter`), else it is read back and hashed here."""
         # No fsync: visibility is atomic (rename / single PUT) and every read checks the content
         # hash, so a file torn by power loss is detected and recomputed, never served.
-        try:
-            content_hash, size = hash_file(tmp)
-        except OSError as exc:
-            raise self._store_error("read back", tmp, exc, where) from exc
+        if hashed is not None:
+            content_hash, size = hashed
+        else:
+            try:
+                content_hash, size = hash_file(tmp)
+            except OSError as exc:
+                raise self._store_error("read back", tmp, exc, where) from exc
         final = self.path_for(content_hash)
         if self.local:
             self._commit_local(os.path.basename(tmp), content_hash, mat, where)
@@ -705,8 +721,49 @@ class ArtifactStore:
                 return materializer.load_bytes(data, ref.python_type)
             finally:
                 safefs.release(data)
-        with self._readable(ref, path, "hash" if verify else self.verify_mode) as readable:
+        mode = "hash" if verify else self.verify_mode
+        if mode == "hash" and materializer.reads_stream:
+            loaded = self._load_hashing(ref, path, materializer)
+            if loaded is not _NOT_LOADED:
+                return loaded
+        with self._readable(ref, path, mode) as readable:
             return materializer.load(readable, ref.python_type)
+
+    def _load_hashing(self, ref: ArtifactRef, path: str, materializer: Materializer) -> Any:
+        """Load a streaming materializer's value from the object (a remote store: its local copy) read
+        once, hashing the very bytes it is built from: the check by hash without a second pass. Returns
+        ``_NOT_LOADED`` when the usual path is due (a remembered verdict makes the hash needless; a remote
+        copy is absent or bad and must be downloaded). A local object whose bytes do not match is moved
+        aside and ArtifactMissing raised; the value built from it is dropped."""
+        target = path if self.local else self._cache_path(ref)
+        verdict, _ = self._stat_verdict(ref, target)
+        if verdict is True or (verdict is False and not self.local):
+            return _NOT_LOADED
+        if verdict is False:
+            raise self._missing(ref)
+        started = time.time_ns()
+        try:
+            if self.local:
+                fd = safefs.open_object(self.root, self._rel(ref.content_hash).split("/"))
+            else:
+                fd = safefs.open_file(target)
+        except _UNREADABLE:
+            if self.local:
+                raise self._missing(ref) from None
+            return _NOT_LOADED
+        try:
+            st = os.fstat(fd)
+            matched, value = _read_hashing(fd, ref, materializer) if st.st_size == ref.size else (False, None)
+        finally:
+            os.close(fd)
+        if not matched:
+            if not self.local:
+                _remove(target)
+                return _NOT_LOADED
+            self._quarantine(path)
+            raise self._missing(ref)
+        self._remember(target, ref.content_hash, st, checked_ns=started)
+        return value
 
     def delete(self, ref: ArtifactRef) -> None:
         path = self.check_ref(ref, loading=False)
@@ -767,6 +824,38 @@ class ArtifactStore:
             with self._lock:
                 self._verified.clear()
             self._make_dirs()
+
+
+_NOT_LOADED: Any = object()
+
+
+def _save_streaming(mat: Materializer, obj: Any, tmp: str) -> tuple[dict[str, Any], tuple[str, int]]:
+    """Write ``obj`` to the new file ``tmp`` through ``mat.save_to``, hashed as it is written."""
+    out = HashingWriter(tmp)
+    try:
+        metadata = mat.save_to(obj, out) or {}
+        return metadata, out.finish()
+    finally:
+        out.discard()
+
+
+def _read_hashing(fd: int, ref: ArtifactRef, materializer: Materializer) -> tuple[bool, Any]:
+    """(whether the file behind ``fd`` is exactly ``ref``'s bytes, the value ``materializer`` built from
+    them). The materializer's own error is raised only for bytes that matched."""
+    reader = HashingReader(fd, ref.size)
+    try:
+        try:
+            value, error = materializer.load_from(reader, ref.python_type), None
+        except Exception as exc:  # bad bytes make bad values: the hash decides which error it is
+            value, error = None, exc
+        actual, size = reader.finish()
+    finally:
+        reader.discard()
+    if actual != ref.content_hash or size != ref.size:
+        return False, None
+    if error is not None:
+        raise error
+    return True, value
 
 
 class _Tee:
