@@ -6,7 +6,8 @@ Each measurement runs in a fresh process: the value is built, then one operation
 sampler thread records the peak anonymous memory (``RssAnon``) above what the process held before it.
 Peers: ``np.save`` / ``np.load`` to a file, ``DataFrame.to_parquet`` / ``pd.read_parquet`` (pyarrow).
 isthmus: ``ArtifactStore.save`` (write, blake3 hash, atomic commit) and ``ArtifactStore.load`` (default
-verify mode). Rounds are interleaved; medians. ``--baseline DIR``: a tree with ``common/isthmus`` of
+verify mode). ``cpu`` is the process's user + system time for the operation (all threads): on a busy
+machine it moves less than the wall time. Dirty pages are flushed before each operation. Rounds are interleaved; medians. ``--baseline DIR``: a tree with ``common/isthmus`` of
 another version (``git archive REV common | tar -x -C DIR``), its rows interleaved. Nothing here passes
 or fails. Target: within 1.2x of the peer, peak anonymous memory <= 1.1x the data.
 """
@@ -65,6 +66,7 @@ def sample():
 t = threading.Thread(target=sample, daemon=True)
 t.start()
 t0 = time.perf_counter()
+c0 = os.times()
 if op == "peer save":
     if kind == "numpy":
         np.save(peer_path, value)
@@ -82,6 +84,8 @@ elif op == "isthmus load":
     with open(ref_path) as fh:
         out = store.load(ArtifactRef.from_json(fh.read()))
 took = time.perf_counter() - t0
+c1 = os.times()
+cpu = (c1.user - c0.user) + (c1.system - c0.system)
 stop.set(); t.join()
 peak[0] = max(peak[0], anon())
 if op == "isthmus save":
@@ -89,12 +93,13 @@ if op == "isthmus save":
         fh.write(ref.to_json())
 if op.endswith("load"):
     size = nbytes(out)
-print(json.dumps({"seconds": took, "extra_anon": peak[0] - base, "bytes": size}))
+print(json.dumps({"seconds": took, "cpu": cpu, "extra_anon": peak[0] - base, "bytes": size}))
 """
 
 
 def run(kind: str, op: str, mb: int, workdir: str, code: Path) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(code / "common"))
+    os.sync()  # no operation pays for the writeback of the one before it (the dirty-page throttle)
     out = subprocess.run(
         [sys.executable, "-c", CHILD, kind, op, str(mb), workdir], env=env, capture_output=True, text=True
     )
@@ -124,11 +129,25 @@ def main() -> None:
                         samples.setdefault((code, kind, op), []).append(run(kind, op, args.mb, workdir, path))
     med = statistics.median
     table = Table(title=f"Artifacts of ~{args.mb} MiB, whole processes, median of {args.rounds}")
-    for col in ("code", "value", "operation", "time", "vs peer", "peak extra anon memory", "peak anon / data"):
+    cols = (
+        "code",
+        "value",
+        "operation",
+        "time",
+        "vs peer",
+        "cpu",
+        "cpu vs peer",
+        "peak extra anon memory",
+        "peak anon / data",
+    )
+    for col in cols:
         table.add_column(col)
     for (code, kind, op), s in samples.items():
         secs = med(x["seconds"] for x in s)
-        peer = med(x["seconds"] for x in samples[(code, kind, "peer " + op.split()[1])])
+        peer_samples = samples[(code, kind, "peer " + op.split()[1])]
+        peer = med(x["seconds"] for x in peer_samples)
+        cpu = med(x["cpu"] for x in s)
+        peer_cpu = med(x["cpu"] for x in peer_samples)
         extra = med(x["extra_anon"] for x in s)
         data = med(x["bytes"] for x in s)
         # a save holds the value before it starts (the data); a load builds it (the data is in the extra)
@@ -139,6 +158,8 @@ def main() -> None:
             op,
             f"{secs:.2f} s",
             f"{secs / peer:.2f}x",
+            f"{cpu:.2f} s",
+            f"{cpu / peer_cpu:.2f}x",
             f"{extra / 2**20:.0f} MiB",
             f"{total / data:.2f}x",
         )
