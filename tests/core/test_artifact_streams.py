@@ -281,3 +281,17 @@ def test_a_remote_store_streams_through_its_checked_local_copy(tmp_path: Path) -
     os.remove(local)
     with pytest.raises(ArtifactMissing):
         ArtifactStore(root, local_cache=cache).load(ref)
+
+
+def test_a_hashing_failure_is_the_stores_error_not_a_fallback(
+    store: ArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from isthmus.artifacts.errors import ArtifactStoreError
+
+    def broken(self: Any, fd: int, start: int, end: int) -> None:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(streams._Hasher, "_hash_region", broken)
+    with pytest.raises(ArtifactStoreError, match="cannot hash"):
+        store.save(np.arange(10))  # never stored with cloudpickle instead
+    assert os.listdir(Path(store.root) / ".tmp") == []

@@ -21,7 +21,10 @@ Code-executing materializers (pickle: cloudpickle, joblib, user materializers by
   between the check and the load.
 
 Other materializers keep the fast path: the verify mode decides whether the bytes are hashed, and the
-materializer reads the object through the descriptor that was checked. Local objects and the store's
+materializer reads the object through the descriptor that was checked. A streaming one (numpy; see
+:mod:`isthmus.artifacts.streams`) is hashed while it reads, when a check by hash is due: it builds the value
+from exactly the bytes hashed, and the value is dropped (the object moved aside) when they do not match.
+Streaming materializers are also hashed while they write, so a save reads nothing back. Local objects and the store's
 directories are opened without following links (:mod:`isthmus.artifacts.safefs`). A failure of the store
 itself (permissions, full disk, unreachable bucket) raises :class:`ArtifactStoreError` naming
 ``ISTHMUS_ARTIFACT_ROOT``, never a materializer error.
@@ -60,7 +63,7 @@ from isthmus.artifacts.materializers import (
     warn_fallback,
 )
 from isthmus.artifacts.refs import ArtifactRef, check_content_hash, metadata_problem
-from isthmus.artifacts.streams import HashingReader, HashingWriter
+from isthmus.artifacts.streams import HashFailed, HashingReader, HashingWriter
 from isthmus.artifacts.types import check_type_path
 from isthmus.errors import ArtifactMissing, MaterializationError
 from isthmus.hashing import hash_bytes, hash_stream
@@ -264,6 +267,8 @@ class ArtifactStore:
                     metadata = mat.save(obj, tmp) or {}
             except Exception as exc:  # try the next materializer, unless the store itself failed
                 _remove(tmp)
+                if isinstance(exc, HashFailed):
+                    raise self._store_error("hash", tmp, exc, where) from exc
                 self._raise_if_store_failed(tmp_dir, exc, where)
                 if isinstance(exc, MaterializationError):  # the materializer refuses the value: no fallback
                     raise MaterializationError(f"{where}{exc}") from None

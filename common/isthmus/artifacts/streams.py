@@ -30,6 +30,10 @@ _THREADED_MIN = 4 << 20
 _GRANULE = mmap.ALLOCATIONGRANULARITY
 
 
+class HashFailed(OSError):
+    """The store could not hash what was written or read (not the materializer's fault)."""
+
+
 class _Hasher:
     """A thread that hashes, in order, the pieces handed to it (a bounded queue: at most a few pending)."""
 
@@ -66,16 +70,20 @@ class _Hasher:
             finally:
                 view.release()
 
+    def _failed(self) -> HashFailed:
+        error = self._error
+        return HashFailed(getattr(error, "errno", None) or 0, f"hashing failed: {type(error).__name__}: {error}")
+
     def put(self, item: Any) -> None:
         if self._error is not None:
-            raise self._error
+            raise self._failed() from self._error
         self._queue.put(item)
 
     def finish(self) -> str:
         self._queue.put(None)
         self._thread.join()
         if self._error is not None:
-            raise self._error
+            raise self._failed() from self._error
         return PREFIX + self._h.hexdigest()
 
     def abandon(self) -> None:
@@ -129,8 +137,9 @@ class HashingWriter(io.RawIOBase):
             self._hasher.put((self._fd, self._queued, self._written))
             self._queued = self._written
         digest = self._hasher.finish()
-        if os.fstat(self._fd).st_size != self._written:
-            raise OSError(f"the artifact file holds {os.fstat(self._fd).st_size} bytes, {self._written} were written")
+        held = os.fstat(self._fd).st_size
+        if held != self._written:
+            raise HashFailed(0, f"the file holds {held} bytes, {self._written} were written to it")
         return digest, self._written
 
     def discard(self) -> None:
@@ -218,4 +227,4 @@ class HashingReader(io.RawIOBase):
         self.close()
 
 
-__all__ = ["HashingReader", "HashingWriter"]
+__all__ = ["HashFailed", "HashingReader", "HashingWriter"]
