@@ -26,7 +26,6 @@ from blake3 import blake3
 from isthmus.hashing import PREFIX
 
 _STEP = 32 << 20  # bytes hashed (and read) per step: large enough for threads, small enough to overlap
-_THREADED_MIN = 4 << 20
 _GRANULE = mmap.ALLOCATIONGRANULARITY
 
 
