@@ -1183,7 +1183,19 @@ class MetadataStore:
                 keeps.append(p.c.started_at >= age_cutoff)
             kept_runs = select(p.c.id).where(or_(*keeps))
         live = or_(e.c.expires_at.is_(None), e.c.expires_at > now)
-        unneeded = [a.c.created_at < fresh, a.c.content_hash.not_in(select(al.c.content_hash))]
+        unneeded: list[Any] = []
+        if not prune_cache:
+            # a live entry keeps its step run's outputs. First: in most stores it keeps most artifacts, and
+            # SQLite tests the conditions in this order, so the other sets are probed only for the rest.
+            unneeded.append(
+                a.c.content_hash.not_in(
+                    select(link.c.content_hash)
+                    .select_from(e)
+                    .join(link, and_(link.c.step_run_id == e.c.step_run_id, link.c.role == "output"))
+                    .where(live)
+                )
+            )
+        unneeded += [a.c.created_at < fresh, a.c.content_hash.not_in(select(al.c.content_hash))]
         kept_steps = None
         if kept_runs is not None:
             # the step runs of kept runs (few, by the pipeline_run_id index), with no run, RUNNING or new
@@ -1197,14 +1209,6 @@ class MetadataStore:
             )
         else:  # every step run is kept: whatever is linked is needed (links cascade with their step run)
             unneeded.append(a.c.content_hash.not_in(select(link.c.content_hash)))
-        if not prune_cache:  # a live entry keeps its step run's outputs
-            unneeded.append(
-                a.c.content_hash.not_in(
-                    select(link.c.content_hash)
-                    .join(e, e.c.step_run_id == link.c.step_run_id)
-                    .where(link.c.role == "output", live)
-                )
-            )
         history = inspect(conn).has_table("artifact_alias_history")
         if history:
             h = s.artifact_alias_history
