@@ -42,6 +42,21 @@ DIRECTIONS = ("upstream", "downstream", "both")
 _LATEST = re.compile(r"latest(?:~\d+)?")
 _HEX_ID = re.compile(r"[0-9a-fA-F-]+")
 _SHOWN = 60
+_STEP_COLUMNS = (
+    "invocation",
+    "step_name",
+    "step_path",
+    "pipeline_run_id",
+    "orchestrator",
+    "cache_hit",
+    "source_step_run_id",
+    "code_hash",
+    "deps_hash",
+    "environment_hash",
+    "params",
+    "started_at",
+)
+"""The columns of a step run node (:class:`StepRunNode`): a wide answer reads no other JSON column."""
 
 
 @dataclass(frozen=True)
@@ -237,7 +252,7 @@ class _Walk:
         if len(new) > room:
             new, self.result.truncated = new[: max(room, 0)], True
         added = []
-        for row in self.meta.step_runs_by_id(new):
+        for row in self.meta.step_runs_by_id(new, _STEP_COLUMNS):
             self.result.step_runs[str(row["id"])] = _step_node(row, depth)
             added.append(str(row["id"]))
         return added
@@ -274,7 +289,7 @@ class _Walk:
             depth_of[content_hash] = min(depth_of.get(content_hash, d), d)
         for h in self.result.artifacts:
             depth_of.setdefault(h, 0)
-        rows = self.meta.artifacts_by_hash(list(depth_of))
+        rows = self.meta.artifacts_by_hash(list(depth_of), ("size", "python_type", "materializer"))
         for h, d in depth_of.items():
             row = rows.get(h)
             known = self.result.artifacts.get(h)
@@ -291,12 +306,13 @@ class _Walk:
     def producers(self, hashes: list[str]) -> dict[str, str]:
         """The step run that computed each hash: the artifact row's producer, else (row deleted) the
         earliest computing step run that output it."""
-        rows = self.meta.artifacts_by_hash(hashes)
+        rows = self.meta.artifacts_by_hash(hashes, ("producer_step_run_id",))
         found = {h: str(r["producer_step_run_id"]) for h, r in rows.items() if r.get("producer_step_run_id")}
         missing = [h for h in hashes if h not in found]
         if missing:
             links = self.meta.links_of_hashes(missing, "output", limit=50 * len(missing))
-            runs = {str(r["id"]): r for r in self.meta.step_runs_by_id([str(x["step_run_id"]) for x in links])}
+            ids = [str(x["step_run_id"]) for x in links]
+            runs = {str(r["id"]): r for r in self.meta.step_runs_by_id(ids, ("cache_hit", "started_at"))}
             for h in missing:
                 cands = [
                     runs[str(x["step_run_id"])]
