@@ -47,6 +47,7 @@ def make_engine(url: str) -> Engine:
         _enable_wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA temp_store=MEMORY")  # the sets a query builds (NOT IN, DISTINCT) stay off the disk
         cur.close()
 
     @event.listens_for(engine, "begin")
