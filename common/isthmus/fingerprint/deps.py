@@ -10,6 +10,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from isthmus.config import get_settings
@@ -50,32 +51,76 @@ def _scan() -> dict[str, Any]:
     return {"versions": dict(sorted(versions.items())), "top_level": top}
 
 
-def _path_signature() -> str:
-    parts = []
-    for entry in sys.path:
+_DIST_SUFFIXES = (".dist-info", ".egg-info")
+
+
+def _entry_signature(entry: str) -> str:
+    """What of one ``sys.path`` entry decides the installed distributions: its modification time where it
+    holds distributions (``*.dist-info``, ``*.egg-info``: installing or removing one changes it), else only
+    that it holds none — a script's or the working directory changes whenever a file is written there, and
+    keying on that would scan the environment again in every new directory."""
+    path = entry or "."
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{entry}:-"
+    if os.path.isdir(path) and os.path.basename(os.path.normpath(path)) not in ("site-packages", "dist-packages"):
         try:
-            parts.append(f"{entry}:{os.stat(entry or '.').st_mtime_ns}")
+            with os.scandir(path) as it:
+                if not any(e.name.endswith(_DIST_SUFFIXES) for e in it):
+                    return f"{entry}:none"
         except OSError:
-            parts.append(f"{entry}:-")
-    return hash_parts("dists-v1", sys.version, *parts).split(":", 1)[1][:24]
+            return f"{entry}:-"
+    return f"{entry}:{st.st_mtime_ns}"
+
+
+def _path_signature() -> str:
+    parts = [_entry_signature(entry) for entry in sys.path]
+    return hash_parts("dists-v2", sys.version, *parts).split(":", 1)[1][:24]
+
+
+def _cache_dirs() -> list[Path]:
+    """Where the scan is kept: the user's cache directory (``$XDG_CACHE_HOME/isthmus``, else
+    ``~/.cache/isthmus``) — it describes the Python environment, not a store, so every ``ISTHMUS_HOME``
+    shares it — then ``$ISTHMUS_HOME/cache`` (used when the first cannot be written)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return [Path(base) / "isthmus", get_settings().home / "cache"]
+
+
+def _valid(data: Any) -> bool:
+    """A scan as :func:`_scan` writes it (a damaged or foreign file is scanned again, never trusted)."""
+    if not isinstance(data, dict) or not isinstance(data.get("versions"), dict):
+        return False
+    top = data.get("top_level")
+    return (
+        isinstance(top, dict)
+        and all(isinstance(v, str) for v in data["versions"].values())
+        and all(isinstance(v, list) and all(isinstance(d, str) for d in v) for v in top.values())
+    )
 
 
 @functools.cache
 def _distributions() -> dict[str, Any]:
     """Installed distributions, cached on disk per ``sys.path`` state (an install changes folder mtimes)."""
-    cache_file = get_settings().home / "cache" / f"dists-{_path_signature()}.json"
-    try:
-        return json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        pass
+    name = f"dists-{_path_signature()}.json"
+    dirs = _cache_dirs()
+    for folder in dirs:
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if _valid(data):
+            return data
     data = _scan()
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.part")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass
+    for folder in dirs:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f"{name}.{os.getpid()}.part"
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, folder / name)
+            break
+        except OSError:
+            continue
     return data
 
 
