@@ -209,3 +209,43 @@ def test_every_command_has_help() -> None:
         assert code == 0 and "Usage:" in out, (argv, out)
     code, out = invoke()
     assert code == 2 and "run-step" in out and "tokens" in out
+
+
+def test_the_command_line_records_its_actions_as_cli_and_version_needs_no_store(tmp_path: Path) -> None:
+    """Run as ``python -m isthmus``, an audited action says it came from the command line; ``version`` imports
+    neither the audit log nor SQLAlchemy."""
+    import os
+    import subprocess
+    import sys
+
+    import isthmus
+
+    package_root = str(Path(isthmus.__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "ISTHMUS_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]),
+    }
+
+    def isthmus_cli(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "isthmus", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    isthmus_cli("tokens", "create", "--role", "viewer", "--json")
+    entries = json.loads(isthmus_cli("audit", "--json"))
+    assert [(e["action"], e["via"]) for e in entries] == [("token.create", "cli")]
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "isthmus", "version"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and out.stdout == f"{isthmus.__version__}\n", out.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "isthmus.cli.app" in imported
+    assert sorted(m for m in imported if m.startswith(("sqlalchemy", "isthmus.governance"))) == []

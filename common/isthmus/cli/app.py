@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import sys
 
+import click
+
 from isthmus.cli.commands import LazyGroup, command
 from isthmus.errors import IsthmusError
 
@@ -32,8 +34,22 @@ COMMANDS = {
     "roles": "isthmus.cli.governance:roles_app",
 }
 
+_FROM_MAIN = "isthmus.cli.app:main"
+
+
+@click.pass_context
+def _before_a_command(ctx: click.Context) -> None:
+    """Run by :func:`main`, what a command records says it came from the command line. ``version`` records
+    nothing: it does not import the audit log (nor SQLAlchemy with it)."""
+    if ctx.obj == _FROM_MAIN and ctx.invoked_subcommand != "version":
+        from isthmus.governance.audit import set_default_via
+
+        set_default_via("cli")
+
+
 app = LazyGroup(
     "isthmus",
+    callback=_before_a_command,
     help="isthmus: recorded, cached, portable pipeline steps.",
     no_args_is_help=True,
     lazy_commands=COMMANDS,
@@ -54,11 +70,8 @@ def main() -> None:
     # jobs and pods), the console script imports them from the directory it is run in.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    from isthmus.governance.audit import set_default_via
-
-    set_default_via("cli")
     try:
-        app()
+        app(obj=_FROM_MAIN)
     except IsthmusError as exc:
         from isthmus.cli.shared import error_line
 
