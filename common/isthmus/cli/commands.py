@@ -53,6 +53,13 @@ class Group(click.Group):
     def get_short_help_str(self, limit: int = 45) -> str:
         return _first_paragraph(self)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """With no arguments: the help on stdout, exit code 2."""
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            click.echo(ctx.get_help(), color=ctx.color)
+            ctx.exit(2)
+        return super().parse_args(ctx, args)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
 
