@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from tests.airflow.conftest import DAGS, REPO, lineage_events, load_dag, put_dag
 

@@ -1110,7 +1110,7 @@ def test_secrets_never_reach_the_store_or_the_diff(days: dict[str, Any], monkeyp
     for canary in (TOKEN_DAY1, TOKEN_DAY2, SERVICE_TOKEN, VARIANT_DAY1, VARIANT_DAY2):
         assert canary.encode() not in stored, canary
 
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from isthmus import config
     from isthmus.cli import app
@@ -1164,7 +1164,7 @@ def test_no_secret_in_source_constants_or_parameters_reaches_a_record(
         for needle in (LEAK_CANARY, *basic):
             assert needle not in blob, f"{where}: {_leak_context(blob, needle)}"
 
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from isthmus import config
     from isthmus.cli import app

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from isthmus import pipeline, step
 from isthmus.cli import app
@@ -138,3 +138,116 @@ def test_the_console_script_imports_steps_from_the_directory_it_runs_in(tmp_path
     out = subprocess.run([*argv, "--manifest", str(manifest)], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert json.loads(manifest.read_text())["status"] == "COMPLETED"
+
+
+def test_a_query_imports_only_what_it_needs(tmp_path: Path) -> None:
+    """``isthmus runs list`` in a fresh process imports no other command's module, nor pydantic, typer or
+    fsspec: each command module is imported only when its command runs."""
+    import os
+    import subprocess
+    import sys
+
+    import isthmus
+
+    script = (
+        "import json, sys\n"
+        "from isthmus.cli import app\n"
+        "app(['runs', 'list'], standalone_mode=False)\n"
+        "import isthmus\n"
+        "open(sys.argv[1], 'w').write(json.dumps({'file': isthmus.__file__, 'modules': sorted(sys.modules)}))\n"
+    )
+    package_root = str(Path(isthmus.__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "ISTHMUS_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]),
+    }
+    listing = tmp_path / "modules.json"
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(listing)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Pipeline runs" in out.stdout
+    seen = json.loads(listing.read_text())
+    assert Path(seen["file"]).resolve() == Path(isthmus.__file__).resolve()  # the code under test, not another copy
+    modules = set(seen["modules"])
+    assert "isthmus.cli.runs" in modules
+    unwanted = {
+        "pydantic",
+        "typer",
+        "fsspec",
+        "isthmus.cli.artifacts",
+        "isthmus.cli.k8s",
+        "isthmus.cli.governance",
+        "isthmus.cli.ui",
+        "isthmus.cli.rerun",
+        "isthmus.cli.html",
+        "isthmus.cli.lineage_gc",
+    }
+    assert sorted(unwanted & modules) == []
+
+
+def test_every_command_has_help() -> None:
+    """``--help`` works on every group and command (each lazily imported module loads and lists its commands)."""
+    import click
+
+    def walk(group: click.Group, path: list[str]) -> list[list[str]]:
+        found = []
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):
+            cmd = group.get_command(ctx, name)
+            assert cmd is not None, name
+            found.append([*path, name])
+            if isinstance(cmd, click.Group):
+                found += walk(cmd, [*path, name])
+        return found
+
+    commands = walk(app, [])
+    assert ["runs", "list"] in commands and ["artifacts", "alias"] in commands and ["version"] in commands
+    for argv in commands:
+        code, out = invoke(*argv, "--help")
+        assert code == 0 and "Usage:" in out, (argv, out)
+    for group in ([], ["runs"], ["k8s"]):  # a group without arguments prints its help on stdout, exit code 2
+        result = CliRunner().invoke(app, group)
+        assert result.exit_code == 2 and result.stdout.startswith("Usage:") and "Commands:" in result.stdout
+    assert "run-step" in CliRunner().invoke(app, []).stdout
+
+
+def test_the_command_line_records_its_actions_as_cli_and_version_needs_no_store(tmp_path: Path) -> None:
+    """Run as ``python -m isthmus``, an audited action says it came from the command line; ``version`` imports
+    neither the audit log nor SQLAlchemy."""
+    import os
+    import subprocess
+    import sys
+
+    import isthmus
+
+    package_root = str(Path(isthmus.__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "ISTHMUS_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]),
+    }
+
+    def isthmus_cli(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "isthmus", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    isthmus_cli("tokens", "create", "--role", "viewer", "--json")
+    entries = json.loads(isthmus_cli("audit", "--json"))
+    assert [(e["action"], e["via"]) for e in entries] == [("token.create", "cli")]
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "isthmus", "version"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and out.stdout == f"{isthmus.__version__}\n", out.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "isthmus.cli.app" in imported
+    assert sorted(m for m in imported if m.startswith(("sqlalchemy", "isthmus.governance"))) == []

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from isthmus import Client, RunNotFound, pipeline, step
 from isthmus.cli import app

@@ -158,7 +158,7 @@ def test_a_killed_writers_partial_file_goes_when_its_step_is_taken_over(tmp_path
 
 
 def test_cache_prune_marks_a_dead_holders_row_aborted(tmp_path: Path, isthmus_home: Path) -> None:
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from isthmus.cli import app
 

@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from isthmus import Client, pipeline, step
 from isthmus.cli import app

@@ -63,7 +63,7 @@ def test_editing_a_helper_reruns_only_the_steps_that_reach_it(tmp_path: Path, is
     assert third["out"] == {"a": 3, "b": 2, "c": 10}
 
     # the diff names the helper and shows its source change
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from isthmus.cli import app
 

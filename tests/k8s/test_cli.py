@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from tests.k8s.conftest import validate_manifest
 from tests.k8s.fake_api import FakeCluster

@@ -1,4 +1,4 @@
-"""The ``isthmus`` command line (typer + rich)."""
+"""The ``isthmus`` command line (click + rich)."""
 
 from isthmus.cli.app import app, main
 

@@ -7,34 +7,33 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, NoReturn
+from typing import NoReturn
 
-import typer
+import click
 from rich.markup import escape
 
 from isthmus.aliases import AliasChange
+from isthmus.cli.commands import argument, command, group, json_option
 from isthmus.cli.render import console, dump_json, short, table, when
 from isthmus.client import Client
 from isthmus.errors import IsthmusError
 from isthmus.governance.projects import alias_project
 
-artifacts_app = typer.Typer(no_args_is_help=True, help="Artifacts, their versions and aliases (name@alias).")
+artifacts_app = group("artifacts", help="Artifacts, their versions and aliases (name@alias).")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (kept in the alias history).")]
-ProjectOpt = Annotated[
-    str | None,
-    typer.Option("--project", help="The project the alias belongs to (default: ISTHMUS_PROJECT, else 'default')."),
-]
+reason_option = click.option("--reason", help="Why (kept in the alias history).")
+project_option = click.option(
+    "--project", help="The project the alias belongs to (default: ISTHMUS_PROJECT, else 'default')."
+)
 _IDS = "a hash or unique prefix, NAME (its newest version), NAME@ALIAS, NAME@latest or NAME~N"
 
 
 def _fail(message: str) -> NoReturn:
     """One plain line on stderr (ids may be hostile: no markup, no wrapping), exit 1."""
     text = " ".join(str(message).split())
-    prefix = typer.style("error:", fg="red") if sys.stderr.isatty() else "error:"
-    typer.echo(f"{prefix} {text}", err=True)
-    raise typer.Exit(code=1)
+    prefix = click.style("error:", fg="red") if sys.stderr.isatty() else "error:"
+    click.echo(f"{prefix} {text}", err=True)
+    raise click.exceptions.Exit(1)
 
 
 def _size(n: int | None) -> str:
@@ -55,15 +54,12 @@ def _change_line(c: AliasChange) -> str:
 
 
 @artifacts_app.command("list")
-def artifacts_list(
-    name: Annotated[str | None, typer.Option("--name", help="Only versions of this artifact (STEP.OUTPUT).")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
-    by_run: Annotated[
-        bool, typer.Option("--by-run", help="One row per step run that produced or reused a version.")
-    ] = False,
-    project: ProjectOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+@click.option("--name", help="Only versions of this artifact (STEP.OUTPUT).")
+@click.option("--limit", "-n", type=int, default=50)
+@click.option("--by-run", is_flag=True, help="One row per step run that produced or reused a version.")
+@project_option
+@json_option
+def artifacts_list(name: str | None, limit: int, by_run: bool, project: str | None, as_json: bool) -> None:
     """Artifact versions, newest first, with how many step runs used each (as input or output), and the
     aliases of the project pointing at them."""
     try:
@@ -104,11 +100,10 @@ def artifacts_list(
 
 
 @artifacts_app.command("show")
-def artifacts_show(
-    ref: Annotated[str, typer.Argument(help=f"Artifact id: {_IDS}.")],
-    project: ProjectOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+@argument("ref", help=f"Artifact id: {_IDS}.")
+@project_option
+@json_option
+def artifacts_show(ref: str, project: str | None, as_json: bool) -> None:
     """One artifact version: what it is, where it is, who produced it."""
     client = Client()
     try:
@@ -143,13 +138,14 @@ def artifacts_show(
 
 
 @artifacts_app.command("alias")
+@argument("alias", help="NAME@ALIAS, e.g. train.output@production")
+@argument("version", help=f"The version to point it at: {_IDS}.")
+@reason_option
+@click.option("--force", is_flag=True, help="Allow a version that is not one of NAME's.")
+@project_option
+@json_option
 def artifacts_alias(
-    alias: Annotated[str, typer.Argument(help="NAME@ALIAS, e.g. train.output@production")],
-    version: Annotated[str, typer.Argument(help=f"The version to point it at: {_IDS}.")],
-    reason: ReasonOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Allow a version that is not one of NAME's.")] = False,
-    project: ProjectOpt = None,
-    as_json: JsonOpt = False,
+    alias: str, version: str, reason: str | None, force: bool, project: str | None, as_json: bool
 ) -> None:
     """Point NAME@ALIAS of the project at a version of NAME (promote); the change is kept in its history."""
     try:
@@ -165,12 +161,9 @@ def artifacts_alias(
 
 
 @artifacts_app.command("aliases")
-def artifacts_aliases(
-    project: Annotated[
-        str | None, typer.Option("--project", help="Only this project's aliases (default: every project's).")
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
+@click.option("--project", help="Only this project's aliases (default: every project's).")
+@json_option
+def artifacts_aliases(project: str | None, as_json: bool) -> None:
     """List aliases (with their project) and where they point."""
     try:
         only = frozenset({alias_project(project)}) if project else None
@@ -192,9 +185,10 @@ def artifacts_aliases(
 
 
 @artifacts_app.command("history")
-def artifacts_history(
-    alias: Annotated[str, typer.Argument(help="NAME@ALIAS")], project: ProjectOpt = None, as_json: JsonOpt = False
-) -> None:
+@argument("alias", help="NAME@ALIAS")
+@project_option
+@json_option
+def artifacts_history(alias: str, project: str | None, as_json: bool) -> None:
     """Every change of NAME@ALIAS in the project: from, to, who, when, where, why."""
     try:
         owner = alias_project(project)
@@ -226,13 +220,13 @@ def artifacts_history(
     console.print(t)
 
 
-def rollback(
-    alias: Annotated[str, typer.Argument(help="NAME@ALIAS, e.g. train.output@production")],
-    to: Annotated[str | None, typer.Option("--to", help=f"Roll back to this version instead: {_IDS}.")] = None,
-    reason: ReasonOpt = None,
-    project: ProjectOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+@command("rollback")
+@argument("alias", help="NAME@ALIAS, e.g. train.output@production")
+@click.option("--to", help=f"Roll back to this version instead: {_IDS}.")
+@reason_option
+@project_option
+@json_option
+def rollback(alias: str, to: str | None, reason: str | None, project: str | None, as_json: bool) -> None:
     """Move NAME@ALIAS of the project back to its previous target (from its history), or to --to VERSION."""
     try:
         change = Client().rollback(alias, to, reason=reason, via="cli", project=project)
@@ -244,15 +238,13 @@ def rollback(
     console.print(_change_line(change), markup=False)
 
 
-def invalidate(
-    artifact: Annotated[str, typer.Argument(help=f"The bad artifact: {_IDS}.")],
-    downstream: Annotated[
-        bool, typer.Option("--downstream", help="Everything derived from it (required: says what is dropped).")
-    ] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be affected; change nothing.")] = False,
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept on the marked step runs).")] = None,
-    as_json: JsonOpt = False,
-) -> None:
+@command("invalidate")
+@argument("artifact", help=f"The bad artifact: {_IDS}.")
+@click.option("--downstream", is_flag=True, help="Everything derived from it (required: says what is dropped).")
+@click.option("--dry-run", is_flag=True, help="List what would be affected; change nothing.")
+@click.option("--reason", help="Why (kept on the marked step runs).")
+@json_option
+def invalidate(artifact: str, downstream: bool, dry_run: bool, reason: str | None, as_json: bool) -> None:
     """Drop the cache entries of every step run derived from ARTIFACT, so the next runs recompute them.
 
     The records stay, marked invalidated (never a cache hit again). The producer of ARTIFACT is not touched."""

@@ -4,13 +4,13 @@ tokens and granting roles need the admin role once the store has grants; each is
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
 
-import typer
+import click
 from rich.markup import escape
 from rich.table import Table
 
 from isthmus import defaults
+from isthmus.cli.commands import argument, command, group, json_option
 from isthmus.cli.render import console, dump_json, table, when
 from isthmus.client import Client
 from isthmus.errors import ConfigurationError
@@ -18,15 +18,15 @@ from isthmus.governance import audit, roles, tokens
 from isthmus.governance.projects import check_project
 from isthmus.governance.roles import ALL_PROJECTS, Role
 
-tokens_app = typer.Typer(no_args_is_help=True, help="API tokens of the web UI and its JSON API.")
-roles_app = typer.Typer(no_args_is_help=True, help="Who holds which role in which project.")
+tokens_app = group("tokens", help="API tokens of the web UI and its JSON API.")
+roles_app = group("roles", help="Who holds which role in which project.")
 
 
 def _role(text: str) -> Role:
     try:
         return Role.parse(text)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise click.BadParameter(str(exc)) from None
 
 
 def _project(text: str | None) -> str | None:
@@ -35,7 +35,7 @@ def _project(text: str | None) -> str | None:
     try:
         return check_project(text, "--project")
     except ConfigurationError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise click.BadParameter(str(exc)) from None
 
 
 def _row(t: Table, *cells: str) -> None:
@@ -44,13 +44,12 @@ def _row(t: Table, *cells: str) -> None:
 
 
 @tokens_app.command("create")
-def tokens_create(
-    role: Annotated[str, typer.Option("--role", help="viewer, operator or admin.")],
-    project: Annotated[str | None, typer.Option("--project", help="The one project it may see (default: all).")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Who or what holds it (default: you).")] = None,
-    days: Annotated[int | None, typer.Option("--days", min=1, help="Expires after this many days.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-) -> None:
+@click.option("--role", required=True, help="viewer, operator or admin.")
+@click.option("--project", help="The one project it may see (default: all).")
+@click.option("--name", help="Who or what holds it (default: you).")
+@click.option("--days", type=click.IntRange(min=1), help="Expires after this many days.")
+@json_option
+def tokens_create(role: str, project: str | None, name: str | None, days: int | None, as_json: bool) -> None:
     """Create an API token and print it once (the store keeps only its hash)."""
     chosen, scope = _role(role), _project(project)
     meta = defaults.metadata_store()
@@ -70,12 +69,13 @@ def tokens_create(
         dump_json({**row, "token": text})
         return
     console.print(f"token {row['id']} for {row['principal']} ({chosen.label}, project {scope or 'all'}):", markup=False)
-    typer.echo(text)
+    click.echo(text)
     console.print("Keep it now: it is not shown again. Use it as 'Authorization: Bearer TOKEN'.", markup=False)
 
 
 @tokens_app.command("list")
-def tokens_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+@click.option("--json", "as_json", is_flag=True)
+def tokens_list(as_json: bool) -> None:
     """Live tokens (never their secret)."""
     rows = [r for r in tokens.listed(defaults.metadata_store()) if r["revoked_at"] is None]
     if as_json:
@@ -88,22 +88,22 @@ def tokens_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 
 
 @tokens_app.command("revoke")
-def tokens_revoke(token_id: Annotated[str, typer.Argument(help="The token's id (tokens list).")]) -> None:
+@argument("token_id", help="The token's id (tokens list).")
+def tokens_revoke(token_id: str) -> None:
     """Revoke a token: requests bringing it are refused from now on."""
     meta = defaults.metadata_store()
     roles.require_cli_role(meta, Role.ADMIN, None, "tokens revoke")
     if not tokens.revoke(meta, token_id):
-        raise typer.BadParameter(f"no live token {token_id[:20]!r}; see 'isthmus tokens list'")
+        raise click.BadParameter(f"no live token {token_id[:20]!r}; see 'isthmus tokens list'")
     audit.record(meta, "token.revoke", token_id)
     console.print(f"revoked {token_id}", markup=False)
 
 
 @roles_app.command("grant")
-def roles_grant(
-    principal: Annotated[str, typer.Argument(help="A user name (the OS user for the CLI, the token's name).")],
-    role: Annotated[str, typer.Argument(help="viewer, operator or admin.")],
-    project: Annotated[str | None, typer.Option("--project", help="One project (default: all).")] = None,
-) -> None:
+@argument("principal", help="A user name (the OS user for the CLI, the token's name).")
+@argument("role", help="viewer, operator or admin.")
+@click.option("--project", help="One project (default: all).")
+def roles_grant(principal: str, role: str, project: str | None) -> None:
     """Give someone a role in a project. The first grant turns role checks on for the CLI."""
     chosen, scope = _role(role), _project(project)
     meta = defaults.metadata_store()
@@ -118,7 +118,8 @@ def roles_grant(
 
 
 @roles_app.command("list")
-def roles_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+@click.option("--json", "as_json", is_flag=True)
+def roles_list(as_json: bool) -> None:
     """Every grant."""
     rows = roles.grants(defaults.metadata_store())
     if as_json:
@@ -130,12 +131,12 @@ def roles_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
     console.print(t)
 
 
-def audit_cmd(
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many entries, newest first.")] = 50,
-    action: Annotated[str | None, typer.Option("--action", help="Only this action, e.g. alias.rollback.")] = None,
-    project: Annotated[str | None, typer.Option("--project")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-) -> None:
+@command("audit")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=50, help="How many entries, newest first.")
+@click.option("--action", help="Only this action, e.g. alias.rollback.")
+@click.option("--project")
+@json_option
+def audit_cmd(limit: int, action: str | None, project: str | None, as_json: bool) -> None:
     """The audit log: who changed what, when, from where."""
     rows = Client(defaults.metadata_store()).audit_log(limit=limit, action=action, project=project)
     if as_json:

@@ -5,17 +5,19 @@ cluster) and ``isthmus run-step --on k8s`` (run it as a Job and wait). :mod:`ist
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, NoReturn
+from typing import Any, NoReturn
 
-import typer
+import click
 
-k8s_app = typer.Typer(no_args_is_help=True, help="Steps as Kubernetes Jobs (the k8s extra).")
+from isthmus.cli.commands import group
+
+k8s_app = group("k8s", help="Steps as Kubernetes Jobs (the k8s extra).")
 TARGETS = ("local", "k8s", "kubernetes")
 
 
 def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {' '.join(message.split())}", err=True)
-    raise typer.Exit(code=1)
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+    raise click.exceptions.Exit(1)
 
 
 def _prepare(
@@ -40,17 +42,18 @@ def _prepare(
 
 
 @k8s_app.command("render")
+@click.option("--step", required=True, help="Import path 'package.module:function'.")
+@click.option("--params", help="JSON object name -> value (or @file).")
+@click.option("--inputs", help="JSON object name -> ArtifactRef (or @file).")
+@click.option("--image", help="Container image (default $ISTHMUS_K8S_IMAGE).")
+@click.option("--namespace", "-n")
+@click.option("--record", help="'db' or 'manifest'.")
 def render(
-    step: Annotated[str, typer.Option("--step", help="Import path 'package.module:function'.")],
-    params: Annotated[str | None, typer.Option("--params", help="JSON object name -> value (or @file).")] = None,
-    inputs: Annotated[str | None, typer.Option("--inputs", help="JSON object name -> ArtifactRef (or @file).")] = None,
-    image: Annotated[str | None, typer.Option("--image", help="Container image (default $ISTHMUS_K8S_IMAGE).")] = None,
-    namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
-    record: Annotated[str | None, typer.Option("--record", help="'db' or 'manifest'.")] = None,
+    step: str, params: str | None, inputs: str | None, image: str | None, namespace: str | None, record: str | None
 ) -> None:
     """Print the batch/v1 Job a step would run as (JSON; no cluster needed). Credentials appear only as
     Secret references; the Job's own Secret is listed by its keys, never its values."""
-    from isthmus.cli.app import _json_arg
+    from isthmus.cli.remote import _json_arg
     from isthmus.errors import IsthmusError
 
     try:
@@ -67,9 +70,9 @@ def render(
         job, secret = ex.build(s, ins, ps, ctx, ex.cache_key(s, ins, ps, ctx))
     except IsthmusError as exc:
         _fail(str(exc))
-    typer.echo(json.dumps(job.job, indent=2))
+    click.echo(json.dumps(job.job, indent=2))
     keys = ", ".join(sorted(secret["stringData"]))
-    typer.echo(
+    click.echo(
         f"# the executor also creates Secret {job.secret_name} (keys: {keys}) and deletes both when done", err=True
     )
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import re
 import sys
-from typing import Annotated, NoReturn
+from typing import NoReturn
 
-import typer
+import click
 from rich.markup import escape
 
 from isthmus import defaults
+from isthmus.cli.commands import argument, command, json_option
 from isthmus.cli.render import console, dump_json, short, status_text
 from isthmus.client import Client
 from isthmus.errors import IsthmusError
@@ -22,9 +23,9 @@ _NUMBER = re.compile(r"\d+(\.\d+)?")
 
 def _fail(message: str) -> NoReturn:
     """One plain line on stderr (the message may quote hostile input), exit code 1."""
-    prefix = typer.style("error:", fg="red") if sys.stderr.isatty() else "error:"
-    typer.echo(f"{prefix} {' '.join(str(message).split())}", err=True)
-    raise typer.Exit(code=1)
+    prefix = click.style("error:", fg="red") if sys.stderr.isatty() else "error:"
+    click.echo(f"{prefix} {' '.join(str(message).split())}", err=True)
+    raise click.exceptions.Exit(1)
 
 
 def _client() -> Client:
@@ -35,21 +36,22 @@ def _client() -> Client:
         _fail(str(exc))
 
 
+@command("lineage")
+@argument("target", help="Artifact (hash, prefix, blake3:…, name@alias), step run (id, RUN:STEP) or run (id, latest).")
+@click.option("--upstream", is_flag=True, help="Only where it came from.")
+@click.option("--downstream", is_flag=True, help="Only what it fed.")
+@click.option("--depth", type=click.IntRange(min=0), help="At most this many step-run hops.")
+@json_option
+@click.option("--dot", "as_dot", is_flag=True, help="Print Graphviz DOT (pipe to 'dot -Tsvg').")
+@click.option("--project", help="The project of a name@alias target (default: ISTHMUS_PROJECT).")
 def lineage_cmd(
-    target: Annotated[
-        str,
-        typer.Argument(
-            help="Artifact (hash, prefix, blake3:…, name@alias), step run (id, RUN:STEP) or run (id, latest)."
-        ),
-    ],
-    upstream: Annotated[bool, typer.Option("--upstream", help="Only where it came from.")] = False,
-    downstream: Annotated[bool, typer.Option("--downstream", help="Only what it fed.")] = False,
-    depth: Annotated[int | None, typer.Option("--depth", help="At most this many step-run hops.", min=0)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-    as_dot: Annotated[bool, typer.Option("--dot", help="Print Graphviz DOT (pipe to 'dot -Tsvg').")] = False,
-    project: Annotated[
-        str | None, typer.Option("--project", help="The project of a name@alias target (default: ISTHMUS_PROJECT).")
-    ] = None,
+    target: str,
+    upstream: bool,
+    downstream: bool,
+    depth: int | None,
+    as_json: bool,
+    as_dot: bool,
+    project: str | None,
 ) -> None:
     """Where an artifact, step run or pipeline run came from (upstream: producing step runs, their code,
     parameters, environment and inputs) and what it fed (downstream), across orchestrators."""
@@ -114,22 +116,24 @@ def _print_lineage(result: Lineage) -> None:
         console.print("  (truncated: too many nodes; use --depth or --upstream/--downstream)")
 
 
+@command("gc")
+@click.option("--keep-last", type=click.IntRange(min=0), help="Keep the N newest runs of each pipeline.")
+@click.option("--older-than", help="Only runs older than this (e.g. 30d, 12h) may go.")
+@click.option("--dry-run", is_flag=True, help="Report what would go; delete nothing.")
+@click.option("--prune-cache", is_flag=True, help="Also drop cache entries of runs not kept, so their objects can go.")
+@click.option(
+    "--grace",
+    default=f"{DEFAULT_GRACE:.0f}s",
+    help="Never touch anything newer than this (in-flight writes and hits).",
+)
+@json_option
 def gc_cmd(
-    keep_last: Annotated[
-        int | None, typer.Option("--keep-last", help="Keep the N newest runs of each pipeline.", min=0)
-    ] = None,
-    older_than: Annotated[
-        str | None, typer.Option("--older-than", help="Only runs older than this (e.g. 30d, 12h) may go.")
-    ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would go; delete nothing.")] = False,
-    prune_cache: Annotated[
-        bool,
-        typer.Option("--prune-cache", help="Also drop cache entries of runs not kept, so their objects can go."),
-    ] = False,
-    grace: Annotated[
-        str, typer.Option("--grace", help="Never touch anything newer than this (in-flight writes and hits).")
-    ] = f"{DEFAULT_GRACE:.0f}s",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    keep_last: int | None,
+    older_than: str | None,
+    dry_run: bool,
+    prune_cache: bool,
+    grace: str,
+    as_json: bool,
 ) -> None:
     """Delete artifact objects no kept run, alias or live cache entry needs; remove abandoned partial writes
     and loaded copies; mark step runs of dead processes ABORTED. Safe while other runs write and hit."""

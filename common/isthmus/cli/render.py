@@ -9,7 +9,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.syntax import Syntax
 from rich.table import Table
 
 from isthmus.records import RunStatus
@@ -73,6 +72,8 @@ def status_text(status: str) -> str:
 
 
 def print_diff(text: str) -> None:
+    from rich.syntax import Syntax  # and pygments: imported when a code diff is shown
+
     console.print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
 
 

@@ -1,15 +1,16 @@
 """Commands ``rerun`` (a recorded pipeline run, again, locally) and ``reproduce`` (a recorded step run's
-function, called here with its recorded inputs). Registered on the app by :mod:`isthmus.cli.app`."""
+function, called here with its recorded inputs). Listed on the app by :mod:`isthmus.cli.app`."""
 
 from __future__ import annotations
 
 import sys
 import traceback
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-import typer
+import click
 from rich.markup import escape
 
+from isthmus.cli.commands import argument, command, json_option
 from isthmus.cli.render import console, dump_json, short
 from isthmus.client import Client
 from isthmus.errors import IsthmusError, StepFailed
@@ -18,35 +19,36 @@ from isthmus.recorded_params import ENV_PREFIX, parse_param_options
 if TYPE_CHECKING:
     from isthmus.reproduce import Difference, Reproduction
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-ParamOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--param",
-        help=f"NAME=VALUE (JSON or text) over the recorded parameters; needed for secrets (or {ENV_PREFIX}NAME).",
-    ),
-]
+param_option = click.option(
+    "--param",
+    multiple=True,
+    help=f"NAME=VALUE (JSON or text) over the recorded parameters; needed for secrets (or {ENV_PREFIX}NAME).",
+)
 
 
 def _fail(message: str) -> NoReturn:
     """One plain line on stderr (no markup, no wrapping: messages quote ids and paths), exit 1."""
-    prefix = typer.style("error:", fg="red") if sys.stderr.isatty() else "error:"
-    typer.echo(f"{prefix} {' '.join(str(message).split())}", err=True)
-    raise typer.Exit(code=1)
+    prefix = click.style("error:", fg="red") if sys.stderr.isatty() else "error:"
+    click.echo(f"{prefix} {' '.join(str(message).split())}", err=True)
+    raise click.exceptions.Exit(1)
 
 
+@command("rerun")
+@argument("run", help="Run id, unique prefix, 'latest' or 'latest~N'.")
+@click.option("--from", "from_step", help="Recompute this step and everything downstream of it.")
+@click.option("--only", help="Recompute just this step.")
+@click.option("--pipeline", help="module:attr of the @pipeline, when the run does not record it.")
+@param_option
+@click.option("--max-workers", type=click.IntRange(min=1))
+@json_option
 def rerun_cmd(
-    run: Annotated[str, typer.Argument(help="Run id, unique prefix, 'latest' or 'latest~N'.")],
-    from_step: Annotated[
-        str | None, typer.Option("--from", help="Recompute this step and everything downstream of it.")
-    ] = None,
-    only: Annotated[str | None, typer.Option("--only", help="Recompute just this step.")] = None,
-    pipeline: Annotated[
-        str | None, typer.Option("--pipeline", help="module:attr of the @pipeline, when the run does not record it.")
-    ] = None,
-    param: ParamOpt = None,
-    max_workers: Annotated[int | None, typer.Option("--max-workers", min=1)] = None,
-    as_json: JsonOpt = False,
+    run: str,
+    from_step: str | None,
+    only: str | None,
+    pipeline: str | None,
+    param: tuple[str, ...],
+    max_workers: int | None,
+    as_json: bool,
 ) -> None:
     """Run a recorded pipeline run again, locally, with its recorded parameters and the current code.
 
@@ -58,7 +60,7 @@ def rerun_cmd(
             from_step=from_step,
             only=only,
             pipeline=pipeline,
-            params=parse_param_options(param or []),
+            params=parse_param_options(list(param)),
             max_workers=max_workers,
         )
     except StepFailed as exc:
@@ -111,18 +113,18 @@ def _print_reproduction(r: Reproduction) -> None:
         console.print(f"returned {value if len(value) <= 200 else value[:200] + '…'}", markup=False)
 
 
-def reproduce_cmd(
-    step_run: Annotated[str, typer.Argument(help="Step run id, unique prefix, or RUN:STEP (e.g. latest:train).")],
-    param: ParamOpt = None,
-    debug: Annotated[bool, typer.Option("--pdb", help="Call the step under pdb (stops at its first line).")] = False,
-    as_json: JsonOpt = False,
-) -> None:
+@command("reproduce")
+@argument("step_run", help="Step run id, unique prefix, or RUN:STEP (e.g. latest:train).")
+@param_option
+@click.option("--pdb", "debug", is_flag=True, help="Call the step under pdb (stops at its first line).")
+@json_option
+def reproduce_cmd(step_run: str, param: tuple[str, ...], debug: bool, as_json: bool) -> None:
     """Call a recorded step run's function here, with its exact recorded inputs and parameters.
 
     Prints what differs from where it ran (python, packages, git commit, code). Records nothing.
     Exits 1 when the function raises."""
     try:
-        result = Client().reproduce(step_run, params=parse_param_options(param or []), debug=debug)
+        result = Client().reproduce(step_run, params=parse_param_options(list(param)), debug=debug)
     except IsthmusError as exc:
         _fail(str(exc))
     if as_json:
@@ -130,4 +132,4 @@ def reproduce_cmd(
     else:
         _print_reproduction(result)
     if result.raised:
-        raise typer.Exit(code=1)
+        raise click.exceptions.Exit(1)

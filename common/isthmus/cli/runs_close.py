@@ -4,21 +4,22 @@ a killed pod, a hand-written Flyte workflow recorded by an older version)."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
 
-import typer
+import click
 from rich.markup import escape
 
+from isthmus.cli.commands import Command
 from isthmus.cli.render import console, status_text, table
 
 
-def runs_close(
-    idle: Annotated[
-        str,
-        typer.Option("--idle", help="Close runs with no activity (step run start or end) for this long: 30m, 6h, 2d."),
-    ] = "24h",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be closed; change nothing.")] = False,
-) -> None:
+@click.command("close", cls=Command)
+@click.option(
+    "--idle",
+    default="24h",
+    help="Close runs with no activity (step run start or end) for this long: 30m, 6h, 2d.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be closed; change nothing.")
+def runs_close(idle: str, dry_run: bool) -> None:
     """Close RUNNING pipeline runs idle for --idle: COMPLETED/FAILED from their step runs when all ended,
     ABORTED when a step run never ended."""
     from isthmus import defaults
@@ -29,13 +30,13 @@ def runs_close(
     try:
         seconds = parse_duration(idle)
     except ValueError as exc:
-        typer.echo(f"error: --idle {idle!r}: {exc}", err=True)
-        raise typer.Exit(code=1) from None
+        click.echo(f"error: --idle {idle!r}: {exc}", err=True)
+        raise click.exceptions.Exit(1) from None
     try:
         store = defaults.metadata_store()
     except ConfigurationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1) from None
+        click.echo(f"error: {exc}", err=True)
+        raise click.exceptions.Exit(1) from None
     closed = close_stale_runs(store, dt.timedelta(seconds=seconds), dry_run=dry_run)
     if not closed:
         console.print(f"no RUNNING run idle for {idle}")

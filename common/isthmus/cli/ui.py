@@ -4,23 +4,18 @@ imported only when the command runs (the ``ui`` extra), so ``isthmus --help`` st
 from __future__ import annotations
 
 import os
-from typing import Annotated
 
-import typer
+import click
+
+from isthmus.cli.commands import command
 
 
-def ui_cmd(
-    host: Annotated[str, typer.Option(help="Address to listen on (keep 127.0.0.1 unless tokens guard it).")] = (
-        "127.0.0.1"
-    ),
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
-    airflow_url: Annotated[
-        str | None, typer.Option(help="Airflow's web address, for links to DAG runs (env ISTHMUS_AIRFLOW_URL).")
-    ] = None,
-    flyte_url: Annotated[
-        str | None, typer.Option(help="A Flyte console's address, for links to executions (env ISTHMUS_FLYTE_URL).")
-    ] = None,
-) -> None:
+@command("ui")
+@click.option("--host", default="127.0.0.1", help="Address to listen on (keep 127.0.0.1 unless tokens guard it).")
+@click.option("--port", type=int, default=8765, help="Port to listen on.")
+@click.option("--airflow-url", help="Airflow's web address, for links to DAG runs (env ISTHMUS_AIRFLOW_URL).")
+@click.option("--flyte-url", help="A Flyte console's address, for links to executions (env ISTHMUS_FLYTE_URL).")
+def ui_cmd(host: str, port: int, airflow_url: str | None, flyte_url: str | None) -> None:
     """Serve the web UI: runs, diffs, artifacts and aliases, lineage, the audit log."""
     try:
         import uvicorn
@@ -28,8 +23,8 @@ def ui_cmd(
         from isthmus.ui import UISettings, create_app
         from isthmus.ui.tokens_auth import standalone_authenticator
     except ImportError as exc:
-        typer.echo(f"isthmus ui: {exc.name or 'fastapi'} is not installed; install isthmus[ui]", err=True)
-        raise typer.Exit(2) from None
+        click.echo(f"isthmus ui: {exc.name or 'fastapi'} is not installed; install isthmus[ui]", err=True)
+        raise click.exceptions.Exit(2) from None
     from isthmus.client import Client
 
     settings = UISettings(
@@ -38,5 +33,5 @@ def ui_cmd(
     )
     client = Client()
     app = create_app(client, settings=settings, authenticate=standalone_authenticator(client))
-    typer.echo(f"isthmus UI on http://{host}:{port}/ (Ctrl-C stops it)")
+    click.echo(f"isthmus UI on http://{host}:{port}/ (Ctrl-C stops it)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,61 @@
+"""``isthmus cache list|clear|prune``: the step cache."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from isthmus.cli.commands import group, json_option
+from isthmus.cli.render import console, dump_json, short, table
+from isthmus.cli.shared import client, meta
+
+cache_app = group("cache", help="The step cache.")
+
+
+@cache_app.command("list")
+@click.option("--step")
+@click.option("--limit", "-n", type=int, default=100)
+@json_option
+def cache_list(step: str | None, limit: int, as_json: bool) -> None:
+    """Cache entries (step, key, producing step run, expiry)."""
+    rows = meta().list_cache_entries(step_name=step, limit=limit)
+    if as_json:
+        dump_json(rows)
+        return
+    t = table("Cache entries", ["step", "key", "step run", "created", "expires"])
+    for r in rows:
+        t.add_row(
+            r["step_name"],
+            short(r["cache_key"], 12),
+            short(r["step_run_id"]),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["expires_at"])) if r["expires_at"] else "never",
+        )
+    console.print(t)
+
+
+@cache_app.command("clear")
+@click.option("--step", help="Only this step's entries.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask.")
+def cache_clear(step: str | None, yes: bool) -> None:
+    """Forget cache entries (run history and artifacts are kept)."""
+    what = f"step {step!r}" if step else "ALL steps"
+    if not yes and sys.stdin.isatty() and not click.confirm(f"Clear cache entries of {what}?"):
+        raise click.exceptions.Exit(1)
+    n = client().clear_cache(step)
+    console.print(f"cleared {n} cache entr{'y' if n == 1 else 'ies'}")
+
+
+@cache_app.command("prune")
+@click.option("--artifacts", is_flag=True, help="Also delete stored objects no run refers to.")
+def cache_prune(artifacts: bool) -> None:
+    """Drop expired entries and entries whose artifacts are gone; remove abandoned partial writes; mark step
+    runs of dead processes ABORTED."""
+    report = client().prune_cache(delete_unreferenced=artifacts)
+    console.print(
+        f"expired entries: {report['expired']}, entries with missing artifacts: {report['missing']}, "
+        f"partial writes removed: {report['tmp']}, unreferenced objects removed: {report['unreferenced']}"
+    )
+    console.print(f"abandoned step runs marked ABORTED: {report['aborted']}")

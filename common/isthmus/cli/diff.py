@@ -1,0 +1,130 @@
+"""``isthmus diff``: what changed between two runs (or two step runs), then how each step ran."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.markup import escape
+
+from isthmus.cli.commands import argument, command, json_option
+from isthmus.cli.render import console, dump_json, print_changes, print_ran
+from isthmus.cli.shared import client, fail
+from isthmus.errors import IsthmusError
+
+if TYPE_CHECKING:
+    from isthmus.client import Client
+
+
+@command("diff")
+@argument("run_a", help="Older run (id, prefix, latest~N) or step run (RUN:STEP).", required=False)
+@argument("run_b", help="Newer run, or step run.", required=False)
+@click.option("--last", help="The last two runs of this pipeline.")
+@click.option("--last-good", help="This pipeline's latest successful run against its latest failed one.")
+@click.option(
+    "--html", "html_file", type=click.Path(path_type=Path), help="Also write a self-contained HTML page here."
+)
+@json_option
+def diff(
+    run_a: str | None,
+    run_b: str | None,
+    last: str | None,
+    last_good: str | None,
+    html_file: Path | None,
+    as_json: bool,
+) -> None:
+    """What changed between two runs (or two step runs), then how each step ran.
+
+    Changes: code (a diff per changed function), dependencies, parameters, inputs, outputs (small values
+    shown), logged metadata, resources, status and errors, environment. How it ran: cache hit or computed,
+    orchestrator, duration."""
+    c = client()
+    given = [x for x in (run_a, run_b) if x is not None]
+    try:
+        if sum(bool(x) for x in (last, last_good, given)) != 1 or (given and len(given) != 2):
+            fail("give two runs (or two step runs), --last PIPELINE, or --last-good PIPELINE")
+        if last:
+            d = c.diff_last(last)
+        elif last_good:
+            d = c.diff_last_good(last_good)
+        else:
+            assert run_a is not None and run_b is not None
+            d = _diff_pair(c, run_a, run_b)
+    except IsthmusError as exc:
+        fail(str(exc))
+    if html_file is not None:
+        from isthmus.cli.html import diff_page
+
+        try:
+            html_file.write_text(diff_page(d), encoding="utf-8")
+        except OSError as exc:
+            fail(f"--html {str(html_file)!r}: cannot write the page ({exc.strerror or exc})")
+    if as_json:
+        dump_json(d)
+        return
+    if "run_a" in d:
+        _print_run_diff(d)
+    else:
+        a, b = d["step_run_a"], d["step_run_b"]
+        console.print(
+            f"[bold]diff[/bold] step run {a['id'][:8]} ({escape(a['invocation'])}, {a['status']}) -> "
+            f"{b['id'][:8]} ({escape(b['invocation'])}, {b['status']})"
+        )
+        if d["changes"]:
+            print_changes(d["changes"], "  ")
+        else:
+            console.print("  nothing changed")
+        _print_environment(d["environment"])
+        print_ran({b["invocation"]: d["ran"]})
+    if html_file is not None:
+        console.print(f"wrote {escape(str(html_file))}")
+
+
+def _diff_pair(client: Client, a: str, b: str) -> dict[str, Any]:
+    """Two runs, or two step runs (``RUN:STEP`` or a step run id)."""
+    if ":" in a or ":" in b:
+        return client.diff_step_runs(a, b)
+    try:
+        return client.diff_runs(a, b)
+    except IsthmusError:
+        try:  # not two pipeline runs: maybe two step run ids
+            return client.diff_step_runs(a, b)
+        except IsthmusError:
+            pass
+        raise
+
+
+def _print_environment(env: dict[str, Any]) -> None:
+    if not env:
+        return
+    console.print("  environment:")
+    for section, changes in env.items():
+        if isinstance(changes, dict):
+            for k, (old, new) in changes.items():
+                console.print(f"    {section}.{k}: {old} -> {new}", markup=False)
+        else:
+            console.print(f"    {section}: {changes[0]} -> {changes[1]}", markup=False)
+
+
+def _print_run_diff(d: dict[str, Any]) -> None:
+    a, b = d["run_a"], d["run_b"]
+    console.print(
+        f"[bold]diff[/bold] {a['id'][:8]} ({a['orchestrator']}, {a['status']}) -> {b['id'][:8]} ({b['orchestrator']}, {b['status']})"
+    )
+    console.print("[bold]what changed[/bold]")
+    if d["params"]:
+        for k, (old, new) in d["params"].items():
+            console.print(f"  param {k}: {old!r} -> {new!r}", markup=False)
+    if not d["steps"]:
+        console.print(f"  steps: no changes ({len(d['unchanged_steps'])} identical)")
+    for name, entry in d["steps"].items():
+        if "only_in" in entry:
+            console.print(f"  step {name}: only in run {entry['only_in']}", markup=False)
+            continue
+        console.print(f"  step {name}:", markup=False)
+        print_changes(entry, "    ")
+    if d["unchanged_steps"] and d["steps"]:
+        console.print(f"  unchanged: {', '.join(d['unchanged_steps'])}", markup=False)
+    _print_environment(d["environment"])
+    print_ran(d["ran"])

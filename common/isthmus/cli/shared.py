@@ -1,0 +1,39 @@
+"""What the query commands share: one-line errors and the configured stores."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from isthmus import defaults
+from isthmus.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from isthmus.client import Client
+
+
+def error_line(message: str) -> None:
+    """One plain line on stderr (no markup, no wrapping: messages hold URLs, brackets and long paths)."""
+    text = " ".join(str(message).split())
+    prefix = click.style("error:", fg="red") if sys.stderr.isatty() else "error:"
+    click.echo(f"{prefix} {text}", err=True)
+
+
+def fail(message: str) -> NoReturn:
+    error_line(message)
+    raise click.exceptions.Exit(1)
+
+
+def meta() -> Any:
+    try:
+        return defaults.metadata_store()
+    except ConfigurationError as exc:
+        fail(str(exc))
+
+
+def client() -> Client:
+    from isthmus.client import Client
+
+    return Client(meta())
