@@ -75,3 +75,20 @@ def test_alias_target_and_deleted_artifacts_stay_in_the_graph() -> None:
     client.metadata.forget_artifacts([made])
     lin = client.lineage(made, direction="downstream")
     assert lin.artifacts[made].present is False and len(lin.step_runs) == 2
+
+
+def test_cli_shows_the_nearest_step_runs_of_a_wide_lineage_and_says_there_are_more() -> None:
+    runs = [g.chain.run(n=2, recompute=["count", "double"]) for _ in range(3)]  # three consumers of one dataset
+    made = runs[0].steps["make"].outputs["output"].content_hash
+    code, out = invoke("lineage", made, "--downstream", "--limit", "2")
+    assert code == 0, out
+    assert "2 step run(s)" in out.splitlines()[0]
+    assert out.count("[1] step run ") == 2  # the nearest first: consumers of the dataset, not what they fed
+    assert "more step runs than the 2 shown" in out and "--limit" in out
+    assert "[local]" in out  # the orchestrator, printed as text (not taken for a style)
+    code, out = invoke("lineage", made, "--downstream")
+    assert code == 0 and "more step runs than" not in out
+    data = json.loads(invoke("lineage", made, "--downstream", "--limit", "2", "--json")[1])
+    assert data["truncated"] is True and len(data["step_runs"]) == 2
+    code, out = invoke("lineage", made, "--limit", "0")
+    assert code == 2 and "Traceback" not in out

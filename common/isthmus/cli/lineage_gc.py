@@ -19,6 +19,9 @@ from isthmus.gc import DEFAULT_GRACE, GcReport
 from isthmus.lineage_query import Lineage, StepRunNode
 
 _NUMBER = re.compile(r"\d+(\.\d+)?")
+LINEAGE_LIMIT = 200
+"""Step runs ``isthmus lineage`` shows by default: a wide lineage (a dataset read by every run) is summed
+up by its nearest step runs rather than printed whole; ``--limit`` raises it."""
 
 
 def _fail(message: str) -> NoReturn:
@@ -44,6 +47,13 @@ def _client() -> Client:
 @json_option
 @click.option("--dot", "as_dot", is_flag=True, help="Print Graphviz DOT (pipe to 'dot -Tsvg').")
 @click.option("--project", help="The project of a name@alias target (default: ISTHMUS_PROJECT).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=LINEAGE_LIMIT,
+    show_default=True,
+    help="At most this many step runs, the nearest first (the answer says when there are more).",
+)
 def lineage_cmd(
     target: str,
     upstream: bool,
@@ -52,6 +62,7 @@ def lineage_cmd(
     as_json: bool,
     as_dot: bool,
     project: str | None,
+    limit: int,
 ) -> None:
     """Where an artifact, step run or pipeline run came from (upstream: producing step runs, their code,
     parameters, environment and inputs) and what it fed (downstream), across orchestrators."""
@@ -61,7 +72,7 @@ def lineage_cmd(
         _fail("give --json or --dot, not both")
     direction = "upstream" if upstream else "downstream" if downstream else "both"
     try:
-        result = _client().lineage(target, direction=direction, depth=depth, project=project)
+        result = _client().lineage(target, direction=direction, depth=depth, project=project, max_step_runs=limit)
     except IsthmusError as exc:
         _fail(str(exc))
     if as_json:
@@ -75,18 +86,18 @@ def lineage_cmd(
 def _step_line(node: StepRunNode) -> str:
     how = f"hit from {short(node.source_step_run_id)}" if node.cache_hit else "computed"
     return (
-        f"step run {node.id[:8]} {escape(node.invocation)} [{node.orchestrator}] {status_text(node.status)} ({how}), "
+        f"step run {node.id[:8]} {escape(node.invocation)} {escape(f'[{node.orchestrator}]')} {status_text(node.status)} ({how}), "
         f"{escape(node.pipeline or '-')} run {short(node.pipeline_run_id)}"
     )
 
 
 def _print_lineage(result: Lineage) -> None:
     kind = result.target_kind.replace("_", " ")
-    console.print(
+    lines = [
         f"[bold]lineage[/bold] of {kind} {escape(short(result.target, 16))} ({result.direction}"
         f"{'' if result.depth is None else f', depth {result.depth}'}): {len(result.step_runs)} step run(s), "
-        f"{len(result.artifacts)} artifact(s); orchestrators: {', '.join(result.orchestrators()) or '-'}"
-    )
+        f"{len(result.artifacts)} artifact(s); orchestrators: {escape(', '.join(result.orchestrators()) or '-')}"
+    ]
     inputs: dict[str, list[str]] = {}
     outputs: dict[str, list[str]] = {}
     for e in result.edges:
@@ -95,25 +106,29 @@ def _print_lineage(result: Lineage) -> None:
         else:
             outputs.setdefault(e.source, []).append(f"{e.name}={short(e.target, 12)}")
     for node in sorted(result.step_runs.values(), key=lambda n: (n.depth, n.started_at or "")):
-        console.print(f"  [{node.depth}] " + _step_line(node))
-        console.print(
+        lines.append(f"  [{node.depth}] " + _step_line(node))
+        plain = [
             f"      code {short(node.code_hash, 12)}  deps {short(node.deps_hash, 12)}  "
-            f"env {short(node.environment_hash, 12)}",
-            markup=False,
-        )
+            f"env {short(node.environment_hash, 12)}"
+        ]
         if node.params:
-            console.print(f"      params {json.dumps(node.params, sort_keys=True, default=str)}", markup=False)
+            plain.append(f"      params {json.dumps(node.params, sort_keys=True, default=str)}")
         if inputs.get(node.id):
-            console.print(f"      in:  {', '.join(inputs[node.id])}", markup=False)
+            plain.append(f"      in:  {', '.join(inputs[node.id])}")
         if outputs.get(node.id):
-            console.print(f"      out: {', '.join(outputs[node.id])}", markup=False)
+            plain.append(f"      out: {', '.join(outputs[node.id])}")
+        lines += [escape(line) for line in plain]
     missing = [a for a in result.artifacts.values() if not a.present]
     if missing:
-        console.print(
-            f"  deleted artifacts (gc): {', '.join(short(a.content_hash, 12) for a in missing)}", markup=False
-        )
+        lines.append(escape(f"  deleted artifacts (gc): {', '.join(short(a.content_hash, 12) for a in missing)}"))
     if result.truncated:
-        console.print("  (truncated: too many nodes; use --depth or --upstream/--downstream)")
+        lines.append(
+            escape(
+                f"  (more step runs than the {len(result.step_runs)} shown, nearest first: raise --limit, "
+                "or narrow with --depth or --upstream/--downstream)"
+            )
+        )
+    console.print("\n".join(lines))  # one print: a wide lineage renders in one pass
 
 
 @command("gc")
