@@ -1209,16 +1209,21 @@ class MetadataStore:
             kept_runs = select(p.c.id).where(or_(*keeps))
         live = or_(e.c.expires_at.is_(None), e.c.expires_at > now)
         unneeded: list[Any] = []
-        if not prune_cache:
-            # a live entry keeps its step run's outputs. First: in most stores it keeps most artifacts, and
-            # SQLite tests the conditions in this order, so the other sets are probed only for the rest.
+        if not prune_cache and kept_runs is not None:  # (every run kept: its outputs are linked, so needed)
+            # A live entry keeps its step run's outputs. First its producer (the step run that recorded the
+            # artifact row, in the transaction that recorded its output link — no link is ever deleted
+            # alone): one probe of the entries' index per artifact, and in most stores it keeps most of
+            # them. Written as "among the artifacts whose producer has no live entry", so that SQLite starts
+            # from those few (it would test a correlated condition last, after probing every other set for
+            # every artifact). Then, for those, every step run that output the same hash.
+            produced = a.alias("produced")
+            producer_live = select(e.c.step_run_id).where(e.c.step_run_id == produced.c.producer_step_run_id, live)
+            unneeded.append(a.c.content_hash.in_(select(produced.c.content_hash).where(~producer_live.exists())))
             unneeded.append(
-                a.c.content_hash.not_in(
-                    select(link.c.content_hash)
-                    .select_from(e)
-                    .join(link, and_(link.c.step_run_id == e.c.step_run_id, link.c.role == "output"))
-                    .where(live)
-                )
+                ~select(link.c.step_run_id)
+                .join(e, e.c.step_run_id == link.c.step_run_id)
+                .where(link.c.content_hash == a.c.content_hash, link.c.role == "output", live)
+                .exists()
             )
         unneeded += [a.c.created_at < fresh, a.c.content_hash.not_in(select(al.c.content_hash))]
         kept_steps = None
