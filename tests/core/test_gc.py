@@ -237,3 +237,32 @@ def test_lineage_and_gc_on_sqlite_and_postgresql(store_url: str, monkeypatch: py
     lin = client.lineage(made, direction="downstream")
     assert lin.artifacts[made].present is False and lin.step_runs
     assert not any(s.cache_hit for s in g.chain.run(n=3).steps.values())
+
+
+def test_an_output_computed_again_stays_while_its_later_entry_is_live(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The artifact row names the step run that first computed it; gc must also see the live entry of a
+    later step run that computed the same bytes (the first one's entry gone), on SQLite and PostgreSQL."""
+    monkeypatch.setenv("ISTHMUS_STORE_URL", store_url)
+    config.reset()
+    first = g.chain.run(n=3)
+    again = g.chain.run(n=3, recompute=["make"])  # the same list, computed by a second step run
+    made = first.steps["make"].outputs["output"]
+    assert again.steps["make"].outputs["output"].content_hash == made.content_hash
+    g.chain.run(n=4)  # the run --keep-last 1 keeps
+    client = Client()
+    meta = client.metadata
+    assert meta.artifacts_by_hash([made.content_hash])[made.content_hash]["producer_step_run_id"] == (
+        first.steps["make"].step_run_id
+    )
+    entries = {e["step_run_id"]: (e["cache_key"], e["step_run_id"]) for e in meta.list_cache_entries("make")}
+    meta.drop_cache_entries([entries[first.steps["make"].step_run_id]])  # the producer's entry goes
+    for dry_run in (True, False):
+        report = client.gc(keep_last=1, grace=0, dry_run=dry_run)
+        assert made.content_hash not in report.deleted, dry_run
+    assert made.content_hash in objects(client)
+    meta.drop_cache_entries([entries[again.steps["make"].step_run_id]])  # and the later one's
+    assert made.content_hash in client.gc(keep_last=1, grace=0, dry_run=True).deleted
+    assert made.content_hash in client.gc(keep_last=1, grace=0).deleted
+    assert made.content_hash not in objects(client)
