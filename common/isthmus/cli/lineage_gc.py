@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-from typing import NoReturn
 
 import click
 from rich.markup import escape
@@ -13,6 +11,7 @@ from rich.markup import escape
 from isthmus import defaults
 from isthmus.cli.commands import argument, command, json_option
 from isthmus.cli.render import console, dump_json, short, status_text
+from isthmus.cli.shared import fail
 from isthmus.client import Client
 from isthmus.errors import IsthmusError
 from isthmus.gc import DEFAULT_GRACE, GcReport
@@ -24,19 +23,12 @@ LINEAGE_LIMIT = 200
 up by its nearest step runs rather than printed whole; ``--limit`` raises it."""
 
 
-def _fail(message: str) -> NoReturn:
-    """One plain line on stderr (the message may quote hostile input), exit code 1."""
-    prefix = click.style("error:", fg="red") if sys.stderr.isatty() else "error:"
-    click.echo(f"{prefix} {' '.join(str(message).split())}", err=True)
-    raise click.exceptions.Exit(1)
-
-
 def _client() -> Client:
     """A client on the configured stores; a configuration mistake is one error line."""
     try:
         return Client(defaults.metadata_store(), defaults.artifact_store())
     except IsthmusError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @command("lineage")
@@ -67,14 +59,14 @@ def lineage_cmd(
     """Where an artifact, step run or pipeline run came from (upstream: producing step runs, their code,
     parameters, environment and inputs) and what it fed (downstream), across orchestrators."""
     if upstream and downstream:
-        _fail("give --upstream or --downstream, not both (neither shows both directions)")
+        fail("give --upstream or --downstream, not both (neither shows both directions)")
     if as_json and as_dot:
-        _fail("give --json or --dot, not both")
+        fail("give --json or --dot, not both")
     direction = "upstream" if upstream else "downstream" if downstream else "both"
     try:
         result = _client().lineage(target, direction=direction, depth=depth, project=project, max_step_runs=limit)
     except IsthmusError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         dump_json(result.to_dict())
     elif as_dot:
@@ -160,7 +152,7 @@ def gc_cmd(
 
                 ages[option] = parse_duration(float(value) if _NUMBER.fullmatch(value.strip()) else value)
             except ValueError:
-                _fail(f"{option} {value!r} is not an age; use e.g. 30d, 12h, 90m or seconds")
+                fail(f"{option} {value!r} is not an age; use e.g. 30d, 12h, 90m or seconds")
     try:
         report = _client().gc(
             keep_last=keep_last,
@@ -170,7 +162,7 @@ def gc_cmd(
             grace=ages["--grace"],
         )
     except IsthmusError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         dump_json(report.to_dict())
         return
