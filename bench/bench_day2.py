@@ -29,6 +29,8 @@ from bench_lineage_gc import fill  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from isthmus.cli.lineage_gc import LINEAGE_LIMIT  # noqa: E402  # the CLI's default: what a person waits for
+
 console = Console(width=120)
 
 
@@ -46,7 +48,12 @@ def _cases(client: Any, raw: str, newest: str) -> dict[str, Callable[[], Any]]:
         "diff --last-good p1": lambda: client.diff_last_good("p1"),
         "diff STEP_RUN_A STEP_RUN_B": lambda: client.diff_step_runs("latest~1:train", "latest:train"),
         "lineage latest (both)": lambda: client.lineage("latest"),
-        "lineage raw --downstream --depth 1": lambda: client.lineage(raw, direction="downstream", depth=1),
+        "lineage raw --downstream --depth 1": lambda: client.lineage(
+            raw, direction="downstream", depth=1, max_step_runs=LINEAGE_LIMIT
+        ),
+        "lineage raw --downstream --depth 1 --limit 2000": lambda: client.lineage(
+            raw, direction="downstream", depth=1, max_step_runs=2000
+        ),
         "artifacts show train.output~1": lambda: client.artifact("train.output~1"),
         "artifacts list": lambda: client.artifact_versions(limit=50),
         "artifacts history train.output@production": lambda: client.alias_history("train.output@production"),
