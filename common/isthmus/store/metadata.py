@@ -241,15 +241,28 @@ class MetadataStore:
         with self._migration_lock():
             if self._current_revision() == SCHEMA_HEAD:
                 return
-            from alembic import command
-            from alembic.config import Config
+            if self.dialect == "sqlite" and self._empty():
+                self._create_schema()
+            else:
+                upgrade_with_alembic(self.engine)
 
-            cfg = Config()
-            cfg.set_main_option("script_location", str(_MIGRATIONS))
-            with self.engine.connect().execution_options(**{WRITE: True}) as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-                conn.commit()
+    def _empty(self) -> bool:
+        with self.engine.connect() as conn:
+            return not conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' LIMIT 1").first()
+
+    def _create_schema(self) -> None:
+        """A new SQLite store (the embedded default, made in every new ``ISTHMUS_HOME``): the tables of
+        :mod:`isthmus.store.schema`, the audit triggers and the alembic revision, in one transaction —
+        the schema the migrations build (tested), without loading alembic and running them one by one."""
+        with self._write() as conn:
+            s.metadata.create_all(conn)
+            for statement in s.SQLITE_AUDIT_TRIGGERS:
+                conn.exec_driver_sql(statement)
+            conn.exec_driver_sql(
+                "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+            )
+            conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES (?)", (SCHEMA_HEAD,))
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:
@@ -1366,6 +1379,19 @@ class MetadataStore:
             listed = [str(row.content_hash) for row in rows][: max(listing, 0)]
             runs, kept = self._run_counts(conn, sets)
         return RetentionSummary(runs, kept, count, size, listed, entries, sets.history)
+
+
+def upgrade_with_alembic(engine: Any) -> None:
+    """Create or upgrade the schema of the store at ``engine`` by running the migrations (alembic)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.connect().execution_options(**{WRITE: True}) as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+        conn.commit()
 
 
 _SCAN_CACHE_KIB = -65536  # PRAGMA cache_size: negative is KiB

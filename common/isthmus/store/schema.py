@@ -138,7 +138,6 @@ artifact_alias_history = Table(
     "artifact_alias_history",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("project", String(255), nullable=False, server_default="default"),  # revision 0006
     Column("name", String(512), nullable=False),
     Column("alias", String(255), nullable=False),
     Column("action", String(16), nullable=False),  # "set" or "rollback"
@@ -150,6 +149,7 @@ artifact_alias_history = Table(
     Column("via", String(32), nullable=False),  # "cli", "api" or an orchestrator
     Column("reason", Text),
     Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("project", String(255), nullable=False, server_default="default"),  # revision 0006 (added last)
     # the history of one alias of one project, in order (revision 0006)
     Index("ix_artifact_alias_history_project_name_alias", "project", "name", "alias", "id"),
 )
@@ -234,3 +234,20 @@ cache_leases = Table(
     Column("acquired_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
 )
+
+
+# one random secret per store, and later store-wide settings (revision 0002; read and written with text SQL)
+store_settings = Table(
+    "store_settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+AUDIT_APPEND_ONLY = "audit log is append-only"
+SQLITE_AUDIT_TRIGGERS = tuple(
+    f"CREATE TRIGGER audit_log_no_{event.lower()} BEFORE {event} ON audit_log "
+    f"BEGIN SELECT RAISE(ABORT, '{AUDIT_APPEND_ONLY}'); END"
+    for event in ("UPDATE", "DELETE")
+)
+"""The SQLite triggers that keep ``audit_log`` append-only (revision 0005 creates the same)."""
