@@ -95,13 +95,10 @@ def __dir__() -> list[str]:
 
 
 def _version() -> str:
-    """One version for the three packages: the one of the distribution that ships them (pyproject.toml)."""
-    import importlib.metadata
+    """One version for the three packages, the distribution's (``pyproject.toml`` reads it from here)."""
+    from isthmus._version import __version__
 
-    try:
-        return importlib.metadata.version("isthmus")
-    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
-        return "0+unknown"
+    return __version__
 
 
 _HASH = re.compile(r"blake3:[0-9a-f]{64}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from isthmus.errors import StepDefinitionError
-from isthmus.resources import parse_duration
+from isthmus.units import parse_duration
 
 DepsMode = Literal["imports", "all"] | tuple[str, ...] | None
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

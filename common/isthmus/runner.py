@@ -370,7 +370,7 @@ class StepRunner:
             "params": redact_params({k: REDACTED if k in secret_params else v for k, v in params.items()}, known),
             "inputs": {k: input_record(v) for k, v in inputs.items()},
             "cache_key": key,
-            "resources": step.resources.to_dict(),
+            "resources": step.resources_dict(),
             "context": json.loads(json.dumps(ctx.to_dict(), default=str)),
         }
         if key_parts is not None:  # the policy's parts of the key, for 'isthmus why' (values never stored)

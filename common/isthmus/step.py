@@ -14,7 +14,9 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from isthmus.errors import NotImportableError, StepDefinitionError, StepFailed
 from isthmus.lineage.naming import dataset_id
 from isthmus.policy import CachePolicy
-from isthmus.resources import Resources
+
+if typing.TYPE_CHECKING:
+    from isthmus.resources import Resources
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -101,10 +103,14 @@ class Step(Generic[P, R]):
             raise StepDefinitionError(f"{label}: retries={retries!r} must be a whole number >= 0, e.g. retries=2")
         if not isinstance(retry_delay, (int, float)) or retry_delay < 0:
             raise StepDefinitionError(f"{label}: retry_delay={retry_delay!r} must be seconds >= 0")
-        try:
-            self.resources = Resources.coerce(resources)
-        except StepDefinitionError as exc:
-            raise StepDefinitionError(f"{label}: {exc}") from None
+        self._resources: Resources | None = None  # None: nothing requested (built when first read)
+        if resources is not None:
+            from isthmus.resources import Resources  # pydantic: imported only by steps that request resources
+
+            try:
+                self._resources = Resources.coerce(resources)
+            except StepDefinitionError as exc:
+                raise StepDefinitionError(f"{label}: {exc}") from None
         self.retries = retries
         self.retry_delay = float(retry_delay)
         self.cache = CachePolicy.coerce(cache)
@@ -124,6 +130,25 @@ class Step(Generic[P, R]):
                 f"which are not parameters of {fn.__qualname__}{self.signature}"
             )
         functools.update_wrapper(self, fn)
+
+    @property
+    def resources(self) -> Resources:
+        """What the step requested (an empty :class:`~isthmus.resources.Resources` when nothing was)."""
+        if self._resources is None:
+            from isthmus.resources import Resources
+
+            self._resources = Resources()
+        return self._resources
+
+    @resources.setter
+    def resources(self, value: Resources | Mapping[str, Any] | None) -> None:
+        from isthmus.resources import Resources
+
+        self._resources = Resources.coerce(value)
+
+    def resources_dict(self) -> dict[str, Any]:
+        """The requested resources as recorded in a step run (only what was set)."""
+        return {} if self._resources is None else self._resources.to_dict()
 
     # -- identity -------------------------------------------------------------------------------
     @functools.cached_property

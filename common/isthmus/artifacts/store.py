@@ -45,9 +45,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
-
 from isthmus import hashing
 from isthmus.artifacts import safefs, tmpfiles
 from isthmus.artifacts.errors import ArtifactStoreError, InvalidArtifactRef
@@ -101,8 +98,15 @@ class ArtifactStore:
     def __init__(self, root: str, *, verify: str = "hash", local_cache: str | None = None) -> None:
         if verify not in _VERIFY_MODES:
             raise ValueError(f"verify={verify!r} is not one of {_VERIFY_MODES}")
-        self.fs, path = fsspec.core.url_to_fs(root)
-        self.local = isinstance(self.fs, LocalFileSystem)
+        self._fs: Any = None
+        if root.startswith("/") and "::" not in root:  # an absolute local path: fsspec is loaded when needed
+            self.local, path = True, root
+        else:
+            import fsspec
+            from fsspec.implementations.local import LocalFileSystem
+
+            self._fs, path = fsspec.core.url_to_fs(root)
+            self.local = isinstance(self._fs, LocalFileSystem)
         self.root = os.path.abspath(path) if self.local else path.rstrip("/")
         self.protocol = (
             "file" if self.local else (self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0])
@@ -118,6 +122,15 @@ class ArtifactStore:
         self._lock = threading.Lock()
         if self.local:
             self._make_dirs()
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem of ``root`` (for a local path, fsspec's LocalFileSystem)."""
+        if self._fs is None:
+            from fsspec.implementations.local import LocalFileSystem
+
+            self._fs = LocalFileSystem()
+        return self._fs
 
     def _make_dirs(self) -> None:
         for sub in (".tmp", "objects"):

@@ -148,7 +148,7 @@ def gc_cmd(
     for option, value in (("--older-than", older_than), ("--grace", grace)):
         if value is not None:
             try:
-                from isthmus.resources import parse_duration  # imported when used: the CLI starts fast
+                from isthmus.units import parse_duration  # imported when used: the CLI starts fast
 
                 ages[option] = parse_duration(float(value) if _NUMBER.fullmatch(value.strip()) else value)
             except ValueError:

@@ -24,8 +24,8 @@ def runs_close(idle: str, dry_run: bool) -> None:
     ABORTED when a step run never ended."""
     from isthmus import defaults
     from isthmus.errors import ConfigurationError
-    from isthmus.resources import parse_duration
     from isthmus.run_closing import close_stale_runs
+    from isthmus.units import parse_duration
 
     try:
         seconds = parse_duration(idle)

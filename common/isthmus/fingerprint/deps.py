@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import ast
 import functools
-import importlib.metadata as md
 import json
 import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isthmus.config import get_settings
 from isthmus.hashing import hash_parts
+
+if TYPE_CHECKING:
+    import importlib.metadata as md
 
 _IGNORED_DISTS = {"isthmus"}
 
@@ -42,6 +44,8 @@ def _name_version(dist: md.Distribution) -> tuple[str | None, str | None]:
 
 
 def _scan() -> dict[str, Any]:
+    import importlib.metadata as md  # only when the kept scan is missing or stale
+
     versions: dict[str, str] = {}
     for dist in md.distributions():
         name, version = _name_version(dist)

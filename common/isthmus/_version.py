@@ -1,0 +1,3 @@
+"""The version of the isthmus distribution (its three packages ship together)."""
+
+__version__ = "0.1.0"
