@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import os
 import re
 import secrets
@@ -26,6 +27,7 @@ from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
 from isthmus.redaction import redact_text, redact_url, safe_params, scrub
 from isthmus.store import schema as s
 from isthmus.store.claims import CacheCandidate, ClaimBusy, ClaimCandidates, ClaimHit, ClaimResult, ClaimStarted
+from isthmus.store.direct import DirectConnection, run_direct
 from isthmus.store.engine import WRITE, make_engine, retry_locked
 from isthmus.store.holders import LeaseHolder, holder_is_dead
 
@@ -301,6 +303,13 @@ class MetadataStore:
 
         return retry_locked(attempt)
 
+    def _run_hot(self, fn: Callable[[Any], Any]) -> Any:
+        """A write on the step-run hot path (claim, start, finish): on SQLite straight on the driver
+        (:mod:`isthmus.store.direct`), elsewhere as every other write."""
+        if self.dialect != "sqlite":
+            return self._run_write(fn)
+        return retry_locked(lambda: run_direct(self.engine, fn))
+
     def _read(self) -> Any:
         return self.engine.connect()
 
@@ -451,7 +460,7 @@ class MetadataStore:
     # -- step runs -------------------------------------------------------------------------------
     def start_step_run(self, row: StepRunRecord) -> None:
         row = {"started_at": utcnow(), "status": RunStatus.RUNNING, "cache_hit": False, **row}
-        self._run_write(lambda c: c.execute(_INSERT_STEP_RUN, row))
+        self._run_hot(lambda c: c.execute(_INSERT_STEP_RUN, row))
 
     def claim_step_run(
         self,
@@ -476,7 +485,7 @@ class MetadataStore:
         is looked at: the lease is taken (after a live holder's run ends) and the step computed again.
         """
 
-        def work(conn: Connection) -> ClaimResult:
+        def work(conn: Connection | DirectConnection) -> ClaimResult:
             cands: list[CacheCandidate] = (
                 []
                 if recompute
@@ -517,7 +526,7 @@ class MetadataStore:
 
         for _ in range(5):
             try:
-                result: ClaimResult = self._run_write(work)
+                result: ClaimResult = self._run_hot(work)
             except _ResultCommitted:  # rolled back: nothing of this attempt was written
                 continue
             return result
@@ -562,7 +571,7 @@ class MetadataStore:
                     }
                 )
 
-        def work(conn: Connection) -> None:
+        def work(conn: Connection | DirectConnection) -> None:
             if insert_row is not None:
                 conn.execute(_INSERT_STEP_RUN, {**insert_row, **values})
             else:
@@ -585,7 +594,7 @@ class MetadataStore:
             if release is not None:
                 conn.execute(_RELEASE_LEASE, {"_key": release[0], "_holder": release[1]})
 
-        self._run_write(work)
+        self._run_hot(work)
 
     def get_step_run(self, step_run_id: str) -> StepRunRecord:
         """The step run with this id, or the one whose id starts with it (by the primary key)."""
@@ -734,12 +743,16 @@ class MetadataStore:
         return bool(self._run_write(lambda conn: self._take_lease(conn, cache_key, holder, ttl)))
 
     def _take_lease(
-        self, conn: Connection, cache_key: str, holder: str, ttl: float, aborted: list[str] | None = None
+        self,
+        conn: Connection | DirectConnection,
+        cache_key: str,
+        holder: str,
+        ttl: float,
+        aborted: list[str] | None = None,
     ) -> bool:
         now = time.time()
         row = {"cache_key": cache_key, "holder": holder, "acquired_at": now, "expires_at": now + ttl}
-        # preserve_rowcount: SQLAlchemy reports rowcount -1 for an INSERT on psycopg unless asked to keep it.
-        insert_lease = self._insert_ignore(s.cache_leases, ["cache_key"]).execution_options(preserve_rowcount=True)
+        insert_lease = self._lease_insert
         for _ in range(3):
             if conn.execute(insert_lease, row).rowcount == 1:  # nobody holds it (the usual case)
                 return True
@@ -760,7 +773,12 @@ class MetadataStore:
                 aborted.append(run_id)
         return True
 
-    def _abort_holder_run(self, conn: Connection, holder: str, *, expired: bool) -> str | None:
+    @functools.cached_property
+    def _lease_insert(self) -> Any:
+        # preserve_rowcount: SQLAlchemy reports rowcount -1 for an INSERT on psycopg unless asked to keep it.
+        return self._insert_ignore(s.cache_leases, ["cache_key"]).execution_options(preserve_rowcount=True)
+
+    def _abort_holder_run(self, conn: Connection | DirectConnection, holder: str, *, expired: bool) -> str | None:
         """Mark the RUNNING step run of a dead (or silent) lease holder ABORTED; its id, if one was marked."""
         parsed = LeaseHolder.parse(holder)
         if parsed is None:
