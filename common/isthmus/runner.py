@@ -534,9 +534,8 @@ class StepRunner:
         return None
 
     def _hit_result(self, step: Step[Any, Any], row: StepRunRecord, refs: dict[str, ArtifactRef]) -> StepResult:
-        lineage.emit("on_step_start", row)
         log.info("step %r: cache hit, outputs from step run %s", step.name, row["source_step_run_id"])
-        lineage.emit("on_step_end", row)
+        lineage.emit_hit(row)
         return StepResult(
             step_run_id=row["id"],
             step_name=step.name,

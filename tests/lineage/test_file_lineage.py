@@ -131,6 +131,48 @@ def test_dict_events_equal_the_clients_objects(case: str, event_type: str, regis
     assert "hidden-canary" not in dict_events.to_json_line(plain).decode()
 
 
+@pytest.mark.parametrize("case", sorted(set(ROWS) - {"failed"}))
+def test_a_hits_two_events_written_at_once_equal_the_events_built_one_by_one(
+    case: str, registry: None, tmp_path: Path
+) -> None:
+    row = ROWS[case]
+    emitter = OpenLineageEmitter()
+    emitter._sink, emitter._sink_chosen = dict_events_sink(tmp_path), True
+    emitter.on_step_hit(row)  # type: ignore[arg-type]
+    start, end = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    expected = [
+        dict_events.step_event(row, kind, job_facets=_source_dicts(row), step=_step_object(row))
+        for kind in ("START", "COMPLETE")
+    ]
+    assert [_normalized(start), _normalized(end)] == [_normalized(e) for e in expected]
+    assert (start["eventType"], end["eventType"]) == ("START", "COMPLETE")
+    assert start["eventTime"] <= end["eventTime"] and emitter.sent == 2
+    for event in (start, end):
+        schemas.validate_event(event)
+
+
+def test_a_hook_without_on_step_hit_gets_start_then_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, str]] = []
+
+    class Hook(lineage.NoopLineage):
+        def on_step_start(self, step_run: Any) -> None:
+            seen.append(("start", step_run["id"]))
+
+        def on_step_end(self, step_run: Any) -> None:
+            seen.append(("end", step_run["id"]))
+
+    monkeypatch.setattr(lineage, "_hook", Hook())
+    row = ROWS["cache hit"]
+    lineage.emit_hit(row)  # type: ignore[arg-type]
+    assert seen == [("start", row["id"]), ("end", row["id"])]
+
+
+def dict_events_sink(directory: Path) -> Any:
+    from isthmus.lineage.filesink import FileSink
+
+    return FileSink(directory / "events.jsonl")
+
+
 @pytest.mark.parametrize("event_type", ["START", "COMPLETE", "FAIL", "ABORT"])
 def test_pipeline_dict_events_equal_the_clients_objects(event_type: str) -> None:
     import datetime as dt

@@ -31,6 +31,7 @@ __all__ = [
     "LineageHook",
     "NoopLineage",
     "emit",
+    "emit_hit",
     "get_lineage_hook",
     "register_backend",
     "reset",
@@ -47,7 +48,8 @@ class LineageHook(Protocol):
     def on_step_end(self, step_run: StepRunRecord) -> None: ...
 
 
-# Optional hook method: ``on_step_waiting(step_run)`` (OTHER while e.g. a batch job is pending).
+# Optional hook methods: ``on_step_waiting(step_run)`` (OTHER while e.g. a batch job is pending);
+# ``on_step_hit(step_run)``: the start and the end of a cache hit at once (see :func:`emit_hit`).
 
 
 class NoopLineage:
@@ -123,3 +125,13 @@ def emit(event: str, payload: StepRunRecord | PipelineRunRecord | Mapping[str, A
             log.warning(
                 "lineage hook %s failed (%s: %s); runs continue without lineage", event, type(exc).__name__, exc
             )
+
+
+def emit_hit(step_run: StepRunRecord) -> None:
+    """A cache hit's start and end: ``hook.on_step_hit(step_run)`` where the hook has it (both events are
+    built from one description of the run), else ``on_step_start`` then ``on_step_end``."""
+    if getattr(get_lineage_hook(), "on_step_hit", None) is not None:
+        emit("on_step_hit", step_run)
+    else:
+        emit("on_step_start", step_run)
+        emit("on_step_end", step_run)

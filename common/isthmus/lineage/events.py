@@ -270,6 +270,19 @@ def step_event(
     }
 
 
+def ended(
+    start: Mapping[str, Any], step_run: Mapping[str, Any], event_type: str, *, step: Any = None
+) -> dict[str, Any]:
+    """The end event of ``step_run`` built from its START event ``start`` (:func:`step_event` of the same
+    record): the same run and job facets, now, and the outputs. Not for FAIL, whose facets differ."""
+    if event_type == "FAIL":
+        raise ValueError("a FAIL event carries the error: build it with step_event")
+    outputs = datasets(step_run.get("outputs") or {}, output=True)
+    if step is not None:
+        outputs += [_dataset(ns, name, {}, True) for ns, name in getattr(step, "lineage_outputs", ())]
+    return {**start, "eventTime": now_iso(), "eventType": event_type, "outputs": outputs}
+
+
 def source_facets(obj: Any) -> dict[str, Any]:
     """Job facets from a step's code: ``sourceCode``, ``sourceCodeLocation`` (git), ``ownership``, ``tags``."""
     import inspect

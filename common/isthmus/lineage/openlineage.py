@@ -169,6 +169,27 @@ class OpenLineageEmitter:
         if self._wanted(step_run):
             self._submit("step", step_run, end_event_type(step_run))
 
+    def on_step_hit(self, step_run: StepRunRecord) -> None:
+        """START and the end event of a step run that ended as it started (a cache hit): to the file, the
+        end event is the START with the outputs, and both lines go out in one write."""
+        if not self._wanted(step_run):
+            return
+        end_type = end_event_type(step_run)
+        sink = self._file_sink()
+        if sink is None or end_type == "FAIL":
+            self._submit("step", step_run, "START")
+            self._submit("step", step_run, end_type)
+            return
+        try:
+            start = self._step_dict(step_run, "START")
+            end = dict_events.ended(start, step_run, end_type, step=_step_object(step_run))
+            sink.write(dict_events.to_json_line(start) + dict_events.to_json_line(end))
+            with self._lock:
+                self.sent += 2
+        except Exception as exc:  # lineage never fails a step
+            self._failed(exc)
+            self._failed(exc)
+
     @staticmethod
     def _wanted(step_run: Mapping[str, Any]) -> bool:
         # A run handed a parent (a batch job an Airflow task started) is a run of its own: emitted here.

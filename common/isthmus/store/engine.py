@@ -23,6 +23,7 @@ IDLE_PING_SECONDS = 10.0
 # Server connections are replaced after this long, whatever their use (idle timeouts of proxies, failovers).
 POOL_RECYCLE_SECONDS = 1800
 _USED = "isthmus_used"
+WAL_AUTOCHECKPOINT_PAGES = 4000  # SQLite's default is 1000 pages (4 MB at the default 4 KiB page size)
 
 
 def make_engine(url: str) -> Engine:
@@ -46,6 +47,10 @@ def make_engine(url: str) -> Engine:
         cur.execute("PRAGMA busy_timeout=60000")
         _enable_wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
+        # A step run rewrites the same few index pages in every transaction: a longer WAL between
+        # checkpoints (16 MB instead of 4 MB) copies each of them to the database once instead of four
+        # times, and syncs a quarter as often. (The last connection to close checkpoints what is left.)
+        cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA temp_store=MEMORY")  # the sets a query builds (NOT IN, DISTINCT) stay off the disk
         cur.close()
