@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql import ClauseElement, Select
 
 T = TypeVar("T")
@@ -54,16 +54,20 @@ class _Compiled:
                 self.results.append(column.type.dialect_impl(dialect).result_processor(dialect, None))
 
     def parameters(self, params: Mapping[str, Any] | None) -> tuple[Any, ...]:
-        values = self.compiled.construct_params(params or {})
-        out = []
-        for name in self.order:
-            value = values[name]
-            proc = self.binds.get(name)
-            out.append(value if proc is None or value is None else proc(value))
-        return tuple(out)
+        """The driver's parameters, every value through its type's processor as SQLAlchemy does (None too:
+        a JSON column stores it as ``'null'``); a value a processor refuses raises StatementError."""
+        try:
+            values = self.compiled.construct_params(params or {})
+            out = []
+            for name in self.order:
+                proc = self.binds.get(name)
+                out.append(values[name] if proc is None else proc(values[name]))
+            return tuple(out)
+        except Exception as exc:
+            raise StatementError(str(exc), self.sql, None, exc) from exc
 
     def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(v if p is None or v is None else p(v) for p, v in zip(self.results, raw, strict=True))
+        return tuple(raw[i] if p is None else p(raw[i]) for i, p in enumerate(self.results))
 
 
 class DirectResult:
@@ -84,25 +88,33 @@ class DirectResult:
         return [dict(zip(self._columns, r, strict=True)) for r in self._rows]
 
 
-class DirectConnection:
-    """``execute(statement, parameters)`` like a SQLAlchemy Connection, on a ``sqlite3`` connection."""
+class CompiledCache:
+    """Statements compiled for one engine's dialect, by statement and parameter names. Owned by the store
+    that runs them (it holds the statements: an entry's statement, kept with it, keeps its id unique)."""
 
-    _cache: dict[tuple[int, tuple[str, ...]], tuple[ClauseElement, _Compiled]] = {}
-    _cache_lock = threading.Lock()
-
-    def __init__(self, driver: Any, dialect: Any) -> None:
-        self.driver = driver
+    def __init__(self, dialect: Any) -> None:
         self.dialect = dialect
+        self._entries: dict[tuple[int, tuple[str, ...]], tuple[ClauseElement, _Compiled]] = {}
+        self._lock = threading.Lock()
 
-    def _compiled(self, stmt: ClauseElement, keys: Sequence[str]) -> _Compiled:
+    def get(self, stmt: ClauseElement, keys: Sequence[str]) -> _Compiled:
         key = (id(stmt), tuple(sorted(keys)))
-        hit = self._cache.get(key)
+        hit = self._entries.get(key)
         if hit is not None and hit[0] is stmt:
             return hit[1]
         compiled = _Compiled(stmt, self.dialect, key[1])
-        with self._cache_lock:  # the statement is kept with its entry: its id cannot be reused meanwhile
-            self._cache[key] = (stmt, compiled)
+        with self._lock:
+            self._entries[key] = (stmt, compiled)
         return compiled
+
+
+class DirectConnection:
+    """``execute(statement, parameters)`` like a SQLAlchemy Connection, on a ``sqlite3`` connection."""
+
+    def __init__(self, driver: Any, cache: CompiledCache) -> None:
+        self.driver = driver
+        self.cache = cache
+        self.dialect = cache.dialect
 
     def execute(
         self, stmt: ClauseElement, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
@@ -111,7 +123,7 @@ class DirectConnection:
         rows: list[Mapping[str, Any]] = list(params) if isinstance(params, Sequence) else [params or {}]
         if not rows:
             return DirectResult(0, [], [])
-        compiled = self._compiled(stmt, list(rows[0]))
+        compiled = self.cache.get(stmt, list(rows[0]))
         try:
             if many:
                 cur = self.driver.executemany(compiled.sql, [compiled.parameters(r) for r in rows])
@@ -128,9 +140,10 @@ def _wrapped(sql: str, exc: Exception, dialect: Any) -> Exception:
     return DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect)
 
 
-def run_direct(engine: Engine, fn: Callable[[DirectConnection], T]) -> T:
+def run_direct(engine: Engine, cache: CompiledCache, fn: Callable[[DirectConnection], T]) -> T:
     """``fn`` in one SQLite write transaction (``BEGIN IMMEDIATE``: the write lock is taken up front, as
-    every isthmus write transaction does), on a pooled connection; rolled back if ``fn`` raises."""
+    every isthmus write transaction does), on a pooled connection; rolled back if ``fn`` raises. A
+    connection that cannot even roll back is discarded, not returned to the pool."""
     dialect = engine.dialect
     error = dialect.loaded_dbapi.Error
     raw = engine.raw_connection()
@@ -141,11 +154,15 @@ def run_direct(engine: Engine, fn: Callable[[DirectConnection], T]) -> T:
         except error as exc:
             raise _wrapped("BEGIN IMMEDIATE", exc, dialect) from exc
         try:
-            result = fn(DirectConnection(driver, dialect))
+            result = fn(DirectConnection(driver, cache))
             driver.execute("COMMIT")
         except BaseException as exc:
-            if driver.in_transaction:  # fn failed, or COMMIT did (busy): nothing of it stays
-                driver.execute("ROLLBACK")
+            try:
+                if driver.in_transaction:  # fn failed, or COMMIT did (busy): nothing of it stays
+                    driver.execute("ROLLBACK")
+            except error as rollback_exc:
+                raw.invalidate()
+                raise _wrapped("ROLLBACK", rollback_exc, dialect) from exc
             if isinstance(exc, error):
                 raise _wrapped("COMMIT", exc, dialect) from exc
             raise

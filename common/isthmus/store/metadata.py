@@ -27,7 +27,7 @@ from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
 from isthmus.redaction import redact_text, redact_url, safe_params, scrub
 from isthmus.store import schema as s
 from isthmus.store.claims import CacheCandidate, ClaimBusy, ClaimCandidates, ClaimHit, ClaimResult, ClaimStarted
-from isthmus.store.direct import DirectConnection, run_direct
+from isthmus.store.direct import CompiledCache, DirectConnection, run_direct
 from isthmus.store.engine import WRITE, make_engine, retry_locked
 from isthmus.store.holders import LeaseHolder, holder_is_dead
 
@@ -220,6 +220,7 @@ class MetadataStore:
         try:
             self.engine = make_engine(_with_connect_timeout(self.url))
             self.dialect = self.engine.dialect.name
+            self._compiled = CompiledCache(self.engine.dialect)
             self._migrate()
         except (DBAPIError, OSError, ImportError) as exc:
             raise unusable_store(self.url, setting, exc) from None
@@ -308,7 +309,7 @@ class MetadataStore:
         (:mod:`isthmus.store.direct`), elsewhere as every other write."""
         if self.dialect != "sqlite":
             return self._run_write(fn)
-        return retry_locked(lambda: run_direct(self.engine, fn))
+        return retry_locked(lambda: run_direct(self.engine, self._compiled, fn))
 
     def _read(self) -> Any:
         return self.engine.connect()
