@@ -1,6 +1,6 @@
-"""The SQLite hot path that runs claim/start/finish straight on the driver stores exactly what SQLAlchemy
-stores, reads back what SQLAlchemy reads, raises SQLAlchemy's exceptions and leaves nothing of a failed
-transaction."""
+"""The hot path that runs claim/start/finish straight on the driver (SQLite and PostgreSQL) stores exactly
+what SQLAlchemy stores, reads back what SQLAlchemy reads, raises SQLAlchemy's exceptions and leaves nothing
+of a failed transaction."""
 
 from __future__ import annotations
 
@@ -19,10 +19,30 @@ from isthmus.store.metadata import MetadataStore
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> MetadataStore:
+def store(metadata_store: MetadataStore) -> MetadataStore:
+    """A store on SQLite and on PostgreSQL, with one pipeline run."""
+    metadata_store.create_pipeline_run({"id": "p1", "pipeline": "demo", "orchestrator": "local"})  # type: ignore[typeddict-item]
+    return metadata_store
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> MetadataStore:
     st = MetadataStore(f"sqlite:///{tmp_path / 'isthmus.db'}")
     st.create_pipeline_run({"id": "p1", "pipeline": "demo", "orchestrator": "local"})  # type: ignore[typeddict-item]
     return st
+
+
+def _stored(store: MetadataStore, sql: str) -> dict[str, tuple[object, ...]]:
+    """Rows as the driver returns them, by their first column."""
+    raw = store.engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute(sql)
+        rows = {str(r[0]): tuple(r[1:]) for r in cur.fetchall()}
+        raw.rollback()
+        return rows
+    finally:
+        raw.close()
 
 
 def _row(step_run_id: str) -> dict[str, object]:
@@ -47,38 +67,37 @@ def _row(step_run_id: str) -> dict[str, object]:
     }
 
 
-def test_a_row_written_on_the_driver_is_stored_as_sqlalchemy_stores_it(store: MetadataStore, tmp_path: Path) -> None:
+def test_a_row_written_on_the_driver_is_stored_as_sqlalchemy_stores_it(store: MetadataStore) -> None:
     with store._write() as conn:
         conn.execute(m._INSERT_STEP_RUN, _row("by-sqlalchemy"))
     run_direct(store.engine, store._compiled, lambda c: c.execute(m._INSERT_STEP_RUN, _row("direct")))
-    raw = sqlite3.connect(tmp_path / "isthmus.db")
-    raw.row_factory = sqlite3.Row
-    stored = {r["id"]: dict(r) for r in raw.execute("SELECT * FROM step_runs")}
-    a, b = stored.pop("by-sqlalchemy"), stored.pop("direct")
-    assert {k: v for k, v in a.items() if k != "id"} == {k: v for k, v in b.items() if k != "id"}
+    columns = ", ".join(c.name for c in s.step_runs.c if c.name != "id")
+    stored = _stored(store, f"SELECT id, {columns} FROM step_runs")
+    assert stored["direct"] == stored["by-sqlalchemy"]
     assert store.get_step_run("direct")["params"] == _row("x")["params"]  # read back through SQLAlchemy
 
 
-def test_none_in_json_columns_is_stored_as_sqlalchemy_stores_it(store: MetadataStore, tmp_path: Path) -> None:
-    """SQLAlchemy's JSON type stores None as JSON ``'null'``, also in NOT NULL columns."""
+def test_none_in_json_columns_is_stored_as_sqlalchemy_stores_it(store: MetadataStore) -> None:
+    """SQLAlchemy's JSON type stores None as JSON ``null`` (not SQL NULL), also in NOT NULL columns."""
     nones = {"metadata": None, "outputs": None, "deps": None, "resources": None, "params": None}
     with store._write() as conn:
         conn.execute(m._INSERT_STEP_RUN, {**_row("by-sqlalchemy"), **nones})
     run_direct(store.engine, store._compiled, lambda c: c.execute(m._INSERT_STEP_RUN, {**_row("direct"), **nones}))
-    raw = sqlite3.connect(tmp_path / "isthmus.db")
-    columns = ", ".join(f"{name}, typeof({name})" for name in nones)
-    rows = {r[0]: r[1:] for r in raw.execute(f"SELECT id, {columns} FROM step_runs")}
-    assert rows["direct"] == rows["by-sqlalchemy"]
-    assert rows["direct"][:2] == ("null", "text")
+    columns = ", ".join(f"{name} IS NULL" for name in nones)
+    rows = _stored(store, f"SELECT id, {columns} FROM step_runs")
+    assert rows["direct"] == rows["by-sqlalchemy"] == (False,) * len(nones)
     assert store.get_step_run("direct")["metadata"] is None
 
 
-def test_a_value_a_type_cannot_store_raises_sqlalchemys_statement_error(store: MetadataStore) -> None:
+def test_a_value_a_type_cannot_store_raises_what_sqlalchemy_raises(store: MetadataStore) -> None:
+    """SQLite: SQLAlchemy's StatementError (its JSON processor fails); PostgreSQL: the driver's TypeError."""
     bad = {**_row("bad"), "params": {"x": object()}}
-    with pytest.raises(StatementError, match="not JSON serializable"):
-        run_direct(store.engine, store._compiled, lambda c: c.execute(m._INSERT_STEP_RUN, bad))
-    with pytest.raises(StatementError, match="not JSON serializable"), store._write() as conn:
+    with pytest.raises(Exception, match="not JSON serializable") as by_sqlalchemy, store._write() as conn:
         conn.execute(m._INSERT_STEP_RUN, bad)
+    with pytest.raises(Exception, match="not JSON serializable") as direct:
+        run_direct(store.engine, store._compiled, lambda c: c.execute(m._INSERT_STEP_RUN, bad))
+    assert type(direct.value) is type(by_sqlalchemy.value)
+    assert isinstance(direct.value, StatementError if store.dialect == "sqlite" else TypeError)
 
 
 def test_each_store_keeps_its_own_compiled_statements(tmp_path: Path) -> None:
@@ -91,26 +110,27 @@ def test_each_store_keeps_its_own_compiled_statements(tmp_path: Path) -> None:
 
 def test_an_update_and_a_select_on_the_driver_read_as_sqlalchemy_reads(store: MetadataStore) -> None:
     with store._write() as conn:
-        conn.execute(m._INSERT_STEP_RUN, _row("r1"))
+        for step_run_id in ("r1", "r2"):
+            conn.execute(m._INSERT_STEP_RUN, _row(step_run_id))
         conn.execute(
             m._INSERT_CACHE_ENTRY,
             {"cache_key": "k" * 64, "step_run_id": "r1", "step_name": "train", "created_at": 1.0, "expires_at": None},
         )
-    ended = dt.datetime(2026, 12, 1, 7, 0, tzinfo=dt.timezone.utc)
-    done = run_direct(
-        store.engine,
-        store._compiled,
-        lambda c: c.execute(m._UPDATE_STEP_RUN, {"_id": "r1", "ended_at": ended, "cache_hit": False}),
-    )
+    values = {"ended_at": dt.datetime(2026, 12, 1, 7, 0, tzinfo=dt.timezone.utc), "cache_hit": False}
+    done = run_direct(store.engine, store._compiled, lambda c: c.execute(m._UPDATE_STEP_RUN, {"_id": "r1", **values}))
     assert done.rowcount == 1
+    with store._write() as conn:
+        conn.execute(m._UPDATE_STEP_RUN, {"_id": "r2", **values})
+    direct, by_sqlalchemy = store.get_step_run("r1"), store.get_step_run("r2")
+    assert (direct["ended_at"], direct["cache_hit"]) == (by_sqlalchemy["ended_at"], by_sqlalchemy["cache_hit"])
+    assert direct["cache_hit"] is False
+    assert direct["ended_at"].replace(tzinfo=None) == values["ended_at"].replace(tzinfo=None)  # type: ignore[attr-defined]
     args = {"key": "k" * 64, "now": 2.0, "limit": 5}
-    direct = run_direct(store.engine, store._compiled, lambda c: c.execute(m._CANDIDATES, args).mappings())
+    read = run_direct(store.engine, store._compiled, lambda c: c.execute(m._CANDIDATES, args).mappings())
     with store._read() as conn:
         expected = [dict(r) for r in conn.execute(m._CANDIDATES, args).mappings()]
-    assert direct == expected and direct[0]["outputs"] == _row("x")["outputs"]
-    row = store.get_step_run("r1")
-    assert row["ended_at"] == ended.replace(tzinfo=None)  # SQLite keeps UTC without the offset, as always
-    assert row["cache_hit"] is False
+    assert read == expected and read[0]["outputs"] == _row("x")["outputs"]
+    assert read[0]["created_at"] == 1.0
 
 
 def test_a_failed_statement_raises_sqlalchemys_error_and_nothing_of_the_transaction_stays(
@@ -130,7 +150,10 @@ def test_a_failed_statement_raises_sqlalchemys_error_and_nothing_of_the_transact
     assert store.get_step_run("after")["id"] == "after"
 
 
-def test_a_held_write_lock_surfaces_as_sqlalchemys_operational_error(store: MetadataStore, tmp_path: Path) -> None:
+def test_a_held_write_lock_surfaces_as_sqlalchemys_operational_error(
+    sqlite_store: MetadataStore, tmp_path: Path
+) -> None:
+    store = sqlite_store
     other = sqlite3.connect(tmp_path / "isthmus.db", isolation_level=None, timeout=0)
     other.execute("BEGIN IMMEDIATE")
     raw = store.engine.raw_connection()

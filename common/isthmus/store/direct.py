@@ -30,11 +30,9 @@ _Processor = Callable[[Any], Any] | None
 class _Compiled:
     """One statement compiled for one dialect and one set of parameter names."""
 
-    __slots__ = ("compiled", "sql", "order", "binds", "columns", "results")
+    __slots__ = ("compiled", "sql", "order", "named", "binds", "columns", "types", "results", "dialect")
 
     def __init__(self, stmt: ClauseElement, dialect: Any, keys: Sequence[str]) -> None:
-        if not dialect.positional:
-            raise TypeError(f"direct execution needs a positional paramstyle, not {dialect.paramstyle!r}")
         compiled: Any = stmt.compile(dialect=dialect, column_keys=list(keys))
         if compiled.insert_prefetch or compiled.update_prefetch or "POSTCOMPILE" in compiled.string:
             raise TypeError(f"statement needs SQLAlchemy's execution machinery, run it on a Connection: {stmt}")
@@ -42,22 +40,30 @@ class _Compiled:
             raise TypeError(f"statement has bind names that need escaping: {stmt}")
         self.compiled = compiled
         self.sql: str = compiled.string
-        self.order: Sequence[str] = compiled.positiontup or ()
+        self.named = not dialect.positional  # psycopg: %(name)s; sqlite3: ? in positiontup's order
+        self.order: Sequence[str] = compiled.positiontup if not self.named else list(compiled.binds)
         self.binds: dict[str, _Processor] = {
             name: bind.type.dialect_impl(dialect).bind_processor(dialect) for name, bind in compiled.binds.items()
         }
+        self.dialect = dialect
         self.columns: list[str] = []
-        self.results: list[_Processor] = []
+        self.types: list[Any] = []
+        self.results: list[_Processor] | None = None  # built from the first result's column type codes
         if isinstance(stmt, Select):
             for key, column in stmt.selected_columns.items():
                 self.columns.append(key)
-                self.results.append(column.type.dialect_impl(dialect).result_processor(dialect, None))
+                self.types.append(column.type.dialect_impl(dialect))
 
-    def parameters(self, params: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    def parameters(self, params: Mapping[str, Any] | None) -> tuple[Any, ...] | dict[str, Any]:
         """The driver's parameters, every value through its type's processor as SQLAlchemy does (None too:
         a JSON column stores it as ``'null'``); a value a processor refuses raises StatementError."""
         try:
             values = self.compiled.construct_params(params or {})
+            if self.named:
+                return {
+                    name: value if (proc := self.binds.get(name)) is None else proc(value)
+                    for name, value in values.items()
+                }
             out = []
             for name in self.order:
                 proc = self.binds.get(name)
@@ -66,8 +72,15 @@ class _Compiled:
         except Exception as exc:
             raise StatementError(str(exc), self.sql, None, exc) from exc
 
-    def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(raw[i] if p is None else p(raw[i]) for i, p in enumerate(self.results))
+    def rows(self, cursor: Any) -> list[tuple[Any, ...]]:
+        """The fetched rows, each value through its type's result processor (as SQLAlchemy reads them)."""
+        results = self.results
+        if results is None:  # a processor may depend on the driver's type code (psycopg's numerics)
+            codes = [d[1] for d in cursor.description]
+            results = self.results = [
+                t.result_processor(self.dialect, c) for t, c in zip(self.types, codes, strict=True)
+            ]
+        return [tuple(r[i] if p is None else p(r[i]) for i, p in enumerate(results)) for r in cursor.fetchall()]
 
 
 class DirectResult:
@@ -109,7 +122,7 @@ class CompiledCache:
 
 
 class DirectConnection:
-    """``execute(statement, parameters)`` like a SQLAlchemy Connection, on a ``sqlite3`` connection."""
+    """``execute(statement, parameters)`` like a SQLAlchemy Connection, on the driver's connection."""
 
     def __init__(self, driver: Any, cache: CompiledCache) -> None:
         self.driver = driver
@@ -125,13 +138,17 @@ class DirectConnection:
             return DirectResult(0, [], [])
         compiled = self.cache.get(stmt, list(rows[0]))
         try:
-            if many:
-                cur = self.driver.executemany(compiled.sql, [compiled.parameters(r) for r in rows])
-                return DirectResult(cur.rowcount, [], [])
-            cur = self.driver.execute(compiled.sql, compiled.parameters(rows[0]))
-            fetched = [compiled.row(r) for r in cur.fetchall()] if compiled.columns else []
-            return DirectResult(cur.rowcount, fetched, compiled.columns)
-        except self.dialect.loaded_dbapi.Error as exc:
+            cur = self.driver.cursor()
+            try:
+                if many:
+                    cur.executemany(compiled.sql, [compiled.parameters(r) for r in rows])
+                    return DirectResult(cur.rowcount, [], [])
+                cur.execute(compiled.sql, compiled.parameters(rows[0]))
+                fetched = compiled.rows(cur) if compiled.columns else []
+                return DirectResult(cur.rowcount, fetched, compiled.columns)
+            finally:
+                cur.close()
+        except self.dialect.loaded_dbapi.Error as exc:  # other errors pass through, as SQLAlchemy lets them
             raise _wrapped(compiled.sql, exc, self.dialect) from exc
 
 
@@ -141,30 +158,41 @@ def _wrapped(sql: str, exc: Exception, dialect: Any) -> Exception:
 
 
 def run_direct(engine: Engine, cache: CompiledCache, fn: Callable[[DirectConnection], T]) -> T:
-    """``fn`` in one SQLite write transaction (``BEGIN IMMEDIATE``: the write lock is taken up front, as
-    every isthmus write transaction does), on a pooled connection; rolled back if ``fn`` raises. A
-    connection that cannot even roll back is discarded, not returned to the pool."""
+    """``fn`` in one write transaction on a pooled connection, committed, or rolled back if ``fn`` raises.
+    On SQLite it starts with ``BEGIN IMMEDIATE`` (the write lock taken up front, as every isthmus write
+    transaction does); on PostgreSQL the driver opens it. A connection that broke, or cannot even roll
+    back, is discarded, not returned to the pool."""
     dialect = engine.dialect
     error = dialect.loaded_dbapi.Error
+    sqlite = dialect.name == "sqlite"
     raw = engine.raw_connection()
     try:
         driver: Any = raw.driver_connection
         try:
-            driver.execute("BEGIN IMMEDIATE")
-        except error as exc:
-            raise _wrapped("BEGIN IMMEDIATE", exc, dialect) from exc
-        try:
+            if sqlite:
+                driver.execute("BEGIN IMMEDIATE")
             result = fn(DirectConnection(driver, cache))
-            driver.execute("COMMIT")
+            if sqlite:
+                driver.execute("COMMIT")
+            else:
+                driver.commit()
         except BaseException as exc:
+            orig: Any = exc.orig if isinstance(exc, DBAPIError) else exc
+            if isinstance(orig, error) and dialect.is_disconnect(orig, driver, None):
+                raw.invalidate(orig)  # the server is gone: reconnect next time, roll back nothing
+                if isinstance(exc, DBAPIError):
+                    raise
+                raise _wrapped("BEGIN/COMMIT", orig, dialect) from exc
             try:
-                if driver.in_transaction:  # fn failed, or COMMIT did (busy): nothing of it stays
+                if not sqlite:
+                    driver.rollback()
+                elif driver.in_transaction:  # fn failed, or COMMIT did (busy): nothing of it stays
                     driver.execute("ROLLBACK")
             except error as rollback_exc:
-                raw.invalidate()
+                raw.invalidate(rollback_exc)
                 raise _wrapped("ROLLBACK", rollback_exc, dialect) from exc
             if isinstance(exc, error):
-                raise _wrapped("COMMIT", exc, dialect) from exc
+                raise _wrapped("BEGIN/COMMIT", exc, dialect) from exc
             raise
         return result
     finally:

@@ -305,10 +305,8 @@ class MetadataStore:
         return retry_locked(attempt)
 
     def _run_hot(self, fn: Callable[[Any], Any]) -> Any:
-        """A write on the step-run hot path (claim, start, finish): on SQLite straight on the driver
-        (:mod:`isthmus.store.direct`), elsewhere as every other write."""
-        if self.dialect != "sqlite":
-            return self._run_write(fn)
+        """A write on the step-run hot path (claim, start, finish): its statements straight on the driver
+        (:mod:`isthmus.store.direct`)."""
         return retry_locked(lambda: run_direct(self.engine, self._compiled, fn))
 
     def _read(self) -> Any:
