@@ -139,14 +139,13 @@ def test_a_failed_statement_raises_sqlalchemys_error_and_nothing_of_the_transact
     def work(c: DirectConnection) -> None:
         c.execute(m._INSERT_STEP_RUN, _row("first"))
         c.execute(m._INSERT_STEP_RUN, _row("first"))  # the same primary key
+        c.execute(m._INSERT_STEP_RUN, _row("second"))
 
     with pytest.raises(IntegrityError):
         run_direct(store.engine, store._compiled, work)
     with store._read() as conn:
         assert conn.execute(select(s.step_runs.c.id)).all() == []
-    run_direct(
-        store.engine, store._compiled, lambda c: c.execute(m._INSERT_STEP_RUN, _row("after"))
-    )  # the connection is usable
+    run_direct(store.engine, store._compiled, lambda c: c.execute(m._INSERT_STEP_RUN, _row("after")))  # usable
     assert store.get_step_run("after")["id"] == "after"
 
 
