@@ -276,12 +276,12 @@ def test_claim_taking_over_an_expired_holder_lists_its_run(sqlite_store: Any) ->
     assert store.get_step_run(fresh)["status"] is RunStatus.RUNNING
 
 
-def test_a_claim_that_waited_for_the_finishing_holder_is_a_hit(store_url: str) -> None:
+def test_a_claim_that_waited_for_the_finishing_holder_is_a_hit(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A claim whose lease insert waits on the holder's final transaction (its result and the lease's
     release, committed together; PostgreSQL's row locks) sees that result: a hit, not a second run."""
     import threading
 
-    from sqlalchemy import event
+    from isthmus.store import metadata as metadata_module
 
     first_store, second_store = MetadataStore(store_url), MetadataStore(store_url)
     try:
@@ -292,11 +292,21 @@ def test_a_claim_that_waited_for_the_finishing_holder_is_a_hit(store_url: str) -
         assert _claim(first_store, key, first, pipeline_run_id, verdict=True) == ClaimStarted(aborted=[])
 
         committing = threading.Event()
+        run_direct = metadata_module.run_direct
 
-        @event.listens_for(first_store.engine, "commit")
-        def slow_commit(conn: Any) -> None:  # the holder's final transaction stays open a while
-            committing.set()
-            time.sleep(1.5)
+        def slow_commit(engine: Any, cache: Any, fn: Any) -> Any:  # the holder's final transaction stays open
+            if engine is not first_store.engine:
+                return run_direct(engine, cache, fn)
+
+            def held(conn: Any) -> Any:
+                result = fn(conn)  # written, not committed
+                committing.set()
+                time.sleep(1.5)
+                return result
+
+            return run_direct(engine, cache, held)
+
+        monkeypatch.setattr(metadata_module, "run_direct", slow_commit)
 
         finisher = threading.Thread(
             target=first_store.finish_step_run,

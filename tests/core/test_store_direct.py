@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -176,3 +177,36 @@ def test_a_statement_that_needs_sqlalchemys_machinery_is_refused(store: Metadata
     expanding = select(s.step_runs.c.id).where(s.step_runs.c.id.in_(["a", "b"]))
     with pytest.raises(TypeError, match="machinery"):
         run_direct(store.engine, store._compiled, lambda c: c.execute(expanding, {}))
+
+
+@pytest.mark.postgres
+def test_after_the_server_drops_every_connection_only_the_next_record_fails(pg_server: Any) -> None:
+    """As through SQLAlchemy: the failure that shows the server went away makes every pooled connection
+    reconnect, so one step record fails (nothing retries a lost connection), not one per pooled one."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = pg_server.create_database()
+    store = MetadataStore(url)
+    try:
+        store.create_pipeline_run({"id": "p1", "pipeline": "demo", "orchestrator": "local"})  # type: ignore[typeddict-item]
+        held = [store.engine.raw_connection() for _ in range(2)]  # two connections in the pool
+        for raw in held:
+            raw.close()
+        plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(plain, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        outcomes = []
+        for i in range(3):
+            try:
+                store.start_step_run(_row(f"after-{i}"))  # type: ignore[arg-type]
+                outcomes.append("ok")
+            except OperationalError:
+                outcomes.append("failed")
+        assert outcomes == ["failed", "ok", "ok"]
+    finally:
+        store.dispose()
+        pg_server.drop_database(url)

@@ -174,7 +174,11 @@ class OpenLineageEmitter:
         end event is the START with the outputs, and both lines go out in one write."""
         if not self._wanted(step_run):
             return
-        end_type = end_event_type(step_run)
+        try:
+            end_type = end_event_type(step_run)
+        except UnknownRunStatus:  # the start is still reported; the end's error reaches the caller
+            self._submit("step", step_run, "START")
+            raise
         sink = self._file_sink()
         if sink is None or end_type == "FAIL":
             self._submit("step", step_run, "START")

@@ -179,7 +179,13 @@ def run_direct(engine: Engine, cache: CompiledCache, fn: Callable[[DirectConnect
         except BaseException as exc:
             orig: Any = exc.orig if isinstance(exc, DBAPIError) else exc
             if isinstance(orig, error) and dialect.is_disconnect(orig, driver, None):
-                raw.invalidate(orig)  # the server is gone: reconnect next time, roll back nothing
+                # The server went away: as SQLAlchemy does, every pooled connection older than this failure
+                # reconnects at its next checkout (a restart broke them all), this one at once.
+                invalidate_pool = getattr(engine.pool, "_invalidate", None)
+                if invalidate_pool is not None:
+                    invalidate_pool(raw, orig)
+                else:  # pragma: no cover - a pool without it
+                    raw.invalidate(orig)
                 if isinstance(exc, DBAPIError):
                     raise
                 raise _wrapped("BEGIN/COMMIT", orig, dialect) from exc
