@@ -78,3 +78,74 @@ def test_a_loaded_series_keeps_its_values_and_is_writeable(store: ArtifactStore)
     pd.testing.assert_series_equal(got, series)
     got.iloc[0] = 5.0
     assert got.iloc[0] == 5.0
+
+
+def _numeric(rows: int = N) -> pd.DataFrame:
+    rng = np.random.default_rng(2)
+    return pd.DataFrame(
+        {
+            "f": rng.random(rows),
+            "i": np.arange(rows),
+            "f32": rng.random(rows).astype("float32"),
+            "flag": rng.random(rows) > 0.5,
+            "f_nan": np.where(rng.random(rows) > 0.5, np.nan, 2.0),
+            "u8": (np.arange(rows) % 256).astype("uint8"),
+            "i2": -np.arange(rows),
+        }
+    )
+
+
+def _with_attrs() -> pd.DataFrame:
+    frame = _numeric()
+    frame.attrs = {"source": "numeric", "n": 3}
+    return frame
+
+
+NUMERIC = {
+    "interleaved dtypes": _numeric(),
+    "named RangeIndex with a start and a step": _numeric().set_index(pd.RangeIndex(10, 10 + 3 * N, 3, name="row")),
+    "one dtype": pd.DataFrame(np.arange(3 * N, dtype="float64").reshape(N, 3), columns=["a", "b", "c"]),
+    "attrs": _with_attrs(),
+    "no rows": _numeric(0),
+    "several row groups": _numeric(1_100_000)[["f", "i"]],
+}
+
+
+@pytest.mark.parametrize("name", sorted(NUMERIC))
+def test_a_numeric_frame_is_read_into_its_blocks_and_is_what_read_parquet_reads(
+    store: ArtifactStore, name: str
+) -> None:
+    from isthmus.artifacts.materializers import _read_numeric_frame
+
+    ref = store.save(NUMERIC[name])
+    path = store.path_for(ref.content_hash)
+    assert _read_numeric_frame(pd, path) is not None  # the column-by-column read, not the fallback
+    got = store.load(ref)
+    want = pd.read_parquet(path, engine="pyarrow")
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    pd.testing.assert_index_equal(got.columns, want.columns, exact=True)
+    assert got.attrs == want.attrs
+    assert got._mgr.nblocks == len(set(got.dtypes))  # one block per dtype, as pandas builds a frame
+    if len(got):
+        got.iloc[0, 0] = -1.0
+        got.loc[got.index[1:], got.columns[-1]] = 7
+        assert got.iloc[0, 0] == -1.0 and (got[got.columns[-1]].iloc[1:] == 7).all()
+
+
+@pytest.mark.parametrize("name", sorted(FRAMES))
+def test_other_frames_take_the_usual_read(store: ArtifactStore, name: str) -> None:
+    from isthmus.artifacts.materializers import _read_numeric_frame
+
+    ref = store.save(FRAMES[name])
+    expected = None if name != "one column" else pd.DataFrame  # "one column" is numeric under a RangeIndex
+    got = _read_numeric_frame(pd, store.path_for(ref.content_hash))
+    assert (got is None) if expected is None else isinstance(got, pd.DataFrame)
+
+
+def test_a_nullable_integer_column_takes_the_usual_read(store: ArtifactStore) -> None:
+    from isthmus.artifacts.materializers import _read_numeric_frame
+
+    frame = pd.DataFrame({"x": pd.array([1, None, 3], dtype="Int64"), "y": [1.0, 2.0, 3.0]})
+    ref = store.save(frame)
+    assert _read_numeric_frame(pd, store.path_for(ref.content_hash)) is None
+    pd.testing.assert_frame_equal(store.load(ref), frame)
