@@ -429,19 +429,23 @@ def _read_numeric_frame(pd: Any, path: str) -> Any:
     blocks = {dtype: np.empty((len(positions), rows), dtype=dtype) for dtype, positions in groups.items()}
     row_of = {p: (dtype, i) for dtype, positions in groups.items() for i, p in enumerate(positions)}
     pool = pa.default_memory_pool()
-    for position in range(len(schema)):
-        column = parquet.read(columns=[schema.field(position).name], use_pandas_metadata=False).column(0)
+    for position in range(len(schema)):  # a column's row groups one by one: little beside the blocks
+        name = schema.field(position).name
         dtype, row = row_of[position]
-        if len(column) != rows or (column.null_count and dtype.kind != "f"):  # (a float's null reads as NaN)
-            return None
         target, offset = blocks[dtype][row], 0
-        for chunk in column.chunks:
-            values = chunk.to_numpy(zero_copy_only=False)
-            if values.dtype != dtype:
+        for group in range(parquet.num_row_groups):
+            piece = parquet.read_row_group(group, columns=[name], use_pandas_metadata=False).column(0)
+            if piece.null_count and dtype.kind != "f":  # (a float's null reads as NaN, as in read_parquet)
                 return None
-            target[offset : offset + len(values)] = values
-            offset += len(values)
-        del column, chunk, values
+            for chunk in piece.chunks:
+                values = chunk.to_numpy(zero_copy_only=False)
+                if values.dtype != dtype or offset + len(values) > rows:
+                    return None
+                target[offset : offset + len(values)] = values
+                offset += len(values)
+            piece = values = None
+        if offset != rows:
+            return None
         pool.release_unused()
     frame = create_dataframe_from_blocks(
         [(blocks[dtype], np.asarray(positions, dtype=np.intp)) for dtype, positions in groups.items()],
