@@ -108,14 +108,20 @@ NUMERIC = {
     "attrs": _with_attrs(),
     "no rows": _numeric(0),
     "several row groups": _numeric(1_100_000)[["f", "i"]],
+    "a strided RangeIndex (stop is not start + rows x step)": _numeric().iloc[::3],
+    "a negative step": _numeric().iloc[::-2],
+    "wide": pd.DataFrame(np.random.default_rng(3).random((50, 700)), columns=[f"c{i}" for i in range(700)]),
 }
 
 
 @pytest.mark.parametrize("name", sorted(NUMERIC))
 def test_a_numeric_frame_is_read_into_its_blocks_and_is_what_read_parquet_reads(
-    store: ArtifactStore, name: str
+    store: ArtifactStore, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from isthmus.artifacts import materializers
     from isthmus.artifacts.materializers import _read_numeric_frame
+
+    monkeypatch.setattr(materializers, "_NUMERIC_READ_MIN_BYTES", 0)  # these frames are small
 
     ref = store.save(NUMERIC[name])
     path = store.path_for(ref.content_hash)
@@ -124,7 +130,10 @@ def test_a_numeric_frame_is_read_into_its_blocks_and_is_what_read_parquet_reads(
     want = pd.read_parquet(path, engine="pyarrow")
     pd.testing.assert_frame_equal(got, want, check_exact=True)
     pd.testing.assert_index_equal(got.columns, want.columns, exact=True)
+    pd.testing.assert_index_equal(got.index, want.index, exact=True)
+    assert (got.index.start, got.index.stop, got.index.step) == (want.index.start, want.index.stop, want.index.step)
     assert got.attrs == want.attrs
+    assert store.save(got).content_hash == ref.content_hash  # loaded and saved again: the same artifact
     assert got._mgr.nblocks == len(set(got.dtypes))  # one block per dtype, as pandas builds a frame
     if len(got):
         got.iloc[0, 0] = -1.0
@@ -149,3 +158,46 @@ def test_a_nullable_integer_column_takes_the_usual_read(store: ArtifactStore) ->
     ref = store.save(frame)
     assert _read_numeric_frame(pd, store.path_for(ref.content_hash)) is None
     pd.testing.assert_frame_equal(store.load(ref), frame)
+
+
+def test_a_file_of_many_row_groups_and_a_range_that_does_not_fit_reads_as_read_parquet(tmp_path: Path) -> None:
+    """Files written by hand (not by the store): uneven row groups, a null in an int column's last row
+    group (the usual read), and range metadata that does not fit the rows (pyarrow's default index)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from isthmus.artifacts.materializers import _read_numeric_frame
+
+    frame = _numeric(1000)
+    table = pa.Table.from_pandas(frame, preserve_index=None)
+    uneven = tmp_path / "uneven.parquet"
+    pq.write_table(table, uneven, row_group_size=97)
+    assert pq.ParquetFile(uneven).num_row_groups > 10
+    got = _read_numeric_frame(pd, str(uneven))
+    pd.testing.assert_frame_equal(got, pd.read_parquet(uneven, engine="pyarrow"), check_exact=True)
+
+    meta = json.loads(table.schema.metadata[b"pandas"])
+    meta["index_columns"] = [{"kind": "range", "name": "r", "start": 7, "stop": 5010, "step": 5}]
+    unfit = tmp_path / "unfit.parquet"
+    pq.write_table(table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()}), unfit)
+    got = _read_numeric_frame(pd, str(unfit))
+    want = pd.read_parquet(unfit, engine="pyarrow")
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    pd.testing.assert_index_equal(got.index, want.index, exact=True)
+
+    ints = pa.Table.from_pandas(pd.DataFrame({"f": np.arange(200.0), "i": np.arange(200)}), preserve_index=None)
+    ints = ints.set_column(1, "i", pa.array([*range(199), None], type=pa.int64()))
+    nulls = tmp_path / "nulls.parquet"
+    pq.write_table(ints, nulls, row_group_size=50)
+    assert _read_numeric_frame(pd, str(nulls)) is None
+    assert pd.read_parquet(nulls, engine="pyarrow")["i"].dtype == "float64"  # what the usual read makes of it
+
+
+def test_a_small_numeric_frame_takes_the_usual_read(store: ArtifactStore) -> None:
+    from isthmus.artifacts.materializers import _NUMERIC_READ_MIN_BYTES, _read_numeric_frame
+
+    path = store.path_for(store.save(_numeric()).content_hash)
+    assert _read_numeric_frame(pd, path) is not None
+    assert _read_numeric_frame(pd, path, min_bytes=_NUMERIC_READ_MIN_BYTES) is None

@@ -373,11 +373,12 @@ class PandasMaterializer(Materializer):
 def _read_parquet(pd: Any, path: str) -> Any:
     """``pd.read_parquet(path)``: the same frame (tested), with less memory on the way.
 
-    A frame of numeric and boolean columns with a RangeIndex (a feature matrix, the usual large frame) is read a
-    column at a time straight into the frame's final, writeable blocks (:func:`_read_numeric_frame`): at the peak
-    the process holds the frame and one column's Arrow buffers. Any other frame is read by ``pd.read_parquet``,
-    a column chunk at a time (the file is local: ``pre_buffer`` would hold all of its bytes in memory first);
-    the Arrow table and the frame then coexist (about twice the data at the peak).
+    A frame of 64 MiB or more of numeric and boolean columns with a RangeIndex (a feature matrix, the usual
+    large frame) is read a row group (and a batch of columns) at a time straight into the frame's final,
+    writeable blocks (:func:`_read_numeric_frame`): at the peak the process holds the frame and about
+    16 MiB of Arrow buffers. Any other frame is read by ``pd.read_parquet``, a column chunk at a time (the
+    file is local: ``pre_buffer`` would hold all of its bytes in memory first); the Arrow table and the frame
+    then coexist (about twice the data at the peak).
 
     Either way, Arrow's memory pool then gives back to the system what the read left unused: the pool (mimalloc
     or jemalloc) keeps freed memory for reuse, and the frame's columns are numpy memory. (Converting with
@@ -385,17 +386,18 @@ def _read_parquet(pd: Any, path: str) -> Any:
     that pandas refuses to write to, and copying them back costs the time and memory it saved.)"""
     import pyarrow as pa
 
-    frame = _read_numeric_frame(pd, path)
+    frame = _read_numeric_frame(pd, path, min_bytes=_NUMERIC_READ_MIN_BYTES)
     if frame is None:
         frame = pd.read_parquet(path, engine="pyarrow", pre_buffer=False)
     pa.default_memory_pool().release_unused()
     return frame
 
 
-def _read_numeric_frame(pd: Any, path: str) -> Any:
+def _read_numeric_frame(pd: Any, path: str, min_bytes: int = 0) -> Any:
     """The frame of a parquet file pandas wrote from numeric and boolean numpy columns under a RangeIndex, read
-    column by column into preallocated blocks; None for any other file (or a pandas without
-    ``pandas.api.internals.create_dataframe_from_blocks``), which the caller reads the usual way."""
+    column by column into preallocated blocks; None for any other file, one whose data is smaller than
+    ``min_bytes``, or a pandas without ``pandas.api.internals.create_dataframe_from_blocks``: the caller reads
+    those the usual way."""
     import json
 
     import numpy as np
@@ -407,6 +409,9 @@ def _read_numeric_frame(pd: Any, path: str) -> Any:
     except (ImportError, AttributeError):  # pandas before 3.0
         return None
     parquet = pq.ParquetFile(path, pre_buffer=False)
+    data = parquet.metadata
+    if sum(data.row_group(g).total_byte_size for g in range(data.num_row_groups)) < min_bytes:
+        return None
     schema = parquet.schema_arrow
     meta = schema.pandas_metadata
     if not meta:
@@ -420,33 +425,49 @@ def _read_numeric_frame(pd: Any, path: str) -> Any:
         return None
     if any(not isinstance(d, np.dtype) or d.kind not in "biuf" for d in empty.dtypes):
         return None
+    names = schema.names
+    if len(set(names)) != len(names):
+        return None
     rows = parquet.metadata.num_rows
     r = ranges[0]
-    index = pd.RangeIndex(r["start"], r["start"] + rows * r["step"], r["step"], name=r.get("name"))
+    index = pd.RangeIndex(r["start"], r["stop"], r["step"], name=r.get("name"))
+    if len(index) != rows:  # as pyarrow reads a range that does not fit the rows
+        index = pd.RangeIndex(rows)
+    dtypes = list(empty.dtypes)
     groups: dict[Any, list[int]] = {}
-    for position, dtype in enumerate(empty.dtypes):
+    for position, dtype in enumerate(dtypes):
         groups.setdefault(dtype, []).append(position)
+    if _has_nulls(parquet, [p for p, dtype in enumerate(dtypes) if dtype.kind != "f"]):
+        return None  # (a float's null reads as NaN, as in read_parquet; any other means another dtype)
     blocks = {dtype: np.empty((len(positions), rows), dtype=dtype) for dtype, positions in groups.items()}
-    row_of = {p: (dtype, i) for dtype, positions in groups.items() for i, p in enumerate(positions)}
-    pool = pa.default_memory_pool()
-    for position in range(len(schema)):  # a column's row groups one by one: little beside the blocks
-        name = schema.field(position).name
-        dtype, row = row_of[position]
-        target, offset = blocks[dtype][row], 0
-        for group in range(parquet.num_row_groups):
-            piece = parquet.read_row_group(group, columns=[name], use_pandas_metadata=False).column(0)
-            if piece.null_count and dtype.kind != "f":  # (a float's null reads as NaN, as in read_parquet)
-                return None
-            for chunk in piece.chunks:
-                values = chunk.to_numpy(zero_copy_only=False)
-                if values.dtype != dtype or offset + len(values) > rows:
+    targets = [blocks[dtype][i] for dtype, positions in groups.items() for i in range(len(positions))]
+    order = [p for positions in groups.values() for p in positions]
+    target_of = dict(zip(order, targets, strict=True))
+    start = 0
+    for group in range(parquet.num_row_groups):  # a row group at a time, its columns in batches of ~64 MiB
+        meta_group = parquet.metadata.row_group(group)
+        count = meta_group.num_rows
+        per_column = max(1, meta_group.total_byte_size // max(1, len(names)))
+        batch = max(1, _NUMERIC_READ_BYTES // per_column)
+        for first in range(0, len(names), batch):
+            positions = list(range(first, min(len(names), first + batch)))
+            table = parquet.read_row_group(group, columns=[names[p] for p in positions], use_pandas_metadata=False)
+            for j, position in enumerate(positions):
+                column = table.column(j)
+                if len(column) != count or (column.null_count and dtypes[position].kind != "f"):
                     return None
-                target[offset : offset + len(values)] = values
-                offset += len(values)
-            piece = values = None
-        if offset != rows:
-            return None
-        pool.release_unused()
+                offset = start
+                for chunk in column.chunks:
+                    values = chunk.to_numpy(zero_copy_only=False)
+                    if values.dtype != dtypes[position]:
+                        return None
+                    target_of[position][offset : offset + len(values)] = values
+                    offset += len(values)
+            table = column = values = None
+        start += count
+    if start != rows:
+        return None
+    pa.default_memory_pool().release_unused()
     frame = create_dataframe_from_blocks(
         [(blocks[dtype], np.asarray(positions, dtype=np.intp)) for dtype, positions in groups.items()],
         index=index,
@@ -456,6 +477,23 @@ def _read_numeric_frame(pd: Any, path: str) -> Any:
     if attrs is not None:
         frame.attrs = json.loads(attrs)
     return frame
+
+
+_NUMERIC_READ_BYTES = 16 << 20  # what one read of a numeric frame's columns may decode at once
+# Smaller frames are read by read_parquet: faster there (columns decoded in parallel), and their memory is small.
+_NUMERIC_READ_MIN_BYTES = 64 << 20
+
+
+def _has_nulls(parquet: Any, positions: list[int]) -> bool:
+    """Whether the row groups' statistics count a null in any column at ``positions`` (unknown: False;
+    the read checks each column again)."""
+    for group in range(parquet.num_row_groups):
+        meta = parquet.metadata.row_group(group)
+        for position in positions:
+            stats = meta.column(position).statistics
+            if stats is not None and stats.has_null_count and stats.null_count:
+                return True
+    return False
 
 
 def _empty_frame(schema: Any) -> Any:
