@@ -1,13 +1,15 @@
-"""The step-run hot path on SQLite, run straight on the driver.
+"""The step-run hot path (claim, start, finish), run straight on the driver: SQLite and PostgreSQL.
 
 Recording a step run is a handful of tiny statements in one or two transactions. On SQLite each costs a
 few microseconds in the database and about 100 µs in SQLAlchemy's execution machinery (connection
 checkout events, execution context, result metadata): the machinery was most of the store's share of a
-trivial step. Here the same Core statements are compiled once per dialect and set of parameter names,
+trivial step. Here the same Core statements are compiled once per store and set of parameter names,
 their parameters processed by the column types' own bind and result processors (JSON, datetimes,
-booleans: stored exactly as SQLAlchemy stores them, tested), and executed on the pooled ``sqlite3``
-connection inside a ``BEGIN IMMEDIATE`` … ``COMMIT`` of its own. Driver errors are raised as SQLAlchemy's
-exception classes, so callers and :func:`~isthmus.store.engine.retry_locked` see what they always saw.
+booleans: stored exactly as SQLAlchemy stores them, tested on both databases), and executed on the
+pooled ``sqlite3`` or psycopg connection in a transaction of its own (``BEGIN IMMEDIATE`` … ``COMMIT`` on
+SQLite). Driver errors are raised as SQLAlchemy's exception classes, so callers and
+:func:`~isthmus.store.engine.retry_locked` see what they always saw; a lost server makes the pool
+reconnect, as SQLAlchemy does.
 
 Only statements whose compiled form needs nothing at execution time are accepted: no Python-side
 column defaults, no expanding ``IN`` parameters (a statement that needs them raises ``TypeError``).
