@@ -66,6 +66,20 @@ def test_a_dry_run_counts_what_the_real_run_then_deletes_and_lists_a_bounded_sam
     assert set(dry.deleted) <= set(real.deleted) and real.listed_all
 
 
+def test_keep_last_ranks_runs_in_the_database_when_their_ids_would_be_many(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``_LISTED_RUNS`` ids (pipelines x keep_last), the newest runs are ranked by a window function
+    instead of listed as bound parameters (psycopg caps a statement at 65,535): the same decision."""
+    from isthmus.store import metadata as metadata_module
+
+    for n in (3, 4, 5):
+        g.chain.run(n=n)
+    client = Client()
+    listed = client.gc(keep_last=2, prune_cache=True, grace=0, dry_run=True)
+    monkeypatch.setattr(metadata_module, "_LISTED_RUNS", 1)
+    ranked = client.gc(keep_last=2, prune_cache=True, grace=0, dry_run=True)
+    assert ranked.to_dict() == listed.to_dict() and (ranked.runs, ranked.runs_kept, ranked.artifacts_deleted) == (3, 2, 3)
+
+
 def test_keep_last_deletes_old_runs_objects_and_a_fresh_run_recomputes_them() -> None:
     (first,) = fresh_run(3)
     (second,) = fresh_run(4)

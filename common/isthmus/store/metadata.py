@@ -1296,12 +1296,13 @@ class MetadataStore:
 
     def _newest_runs(self, conn: Any, keep_last: int) -> Any:
         """A condition on pipeline runs: among the ``keep_last`` newest of their pipeline. With few
-        pipelines, their ids, found per pipeline on the (pipeline, started_at) index; with many, ranked
-        by a window function (one sort of every run)."""
+        pipelines and a small ``keep_last``, their ids, found per pipeline on the (pipeline, started_at)
+        index; otherwise ranked by a window function (one sort of every run), so that the statement never
+        carries more than :data:`_LISTED_RUNS` ids (drivers cap bound parameters: 65,535 in psycopg)."""
         p = s.pipeline_runs
         newest = (p.c.started_at.desc(), p.c.id.desc())
         names = [row[0] for row in conn.execute(select(p.c.pipeline).distinct().limit(_PER_PIPELINE_LOOKUPS + 1))]
-        if len(names) > _PER_PIPELINE_LOOKUPS:
+        if len(names) > _PER_PIPELINE_LOOKUPS or len(names) * keep_last > _LISTED_RUNS:
             rank = func.row_number().over(partition_by=p.c.pipeline, order_by=newest).label("rank")
             ranked = select(p.c.id, rank).subquery("ranked")
             return p.c.id.in_(select(ranked.c.id).where(ranked.c.rank <= keep_last))
@@ -1413,6 +1414,7 @@ def upgrade_with_alembic(engine: Any) -> None:
 
 _SCAN_CACHE_KIB = -65536  # PRAGMA cache_size: negative is KiB
 _PER_PIPELINE_LOOKUPS = 200  # gc --keep-last: up to this many pipelines, their newest runs are looked up one by one
+_LISTED_RUNS = 2000  # gc --keep-last: at most this many run ids are listed in a statement (else a window ranks them)
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[list[str]]:
