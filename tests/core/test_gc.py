@@ -77,7 +77,11 @@ def test_keep_last_ranks_runs_in_the_database_when_their_ids_would_be_many(monke
     listed = client.gc(keep_last=2, prune_cache=True, grace=0, dry_run=True)
     monkeypatch.setattr(metadata_module, "_LISTED_RUNS", 1)
     ranked = client.gc(keep_last=2, prune_cache=True, grace=0, dry_run=True)
-    assert ranked.to_dict() == listed.to_dict() and (ranked.runs, ranked.runs_kept, ranked.artifacts_deleted) == (3, 2, 3)
+    assert ranked.to_dict() == listed.to_dict() and (ranked.runs, ranked.runs_kept, ranked.artifacts_deleted) == (
+        3,
+        2,
+        3,
+    )
 
 
 def test_keep_last_deletes_old_runs_objects_and_a_fresh_run_recomputes_them() -> None:
