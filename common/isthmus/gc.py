@@ -168,16 +168,11 @@ def collect_garbage(
 # -- objects ---------------------------------------------------------------------------------------
 def _orphans(meta: MetadataStore, artifacts: ArtifactStore, cutoff: float) -> list[str]:
     """Local objects that no ``artifacts`` row and no step run names, last written before ``cutoff``."""
-    on_disk = dict(artifacts.iter_objects())
+    on_disk = artifacts.object_hashes()
     if not on_disk:
         return []
-    known = meta.artifacts_by_hash(list(on_disk))
-    linked = {str(x["content_hash"]) for x in meta.links_of_hashes(list(on_disk), "output", limit=10**9)}
-    linked |= {str(x["content_hash"]) for x in meta.links_of_hashes(list(on_disk), "input", limit=10**9)}
     out = []
-    for content_hash in on_disk:
-        if content_hash in known or content_hash in linked:
-            continue
+    for content_hash in meta.unrecorded_hashes(on_disk):
         try:
             if os.lstat(artifacts.path_for(content_hash)).st_mtime < cutoff:
                 out.append(content_hash)

@@ -153,6 +153,36 @@ def test_part_files_and_orphans_are_removed() -> None:
     assert report.parts_removed == 2 and report.orphans_deleted == 1 and report.artifacts_deleted == 0
 
 
+@pytest.mark.parametrize("scan_from", [5000, 0], ids=["looked-up", "one-pass"])
+def test_an_orphan_is_an_object_no_artifact_row_and_no_link_names(
+    scan_from: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether the recorded hashes are looked up 500 at a time or read in one pass (from
+    ``_HASH_SCAN_FROM`` objects on): an object with a row, or with only a link left, is not an orphan;
+    stray names in the objects directory are not objects."""
+    from isthmus.store import metadata as metadata_module
+
+    monkeypatch.setattr(metadata_module, "_HASH_SCAN_FROM", scan_from)
+    run = g.chain.run(n=3)
+    client = Client()
+    store, meta = client.artifacts, client.metadata
+    outputs = sorted(r.content_hash for s in run.steps.values() for r in s.outputs.values())
+    meta.forget_artifacts(outputs[:1])  # its row is gone; the step run's output link still names it
+    orphan = store.save([1, 2, 3, 4, 5, 6, 7])  # committed, never recorded
+    shard = Path(store.path_for(orphan.content_hash)).parent
+    (shard / orphan.content_hash[7:].upper()).write_bytes(b"x")  # not a digest isthmus writes
+    (shard / "notes.txt").write_bytes(b"x")
+    (shard / ("ab" + orphan.content_hash[9:])).write_bytes(b"x")  # in the wrong directory
+    os.symlink(store.path_for(orphan.content_hash), shard / (shard.name + "0" * 62))  # a link, not a file
+    assert sorted(store.object_hashes()) == sorted({orphan.content_hash, *outputs}) == sorted(objects(client))
+    assert meta.unrecorded_hashes(store.object_hashes()) == [orphan.content_hash]
+    path = Path(store.path_for(orphan.content_hash))
+    os.utime(path, (time.time() - 7200, time.time() - 7200))
+    assert client.gc(grace=60, dry_run=True).orphans_deleted == 1
+    assert client.gc(grace=60).orphans_deleted == 1 and not path.exists()
+    assert all(Path(store.path_for(h)).exists() for h in outputs)
+
+
 def test_cli_gc_json_and_bad_ages() -> None:
     g.chain.run(n=3)
     g.chain.run(n=4)

@@ -59,7 +59,7 @@ from isthmus.artifacts.materializers import (
     type_path,
     warn_fallback,
 )
-from isthmus.artifacts.refs import ArtifactRef, check_content_hash, metadata_problem
+from isthmus.artifacts.refs import HASH_ALGORITHMS, ArtifactRef, check_content_hash, metadata_problem
 from isthmus.artifacts.streams import HashFailed, HashingReader, HashingWriter
 from isthmus.artifacts.types import check_type_path
 from isthmus.errors import ArtifactMissing, MaterializationError
@@ -78,6 +78,8 @@ _VERSION_KEYS = ("VersionId", "version_id", "generation", "ETag", "etag", "md5Ha
 _UNREADABLE = (FileNotFoundError, NotADirectoryError, safefs.UnsafeEntry)
 # Values of these formats up to this size are serialized in memory, hashed there and written once.
 SMALL_BYTES = 1 << 20
+_DIGITS = HASH_ALGORITHMS[hashing.ALGORITHM]  # an object's file name: its digest, lowercase hex
+_HEX = frozenset("0123456789abcdef")
 _IN_MEMORY = (JsonMaterializer, StrMaterializer, BytesMaterializer)
 
 
@@ -819,21 +821,29 @@ class ArtifactStore:
 
     def iter_objects(self) -> list[tuple[str, int]]:
         """(content hash, size) of every committed object (local stores); stray files and links are skipped."""
-        out: list[tuple[str, int]] = []
+        return [(f"blake3:{f.name}", f.stat(follow_symlinks=False).st_size) for f in self._object_entries()]
+
+    def object_hashes(self) -> list[str]:
+        """The content hash of every committed object (local stores), without a ``stat`` per object."""
+        return [f"blake3:{f.name}" for f in self._object_entries()]
+
+    def _object_entries(self) -> Iterator[os.DirEntry[str]]:
+        """The directory entries of the committed objects: regular files named by their digest (64
+        lowercase hex digits) in the directory of its first two; stray files and links are skipped."""
         objects = os.path.join(self.root, "objects")
         if not self.local or not safefs.is_real_dir(objects):
-            return out
+            return
         for sub in os.scandir(objects):
-            if sub.is_dir(follow_symlinks=False):
+            if len(sub.name) == 2 and sub.is_dir(follow_symlinks=False):
                 for f in os.scandir(sub.path):
-                    content_hash = f"blake3:{f.name}"
-                    try:
-                        check_content_hash(content_hash)
-                    except InvalidArtifactRef:
-                        continue
-                    if f.name[:2] == sub.name and f.is_file(follow_symlinks=False):
-                        out.append((content_hash, f.stat(follow_symlinks=False).st_size))
-        return out
+                    name = f.name
+                    if (
+                        len(name) == _DIGITS
+                        and name[:2] == sub.name
+                        and _HEX.issuperset(name)
+                        and f.is_file(follow_symlinks=False)
+                    ):
+                        yield f
 
     def wipe(self) -> None:
         """Delete everything under the root (tests and ``cache clear --artifacts``)."""

@@ -10,7 +10,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1142,6 +1142,25 @@ class MetadataStore:
                     out[str(row["content_hash"])] = dict(row)
         return out
 
+    def unrecorded_hashes(self, hashes: Collection[str]) -> list[str]:
+        """Those of ``hashes`` that no ``artifacts`` row and no step run link names (sorted). From
+        :data:`_HASH_SCAN_FROM` hashes on, the recorded ones are read in one pass along the artifacts'
+        primary-key index rather than looked up 500 at a time; links are looked up only for the rest."""
+        a, link = s.artifacts, s.step_run_artifacts
+        left = set(hashes)
+        with self._read() as conn:
+            if len(left) >= _HASH_SCAN_FROM:
+                left.difference_update(conn.execute(select(a.c.content_hash)).scalars())
+            else:
+                for chunk in _chunks(sorted(left)):
+                    left.difference_update(
+                        conn.execute(select(a.c.content_hash).where(a.c.content_hash.in_(chunk))).scalars()
+                    )
+            for chunk in _chunks(sorted(left)):
+                query = select(link.c.content_hash).where(link.c.content_hash.in_(chunk)).distinct()
+                left.difference_update(conn.execute(query).scalars())
+        return sorted(left)
+
     def links_of_step_runs(self, step_run_ids: Sequence[str]) -> list[dict[str, Any]]:
         """``step_run_artifacts`` rows (inputs and outputs) of these step runs, by the primary key."""
         link = s.step_run_artifacts
@@ -1414,6 +1433,7 @@ def upgrade_with_alembic(engine: Any) -> None:
 
 _SCAN_CACHE_KIB = -65536  # PRAGMA cache_size: negative is KiB
 _PER_PIPELINE_LOOKUPS = 200  # gc --keep-last: up to this many pipelines, their newest runs are looked up one by one
+_HASH_SCAN_FROM = 5000  # unrecorded_hashes: from this many hashes on, one pass over the artifacts' hashes
 _LISTED_RUNS = 2000  # gc --keep-last: at most this many run ids are listed in a statement (else a window ranks them)
 
 
