@@ -4,7 +4,8 @@
 
 Builds the store once (the synthetic shape of ``bench_lineage_gc.py``: pipeline runs of four chained step
 runs over ten pipelines, every first step reading one shared raw dataset; plus a promoted and rolled-back
-alias and one failed run), then times each command through ``isthmus.Client`` in this process (median of
+alias, one failed run, and a one-byte local object file per recorded artifact, so gc walks a real objects
+directory), then times each command through ``isthmus.Client`` in this process (median of
 ``--repeat``), then each as a whole ``isthmus …`` process (what a person at the terminal waits for:
 start-up, imports and the query), and ``isthmus version`` for the start-up alone. Nothing here passes or
 fails: the numbers are for the notes and for spotting regressions.
@@ -59,6 +60,7 @@ def _cases(client: Any, raw: str, newest: str) -> dict[str, Callable[[], Any]]:
         "artifacts history train.output@production": lambda: client.alias_history("train.output@production"),
         "gc --keep-last 5 --dry-run": lambda: client.gc(keep_last=5, dry_run=True),
         "gc --keep-last 5 --prune-cache --dry-run": lambda: client.gc(keep_last=5, prune_cache=True, dry_run=True),
+        "gc --keep-last 1000 --dry-run (keeps 40%)": lambda: client.gc(keep_last=1000, dry_run=True),
         "gc --older-than 30d --dry-run": lambda: client.gc(older_than=30 * 86400, dry_run=True),
     }
 
@@ -75,6 +77,7 @@ def main() -> None:
     meta = defaults.metadata_store()
     t0 = time.perf_counter()
     raw, newest = fill(meta, args.step_runs)
+    objects = _place_objects(meta, os.path.join(home, "artifacts"))
     client = Client()
     client.promote("train.output@production", "train.output~2")
     client.promote("train.output@production", "train.output~1")
@@ -82,7 +85,7 @@ def main() -> None:
     failed = client.last_runs("p1", 2)[0]["id"]
     with meta.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE pipeline_runs SET status = 'FAILED' WHERE id = ?", (failed,))
-    console.print(f"filled {args.step_runs} step runs in {time.perf_counter() - t0:.1f} s ({home})")
+    console.print(f"filled {args.step_runs} step runs, {objects} objects in {time.perf_counter() - t0:.1f} s ({home})")
 
     table = Table(title=f"day-2 commands on {args.step_runs} step runs (SQLite), median of {args.repeat}")
     for col in ("command", "median", "min", "max"):
@@ -115,6 +118,24 @@ def main() -> None:
             *(f"{x * 1000:.0f} ms" for x in (statistics.median(times), min(times), max(times))),
         )
     console.print(procs)
+
+
+def _place_objects(meta: Any, root: str) -> int:
+    """A one-byte file for every recorded artifact, written a day ago, where the local artifact store keeps
+    its object: gc walks a real objects directory (its orphan search reads every name there)."""
+    from isthmus.artifacts.store import ArtifactStore
+
+    store = ArtifactStore(root)
+    old = time.time() - 86400
+    with meta.engine.connect() as conn:
+        hashes = [row[0] for row in conn.exec_driver_sql("SELECT content_hash FROM artifacts")]
+    for content_hash in hashes:
+        path = store.path_for(content_hash)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(b"x")
+        os.utime(path, (old, old))
+    return len(hashes)
 
 
 def _commands(raw: str, newest: str) -> list[list[str]]:
