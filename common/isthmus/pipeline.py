@@ -52,14 +52,19 @@ _BUILDING: ContextVar[tuple[Pipeline, ...]] = ContextVar("isthmus_pipelines_buil
 class _Tracer:
     def __init__(self, graph: PipelineGraph) -> None:
         self.graph = graph
+        self._suffix: dict[str, int] = {}  # per step name: the suffix its next invocation tries first
 
     def _name(self, step: Step[Any, Any]) -> str:
+        """The step's name, else the first of ``name_2``, ``name_3`` … not taken. Nodes are only added, so
+        the search resumes where the last one ended (a long chain of one step traces in linear time)."""
         name = step.name
-        n = 2
-        while name in self.graph.nodes:
-            name = f"{step.name}_{n}"
+        if name not in self.graph.nodes:
+            return name
+        n = self._suffix.get(name, 2)
+        while f"{name}_{n}" in self.graph.nodes:
             n += 1
-        return name
+        self._suffix[name] = n
+        return f"{name}_{n}"
 
     def _label(self, step: Step[Any, Any], arg_name: str) -> str:
         return f"pipeline {self.graph.name!r}: step {step.name!r}: argument {arg_name!r}"

@@ -125,3 +125,23 @@ def test_pipelines_may_call_other_pipelines_and_handles_stay_usable() -> None:
     assert {handle: 1}[OutputHandle("load", "output")] == 1
     assert not hasattr(handle, "shape") and handle != None  # noqa: E711 - probing libraries keep working
     assert "load" in repr(handle) and not callable(handle)
+
+
+def test_repeated_steps_are_named_in_call_order_around_a_step_already_named_like_a_repeat() -> None:
+    """``name``, then the first free ``name_2``, ``name_3`` …: the tracer resumes its search where the last
+    one ended, and a step whose own name takes a suffix is skipped over."""
+    from isthmus import pipeline, step
+
+    @step
+    def a() -> int:
+        return 1
+
+    @step(name="a_3")
+    def other() -> int:
+        return 2
+
+    @pipeline
+    def repeats() -> list[int]:
+        return [a(), other(), a(), a(), a()]
+
+    assert list(repeats.compile().nodes) == ["a", "a_3", "a_2", "a_4", "a_5"]
