@@ -141,6 +141,69 @@ def test_a_numeric_frame_is_read_into_its_blocks_and_is_what_read_parquet_reads(
         assert got.iloc[0, 0] == -1.0 and (got[got.columns[-1]].iloc[1:] == 7).all()
 
 
+def _with_strings(rows: int = N) -> pd.DataFrame:
+    frame = _numeric(rows)
+    frame.insert(1, "s", pd.array([f"x{i}" for i in range(rows)], dtype="str"))
+    frame["s_null"] = pd.array([None if i % 3 else "é✓" for i in range(rows)], dtype="str")
+    frame["empty"] = pd.array([""] * rows, dtype="str")
+    return frame
+
+
+STRINGS = {
+    "numeric and str columns": _with_strings(),
+    "only str columns": _with_strings()[["s", "s_null"]],
+    "str columns over several row groups": _with_strings(1_100_000)[["f", "s", "s_null"]],
+    "str under a strided RangeIndex": _with_strings().iloc[::3],
+    "string[pyarrow] (NA semantics)": _with_strings().astype({"s": "string[pyarrow]", "s_null": "string[pyarrow]"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRINGS))
+def test_arrow_string_columns_keep_their_arrow_buffers_and_are_what_read_parquet_reads(
+    store: ArtifactStore, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from isthmus.artifacts import materializers
+    from isthmus.artifacts.materializers import _read_numeric_frame
+
+    monkeypatch.setattr(materializers, "_NUMERIC_READ_MIN_BYTES", 0)
+    ref = store.save(STRINGS[name])
+    path = store.path_for(ref.content_hash)
+    assert _read_numeric_frame(pd, path) is not None
+    got = store.load(ref)
+    want = pd.read_parquet(path, engine="pyarrow")
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    assert list(got.dtypes) == list(want.dtypes) and got.columns.tolist() == STRINGS[name].columns.tolist()
+    pd.testing.assert_index_equal(got.index, want.index, exact=True)
+    assert store.save(got).content_hash == ref.content_hash
+    got.iloc[0, 0] = got.iloc[1, 0]  # writeable, strings included
+    got.loc[got.index[2], "s_null" if "s_null" in got else got.columns[-1]] = "changed"
+    assert got.iloc[0, 0] == got.iloc[1, 0]
+
+
+def test_string_columns_written_by_hand_as_string_and_large_string_read_as_read_parquet(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from isthmus.artifacts.materializers import _read_numeric_frame
+
+    table = pa.Table.from_pandas(_with_strings(1000), preserve_index=None)
+    for kind in (pa.string(), pa.large_string()):
+        cast = table.cast(
+            pa.schema(
+                [
+                    f.with_type(kind) if pa.types.is_string(f.type) or pa.types.is_large_string(f.type) else f
+                    for f in table.schema
+                ],
+                metadata=table.schema.metadata,
+            )
+        )
+        path = tmp_path / f"{kind}.parquet"
+        pq.write_table(cast, path, row_group_size=97)
+        got = _read_numeric_frame(pd, str(path))
+        assert got is not None, kind
+        pd.testing.assert_frame_equal(got, pd.read_parquet(path, engine="pyarrow"), check_exact=True)
+
+
 @pytest.mark.parametrize("name", sorted(FRAMES))
 def test_other_frames_take_the_usual_read(store: ArtifactStore, name: str) -> None:
     from isthmus.artifacts.materializers import _read_numeric_frame

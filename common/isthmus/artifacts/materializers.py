@@ -376,7 +376,8 @@ def _read_parquet(pd: Any, path: str) -> Any:
     A frame of 64 MiB or more of numeric and boolean columns with a RangeIndex (a feature matrix, the usual
     large frame) is read a row group (and a batch of columns) at a time straight into the frame's final,
     writeable blocks (:func:`_read_numeric_frame`): at the peak the process holds the frame and about
-    16 MiB of Arrow buffers. Any other frame is read by ``pd.read_parquet``, a column chunk at a time (the
+    16 MiB of Arrow buffers. Arrow-backed string columns (pandas 3's ``str``) there are read whole and
+    keep the Arrow memory they were read into. Any other frame is read by ``pd.read_parquet``, a column chunk at a time (the
     file is local: ``pre_buffer`` would hold all of its bytes in memory first); the Arrow table and the frame
     then coexist (about twice the data at the peak).
 
@@ -394,10 +395,12 @@ def _read_parquet(pd: Any, path: str) -> Any:
 
 
 def _read_numeric_frame(pd: Any, path: str, min_bytes: int = 0) -> Any:
-    """The frame of a parquet file pandas wrote from numeric and boolean numpy columns under a RangeIndex, read
-    column by column into preallocated blocks; None for any other file, one whose data is smaller than
-    ``min_bytes``, or a pandas without ``pandas.api.internals.create_dataframe_from_blocks``: the caller reads
-    those the usual way."""
+    """The frame of a parquet file pandas wrote from numeric and boolean numpy columns, and Arrow-backed
+    string columns (pandas 3's default ``str``), under a RangeIndex; None for any other file, one whose data
+    is smaller than ``min_bytes``, or a pandas without ``pandas.api.internals.create_dataframe_from_blocks``:
+    the caller reads those the usual way. Numeric columns are read a row group and a batch of columns at a
+    time into preallocated blocks; the string columns are read whole and converted as ``read_parquet``
+    converts them (their arrays keep the Arrow buffers: nothing is copied into a second frame)."""
     import json
 
     import numpy as np
@@ -423,7 +426,10 @@ def _read_numeric_frame(pd: Any, path: str, min_bytes: int = 0) -> Any:
     empty = _empty_frame(schema)
     if empty is None or len(empty.columns) != len(schema) or not empty.columns.is_unique:
         return None
-    if any(not isinstance(d, np.dtype) or d.kind not in "biuf" for d in empty.dtypes):
+    dtypes = list(empty.dtypes)
+    strings = [p for p, dtype in enumerate(dtypes) if _arrow_string(pd, dtype)]
+    numeric = [p for p, dtype in enumerate(dtypes) if isinstance(dtype, np.dtype) and dtype.kind in "biuf"]
+    if len(strings) + len(numeric) != len(dtypes):
         return None
     names = schema.names
     if len(set(names)) != len(names):
@@ -433,24 +439,23 @@ def _read_numeric_frame(pd: Any, path: str, min_bytes: int = 0) -> Any:
     index = pd.RangeIndex(r["start"], r["stop"], r["step"], name=r.get("name"))
     if len(index) != rows:  # as pyarrow reads a range that does not fit the rows
         index = pd.RangeIndex(rows)
-    dtypes = list(empty.dtypes)
     groups: dict[Any, list[int]] = {}
-    for position, dtype in enumerate(dtypes):
-        groups.setdefault(dtype, []).append(position)
-    if _has_nulls(parquet, [p for p, dtype in enumerate(dtypes) if dtype.kind != "f"]):
+    for position in numeric:
+        groups.setdefault(dtypes[position], []).append(position)
+    if _has_nulls(parquet, [p for p in numeric if dtypes[p].kind != "f"]):
         return None  # (a float's null reads as NaN, as in read_parquet; any other means another dtype)
     blocks = {dtype: np.empty((len(positions), rows), dtype=dtype) for dtype, positions in groups.items()}
     targets = [blocks[dtype][i] for dtype, positions in groups.items() for i in range(len(positions))]
     order = [p for positions in groups.values() for p in positions]
     target_of = dict(zip(order, targets, strict=True))
     start = 0
-    for group in range(parquet.num_row_groups):  # a row group at a time, its columns in batches of ~64 MiB
+    for group in range(parquet.num_row_groups):  # a row group at a time, its columns in batches of ~16 MiB
         meta_group = parquet.metadata.row_group(group)
         count = meta_group.num_rows
         per_column = max(1, meta_group.total_byte_size // max(1, len(names)))
         batch = max(1, _NUMERIC_READ_BYTES // per_column)
-        for first in range(0, len(names), batch):
-            positions = list(range(first, min(len(names), first + batch)))
+        for first in range(0, len(numeric), batch):
+            positions = numeric[first : first + batch]
             table = parquet.read_row_group(group, columns=[names[p] for p in positions], use_pandas_metadata=False)
             for j, position in enumerate(positions):
                 column = table.column(j)
@@ -467,9 +472,19 @@ def _read_numeric_frame(pd: Any, path: str, min_bytes: int = 0) -> Any:
         start += count
     if start != rows:
         return None
+    arrays: list[tuple[Any, Any]] = []
+    if strings:  # whole, in one read (columns decoded in parallel); their arrays hold the Arrow buffers read
+        read = parquet.read(columns=[names[p] for p in strings], use_pandas_metadata=False)  # (pandas metadata kept)
+        converted = _to_pandas(read)
+        read = None
+        if converted is None or len(converted) != rows or list(converted.dtypes) != [dtypes[p] for p in strings]:
+            return None
+        for j, position in enumerate(strings):
+            arrays.append((converted.iloc[:, j].array, np.asarray([position], dtype=np.intp)))
+        converted = None
     pa.default_memory_pool().release_unused()
     frame = create_dataframe_from_blocks(
-        [(blocks[dtype], np.asarray(positions, dtype=np.intp)) for dtype, positions in groups.items()],
+        [(blocks[dtype], np.asarray(positions, dtype=np.intp)) for dtype, positions in groups.items()] + arrays,
         index=index,
         columns=empty.columns,
     )
@@ -477,6 +492,12 @@ def _read_numeric_frame(pd: Any, path: str, min_bytes: int = 0) -> Any:
     if attrs is not None:
         frame.attrs = json.loads(attrs)
     return frame
+
+
+def _arrow_string(pd: Any, dtype: Any) -> bool:
+    """Whether ``dtype`` is a string dtype whose array keeps Arrow memory (pandas 3's default ``str``)."""
+    string_dtype = getattr(pd, "StringDtype", None)
+    return string_dtype is not None and isinstance(dtype, string_dtype) and dtype.storage == "pyarrow"
 
 
 _NUMERIC_READ_BYTES = 16 << 20  # what one read of a numeric frame's columns may decode at once
@@ -499,8 +520,14 @@ def _has_nulls(parquet: Any, positions: list[int]) -> bool:
 def _empty_frame(schema: Any) -> Any:
     """``schema`` with no rows, converted by the function ``read_parquet`` converts a table with (labels,
     their Index, dtypes); None where this pandas has no such function or cannot convert it."""
+    return _to_pandas(schema.empty_table())
+
+
+def _to_pandas(table: Any) -> Any:
+    """``table`` converted to a frame by the function ``read_parquet`` converts with; None where this
+    pandas has no such function or cannot convert it."""
     try:
-        return importlib.import_module("pandas.io._util").arrow_table_to_pandas(schema.empty_table())
+        return importlib.import_module("pandas.io._util").arrow_table_to_pandas(table)
     except Exception:  # the usual read decides
         return None
 
