@@ -373,18 +373,19 @@ class PandasMaterializer(Materializer):
 def _read_parquet(pd: Any, path: str) -> Any:
     """``pd.read_parquet(path)``: the same frame (tested), with less memory on the way.
 
-    A frame of 64 MiB or more of numeric and boolean columns with a RangeIndex (a feature matrix, the usual
-    large frame) is read a row group (and a batch of columns) at a time straight into the frame's final,
-    writeable blocks (:func:`_read_numeric_frame`): at the peak the process holds the frame and about
-    16 MiB of Arrow buffers. Arrow-backed string columns (pandas 3's ``str``) there are read whole and
-    keep the Arrow memory they were read into. Any other frame is read by ``pd.read_parquet``, a column chunk at a time (the
-    file is local: ``pre_buffer`` would hold all of its bytes in memory first); the Arrow table and the frame
-    then coexist (about twice the data at the peak).
+    A frame of 64 MiB or more under a RangeIndex whose columns are numeric, boolean, naive datetime or
+    timedelta (a feature matrix, the usual large frame) is read a row group (and a batch of columns) at a
+    time straight into the frame's final, writeable blocks (:func:`_read_numeric_frame`): at the peak the
+    process holds the frame and about 16 MiB of Arrow buffers. Arrow-backed string columns (pandas 3's
+    ``str``) there are read whole and keep the Arrow memory they were read into. Any other frame is read by
+    ``pd.read_parquet``, a column chunk at a time (the file is local: ``pre_buffer`` would hold all of its
+    bytes in memory first); the Arrow table and the frame then coexist (about twice the data at the peak).
 
-    Either way, Arrow's memory pool then gives back to the system what the read left unused: the pool (mimalloc
-    or jemalloc) keeps freed memory for reuse, and the frame's columns are numpy memory. (Converting with
-    ``split_blocks``/``self_destruct`` frees the table during the conversion but hands out read-only columns
-    that pandas refuses to write to, and copying them back costs the time and memory it saved.)"""
+    Either way, Arrow's memory pool then gives back to the system what the read left unused: the pool
+    (mimalloc or jemalloc) keeps freed memory for reuse, and the frame's columns are numpy memory.
+    (Converting with ``split_blocks``/``self_destruct`` frees the table during the conversion but hands out
+    read-only columns that pandas refuses to write to, and copying them back costs the time and memory it
+    saved.)"""
     import pyarrow as pa
 
     frame = _read_numeric_frame(pd, path, min_bytes=_NUMERIC_READ_MIN_BYTES)
@@ -395,12 +396,13 @@ def _read_parquet(pd: Any, path: str) -> Any:
 
 
 def _read_numeric_frame(pd: Any, path: str, min_bytes: int = 0) -> Any:
-    """The frame of a parquet file pandas wrote from numeric and boolean numpy columns, and Arrow-backed
-    string columns (pandas 3's default ``str``), under a RangeIndex; None for any other file, one whose data
-    is smaller than ``min_bytes``, or a pandas without ``pandas.api.internals.create_dataframe_from_blocks``:
-    the caller reads those the usual way. Numeric columns are read a row group and a batch of columns at a
-    time into preallocated blocks; the string columns are read whole and converted as ``read_parquet``
-    converts them (their arrays keep the Arrow buffers: nothing is copied into a second frame)."""
+    """The frame of a parquet file pandas wrote under a RangeIndex from numeric, boolean, datetime64 and
+    timedelta64 numpy columns and Arrow-backed string columns (pandas 3's default ``str``); None for any
+    other file, one whose data is smaller than ``min_bytes``, or a pandas without
+    ``pandas.api.internals.create_dataframe_from_blocks``: the caller reads those the usual way. Numpy
+    columns are read a row group and a batch of columns at a time into preallocated blocks; the string
+    columns are read whole and converted as ``read_parquet`` converts them (their arrays keep the Arrow
+    buffers: nothing is copied into a second frame)."""
     import json
 
     import numpy as np
@@ -428,7 +430,7 @@ def _read_numeric_frame(pd: Any, path: str, min_bytes: int = 0) -> Any:
         return None
     dtypes = list(empty.dtypes)
     strings = [p for p, dtype in enumerate(dtypes) if _arrow_string(pd, dtype)]
-    numeric = [p for p, dtype in enumerate(dtypes) if isinstance(dtype, np.dtype) and dtype.kind in "biuf"]
+    numeric = [p for p, dtype in enumerate(dtypes) if isinstance(dtype, np.dtype) and dtype.kind in "biufMm"]
     if len(strings) + len(numeric) != len(dtypes):
         return None
     names = schema.names
@@ -442,8 +444,8 @@ def _read_numeric_frame(pd: Any, path: str, min_bytes: int = 0) -> Any:
     groups: dict[Any, list[int]] = {}
     for position in numeric:
         groups.setdefault(dtypes[position], []).append(position)
-    if _has_nulls(parquet, [p for p in numeric if dtypes[p].kind != "f"]):
-        return None  # (a float's null reads as NaN, as in read_parquet; any other means another dtype)
+    if _has_nulls(parquet, [p for p in numeric if dtypes[p].kind not in _NULL_AS_VALUE]):
+        return None  # (a float's null reads as NaN, a time's as NaT, as in read_parquet; any other: another dtype)
     blocks = {dtype: np.empty((len(positions), rows), dtype=dtype) for dtype, positions in groups.items()}
     targets = [blocks[dtype][i] for dtype, positions in groups.items() for i in range(len(positions))]
     order = [p for positions in groups.values() for p in positions]
@@ -459,7 +461,7 @@ def _read_numeric_frame(pd: Any, path: str, min_bytes: int = 0) -> Any:
             table = parquet.read_row_group(group, columns=[names[p] for p in positions], use_pandas_metadata=False)
             for j, position in enumerate(positions):
                 column = table.column(j)
-                if len(column) != count or (column.null_count and dtypes[position].kind != "f"):
+                if len(column) != count or (column.null_count and dtypes[position].kind not in _NULL_AS_VALUE):
                     return None
                 offset = start
                 for chunk in column.chunks:
@@ -500,6 +502,7 @@ def _arrow_string(pd: Any, dtype: Any) -> bool:
     return string_dtype is not None and isinstance(dtype, string_dtype) and dtype.storage == "pyarrow"
 
 
+_NULL_AS_VALUE = "fMm"  # numpy kinds with a value for null (NaN, NaT): float, datetime64, timedelta64
 _NUMERIC_READ_BYTES = 16 << 20  # what one read of a numeric frame's columns may decode at once
 # Smaller frames are read by read_parquet: faster there (columns decoded in parallel), and their memory is small.
 _NUMERIC_READ_MIN_BYTES = 64 << 20
