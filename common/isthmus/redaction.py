@@ -372,15 +372,18 @@ def _reveal(value: Any) -> Any:
 
 
 def declared_fields(value: Any) -> list[tuple[str, Any]] | None:
-    """(name, value) of the declared fields of a dataclass, pydantic model, attrs class or named tuple."""
+    """(name, value) of the declared fields of a dataclass, pydantic model (and its extra fields), attrs
+    class or named tuple."""
     cls = type(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return [(f.name, getattr(value, f.name, None)) for f in dataclasses.fields(value)]
     model_fields = getattr(cls, "model_fields", None) or getattr(cls, "__fields__", None)
     if isinstance(model_fields, Mapping) and (
         hasattr(value, "__pydantic_fields_set__") or hasattr(value, "__fields_set__")
-    ):  # pydantic v2 and v1 models
-        return [(name, getattr(value, name, None)) for name in model_fields]
+    ):  # pydantic v2 and v1 models, with a v2 model's extra fields (``extra="allow"``)
+        extra = getattr(value, "__pydantic_extra__", None)
+        extra_items = list(extra.items()) if isinstance(extra, dict) else []
+        return [(name, getattr(value, name, None)) for name in model_fields] + extra_items
     attrs = getattr(cls, "__attrs_attrs__", None)
     if attrs is not None:
         return [(a.name, getattr(value, a.name, None)) for a in attrs]
@@ -797,6 +800,22 @@ def _variants(secrets: Iterable[str]) -> list[str]:
         if len(secret) >= 8:
             out.update(_base64_cores(secret))
     return sorted((v for v in out if v), key=len, reverse=True)
+
+
+def secret_bytes(secrets: Iterable[str]) -> tuple[bytes, ...]:
+    """The byte strings by which a serialized value (a pickle, JSON, a ``.npy`` of strings) holds any of
+    ``secrets``: each spelling :func:`_variants` knows, in UTF-8, and each secret in UTF-16 and UTF-32."""
+    known = [s for s in secrets if isinstance(s, str) and len(s) >= 4]
+    out = {v.encode("utf-8", "surrogatepass") for v in _variants(known)}
+    for secret in known:
+        for codec in ("utf-16-le", "utf-32-le"):
+            out.add(secret.encode(codec, "surrogatepass"))
+    return tuple(sorted(out, key=len, reverse=True))
+
+
+def opaque_data(value: Any) -> bool:
+    """Arrays and frames (numpy, pandas, Arrow …): data, not credentials; their bytes are not searched."""
+    return type(value).__module__.split(".", 1)[0] in _OPAQUE_MODULES
 
 
 class _Scrubber:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from isthmus import defaults, lineage
-from isthmus.artifacts.errors import InvalidArtifactRef
+from isthmus.artifacts.errors import HoldsSecret, InvalidArtifactRef
 from isthmus.artifacts.materializers import candidates
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.artifacts.store import ArtifactStore
@@ -56,10 +56,12 @@ from isthmus.redaction import (
     find_secret,
     is_secret_name,
     known_secrets_in,
+    opaque_data,
     redact_params,
     resolved_secrets,
     reveal_secrets,
     scrub,
+    secret_bytes,
     secret_env_values,
     secret_values,
 )
@@ -311,23 +313,33 @@ class StepRunner:
                         if not hits.isdisjoint(given):
                             keyed.add(name)
                 continue
-            if is_secret_name(name) or find_secret(value, known, by_key=True) is not None:
-                passed |= known_secrets_in(value, by_value)
-                # Never stored, never an artifact: only its digest enters the cache key, through the
-                # store's keyed hash; the function gets the object itself (a SecretStr stays one).
-                secret_params.add(name)
+            if not (is_secret_name(name) or find_secret(value, known, by_key=True) is not None):
+                # Objects passed in directly become input artifacts (hashed by content, kept for lineage); the
+                # materializer lists the project code their bytes refer to by name. One whose stored form
+                # would hold a secret the call knows (where the walk does not look: slots, a partial's
+                # arguments, a model's extra fields …) is not stored: it is keyed as a secret, below.
+                forbidden = () if not known or opaque_data(value) else secret_bytes(known)
                 try:
-                    params[name] = hash_value(reveal_secrets(value))
-                except UnhashableValueError:  # no canonical hash: its state, or unique to this process
-                    params[name] = state_digest(reveal_secrets(value))
-                try:
-                    code |= code_of_value(value)
-                except NotListed:
-                    code.add(INCOMPLETE_CODE)
-                continue
-            # Objects passed in directly become input artifacts (hashed by content, kept for lineage); the
-            # materializer lists the project code their bytes refer to by name.
-            inputs[name] = self.artifacts.save(value, step_name=step.name, output=f"input:{name}")
+                    inputs[name] = self.artifacts.save(
+                        value, step_name=step.name, output=f"input:{name}", forbidden=forbidden
+                    )
+                    continue
+                except HoldsSecret:
+                    pass
+            # A secret (by its name, what it holds, or its stored form): never stored, never an artifact;
+            # only its digest enters the cache key, through the store's keyed hash; the function gets the
+            # object itself (a SecretStr stays one).
+            passed |= known_secrets_in(value, by_value)
+            secret_params.add(name)
+            try:
+                params[name] = hash_value(reveal_secrets(value))
+            except UnhashableValueError:  # no canonical hash: its state, or unique to this process
+                params[name] = state_digest(reveal_secrets(value))
+            try:
+                code |= code_of_value(value)
+            except NotListed:
+                code.add(INCOMPLETE_CODE)
+            continue
 
         for ref in inputs.values():
             code |= code_of_ref(ref)

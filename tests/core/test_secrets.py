@@ -375,3 +375,86 @@ def test_json_parameters_are_stored_redacted(route: str, value: object, isthmus_
     result = default_runner().run(uses, {"config": value})
     stored = default_runner().metadata.get_step_run(result.step_run_id)["params"]["config"]
     assert PARAM_CANARY not in str(stored) and "***" in str(stored), route
+
+
+class _Slotted:
+    __slots__ = ("user", "password")
+
+    def __init__(self, user: str, password: str) -> None:
+        self.user, self.password = user, password
+
+
+def _connect_to(host: str, password: str | None = None) -> str:
+    return host
+
+
+@step
+def takes_config(config: object) -> int:
+    return 1
+
+
+@pipeline
+def config_pipeline(password: str):
+    import collections
+    import functools
+
+    from pydantic import BaseModel, ConfigDict
+
+    class Extra(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        host: str
+
+    return [
+        takes_config(_Slotted("u", password)),
+        takes_config(functools.partial(_connect_to, "h", password=password)),
+        takes_config(Extra(host="h", password=password)),
+        takes_config(collections.deque([f"postgresql://u:{password}@db/x"])),
+        takes_config(bytearray(password.encode())),
+    ]
+
+
+def test_an_object_whose_stored_form_holds_a_known_secret_is_not_stored(isthmus_home: Path) -> None:
+    """Where the walk for secrets does not look (slots, a partial's arguments, a model's extra fields, a
+    deque, a bytearray), the stored form of an input object is searched for the secrets the call knows:
+    one that holds a secret is keyed as a secret (digest only), never written to the artifact store."""
+    run = config_pipeline.run(password=PARAM_CANARY)
+    assert all(sr.status == "COMPLETED" for sr in run.steps.values())
+    assert PARAM_CANARY.encode() not in _all_bytes(isthmus_home)
+    store = default_runner().metadata
+    rows = store.step_runs_of(run.id)
+    assert len(rows) == 5 and all(r["inputs"] == {} and r["params"] == {"config": "***"} for r in rows)
+    again = config_pipeline.run(password=PARAM_CANARY)  # the same secrets: the same keys, all hits
+    assert again.cache_hits == 5
+    other = config_pipeline.run(password=PARAM_CANARY + "-rotated")  # another secret: computed again
+    assert other.cache_hits == 0
+
+
+def test_an_object_without_a_known_secret_is_still_an_input_artifact(isthmus_home: Path) -> None:
+    @pipeline
+    def plain(password: str):
+        return takes_config(_Slotted("u", "not-the-password"))
+
+    run = plain.run(password=PARAM_CANARY)
+    row = default_runner().metadata.step_runs_of(run.id)[0]
+    assert set(row["inputs"]) == {"config"} and row["params"] == {}
+
+
+def test_a_models_extra_fields_count_by_name_and_by_value(isthmus_home: Path) -> None:
+    """A pydantic model's extra fields (``extra="allow"``) are fields: a secret-named one makes the model a
+    secret (never stored), and a changed value computes again instead of hitting the old key."""
+    from pydantic import BaseModel, ConfigDict
+
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        host: str
+
+    @pipeline
+    def with_settings(key: str):  # (not secret-named: only the model's field name says it is)
+        return takes_config(Settings(host="h", api_key=key))
+
+    first = with_settings.run(key="literal-key-0001")
+    row = default_runner().metadata.step_runs_of(first.id)[0]
+    assert row["inputs"] == {} and row["params"] == {"config": "***"}
+    assert b"literal-key-0001" not in _all_bytes(isthmus_home / "artifacts")
+    assert with_settings.run(key="literal-key-0001").cache_hits == 1
+    assert with_settings.run(key="literal-key-0002").cache_hits == 0

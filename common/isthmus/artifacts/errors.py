@@ -17,3 +17,7 @@ class UnsafePath(IsthmusError, ValueError):
 class ArtifactStoreError(IsthmusError, OSError):
     """The artifact store itself cannot be read or written (permissions, a full disk, an unreachable
     bucket): a problem of ``ISTHMUS_ARTIFACT_ROOT``, not of the value or its materializer."""
+
+
+class HoldsSecret(IsthmusError, ValueError):
+    """A value's stored form would hold a secret the call knows (it is not stored)."""

@@ -47,7 +47,7 @@ from typing import Any
 
 from isthmus import hashing
 from isthmus.artifacts import safefs, tmpfiles
-from isthmus.artifacts.errors import ArtifactStoreError, InvalidArtifactRef
+from isthmus.artifacts.errors import ArtifactStoreError, HoldsSecret, InvalidArtifactRef
 from isthmus.artifacts.materializers import (
     BytesMaterializer,
     JsonMaterializer,
@@ -256,8 +256,11 @@ class ArtifactStore:
         step_name: str = "?",
         output: str = "output",
         materializer: Materializer | str | None = None,
+        forbidden: tuple[bytes, ...] = (),
     ) -> ArtifactRef:
-        """Materialize ``obj`` and commit it; identical content is stored once."""
+        """Materialize ``obj`` and commit it; identical content is stored once. When its serialized form
+        holds any of the ``forbidden`` byte strings (a secret's spellings), nothing is stored and
+        :class:`HoldsSecret` is raised."""
         where = f"step {step_name!r} output {output!r}: "
         try:
             tmp_dir = self._tmp_dir()
@@ -272,6 +275,8 @@ class ArtifactStore:
                 except Exception:  # the usual path below reports it (or falls back)
                     data = None
                 if data is not None and len(data) <= SMALL_BYTES:
+                    if forbidden and _holds_any(data, forbidden):
+                        raise HoldsSecret(f"{where}its stored form would hold a secret; it is not stored")
                     return self._save_small(data, mat, type_path(type(obj)), tmp_dir, where)
             tmp = os.path.join(tmp_dir, tmpfiles.part_name())
             hashed: tuple[str, int] | None = None
@@ -293,6 +298,9 @@ class ArtifactStore:
                         f"{where}materializer {mat.name!r} failed for {type_path(type(obj))}: {exc}"
                     ) from exc
                 continue
+            if forbidden and _file_holds_any(tmp, forbidden):
+                _remove(tmp)
+                raise HoldsSecret(f"{where}its stored form would hold a secret; it is not stored")
             if mat.name == "cloudpickle" and not (materializer is not None and index == 0):
                 warn_fallback(obj, step_name, output)  # a fallback, not a choice: say so once per type
             try:
@@ -852,6 +860,19 @@ class ArtifactStore:
             with self._lock:
                 self._verified.clear()
             self._make_dirs()
+
+
+def _holds_any(data: Any, needles: tuple[bytes, ...]) -> bool:
+    return any(data.find(needle) >= 0 for needle in needles)
+
+
+def _file_holds_any(path: str, needles: tuple[bytes, ...]) -> bool:
+    """Whether the file at ``path`` (just written, not committed) holds any of ``needles``."""
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return False
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return _holds_any(mapped, needles)
 
 
 _NOT_LOADED: Any = object()
