@@ -4,7 +4,8 @@
 ``log_metadata({...}, output="model")`` to one of its outputs (kept in that output ref's metadata, under
 ``"logged"``). The StepRunner opens a :class:`MetadataLog` around each call of a step function; outside
 one, ``log_metadata`` raises. Values are small JSON data; a value holding a secret the run knows (or a
-secret type, or text under a secret-named key) is refused, as a secret output is.
+secret type, or text under a secret-named key) is refused, as a secret output is, and a credential a text
+shows by its form (a URL's password, a ``Bearer`` token, a ``ghp_…`` token) is recorded as ``***``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from isthmus.artifacts.refs import metadata_problem
 from isthmus.errors import SecretValueError, StepDefinitionError
-from isthmus.redaction import find_secret, resolved_secrets
+from isthmus.redaction import find_secret, redact_text, resolved_secrets
 
 
 class MetadataLogError(StepDefinitionError):
@@ -55,6 +56,7 @@ class MetadataLog:
                 f"{label}(): metadata holds a secret ({what} at {where or 'the value'}); isthmus never records "
                 "secrets: log a description of the value instead"
             )
+        plain = _shown(plain)
         target = self.run if output is None else self.per_output.setdefault(output, {})
         merged = {**target, **plain}
         problem = metadata_problem(merged)
@@ -62,6 +64,18 @@ class MetadataLog:
             raise MetadataLogError(f"{label}(): the metadata {problem}; log numbers and short facts, not data")
         target.clear()
         target.update(merged)
+
+
+def _shown(value: Any) -> Any:
+    """``value`` with the credentials its texts show by their form (a URL's password, a ``Bearer`` token, a
+    token of a known form) replaced by ``***``, as the lineage facet of the metadata shows them."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {redact_text(k): _shown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shown(v) for v in value]
+    return value
 
 
 _CURRENT: ContextVar[MetadataLog | None] = ContextVar("isthmus_metadata_log", default=None)

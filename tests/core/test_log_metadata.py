@@ -113,6 +113,32 @@ def test_secrets_in_metadata_are_refused_and_never_recorded(isthmus_home: Path) 
     assert b"hunter22-not-public" not in stored
 
 
+@step
+def logs_credentials(n: int) -> int:
+    # built at run time (not in the stored source); the run does not know them: shown by their form
+    log_metadata(
+        {
+            "source": f"postgresql://etl:pw{n}-db-secret@db/prod",
+            "auth": {"hdr": f"Bearer tok{n}-bearer-secret", "tokens": [f"ghp_{n}aaaaBBBBccccDDDDeeeeFFFFgggg1234"]},
+            "rows": n,
+        }
+    )
+    return n
+
+
+def test_credentials_metadata_shows_by_their_form_are_recorded_as_stars(isthmus_home: Path) -> None:
+    result = logs_credentials.run(7)
+    row = default_runner().metadata.get_step_run(result.step_run_id)
+    assert row["metadata"] == {
+        "source": "postgresql://etl:***@db/prod",
+        "auth": {"hdr": "Bearer ***", "tokens": ["***"]},
+        "rows": 7,
+    }
+    stored = b"".join(p.read_bytes() for p in isthmus_home.rglob("*") if p.is_file())
+    for secret in (b"pw7-db-secret", b"tok7-bearer-secret", b"ghp_7aaaa"):
+        assert secret not in stored
+
+
 STEPS = """
 from isthmus import log_metadata, step
 
