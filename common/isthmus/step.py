@@ -14,6 +14,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from isthmus.errors import NotImportableError, StepDefinitionError, StepFailed
 from isthmus.lineage.naming import dataset_id
 from isthmus.policy import CachePolicy
+from isthmus.redaction import redact_url
 
 if typing.TYPE_CHECKING:
     from isthmus.resources import Resources
@@ -379,7 +380,7 @@ def _external(dataset: str | tuple[str, str], label: str) -> tuple[str, str]:
             )
         return dataset_id(dataset)
     if isinstance(dataset, tuple) and len(dataset) == 2 and all(isinstance(x, str) and x for x in dataset):
-        return dataset
+        return redact_url(dataset[0]), redact_url(dataset[1])  # (a URL's credentials are never a name)
     raise StepDefinitionError(f"{label}: lineage dataset {dataset!r} must be a URI string or a (namespace, name) pair")
 
 

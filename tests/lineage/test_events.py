@@ -247,3 +247,29 @@ def test_external_dataset_without_a_scheme_is_rejected_at_definition() -> None:
         @step(lineage_inputs=["orders"])
         def bad(x: int) -> int:
             return x
+
+
+def test_credentials_in_a_declared_dataset_never_reach_its_name() -> None:
+    """A URL's password, a token used as its user and a presigned query are credentials, not a dataset's
+    namespace or name (OpenLineage names a Postgres table ``postgres://host:port`` + ``db.schema.table``)."""
+    pw = "".join(["db", "-pw-", "7731"])  # (not a literal: the source of this test is no secret store)
+
+    @step(
+        lineage_inputs=[
+            f"postgres://etl:{pw}@db.internal:5432/shop.public.orders",
+            "https://ghp_aaaaBBBBccccDDDDeeeeFFFFgggg12345678@github.com/org/repo",
+            "s3://bucket/key.csv?X-Amz-Signature=abcdef0123&X-Amz-Security-Token=zz",
+            (f"postgres://etl:{pw}@db.internal:5432", "shop.public.customers"),
+        ],
+        lineage_outputs=["abfss://container@account.dfs.core.windows.net/out/x"],
+    )
+    def reads(n: int) -> int:
+        return n
+
+    assert list(reads.lineage_inputs) == [
+        ("postgres://db.internal:5432", "shop.public.orders"),
+        ("https://github.com", "org/repo"),
+        ("s3://bucket", "key.csv"),
+        ("postgres://etl:***@db.internal:5432", "shop.public.customers"),
+    ]
+    assert list(reads.lineage_outputs) == [("abfss://container@account.dfs.core.windows.net", "out/x")]
