@@ -340,17 +340,61 @@ _HEADER_LINE_RE = re.compile(
     r"\b((?:Proxy-)?Authorization|X-Api-Key|X-Auth-Token|Cookie|Set-Cookie)(\s*[:=]\s*)([^\r\n'\"]+)", re.I
 )
 _OPAQUE_MODULES = ("numpy", "pandas", "pyarrow", "torch", "scipy", "polars")
+# ``password=…``, ``Pwd=…;``, ``AccountKey=…``, ``"token": "…"``: a credential assigned to a name in a
+# connection string (libpq, ODBC, Azure), a config line or JSON text. Only names ending in these words
+# count here (free text is full of ``max_tokens=`` and ``sort_key=``).
+_ASSIGNMENT_RE = re.compile(
+    r"(?<![\w.\-])([A-Za-z_][\w.\-]{0,63})([\"']?\s*[=:]\s*)(\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s;,&'\"]+)"
+)
+_ASSIGNED_SECRET_ENDINGS = (
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "apikey",
+    "api_key",
+    "api-key",
+    "accesskey",
+    "access_key",
+    "accountkey",
+    "account_key",
+    "sharedaccesskey",
+    "signature",
+    "privatekey",
+    "private_key",
+)
+
+
+def _assigned_secret(m: re.Match[str]) -> str | None:
+    """The credential an assignment match holds (unquoted), or None."""
+    value = m.group(3)
+    if value[:1] in "\"'":
+        value = value[1:-1]
+    if len(value) < 4 or value == REDACTED or not m.group(1).lower().endswith(_ASSIGNED_SECRET_ENDINGS):
+        return None
+    return value
+
+
+def _redact_assignment(m: re.Match[str]) -> str:
+    if _assigned_secret(m) is None:
+        return m.group(0)
+    quote = m.group(3)[:1] if m.group(3)[:1] in "\"'" else ""
+    return f"{m.group(1)}{m.group(2)}{quote}{REDACTED}{quote}"
 
 
 def redact_text(text: str) -> str:
     """Hide credentials that free text shows by their form: URL passwords and tokens, the token of an
-    ``Authorization: Bearer …`` header or a ``Bearer …`` value, tokens of a known form (``ghp_…``,
+    ``Authorization: Bearer …`` header or a ``Bearer …`` value, a value assigned to a password-, token- or
+    key-named name (``password=…``, ``Pwd=…;``, ``AccountKey=…``), tokens of a known form (``ghp_…``,
     ``sk-proj-…``, ``AKIA…``, JWTs …) and PEM private keys."""
     text = redact_url(text)
     if not text:
         return text
     text = _HEADER_LINE_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _AUTH_SCHEME_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    if "=" in text or ":" in text:
+        text = _ASSIGNMENT_RE.sub(_redact_assignment, text)
     if len(text) >= 16:
         text = _TOKEN_SHAPES.sub(REDACTED, text)
         if "PRIVATE KEY-----" in text:
@@ -652,8 +696,8 @@ def redact_params(params: Mapping[str, Any], secrets: Iterable[str] = ()) -> dic
 def _redact_value(name: str, value: Any, scrubber: _Scrubber | None) -> Any:
     if is_secret_name(str(name)):
         return REDACTED
-    if isinstance(value, Mapping):
-        return {k: _redact_value(str(k), v, scrubber) for k, v in value.items()}
+    if isinstance(value, Mapping):  # (a key may be a URL with a password: keys are text too)
+        return {_redact_key(k, scrubber): _redact_value(str(k), v, scrubber) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         if _header_pair(value):
             return [value[0], REDACTED]
@@ -661,6 +705,10 @@ def _redact_value(name: str, value: Any, scrubber: _Scrubber | None) -> Any:
     if isinstance(value, str):
         return _scrub_known(redact_text(value), scrubber)
     return value
+
+
+def _redact_key(key: Any, scrubber: _Scrubber | None) -> Any:
+    return _scrub_known(redact_text(key), scrubber) if isinstance(key, str) else key
 
 
 def safe_params(params: Mapping[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:
@@ -724,6 +772,11 @@ def _add_shown(found: set[str], value: Any) -> None:
                 _add_secret(found, urllib.parse.unquote(password))
     for m in _AUTH_SCHEME_RE.finditer(value):
         _add_secret(found, m.group(0))
+    if "=" in value or ":" in value:
+        for m in _ASSIGNMENT_RE.finditer(value):
+            assigned = _assigned_secret(m)
+            if assigned is not None:
+                _add_secret(found, assigned)
     if len(value) >= 16:
         for m in _TOKEN_SHAPES.finditer(value):
             found.add(m.group(0))

@@ -25,6 +25,7 @@ from isthmus.redaction import (
     scrub,
     secret_values,
     secrets_in,
+    shown_secrets,
 )
 
 fast = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
@@ -495,3 +496,28 @@ def test_environment_secrets_by_shape_and_not_file_paths(tmp_path) -> None:
         "glpat-ENVCANARYabcdef123456",
         "tok-123456",
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("host=db user=etl password=pg-Pw-42 dbname=prod", "host=db user=etl password=*** dbname=prod"),
+        ("Driver={ODBC};Server=x;Uid=u;Pwd=odbc-Pw-99;", "Driver={ODBC};Server=x;Uid=u;Pwd=***;"),
+        ("AccountName=a;AccountKey=AzKey123==;EndpointSuffix=core", "AccountName=a;AccountKey=***;EndpointSuffix=core"),
+        ('{"token": "tok-abc-123", "max_tokens": 4096}', '{"token": "***", "max_tokens": 4096}'),
+        ("reason: old password='Au dit', token: AuditTok92", "reason: old password='***', token: ***"),
+        # names that merely contain a secret word, and values too short to be a credential, stay
+        ("sort_key=created_at max_tokens=1024 primary_key=id_col bypass=yes pwd=abc", None),
+    ],
+)
+def test_a_credential_assigned_to_a_password_token_or_key_name_is_hidden(text: str, expected: str | None) -> None:
+    assert redact_text(text) == (text if expected is None else expected)
+    secrets = shown_secrets(text)
+    assert all(s not in redact_text(text) for s in secrets)
+    assert bool(secrets) == (expected is not None)
+
+
+def test_a_url_with_a_password_as_a_mapping_key_is_recorded_hidden() -> None:
+    params = {"weights": {"https://mirror:mirror-Pw-43@pypi.example/simple": 1, "plain": 2}}
+    got = redact_params(params)["weights"]
+    assert set(got) == {"https://mirror:***@pypi.example/simple", "plain"} and got["plain"] == 2
