@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.errors import IsthmusError
 from isthmus.records import StepRunRecord
+from isthmus.redaction import is_secret_name, redact_params
 from isthmus.store.metadata import MetadataStore
 
 if TYPE_CHECKING:
@@ -128,6 +129,14 @@ def small_value(artifacts: ArtifactStore | None, ref: Any) -> Any:
     return value
 
 
+def _shown_output(name: str, value: Any, content_hash: Any) -> Any:
+    """An output's small value as a diff may show it: by its hash when the output's name is a secret's
+    (``api_token``), else with secret-named keys and credential-shaped text hidden (as parameters are)."""
+    if is_secret_name(name):
+        return content_hash
+    return redact_params({"value": value})["value"] if isinstance(value, (str, dict, list)) else value
+
+
 def _with_delta(changes: dict[str, list[Any]]) -> dict[str, list[Any]]:
     return {
         k: [old, new, new - old] if _number(old) and _number(new) else [old, new] for k, (old, new) in changes.items()
@@ -170,8 +179,8 @@ def step_changes(
     output_values = _with_delta(
         {
             k: [
-                small_value(artifacts, (sa["outputs"] or {}).get(k)),
-                small_value(artifacts, (sb["outputs"] or {}).get(k)),
+                _shown_output(k, small_value(artifacts, (sa["outputs"] or {}).get(k)), out_a.get(k)),
+                _shown_output(k, small_value(artifacts, (sb["outputs"] or {}).get(k)), out_b.get(k)),
             ]
             for k in outputs
         }

@@ -129,3 +129,29 @@ def test_html_page_is_self_contained_and_escaped(tmp_path: Path) -> None:
     text = re.sub(r"<[^>]+>", "", page.replace("&nbsp;", " "))
     assert "x * 33" in text and "x * 1" in text  # both sides of the code
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;66" in text  # the small output, escaped
+
+
+@step(outputs=["api_token", "config"])
+def issue(n: int) -> tuple:
+    return f"issued-token-{n}-abcdef", {"password": f"pw-{n}-zz", "threads": n}
+
+
+@pipeline
+def issuing(n: int = 1):
+    return issue(n)
+
+
+def test_a_diff_never_shows_secret_named_outputs_or_secret_named_keys_of_small_values(tmp_path: Path) -> None:
+    a, b = issuing.run(n=1), issuing.run(n=2)
+    d = Client().diff_runs(a.id, b.id)
+    values = d["steps"]["issue"]["output_values"]
+    assert values["api_token"] == [
+        d["steps"]["issue"]["outputs"]["api_token"][0],
+        d["steps"]["issue"]["outputs"]["api_token"][1],
+    ]  # hashes only
+    assert values["config"] == [{"password": "***", "threads": 1}, {"password": "***", "threads": 2}]
+    page = tmp_path / "diff.html"
+    for args in (["diff", a.id, b.id], ["diff", a.id, b.id, "--json"], ["diff", a.id, b.id, "--html", str(page)]):
+        code, out = invoke(*args)
+        shown = out + (page.read_text() if page.exists() else "")
+        assert code == 0 and "issued-token-" not in shown and "pw-1-zz" not in shown and "pw-2-zz" not in shown
