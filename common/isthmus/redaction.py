@@ -840,19 +840,33 @@ def _url_password(url: str) -> str | None:
 
 
 def _variants(secrets: Iterable[str]) -> list[str]:
-    """Each secret with the spellings it takes in messages: repr()- and JSON-escaped, URL-quoted."""
+    """Each secret with the spellings it takes in messages: repr()- (also twice, and of its UTF-8 bytes),
+    ascii()- and JSON-escaped, URL-quoted (with and without ``/`` kept), in base64, and a long one's first
+    and last characters (what a truncating display such as pydantic's keeps of it)."""
     out: set[str] = set()
     for secret in secrets:
         if not secret:
             continue
         out.add(secret)
-        out.add(repr(secret)[1:-1])
+        once = repr(secret)[1:-1]
+        twice = once.replace("\\", "\\\\")  # a repr inside a message that is repr'd again (KeyError)
+        for escaped in (once, twice):  # each with either quote escaped, as the enclosing repr picks
+            out.update((escaped, escaped.replace("'", "\\'"), escaped.replace('"', '\\"')))
+        out.add(repr(secret.encode("utf-8", "surrogatepass"))[2:-1])
+        out.add(ascii(secret)[1:-1])
         out.add(json.dumps(secret)[1:-1])
         out.add(urllib.parse.quote(secret, safe=""))
+        out.add(urllib.parse.quote(secret))
         out.add(urllib.parse.quote_plus(secret, safe=""))
-        if len(secret) >= 8:
+        if len(secret) >= 6:
             out.update(_base64_cores(secret))
+        for keep in _TRUNCATED_KEEPS:
+            if len(secret) >= keep + 4:
+                out.update((secret[:keep], secret[-keep:]))
     return sorted((v for v in out if v), key=len, reverse=True)
+
+
+_TRUNCATED_KEEPS = (24, 16)  # characters a truncated display keeps at each end (pydantic: 24)
 
 
 def secret_bytes(secrets: Iterable[str]) -> tuple[bytes, ...]:

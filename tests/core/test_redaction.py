@@ -521,3 +521,20 @@ def test_a_url_with_a_password_as_a_mapping_key_is_recorded_hidden() -> None:
     params = {"weights": {"https://mirror:mirror-Pw-43@pypi.example/simple": 1, "plain": 2}}
     got = redact_params(params)["weights"]
     assert set(got) == {"https://mirror:***@pypi.example/simple", "plain"} and got["plain"] == 2
+
+
+def test_scrub_catches_truncated_bytes_ascii_quoted_base64_and_twice_escaped_spellings() -> None:
+    import base64
+
+    long = "R3a-x7Kq2Lm9Np4Rs8Tv3Wy6Zb1Hc5Jd7Fg2j2Mk4Pq8Ue3Ya6Ib0Oc5Vd9"
+    assert scrub(f"input_value='{long[:24]}...{long[-24:]}'", [long]) == "input_value='***...***'"
+    umlaut = "R3b-Pässwört-11"
+    assert scrub(f"{umlaut.encode()!r} {ascii(umlaut)}", [umlaut]) == "b'***' '***'"
+    slashed = "R3c/Ab+Cd=Ef/Gh"
+    assert scrub(quote(slashed), [slashed]) == REDACTED
+    short = "R3dpw7x"
+    header = base64.b64encode(b"u:" + short.encode()).decode()  # a Basic header's token
+    assert scrub(header, [short]) == header[:4] + REDACTED  # the 'u:' and one byte of it stay, no more
+    quoted = "R3e'pa\\ss"
+    for exc in (KeyError(f"bad {quoted!r}"), ValueError(f"bad {quoted!r}"), KeyError(quoted)):
+        assert "R3e" not in scrub(str(exc), [quoted]), str(exc)
