@@ -344,7 +344,7 @@ _OPAQUE_MODULES = ("numpy", "pandas", "pyarrow", "torch", "scipy", "polars")
 # connection string (libpq, ODBC, Azure), a config line or JSON text. Only names ending in these words
 # count here (free text is full of ``max_tokens=`` and ``sort_key=``).
 _ASSIGNMENT_RE = re.compile(
-    r"(?<![\w.\-])([A-Za-z_][\w.\-]{0,63})([\"']?\s*[=:]\s*)(\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s;,&'\"]+)"
+    r"(?<![\w.\-])([A-Za-z_][\w.\-]{0,63})([\"']?\s*[=:]\s*)(\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s;,&'\"()\[\]{}<>]+)"
 )
 _ASSIGNED_SECRET_ENDINGS = (
     "password",
@@ -371,7 +371,7 @@ def _assigned_secret(m: re.Match[str]) -> str | None:
     value = m.group(3)
     if value[:1] in "\"'":
         value = value[1:-1]
-    if len(value) < 4 or value == REDACTED or not m.group(1).lower().endswith(_ASSIGNED_SECRET_ENDINGS):
+    if len(value) < 4 or value.startswith(REDACTED) or not m.group(1).lower().endswith(_ASSIGNED_SECRET_ENDINGS):
         return None
     return value
 

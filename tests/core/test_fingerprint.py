@@ -397,6 +397,22 @@ def test_secret_literals_in_source_are_redacted_in_stored_text(tmp_path: Path) -
     assert "password=***" in sources["f"] and "user='bob'" in sources["f"]
 
 
+def test_credentials_in_pairs_flags_setattr_and_connection_strings_are_redacted(tmp_path: Path) -> None:
+    src = (
+        "def f(obj):\n"
+        "    pairs = [('password', 'pair-canary-148')]\n"
+        "    setattr(obj, 'api_key', 'attr-canary-1234')\n"
+        "    argv = ['prog', '--token', 'flag-canary-98765', '--host', 'db']\n"
+        "    cols = ['user', 'password', 'host']\n"
+        "    conn = 'Driver={ODBC};Uid=u;Pwd=odbc-canary-77;'\n"
+        "    return pairs, argv, cols, conn\n"
+    )
+    _, sources = fp_of(tmp_path, src)
+    text = sources["f"]
+    assert not any(c in text for c in ("pair-canary", "attr-canary", "flag-canary", "odbc-canary")), text
+    assert "['user', 'password', 'host']" in text and "'--host', 'db'" in text  # names are not credentials
+
+
 def test_state_that_raises_when_read_never_crashes_a_fingerprint(tmp_path: Path) -> None:
     src = (
         "import dataclasses\n@dataclasses.dataclass\nclass C:\n    k: int = dataclasses.field(init=False)\n"

@@ -9,7 +9,8 @@ is a credential when the code binds it to a credential-looking name:
 - a keyword argument (``connect(password=...)``) or a positional argument bound to a credential-named
   parameter of a function or class the code calls (when ``params_of`` can tell its parameters);
 - a parameter default (``def f(x: int, api_key: str = ...)``);
-- a dict key (``{"token": ...}``) and a comparison (``if password == ...``);
+- a dict key (``{"token": ...}``), a pair (``("password", ...)``), a command line's flag
+  (``["--token", ...]``), ``setattr(obj, "password", ...)`` and a comparison (``if password == ...``);
 - the default of an environment lookup of a credential-named variable (``os.getenv("MY_TOKEN", ...)``,
   ``os.environ.get(...)``) — the variable's name itself stays;
 - what a function with a credential-looking name returns (``def api_key(): return ...``).
@@ -142,6 +143,17 @@ class _Finder(ast.NodeVisitor):
                 self._hide(value)
         self.generic_visit(node)
 
+    def visit_Tuple(self, node: ast.Tuple | ast.List) -> None:
+        """A pair (``("password", ...)``) or a command line's flag and value (``["--token", ...]``)."""
+        elts = node.elts
+        for name, value in zip(elts, elts[1:], strict=False):
+            text = name.value if isinstance(name, ast.Constant) and isinstance(name.value, str) else None
+            if text and (len(elts) == 2 or text.startswith("-")) and is_secret_name(text.lstrip("-")):
+                self._hide(value)
+        self.generic_visit(node)
+
+    visit_List = visit_Tuple
+
     def visit_Compare(self, node: ast.Compare) -> None:
         sides = [node.left, *node.comparators]
         if any(_is_secret_target(s) for s in sides):
@@ -154,6 +166,10 @@ class _Finder(ast.NodeVisitor):
         for kw in node.keywords:
             if kw.arg is not None and is_secret_name(kw.arg):
                 self._hide(kw.value)
+        if isinstance(node.func, ast.Name) and node.func.id == "setattr" and len(node.args) >= 3:
+            name = node.args[1]
+            if isinstance(name, ast.Constant) and isinstance(name.value, str) and is_secret_name(name.value):
+                self._hide(node.args[2])
         if _is_env_lookup(node) and node.args:
             name = node.args[0]
             if isinstance(name, ast.Constant) and isinstance(name.value, str) and is_secret_name(name.value):
