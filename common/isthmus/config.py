@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from isthmus.errors import ConfigurationError
 from isthmus.hashing import parts_digest
-from isthmus.redaction import redact_url, scrub
+from isthmus.redaction import redact_location, redact_url, scrub
 
 _VERIFY_MODES = ("hash", "size", "off")
 
@@ -30,7 +30,7 @@ _PG_HINT = "postgresql+psycopg://user:password@host:5432/isthmus (pip install 'i
 
 
 def _shown(value: str) -> str:
-    return repr(redact_url(value))
+    return repr(redact_location(value))
 
 
 def _ambiguous_authority(text: str) -> bool:

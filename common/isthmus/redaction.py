@@ -176,6 +176,20 @@ def redact_url(text: str) -> str:
     return _URL_RE.sub(_redact_match, text)
 
 
+def redact_location(url: str) -> str:
+    """A store's URL (a setting) as it may be shown: :func:`redact_url`, and then its password wherever
+    it still shows, however spelled (a space or a quote in it ends a URL in free text)."""
+    shown = redact_url(url)
+    try:
+        password = urllib.parse.urlsplit(url.strip()).password
+    except ValueError:
+        return shown
+    for spelling in {password or "", urllib.parse.unquote(password or "")}:
+        if len(spelling) >= 1 and spelling != REDACTED:
+            shown = shown.replace(f":{spelling}@", f":{REDACTED}@")
+    return shown
+
+
 def is_secret_env(name: str, value: str) -> bool:
     """An environment variable that holds a credential: by its name, a URL with a password or token, or a
     value shaped like a credential (:func:`looks_like_credential`)."""

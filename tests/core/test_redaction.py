@@ -538,3 +538,18 @@ def test_scrub_catches_truncated_bytes_ascii_quoted_base64_and_twice_escaped_spe
     quoted = "R3e'pa\\ss"
     for exc in (KeyError(f"bad {quoted!r}"), ValueError(f"bad {quoted!r}"), KeyError(quoted)):
         assert "R3e" not in scrub(str(exc), [quoted]), str(exc)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ('postgresql+psycopg://etl:pa ss"w-77@db:5432/x', "postgresql+psycopg://etl:***@db:5432/x"),
+        ("postgresql://u:p%40ss-w0rd@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("sqlite:////tmp/isthmus.db", "sqlite:////tmp/isthmus.db"),
+    ],
+)
+def test_a_store_url_shows_no_password_however_it_is_spelled(url: str, shown: str) -> None:
+    from isthmus.redaction import redact_location
+
+    assert redact_location(url) == shown

@@ -24,7 +24,7 @@ from isthmus.config import check_store_url
 from isthmus.errors import ConfigurationError, IsthmusError, RunNotFound
 from isthmus.governance.projects import alias_project, project_for_run
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
-from isthmus.redaction import redact_text, redact_url, safe_params, scrub
+from isthmus.redaction import redact_location, redact_text, safe_params, scrub
 from isthmus.store import schema as s
 from isthmus.store.claims import CacheCandidate, ClaimBusy, ClaimCandidates, ClaimHit, ClaimResult, ClaimStarted
 from isthmus.store.direct import CompiledCache, DirectConnection, run_direct
@@ -118,7 +118,7 @@ def unusable_store(url: str, setting: str, exc: BaseException) -> ConfigurationE
         fix = "make that directory writable, or set ISTHMUS_HOME (or ISTHMUS_STORE_URL) to a writable place"
     else:
         fix = "check that the server is running and reachable from here, and the user, password and database name"
-    shown = redact_url(url)
+    shown = redact_location(url)
     return ConfigurationError(f"{setting}: cannot open the metadata store {shown!r} ({reason}); {fix}")
 
 
