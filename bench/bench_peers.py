@@ -273,7 +273,11 @@ def main() -> None:
             rows["flytekit local (records nothing)"] = uncached("flyte_run.py", lambda: base)
         elif kind == "chain":
             skipped.append(f"flytekit: {_usable(py, 'flytekit', 'install the flyte extra')}")
-        why = _usable(args.metaflow_python, "metaflow", "uv venv /tmp/mfenv; uv pip install metaflow")
+        why = _usable(
+            args.metaflow_python,
+            "metaflow",
+            "uv venv /tmp/mfenv && uv pip install --python /tmp/mfenv/bin/python metaflow",
+        )
         if why is None:
             mf_env = lambda k=k, n=n: {  # noqa: E731
                 **clean,
@@ -290,7 +294,11 @@ def main() -> None:
             )
         elif kind == "chain":
             skipped.append(f"Metaflow: {why}")
-        why = _usable(args.zenml_python, "zenml", "uv venv /tmp/zenmlenv; uv pip install 'zenml[local]'")
+        why = _usable(
+            args.zenml_python,
+            "zenml",
+            "uv venv /tmp/zenmlenv && uv pip install --python /tmp/zenmlenv/bin/python 'zenml[local]'",
+        )
         if kind != "chain":
             if why is None:
                 skipped.append("ZenML fan-out: not written (its map API differs between versions)")
@@ -314,8 +322,8 @@ def main() -> None:
     if args.only:
         for rows in workloads.values():
             for name in [r for r in rows if not any(w in r for w in args.only)]:
-                if not name.startswith("isthmus, default"):
-                    del rows[name]
+                if not name.startswith("isthmus, default") and name != "plain Python (floor)":
+                    del rows[name]  # (the defaults and the floor stay: every ratio is against them)
 
     # fill the caches the "all cached" rows hit (one run each, not timed)
     for rows in workloads.values():
