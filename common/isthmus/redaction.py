@@ -356,7 +356,8 @@ _HEADER_LINE_RE = re.compile(
 _OPAQUE_MODULES = ("numpy", "pandas", "pyarrow", "torch", "scipy", "polars")
 # ``password=…``, ``Pwd=…;``, ``AccountKey=…``, ``"token": "…"``: a credential assigned to a name in a
 # connection string (libpq, ODBC, Azure), a config line or JSON text. Only names ending in these words
-# count here (free text is full of ``max_tokens=`` and ``sort_key=``).
+# count here (free text is full of ``max_tokens=`` and ``sort_key=``), and only values of 8 characters or
+# more that do not name something (``pad_token = "<pad>"``, ``eos_token=tokenizer.eos_token``).
 _ASSIGNMENT_RE = re.compile(
     r"(?<![\w.\-])([A-Za-z_][\w.\-]{0,63})([\"']?\s*[=:]\s*)(\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s;,&'\"()\[\]{}<>]+)"
 )
@@ -385,9 +386,18 @@ def _assigned_secret(m: re.Match[str]) -> str | None:
     value = m.group(3)
     if value[:1] in "\"'":
         value = value[1:-1]
-    if len(value) < 4 or value.startswith(REDACTED) or not m.group(1).lower().endswith(_ASSIGNED_SECRET_ENDINGS):
+    if (
+        len(value) < 8
+        or value.startswith((REDACTED, "/", "~", "."))  # (``PWD=/home/…`` is a directory)
+        or _NOT_A_CREDENTIAL.fullmatch(value)
+        or not m.group(1).lower().endswith(_ASSIGNED_SECRET_ENDINGS)
+    ):
         return None
     return value
+
+
+# A value that names something (``tokenizer.eos_token``, ``<pad>``, ``None``) rather than holds a credential.
+_NOT_A_CREDENTIAL = re.compile(r"[a-z_][a-z_.]*|<[^<>]*>|\[[^\[\]]*\]|None|True|False|null|true|false")
 
 
 def _redact_assignment(m: re.Match[str]) -> str:
@@ -430,18 +440,15 @@ def _reveal(value: Any) -> Any:
 
 
 def declared_fields(value: Any) -> list[tuple[str, Any]] | None:
-    """(name, value) of the declared fields of a dataclass, pydantic model (and its extra fields), attrs
-    class or named tuple."""
+    """(name, value) of the declared fields of a dataclass, pydantic model, attrs class or named tuple."""
     cls = type(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return [(f.name, getattr(value, f.name, None)) for f in dataclasses.fields(value)]
     model_fields = getattr(cls, "model_fields", None) or getattr(cls, "__fields__", None)
     if isinstance(model_fields, Mapping) and (
         hasattr(value, "__pydantic_fields_set__") or hasattr(value, "__fields_set__")
-    ):  # pydantic v2 and v1 models, with a v2 model's extra fields (``extra="allow"``)
-        extra = getattr(value, "__pydantic_extra__", None)
-        extra_items = list(extra.items()) if isinstance(extra, dict) else []
-        return [(name, getattr(value, name, None)) for name in model_fields] + extra_items
+    ):  # pydantic v2 and v1 models
+        return [(name, getattr(value, name, None)) for name in model_fields]
     attrs = getattr(cls, "__attrs_attrs__", None)
     if attrs is not None:
         return [(a.name, getattr(value, a.name, None)) for a in attrs]
@@ -617,6 +624,8 @@ def reveal_secrets(value: Any) -> Any:
     fields = None if isinstance(value, (str, bytes)) else declared_fields(value)
     if fields is not None:
         cls = type(value)
+        extra = getattr(value, "__pydantic_extra__", None)  # a model's extra fields are part of its value
+        fields += sorted(extra.items()) if isinstance(extra, dict) else []
         return {"<type>": f"{cls.__module__}.{cls.__qualname__}", **{k: reveal_secrets(v) for k, v in fields}}
     if isinstance(value, (list, tuple)):
         return [reveal_secrets(v) for v in value]
@@ -855,8 +864,7 @@ def _url_password(url: str) -> str | None:
 
 def _variants(secrets: Iterable[str]) -> list[str]:
     """Each secret with the spellings it takes in messages: repr()- (also twice, and of its UTF-8 bytes),
-    ascii()- and JSON-escaped, URL-quoted (with and without ``/`` kept), in base64, and a long one's first
-    and last characters (what a truncating display such as pydantic's keeps of it)."""
+    ascii()- and JSON-escaped, URL-quoted (with and without ``/`` kept), and in base64."""
     out: set[str] = set()
     for secret in secrets:
         if not secret:
@@ -874,19 +882,15 @@ def _variants(secrets: Iterable[str]) -> list[str]:
         out.add(urllib.parse.quote_plus(secret, safe=""))
         if len(secret) >= 6:
             out.update(_base64_cores(secret))
-        for keep in _TRUNCATED_KEEPS:
-            if len(secret) >= keep + 4:
-                out.update((secret[:keep], secret[-keep:]))
     return sorted((v for v in out if v), key=len, reverse=True)
-
-
-_TRUNCATED_KEEPS = (24, 16)  # characters a truncated display keeps at each end (pydantic: 24)
 
 
 def secret_bytes(secrets: Iterable[str]) -> tuple[bytes, ...]:
     """The byte strings by which a serialized value (a pickle, JSON, a ``.npy`` of strings) holds any of
-    ``secrets``: each spelling :func:`_variants` knows, in UTF-8, and each secret in UTF-16 and UTF-32."""
-    known = [s for s in secrets if isinstance(s, str) and len(s) >= 4]
+    ``secrets`` of 8 characters or more (a shorter one, such as ``http``, is part of too many values; it
+    is matched only as a whole value, elsewhere): each spelling :func:`_variants` knows, in UTF-8, and
+    each secret in UTF-16 and UTF-32."""
+    known = [s for s in secrets if isinstance(s, str) and len(s) >= 8]
     out = {v.encode("utf-8", "surrogatepass") for v in _variants(known)}
     for secret in known:
         for codec in ("utf-16-le", "utf-32-le"):

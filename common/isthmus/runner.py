@@ -6,6 +6,7 @@ record -> lineage hook.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -313,28 +314,37 @@ class StepRunner:
                         if not hits.isdisjoint(given):
                             keyed.add(name)
                 continue
+            digest: str | None = None
             if not (is_secret_name(name) or find_secret(value, known, by_key=True) is not None):
                 # Objects passed in directly become input artifacts (hashed by content, kept for lineage); the
                 # materializer lists the project code their bytes refer to by name. One whose stored form
                 # would hold a secret the call knows (where the walk does not look: slots, a partial's
                 # arguments, a model's extra fields …) is not stored: it is keyed as a secret, below.
-                forbidden = () if not known or opaque_data(value) else secret_bytes(known)
+                # (A stream is read to its end by the save: it is stored, as its bytes cannot be read again.)
+                searched = known and not opaque_data(value) and not isinstance(value, io.IOBase)
                 try:
                     inputs[name] = self.artifacts.save(
-                        value, step_name=step.name, output=f"input:{name}", forbidden=forbidden
+                        value,
+                        step_name=step.name,
+                        output=f"input:{name}",
+                        forbidden=secret_bytes(known) if searched else (),
                     )
                     continue
-                except HoldsSecret:
-                    pass
+                except HoldsSecret as held:
+                    # exactly what it is (the hash its stored form would have had), keyed, never stored
+                    digest = held.content_hash
             # A secret (by its name, what it holds, or its stored form): never stored, never an artifact;
             # only its digest enters the cache key, through the store's keyed hash; the function gets the
             # object itself (a SecretStr stays one).
             passed |= known_secrets_in(value, by_value)
             secret_params.add(name)
-            try:
-                params[name] = hash_value(reveal_secrets(value))
-            except UnhashableValueError:  # no canonical hash: its state, or unique to this process
-                params[name] = state_digest(reveal_secrets(value))
+            if digest is not None:
+                params[name] = digest
+            else:
+                try:
+                    params[name] = hash_value(reveal_secrets(value))
+                except UnhashableValueError:  # no canonical hash: its state, or unique to this process
+                    params[name] = state_digest(reveal_secrets(value))
             try:
                 code |= code_of_value(value)
             except NotListed:

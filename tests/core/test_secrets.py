@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
+import functools
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 
 from isthmus import StepFailed, pipeline, step
 from isthmus.runner import default_runner
@@ -393,21 +396,17 @@ def takes_config(config: object) -> int:
     return 1
 
 
+class _Extra(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    host: str
+
+
 @pipeline
 def config_pipeline(password: str):
-    import collections
-    import functools
-
-    from pydantic import BaseModel, ConfigDict
-
-    class Extra(BaseModel):
-        model_config = ConfigDict(extra="allow")
-        host: str
-
     return [
         takes_config(_Slotted("u", password)),
         takes_config(functools.partial(_connect_to, "h", password=password)),
-        takes_config(Extra(host="h", password=password)),
+        takes_config(_Extra(host="h", password=password)),
         takes_config(collections.deque([f"postgresql://u:{password}@db/x"])),
         takes_config(bytearray(password.encode())),
     ]
@@ -439,9 +438,9 @@ def test_an_object_without_a_known_secret_is_still_an_input_artifact(isthmus_hom
     assert set(row["inputs"]) == {"config"} and row["params"] == {}
 
 
-def test_a_models_extra_fields_count_by_name_and_by_value(isthmus_home: Path) -> None:
-    """A pydantic model's extra fields (``extra="allow"``) are fields: a secret-named one makes the model a
-    secret (never stored), and a changed value computes again instead of hitting the old key."""
+def test_a_models_extra_fields_are_part_of_its_secret_digest(isthmus_home: Path) -> None:
+    """A pydantic model's extra fields (``extra="allow"``) holding a secret the run knows: the model is
+    never stored, and a rotated secret in an extra field computes again instead of hitting the old key."""
     from pydantic import BaseModel, ConfigDict
 
     class Settings(BaseModel):
@@ -449,12 +448,44 @@ def test_a_models_extra_fields_count_by_name_and_by_value(isthmus_home: Path) ->
         host: str
 
     @pipeline
-    def with_settings(key: str):  # (not secret-named: only the model's field name says it is)
-        return takes_config(Settings(host="h", api_key=key))
+    def with_settings(api_key: str):
+        return takes_config(Settings(host="h", key=api_key))
 
-    first = with_settings.run(key="literal-key-0001")
+    first = with_settings.run(api_key="literal-key-0001")
     row = default_runner().metadata.step_runs_of(first.id)[0]
     assert row["inputs"] == {} and row["params"] == {"config": "***"}
     assert b"literal-key-0001" not in _all_bytes(isthmus_home / "artifacts")
-    assert with_settings.run(key="literal-key-0001").cache_hits == 1
-    assert with_settings.run(key="literal-key-0002").cache_hits == 0
+    assert with_settings.run(api_key="literal-key-0001").cache_hits == 1
+    assert with_settings.run(api_key="literal-key-0002").cache_hits == 0
+
+
+class _Tagged(list):
+    pass
+
+
+def _tagged(mode: int) -> _Tagged:
+    items = _Tagged([1, 2])
+    items.mode = mode  # type: ignore[attr-defined]
+    return items
+
+
+def _retries(n: int = 0) -> int:
+    return n
+
+
+@step
+def describe_container(obj: object) -> str:
+    if isinstance(obj, collections.defaultdict):
+        return f"factory {obj.default_factory()}"
+    return f"mode={getattr(obj, 'mode', None)}"
+
+
+def test_a_container_subclass_with_state_besides_its_items_is_keyed_by_all_of_it(isthmus_home: Path) -> None:
+    """A list whose subclass carries attributes, a defaultdict's factory: not plain data (their items alone
+    would key them), so a change there computes again instead of returning the old result."""
+    runner = default_runner()
+    for make in (_tagged, lambda n: collections.defaultdict(functools.partial(_retries, n))):
+        first = runner.run(describe_container, {"obj": make(1)})
+        second = runner.run(describe_container, {"obj": make(2)})
+        assert not second.cache_hit and second.load() != first.load()
+        assert runner.run(describe_container, {"obj": make(2)}).cache_hit

@@ -20,4 +20,9 @@ class ArtifactStoreError(IsthmusError, OSError):
 
 
 class HoldsSecret(IsthmusError, ValueError):
-    """A value's stored form would hold a secret the call knows (it is not stored)."""
+    """A value's stored form would hold a secret the call knows: it is not stored. ``content_hash`` is the
+    hash that form would have had (what the value is, exactly, to key it with)."""
+
+    def __init__(self, message: str, content_hash: str) -> None:
+        super().__init__(message)
+        self.content_hash = content_hash

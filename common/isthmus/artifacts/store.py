@@ -276,7 +276,7 @@ class ArtifactStore:
                     data = None
                 if data is not None and len(data) <= SMALL_BYTES:
                     if forbidden and _holds_any(data, forbidden):
-                        raise HoldsSecret(f"{where}its stored form would hold a secret; it is not stored")
+                        raise HoldsSecret(f"{where}its stored form would hold a secret", hash_bytes(data))
                     return self._save_small(data, mat, type_path(type(obj)), tmp_dir, where)
             tmp = os.path.join(tmp_dir, tmpfiles.part_name())
             hashed: tuple[str, int] | None = None
@@ -299,8 +299,9 @@ class ArtifactStore:
                     ) from exc
                 continue
             if forbidden and _file_holds_any(tmp, forbidden):
+                content_hash = hashed[0] if hashed is not None else hash_file(tmp)[0]
                 _remove(tmp)
-                raise HoldsSecret(f"{where}its stored form would hold a secret; it is not stored")
+                raise HoldsSecret(f"{where}its stored form would hold a secret", content_hash)
             if mat.name == "cloudpickle" and not (materializer is not None and index == 0):
                 warn_fallback(obj, step_name, output)  # a fallback, not a choice: say so once per type
             try:
@@ -862,14 +863,19 @@ class ArtifactStore:
             self._make_dirs()
 
 
+_SEARCHED_MAX = 64 << 20  # stored forms searched for secrets: up to this size
+
+
 def _holds_any(data: Any, needles: tuple[bytes, ...]) -> bool:
     return any(data.find(needle) >= 0 for needle in needles)
 
 
 def _file_holds_any(path: str, needles: tuple[bytes, ...]) -> bool:
-    """Whether the file at ``path`` (just written, not committed) holds any of ``needles``."""
+    """Whether the file at ``path`` (just written, not committed) holds any of ``needles``; a file larger
+    than :data:`_SEARCHED_MAX` is not searched (it is data, and searching costs seconds per GiB)."""
     with open(path, "rb") as fh:
-        if os.fstat(fh.fileno()).st_size == 0:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0 or size > _SEARCHED_MAX:
             return False
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             return _holds_any(mapped, needles)

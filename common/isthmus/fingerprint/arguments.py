@@ -284,6 +284,12 @@ class _Plain(Visitor):
     def before(self, value: Any, name: str) -> Any:
         if isinstance(value, (set, frozenset)) or (isinstance(value, Mapping) and not isinstance(value, dict)):
             raise NotPlain(type(value).__name__)  # without reading it
+        if (  # a subclass that holds more than its items: a defaultdict's factory, attributes set on it
+            type(value) not in _PLAIN_CONTAINERS
+            and isinstance(value, (list, tuple, dict))
+            and (getattr(value, "default_factory", None) is not None or getattr(value, "__dict__", None))
+        ):
+            raise NotPlain(f"a {type(value).__name__} with state besides its items")
         return DESCEND
 
     def leaf(self, value: Any, name: str) -> Any:
@@ -327,3 +333,4 @@ def plain_form(value: Any, code: set[Any] | None = None, *, paths: bool = True) 
 
 
 _JSON_SCALARS = frozenset({type(None), bool, int, float, str})
+_PLAIN_CONTAINERS = frozenset({list, tuple, dict})

@@ -148,7 +148,9 @@ class _Finder(ast.NodeVisitor):
         elts = node.elts
         for name, value in zip(elts, elts[1:], strict=False):
             text = name.value if isinstance(name, ast.Constant) and isinstance(name.value, str) else None
-            if text and (len(elts) == 2 or text.startswith("-")) and is_secret_name(text.lstrip("-")):
+            if not text:
+                continue
+            if (text.startswith("-") and is_secret_name(text.lstrip("-"))) or (len(elts) == 2 and _pair_name(text)):
                 self._hide(value)
         self.generic_visit(node)
 
@@ -195,6 +197,15 @@ class _Finder(ast.NodeVisitor):
                     self.found.append(node)
             else:
                 self.visit(part)
+
+
+def _pair_name(text: str) -> bool:
+    """The first of a pair that is a credential's name (``("password", …)``); narrower than
+    :func:`is_secret_name`, as pairs are also (column, type) and (name, value) schemas: ``("token", "string")``."""
+    return text.lower().replace("-", "_").endswith(_PAIR_ENDINGS)
+
+
+_PAIR_ENDINGS = ("password", "passwd", "pwd", "secret", "api_key", "apikey", "access_key", "private_key")
 
 
 def _is_secret_target(node: ast.AST) -> bool:

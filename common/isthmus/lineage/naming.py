@@ -12,7 +12,6 @@ from urllib.parse import urlparse
 from isthmus.context import RUN_NAMESPACE
 from isthmus.lineage.backends import backend_job
 from isthmus.lineage.parent import NAMESPACE_KEY, RUN_ID_KEY, external_parent
-from isthmus.redaction import is_secret_name, looks_like_credential
 
 
 def namespace() -> str:
@@ -55,17 +54,21 @@ def step_job_name(step_run: Mapping[str, Any]) -> str:
     return name
 
 
+# Azure names a container as the URL's user (``abfss://container@account…``): there it is the name.
+_CONTAINER_USERINFO = frozenset({"abfs", "abfss", "wasb", "wasbs", "az"})
+
+
 def dataset_id(uri: str) -> tuple[str, str]:
     """(namespace, name) of an artifact by the OpenLineage naming spec: ``file`` + absolute path for
     local files, ``s3://bucket`` + key, ``gs://bucket`` + key, ``abfss://container@account`` + path,
-    ``postgres://host:port`` + path, …; credentials in the URI (``user:password@``, a token as the user)
-    are left out, and so is the query (a presigned URL's signature)."""
+    ``postgres://host:port`` + path, …; the user part of any other URL (a user, ``user:password``, a token)
+    is left out, and so is the query (a presigned URL's signature)."""
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         return "file", parsed.path or uri
     netloc = parsed.netloc
     userinfo, at, host = netloc.rpartition("@")
-    if at and (":" in userinfo or looks_like_credential(userinfo) or is_secret_name(userinfo)):
-        netloc = host  # a password, or a token as the user: credentials, never a dataset's name
+    if at and (":" in userinfo or parsed.scheme.lower() not in _CONTAINER_USERINFO):
+        netloc = host  # a user, password or token: credentials, never part of a dataset's name
     namespace = f"{parsed.scheme}://{netloc}"
     return namespace, parsed.path.lstrip("/")
