@@ -185,7 +185,7 @@ def redact_location(url: str) -> str:
     except ValueError:
         return shown
     for spelling in {password or "", urllib.parse.unquote(password or "")}:
-        if len(spelling) >= 1 and spelling != REDACTED:
+        if spelling and spelling != REDACTED:
             shown = shown.replace(f":{spelling}@", f":{REDACTED}@")
     return shown
 
@@ -528,7 +528,7 @@ def _walk(value: Any, name: str = "", scoped: bool = False) -> Iterator[tuple[_L
             if is_secret_object(v):
                 yield link, "object", v
                 continue
-            if tp.__module__.split(".", 1)[0] in _OPAQUE_MODULES:
+            if opaque_data(v):
                 continue  # arrays and frames: data, not credentials (a string column is not scanned)
         marker = (id(v), sc)
         if marker in seen:
