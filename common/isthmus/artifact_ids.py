@@ -241,29 +241,32 @@ def _hashes_with_prefix(metadata: MetadataStore, needle: str, projects: Projects
         return [str(x) for x in conn.execute(select(a.c.content_hash).where(cond).limit(2)).scalars()]
 
 
-def _unknown_name(metadata: MetadataStore, name: str, projects: Projects = None) -> RunNotFound:
+def name_hint(metadata: MetadataStore, name: str, projects: Projects = None) -> str:
+    """`` (did you mean 'make.output'?)`` when ``name`` is a step or an output name alone, else ``""``."""
+    if "." in name:
+        return ""
     link = s.step_run_artifacts
-    hint = ""
-    if "." not in name:  # perhaps the step or the output name alone: suggest STEP.OUTPUT
-        query = (
-            select(link.c.artifact_name)
-            .distinct()
-            .where(
-                or_(
-                    link.c.artifact_name.endswith("." + name, autoescape=True),  # the output name alone
-                    link.c.artifact_name.startswith(name + ".", autoescape=True),  # the step name alone
-                ),
-                link.c.role == "output",
-            )
-            .limit(3)
+    query = (
+        select(link.c.artifact_name)
+        .distinct()
+        .where(
+            or_(
+                link.c.artifact_name.endswith("." + name, autoescape=True),  # the output name alone
+                link.c.artifact_name.startswith(name + ".", autoescape=True),  # the step name alone
+            ),
+            link.c.role == "output",
         )
-        with metadata.engine.connect() as conn:
-            similar = [str(x) for x in conn.execute(_scoped(query, projects)).scalars()]
-        if similar:
-            hint = f" (did you mean {', '.join(repr(x) for x in similar)}?)"
+        .limit(3)
+    )
+    with metadata.engine.connect() as conn:
+        similar = [str(x) for x in conn.execute(_scoped(query, projects)).scalars()]
+    return f" (did you mean {', '.join(repr(x) for x in similar)}?)" if similar else ""
+
+
+def _unknown_name(metadata: MetadataStore, name: str, projects: Projects = None) -> RunNotFound:
     return RunNotFound(
-        f"no artifact named {quoted(name)}{hint}; names are STEP.OUTPUT (e.g. train.output), "
-        "see 'isthmus artifacts list'"
+        f"no artifact named {quoted(name)}{name_hint(metadata, name, projects)}; names are STEP.OUTPUT "
+        "(e.g. train.output), see 'isthmus artifacts list'"
     )
 
 
@@ -279,10 +282,40 @@ def resolve_artifact(
     skips the version number of a hash id (a scan of every version of its name) for callers that only
     need the hash. ``project``: whose ``NAME@ALIAS`` (None: ``ISTHMUS_PROJECT``, else ``default``);
     ``projects``: the versions that may be named (None: all)."""
+    found = _locate(metadata, ref, project, projects)
+    return _record(
+        metadata,
+        found.ref,
+        found.content_hash,
+        found.name,
+        version=found.version,
+        what=found.what,
+        numbered=numbered,
+        projects=projects,
+    )
+
+
+def resolve_artifact_hash(
+    metadata: MetadataStore, ref: str, *, project: str | None = None, projects: Projects = None
+) -> str:
+    """The content hash ``ref`` names, as :func:`resolve_artifact` finds it, also when that version's row
+    and object were deleted (its step runs still record it: lineage stands)."""
+    return _locate(metadata, ref, project, projects).content_hash
+
+
+@dataclass(frozen=True)
+class _Located:
+    ref: str
+    content_hash: str
+    name: str | None
+    version: VersionStats | None = None
+    what: str | None = None
+
+
+def _locate(metadata: MetadataStore, ref: str, project: str | None, projects: Projects) -> _Located:
     ref = str(ref).strip()
     if not ref or len(ref) > _NAME_LIMIT + _ALIAS_LIMIT + 1 or _BAD_TEXT.search(ref):
         raise RunNotFound(f"artifact {quoted(ref)} matches no artifact; see 'isthmus artifacts list'")
-    name: str | None = None
     if "@" in ref:
         name, alias = split_alias(ref)
         if alias == LATEST:
@@ -297,8 +330,7 @@ def resolve_artifact(
             )
         if projects is not None and not _hashes_with_prefix(metadata, target, projects):
             raise RunNotFound(f"alias {quoted(ref)} of project {owner!r} points at a version you may not see")
-        what = f"alias {quoted(ref)} points at {target[:19]}…, which"
-        return _record(metadata, ref, target, name, what=what, numbered=numbered, projects=projects)
+        return _Located(ref, target, name, what=f"alias {quoted(ref)} points at {target[:19]}…, which")
     back = _BACK.fullmatch(ref)
     if back:
         return _nth_version(metadata, ref, back.group(1), int(back.group(2)), projects)
@@ -308,23 +340,29 @@ def resolve_artifact(
         if len(found) > 1:
             raise RunNotFound(f"artifact {quoted(ref)} is ambiguous; give more characters of the hash")
         if found:
-            return _record(metadata, ref, found[0], None, numbered=numbered, projects=projects)
+            return _Located(ref, found[0], None)
         if ref.lower().startswith("blake3:") or not count_versions(metadata, ref, projects=projects):
             raise RunNotFound(f"artifact {quoted(ref)} matches no artifact; see 'isthmus artifacts list'")
     return _nth_version(metadata, ref, ref, 0, projects)
 
 
-def _nth_version(metadata: MetadataStore, ref: str, name: str, back: int, projects: Projects) -> ResolvedArtifact:
+def _nth_version(metadata: MetadataStore, ref: str, name: str, back: int, projects: Projects) -> _Located:
     found = versions_of(metadata, name, back=back, limit=1, projects=projects)
     if not found:
         total = count_versions(metadata, name, projects=projects)
         if not total:
             raise _unknown_name(metadata, name, projects)
+        kept = len(_all_versions(metadata, name, projects))
+        if not kept:
+            raise RunNotFound(
+                f"{quoted(ref)}: every version of {name} ({total}) was deleted from this store (gc); "
+                "its step runs still name the hashes: see 'isthmus runs show RUN'"
+            )
         raise RunNotFound(
-            f"{quoted(ref)}: {name} has {total} version(s), so {name}~0 … {name}~{total - 1}; "
+            f"{quoted(ref)}: {name} has {kept} version(s) in this store, so {name}~0 … {name}~{kept - 1}; "
             f"see 'isthmus artifacts list --name {name}'"
         )
-    return _record(metadata, ref, found[0].content_hash, name, version=found[0], projects=projects)
+    return _Located(ref, found[0].content_hash, name, version=found[0])
 
 
 def _record(

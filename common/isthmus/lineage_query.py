@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from isthmus.artifact_ids import name_hint, resolve_artifact_hash
 from isthmus.errors import RunNotFound
 from isthmus.governance.projects import DEFAULT
 from isthmus.governance.scope import Projects, run_visible, visible_hashes, visible_step_runs
@@ -176,8 +177,8 @@ def _quoted(ref: str) -> str:
 # -- targets ---------------------------------------------------------------------------------------
 def resolve_target(client: Client, ref: str, project: str | None = None) -> tuple[str, str]:
     """(kind, id) of what ``ref`` names: ``artifact`` (content hash or unique prefix, ``blake3:…``,
-    ``name@alias`` of ``project``), ``step_run`` (id, prefix, ``RUN:STEP``) or ``pipeline_run`` (id,
-    prefix, ``latest``, ``latest~N``). A bare prefix matching more than one kind is an error."""
+    ``NAME``, ``NAME@latest``, ``NAME~N``, ``NAME@ALIAS`` of ``project``), ``step_run`` (id, prefix,
+    ``RUN:STEP``) or ``pipeline_run`` (id, prefix, ``latest``, ``latest~N``). A bare prefix matching more than one kind is an error."""
     ref = str(ref).strip()
     meta = client.metadata
     unknown = (
@@ -191,7 +192,7 @@ def resolve_target(client: Client, ref: str, project: str | None = None) -> tupl
     if ref.lower().startswith("blake3:"):
         return "artifact", _one_artifact(client, ref.lower(), ref)
     if "@" in ref or "~" in ref:
-        return "artifact", str(meta.get_artifact(ref, project=project)["content_hash"])
+        return "artifact", resolve_artifact_hash(meta, ref, project=project)
     if ":" in ref:
         return "step_run", client.resolve_step_run(ref)
     if _HEX_ID.fullmatch(ref):
@@ -214,9 +215,11 @@ def resolve_target(client: Client, ref: str, project: str | None = None) -> tupl
         ((kind, ids),) = kinds.items()
         return kind, ids[0]
     try:
-        return "artifact", str(meta.get_artifact(ref, project=project)["content_hash"])
+        return "artifact", resolve_artifact_hash(meta, ref, project=project)
     except RunNotFound:
-        raise RunNotFound(unknown) from None
+        if "." in ref:  # an artifact name (STEP.OUTPUT): its error names the fix
+            raise
+        raise RunNotFound(unknown + name_hint(meta, ref)) from None
 
 
 def _one_artifact(client: Client, prefix: str, ref: str) -> str:

@@ -65,7 +65,9 @@ def test_artifact_ids_name_latest_back_prefix_and_alias(versions: list[str]) -> 
     )
     client.promote("make.output@production", "make.output~1")
     assert client.artifact("make.output@production").content_hash == v2
-    with pytest.raises(RunNotFound, match=r"make.output has 3 version\(s\), so make.output~0 … make.output~2"):
+    with pytest.raises(
+        RunNotFound, match=r"make.output has 3 version\(s\) in this store, so make.output~0 … make.output~2"
+    ):
         client.artifact("make.output~3")
     with pytest.raises(RunNotFound, match="no alias 'make.output@staging'"):
         client.artifact("make.output@staging")

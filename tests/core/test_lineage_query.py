@@ -75,6 +75,33 @@ def test_alias_target_and_deleted_artifacts_stay_in_the_graph() -> None:
     client.metadata.forget_artifacts([made])
     lin = client.lineage(made, direction="downstream")
     assert lin.artifacts[made].present is False and len(lin.step_runs) == 2
+    assert client.lineage("make.output@prod", direction="downstream").target == made  # the row is gone
+    code, out = invoke("lineage", "make.output")
+    assert code == 1 and "every version of make.output (1) was deleted" in out
+
+
+def test_every_artifact_id_that_artifacts_show_takes_is_a_lineage_target() -> None:
+    first = g.chain.run(n=5).steps["make"].outputs["output"].content_hash
+    second = g.chain.run(n=6).steps["make"].outputs["output"].content_hash
+    client = Client()
+    for ref, want in {
+        "make.output": second,
+        "make.output@latest": second,
+        "make.output~0": second,
+        "make.output~1": first,
+        first[7:19]: first,
+    }.items():
+        assert client.lineage(ref, direction="upstream").target == want, ref
+        assert client.artifact(ref).content_hash == want, ref
+        code, out = invoke("lineage", ref, "--json")
+        assert code == 0 and json.loads(out)["target"]["id"] == want, ref
+    for bad, says in {
+        "make.output~2": "make.output has 2 version(s) in this store",
+        "make.nope": "no artifact named 'make.nope'",
+        "make": "did you mean 'make.output'",
+    }.items():
+        code, out = invoke("lineage", bad)
+        assert code == 1 and says in out and len(out.splitlines()) == 1, (bad, out)
 
 
 def test_cli_shows_the_nearest_step_runs_of_a_wide_lineage_and_says_there_are_more() -> None:
