@@ -25,6 +25,7 @@ import base64
 import binascii
 import dataclasses
 import functools
+import io
 import json
 import math
 import os
@@ -901,6 +902,15 @@ def secret_bytes(secrets: Iterable[str]) -> tuple[bytes, ...]:
 def opaque_data(value: Any) -> bool:
     """Arrays and frames (numpy, pandas, Arrow …): data, not credentials; their bytes are not searched."""
     return type(value).__module__.split(".", 1)[0] in _OPAQUE_MODULES
+
+
+def forbidden_bytes(value: Any, secrets: Iterable[str]) -> tuple[bytes, ...]:
+    """What the stored form of input object ``value`` must not contain (``forbidden=`` of the artifact
+    store's save): the spellings of ``secrets`` — none for arrays and frames (data, not credentials) and
+    for streams (the save drains them: they are stored, as their bytes cannot be read again)."""
+    if not secrets or opaque_data(value) or isinstance(value, io.IOBase):
+        return ()
+    return secret_bytes(secrets)
 
 
 class _Scrubber:

@@ -6,7 +6,6 @@ record -> lineage hook.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -55,14 +54,13 @@ from isthmus.records import RunStatus, StepRunRecord
 from isthmus.redaction import (
     REDACTED,
     find_secret,
+    forbidden_bytes,
     is_secret_name,
     known_secrets_in,
-    opaque_data,
     redact_params,
     resolved_secrets,
     reveal_secrets,
     scrub,
-    secret_bytes,
     secret_env_values,
     secret_values,
 )
@@ -321,13 +319,9 @@ class StepRunner:
                 # would hold a secret the call knows (where the walk does not look: slots, a partial's
                 # arguments, a model's extra fields …) is not stored: it is keyed as a secret, below.
                 # (A stream is read to its end by the save: it is stored, as its bytes cannot be read again.)
-                searched = known and not opaque_data(value) and not isinstance(value, io.IOBase)
                 try:
                     inputs[name] = self.artifacts.save(
-                        value,
-                        step_name=step.name,
-                        output=f"input:{name}",
-                        forbidden=secret_bytes(known) if searched else (),
+                        value, step_name=step.name, output=f"input:{name}", forbidden=forbidden_bytes(value, known)
                     )
                     continue
                 except HoldsSecret as held:

@@ -26,13 +26,18 @@ _KINDS = ("plain", "secret_str", "secret_bytes")
 _MAX_CHARS = 100_000  # Linux refuses to start a program with one environment string over 128 KiB
 
 
-def secret_param_names(arguments: Mapping[str, Any], secrets: Iterable[str] = ()) -> set[str]:
-    """The arguments that hold a secret: secret-named ones holding text, secret types or secret-named
-    fields anywhere, and text that is or holds a secret known to the call (``secrets``), to another
-    argument (a token, a URL password) or to the environment."""
-    known = frozenset(
+def call_secrets(arguments: Mapping[str, Any], secrets: Iterable[str] = ()) -> frozenset[str]:
+    """The secrets a call knows: ``secrets`` given with it, those its arguments show (by name, type or
+    form: a token, a URL password) and the environment's."""
+    return frozenset(
         s for s in {*secrets, *secret_values(arguments, {}), *secret_env_values()} if isinstance(s, str) and len(s) >= 4
     )
+
+
+def secret_param_names(arguments: Mapping[str, Any], secrets: Iterable[str] = ()) -> set[str]:
+    """The arguments that hold a secret: secret-named ones holding text, secret types or secret-named
+    fields anywhere, and text that is or holds a secret known to the call (:func:`call_secrets`)."""
+    known = call_secrets(arguments, secrets)
     found: set[str] = set()
     for name, value in arguments.items():
         if isinstance(value, (int, float, bool)) or value is None:

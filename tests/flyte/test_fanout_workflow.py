@@ -4,6 +4,7 @@ fixed inputs stored once, and the ``isthmus_cache`` workflow input."""
 
 from __future__ import annotations
 
+import uuid
 from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Any
@@ -542,6 +543,36 @@ def test_hostile_map_indexes_and_secrets_are_refused_with_the_fix() -> None:
 
     with pytest.raises(StepDefinitionError, match="maps over secret parameter 'passwords'"):
         over.to_flyte_workflow()
+
+
+@step
+def text_length(text: str, note: str = "") -> int:
+    return len(text) + len(note)
+
+
+@pytest.mark.parametrize("where", ["mapped item", "fixed argument"])
+def test_a_value_holding_a_known_secret_is_never_stored_for_a_map_task(
+    where: str, isthmus_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The items task stores mapped values and fixed arguments as artifacts: one that holds a secret the
+    run knows (here the environment's) is refused in one line, and no artifact holds the secret."""
+    word = "env-secret-" + uuid.uuid4().hex
+    monkeypatch.setenv("WAREHOUSE_PASSWORD", word)
+    holding = f"postgresql-dsn with {word} inside"
+
+    @pipeline
+    def lengths(texts: list[str], note: str):
+        return total(text_length.partial(note=note).map(text=texts))
+
+    wf = lengths.to_flyte_workflow()
+    texts, note = (["plain", holding], "n") if where == "mapped item" else (["plain"], holding)
+    with pytest.raises(Exception, match="holds a secret") as info:
+        wf(texts=texts, note=note)
+    assert word not in str(info.value)
+    stored = [p.read_bytes() for p in isthmus_home.rglob("*") if p.is_file()]
+    assert stored and not [b for b in stored if word.encode() in b]
+    monkeypatch.delenv("WAREHOUSE_PASSWORD")
+    assert wf(texts=texts, note=note) == len("".join(texts)) + len(note) * len(texts)
 
 
 UNANNOTATED = """

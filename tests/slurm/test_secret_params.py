@@ -16,7 +16,7 @@ from pydantic import SecretBytes, SecretStr
 from isthmus.errors import IsthmusError, StepDefinitionError
 from isthmus.runner import default_runner
 from isthmus.secret_params import SECRET_PARAMS_ENV, secret_params_from_env
-from isthmus.slurm import SlurmExecutor, SlurmStepFailed
+from isthmus.slurm import SlurmExecutor, SlurmStepFailed, connect
 from tests.slurm import steps
 
 
@@ -122,6 +122,42 @@ def test_an_object_holding_a_secret_is_refused_before_any_job(client, job_home: 
     assert "step 'login_user': parameter 'login'" in str(err.value) and "SecretStr" in str(err.value)
     assert password not in str(err.value) and not jobs
     assert _files_holding([job_home], [password]) == []
+
+
+class _Slotted:
+    """An object whose secret only its stored form shows (the walk for secrets reads no slots)."""
+
+    __slots__ = ("user", "word")
+
+    def __init__(self, user: str, word: str) -> None:
+        self.user, self.word = user, word
+
+
+@pytest.mark.parametrize("how", ["another argument", "given with the call", "the environment"])
+def test_an_object_whose_stored_form_holds_a_known_secret_never_becomes_a_job_input(
+    how: str, isthmus_home: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The submitter saves non-JSON arguments as the job's input artifacts: one whose stored form holds a
+    secret the call knows (from a secret-named argument, the DAG's secrets, the environment) is refused
+    in one line before anything is stored or submitted; without a known secret, it travels as an input."""
+    word = _canary("pw")
+    ex = SlurmExecutor(connect("cli"), default_runner())
+    arguments: dict[str, object] = {"login": _Slotted("ada", word)}
+    secrets: set[str] = set()
+    if how == "another argument":
+        arguments["api_token"] = word
+    elif how == "given with the call":
+        secrets.add(word)
+    else:
+        monkeypatch.setenv("WAREHOUSE_PASSWORD", word)
+    with pytest.raises(StepDefinitionError) as err:
+        ex.split_arguments(steps.login_user, arguments, secrets)
+    message = str(err.value)
+    assert message.startswith("step 'login_user': input 'login' (_Slotted) holds a secret") and "\n" not in message
+    assert "secret-named or SecretStr parameter" in message and word not in message
+    assert _files_holding([isthmus_home], [word]) == []
+    inputs, params = ex.split_arguments(steps.login_user, {"login": _Slotted("ada", "nothing-secret-here")})
+    assert set(inputs) == {"login"} and params == {}
 
 
 def test_the_job_takes_its_secret_params_out_of_the_environment():

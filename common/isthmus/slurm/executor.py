@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from isthmus.artifacts.errors import HoldsSecret
 from isthmus.artifacts.refs import ArtifactRef, json_depth_error
 from isthmus.context import RunContext
 from isthmus.errors import StepDefinitionError
@@ -29,10 +30,16 @@ from isthmus.manifest import MANIFEST_KEY_ENV, is_authentic, job_manifest_key
 from isthmus.parameters import json_param, ref_list
 from isthmus.pinned import resolve_argument
 from isthmus.records import RunStatus
-from isthmus.redaction import is_secret_env
+from isthmus.redaction import forbidden_bytes, is_secret_env
 from isthmus.remote import ingest_manifest
 from isthmus.runner import StepResult, StepRunner, default_runner
-from isthmus.secret_params import SECRET_PARAMS_ENV, encode_secret_params, secret_param_names, secret_texts
+from isthmus.secret_params import (
+    SECRET_PARAMS_ENV,
+    call_secrets,
+    encode_secret_params,
+    secret_param_names,
+    secret_texts,
+)
 from isthmus.slurm.backends.base import SlurmClient, cancel_quietly, run_sync
 from isthmus.slurm.errors import SlurmJobRecordError, SlurmStepFailed, SlurmSubmitError
 from isthmus.slurm.lineage import emit_waiting
@@ -208,7 +215,19 @@ class SlurmExecutor:
             try:
                 params[name] = json_param(value)
             except TypeError:
-                saved = self.runner.artifacts.save(value, step_name=step.name, output=f"input:{name}")
+                try:  # an object whose stored form holds a secret the call knows is never stored
+                    saved = self.runner.artifacts.save(
+                        value,
+                        step_name=step.name,
+                        output=f"input:{name}",
+                        forbidden=forbidden_bytes(value, call_secrets(arguments, secrets)),
+                    )
+                except HoldsSecret:
+                    raise StepDefinitionError(
+                        f"step {step.name!r}: input {name!r} ({type(value).__name__}) holds a secret where only "
+                        "its stored form shows it, and a Slurm job gets secrets only as parameters: pass the "
+                        "secret as a secret-named or SecretStr parameter and build the object inside the step"
+                    ) from None
                 inputs[name] = saved.to_dict()
         return inputs, params
 

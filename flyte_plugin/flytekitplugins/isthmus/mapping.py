@@ -35,12 +35,14 @@ from typing import Any
 from flytekit.core.array_node_map_task import ArrayNodeMapTask
 from flytekit.core.interface import Interface
 
+from isthmus.artifacts.errors import HoldsSecret
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.errors import PipelineDefinitionError, StepDefinitionError
 from isthmus.graph import MappedOutput, Node, OutputHandle, Param
 from isthmus.local_run import split_items
-from isthmus.redaction import find_secret, is_secret_name
+from isthmus.redaction import find_secret, forbidden_bytes, is_secret_name
 from isthmus.runner import default_runner
+from isthmus.secret_params import call_secrets
 
 MAP_INDEX_INPUT = "isthmus_map_index"
 CACHE_INPUT = "isthmus_cache"
@@ -50,15 +52,28 @@ RESERVED_INPUTS = (MAP_INDEX_INPUT, CACHE_INPUT)
 REF_LIST = list[ArtifactRef]
 
 
-def store_parameter(value: Any, label: str) -> ArtifactRef:
-    """``value`` stored once as an artifact, its ref marked as holding a parameter (:data:`PARAM_KEY`)."""
-    found = find_secret(value, by_key=True)
+_FIX = "pass it through a secret-named pipeline parameter (password, api_token …) fixed with partial()"
+
+
+def store_parameter(value: Any, label: str, known: Iterable[str] = ()) -> ArtifactRef:
+    """``value`` stored once as an artifact, its ref marked as holding a parameter (:data:`PARAM_KEY`);
+    refused when it holds a secret, by name or type, or one of the ``known`` secrets (the pipeline's
+    secret parameters, the environment's) anywhere — also where only its stored form shows it."""
+    found = find_secret(value, known, by_key=True)
     if found is not None:
         raise StepDefinitionError(
-            f"{label} holds a secret ({found[1]} at {label}{found[0]}); isthmus never writes secrets into artifacts: "
-            "pass it through a secret-named pipeline parameter (password, api_token …) fixed with partial()"
+            f"{label} holds a secret ({found[1]} at {label}{found[0]}); isthmus never writes secrets into "
+            f"artifacts: {_FIX}"
         )
-    ref = default_runner().artifacts.save(value, step_name="flyte", output="parameter")
+    try:
+        ref = default_runner().artifacts.save(
+            value, step_name="flyte", output="parameter", forbidden=forbidden_bytes(value, known)
+        )
+    except HoldsSecret:
+        raise StepDefinitionError(
+            f"{label} ({type(value).__name__}) holds a secret in its stored form; isthmus never writes secrets "
+            f"into artifacts: {_FIX}"
+        ) from None
     return ArtifactRef(**{**_fields(ref), "metadata": {**ref.metadata, PARAM_KEY: True}})
 
 
@@ -159,6 +174,7 @@ def make_items(pipeline_name: str, graph: Any, laid: MappedNode, given: Mapping[
     node = laid.node
     artifacts = default_runner().artifacts
     where = f"pipeline {pipeline_name!r}: step {node.step.name!r}"
+    known = call_secrets(given)  # the pipeline's secret parameters and the environment's secrets
 
     def refs_of(arg: str, value: Any) -> list[ArtifactRef]:
         if isinstance(value, MappedOutput):
@@ -172,7 +188,7 @@ def make_items(pipeline_name: str, graph: Any, laid: MappedNode, given: Mapping[
             raise PipelineDefinitionError(
                 f"{where}: map({arg}=...) got {type(value).__name__}, not a list; pass a list or tuple"
             )
-        return [store_parameter(v, f"{where}: map({arg}=...)") for v in value]
+        return [store_parameter(v, f"{where}: map({arg}=...)", known) for v in value]
 
     lists: dict[str, list[ArtifactRef]] = {}
     for arg in node.mapped:
@@ -199,7 +215,7 @@ def make_items(pipeline_name: str, graph: Any, laid: MappedNode, given: Mapping[
             outputs.append(_as_ref(given[arg], graph.nodes[value.invocation].step.name, value.output))
         else:
             plain = given[arg] if isinstance(value, Param) else value
-            outputs.append(store_parameter(plain, f"{where}: argument {arg!r}"))
+            outputs.append(store_parameter(plain, f"{where}: argument {arg!r}", known))
     outputs.append(list(range(next(iter(lengths.values()), 0))))
     return tuple(outputs)
 
