@@ -905,10 +905,11 @@ def opaque_data(value: Any) -> bool:
 
 
 def forbidden_bytes(value: Any, secrets: Iterable[str]) -> tuple[bytes, ...]:
-    """What the stored form of input object ``value`` must not contain (``forbidden=`` of the artifact
-    store's save): the spellings of ``secrets`` — none for arrays and frames (data, not credentials) and
-    for streams (the save drains them: they are stored, as their bytes cannot be read again)."""
-    if not secrets or opaque_data(value) or isinstance(value, io.IOBase):
+    """What the stored form of ``value`` must not contain (``forbidden=`` of the artifact store's save):
+    the spellings of ``secrets`` — none for arrays and frames (data, not credentials), for streams (the
+    save drains them: they are stored, as their bytes cannot be read again) and for paths (a file or a
+    tree: their materializer searches the contents)."""
+    if not secrets or opaque_data(value) or isinstance(value, (io.IOBase, os.PathLike)):
         return ()
     return secret_bytes(secrets)
 

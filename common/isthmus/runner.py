@@ -566,6 +566,20 @@ class StepRunner:
         )
 
     # -- execution -------------------------------------------------------------------------------
+    def _save_output(self, step: Step[Any, Any], name: str, value: Any, secrets: frozenset[str]) -> ArtifactRef:
+        """Output ``name`` committed as an artifact; refused when its stored form holds one of ``secrets``
+        (where the search of the value does not look: slots, a partial's arguments, a pickled closure)."""
+        try:
+            return self.artifacts.save(
+                value,
+                step_name=step.name,
+                output=name,
+                materializer=step.materializers.get(name),
+                forbidden=forbidden_bytes(value, secrets),
+            )
+        except HoldsSecret:
+            raise _refused_output(step, name, "in its stored form") from None
+
     def _load_inputs(self, step: Step[Any, Any], inputs: dict[str, ArtifactRef]) -> dict[str, Any]:
         values = {}
         for name, ref in inputs.items():
@@ -612,14 +626,10 @@ class StepRunner:
                 with collecting(step.name, step.output_names, secrets) as logged:
                     result = step.invoke(call_args)
                 named = step.split_outputs(result)
+                refused = in_outputs | resolved_secrets()
                 for name, value in named.items():
-                    _refuse_secret_output(step, name, value, in_outputs | resolved_secrets())
-                refs = {
-                    name: self.artifacts.save(
-                        value, step_name=step.name, output=name, materializer=step.materializers.get(name)
-                    )
-                    for name, value in named.items()
-                }
+                    _refuse_secret_output(step, name, value, refused)
+                refs = {name: self._save_output(step, name, value, refused) for name, value in named.items()}
                 for name, extra in logged.per_output.items():
                     refs[name] = replace(refs[name], metadata={**refs[name].metadata, "logged": extra})
             except Exception as exc:
@@ -712,6 +722,14 @@ class StepRunner:
             )
 
 
+def _refused_output(step: Step[Any, Any], name: str, what: str) -> SecretValueError:
+    return SecretValueError(
+        f"step {step.name!r}: output {name!r} holds a secret ({what}); isthmus never writes secrets into "
+        "artifacts: return the value without it, and pass the secret to the steps that need it as a "
+        "parameter (stored as ***) or read it inside them"
+    )
+
+
 def _refuse_secret_output(step: Step[Any, Any], name: str, value: Any, known: frozenset[str]) -> None:
     """Raise :class:`SecretValueError` when an output holds a secret: it would be written into an artifact
     (a file anyone with the artifact root can read, and a cache entry shared across orchestrators)."""
@@ -722,11 +740,7 @@ def _refuse_secret_output(step: Step[Any, Any], name: str, value: Any, known: fr
         found = None if inside is None else (f" ({inside})", "a secret the step was given")
     if found is not None:
         where, what = found
-        raise SecretValueError(
-            f"step {step.name!r}: output {name!r} holds a secret ({what} at {name}{where}); isthmus never writes "
-            "secrets into artifacts: return the value without it, and pass the secret to the steps that need "
-            "it as a parameter (stored as ***) or read it inside them"
-        )
+        raise _refused_output(step, name, f"{what} at {name}{where}")
 
 
 def _scrubbed_failure(

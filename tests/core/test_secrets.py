@@ -428,6 +428,37 @@ def test_an_object_whose_stored_form_holds_a_known_secret_is_not_stored(isthmus_
     assert other.cache_hits == 0
 
 
+@step
+def make_client(host: str, api_token: str) -> object:
+    return _Slotted(host, api_token)
+
+
+@step
+def make_partial(host: str, password: str) -> object:
+    return functools.partial(_connect_to, host, password=password)
+
+
+def test_an_output_whose_stored_form_holds_a_given_secret_is_refused(isthmus_home: Path) -> None:
+    """Where the search of an output does not look (slots, a partial's arguments), its stored form is
+    searched for the secrets the step was given: refused in one line (no retry), nothing stored."""
+    from isthmus import StepFailed
+    from isthmus.errors import SecretValueError
+
+    for made, args in (
+        (make_client, {"host": "h", "api_token": PARAM_CANARY}),
+        (make_partial, {"host": "h", "password": PARAM_CANARY}),
+    ):
+        with pytest.raises(StepFailed) as info:
+            default_runner().run(made, args)
+        message = str(info.value)
+        assert f"step {made.name!r}" in message and "output 'output' holds a secret (in its stored form)" in message
+        assert isinstance(info.value.__cause__, SecretValueError) or "SecretValueError" in message
+        assert PARAM_CANARY not in message and "\n" not in message
+    assert PARAM_CANARY.encode() not in _all_bytes(isthmus_home)
+    plain = default_runner().run(make_client, {"host": "h", "api_token": "x"})  # too short to be searched for
+    assert plain.outputs["output"].python_type.endswith("_Slotted")
+
+
 def test_an_object_without_a_known_secret_is_still_an_input_artifact(isthmus_home: Path) -> None:
     @pipeline
     def plain(password: str):
