@@ -406,3 +406,33 @@ def test_a_store_from_revision_0005_keeps_its_aliases_in_the_default_project(sto
             )
     finally:
         store.dispose()
+
+
+@step
+def greet(text: str) -> int:
+    return len(text)
+
+
+@pipeline
+def greeting(text: str = "hi"):
+    return greet(text)
+
+
+def test_recorded_text_never_reaches_the_terminal_as_control_characters(versions: list[str]) -> None:
+    """A parameter, an alias reason or an id holding terminal controls (a window title, a colour, a screen
+    clear, a carriage return) is printed as escapes by every command, never as the controls themselves."""
+    hostile = "b\x1b]0;PWNED\x07\x1b[31mred\x1b[2J\rover\x9b"
+    greeting.run(text="a")
+    greeting.run(text=hostile)
+    assert invoke("artifacts", "alias", "make.output@prod", versions[0], "--reason", hostile)[0] == 0
+    outputs = [
+        invoke("why", "latest:greet"),
+        invoke("runs", "show", "latest"),
+        invoke("diff", "--last", "greeting"),
+        invoke("artifacts", "history", "make.output@prod"),
+        invoke("artifacts", "show", hostile),
+        invoke("rerun", hostile),
+    ]
+    for _code, out in outputs:
+        assert not any(c in out for c in "\x1b\x07\r\x9b"), out
+    assert all("\\x1b" in out for _, out in outputs), outputs

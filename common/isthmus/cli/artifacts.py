@@ -6,8 +6,6 @@ Artifact ids everywhere: a hash or unique prefix, ``NAME`` (= ``NAME@latest``), 
 from __future__ import annotations
 
 import json
-import sys
-from typing import NoReturn
 
 import click
 from rich.markup import escape
@@ -15,6 +13,7 @@ from rich.markup import escape
 from isthmus.aliases import AliasChange
 from isthmus.cli.commands import argument, command, group, json_option
 from isthmus.cli.render import console, dump_json, short, table, when
+from isthmus.cli.shared import fail as _fail
 from isthmus.client import Client
 from isthmus.errors import IsthmusError
 from isthmus.governance.projects import alias_project
@@ -26,14 +25,6 @@ project_option = click.option(
     "--project", help="The project the alias belongs to (default: ISTHMUS_PROJECT, else 'default')."
 )
 _IDS = "a hash or unique prefix, NAME (its newest version), NAME@ALIAS, NAME@latest or NAME~N"
-
-
-def _fail(message: str) -> NoReturn:
-    """One plain line on stderr (ids may be hostile: no markup, no wrapping), exit 1."""
-    text = " ".join(str(message).split())
-    prefix = click.style("error:", fg="red") if sys.stderr.isatty() else "error:"
-    click.echo(f"{prefix} {text}", err=True)
-    raise click.exceptions.Exit(1)
 
 
 def _size(n: int | None) -> str:

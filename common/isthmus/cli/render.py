@@ -4,16 +4,36 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from isthmus.records import RunStatus
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
+# C0 controls but newline and tab, DEL and C1 controls: recorded text (a parameter, an alias reason, an
+# error) printed to a terminal must not move the cursor, retitle the window or hide what follows
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each terminal control character shown as an escape (``\\x1b``), never sent as one."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class _Console(Console):
+    """Every string it prints (arguments, table cells) goes through :func:`printable` first; rich's own
+    styles are added after, so colours still work."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(printable(text), **kwargs)
+
+
+console = _Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 
 
 def short(value: str | None, n: int = 8) -> str:

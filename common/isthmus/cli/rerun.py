@@ -3,15 +3,15 @@ function, called here with its recorded inputs). Listed on the app by :mod:`isth
 
 from __future__ import annotations
 
-import sys
 import traceback
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
 
 from isthmus.cli.commands import argument, command, json_option
 from isthmus.cli.render import console, dump_json, short
+from isthmus.cli.shared import fail as _fail
 from isthmus.client import Client
 from isthmus.errors import IsthmusError, StepFailed
 from isthmus.recorded_params import ENV_PREFIX, parse_param_options
@@ -24,13 +24,6 @@ param_option = click.option(
     multiple=True,
     help=f"NAME=VALUE (JSON or text) over the recorded parameters; needed for secrets (or {ENV_PREFIX}NAME).",
 )
-
-
-def _fail(message: str) -> NoReturn:
-    """One plain line on stderr (no markup, no wrapping: messages quote ids and paths), exit 1."""
-    prefix = click.style("error:", fg="red") if sys.stderr.isatty() else "error:"
-    click.echo(f"{prefix} {' '.join(str(message).split())}", err=True)
-    raise click.exceptions.Exit(1)
 
 
 @command("rerun")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from isthmus import defaults
+from isthmus.cli.render import printable
 from isthmus.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 def error_line(message: str) -> None:
     """One plain line on stderr (no markup, no wrapping: messages hold URLs, brackets and long paths)."""
-    text = " ".join(str(message).split())
+    text = printable(" ".join(str(message).split()))  # ids may be hostile: no terminal controls
     prefix = click.style("error:", fg="red") if sys.stderr.isatty() else "error:"
     click.echo(f"{prefix} {text}", err=True)
 
