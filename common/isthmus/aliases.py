@@ -7,6 +7,8 @@ Each change of an alias is a row of ``artifact_alias_history``: from, to, who (t
   name (``train.output@production`` at ``ingest``'s DataFrame) is refused unless ``force``.
 - :func:`rollback` moves an alias back to its previous target. The history is read as a stack: a promote
   pushes its target, a rollback pops back to its own, so rolling back twice goes two targets back.
+  ``to=`` picks the target instead: a version of the name, or any target the alias ever had (a forced one
+  included, also after a rollback stepped off it) — the history is its own permission.
 
 An alias belongs to a project: ``train.output@production`` of ``team-a`` and of ``team-b`` are two aliases
 that never move each other. The project is ``project=``, else ``ISTHMUS_PROJECT``, else ``default``.
@@ -171,19 +173,28 @@ def rollback(
         target = resolve_artifact(metadata, stack[-2], numbered=False, projects=projects)
     else:
         target = resolve_artifact(metadata, to, numbered=False, project=owner, projects=projects)
-        if target.content_hash not in stack:
-            _check_version_of(metadata, name, alias, target, to)
+        earlier = {current, *(c.to_hash for c in history), *(c.from_hash for c in history if c.from_hash)}
+        if target.content_hash not in earlier and not is_version_of(metadata, name, target.content_hash):
+            raise AliasRefused(
+                f"refusing to roll {name}@{alias} back to {quoted(to)} ({target.content_hash[:19]}…, "
+                f"{_names(target)}): it is not a version of {name} nor an earlier target of {name}@{alias}; "
+                f"list those with 'isthmus artifacts list --name {name}' and 'isthmus artifacts history "
+                f"{name}@{alias}' (to point it there anyway: 'isthmus artifacts alias {name}@{alias} VERSION --force')"
+            )
         if target.content_hash == current:
             raise AliasRefused(f"{name}@{alias} already points at {current[:19]}… ({quoted(to)})")
     return _write(metadata, owner, name, alias, target, current, ROLLBACK, reason=reason, force=False, via=via)
 
 
+def _names(target: ResolvedArtifact) -> str:
+    return f"a version of {', '.join(target.names)}" if target.names else "produced under no name"
+
+
 def _check_version_of(metadata: MetadataStore, name: str, alias: str, target: ResolvedArtifact, given: str) -> None:
     if is_version_of(metadata, name, target.content_hash):
         return
-    of = f"a version of {', '.join(target.names)}" if target.names else "produced under no name"
     raise AliasRefused(
-        f"refusing to point {name}@{alias} at {quoted(given)} ({target.content_hash[:19]}…, {of}): it is not a "
+        f"refusing to point {name}@{alias} at {quoted(given)} ({target.content_hash[:19]}…, {_names(target)}): it is not a "
         f"version of {name}; list those with 'isthmus artifacts list --name {name}', or pass --force"
     )
 
