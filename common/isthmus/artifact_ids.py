@@ -48,14 +48,16 @@ def quoted(text: str) -> str:
 
 @dataclass(frozen=True)
 class VersionStats:
-    """One version of an artifact name: its hash, its number (1 = the first produced) out of ``total``,
-    and when it was first and last produced under that name."""
+    """One version of an artifact name: its hash, its number (1 = the oldest still stored) out of
+    ``total`` stored, when it was first and last produced under that name, and how many other versions
+    of the name were deleted from the store (gc) — numbers and ``NAME~N`` count stored versions only."""
 
     content_hash: str
     number: int
     total: int
     first_produced: dt.datetime
     last_produced: dt.datetime
+    deleted: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class ResolvedArtifact:
     created_at: dt.datetime | None
     producer_step_run_id: str | None
     names: list[str] = field(default_factory=list)  # every name it was produced under
+    deleted_versions: int | None = None  # other versions of ``name`` deleted from the store (gc)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +90,8 @@ def split_alias(text: str) -> tuple[str, str]:
         raise RunNotFound(f"{quoted(text)} is not NAME@ALIAS (e.g. train.output@production)")
     if _BAD_TEXT.search(name) or _BAD_TEXT.search(alias) or "@" in name:
         raise RunNotFound(f"{quoted(text)}: names and aliases hold no spaces, control characters or a second '@'")
+    if any(c in alias for c in "~:"):  # NAME~N and RUN:STEP are other ids: an alias never reads like one
+        raise RunNotFound(f"{quoted(text)}: an alias holds no '~' or ':' (e.g. {name}@production)")
     return name, alias
 
 
@@ -113,9 +118,10 @@ def versions_of(
     Versions are ordered by when their content was first stored (``artifacts.created_at``). The newest few
     are found by walking the newest artifacts (by index) and keeping this name's; only a deep ``~N``, a
     rarely produced name or a hash's number scans every version of the name (its covering index)."""
-    total = count_versions(metadata, name, projects=projects)
-    if not total:
+    produced = count_versions(metadata, name, projects=projects)
+    if not produced:
         return []
+    total = count_versions(metadata, name, projects=projects, stored=True)
     hashes: list[str] | None = None
     if content_hash is not None:  # a recent version's number comes from the walk too
         walked = _walk_newest(metadata, name, 0, projects)
@@ -130,7 +136,8 @@ def versions_of(
     else:
         chosen = list(enumerate(hashes))[back : None if limit is None else back + limit]
     times = _produced(metadata, name, [h for _, h in chosen])
-    return [VersionStats(h, total - i, total, *times[h]) for i, h in chosen if h in times]
+    deleted = max(produced - total, 0)
+    return [VersionStats(h, total - i, total, *times[h], deleted=deleted) for i, h in chosen if h in times]
 
 
 def _walk_newest(metadata: MetadataStore, name: str, want: int, projects: Projects = None) -> list[str] | None:
@@ -184,12 +191,15 @@ def _produced(metadata: MetadataStore, name: str, hashes: list[str]) -> dict[str
     return out
 
 
-def count_versions(metadata: MetadataStore, name: str, *, projects: Projects = None) -> int:
-    """How many versions artifact ``name`` was produced in (from the artifact-name index alone)."""
-    link = s.step_run_artifacts
+def count_versions(metadata: MetadataStore, name: str, *, projects: Projects = None, stored: bool = False) -> int:
+    """How many versions artifact ``name`` was produced in (from the artifact-name index alone); with
+    ``stored``, only those whose artifact is still recorded (not deleted by gc)."""
+    link, a = s.step_run_artifacts, s.artifacts
     query = select(func.count(distinct(link.c.content_hash))).where(
         link.c.artifact_name == name, link.c.role == "output"
     )
+    if stored:
+        query = query.select_from(link.join(a, a.c.content_hash == link.c.content_hash))
     with metadata.engine.connect() as conn:
         return int(conn.execute(_scoped(query, projects)).scalar() or 0)
 
@@ -352,14 +362,16 @@ def _nth_version(metadata: MetadataStore, ref: str, name: str, back: int, projec
         total = count_versions(metadata, name, projects=projects)
         if not total:
             raise _unknown_name(metadata, name, projects)
-        kept = len(_all_versions(metadata, name, projects))
+        kept = count_versions(metadata, name, projects=projects, stored=True)
         if not kept:
             raise RunNotFound(
                 f"{quoted(ref)}: every version of {name} ({total}) was deleted from this store (gc); "
                 "its step runs still name the hashes: see 'isthmus runs show RUN'"
             )
+        gone = f" ({total - kept} more deleted by gc)" if total > kept else ""
+        ids = f"{name}~0 … {name}~{kept - 1}" if kept > 1 else f"only {name}~0"
         raise RunNotFound(
-            f"{quoted(ref)}: {name} has {kept} version(s) in this store, so {name}~0 … {name}~{kept - 1}; "
+            f"{quoted(ref)}: {name} has {kept} version(s) in this store{gone}, so {ids}; "
             f"see 'isthmus artifacts list --name {name}'"
         )
     return _Located(ref, found[0].content_hash, name, version=found[0])
@@ -405,6 +417,7 @@ def _record(
             row["producer_step_run_id"]
         ),
         names=names,
+        deleted_versions=version.deleted if version else None,
     )
 
 
@@ -435,19 +448,25 @@ def list_versions(
     a, link, al = s.artifacts, s.step_run_artifacts, s.artifact_aliases
     home = alias_project(home)
     pairs: list[tuple[str, str, VersionStats | None, int | None]] = []
+    totals: dict[str, int] = {}  # stored versions of each name listed without ``name``
     if name is not None:
         for offset, v in enumerate(versions_of(metadata, name, limit=max(limit, 0), projects=projects)):
             pairs.append((name, v.content_hash, v, offset))
     else:
-        newest_query = select(a.c.content_hash).order_by(a.c.created_at.desc()).limit(limit)
+        # newest first in the order versions are numbered in: each name's rows here are its newest
+        # versions, in order, so the k-th row of a name is NAME~k (an id naming exactly that version)
+        newest_query = select(a.c.content_hash).order_by(a.c.created_at.desc(), a.c.content_hash.desc()).limit(limit)
         if projects is not None:  # the newest visible: the created_at index, each checked by its links
             newest_query = newest_query.where(hash_in(a.c.content_hash, projects))
+        seen: dict[str, int] = {}
         with metadata.engine.connect() as conn:
             newest = conn.execute(newest_query).scalars()
             for content_hash in list(newest):  # by the created_at index, then the content-hash index
                 for n in names_of(metadata, content_hash) or [""]:
-                    pairs.append((n, content_hash, None, None))
+                    k = seen[n] = seen.get(n, -1) + 1
+                    pairs.append((n, content_hash, None, k if n else None))
         pairs = pairs[:limit]
+        totals = {n: count_versions(metadata, n, projects=projects, stored=True) for n in seen if n}
     hashes = sorted({h for _, h, _, _ in pairs})
     records: dict[str, dict[str, Any]] = {}
     used: dict[str, int] = {}
@@ -479,7 +498,7 @@ def list_versions(
         rows.append(
             {
                 "name": n or None,
-                "version": stats.number if stats else None,
+                "version": stats.number if stats else (totals[n] - back if n in totals and back is not None else None),
                 "id": (f"{n}~{back}" if back else n) if back is not None else None,
                 **record,
                 "first_produced": stats.first_produced if stats else record["created_at"],

@@ -178,7 +178,8 @@ def _quoted(ref: str) -> str:
 def resolve_target(client: Client, ref: str, project: str | None = None) -> tuple[str, str]:
     """(kind, id) of what ``ref`` names: ``artifact`` (content hash or unique prefix, ``blake3:…``,
     ``NAME``, ``NAME@latest``, ``NAME~N``, ``NAME@ALIAS`` of ``project``), ``step_run`` (id, prefix,
-    ``RUN:STEP``) or ``pipeline_run`` (id, prefix, ``latest``, ``latest~N``). A bare prefix matching more than one kind is an error."""
+    ``RUN:STEP``, ``latest~N:STEP``) or ``pipeline_run`` (id, prefix, ``latest``, ``latest~N``). A bare
+    prefix matching more than one kind is an error."""
     ref = str(ref).strip()
     meta = client.metadata
     unknown = (
@@ -191,6 +192,9 @@ def resolve_target(client: Client, ref: str, project: str | None = None) -> tupl
         return "pipeline_run", client.resolve_run(ref)
     if ref.lower().startswith("blake3:"):
         return "artifact", _one_artifact(client, ref.lower(), ref)
+    run_part = ref.split(":", 1)[0]
+    if ":" in ref and (_LATEST.fullmatch(run_part) or _HEX_ID.fullmatch(run_part)):  # RUN:STEP, latest~1:STEP
+        return "step_run", client.resolve_step_run(ref)
     if "@" in ref or "~" in ref:
         return "artifact", resolve_artifact_hash(meta, ref, project=project)
     if ":" in ref:
@@ -200,9 +204,7 @@ def resolve_target(client: Client, ref: str, project: str | None = None) -> tupl
         found = {
             "pipeline_run": meta.find_pipeline_runs(prefix),
             "step_run": [str(x["id"]) for x in meta.find_step_runs(prefix, limit=2)],
-            "artifact": []
-            if "-" in prefix
-            else [str(x["content_hash"]) for x in meta.find_artifacts(f"blake3:{prefix}")],
+            "artifact": [] if "-" in prefix else _artifacts_starting(meta, prefix),
         }
         kinds = {k: v for k, v in found.items() if v}
         if not kinds:
@@ -220,6 +222,15 @@ def resolve_target(client: Client, ref: str, project: str | None = None) -> tupl
         if "." in ref:  # an artifact name (STEP.OUTPUT): its error names the fix
             raise
         raise RunNotFound(unknown + name_hint(meta, ref)) from None
+
+
+def _artifacts_starting(meta: Any, prefix: str) -> list[str]:
+    """The content hashes starting ``blake3:prefix``; a whole hex digest also when only step runs
+    record it (its object and row deleted by gc: its lineage still stands)."""
+    found = [str(x["content_hash"]) for x in meta.find_artifacts(f"blake3:{prefix}")]
+    if not found and len(prefix) == 64 and meta.links_of_hashes([f"blake3:{prefix}"], "output", limit=1):
+        found = [f"blake3:{prefix}"]
+    return found
 
 
 def _one_artifact(client: Client, prefix: str, ref: str) -> str:

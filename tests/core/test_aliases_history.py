@@ -436,3 +436,22 @@ def test_recorded_text_never_reaches_the_terminal_as_control_characters(versions
     for _code, out in outputs:
         assert not any(c in out for c in "\x1b\x07\r\x9b"), out
     assert all("\\x1b" in out for _, out in outputs), outputs
+
+
+def test_artifacts_list_ids_name_exactly_the_version_of_their_row(versions: list[str]) -> None:
+    """Without --name, each row's id (NAME, NAME~1, …) and version number name that row's version, as
+    ``artifacts show`` resolves them; an empty listing says what was looked for."""
+    client = Client()
+    rows = client.artifact_versions(limit=50)
+    made = [r for r in rows if r["name"] == "make.output"]
+    assert [r["content_hash"] for r in made] == versions[::-1]
+    assert [r["id"] for r in made] == ["make.output", "make.output~1", "make.output~2"]
+    for r in rows:
+        shown = client.artifact(r["id"])
+        assert (shown.content_hash, shown.number) == (r["content_hash"], r["version"]), r["id"]
+    code, out = invoke("artifacts", "list", "--name", "nosuch.output")
+    assert code == 0 and "no versions of 'nosuch.output' recorded" in out
+    code, out = invoke("artifacts", "history", "make.output@nosuch", "--json")
+    assert code == 1 and "has never been set" in out
+    code, out = invoke("artifacts", "alias", "make.output@~1", versions[0])
+    assert code == 1 and "an alias holds no '~' or ':'" in out

@@ -119,3 +119,29 @@ def test_cli_shows_the_nearest_step_runs_of_a_wide_lineage_and_says_there_are_mo
     assert data["truncated"] is True and len(data["step_runs"]) == 2
     code, out = invoke("lineage", made, "--limit", "0")
     assert code == 2 and "Traceback" not in out
+
+
+def test_run_step_ids_full_hashes_and_numbers_after_gc() -> None:
+    """``latest~1:STEP`` is a step run (not an artifact name), a whole hex digest names an artifact whose
+    row gc deleted, and version numbers and ``NAME~N`` count the versions still stored, saying how many
+    more were deleted."""
+    runs = [g.chain.run(n=n) for n in (3, 4, 5)]
+    hashes = [r.steps["make"].outputs["output"].content_hash for r in runs]
+    client = Client()
+    code, out = invoke("lineage", "latest~1:make", "--json")
+    assert code == 0 and json.loads(out)["target"]["id"] == runs[1].steps["make"].step_run_id
+    client.metadata.forget_artifacts([hashes[1]])  # the middle version, as gc deletes it
+    hex_digest = hashes[1].split(":", 1)[1]
+    assert client.lineage(hex_digest).target == hashes[1]
+    assert client.lineage(hex_digest.upper()[:64]).target == hashes[1]
+    oldest = client.artifact("make.output~1")
+    assert oldest.content_hash == hashes[0] and (oldest.number, oldest.versions, oldest.deleted_versions) == (1, 2, 1)
+    code, out = invoke("artifacts", "show", "make.output~1")
+    assert code == 0 and "version 1 of 2 stored (1 more deleted by gc)" in out
+    code, out = invoke("lineage", "make.output~2")
+    assert code == 1 and "make.output has 2 version(s) in this store (1 more deleted by gc)" in out
+    code, out = invoke("runs", "show", "latest~99999999999999999999")
+    assert code == 1 and out.startswith("error: there is no run 'latest~99999999999999999999'")
+    assert len(out.splitlines()) == 1
+    code, out = invoke("runs", "show", runs[0].id[:8].upper())
+    assert code == 0 and runs[0].id in out

@@ -53,12 +53,20 @@ def _change_line(c: AliasChange) -> str:
 def artifacts_list(name: str | None, limit: int, by_run: bool, project: str | None, as_json: bool) -> None:
     """Artifact versions, newest first, with how many step runs used each (as input or output), and the
     aliases of the project pointing at them."""
+    client = Client()
     try:
-        rows = Client().artifact_versions(name=name, limit=limit, by_run=by_run, project=project)
+        rows = client.artifact_versions(name=name, limit=limit, by_run=by_run, project=project)
     except IsthmusError as exc:
         _fail(str(exc))
     if as_json:
         dump_json(rows)
+        return
+    if not rows:  # an empty table says nothing: say what was looked for
+        from isthmus.artifact_ids import name_hint
+
+        hint = name_hint(client.metadata, name) if name else ""
+        what = f"no versions of {name!r}" if name else "no artifacts"
+        console.print(f"{what} recorded in this store{hint}; see 'isthmus artifacts list'", markup=False)
         return
     if by_run:
         t = table("Artifacts by step run", ["name", "hash", "type", "materializer", "size", "run", "produced"])
@@ -106,6 +114,8 @@ def artifacts_show(ref: str, project: str | None, as_json: bool) -> None:
         dump_json({"artifact": a.to_dict(), "producer": producer})
         return
     version = f"version {a.number} of {a.versions}" if a.number else "-"
+    if a.number and a.deleted_versions:
+        version += f" stored ({a.deleted_versions} more deleted by gc)"
     lines = [
         ("content_hash", a.content_hash),
         ("name", ", ".join(a.names) or "-"),
@@ -186,15 +196,15 @@ def artifacts_history(alias: str, project: str | None, as_json: bool) -> None:
         changes = Client().alias_history(alias, project=owner)
     except IsthmusError as exc:
         _fail(str(exc))
-    if as_json:
-        dump_json([c.to_dict() for c in changes])
-        return
-    if not changes:
+    if not changes:  # the same answer for people and scripts: an error, not an empty history
         flag = "" if owner == alias_project() else f" --project {owner}"
         _fail(
             f"{alias!r} has never been set in project {owner!r}; set it with "
             f"'isthmus artifacts alias {alias} VERSION{flag}'"
         )
+    if as_json:
+        dump_json([c.to_dict() for c in changes])
+        return
     t = table(
         f"History of {escape(alias)} ({escape(owner)})", ["when", "action", "from", "to", "who", "where", "reason"]
     )

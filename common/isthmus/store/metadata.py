@@ -777,8 +777,11 @@ class MetadataStore:
         # preserve_rowcount: SQLAlchemy reports rowcount -1 for an INSERT on psycopg unless asked to keep it.
         return self._insert_ignore(s.cache_leases, ["cache_key"]).execution_options(preserve_rowcount=True)
 
-    def _abort_holder_run(self, conn: Connection | DirectConnection, holder: str, *, expired: bool) -> str | None:
-        """Mark the RUNNING step run of a dead (or silent) lease holder ABORTED; its id, if one was marked."""
+    def _abort_holder_run(
+        self, conn: Connection | DirectConnection, holder: str, *, expired: bool, by: str | None = None
+    ) -> str | None:
+        """Mark the RUNNING step run of a dead (or silent) lease holder ABORTED; its id, if one was marked.
+        ``by``: the command that marks it (None: another run that took the step over)."""
         parsed = LeaseHolder.parse(holder)
         if parsed is None:
             return None
@@ -786,26 +789,28 @@ class MetadataStore:
             why = "its lease expired (the process stopped renewing it: killed, frozen or cut off from the store)"
         else:
             why = f"its process (pid {parsed.pid} on {parsed.host}) is gone"
-        error = f"aborted: {why}; another run took the step over"
+        error = f"aborted: {why}; " + (f"marked by {by}" if by else "another run took the step over")
         done = conn.execute(_ABORT_RUNNING, {"_id": parsed.step_run_id, "_error": error, "_now": utcnow()})
         return parsed.step_run_id if done.rowcount else None
 
-    def abort_dead_holders(self) -> list[str]:
+    def abort_dead_holders(self, by: str | None = None) -> list[str]:
         """Drop leases whose holder is dead or expired and mark their RUNNING step runs ABORTED (what
-        ``isthmus cache prune`` does for runs nobody retried). Returns the step run ids marked."""
+        ``isthmus cache prune`` and ``isthmus gc`` do for runs nobody retried); ``by`` names the command in
+        the step run's error. Returns the step run ids marked."""
         lease = s.cache_leases
         with self._read() as conn:
             rows = conn.execute(select(lease.c.cache_key, lease.c.holder, lease.c.expires_at)).all()
         now = time.time()
         marked: list[str] = []
         for key, holder, expires_at in rows:
-            expired = expires_at < now
-            if not expired and not holder_is_dead(holder):
+            dead = holder_is_dead(holder)
+            if not dead and expires_at >= now:
                 continue
+            expired = not dead  # a dead process's lease may also have expired: its death is what happened
 
             def work(conn: Connection, key: str = key, holder: str = holder, expired: bool = expired) -> None:
                 if conn.execute(_RELEASE_LEASE, {"_key": key, "_holder": holder}).rowcount:
-                    run_id = self._abort_holder_run(conn, holder, expired=expired)
+                    run_id = self._abort_holder_run(conn, holder, expired=expired, by=by)
                     if run_id:
                         marked.append(run_id)
 
@@ -865,13 +870,19 @@ class MetadataStore:
         with self._read() as conn:
             if m:
                 offset = int(m.group(1) or 0)
-                row = conn.execute(select(p.c.id).order_by(p.c.started_at.desc()).offset(offset).limit(1)).first()
+                row = None
+                if offset < 2**62:  # beyond any store (and beyond what the database takes as an integer)
+                    query = select(p.c.id).order_by(p.c.started_at.desc()).offset(offset).limit(1)
+                    row = conn.execute(query).first()
                 if not row:
                     raise RunNotFound(f"there is no run {ref!r}: only {self.count_runs()} run(s) recorded")
                 return str(row[0])
-            prefix = ref.strip()
-            query = select(p.c.id).where(self._prefix(p.c.id, prefix)).order_by(p.c.id).limit(2)
-            rows = [row for row in conn.execute(query).all() if str(row[0]).startswith(prefix)]
+            rows = []
+            for prefix in dict.fromkeys([ref.strip(), ref.strip().lower()]):  # a hex id typed in capitals too
+                query = select(p.c.id).where(self._prefix(p.c.id, prefix)).order_by(p.c.id).limit(2)
+                rows = [row for row in conn.execute(query).all() if str(row[0]).startswith(prefix)]
+                if rows:
+                    break
         if not rows:
             raise RunNotFound(f"no pipeline run matches {ref!r}; see 'isthmus runs list' for run ids")
         if len(rows) > 1:
