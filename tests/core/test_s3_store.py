@@ -120,9 +120,10 @@ def test_concurrent_writers_of_the_same_content_agree(
 ) -> None:
     bucket = s3_server.new_bucket()
     root, go = f"s3://{bucket}/root", tmp_path / "go"
+    writer = _writer(tmp_path)  # written once: rewriting it while a started writer reads it gives it an empty script
     procs = [
         subprocess.Popen(
-            [sys.executable, str(_writer(tmp_path)), "race", root, str(tmp_path / f"cache-{i}"), str(go)],
+            [sys.executable, str(writer), "race", root, str(tmp_path / f"cache-{i}"), str(go)],
             env=_env(s3_server),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
