@@ -15,7 +15,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def write_module(directory: Path, name: str, source: str) -> Path:
+    """Write ``name.py``; an edit is what the next process runs: its old ``.pyc`` is removed (Python
+    would load it for an edit within the same second at the same size, as ``x * 2`` -> ``x * 3``; isthmus
+    then keys that process's run as unique to it, a miss, which is not the edit a test means)."""
     path = directory / f"{name}.py"
+    for stale in (directory / "__pycache__").glob(f"{name}.*.pyc"):
+        stale.unlink(missing_ok=True)
     path.write_text(textwrap.dedent(source))
     return path
 
