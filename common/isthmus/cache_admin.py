@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from isthmus.artifacts.errors import InvalidArtifactRef
 from isthmus.artifacts.refs import ArtifactRef
+from isthmus.run_closing import abort_dead_processes
 from isthmus.store.metadata import MetadataStore
 
 if TYPE_CHECKING:
@@ -19,9 +20,12 @@ def prune(
 ) -> dict[str, int]:
     """Clean the cache; objects younger than ``grace`` seconds are never deleted (they may be in flight).
     Step runs left RUNNING by a dead process (its lease expired, or its pid is gone on this host) are
-    marked ABORTED and their leases dropped."""
+    marked ABORTED and their leases dropped; the local pipeline runs such a process drove are closed
+    (:func:`isthmus.run_closing.abort_dead_processes`)."""
+    dead = abort_dead_processes(meta, by="isthmus cache prune")
     report = {
-        "aborted": len(meta.abort_dead_holders()),
+        "aborted": len(dead.aborted),
+        "runs_closed": len(dead.closed),
         "expired": meta.prune_expired(time.time()),
         "missing": 0,
         "tmp": artifacts.clean_tmp(grace),

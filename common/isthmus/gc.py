@@ -24,10 +24,13 @@ Writer marks (empty files) stay: a mark vouches for bytes present or not, and re
 writer. The ``artifacts`` rows of deleted objects are removed; a later lookup of a cache entry that names
 them finds the object missing and recomputes (the runner checks every object before a hit).
 
-Housekeeping done on the way (not in a dry run): expired cache entries are dropped, step runs left
-RUNNING by dead processes are marked ABORTED (:meth:`MetadataStore.abort_dead_holders`), abandoned
-``.part`` files are removed (dead writers' at once, others after ``grace``), and read-only loaded copies
-under ``$ISTHMUS_HOME/files`` whose artifact is gone are removed.
+Housekeeping done on the way: expired cache entries are dropped; step runs left RUNNING by dead
+processes are marked ABORTED, and the local pipeline runs those processes drove are closed ABORTED once
+none of their step runs is open (:func:`isthmus.run_closing.abort_dead_processes`: only a provably dead
+process counts, never a live run); abandoned partial writes are removed (dead writers' at once, others
+after ``grace``; their bytes count in ``bytes_freed``); read-only loaded copies under
+``$ISTHMUS_HOME/files`` whose artifact is gone are removed. A dry run counts all of it without acting,
+except the loaded copies (which go depends on what is deleted).
 """
 
 from __future__ import annotations
@@ -39,10 +42,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import func, select
+
 from isthmus.artifacts import safefs, tmpfiles
 from isthmus.artifacts.errors import InvalidArtifactRef
 from isthmus.artifacts.refs import check_content_hash
 from isthmus.config import get_settings
+from isthmus.run_closing import abort_dead_processes
+from isthmus.store import schema as s
 from isthmus.store.metadata import MetadataStore, RetentionPlan
 
 if TYPE_CHECKING:
@@ -56,9 +63,12 @@ DRY_RUN_LISTING = 100
 
 @dataclass
 class GcReport:
-    """What gc did (or, with ``dry_run``, would do). Counts the dry run cannot know without acting
-    (partial writes, loaded copies, dead processes) are None there; a dry run lists only the first
-    artifacts that would go in ``deleted`` (``listed_all`` False when there are more)."""
+    """What gc did (or, with ``dry_run``, would do). ``bytes_freed`` is the size of the artifact objects,
+    unrecorded objects and partial writes removed (``part_bytes``: the partial writes' share); loaded copies
+    are counted, not sized, and a dry run leaves their count None (which go depends on what is deleted).
+    ``aborted``: step runs of dead processes marked ABORTED; ``closed_runs``: the pipeline runs they drove,
+    closed ABORTED. A dry run lists only the first artifacts that would go in ``deleted`` (``listed_all``
+    False when there are more)."""
 
     dry_run: bool
     runs: int = 0
@@ -70,8 +80,11 @@ class GcReport:
     cache_entries_dropped: int = 0
     expired_entries: int | None = None
     parts_removed: int | None = None
+    part_bytes: int | None = None
     copies_removed: int | None = None
     aborted: int | None = None
+    runs_closed: int | None = None
+    closed_runs: list[str] = field(default_factory=list)
     alias_history: bool = False
     deleted: list[str] = field(default_factory=list)
     listed_all: bool = True
@@ -124,9 +137,10 @@ def collect_garbage(
     if grace < 0:
         raise ValueError(f"grace={grace} is negative; give seconds (default {DEFAULT_GRACE:.0f})")
     report = GcReport(dry_run=dry_run)
-    if not dry_run:
-        report.aborted = len(meta.abort_dead_holders())
-        report.expired_entries = meta.prune_expired(time.time())
+    dead = abort_dead_processes(meta, by="isthmus gc", dry_run=dry_run)
+    report.aborted, report.runs_closed = len(dead.aborted), len(dead.closed)
+    report.closed_runs = [c.run_id for c in dead.closed]
+    report.expired_entries = _expired_entries(meta, time.time()) if dry_run else meta.prune_expired(time.time())
     if dry_run:
         now = time.time()
         summary = meta.retention_summary(
@@ -136,8 +150,11 @@ def collect_garbage(
         report.cache_entries_dropped = summary.droppable
         report.deleted, report.listed_all = summary.listed, len(summary.listed) == summary.candidates
         report.artifacts_deleted = summary.candidates
-        report.bytes_freed = summary.size
-        report.orphans_deleted = len(_orphans(meta, artifacts, now - grace))
+        orphans = _orphans(meta, artifacts, now - grace)
+        parts = _abandoned_parts(artifacts, now - grace)
+        report.orphans_deleted = len(orphans)
+        report.parts_removed, report.part_bytes = len(parts), sum(p.size for p in parts)
+        report.bytes_freed = summary.size + sum(size for _, size in orphans) + report.part_bytes
         return report
     plan = _plan(meta, time.time(), keep_last, older_than, grace, prune_cache)
     report.runs, report.runs_kept, report.alias_history = plan.runs, plan.runs_kept, plan.alias_history
@@ -155,29 +172,40 @@ def collect_garbage(
     report.in_use_skipped += len(plan.candidates.keys() - again.candidates.keys())
     meta.forget_artifacts(gone)
     report.deleted, report.artifacts_deleted = gone, len(gone)
-    for content_hash in _orphans(meta, artifacts, cutoff):
+    for content_hash, _size in _orphans(meta, artifacts, cutoff):
         freed = _delete_object(artifacts, content_hash, cutoff)
         if freed is not None:
             report.orphans_deleted += 1
             report.bytes_freed += freed
-    report.parts_removed = artifacts.clean_tmp(grace) + _clean_remote_staging(artifacts, cutoff)
+    report.parts_removed, report.part_bytes = _remove_parts(artifacts, _abandoned_parts(artifacts, time.time() - grace))
+    report.bytes_freed += report.part_bytes
     report.copies_removed = _clean_loaded_copies(meta, gone, cutoff)
     return report
 
 
+def _expired_entries(meta: MetadataStore, now: float) -> int:
+    """How many cache entries have expired (what :meth:`MetadataStore.prune_expired` would drop)."""
+    e = s.cache_entries
+    query = select(func.count()).select_from(e).where(e.c.expires_at.is_not(None), e.c.expires_at <= now)
+    with meta.engine.connect() as conn:
+        return int(conn.execute(query).scalar() or 0)
+
+
 # -- objects ---------------------------------------------------------------------------------------
-def _orphans(meta: MetadataStore, artifacts: ArtifactStore, cutoff: float) -> list[str]:
-    """Local objects that no ``artifacts`` row and no step run names, last written before ``cutoff``."""
+def _orphans(meta: MetadataStore, artifacts: ArtifactStore, cutoff: float) -> list[tuple[str, int]]:
+    """(hash, size) of the local objects that no ``artifacts`` row and no step run names, last written
+    before ``cutoff``."""
     on_disk = artifacts.object_hashes()
     if not on_disk:
         return []
     out = []
     for content_hash in meta.unrecorded_hashes(on_disk):
         try:
-            if os.lstat(artifacts.path_for(content_hash)).st_mtime < cutoff:
-                out.append(content_hash)
+            st = os.lstat(artifacts.path_for(content_hash))
         except OSError:
             continue
+        if st.st_mtime < cutoff:
+            out.append((content_hash, int(st.st_size)))
     return out
 
 
@@ -251,25 +279,78 @@ def _delete_local(artifacts: ArtifactStore, content_hash: str, cutoff: float) ->
         os.close(obj_fd)
 
 
-def _clean_remote_staging(artifacts: ArtifactStore, cutoff: float) -> int:
-    """Staged uploads (``<root>/.tmp/*.part``) of a remote store left before ``cutoff``."""
+# -- partial writes ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Part:
+    """An abandoned partial write: where it is, its size, and whether it is on the remote store."""
+
+    path: str
+    size: int
+    remote: bool = False
+
+
+def _abandoned_parts(artifacts: ArtifactStore, cutoff: float) -> list[_Part]:
+    """The partial writes gc removes, by the rule of :meth:`ArtifactStore.clean_tmp`: in a local store's
+    ``.tmp``, any file a dead writer of this host left or last changed before ``cutoff``; for a remote store,
+    such ``.part`` files in its local staging and cache directories, and staged uploads
+    (``<root>/.tmp/*.part``) last written before ``cutoff``."""
     if artifacts.local:
-        return 0
+        tmp = os.path.join(artifacts.root, ".tmp")
+        return _local_parts(tmp, cutoff, parts_only=False) if safefs.is_real_dir(tmp) else []
+    found: list[_Part] = []
+    for directory in sorted({artifacts._tmp_dir(), artifacts._cache_dir()}):
+        found += _local_parts(directory, cutoff, parts_only=True)
+    return found + _remote_staging(artifacts, cutoff)
+
+
+def _local_parts(directory: str, cutoff: float, *, parts_only: bool) -> list[_Part]:
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for entry in entries:
+        if parts_only and not entry.name.endswith(tmpfiles.SUFFIX):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) and (tmpfiles.writer_gone(entry.name) or st.st_mtime < cutoff):
+            found.append(_Part(entry.path, int(st.st_size)))
+    return found
+
+
+def _remote_staging(artifacts: ArtifactStore, cutoff: float) -> list[_Part]:
+    """Staged uploads (``<root>/.tmp/*.part``) of a remote store left before ``cutoff``."""
     try:
         entries = artifacts.fs.ls(f"{artifacts.root}/.tmp", detail=True)
     except (FileNotFoundError, NotADirectoryError):
-        return 0
-    removed = 0
+        return []
+    found = []
     for info in entries:
         name = str(info.get("name", ""))
         written = _modified(info)
         if name.endswith(tmpfiles.SUFFIX) and written is not None and written < cutoff:
-            try:
-                artifacts.fs.rm_file(name)
-                removed += 1
-            except FileNotFoundError:
-                continue
-    return removed
+            found.append(_Part(name, int(info.get("size") or 0), remote=True))
+    return found
+
+
+def _remove_parts(artifacts: ArtifactStore, parts: list[_Part]) -> tuple[int, int]:
+    """Remove ``parts``; how many went and their bytes (one that vanished meanwhile — committed by its
+    writer, or removed by another gc — is not counted)."""
+    removed = size = 0
+    for part in parts:
+        try:
+            if part.remote:
+                artifacts.fs.rm_file(part.path)
+            else:
+                os.remove(part.path)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            continue
+        removed += 1
+        size += part.size
+    return removed, size
 
 
 # -- loaded copies ($ISTHMUS_HOME/files) ------------------------------------------------------------

@@ -16,16 +16,31 @@ when the execution ends, the last task to end has written the final status (the 
 other task's end, since each writes its own step run's end before reading). A task whose process dies
 (OOM, a killed pod) leaves its step run and the pipeline run RUNNING: :func:`close_stale_runs`
 (``isthmus runs close``) closes such runs, and runs left RUNNING by older versions.
+
+:func:`abort_dead_processes` (``isthmus gc``, ``isthmus cache prune``) does it at once where a death is
+proven: it marks ABORTED the step runs whose lease holder is provably dead or whose lease expired
+(:meth:`MetadataStore.abort_dead_holders`), and closes ABORTED the pipeline run of a step run whose
+process provably died (:func:`isthmus.store.holders.holder_is_dead`; an expired lease proves nothing)
+once none of its step runs is open — only a run of orchestrator ``local`` recorded on this host. One
+process drives such a run and runs its steps, in threads or in its worker processes, so that death ends
+the run (the driver is gone, or its broken worker pool fails the run). An orchestrator's run goes on after
+a task's process dies (it retries the task, or starts the next one): those are left to ``runs close``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import socket
+import time
+from dataclasses import dataclass, field
 from typing import Any
+
+from sqlalchemy import select
 
 from isthmus import lineage
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
+from isthmus.store import schema as s
+from isthmus.store.holders import LeaseHolder, holder_is_dead
 
 _OPEN = (RunStatus.RUNNING, RunStatus.RETRY, RunStatus.WAITING)
 
@@ -133,4 +148,84 @@ def close_stale_runs(
         if not dry_run:
             store.finish_pipeline_run(run["id"], status, outputs=run.get("outputs"), error=error)
             lineage.emit("on_pipeline_end", {**run, "status": status, "error": error})
+    return closed
+
+
+@dataclass
+class DeadProcesses:
+    """What :func:`abort_dead_processes` did (or, in a dry run, would do)."""
+
+    aborted: list[str] = field(default_factory=list)  # step run ids marked ABORTED
+    closed: list[ClosedRun] = field(default_factory=list)  # pipeline runs closed ABORTED
+
+
+def _abandoned_leases(store: Any) -> dict[str, LeaseHolder | None]:
+    """Step run id -> its holder when the holder is provably dead, None when its lease only expired: the
+    leases :meth:`MetadataStore.abort_dead_holders` drops (a holder in an unknown format names no step run)."""
+    lease = s.cache_leases
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(lease.c.holder, lease.c.expires_at)).all()
+    now = time.time()
+    found: dict[str, LeaseHolder | None] = {}
+    for holder, expires_at in rows:
+        parsed = LeaseHolder.parse(holder)
+        if parsed is None:
+            continue
+        if holder_is_dead(holder):
+            found[parsed.step_run_id] = parsed
+        elif expires_at < now:
+            found.setdefault(parsed.step_run_id, None)
+    return found
+
+
+def _running(store: Any, step_run_ids: list[str]) -> list[str]:
+    r = s.step_runs
+    query = select(r.c.id).where(r.c.id.in_(step_run_ids), r.c.status == RunStatus.RUNNING)
+    with store.engine.connect() as conn:
+        return sorted(str(row[0]) for row in conn.execute(query))
+
+
+def abort_dead_processes(store: Any, *, by: str, dry_run: bool = False) -> DeadProcesses:
+    """Mark step runs of dead (or silent) lease holders ABORTED and close the local pipeline runs their
+    dead processes drove (see the module docstring); ``by`` (``"isthmus gc"``) is said in both errors.
+    ``dry_run``: report only, as if the step runs were marked."""
+    leases = _abandoned_leases(store)
+    if dry_run:
+        aborted = _running(store, list(leases)) if leases else []
+    else:
+        aborted = store.abort_dead_holders(by=by)
+    dead = {sid: holder for sid in aborted if (holder := leases.get(sid)) is not None}
+    closed = _close_runs_of(store, dead, by=by, dry_run=dry_run)
+    return DeadProcesses(aborted=aborted, closed=closed)
+
+
+def _close_runs_of(store: Any, dead: dict[str, LeaseHolder], *, by: str, dry_run: bool) -> list[ClosedRun]:
+    """Close ABORTED the RUNNING local runs of this host that the step runs in ``dead`` belong to, once
+    none of their step runs is open (in a dry run, the step runs in ``dead`` count as ended)."""
+    r = s.step_runs
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(r.c.id, r.c.pipeline_run_id).where(r.c.id.in_(list(dead)))).all() if dead else []
+    by_run: dict[str, str] = {}
+    for sid, run_id in sorted(rows, key=lambda row: str(row[0])):
+        if run_id is not None:
+            by_run.setdefault(str(run_id), str(sid))
+    closed: list[ClosedRun] = []
+    for run_id, sid in sorted(by_run.items()):
+        run = store.get_pipeline_run(run_id)
+        if run is None or run["status"] != RunStatus.RUNNING or run["orchestrator"] != "local":
+            continue
+        if run.get("host") != socket.gethostname():
+            continue
+        step_runs = store.step_runs_of(run_id)
+        if dry_run:
+            step_runs = [{**sr, "status": RunStatus.ABORTED} if sr["id"] in dead else sr for sr in step_runs]
+        if any(sr["status"] in _OPEN for sr in latest_by_invocation(step_runs)):
+            continue  # a step run of it never ended and holds no lease: ``runs close`` decides by idle time
+        holder = dead[sid]
+        invocation = next((sr["invocation"] for sr in step_runs if sr["id"] == sid), "?")
+        error = f"closed by '{by}': the process of step {invocation!r} (pid {holder.pid} on {holder.host}) is gone"
+        closed.append(ClosedRun(run_id, run["pipeline"], run["orchestrator"], RunStatus.ABORTED, error))
+        if not dry_run:
+            store.finish_pipeline_run(run_id, RunStatus.ABORTED, outputs=run.get("outputs"), error=error)
+            lineage.emit("on_pipeline_end", {**run, "status": RunStatus.ABORTED, "error": error})
     return closed

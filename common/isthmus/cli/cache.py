@@ -52,10 +52,13 @@ def cache_clear(step: str | None, yes: bool) -> None:
 @click.option("--artifacts", is_flag=True, help="Also delete stored objects no run refers to.")
 def cache_prune(artifacts: bool) -> None:
     """Drop expired entries and entries whose artifacts are gone; remove abandoned partial writes; mark step
-    runs of dead processes ABORTED."""
+    runs of dead processes ABORTED and close the local runs they drove."""
     report = client().prune_cache(delete_unreferenced=artifacts)
     console.print(
         f"expired entries: {report['expired']}, entries with missing artifacts: {report['missing']}, "
         f"partial writes removed: {report['tmp']}, unreferenced objects removed: {report['unreferenced']}"
     )
-    console.print(f"abandoned step runs marked ABORTED: {report['aborted']}")
+    console.print(
+        f"abandoned step runs marked ABORTED: {report['aborted']}; "
+        f"pipeline runs they drove closed (ABORTED): {report['runs_closed']}"
+    )

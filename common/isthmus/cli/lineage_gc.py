@@ -143,7 +143,8 @@ def gc_cmd(
     as_json: bool,
 ) -> None:
     """Delete artifact objects no kept run, alias or live cache entry needs; remove abandoned partial writes
-    and loaded copies; mark step runs of dead processes ABORTED. Safe while other runs write and hit."""
+    and loaded copies; mark step runs of dead processes ABORTED and close the local runs they drove. Safe
+    while other runs write and hit; --dry-run counts all of it and changes nothing."""
     ages = {}
     for option, value in (("--older-than", older_than), ("--grace", grace)):
         if value is not None:
@@ -173,7 +174,8 @@ def _print_gc(r: GcReport) -> None:
     verb = "would delete" if r.dry_run else "deleted"
     console.print(
         f"[bold]gc[/bold]{' (dry run)' if r.dry_run else ''}: {r.runs_kept} of {r.runs} run(s) kept; {verb} "
-        f"{r.artifacts_deleted} artifact(s) and {r.orphans_deleted} unrecorded object(s), {_bytes(r.bytes_freed)}"
+        f"{r.artifacts_deleted} artifact(s), {r.orphans_deleted} unrecorded object(s) and {r.parts_removed} "
+        f"partial write(s): {_bytes(r.bytes_freed)}{' to free' if r.dry_run else ' freed'}"
     )
     console.print(
         f"  cache entries {'to drop' if r.dry_run else 'dropped'}: {r.cache_entries_dropped}; "
@@ -184,12 +186,21 @@ def _print_gc(r: GcReport) -> None:
     if r.dry_run and r.deleted:
         shown = "all" if r.listed_all else f"the first {len(r.deleted)} by hash"
         console.print(f"  listed with --json: {shown}", markup=False)
-    if not r.dry_run:
+    if r.dry_run:
         console.print(
-            f"  expired cache entries: {r.expired_entries}; partial writes removed: {r.parts_removed}; "
-            f"loaded copies removed: {r.copies_removed}; step runs of dead processes marked ABORTED: {r.aborted}",
+            f"  expired cache entries to drop: {r.expired_entries}; step runs of dead processes to mark ABORTED: "
+            f"{r.aborted}; pipeline runs to close: {r.runs_closed}; loaded copies: counted when gc runs",
             markup=False,
         )
+    else:
+        console.print(
+            f"  expired cache entries dropped: {r.expired_entries}; loaded copies removed: {r.copies_removed}; "
+            f"step runs of dead processes marked ABORTED: {r.aborted}; pipeline runs closed: {r.runs_closed}",
+            markup=False,
+        )
+    if r.closed_runs:
+        closed = ", ".join(short(run_id) for run_id in r.closed_runs)
+        console.print(f"  {'would close' if r.dry_run else 'closed'} (ABORTED, process gone): {closed}", markup=False)
 
 
 def _bytes(n: int) -> str:
