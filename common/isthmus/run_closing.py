@@ -32,7 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -105,6 +105,9 @@ class ClosedRun:
     orchestrator: str
     status: RunStatus
     error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "status": str(self.status)}
 
 
 def _last_activity(run: PipelineRunRecord, step_runs: list[StepRunRecord]) -> dt.datetime:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from isthmus.records import RunStatus
 from isthmus.run_closing import close_stale_runs, settle_pipeline_run
@@ -83,3 +84,35 @@ def test_close_stale_runs(metadata_store) -> None:
         assert run["status"] == c.status and run["error"] == c.error
     assert store.get_run("busy")["status"] == "RUNNING" and store.get_run("young")["status"] == "RUNNING"
     assert [r["id"] for r in store.running_pipeline_runs(started_before=NOW)] == ["busy", "young"]
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from isthmus.cli import app
+
+    result = CliRunner().invoke(app, ["runs", "close", *args])
+    return result.exit_code, result.output
+
+
+def test_cli_runs_close_idle_zero_bare_seconds_json_and_bad_idle() -> None:
+    from isthmus import Client
+
+    store = Client().metadata
+    now = dt.datetime.now(dt.UTC)
+    _run(store, "crashed", now - dt.timedelta(minutes=5))
+    _step(store, "crashed", "c1", "a", now - dt.timedelta(minutes=5), None)
+    code, out = _cli("--idle", "600", "--json")  # bare seconds; idle for 5 minutes only: nothing
+    assert code == 0 and json.loads(out) == {"dry_run": False, "idle_seconds": 600.0, "closed": []}
+    code, out = _cli("--idle", "0", "--dry-run", "--json")  # 0: every RUNNING run, idle from now on
+    data = json.loads(out)
+    assert code == 0 and data["dry_run"] is True and [c["run_id"] for c in data["closed"]] == ["crashed"]
+    assert store.get_run("crashed")["status"] == "RUNNING"
+    code, out = _cli("--idle", "0", "--json")
+    (closed,) = json.loads(out)["closed"]
+    assert code == 0 and closed["status"] == "ABORTED" and "never ended" in closed["error"]
+    assert store.get_run("crashed")["status"] == "ABORTED"
+    for bad in ("soon", "-5", "1x"):
+        code, out = _cli("--idle", bad)
+        assert code == 1 and len(out.strip().splitlines()) == 1, out
+        assert out.startswith(f"error: --idle {bad!r}: not a duration; use e.g. 30m, 6h, 2d or seconds")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import time
+from typing import Any
 
 import click
 
@@ -22,7 +24,7 @@ def cache_list(step: str | None, limit: int, as_json: bool) -> None:
     """Cache entries (step, key, producing step run, expiry)."""
     rows = meta().list_cache_entries(step_name=step, limit=limit)
     if as_json:
-        dump_json(rows)
+        dump_json([{**r, "created_at": _iso(r["created_at"]), "expires_at": _iso(r["expires_at"])} for r in rows])
         return
     t = table("Cache entries", ["step", "key", "step run", "created", "expires"])
     for r in rows:
@@ -34,6 +36,11 @@ def cache_list(step: str | None, limit: int, as_json: bool) -> None:
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["expires_at"])) if r["expires_at"] else "never",
         )
     console.print(t)
+
+
+def _iso(epoch: Any) -> str | None:
+    """A stored time (seconds since the epoch) as an ISO string in UTC, as every other command prints times."""
+    return None if epoch is None else dt.datetime.fromtimestamp(float(epoch), dt.timezone.utc).isoformat()
 
 
 @cache_app.command("clear")

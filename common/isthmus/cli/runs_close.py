@@ -4,42 +4,50 @@ a killed pod, a hand-written Flyte workflow recorded by an older version)."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import click
 from rich.markup import escape
 
-from isthmus.cli.commands import Command
-from isthmus.cli.render import console, status_text, table
+from isthmus.cli.commands import Command, json_option
+from isthmus.cli.render import console, dump_json, status_text, table
+from isthmus.cli.shared import fail, meta
+
+_SECONDS = re.compile(r"\d+(\.\d+)?")
+
+
+def _idle_seconds(idle: str) -> float:
+    """``--idle`` in seconds: a duration (30m, 6h, 2d) or plain seconds; 0 means every RUNNING run."""
+    from isthmus.units import parse_duration  # imported when used: the CLI starts fast
+
+    text = idle.strip()
+    try:
+        return parse_duration(float(text) if _SECONDS.fullmatch(text) else text)
+    except ValueError:
+        fail(f"--idle {idle!r}: not a duration; use e.g. 30m, 6h, 2d or seconds (0: every RUNNING run)")
 
 
 @click.command("close", cls=Command)
 @click.option(
     "--idle",
     default="24h",
-    help="Close runs with no activity (step run start or end) for this long: 30m, 6h, 2d.",
+    help="Close runs with no activity (step run start or end) for this long: 30m, 6h, 2d, or seconds "
+    "(0: every RUNNING run, live ones included — see --dry-run first).",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would be closed; change nothing.")
-def runs_close(idle: str, dry_run: bool) -> None:
+@json_option
+def runs_close(idle: str, dry_run: bool, as_json: bool) -> None:
     """Close RUNNING pipeline runs idle for --idle: COMPLETED/FAILED from their step runs when all ended,
     ABORTED when a step run never ended."""
-    from isthmus import defaults
-    from isthmus.errors import ConfigurationError
     from isthmus.run_closing import close_stale_runs
-    from isthmus.units import parse_duration
 
-    try:
-        seconds = parse_duration(idle)
-    except ValueError as exc:
-        click.echo(f"error: --idle {idle!r}: {exc}", err=True)
-        raise click.exceptions.Exit(1) from None
-    try:
-        store = defaults.metadata_store()
-    except ConfigurationError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise click.exceptions.Exit(1) from None
-    closed = close_stale_runs(store, dt.timedelta(seconds=seconds), dry_run=dry_run)
+    seconds = _idle_seconds(idle)
+    closed = close_stale_runs(meta(), dt.timedelta(seconds=seconds), dry_run=dry_run)
+    if as_json:
+        dump_json({"dry_run": dry_run, "idle_seconds": seconds, "closed": [c.to_dict() for c in closed]})
+        return
     if not closed:
-        console.print(f"no RUNNING run idle for {idle}")
+        console.print(f"no RUNNING run idle for {escape(idle)}")
         return
     t = table("Would close" if dry_run else "Closed", ["run", "pipeline", "orchestrator", "status", "why"])
     for c in closed:
