@@ -1,22 +1,26 @@
 """Compare two pipeline runs, or two step runs: what changed, apart from how each ran.
 
 *What changed* — code (unified diff per changed function), dependency versions, parameters, inputs,
+the ``@step(...)`` parts of the cache key (policy version and settings, declared files and environment
+variables whose contents or value changed — never the value; compared as ``isthmus why`` compares them),
 outputs, logged metadata, resources, status and errors, the environment — is kept apart from *how it
 ran* (cache hit or computed, orchestrator, duration): a computed run and an all-hit run of the same
 inputs differ only in the latter. Small outputs (JSON or text of a few hundred bytes, loaded through
-the artifact store and checked against their hash) are shown as values, numbers with their change;
-anything else by its content hash.
+the artifact store and checked against their hash) are shown as values, numbers with their change, a
+dict of them also key by key (``output_fields``: ``r2``, ``detail.rmse``); anything else by its content
+hash.
 """
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.errors import IsthmusError
+from isthmus.explain import code_diffs, step_part_changes, unexplained
 from isthmus.records import StepRunRecord
 from isthmus.redaction import is_secret_name, redact_params
 from isthmus.store.metadata import MetadataStore
@@ -50,10 +54,7 @@ def _number(value: Any) -> bool:
 
 def metadata_changes(a: StepRunRecord, b: StepRunRecord) -> dict[str, list[Any]]:
     """``{key: [old, new]}`` of logged metadata that differs; numbers as ``[old, new, new - old]``."""
-    changes = _changes(_logged(a), _logged(b))
-    return {
-        k: [old, new, new - old] if _number(old) and _number(new) else [old, new] for k, (old, new) in changes.items()
-    }
+    return _with_delta(_changes(_logged(a), _logged(b)))
 
 
 def _hashes(refs: dict[str, Any] | None) -> dict[str, Any]:
@@ -61,30 +62,10 @@ def _hashes(refs: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def code_diff(store: MetadataStore, old_hash: str | None, new_hash: str | None) -> dict[str, str]:
-    """Unified diff of each changed code component (step function, helpers, constants). The stored
+    """Unified diff of each changed code component (step function, helpers, constants), as ``isthmus
+    why`` shows them (:func:`isthmus.explain.code_diffs`; a missing snapshot counts as empty). The stored
     sources were redacted when the fingerprint was taken (``isthmus.fingerprint.redact``)."""
-    if old_hash == new_hash:
-        return {}
-    old = (store.get_code_snapshot(old_hash) if old_hash else None) or {"components": {}, "sources": {}}
-    new = (store.get_code_snapshot(new_hash) if new_hash else None) or {"components": {}, "sources": {}}
-    out: dict[str, str] = {}
-    for name in sorted(set(old["components"]) | set(new["components"])):
-        if old["components"].get(name) == new["components"].get(name):
-            continue
-        before = old["sources"].get(name, "")
-        after = new["sources"].get(name, "")
-        text = "".join(
-            difflib.unified_diff(
-                before.splitlines(keepends=True),
-                after.splitlines(keepends=True),
-                fromfile=f"a/{name}",
-                tofile=f"b/{name}",
-            )
-        )
-        if not text:  # same text, different normalized form (e.g. a constant's value)
-            text = f"--- a/{name}\n+++ b/{name}\n-{before}\n+{after}\n"
-        out[name] = text
-    return out
+    return {name: change.diff or "" for name, change in code_diffs(store, old_hash, new_hash).items()}
 
 
 def _environment_changes(store: MetadataStore, old_hash: str | None, new_hash: str | None) -> dict[str, Any]:
@@ -137,9 +118,17 @@ def _shown_output(name: str, value: Any, content_hash: Any) -> Any:
     return redact_params({"value": value})["value"] if isinstance(value, (str, dict, list)) else value
 
 
+def _delta(old: float, new: float) -> float:
+    """``new - old``, a float without the last digits' rounding noise (0.9 -> 0.93: 0.03, not 0.030000000000000027)."""
+    change = new - old
+    return change if isinstance(change, int) else float(f"{change:.15g}")
+
+
 def _with_delta(changes: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """``{key: [old, new]}``, numbers as ``[old, new, new - old]``."""
     return {
-        k: [old, new, new - old] if _number(old) and _number(new) else [old, new] for k, (old, new) in changes.items()
+        k: [old, new, _delta(old, new)] if _number(old) and _number(new) else [old, new]
+        for k, (old, new) in changes.items()
     }
 
 
@@ -191,14 +180,48 @@ def step_changes(
         ("inputs", _changes(_hashes(sa["inputs"]), _hashes(sb["inputs"]))),
         ("outputs", outputs),
         ("output_values", output_values),
+        ("output_fields", _field_changes(output_values)),
         ("metadata", metadata_changes(sa, sb)),
         ("resources", _changes(sa.get("resources"), sb.get("resources"))),
+        # the @step(...) parts of the key as isthmus why names them: policy version and settings, each
+        # declared file or env variable whose contents or value changed (never the value), materializers
+        ("key_changes", [dataclasses.asdict(c) for c in step_part_changes(sa, sb)]),
     ):
         if changed:
             entry[name] = changed
     if sa["cache_key"] != sb["cache_key"]:
         entry["cache_key"] = [sa["cache_key"], sb["cache_key"]]
+        if not set(entry) & _KEY_PARTS:
+            entry["cache_key_unexplained"] = unexplained(sb, sa)
     return entry
+
+
+# what step_changes shows of the parts of a cache key: when none differs, the key's change is unexplained
+_KEY_PARTS = {"code", "dependencies", "params", "inputs", "key_changes"}
+
+
+def _flat(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A dict's leaves by their key path (``detail.rmse``); an empty dict is a leaf."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        path = f"{prefix}{key}"
+        if isinstance(item, dict) and item:
+            out.update(_flat(item, path + "."))
+        else:
+            out[path] = item
+    return out
+
+
+def _field_changes(output_values: dict[str, list[Any]]) -> dict[str, dict[str, list[Any]]]:
+    """``{output: {key path: [old, new(, new - old)]}}`` of each output shown as a dict on both sides (a
+    small metrics dict): the keys that differ, numbers with their change."""
+    out: dict[str, dict[str, list[Any]]] = {}
+    for name, (old, new, *_) in output_values.items():
+        if isinstance(old, dict) and isinstance(new, dict):
+            fields = _with_delta(_changes(_flat(old), _flat(new)))
+            if fields:
+                out[name] = fields
+    return out
 
 
 def _sources(store: MetadataStore, old_hash: str | None, new_hash: str | None, names: Any) -> dict[str, list[str]]:

@@ -1,14 +1,16 @@
 """Why a step run computed, or where its cached result came from — from the metadata store alone.
 
-A computed step run is compared with the nearest earlier run of the same step (same pipeline and
-invocation first, then same pipeline, then any), component by component of what its cache key is made
-of: the code (each changed function, with a unified diff of its stored, already redacted source), the
+A computed step run is compared with the nearest earlier run of the same invocation (same pipeline
+first); failing that, of the same step in another pipeline run — never another invocation of its own
+run, and never another item for a map item (``band_stats[4]``: then it is that item's first run). It is
+compared component by component of what its cache key is made of, as each step run recorded it: the
+code (each changed function, with a unified diff of its stored, already redacted source), the
 dependency versions, the parameters (secrets stay ``***``), the input artifacts (and the step runs that
-produced them), the policy (its version salt and settings, and the ``@step(...)`` line), each declared
-file pattern and environment variable whose contents or value changed (told apart by keyed digests the
-step run records; values are never stored or shown), the output names and materializers. What the
-store does not record — the values of secret parameters, the store's secret salt — is named as such,
-never guessed.
+produced them), the policy (its version salt and settings), each declared file pattern and environment
+variable whose contents or value changed (told apart by keyed digests the step run records; values are
+never stored or shown), the output names and materializers. What the store does not record — the
+values of secret parameters, the store's secret salt — is named as such, never guessed. The same key
+as the earlier run says why its result was not reused (invalidated: when and why; failed; gone).
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ import dataclasses
 import datetime as dt
 import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from sqlalchemy import select
 
 from isthmus.governance.scope import Projects, limited, visible_step_runs
 from isthmus.records import RunStatus, StepRunRecord
 from isthmus.redaction import REDACTED
+from isthmus.store import schema as s
 from isthmus.store.metadata import MetadataStore
 
 _REASON_WIDTH = 160
@@ -62,8 +68,9 @@ class StepRunSummary:
 class KeyChange:
     """One cache-key component that differs. ``component``: ``code``, ``policy``, ``dependencies``,
     ``params``, ``inputs``, ``files``, ``env`` or ``outputs`` (for ``files`` and ``env``, ``new`` says
-    what happened: ``contents changed``, ``value changed``, ``set``, ``unset``, ``declared``...); ``diff``: a unified diff (code, policy); ``produced_by``: for
-    inputs, the step runs that produced the old and the new artifact."""
+    what happened: ``contents changed``, ``value changed``, ``set``, ``unset``, ``declared``...); ``diff``:
+    a unified diff (code); ``produced_by``: for inputs, the step runs that produced the old and the new
+    artifact."""
 
     component: str
     name: str
@@ -75,8 +82,9 @@ class KeyChange:
 
 @dataclass(frozen=True)
 class Explanation:
-    """``decision``: ``hit``, ``computed``, ``forced``, ``first`` (no earlier run), ``uncached`` (cache off)
-    or ``running``; ``reason``: one line for ``runs show``."""
+    """``decision``: ``hit``, ``computed``, ``forced`` (``cache=False``, ``recompute=``, or recomputed on
+    request by ``isthmus rerun --from/--only``), ``first`` (no earlier run), ``uncached`` (cache off) or
+    ``running``; ``reason``: one line for ``runs show``."""
 
     step_run: StepRunSummary
     decision: str
@@ -95,44 +103,41 @@ def _changes(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, tu
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-def _unified(name: str, before: str, after: str) -> str:
-    text = "".join(
-        difflib.unified_diff(
-            before.splitlines(keepends=True), after.splitlines(keepends=True), fromfile=f"a/{name}", tofile=f"b/{name}"
-        )
-    )
-    return text or f"--- a/{name}\n+++ b/{name}\n-{before}\n+{after}\n"
+def unified_diff(name: str, before: str, after: str) -> str:
+    """A unified diff of two sources, one line per line (a source without a final newline included), or,
+    when their texts are the same but their normal forms are not, every line of each as removed and added."""
+    a, b = before.splitlines(), after.splitlines()
+    lines = list(difflib.unified_diff(a, b, fromfile=f"a/{name}", tofile=f"b/{name}", lineterm=""))
+    if not lines:
+        lines = [f"--- a/{name}", f"+++ b/{name}", *(f"-{x}" for x in a), *(f"+{x}" for x in b)]
+    return "\n".join(lines) + "\n"
 
 
-def _head(source: str) -> str:
-    """The lines of a function's source before its ``def`` (its decorators, ``@step(...)`` included)."""
-    lines = source.splitlines()
-    for i, line in enumerate(lines):
-        if line.lstrip().startswith(("def ", "async def ")):
-            return "\n".join(lines[:i])
-    return ""
-
-
-def _is_step_component(name: str, step_name: str) -> bool:
-    return name == step_name or name.endswith("." + step_name)
-
-
-def code_changes(store: MetadataStore, old_hash: str | None, new_hash: str | None, step_name: str) -> list[KeyChange]:
-    """Changed code components (with their diffs), and a changed ``@step(...)`` line of the step itself
-    (its policy: version, declared files and env names — not part of the code hash, part of the key)."""
-    if old_hash == new_hash or not old_hash or not new_hash:
-        return []
-    old = store.get_code_snapshot(old_hash) or {"components": {}, "sources": {}}
-    new = store.get_code_snapshot(new_hash) or {"components": {}, "sources": {}}
-    out: list[KeyChange] = []
+def code_diffs(store: MetadataStore, old_hash: str | None, new_hash: str | None) -> dict[str, KeyChange]:
+    """Each code component (step function, helper, constant) whose normal form differs between two code
+    snapshots, with a unified diff of its stored source (redacted when the fingerprint was taken); a
+    missing snapshot counts as empty. The sources are the first ones stored under each hash, and the
+    hash leaves the isthmus decorators out: a ``@step(...)`` line in them may be another run's, so it is
+    never compared (the policy it holds is recorded per step run, ``context.key_parts``)."""
+    if old_hash == new_hash:
+        return {}
+    old = (store.get_code_snapshot(old_hash) if old_hash else None) or {"components": {}, "sources": {}}
+    new = (store.get_code_snapshot(new_hash) if new_hash else None) or {"components": {}, "sources": {}}
+    out: dict[str, KeyChange] = {}
     for name in sorted(set(old["components"]) | set(new["components"])):
+        if old["components"].get(name) == new["components"].get(name):
+            continue
         before, after = old["sources"].get(name, ""), new["sources"].get(name, "")
-        if old["components"].get(name) != new["components"].get(name):
-            state = "added" if name not in old["components"] else "removed" if name not in new["components"] else ""
-            out.append(KeyChange("code", name, old=state or None, diff=_unified(name, before, after)))
-        elif _is_step_component(name, step_name) and _head(before) != _head(after):
-            out.append(KeyChange("policy", "@step(...)", diff=_unified(name, _head(before), _head(after))))
+        state = "added" if name not in old["components"] else "removed" if name not in new["components"] else None
+        out[name] = KeyChange("code", name, old=state, diff=unified_diff(name, before, after))
     return out
+
+
+def code_changes(store: MetadataStore, old_hash: str | None, new_hash: str | None) -> list[KeyChange]:
+    """The changed code components of two recorded code hashes (none when either is missing)."""
+    if not old_hash or not new_hash:
+        return []
+    return list(code_diffs(store, old_hash, new_hash).values())
 
 
 def _producer(store: MetadataStore, content_hash: str | None) -> StepRunSummary | None:
@@ -148,7 +153,7 @@ def _hash_and_materializer(ref: Any) -> tuple[Any, Any]:
 
 def key_changes(store: MetadataStore, old: StepRunRecord, new: StepRunRecord) -> list[KeyChange]:
     """Every recorded cache-key component that differs from ``old`` to ``new``."""
-    out = code_changes(store, old.get("code_hash"), new.get("code_hash"), str(new.get("step_name")))
+    out = code_changes(store, old.get("code_hash"), new.get("code_hash"))
     out += [KeyChange("dependencies", k, a, b) for k, (a, b) in _changes(old.get("deps"), new.get("deps")).items()]
     out += [KeyChange("params", k, a, b) for k, (a, b) in _changes(old.get("params"), new.get("params")).items()]
     old_in, new_in = old.get("inputs") or {}, new.get("inputs") or {}
@@ -157,9 +162,15 @@ def key_changes(store: MetadataStore, old: StepRunRecord, new: StepRunRecord) ->
         if (ha, ma) != (hb, mb):
             producers = {"old": _producer(store, ha), "new": _producer(store, hb)}
             out.append(KeyChange("inputs", name, ha, hb, produced_by=producers))
-    out += policy_changes((old.get("context") or {}).get("key_parts"), (new.get("context") or {}).get("key_parts"))
+    return out + step_part_changes(old, new)
+
+
+def step_part_changes(old: StepRunRecord | dict[str, Any], new: StepRunRecord | dict[str, Any]) -> list[KeyChange]:
+    """The parts of the key that come from the step's ``@step(...)`` options, as each step run recorded
+    them: its policy (:func:`policy_changes`) and, when both finished, its output names and materializers."""
+    out = policy_changes((old.get("context") or {}).get("key_parts"), (new.get("context") or {}).get("key_parts"))
     old_out, new_out = old.get("outputs"), new.get("outputs")
-    if old_out and new_out:  # both finished: compare output names and materializers
+    if old_out and new_out:
         for name, (a, b) in _changes(
             {k: _hash_and_materializer(v)[1] for k, v in old_out.items()},
             {k: _hash_and_materializer(v)[1] for k, v in new_out.items()},
@@ -209,13 +220,6 @@ def summarize(changes: list[KeyChange]) -> str:
     for component, items in by.items():
         if component == "code":
             parts.append(f"code: {', '.join(c.name for c in items)} changed")
-        elif component == "policy":
-            named = [c for c in items if c.name != "@step(...)"]
-            parts.append(
-                "policy: " + ", ".join(f"{c.name} {_short(c.old)} → {_short(c.new)}" for c in named)
-                if named
-                else "policy: @step(...) changed"
-            )
         elif component in ("files", "env"):
             label = "declared files" if component == "files" else "declared env"
             parts.append(f"{label}: " + ", ".join(f"{c.name} {c.new}" for c in items))
@@ -234,35 +238,112 @@ def summarize(changes: list[KeyChange]) -> str:
     return line if len(line) <= _REASON_WIDTH else line[: _REASON_WIDTH - 1] + "…"
 
 
-def _nearest(candidates: list[dict[str, Any]], sr: StepRunRecord, pipeline: str | None) -> dict[str, Any] | None:
-    """The nearest earlier run: same pipeline and invocation, then same pipeline, then same invocation,
-    then any (candidates are newest first)."""
+_MAP_ITEM = re.compile(r"\[\d+\]$")  # a mapped step's item: band_stats[4]
+_SAME_INVOCATION = 20  # earlier runs of one invocation looked at (the scope may hide some)
+
+
+def _earlier_of_invocation(store: MetadataStore, sr: StepRunRecord) -> list[dict[str, Any]]:
+    """The newest finished earlier runs of ``sr``'s own invocation (its earlier attempts included), each
+    with its pipeline's name, by the step-name index. A mapped step's items start close together, so the
+    step's newest earlier runs may all be this run's other items: its own item is looked up by name."""
+    r, p = s.step_runs, s.pipeline_runs
+    query = (
+        select(r, p.c.pipeline.label("pipeline"))
+        .select_from(r.outerjoin(p, p.c.id == r.c.pipeline_run_id))
+        .where(
+            r.c.step_name == str(sr["step_name"]),
+            r.c.invocation == str(sr["invocation"]),
+            r.c.started_at < sr["started_at"],
+            r.c.status.in_([RunStatus.COMPLETED, RunStatus.FAILED]),
+            r.c.id != str(sr["id"]),
+        )
+        .order_by(r.c.started_at.desc())
+        .limit(_SAME_INVOCATION)
+    )
+    with store.engine.connect() as conn:
+        rows = [dict(row) for row in conn.execute(query).mappings()]
+    for row in rows:
+        row["status"] = RunStatus(row["status"])
+    return rows
+
+
+def _preferred(candidates: list[dict[str, Any]], sr: StepRunRecord, pipeline: str | None) -> dict[str, Any] | None:
+    """The first (newest) candidate of the same step path, else any; of the same pipeline first."""
     same_path = [c for c in candidates if c.get("step_path") == sr.get("step_path")] or candidates
-    for wanted in (
-        lambda c: c.get("pipeline") == pipeline and c["invocation"] == sr["invocation"],
-        lambda c: c.get("pipeline") == pipeline,
-        lambda c: c["invocation"] == sr["invocation"],
-        lambda c: True,
-    ):
-        found = next((c for c in same_path if wanted(c)), None)
-        if found is not None:
-            return found
-    return None
+    return next((c for c in same_path if c.get("pipeline") == pipeline), same_path[0] if same_path else None)
 
 
-def _unexplained(sr: StepRunRecord, prev: dict[str, Any]) -> str:
-    secret = sorted(k for k, v in (sr.get("params") or {}).items() if v == REDACTED)
-    recorded = all(isinstance((r.get("context") or {}).get("key_parts"), dict) for r in (sr, prev))
+def _visible(store: MetadataStore, candidates: list[dict[str, Any]], projects: Projects) -> list[dict[str, Any]]:
+    if not limited(projects) or not candidates:
+        return candidates
+    seen = visible_step_runs(store, [str(c["id"]) for c in candidates], projects)
+    return [c for c in candidates if str(c["id"]) in seen]
+
+
+def _nearest(
+    store: MetadataStore, sr: StepRunRecord, pipeline: str | None, projects: Projects
+) -> dict[str, Any] | None:
+    """The nearest earlier run to compare ``sr`` with: of the same invocation (same pipeline first), else
+    — but never for a map item, whose other items are other work — of the same step in another pipeline
+    run (same pipeline first). Another invocation of ``sr``'s own pipeline run is never an earlier run."""
+    found = _preferred(_visible(store, _earlier_of_invocation(store, sr), projects), sr, pipeline)
+    if found is not None or _MAP_ITEM.search(str(sr["invocation"])):
+        return found
+    mine = sr.get("pipeline_run_id")
+    candidates = [
+        c
+        for c in store.earlier_step_runs(str(sr["step_name"]), sr["started_at"], exclude=str(sr["id"]))
+        if mine is None or c.get("pipeline_run_id") != mine
+    ]
+    return _preferred(_visible(store, candidates, projects), sr, pipeline)
+
+
+def unexplained(new: StepRunRecord, old: StepRunRecord | dict[str, Any]) -> str:
+    """What may have changed when two step runs' cache keys differ and no recorded component does: what
+    the store does not record (a secret parameter's value, the secret salt), and a step's policy when
+    either run predates recording it (``context.key_parts``)."""
+    secret = sorted(k for k, v in (new.get("params") or {}).items() if v == REDACTED)
+    recorded = all(isinstance((r.get("context") or {}).get("key_parts"), dict) for r in (new, old))
     what = [
-        *(
-            []
-            if recorded
-            else ["a declared file's contents or environment variable's value (CachePolicy(files=, env=))"]
-        ),
+        *([] if recorded else ["the step's CachePolicy (version, declared files' contents, env values)"]),
         *([f"the value of secret parameter(s) {', '.join(secret)}"] if secret else []),
         "the store's secret salt",
     ]
     return "the cache key differs but no recorded component does: " + ", or ".join(what) + " changed"
+
+
+_LONG_HASH = re.compile(r"\b(blake3:[0-9a-f]{12})[0-9a-f]+")
+
+
+def short_hashes(text: str) -> str:
+    """``text`` with each full content hash cut to its first 12 hex digits (``blake3:9f87ac776bcb…``)."""
+    return _LONG_HASH.sub(lambda m: m.group(1) + "…", text)
+
+
+def _same_key(compared: StepRunSummary, prev: dict[str, Any]) -> tuple[str, list[str]]:
+    """Why ``prev``'s result, under the same key, was not reused (the reason, and notes)."""
+    same = f"same key as {compared.id[:8]}"
+    marked = prev.get("invalidated_at")
+    if marked is not None:  # isthmus invalidate: derived from a bad artifact, never a hit again
+        why = str(prev.get("invalidated_reason") or "no reason recorded")
+        when = marked.isoformat()[:19].replace("T", " ") + " UTC" if isinstance(marked, dt.datetime) else marked
+        return f"{same}, whose result was invalidated at {when}: {short_hashes(why)}", [f"invalidated: {why}"]
+    if prev["status"] != RunStatus.COMPLETED:
+        return f"{same}, which {str(prev['status']).lower()}: nothing to reuse", []
+    gone = "its cache entry expired or was cleared, or its artifacts were gone"
+    return f"{same}, whose result was not reused ({gone})", []
+
+
+def _forced_by(sr: StepRunRecord, pipeline_run: Any) -> tuple[str, str]:
+    """How a forced step run was forced: the reason's prefix and a note."""
+    rerun_of = ((sr.get("context") or {}).get("native") or {}).get("rerun_of")
+    rerun_of = rerun_of or ((pipeline_run or {}).get("context") or {}).get("rerun_of")
+    if rerun_of:
+        return (
+            f"recomputed on request (rerun --from/--only of run {str(rerun_of)[:8]})",
+            "recomputed on request: isthmus rerun --from/--only computed it without looking up the cache",
+        )
+    return "forced (cache=False)", "forced: computed without looking up the cache (cache=False or recompute=)"
 
 
 def explain_step_run(store: MetadataStore, sr: StepRunRecord, projects: Projects = None) -> Explanation:
@@ -289,31 +370,26 @@ def explain_step_run(store: MetadataStore, sr: StepRunRecord, projects: Projects
     if not sr.get("cache_key"):
         return Explanation(me, "uncached", "cache off (cache=False on the step)")
     forced = bool((sr.get("context") or {}).get("forced"))
-    candidates = store.earlier_step_runs(str(sr["step_name"]), sr["started_at"], exclude=str(sr["id"]))
-    if limited(projects) and candidates:
-        seen = visible_step_runs(store, [str(c["id"]) for c in candidates], projects)
-        candidates = [c for c in candidates if str(c["id"]) in seen]
-    prev = _nearest(candidates, sr, pipeline)
+    how, forced_note = _forced_by(sr, pipeline_run) if forced else ("", "")
+    prev = _nearest(store, sr, pipeline, projects)
     if prev is None:
-        reason = "forced (cache=False); first run" if forced else "first run"
-        return Explanation(me, "forced" if forced else "first", reason, notes=["no earlier run of this step"])
+        item = bool(_MAP_ITEM.search(str(sr["invocation"])))
+        first = "first run of this item" if item else "first run"
+        note = f"no earlier run of {sr['invocation']}" if item else "no earlier run of this step"
+        if forced:
+            return Explanation(me, "forced", f"{how}; {first}", notes=[note, forced_note])
+        return Explanation(me, "first", first, notes=[note])
     compared = StepRunSummary.of(prev)
     changes = key_changes(store, prev, sr)  # type: ignore[arg-type]  # a step_runs row plus its pipeline
     notes: list[str] = []
     if changes:
         reason = summarize(changes)
     elif prev.get("cache_key") == sr.get("cache_key"):
-        if prev["status"] != RunStatus.COMPLETED:
-            reason = f"same key as {compared.id[:8]}, which {str(prev['status']).lower()}: nothing to reuse"
-        else:
-            reason = (
-                f"same key as {compared.id[:8]}, whose result was not reused "
-                "(its cache entry expired or was cleared, or its artifacts were gone)"
-            )
+        reason, notes = _same_key(compared, prev)
     else:
-        reason = _unexplained(sr, prev)
+        reason = unexplained(sr, prev)
     if forced:
-        notes.append("forced: computed without looking up the cache (cache=False or recompute=)")
-        reason = f"forced (cache=False); {reason}" if changes else "forced (cache=False)"
+        notes.append(forced_note)
+        reason = f"{how}; {reason}" if changes else how
     decision = "forced" if forced else "running" if sr["status"] == RunStatus.RUNNING else "computed"
     return Explanation(me, decision, reason, compared_with=compared, changes=changes, notes=notes)

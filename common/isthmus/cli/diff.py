@@ -36,9 +36,10 @@ def diff(
 ) -> None:
     """What changed between two runs (or two step runs), then how each step ran.
 
-    Changes: code (a diff per changed function), dependencies, parameters, inputs, outputs (small values
-    shown), logged metadata, resources, status and errors, environment. How it ran: cache hit or computed,
-    orchestrator, duration."""
+    Changes: code (a diff per changed function), dependencies, parameters, inputs, the cache-key parts of
+    @step(...) (policy version, declared files and env: never their values), outputs (small values shown, a
+    dict key by key), logged metadata, resources, status and errors, environment. How it ran: cache hit or
+    computed, orchestrator, duration."""
     c = client()
     given = [x for x in (run_a, run_b) if x is not None]
     try:
@@ -72,7 +73,7 @@ def diff(
             f"{b['id'][:8]} ({escape(b['invocation'])}, {b['status']})"
         )
         if d["changes"]:
-            print_changes(d["changes"], "  ")
+            print_changes(d["changes"], "  ", step=str(a["invocation"]))
         else:
             console.print("  nothing changed")
         _print_environment(d["environment"])
@@ -123,7 +124,7 @@ def _print_run_diff(d: dict[str, Any]) -> None:
             console.print(f"  step {name}: only in run {entry['only_in']}", markup=False)
             continue
         console.print(f"  step {name}:", markup=False)
-        print_changes(entry, "    ")
+        print_changes(entry, "    ", step=name)
     if d["unchanged_steps"] and d["steps"]:
         console.print(f"  unchanged: {', '.join(d['unchanged_steps'])}", markup=False)
     _print_environment(d["environment"])

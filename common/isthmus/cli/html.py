@@ -39,15 +39,30 @@ def _step(name: str, entry: dict[str, Any]) -> str:
     for field in ("status", "error"):
         if field in entry:
             parts.append(_rows(field, {field: entry[field]}))
-    for field, label in (
-        ("params", "params"),
-        ("dependencies", "dependencies"),
-        ("inputs", "inputs"),
-        ("output_values", "outputs"),
-        ("metadata", "metadata"),
-        ("resources", "resources"),
+    fields = entry.get("output_fields", {})
+    outputs: dict[str, Any] = {}
+    for output, change in entry.get("output_values", {}).items():  # a small dict: key by key
+        outputs.update(
+            {f"{output} {k}": v for k, v in fields[output].items()} if output in fields else {output: change}
+        )
+    key_parts = {
+        f"{c['component']} {c['name']}": [c["old"], c["new"]]
+        if c["component"] in ("policy", "outputs")
+        else ["", c["new"]]
+        for c in entry.get("key_changes", [])
+    }  # a declared file or env variable: what happened to it, never a value
+    for label, changes in (
+        ("params", entry.get("params", {})),
+        ("dependencies", entry.get("dependencies", {})),
+        ("inputs", entry.get("inputs", {})),
+        ("cache key parts of @step(...)", key_parts),
+        ("outputs", outputs),
+        ("metadata", entry.get("metadata", {})),
+        ("resources", entry.get("resources", {})),
     ):
-        parts.append(_rows(label, entry.get(field, {})))
+        parts.append(_rows(label, changes))
+    if "cache_key_unexplained" in entry:
+        parts.append(f"<p>{_e(entry['cache_key_unexplained'])}</p>")
     differ = difflib.HtmlDiff(wrapcolumn=90)
     for component, (old, new) in entry.get("code_sources", {}).items():
         table = differ.make_table(

@@ -94,7 +94,7 @@ def status_text(status: str) -> str:
 def print_diff(text: str) -> None:
     from rich.syntax import Syntax  # and pygments: imported when a code diff is shown
 
-    console.print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
+    console.print(Syntax(text.rstrip("\n"), "diff", theme="ansi_dark", background_color="default"))
 
 
 def pinned_lines(step_run: dict[str, Any]) -> list[str]:
@@ -126,8 +126,9 @@ def _plain(line: str) -> None:
     console.print(line, markup=False, highlight=False)
 
 
-def print_changes(entry: dict[str, Any], indent: str) -> None:
-    """The 'what changed' lines of one step (see :func:`isthmus.diff.step_changes`)."""
+def print_changes(entry: dict[str, Any], indent: str, step: str | None = None) -> None:
+    """The 'what changed' lines of one step (see :func:`isthmus.diff.step_changes`); ``step``: its name,
+    shown with an output whose keys are listed one by one (``output evaluate.output r2: …``)."""
     for field in ("status", "error"):
         if field in entry:
             _plain(f"{indent}{field}: {_shown(entry[field][0])} -> {_shown(entry[field][1])}")
@@ -136,23 +137,45 @@ def print_changes(entry: dict[str, Any], indent: str) -> None:
             _plain(f"{indent}{label} {k}: {_shown(old)} -> {_shown(new)}")
     for k, (old, new) in entry.get("inputs", {}).items():
         _plain(f"{indent}input {k}: {short(old, 12)} -> {short(new, 12)}")
+    for change in entry.get("key_changes", []):
+        _plain(indent + _key_change_line(change["component"], change["name"], change["old"], change["new"]))
     hashes = entry.get("outputs", {})
+    fields = entry.get("output_fields", {})
     for k, (old, new, *delta) in entry.get("output_values", {}).items():
-        if [old, new] == hashes.get(k):
+        if k in fields:
+            where = f"{step}.{k}" if step else k
+            for key, (a, b, *d) in fields[k].items():
+                _plain(f"{indent}output {where} {key}: {_shown(a)} -> {_shown(b)}{_delta(d)}")
+        elif [old, new] == hashes.get(k):
             _plain(f"{indent}output {k}: {short(old, 12)} -> {short(new, 12)}")
         else:
-            change = f" ({delta[0]:+.6g})" if delta else ""
-            _plain(f"{indent}output {k}: {_shown(old)} -> {_shown(new)}{change}")
+            _plain(f"{indent}output {k}: {_shown(old)} -> {_shown(new)}{_delta(delta)}")
     for k, (old, new, *delta) in entry.get("metadata", {}).items():
-        change = f" ({delta[0]:+.6g})" if delta else ""
-        _plain(f"{indent}metadata {k}: {json.dumps(old)} -> {json.dumps(new)}{change}")
+        _plain(f"{indent}metadata {k}: {json.dumps(old)} -> {json.dumps(new)}{_delta(delta)}")
     for _component, text in entry.get("code", {}).items():
         print_diff(text)
-    if set(entry) == {"cache_key"}:
+    if "cache_key_unexplained" in entry:
+        _plain(f"{indent}{entry['cache_key_unexplained']}")
+    elif set(entry) == {"cache_key"}:  # a diff made before the reason was part of it
         _plain(
             f"{indent}cache key differs, and nothing recorded does (a declared file or env value, a secret "
             "parameter's value or the secret salt)"
         )
+
+
+def _delta(delta: list[Any]) -> str:
+    return f" ({delta[0]:+.6g})" if delta else ""
+
+
+def _key_change_line(component: str, name: str, old: Any, new: Any) -> str:
+    """One cache-key part of the ``@step(...)`` that changed, as ``why`` and ``diff`` print it: a policy
+    setting old -> new, a declared file or env variable by what happened (told apart by keyed digests:
+    never a value), an output's materializer."""
+    if component in ("files", "env"):
+        return f"{'declared file' if component == 'files' else 'declared env'} {name}: {new}"
+    if component == "outputs":
+        return f"output {name} materializer: {_shown(old)} -> {_shown(new)}"
+    return f"{component} {name}: {_shown(old)} -> {_shown(new)}"
 
 
 def print_ran(ran: dict[str, Any]) -> None:
@@ -190,12 +213,9 @@ def print_explanation(explanation: Any) -> None:
             f"compared with: step run {c.id} ({c.invocation}, {c.orchestrator}, {c.pipeline}, started {c.started_at})"
         )
     for change in e.changes:
-        if change.component == "policy" and change.diff is None:  # a recorded policy setting
-            _plain(f"policy {change.name}: {_shown(change.old)} -> {_shown(change.new)}")
-        elif change.component in ("files", "env"):  # told apart by keyed digests: never a value
-            what = "declared file" if change.component == "files" else "declared env"
-            _plain(f"{what} {change.name}: {change.new}")
-        elif change.component in ("code", "policy"):
+        if change.component in ("policy", "files", "env", "outputs"):
+            _plain(_key_change_line(change.component, change.name, change.old, change.new))
+        elif change.component == "code":
             state = f" ({change.old})" if change.old else ""
             _plain(f"{change.component}: {change.name} changed{state}")
             print_diff(change.diff or "")

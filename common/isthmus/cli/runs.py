@@ -13,6 +13,7 @@ from isthmus.cli.render import console, dump_json, duration, pinned_lines, short
 from isthmus.cli.runs_close import runs_close
 from isthmus.cli.shared import client, fail, meta
 from isthmus.errors import IsthmusError
+from isthmus.explain import short_hashes
 
 runs_app = group("runs", help="Pipeline runs.")
 runs_app.add_command(runs_close)
@@ -81,7 +82,7 @@ def runs_show(run: str, as_json: bool) -> None:
             escape(sr["invocation"]),
             short(sr["id"]),
             str(sr["attempt"]),
-            status_text(sr["status"]),
+            status_text(sr["status"]) + (" [magenta]invalidated[/magenta]" if sr.get("invalidated_at") else ""),
             cache,
             f"{sr['duration_ms']:.0f} ms" if sr["duration_ms"] is not None else "-",
             escape(outs or (sr["error"] or "")[:80]),
@@ -89,8 +90,20 @@ def runs_show(run: str, as_json: bool) -> None:
         )
     console.print(t)
     for sr in steps:
-        for line in pinned_lines(dict(sr)) + _metadata_lines(dict(sr)):
+        for line in pinned_lines(dict(sr)) + _invalidated_lines(dict(sr)) + _metadata_lines(dict(sr)):
             console.print(line, markup=False, highlight=False)
+
+
+def _invalidated_lines(step_run: dict[str, Any]) -> list[str]:
+    """``runs show`` line for a step run marked by ``isthmus invalidate``: when, and the recorded reason
+    (its result is never a cache hit again)."""
+    if not step_run.get("invalidated_at"):
+        return []
+    reason = short_hashes(str(step_run.get("invalidated_reason") or "no reason recorded"))
+    return [
+        f"invalidated {step_run['invocation']} (step run {short(step_run['id'])}) at "
+        f"{when(step_run['invalidated_at'])}: {reason}; never a cache hit again"
+    ]
 
 
 def _metadata_lines(step_run: dict[str, Any]) -> list[str]:
