@@ -4,6 +4,7 @@ counted in bytes, and a dry run that previews all of it without acting."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -19,8 +20,8 @@ from click.testing import CliRunner
 from isthmus import Client, config
 from isthmus.artifacts import tmpfiles
 from isthmus.cli import app
-from isthmus.records import RunStatus
 from isthmus.store.holders import LeaseHolder, current_holder
+from tests.core import test_run_closing as closing
 from tests.helpers import REPO, write_module
 
 
@@ -45,22 +46,8 @@ def _run(store, run_id: str, orchestrator: str = "local") -> None:
 
 
 def _step(store, run_id: str, sid: str, invocation: str, *, ended: bool = False) -> None:
-    store.start_step_run(
-        {
-            "id": sid,
-            "pipeline_run_id": run_id,
-            "invocation": invocation,
-            "step_name": invocation,
-            "step_path": f"m:{invocation}",
-            "orchestrator": "local",
-            "attempt": 1,
-            "params": {},
-            "inputs": {},
-            "context": {},
-        }
-    )
-    if ended:
-        store.finish_step_run(sid, {"status": RunStatus.COMPLETED})
+    started = dt.datetime.now(dt.timezone.utc)
+    closing._step(store, run_id, sid, invocation, started, "COMPLETED" if ended else None)
 
 
 def test_gc_marks_dead_step_runs_and_closes_the_local_runs_they_drove(

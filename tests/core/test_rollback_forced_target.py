@@ -8,24 +8,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from isthmus import Client, pipeline, step
+from isthmus import Client
 from isthmus.aliases import AliasRefused
 from isthmus.cli import app
-
-
-@step
-def make(n: int) -> list:
-    return list(range(n))
-
-
-@step
-def count(items: list) -> int:
-    return len(items)
-
-
-@pipeline
-def small(n: int = 3):
-    return count(make(n))
+from tests.core import gc_steps as g
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -36,7 +22,7 @@ def invoke(*args: str) -> tuple[int, str]:
 @pytest.fixture
 def hashes() -> dict[str, str]:
     """Two versions of make.output and versions of count.output (another name)."""
-    first, second = small.run(n=3), small.run(n=4)
+    first, second = g.chain.run(n=3), g.chain.run(n=4)
     return {
         "v1": first.steps["make"].outputs["output"].content_hash,
         "v2": second.steps["make"].outputs["output"].content_hash,
