@@ -1,5 +1,6 @@
 """``isthmus diff`` names the cache-key parts ``why`` names (the policy's version, a declared environment
-variable or file — never its value), and shows a small dict of numbers key by key with each change."""
+variable or file — never its value), shows a small dict of numbers key by key with each change, and
+refuses ambiguous options in one line."""
 
 from __future__ import annotations
 
@@ -104,6 +105,19 @@ def test_a_small_dict_of_numbers_is_diffed_key_by_key_with_deltas(tmp_path: Path
     page = tmp_path / "diff.html"
     code, out = invoke("diff", a.id, b.id, "--html", str(page))
     assert code == 0 and "detail.rmse" in page.read_text()
+
+
+def test_diff_option_errors_name_the_option() -> None:
+    scoring.run(k=1)
+    scoring.run(k=2)
+    code, out = invoke("diff", "--html", "", "latest~1", "latest")
+    assert code == 1 and out.startswith("error: --html ''") and "file name" in out, out
+    code, out = invoke("diff", "--last", "scoring", "latest~1", "latest")
+    assert code == 1 and "--last takes a pipeline name and no run ids" in out, out
+    code, out = invoke("diff", "--last-good", "scoring", "latest")
+    assert code == 1 and "--last-good takes a pipeline name and no run ids" in out, out
+    code, out = invoke("diff", "latest")
+    assert code == 1 and "give two runs" in out
 
 
 @step

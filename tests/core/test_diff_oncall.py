@@ -86,7 +86,7 @@ def test_last_and_last_good() -> None:
     code, out = invoke("diff", "--last-good", "tiny_other")
     assert code == 1 and "no successful run" in out
     code, out = invoke("diff", "--last", "scoring", "latest")
-    assert code == 1 and "give two runs" in out
+    assert code == 1 and "--last takes a pipeline name and no run ids" in out
 
 
 def test_two_step_runs() -> None:

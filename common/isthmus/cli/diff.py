@@ -22,16 +22,14 @@ if TYPE_CHECKING:
 @argument("run_b", help="Newer run, or step run.", required=False)
 @click.option("--last", help="The last two runs of this pipeline.")
 @click.option("--last-good", help="This pipeline's latest successful run against its latest failed one.")
-@click.option(
-    "--html", "html_file", type=click.Path(path_type=Path), help="Also write a self-contained HTML page here."
-)
+@click.option("--html", "html_path", help="Also write a self-contained HTML page to this file.")
 @json_option
 def diff(
     run_a: str | None,
     run_b: str | None,
     last: str | None,
     last_good: str | None,
-    html_file: Path | None,
+    html_path: str | None,
     as_json: bool,
 ) -> None:
     """What changed between two runs (or two step runs), then how each step ran.
@@ -40,11 +38,13 @@ def diff(
     @step(...) (policy version, declared files and env: never their values), outputs (small values shown, a
     dict key by key), logged metadata, resources, status and errors, environment. How it ran: cache hit or
     computed, orchestrator, duration."""
-    c = client()
     given = [x for x in (run_a, run_b) if x is not None]
+    _check_choice(given, last, last_good)
+    if html_path is not None and not html_path.strip():
+        fail(f"--html {html_path!r}: give a file name for the page, e.g. --html diff.html")
+    html_file = Path(html_path) if html_path is not None else None
+    c = client()
     try:
-        if sum(bool(x) for x in (last, last_good, given)) != 1 or (given and len(given) != 2):
-            fail("give two runs (or two step runs), --last PIPELINE, or --last-good PIPELINE")
         if last:
             d = c.diff_last(last)
         elif last_good:
@@ -60,7 +60,7 @@ def diff(
         try:
             html_file.write_text(diff_page(d), encoding="utf-8")
         except OSError as exc:
-            fail(f"--html {str(html_file)!r}: cannot write the page ({exc.strerror or exc})")
+            fail(f"--html {html_path!r}: cannot write the page ({exc.strerror or exc})")
     if as_json:
         dump_json(d)
         return
@@ -80,6 +80,20 @@ def diff(
         print_ran({b["invocation"]: d["ran"]})
     if html_file is not None:
         console.print(f"wrote {escape(str(html_file))}")
+
+
+def _check_choice(given: list[str], last: str | None, last_good: str | None) -> None:
+    """One way of naming what to compare: two runs, --last PIPELINE or --last-good PIPELINE."""
+    if last is not None and last_good is not None:
+        fail("give --last PIPELINE or --last-good PIPELINE, not both")
+    for option, value in (("--last", last), ("--last-good", last_good)):
+        if value is not None and given:
+            shown = " ".join(repr(x) for x in given)
+            fail(f"{option} takes a pipeline name and no run ids (got {shown}); drop them, or drop {option}")
+        if value is not None and not value.strip():
+            fail(f"{option} {value!r}: give a pipeline name, e.g. {option} ml_pipeline")
+    if last is None and last_good is None and len(given) != 2:
+        fail("give two runs (or two step runs), --last PIPELINE, or --last-good PIPELINE")
 
 
 def _diff_pair(client: Client, a: str, b: str) -> dict[str, Any]:
