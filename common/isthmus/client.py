@@ -36,9 +36,12 @@ from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
 from isthmus.store.metadata import MetadataStore
 
 if TYPE_CHECKING:  # the artifact store, rerun and reproduce: imported when used, so queries start fast
+    import datetime as dt
+
     from isthmus.artifacts.store import ArtifactStore
     from isthmus.reproduce import Reproduction
     from isthmus.rerun import RerunResult
+    from isthmus.run_closing import ClosedRun
 
 _LATEST = re.compile(r"latest(?:~\d+)?")
 _SHOWN = 60  # characters of a hostile id quoted in an error
@@ -372,6 +375,20 @@ class Client:
         report = prune(self.metadata, self.artifacts, delete_unreferenced=delete_unreferenced)
         self._audit("cache.prune", None, dict(report))
         return report
+
+    def close_stale_runs(self, idle: dt.timedelta, *, dry_run: bool = False) -> list[ClosedRun]:
+        """Close RUNNING pipeline runs with no activity for ``idle`` (see
+        :func:`isthmus.run_closing.close_stale_runs`); a dry run changes nothing and needs no role."""
+        from isthmus.run_closing import close_stale_runs
+
+        if not dry_run:
+            self._authorize(Role.OPERATOR, "runs.close")
+        closed = close_stale_runs(self.metadata, idle, dry_run=dry_run)
+        if not dry_run:
+            self._audit(
+                "runs.close", None, {"idle_seconds": idle.total_seconds(), "closed": [c.run_id for c in closed]}
+            )
+        return closed
 
     def audit_log(self, *, limit: int = 100, action: str | None = None, project: str | None = None) -> list[AuditEntry]:
         """The newest audit entries first (see :mod:`isthmus.governance.audit`)."""

@@ -103,10 +103,15 @@ def test_cli_mutations_check_roles_once_granted(seeded: Seeded) -> None:
     roles.grant(meta, roles.os_user(), Role.VIEWER, by="test")
     with pytest.raises(PermissionDenied, match="has viewer"):
         Client().clear_cache()
+    code, out = cli("runs", "close", "--idle", "0")  # closing runs is an operator's action too
+    assert code == 1 and "operator is needed" in out and len(out.splitlines()) == 1
+    assert cli("runs", "close", "--idle", "0", "--dry-run")[0] == 0  # looking needs no role
     code, out = cli("tokens", "create", "--role", "viewer")
     assert code != 0
     roles.grant(meta, roles.os_user(), Role.OPERATOR, by="test")
     Client().rollback("load.output@production")
+    assert cli("runs", "close", "--idle", "1h")[0] == 0
+    assert Client().audit_log(limit=1)[0].action == "runs.close"
     with pytest.raises(PermissionDenied, match="admin is needed"):
         Client().gc(keep_last=1)
     assert Client().artifact("load.output@production").content_hash == seeded.v1

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from isthmus.cli.commands import Command, json_option
 from isthmus.cli.render import console, dump_json, status_text, table
-from isthmus.cli.shared import fail, meta
+from isthmus.cli.shared import fail
 
 _SECONDS = re.compile(r"\d+(\.\d+)?")
 
@@ -39,10 +39,14 @@ def _idle_seconds(idle: str) -> float:
 def runs_close(idle: str, dry_run: bool, as_json: bool) -> None:
     """Close RUNNING pipeline runs idle for --idle: COMPLETED/FAILED from their step runs when all ended,
     ABORTED when a step run never ended."""
-    from isthmus.run_closing import close_stale_runs
+    from isthmus.client import Client
+    from isthmus.errors import IsthmusError
 
     seconds = _idle_seconds(idle)
-    closed = close_stale_runs(meta(), dt.timedelta(seconds=seconds), dry_run=dry_run)
+    try:  # through the client: an operator's action, checked against the roles and audited
+        closed = Client().close_stale_runs(dt.timedelta(seconds=seconds), dry_run=dry_run)
+    except IsthmusError as exc:
+        fail(str(exc))
     if as_json:
         dump_json({"dry_run": dry_run, "idle_seconds": seconds, "closed": [c.to_dict() for c in closed]})
         return
