@@ -448,7 +448,6 @@ def list_versions(
     a, link, al = s.artifacts, s.step_run_artifacts, s.artifact_aliases
     home = alias_project(home)
     pairs: list[tuple[str, str, VersionStats | None, int | None]] = []
-    totals: dict[str, int] = {}  # stored versions of each name listed without ``name``
     if name is not None:
         for offset, v in enumerate(versions_of(metadata, name, limit=max(limit, 0), projects=projects)):
             pairs.append((name, v.content_hash, v, offset))
@@ -466,7 +465,6 @@ def list_versions(
                     k = seen[n] = seen.get(n, -1) + 1
                     pairs.append((n, content_hash, None, k if n else None))
         pairs = pairs[:limit]
-        totals = {n: count_versions(metadata, n, projects=projects, stored=True) for n in seen if n}
     hashes = sorted({h for _, h, _, _ in pairs})
     records: dict[str, dict[str, Any]] = {}
     used: dict[str, int] = {}
@@ -498,7 +496,8 @@ def list_versions(
         rows.append(
             {
                 "name": n or None,
-                "version": stats.number if stats else (totals[n] - back if n in totals and back is not None else None),
+                # (numbered with ``name`` only: a number needs a count of the name's versions, an id not)
+                "version": stats.number if stats else None,
                 "id": (f"{n}~{back}" if back else n) if back is not None else None,
                 **record,
                 "first_produced": stats.first_produced if stats else record["created_at"],

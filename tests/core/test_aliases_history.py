@@ -447,6 +447,8 @@ def test_artifacts_list_ids_name_exactly_the_version_of_their_row(versions: list
     assert [r["content_hash"] for r in made] == versions[::-1]
     assert [r["id"] for r in made] == ["make.output", "make.output~1", "make.output~2"]
     for r in rows:
+        assert client.artifact(r["id"]).content_hash == r["content_hash"], r["id"]
+    for r in client.artifact_versions(name="make.output"):  # numbered with --name
         shown = client.artifact(r["id"])
         assert (shown.content_hash, shown.number) == (r["content_hash"], r["version"]), r["id"]
     code, out = invoke("artifacts", "list", "--name", "nosuch.output")
