@@ -314,3 +314,21 @@ def test_an_output_computed_again_stays_while_its_later_entry_is_live(
     assert made.content_hash in client.gc(keep_last=1, grace=0, dry_run=True).deleted
     assert made.content_hash in client.gc(keep_last=1, grace=0).deleted
     assert made.content_hash not in objects(client)
+
+
+def test_a_killed_writer_not_yet_reaped_is_gone() -> None:
+    """A writer killed a moment ago is a zombie until its parent reaps it: it writes nothing more, so its
+    part is abandoned (as the step-run holder rule already says)."""
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    name = f"{'0' * 32}.{child.pid}@{tmpfiles.HOST_ID}.part"
+    deadline = time.time() + 30
+    while not tmpfiles._zombie(child.pid) and time.time() < deadline:  # exited, not reaped (no wait yet)
+        time.sleep(0.01)
+    assert tmpfiles.writer_gone(name)
+    child.wait()
+    assert tmpfiles.writer_gone(name)  # reaped: no such process
+    assert not tmpfiles.writer_gone(tmpfiles.part_name())  # this process is alive

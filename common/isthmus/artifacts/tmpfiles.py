@@ -48,7 +48,16 @@ def writer_gone(name: str) -> bool:
         return True
     except (PermissionError, OverflowError):
         return False
-    return False
+    return _zombie(pid)  # killed, not yet reaped by its parent: it writes nothing more
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rpartition(")")[2].split()  # the command name may hold spaces and parentheses
+    except OSError:
+        return False
+    return bool(fields) and fields[0] == "Z"
 
 
 def remove_parts(directory: str, older_than: float | None, *, parts_only: bool = False) -> int:
