@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +122,11 @@ def _shown_output(name: str, value: Any, content_hash: Any) -> Any:
 def _delta(old: float, new: float) -> float:
     """``new - old``, a float without the last digits' rounding noise (0.9 -> 0.93: 0.03, not 0.030000000000000027)."""
     change = new - old
-    return change if isinstance(change, int) else float(f"{change:.15g}")
+    scale = max(abs(old), abs(new))
+    if isinstance(change, int) or not (math.isfinite(change) and math.isfinite(scale)) or scale == 0:
+        return change
+    # the operands hold 15-16 significant digits: digits of the change below that are rounding noise
+    return round(change, 14 - math.floor(math.log10(scale)))
 
 
 def _with_delta(changes: dict[str, list[Any]]) -> dict[str, list[Any]]:

@@ -103,3 +103,26 @@ def test_a_code_change_is_shown_side_by_side(edited: tuple[str, str]) -> None:
     assert 'class="diff"' in html and "every&nbsp;third" in html and 'class="diff_chg">2<' in html
     run = browser().get(f"/runs/{second}").text
     assert run.count('class="node computed"') == 1
+
+
+def test_the_diff_page_shows_cache_key_settings_and_metrics_by_key() -> None:
+    """What ``isthmus diff`` names, the page shows: a bumped cache version, a metrics dict key by key with
+    its change."""
+    from isthmus import CachePolicy, pipeline, step
+
+    def score(lr: float) -> dict:
+        return {"r2": round(0.8 + lr, 3), "n": 10}
+
+    ids = []
+    for version, lr in (("1", 0.01), ("2", 0.02)):
+        scored = step(score, name="score", cache=CachePolicy(version=version))
+
+        @pipeline(name="metrics")
+        def metrics(lr: float = 0.0):
+            return scored(lr)
+
+        ids.append(metrics.run(lr=lr).id)
+    html = browser().get(f"/diff?a={ids[0]}&b={ids[1]}").text
+    assert "cache key settings" in html and "version" in html
+    assert "output output by key" in html and "r2" in html and "+0.01" in html
+    no_markup(html)
