@@ -4,6 +4,7 @@ name, parameter and error never come out as markup), and the alias forms need th
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -113,15 +114,16 @@ def test_the_diff_page_shows_cache_key_settings_and_metrics_by_key() -> None:
     def score(lr: float) -> dict:
         return {"r2": round(0.8 + lr, 3), "n": 10}
 
-    ids = []
-    for version, lr in (("1", 0.01), ("2", 0.02)):
+    def metrics_of(version: str) -> Any:
         scored = step(score, name="score", cache=CachePolicy(version=version))
 
         @pipeline(name="metrics")
         def metrics(lr: float = 0.0):
             return scored(lr)
 
-        ids.append(metrics.run(lr=lr).id)
+        return metrics
+
+    ids = [metrics_of(version).run(lr=lr).id for version, lr in (("1", 0.01), ("2", 0.02))]
     html = browser().get(f"/diff?a={ids[0]}&b={ids[1]}").text
     assert "cache key settings" in html and "version" in html
     assert "output output by key" in html and "r2" in html and "+0.01" in html
