@@ -95,12 +95,35 @@ def split_alias(text: str) -> tuple[str, str]:
     return name, alias
 
 
-_WALK = 2000  # newest artifacts looked through before scanning every version of a name
+_ID_HEX = 16  # hex digits of a hash a listing shows as the id of its version
 
 
 def _scoped(query: Any, projects: Projects) -> Any:
     """``query`` over ``step_run_artifacts`` narrowed to the versions visible in ``projects``."""
     return query if projects is None else query.where(hash_in(s.step_run_artifacts.c.content_hash, projects))
+
+
+def _ranked(name: str, projects: Projects) -> Any:
+    """The stored versions of ``name`` as a subquery: hash, when first and last produced under ``name``,
+    ``rank`` (1 = the newest: the latest to first appear under the name) and ``total``. One pass over the
+    name's links (their covering index, each step run by its key)."""
+    link, r, a = s.step_run_artifacts, s.step_runs, s.artifacts
+    first, last = func.min(r.c.started_at).label("first"), func.max(r.c.started_at).label("last")
+    grouped = _scoped(
+        select(link.c.content_hash, first, last)
+        .select_from(link.join(r, r.c.id == link.c.step_run_id).join(a, a.c.content_hash == link.c.content_hash))
+        .where(link.c.artifact_name == name, link.c.role == "output")
+        .group_by(link.c.content_hash),
+        projects,
+    ).subquery()
+    order = (grouped.c.first.desc(), grouped.c.content_hash.desc())
+    return select(
+        grouped.c.content_hash,
+        grouped.c.first,
+        grouped.c.last,
+        func.row_number().over(order_by=order).label("rank"),
+        func.count().over().label("total"),
+    ).subquery()
 
 
 def versions_of(
@@ -112,65 +135,28 @@ def versions_of(
     content_hash: str | None = None,
     projects: Projects = None,
 ) -> list[VersionStats]:
-    """Versions of artifact ``name``, newest first: ``limit`` of them from ``back`` versions before the
-    newest (all by default), or only the version ``content_hash``.
+    """Versions of artifact ``name`` still stored, newest first: ``limit`` of them from ``back`` versions
+    before the newest (all by default), or only the version ``content_hash``.
 
-    Versions are ordered by when their content was first stored (``artifacts.created_at``). The newest few
-    are found by walking the newest artifacts (by index) and keeping this name's; only a deep ``~N``, a
-    rarely produced name or a hash's number scans every version of the name (its covering index)."""
+    Versions are numbered in the order they first appeared under ``name`` (a step run producing or
+    reusing them under that name; the same content stored earlier under another name does not count)."""
     produced = count_versions(metadata, name, projects=projects)
     if not produced:
         return []
-    total = count_versions(metadata, name, projects=projects, stored=True)
-    hashes: list[str] | None = None
-    if content_hash is not None:  # a recent version's number comes from the walk too
-        walked = _walk_newest(metadata, name, 0, projects)
-        hashes = walked if walked is not None and content_hash in walked else None
-    elif limit is not None and back + limit <= _WALK:
-        hashes = _walk_newest(metadata, name, back + limit, projects)
-    if hashes is None:
-        hashes = _all_versions(metadata, name, projects)
-        total = len(hashes)
+    ranked = _ranked(name, projects)
+    query = select(ranked)
     if content_hash is not None:
-        chosen = [(i, h) for i, h in enumerate(hashes) if h == content_hash]
+        query = query.where(ranked.c.content_hash == content_hash)
     else:
-        chosen = list(enumerate(hashes))[back : None if limit is None else back + limit]
-    times = _produced(metadata, name, [h for _, h in chosen])
-    deleted = max(produced - total, 0)
-    return [VersionStats(h, total - i, total, *times[h], deleted=deleted) for i, h in chosen if h in times]
-
-
-def _walk_newest(metadata: MetadataStore, name: str, want: int, projects: Projects = None) -> list[str] | None:
-    """The ``want`` newest versions of ``name`` found among the newest artifacts, or None if the walk
-    ends first (without having seen every artifact)."""
-    a, link = s.artifacts, s.step_run_artifacts
-    newest = select(a.c.content_hash).order_by(a.c.created_at.desc(), a.c.content_hash.desc()).limit(_WALK)
+        query = query.where(ranked.c.rank > back)
+        if limit is not None:
+            query = query.where(ranked.c.rank <= back + limit)
     with metadata.engine.connect() as conn:
-        walked = [str(x) for x in conn.execute(newest).scalars()]
-        mine: set[str] = set()
-        for i in range(0, len(walked), 500):
-            query = select(link.c.content_hash).where(
-                link.c.artifact_name == name, link.c.role == "output", link.c.content_hash.in_(walked[i : i + 500])
-            )
-            mine.update(str(x) for x in conn.execute(_scoped(query, projects)).scalars())
-    found = [h for h in walked if h in mine]
-    if len(found) >= want or len(walked) < _WALK:
-        return found
-    return None
-
-
-def _all_versions(metadata: MetadataStore, name: str, projects: Projects = None) -> list[str]:
-    """Every version of ``name`` still recorded, newest first."""
-    a, link = s.artifacts, s.step_run_artifacts
-    query = (
-        select(link.c.content_hash, a.c.created_at)
-        .distinct()
-        .select_from(link.join(a, a.c.content_hash == link.c.content_hash))
-        .where(link.c.artifact_name == name, link.c.role == "output")
-        .order_by(a.c.created_at.desc(), link.c.content_hash.desc())
-    )
-    with metadata.engine.connect() as conn:
-        return [str(h) for h, _ in conn.execute(_scoped(query, projects)).all()]
+        rows = conn.execute(query.order_by(ranked.c.rank)).all()
+    return [
+        VersionStats(str(h), int(total) - int(rank) + 1, int(total), first, last, deleted=max(produced - int(total), 0))
+        for h, first, last, rank, total in rows
+    ]
 
 
 def _produced(metadata: MetadataStore, name: str, hashes: list[str]) -> dict[str, tuple[dt.datetime, dt.datetime]]:
@@ -448,23 +434,26 @@ def list_versions(
     a, link, al = s.artifacts, s.step_run_artifacts, s.artifact_aliases
     home = alias_project(home)
     pairs: list[tuple[str, str, VersionStats | None, int | None]] = []
+    times: dict[tuple[str, str], tuple[dt.datetime, dt.datetime]] = {}
     if name is not None:
         for offset, v in enumerate(versions_of(metadata, name, limit=max(limit, 0), projects=projects)):
             pairs.append((name, v.content_hash, v, offset))
     else:
-        # newest first in the order versions are numbered in: each name's rows here are its newest
-        # versions, in order, so the k-th row of a name is NAME~k (an id naming exactly that version)
+        # the newest stored contents (by the created_at index), under each name they were produced as;
+        # a row's id is its hash (NAME~N would need the numbering of each name: --name shows it)
         newest_query = select(a.c.content_hash).order_by(a.c.created_at.desc(), a.c.content_hash.desc()).limit(limit)
         if projects is not None:  # the newest visible: the created_at index, each checked by its links
             newest_query = newest_query.where(hash_in(a.c.content_hash, projects))
-        seen: dict[str, int] = {}
         with metadata.engine.connect() as conn:
             newest = conn.execute(newest_query).scalars()
             for content_hash in list(newest):  # by the created_at index, then the content-hash index
                 for n in names_of(metadata, content_hash) or [""]:
-                    k = seen[n] = seen.get(n, -1) + 1
-                    pairs.append((n, content_hash, None, k if n else None))
+                    pairs.append((n, content_hash, None, None))
         pairs = pairs[:limit]
+        by_name: dict[str, list[str]] = {}
+        for n, h, _, _ in pairs:
+            by_name.setdefault(n, []).append(h)
+        times = {(n, h): t for n, hs in by_name.items() if n for h, t in _produced(metadata, n, hs).items()}
     hashes = sorted({h for _, h, _, _ in pairs})
     records: dict[str, dict[str, Any]] = {}
     used: dict[str, int] = {}
@@ -498,10 +487,10 @@ def list_versions(
                 "name": n or None,
                 # (numbered with ``name`` only: a number needs a count of the name's versions, an id not)
                 "version": stats.number if stats else None,
-                "id": (f"{n}~{back}" if back else n) if back is not None else None,
+                "id": (f"{n}~{back}" if back else n) if back is not None else h.split(":", 1)[1][:_ID_HEX],
                 **record,
-                "first_produced": stats.first_produced if stats else record["created_at"],
-                "last_produced": stats.last_produced if stats else None,
+                "first_produced": stats.first_produced if stats else times.get((n, h), (record["created_at"],))[0],
+                "last_produced": stats.last_produced if stats else times.get((n, h), (None, None))[1],
                 "used_by": used.get(h, 0),
                 "aliases": sorted(aliases.get((n, h), [])),
             }

@@ -77,10 +77,7 @@ def test_artifact_ids_name_latest_back_prefix_and_alias(versions: list[str]) -> 
         client.artifact("blake3:ffff")
 
 
-def test_artifact_ids_past_the_walk_of_newest_artifacts(versions: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import isthmus.artifact_ids as ids
-
-    monkeypatch.setattr(ids, "_WALK", 2)  # the newest two artifacts hold no make.output beyond the latest
+def test_every_version_has_its_number_and_its_back_id(versions: list[str]) -> None:
     client = Client()
     assert [client.artifact(f"make.output~{n}").content_hash for n in (0, 1, 2)] == versions[::-1]
     assert [(client.artifact(v).number, client.artifact(v).versions) for v in versions] == [(1, 3), (2, 3), (3, 3)]
@@ -445,15 +442,49 @@ def test_artifacts_list_ids_name_exactly_the_version_of_their_row(versions: list
     rows = client.artifact_versions(limit=50)
     made = [r for r in rows if r["name"] == "make.output"]
     assert [r["content_hash"] for r in made] == versions[::-1]
-    assert [r["id"] for r in made] == ["make.output", "make.output~1", "make.output~2"]
     for r in rows:
         assert client.artifact(r["id"]).content_hash == r["content_hash"], r["id"]
-    for r in client.artifact_versions(name="make.output"):  # numbered with --name
+    named = client.artifact_versions(name="make.output")  # numbered with --name
+    assert [r["id"] for r in named] == ["make.output", "make.output~1", "make.output~2"]
+    for r in named:
         shown = client.artifact(r["id"])
         assert (shown.content_hash, shown.number) == (r["content_hash"], r["version"]), r["id"]
+        (same,) = [m for m in made if m["content_hash"] == r["content_hash"]]
+        assert (same["first_produced"], same["last_produced"]) == (r["first_produced"], r["last_produced"])
     code, out = invoke("artifacts", "list", "--name", "nosuch.output")
     assert code == 0 and "no versions of 'nosuch.output' recorded" in out
     code, out = invoke("artifacts", "history", "make.output@nosuch", "--json")
     assert code == 1 and "has never been set" in out
     code, out = invoke("artifacts", "alias", "make.output@~1", versions[0])
     assert code == 1 and "an alias holds no '~' or ':'" in out
+
+
+@step
+def first_of(a: int) -> int:
+    return a
+
+
+@step
+def second_of(b: int) -> int:
+    return b
+
+
+@pipeline
+def two_names(a: int = 1, b: int = 2):
+    return first_of(a), second_of(b)
+
+
+def test_versions_are_numbered_by_when_they_first_appeared_under_their_name() -> None:
+    """Content stored first under another name (a's 1 before b ever produced 1) is numbered, for b, by
+    when b first produced it: b's newest version is the one b produced last, first."""
+    two_names.run(a=1, b=2)
+    second = two_names.run(a=2, b=1).steps["second_of"].outputs["output"].content_hash
+    assert two_names.run(a=3, b=1).steps["second_of"].cache_hit
+    client = Client()
+    newest = client.artifact("second_of.output")
+    assert newest.content_hash == second and (newest.number, newest.versions) == (2, 2)
+    rows = client.artifact_versions(name="second_of.output")
+    assert [r["id"] for r in rows] == ["second_of.output", "second_of.output~1"]
+    assert rows[0]["content_hash"] == second and rows[0]["first_produced"] > rows[1]["first_produced"]
+    assert invoke("artifacts", "alias", "second_of.output@prod", "second_of.output")[0] == 0
+    assert client.artifact("second_of.output@prod").content_hash == second

@@ -81,14 +81,14 @@ def artifacts_list(name: str | None, limit: int, by_run: bool, project: str | No
                 when(r["produced_at"]),
             )
     else:
-        t = table(
-            "Artifact versions", ["id", "version", "hash", "type", "size", "used by", "first produced", "aliases"]
-        )
+        # with --name: NAME, NAME~1 … and the version numbers; without: the newest contents, by hash
+        third = ("version", "hash") if name else ("name",)
+        t = table("Artifact versions", ["id", *third, "type", "size", "used by", "first produced", "aliases"])
         for r in rows:
+            ids = (str(r["version"]) if r["version"] else "-", short(r["content_hash"], 12)) if name else ()
             t.add_row(
                 escape(r["id"] or r["name"] or "-"),
-                str(r["version"]) if r["version"] else "-",
-                short(r["content_hash"], 12),
+                *(ids or (escape(r["name"] or "-"),)),
                 escape(r["python_type"].split(":")[-1]),
                 _size(r["size"]),
                 f"{r['used_by']} step run(s)",
