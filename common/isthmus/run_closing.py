@@ -15,7 +15,9 @@ Between two sequential tasks the run therefore reads COMPLETED for the time the 
 when the execution ends, the last task to end has written the final status (the last one reads every
 other task's end, since each writes its own step run's end before reading). A task whose process dies
 (OOM, a killed pod) leaves its step run and the pipeline run RUNNING: :func:`close_stale_runs`
-(``isthmus runs close``) closes such runs, and runs left RUNNING by older versions.
+(``isthmus runs close``) closes such runs, and runs left RUNNING by older versions; it marks ABORTED the
+step runs of a run it closes that never ended, and releases their leases, so a closed run holds no
+RUNNING step run.
 
 :func:`abort_dead_processes` (``isthmus gc``, ``isthmus cache prune``) does it at once where a death is
 proven: it marks ABORTED the step runs whose lease holder is provably dead or whose lease expired
@@ -41,6 +43,10 @@ from isthmus import lineage
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
 from isthmus.store import schema as s
 from isthmus.store.holders import LeaseHolder, holder_is_dead
+
+# The store's own statements for a step run marked ABORTED (only while RUNNING: a step that ended meanwhile
+# keeps its end) and a lease released, as its abort paths run them (MetadataStore.abort_dead_holders).
+from isthmus.store.metadata import _ABORT_RUNNING, _RELEASE_LEASE, utcnow
 
 _OPEN = (RunStatus.RUNNING, RunStatus.RETRY, RunStatus.WAITING)
 
@@ -97,6 +103,14 @@ def reopen_pipeline_run(store: Any, run_id: str) -> bool:
 
 
 @dataclass(frozen=True)
+class AbortedStepRun:
+    """A step run that never ended, marked ABORTED (or, in a dry run, to be) as its run was closed."""
+
+    step_run_id: str
+    invocation: str
+
+
+@dataclass(frozen=True)
 class ClosedRun:
     """What :func:`close_stale_runs` did (or would do) to one run."""
 
@@ -105,6 +119,7 @@ class ClosedRun:
     orchestrator: str
     status: RunStatus
     error: str | None
+    aborted_steps: tuple[AbortedStepRun, ...] = ()  # its step runs that never ended, marked ABORTED
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "status": str(self.status)}
@@ -128,10 +143,13 @@ def close_stale_runs(
 
     Each gets its derived status when all its step runs ended (a hand-written Flyte workflow's run left
     RUNNING by an older version: COMPLETED or FAILED), else ABORTED (a step run never ended: its
-    process died); the error says who closed it and why. ``dry_run``: report only."""
+    process died); the error says who closed it and why. Its step runs still RUNNING are marked ABORTED
+    first, and their leases released (:func:`abort_step_runs`): live ones too, for an ``idle`` the
+    caller chose short. ``dry_run``: report only."""
     now = now or dt.datetime.now(dt.UTC)
     cutoff = now - idle
     closed: list[ClosedRun] = []
+    leases: dict[str, list[tuple[str, str]]] | None = None  # read once, when a run has a step run to mark
     for run in store.running_pipeline_runs(started_before=cutoff):
         step_runs = store.step_runs_of(run["id"])
         last = _last_activity(run, step_runs)
@@ -147,11 +165,61 @@ def close_stale_runs(
             status, error = RunStatus.ABORTED, f"closed by 'isthmus runs close': {since}; no step ran"
         else:
             error = f"closed by 'isthmus runs close' ({since})" + (f"; {error}" if error else "")
-        closed.append(ClosedRun(run["id"], run["pipeline"], run["orchestrator"], status, error))
+        never_ended = [sr for sr in step_runs if sr["status"] == RunStatus.RUNNING]
+        if never_ended and not dry_run:
+            leases = _leases_by_step_run(store) if leases is None else leases
+            why = f"never ended (its run had no activity since {last.isoformat(timespec='seconds')})"
+            never_ended = abort_step_runs(store, never_ended, why=why, by="isthmus runs close", leases=leases)
+        aborted = tuple(AbortedStepRun(sr["id"], sr["invocation"]) for sr in never_ended)
+        closed.append(ClosedRun(run["id"], run["pipeline"], run["orchestrator"], status, error, aborted))
         if not dry_run:
             store.finish_pipeline_run(run["id"], status, outputs=run.get("outputs"), error=error)
             lineage.emit("on_pipeline_end", {**run, "status": status, "error": error})
     return closed
+
+
+def _leases_by_step_run(store: Any) -> dict[str, list[tuple[str, str]]]:
+    """Step run id -> the (cache key, holder) of each lease it holds (a holder in an unknown format names
+    no step run)."""
+    lease = s.cache_leases
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(lease.c.cache_key, lease.c.holder)).all()
+    found: dict[str, list[tuple[str, str]]] = {}
+    for key, holder in rows:
+        parsed = LeaseHolder.parse(holder)
+        if parsed is not None:
+            found.setdefault(parsed.step_run_id, []).append((str(key), str(holder)))
+    return found
+
+
+def abort_step_runs(
+    store: Any,
+    step_runs: list[StepRunRecord],
+    *,
+    why: str,
+    by: str,
+    leases: dict[str, list[tuple[str, str]]] | None = None,
+) -> list[StepRunRecord]:
+    """Mark ``step_runs`` ABORTED where still RUNNING (``aborted: <why>; marked by <by>``, as gc and
+    ``cache prune`` say it) and release the leases they hold, in one transaction; announce each end to
+    lineage. ``leases``: :func:`_leases_by_step_run`, when already read. Returns the step runs marked."""
+    leases = _leases_by_step_run(store) if leases is None else leases
+    error = f"aborted: {why}; marked by {by}"
+
+    def work(conn: Any) -> list[str]:
+        marked: list[str] = []
+        for sr in step_runs:
+            if conn.execute(_ABORT_RUNNING, {"_id": sr["id"], "_error": error, "_now": utcnow()}).rowcount:
+                marked.append(sr["id"])
+                for key, holder in leases.get(sr["id"], []):
+                    conn.execute(_RELEASE_LEASE, {"_key": key, "_holder": holder})
+        return marked
+
+    marked = set(store._run_write(work))  # the store's write transaction, retried while SQLite is locked
+    done = [sr for sr in step_runs if sr["id"] in marked]
+    for sr in done:
+        lineage.emit("on_step_end", store.get_step_run(sr["id"]))
+    return done
 
 
 @dataclass

@@ -84,6 +84,16 @@ def test_close_stale_runs(metadata_store) -> None:
         assert run["status"] == c.status and run["error"] == c.error
     assert store.get_run("busy")["status"] == "RUNNING" and store.get_run("young")["status"] == "RUNNING"
     assert [r["id"] for r in store.running_pipeline_runs(started_before=NOW)] == ["busy", "young"]
+    # a closed run holds no RUNNING step run: the one that never ended is marked, saying who did it
+    assert [(a.step_run_id, a.invocation) for a in closed["crashed"].aborted_steps] == [("c1", "a")]
+    assert closed["done"].aborted_steps == () and closed["empty"].aborted_steps == ()
+    step = store.get_step_run("c1")
+    assert step["status"] == "ABORTED" and step["ended_at"] is not None
+    assert (
+        step["error"]
+        == f"aborted: never ended (its run had no activity since {old.isoformat()}); marked by isthmus runs close"
+    )
+    assert store.get_step_run("b1")["status"] == "RUNNING"
 
 
 def _cli(*args: str) -> tuple[int, str]:

@@ -38,7 +38,10 @@ def _idle_seconds(idle: str) -> float:
 @json_option
 def runs_close(idle: str, dry_run: bool, as_json: bool) -> None:
     """Close RUNNING pipeline runs idle for --idle: COMPLETED/FAILED from their step runs when all ended,
-    ABORTED when a step run never ended."""
+    ABORTED when a step run never ended.
+
+    A step run of a closed run that never ended is marked ABORTED and its cache lease released (the next
+    run computes that step at once); each one marked is listed."""
     from isthmus.client import Client
     from isthmus.errors import IsthmusError
 
@@ -59,3 +62,9 @@ def runs_close(idle: str, dry_run: bool, as_json: bool) -> None:
             c.run_id[:8], escape(c.pipeline), escape(c.orchestrator), status_text(c.status), escape(c.error or "")
         )
     console.print(t)
+    verb = "would mark" if dry_run else "marked"
+    for c in closed:
+        for a in c.aborted_steps:  # a live step too, with a short --idle: say which
+            console.print(
+                f"{c.run_id[:8]}: {verb} ABORTED: step run {a.step_run_id[:8]} ({a.invocation!r})", markup=False
+            )
