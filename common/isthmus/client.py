@@ -369,11 +369,14 @@ class Client:
         self._audit("cache.clear", step or "*", {"entries": cleared})
         return cleared
 
-    def prune_cache(self, *, delete_unreferenced: bool = False) -> dict[str, int]:
-        """Drop expired and broken cache entries (see :func:`isthmus.cache_admin.prune`)."""
-        self._authorize(Role.OPERATOR, "cache.prune")
-        report = prune(self.metadata, self.artifacts, delete_unreferenced=delete_unreferenced)
-        self._audit("cache.prune", None, dict(report))
+    def prune_cache(self, *, delete_unreferenced: bool = False, dry_run: bool = False) -> dict[str, Any]:
+        """Drop expired and broken cache entries (see :func:`isthmus.cache_admin.prune`); a dry run counts
+        what would go, changes nothing and needs no role."""
+        if not dry_run:
+            self._authorize(Role.OPERATOR, "cache.prune")
+        report = prune(self.metadata, self.artifacts, delete_unreferenced=delete_unreferenced, dry_run=dry_run)
+        if not dry_run:
+            self._audit("cache.prune", None, dict(report))
         return report
 
     def close_stale_runs(self, idle: dt.timedelta, *, dry_run: bool = False) -> list[ClosedRun]:

@@ -45,15 +45,15 @@ def test_cache_list_json_gives_an_expiry_as_an_iso_time() -> None:
         assert abs(left.total_seconds() - 86400) < 600
 
 
-def test_cache_prune_marks_and_closes_saying_who_did_it() -> None:
-    meta = Client().metadata
+def dead_local_run(meta, run_id: str = "r1", step_run_id: str = "s1") -> None:
+    """A local run of this host whose process died in its step run ``step_run_id``, holding a lease."""
     meta.create_pipeline_run(
-        {"id": "r1", "pipeline": "p", "orchestrator": "local", "params": {}, "host": socket.gethostname()}
+        {"id": run_id, "pipeline": "p", "orchestrator": "local", "params": {}, "host": socket.gethostname()}
     )
     meta.start_step_run(
         {
-            "id": "s1",
-            "pipeline_run_id": "r1",
+            "id": step_run_id,
+            "pipeline_run_id": run_id,
             "invocation": "a",
             "step_name": "a",
             "step_path": "m:a",
@@ -68,8 +68,13 @@ def test_cache_prune_marks_and_closes_saying_who_did_it() -> None:
     assert mine is not None
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    holder = LeaseHolder(mine.host, proc.pid, "s1", mine.boot, mine.pidns, mine.start).format()
-    assert meta.acquire_lease("k", holder, ttl=600)
+    holder = LeaseHolder(mine.host, proc.pid, step_run_id, mine.boot, mine.pidns, mine.start).format()
+    assert meta.acquire_lease(f"key-{step_run_id}", holder, ttl=600)
+
+
+def test_cache_prune_marks_and_closes_saying_who_did_it() -> None:
+    meta = Client().metadata
+    dead_local_run(meta)
     result = CliRunner().invoke(app, ["cache", "prune"])
     assert result.exit_code == 0, result.output
     assert "abandoned step runs marked ABORTED: 1; pipeline runs they drove closed (ABORTED): 1" in result.output

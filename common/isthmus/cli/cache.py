@@ -46,21 +46,43 @@ def _iso(epoch: Any) -> str | None:
 @cache_app.command("clear")
 @click.option("--step", help="Only this step's entries.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask.")
-def cache_clear(step: str | None, yes: bool) -> None:
+@json_option
+def cache_clear(step: str | None, yes: bool, as_json: bool) -> None:
     """Forget cache entries (run history and artifacts are kept)."""
     what = f"step {step!r}" if step else "ALL steps"
-    if not yes and sys.stdin.isatty() and not click.confirm(f"Clear cache entries of {what}?"):
+    if not yes and sys.stdin.isatty() and not click.confirm(f"Clear cache entries of {what}?", err=as_json):
         raise click.exceptions.Exit(1)
     n = client().clear_cache(step)
+    if as_json:
+        dump_json({"step": step, "cleared": n})
+        return
     console.print(f"cleared {n} cache entr{'y' if n == 1 else 'ies'}")
 
 
 @cache_app.command("prune")
 @click.option("--artifacts", is_flag=True, help="Also delete stored objects no run refers to.")
-def cache_prune(artifacts: bool) -> None:
+@click.option("--dry-run", is_flag=True, help="Count what would go or be marked; change nothing.")
+@json_option
+def cache_prune(artifacts: bool, dry_run: bool, as_json: bool) -> None:
     """Drop expired entries and entries whose artifacts are gone; remove abandoned partial writes; mark step
     runs of dead processes ABORTED and close the local runs they drove."""
-    report = client().prune_cache(delete_unreferenced=artifacts)
+    report = client().prune_cache(delete_unreferenced=artifacts, dry_run=dry_run)
+    if as_json:
+        dump_json({"dry_run": dry_run, **report})
+        return
+    if dry_run:
+        console.print(
+            f"cache prune (dry run): would drop expired entries: {report['expired']}, "
+            f"entries with missing artifacts: {report['missing']}"
+        )
+        console.print(
+            f"partial writes to remove: {report['tmp']}, unreferenced objects to remove: {report['unreferenced']}"
+        )
+        console.print(
+            f"abandoned step runs to mark ABORTED: {report['aborted']}; "
+            f"pipeline runs they drove to close (ABORTED): {report['runs_closed']}"
+        )
+        return
     console.print(
         f"expired entries: {report['expired']}, entries with missing artifacts: {report['missing']}, "
         f"partial writes removed: {report['tmp']}, unreferenced objects removed: {report['unreferenced']}"
