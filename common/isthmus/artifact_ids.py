@@ -224,17 +224,30 @@ def alias_target(metadata: MetadataStore, name: str, alias: str, project: str) -
     return str(found) if found is not None else None
 
 
-def _hashes_with_prefix(metadata: MetadataStore, needle: str, projects: Projects = None) -> list[str]:
-    a = s.artifacts
-    if metadata.dialect == "sqlite":  # a key range: SQLite's LIKE does not use the primary key
+def _hashes_with_prefix(
+    metadata: MetadataStore, needle: str, projects: Projects = None, *, deleted: bool = False
+) -> list[str]:
+    """Up to two content hashes starting with ``needle`` of the stored artifacts — or, with ``deleted``,
+    of those only step runs still name (their artifact deleted by gc)."""
+    col = s.step_run_artifacts.c.content_hash if deleted else s.artifacts.c.content_hash
+    if metadata.dialect == "sqlite":  # a key range: SQLite's LIKE does not use the index
         upper = needle[:-1] + chr(ord(needle[-1]) + 1)
-        cond = and_(a.c.content_hash >= needle, a.c.content_hash < upper)
+        cond = and_(col >= needle, col < upper)
     else:
-        cond = a.c.content_hash.startswith(needle, autoescape=True)
+        cond = col.startswith(needle, autoescape=True)
     if projects is not None:
-        cond = and_(cond, hash_in(a.c.content_hash, projects))
+        cond = and_(cond, hash_in(col, projects))
+    query = select(col).where(cond).distinct().limit(2)
     with metadata.engine.connect() as conn:
-        return [str(x) for x in conn.execute(select(a.c.content_hash).where(cond).limit(2)).scalars()]
+        return [str(x) for x in conn.execute(query).scalars()]
+
+
+def hashes_starting(metadata: MetadataStore, needle: str, projects: Projects = None) -> list[str]:
+    """Up to two content hashes starting with ``needle`` (``blake3:…``): of stored artifacts, else of
+    artifacts only step runs still name (deleted by gc; their lineage stands)."""
+    return _hashes_with_prefix(metadata, needle, projects) or _hashes_with_prefix(
+        metadata, needle, projects, deleted=True
+    )
 
 
 def name_hint(metadata: MetadataStore, name: str, projects: Projects = None) -> str:
@@ -337,8 +350,12 @@ def _locate(metadata: MetadataStore, ref: str, project: str | None, projects: Pr
             raise RunNotFound(f"artifact {quoted(ref)} is ambiguous; give more characters of the hash")
         if found:
             return _Located(ref, found[0], None)
+        gone = _hashes_with_prefix(metadata, needle, projects, deleted=True)
+        if len(gone) == 1:  # step runs still name it: its lineage stands, its bytes and record are gone
+            return _Located(ref, gone[0], None, what=f"artifact {quoted(ref)} ({gone[0][:19]}…)")
         if ref.lower().startswith("blake3:") or not count_versions(metadata, ref, projects=projects):
-            raise RunNotFound(f"artifact {quoted(ref)} matches no artifact; see 'isthmus artifacts list'")
+            what = "is ambiguous" if gone else "matches no artifact"
+            raise RunNotFound(f"artifact {quoted(ref)} {what}; see 'isthmus artifacts list'")
     return _nth_version(metadata, ref, ref, 0, projects)
 
 
@@ -379,8 +396,8 @@ def _record(
         row = conn.execute(select(a).where(a.c.content_hash == content_hash)).mappings().first()
     if row is None:
         raise RunNotFound(
-            f"{what or f'artifact {quoted(ref)} ({content_hash[:19]}…)'} is no longer recorded in this store "
-            "(deleted); see 'isthmus artifacts list'"
+            f"{what or f'artifact {quoted(ref)} ({content_hash[:19]}…)'} was deleted from this store (gc); "
+            f"its step runs still name it: 'isthmus lineage {content_hash}' shows where it came from and went"
         )
     names = names_of(metadata, content_hash)
     if name is None and len(names) == 1:

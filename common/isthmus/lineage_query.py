@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from isthmus.artifact_ids import name_hint, resolve_artifact_hash
+from isthmus.artifact_ids import hashes_starting, name_hint, resolve_artifact_hash
 from isthmus.errors import RunNotFound
 from isthmus.governance.projects import DEFAULT
 from isthmus.governance.scope import Projects, run_visible, visible_hashes, visible_step_runs
@@ -225,20 +225,15 @@ def resolve_target(client: Client, ref: str, project: str | None = None) -> tupl
 
 
 def _artifacts_starting(meta: Any, prefix: str) -> list[str]:
-    """The content hashes starting ``blake3:prefix``; a whole hex digest also when only step runs
-    record it (its object and row deleted by gc: its lineage still stands)."""
-    found = [str(x["content_hash"]) for x in meta.find_artifacts(f"blake3:{prefix}")]
-    if not found and len(prefix) == 64 and meta.links_of_hashes([f"blake3:{prefix}"], "output", limit=1):
-        found = [f"blake3:{prefix}"]
-    return found
+    """The content hashes starting ``blake3:prefix``, stored or only named by step runs (deleted by gc:
+    their lineage still stands)."""
+    return hashes_starting(meta, f"blake3:{prefix}")
 
 
 def _one_artifact(client: Client, prefix: str, ref: str) -> str:
-    rows = client.metadata.find_artifacts(prefix)
+    rows = hashes_starting(client.metadata, prefix)
     if len(rows) == 1:
-        return str(rows[0]["content_hash"])
-    if not rows and client.metadata.links_of_hashes([prefix], "output", limit=1):
-        return prefix  # recorded by step runs, its object and row deleted by gc: its lineage still stands
+        return rows[0]
     what = "is ambiguous" if rows else "matches no artifact"
     raise RunNotFound(f"artifact {_quoted(ref)} {what}; see 'isthmus artifacts list'")
 

@@ -117,7 +117,9 @@ def recorded_inputs(step_run: StepRunRecord) -> tuple[dict[str, ArtifactRef], di
     return refs, lengths
 
 
-def _load(artifacts: ArtifactStore, refs: Mapping[str, ArtifactRef], lengths: Mapping[str, int]) -> dict[str, Any]:
+def _load(
+    metadata: MetadataStore, artifacts: ArtifactStore, refs: Mapping[str, ArtifactRef], lengths: Mapping[str, int]
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, ref in refs.items():
         try:
@@ -125,9 +127,11 @@ def _load(artifacts: ArtifactStore, refs: Mapping[str, ArtifactRef], lengths: Ma
         except InvalidArtifactRef as exc:
             raise ReplayError(f"input {name!r}: {exc}") from None
         if not artifacts.is_valid(ref):
+            deleted = not metadata.artifacts_by_hash([ref.content_hash], ["content_hash"])
             raise ArtifactMissing(
-                f"input {name!r} ({ref.uri}) is missing or corrupt; it cannot be reproduced "
-                "(re-run the step that produced it with 'isthmus rerun')"
+                f"input {name!r} ({ref.content_hash[:19]}…) "
+                + ("was deleted from this store (gc)" if deleted else f"is missing or corrupt at {ref.uri}")
+                + "; it cannot be reproduced (re-run the step that produced it with 'isthmus rerun')"
             )
         values[name] = artifacts.load(ref)
     for name, n in lengths.items():
@@ -238,7 +242,7 @@ def reproduce(
         raise ReplayError(f"{where}: step {step.name!r} takes no parameter(s) {', '.join(unknown)}")
     found = _files(values)
     found += differences(metadata, step_run, step, _code_now(step, values, refs))
-    arguments = {**values, **_load(artifacts, refs, lengths)}
+    arguments = {**values, **_load(metadata, artifacts, refs, lengths)}
     outcome = Reproduction(
         step_run_id=str(step_run["id"]),
         invocation=str(step_run["invocation"]),

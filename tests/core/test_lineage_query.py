@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from isthmus import Client
@@ -145,3 +147,23 @@ def test_run_step_ids_full_hashes_and_numbers_after_gc() -> None:
     assert len(out.splitlines()) == 1
     code, out = invoke("runs", "show", runs[0].id[:8].upper())
     assert code == 0 and runs[0].id in out
+
+
+def test_a_version_gc_deleted_is_named_deleted_by_every_command() -> None:
+    """After gc, a deleted version's hash (whole or a prefix) is not 'no such artifact': show says gc
+    deleted it and where its lineage is, lineage marks it, reproduce says its input was deleted."""
+    from isthmus.errors import ArtifactMissing
+
+    old = g.chain.run(n=3)
+    g.chain.run(n=4)
+    made = old.steps["make"].outputs["output"].content_hash
+    client = Client()
+    client.metadata.forget_artifacts([made])  # as gc deletes a version: its row and its object
+    Path(client.artifacts.path_for(made)).unlink()
+    for ref in (made, made[7:], made[7:20]):
+        code, out = invoke("artifacts", "show", ref)
+        assert code == 1 and "was deleted from this store (gc)" in out and f"isthmus lineage {made}" in out, out
+    code, out = invoke("lineage", made[7:])
+    assert code == 0 and "(deleted by gc)" in out.splitlines()[0]
+    with pytest.raises(ArtifactMissing, match="input 'items' .* was deleted from this store"):
+        client.reproduce(old.steps["count"].step_run_id)

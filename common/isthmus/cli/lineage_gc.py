@@ -85,8 +85,13 @@ def _step_line(node: StepRunNode) -> str:
 
 def _print_lineage(result: Lineage) -> None:
     kind = result.target_kind.replace("_", " ")
+    # an artifact by 16 hex digits of its hash; a run or step run by its whole id (what other commands take)
+    target = short(result.target, 16) if result.target_kind == "artifact" else result.target
+    gone = result.artifacts.get(result.target)
+    if gone is not None and not gone.present:
+        target += " (deleted by gc)"
     lines = [
-        f"[bold]lineage[/bold] of {kind} {escape(short(result.target, 16))} ({result.direction}"
+        f"[bold]lineage[/bold] of {kind} {escape(target)} ({result.direction}"
         f"{'' if result.depth is None else f', depth {result.depth}'}): {len(result.step_runs)} step run(s), "
         f"{len(result.artifacts)} artifact(s); orchestrators: {escape(', '.join(result.orchestrators()) or '-')}"
     ]

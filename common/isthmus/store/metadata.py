@@ -204,6 +204,11 @@ class _RetentionSets:
     history: bool
 
 
+def _shown_id(ref: str, limit: int = 60) -> str:
+    """``ref`` quoted for a one-line error, cut when long (ids typed or pasted may be anything)."""
+    return repr(ref if len(ref) <= limit else ref[:limit] + "…")
+
+
 class MetadataStore:
     """Runs, step runs, artifacts, aliases, code/environment snapshots, cache entries and leases.
 
@@ -875,7 +880,7 @@ class MetadataStore:
                     query = select(p.c.id).order_by(p.c.started_at.desc()).offset(offset).limit(1)
                     row = conn.execute(query).first()
                 if not row:
-                    raise RunNotFound(f"there is no run {ref!r}: only {self.count_runs()} run(s) recorded")
+                    raise RunNotFound(f"there is no run {_shown_id(ref)}: only {self.count_runs()} run(s) recorded")
                 return str(row[0])
             rows = []
             for prefix in dict.fromkeys([ref.strip(), ref.strip().lower()]):  # a hex id typed in capitals too
@@ -884,9 +889,9 @@ class MetadataStore:
                 if rows:
                     break
         if not rows:
-            raise RunNotFound(f"no pipeline run matches {ref!r}; see 'isthmus runs list' for run ids")
+            raise RunNotFound(f"no pipeline run matches {_shown_id(ref)}; see 'isthmus runs list' for run ids")
         if len(rows) > 1:
-            raise RunNotFound(f"run id prefix {ref!r} is ambiguous; give more characters")
+            raise RunNotFound(f"run id prefix {_shown_id(ref)} is ambiguous; give more characters")
         return str(rows[0][0])
 
     def count_runs(self) -> int:
