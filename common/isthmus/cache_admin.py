@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from isthmus.artifacts.errors import InvalidArtifactRef
 from isthmus.artifacts.refs import ArtifactRef
-from isthmus.gc import _abandoned_parts as abandoned_parts  # gc's dry run counts partial writes by this rule
+from isthmus.gc import abandoned_parts  # gc's dry run counts partial writes by this rule
 from isthmus.run_closing import abort_dead_processes
 from isthmus.store import schema as s
 from isthmus.store.metadata import MetadataStore

@@ -151,7 +151,7 @@ def collect_garbage(
         report.deleted, report.listed_all = summary.listed, len(summary.listed) == summary.candidates
         report.artifacts_deleted = summary.candidates
         orphans = _orphans(meta, artifacts, now - grace)
-        parts = _abandoned_parts(artifacts, now - grace)
+        parts = abandoned_parts(artifacts, now - grace)
         report.orphans_deleted = len(orphans)
         report.parts_removed, report.part_bytes = len(parts), sum(p.size for p in parts)
         report.bytes_freed = summary.size + sum(size for _, size in orphans) + report.part_bytes
@@ -177,7 +177,7 @@ def collect_garbage(
         if freed is not None:
             report.orphans_deleted += 1
             report.bytes_freed += freed
-    report.parts_removed, report.part_bytes = _remove_parts(artifacts, _abandoned_parts(artifacts, time.time() - grace))
+    report.parts_removed, report.part_bytes = _remove_parts(artifacts, abandoned_parts(artifacts, time.time() - grace))
     report.bytes_freed += report.part_bytes
     report.copies_removed = _clean_loaded_copies(meta, gone, cutoff)
     return report
@@ -289,7 +289,7 @@ class _Part:
     remote: bool = False
 
 
-def _abandoned_parts(artifacts: ArtifactStore, cutoff: float) -> list[_Part]:
+def abandoned_parts(artifacts: ArtifactStore, cutoff: float) -> list[_Part]:
     """The partial writes gc removes, by the rule of :meth:`ArtifactStore.clean_tmp`: in a local store's
     ``.tmp``, any file a dead writer of this host left or last changed before ``cutoff``; for a remote store,
     such ``.part`` files in its local staging and cache directories, and staged uploads

@@ -44,10 +44,6 @@ from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
 from isthmus.store import schema as s
 from isthmus.store.holders import LeaseHolder, holder_is_dead
 
-# The store's own statements for a step run marked ABORTED (only while RUNNING: a step that ended meanwhile
-# keeps its end) and a lease released, as its abort paths run them (MetadataStore.abort_dead_holders).
-from isthmus.store.metadata import _ABORT_RUNNING, _RELEASE_LEASE, utcnow
-
 _OPEN = (RunStatus.RUNNING, RunStatus.RETRY, RunStatus.WAITING)
 
 
@@ -206,16 +202,7 @@ def abort_step_runs(
     leases = _leases_by_step_run(store) if leases is None else leases
     error = f"aborted: {why}; marked by {by}"
 
-    def work(conn: Any) -> list[str]:
-        marked: list[str] = []
-        for sr in step_runs:
-            if conn.execute(_ABORT_RUNNING, {"_id": sr["id"], "_error": error, "_now": utcnow()}).rowcount:
-                marked.append(sr["id"])
-                for key, holder in leases.get(sr["id"], []):
-                    conn.execute(_RELEASE_LEASE, {"_key": key, "_holder": holder})
-        return marked
-
-    marked = set(store._run_write(work))  # the store's write transaction, retried while SQLite is locked
+    marked = set(store.abort_step_runs(leases, [sr["id"] for sr in step_runs], error))
     done = [sr for sr in step_runs if sr["id"] in marked]
     for sr in done:
         lineage.emit("on_step_end", store.get_step_run(sr["id"]))

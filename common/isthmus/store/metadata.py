@@ -1233,6 +1233,22 @@ class MetadataStore:
 
         return int(self._run_write(work)) if entries else 0
 
+    def abort_step_runs(self, leases: dict[str, list[tuple[str, str]]], ids: Sequence[str], error: str) -> list[str]:
+        """Mark the step runs ``ids`` ABORTED with ``error`` where they are still RUNNING, and release the
+        leases (``leases``: step run id -> [(cache key, holder)]) of those marked, in one transaction
+        (retried while SQLite is locked). Returns the ids marked."""
+
+        def work(conn: Connection) -> list[str]:
+            marked: list[str] = []
+            for step_run_id in ids:
+                if conn.execute(_ABORT_RUNNING, {"_id": step_run_id, "_error": error, "_now": utcnow()}).rowcount:
+                    marked.append(step_run_id)
+                    for key, holder in leases.get(step_run_id, []):
+                        conn.execute(_RELEASE_LEASE, {"_key": key, "_holder": holder})
+            return marked
+
+        return self._run_write(work) if ids else []
+
     def forget_artifacts(self, hashes: Sequence[str]) -> None:
         """Delete the ``artifacts`` rows of these content hashes (their objects are gone)."""
         a = s.artifacts
