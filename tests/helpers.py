@@ -49,3 +49,24 @@ def run_python(code: str, *, env: dict[str, str], cwd: Path, timeout: float = 12
     if proc.returncode != 0:
         raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def kill_when_marked(directory: Path, name: str, source: str, home: Path) -> None:
+    """Run module ``name`` (``source``, written to ``directory``) as a fresh process with ``ISTHMUS_HOME``
+    ``home`` and kill -9 it once it creates the file ``$MARKER`` (the moment a test wants it dead)."""
+    import signal
+    import time
+
+    write_module(directory, name, source)
+    marker = directory / f"{name}.marker"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENLINEAGE")}
+    env.update(ISTHMUS_HOME=str(home), MARKER=str(marker))
+    env["PYTHONPATH"] = os.pathsep.join([str(directory), str(REPO)])
+    proc = subprocess.Popen([sys.executable, str(directory / f"{name}.py")], env=env, cwd=directory)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None, f"{name} ended before it marked the moment"
+        assert time.monotonic() < deadline, f"{name} never marked the moment"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

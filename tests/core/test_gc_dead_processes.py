@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from isthmus.artifacts import tmpfiles
 from isthmus.cli import app
 from isthmus.store.holders import LeaseHolder, current_holder
 from tests.core import test_run_closing as closing
-from tests.helpers import REPO, write_module
+from tests.helpers import kill_when_marked
 
 
 def _dead_pid() -> int:
@@ -173,19 +172,7 @@ if __name__ == "__main__":
 def test_gc_after_kill_9_previews_then_aborts_closes_and_frees_the_partial_write(
     tmp_path: Path, isthmus_home: Path
 ) -> None:
-    write_module(tmp_path, "killed_pipeline", KILLED_PIPELINE)
-    marker = tmp_path / "writing"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENLINEAGE")}
-    env.update(ISTHMUS_HOME=str(isthmus_home), MARKER=str(marker))
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO)])
-    proc = subprocess.Popen([sys.executable, str(tmp_path / "killed_pipeline.py")], env=env, cwd=tmp_path)
-    deadline = time.monotonic() + 120
-    while not marker.exists():
-        assert proc.poll() is None, "the pipeline ended before writing"
-        assert time.monotonic() < deadline, "the pipeline never wrote"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when_marked(tmp_path, "killed_pipeline", KILLED_PIPELINE, isthmus_home)  # while it writes
 
     def gc(*args: str) -> dict:
         result = CliRunner().invoke(app, ["gc", *args, "--json"])

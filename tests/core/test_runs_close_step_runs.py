@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +16,7 @@ from isthmus import Client, config
 from isthmus.cli import app
 from isthmus.store.holders import current_holder
 from tests.core import test_run_closing as closing
-from tests.helpers import REPO, write_module
+from tests.helpers import kill_when_marked
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -54,19 +49,7 @@ if __name__ == "__main__":
 
 def _kill_mid_step(tmp_path: Path, isthmus_home: Path) -> None:
     """Run ``killed`` in a fresh process and kill -9 it while step 'slow' runs."""
-    write_module(tmp_path, "killed_mid_step", KILLED_MID_STEP)
-    marker = tmp_path / "in-slow"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENLINEAGE")}
-    env.update(ISTHMUS_HOME=str(isthmus_home), MARKER=str(marker))
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO)])
-    proc = subprocess.Popen([sys.executable, str(tmp_path / "killed_mid_step.py")], env=env, cwd=tmp_path)
-    deadline = time.monotonic() + 120
-    while not marker.exists():
-        assert proc.poll() is None, "the pipeline ended before its slow step"
-        assert time.monotonic() < deadline, "the slow step never started"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when_marked(tmp_path, "killed_mid_step", KILLED_MID_STEP, isthmus_home)
 
 
 def test_runs_close_after_kill_9_marks_the_step_run_that_never_ended(tmp_path: Path, isthmus_home: Path) -> None:
