@@ -10,7 +10,9 @@ produced them), the policy (its version salt and settings), each declared file p
 variable whose contents or value changed (told apart by keyed digests the step run records; values are
 never stored or shown), the output names and materializers. What the store does not record — the
 values of secret parameters, the store's secret salt — is named as such, never guessed. The same key
-as the earlier run says why its result was not reused (invalidated: when and why; failed; gone).
+as the earlier run says why its result was not reused (invalidated: when and why; failed; gone); when
+the nearest earlier run has another key but an earlier run was recorded under this one, that run is
+the one named (its result could have been reused), with what the nearest run differs in as a note.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 
 from isthmus.governance.scope import Projects, limited, visible_step_runs
 from isthmus.records import RunStatus, StepRunRecord
@@ -206,8 +208,30 @@ def policy_changes(old: Any, new: Any) -> list[KeyChange]:
     return out
 
 
+# a JSON escape: \uXXXX or one character (so an escaped backslash is never read as the start of another)
+_JSON_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)")
+_JSON_SHORT_CONTROLS = {"b": "\b", "f": "\f", "r": "\r"}
+
+
+def recorded_json(value: Any) -> str:
+    """``value`` as one line of JSON (keys sorted) whose control characters are left as the characters,
+    as a recorded string's are, for whoever shows it to escape by one rule (the CLI: ``printable``);
+    newline and tab stay ``\\n`` and ``\\t``, so the text stays one line."""
+
+    def unescaped(m: re.Match[str]) -> str:
+        escape = m.group(1)
+        if escape in _JSON_SHORT_CONTROLS:
+            return _JSON_SHORT_CONTROLS[escape]
+        if len(escape) == 5 and int(escape[1:], 16) < 0x20:
+            return chr(int(escape[1:], 16))
+        return m.group()
+
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return _JSON_ESCAPE.sub(unescaped, text)
+
+
 def _short(value: Any, width: int = 40) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    text = value if isinstance(value, str) else recorded_json(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -298,6 +322,40 @@ def _nearest(
     return _preferred(_visible(store, candidates, projects), sr, pipeline)
 
 
+def _same_key_run(store: MetadataStore, sr: StepRunRecord, projects: Projects) -> dict[str, Any] | None:
+    """The newest earlier completed run recorded under ``sr``'s cache key (its result is the one that
+    could have been reused), else the newest failed one; of ``sr``'s own pipeline run only an earlier
+    attempt of its own invocation; None when the one found is out of ``projects``. Read by the cache-key
+    index: the newest by ``max(started_at)`` over that key's few rows, never by sorting them."""
+    r, p = s.step_runs, s.pipeline_runs
+    mine = sr.get("pipeline_run_id")
+    where = [
+        r.c.cache_key == str(sr["cache_key"]),
+        r.c.started_at < sr["started_at"],
+        r.c.id != str(sr["id"]),
+    ]
+    if mine is not None:
+        where.append(
+            or_(r.c.pipeline_run_id.is_(None), r.c.pipeline_run_id != mine, r.c.invocation == str(sr["invocation"]))
+        )
+    with store.engine.connect() as conn:
+        for status in (RunStatus.COMPLETED, RunStatus.FAILED):
+            newest = conn.execute(select(func.max(r.c.started_at)).where(*where, r.c.status == status)).scalar()
+            if newest is None:
+                continue
+            query = (
+                select(r, p.c.pipeline.label("pipeline"))
+                .select_from(r.outerjoin(p, p.c.id == r.c.pipeline_run_id))
+                .where(*where, r.c.status == status, r.c.started_at == newest)
+            )
+            row = conn.execute(query).mappings().first()
+            if row is not None:
+                found = dict(row)
+                found["status"] = RunStatus(found["status"])
+                return found if _visible(store, [found], projects) else None
+    return None
+
+
 def unexplained(new: StepRunRecord, old: StepRunRecord | dict[str, Any]) -> str:
     """What may have changed when two step runs' cache keys differ and no recorded component does: what
     the store does not record (a secret parameter's value, the secret salt), and a step's policy when
@@ -332,6 +390,21 @@ def _same_key(compared: StepRunSummary, prev: dict[str, Any]) -> tuple[str, list
         return f"{same}, which {str(prev['status']).lower()}: nothing to reuse", []
     gone = "its cache entry expired or was cleared, or its artifacts were gone"
     return f"{same}, whose result was not reused ({gone})", []
+
+
+def _not_reused(
+    store: MetadataStore, sr: StepRunRecord, me: StepRunSummary, same: dict[str, Any], prev: dict[str, Any] | None
+) -> Explanation:
+    """``sr`` computed although ``same``, an earlier run, had its cache key: why that result was not
+    reused, and (a note) what the nearest earlier run ``prev`` differs in."""
+    compared = StepRunSummary.of(same)
+    reason, notes = _same_key(compared, same)
+    if prev is not None:
+        changes = key_changes(store, prev, sr)  # type: ignore[arg-type]  # a step_runs row plus its pipeline
+        differs = summarize(changes) if changes else unexplained(sr, prev)
+        notes.append(f"the nearest earlier run, {str(prev['id'])[:8]}, differs: {differs}")
+    decision = "running" if sr["status"] == RunStatus.RUNNING else "computed"
+    return Explanation(me, decision, reason, compared_with=compared, notes=notes)
 
 
 def _forced_by(sr: StepRunRecord, pipeline_run: Any) -> tuple[str, str]:
@@ -372,6 +445,10 @@ def explain_step_run(store: MetadataStore, sr: StepRunRecord, projects: Projects
     forced = bool((sr.get("context") or {}).get("forced"))
     how, forced_note = _forced_by(sr, pipeline_run) if forced else ("", "")
     prev = _nearest(store, sr, pipeline, projects)
+    if not forced and (prev is None or prev.get("cache_key") != sr.get("cache_key")):
+        same = _same_key_run(store, sr, projects)
+        if same is not None:  # its result could have been reused: why it was not says more than prev
+            return _not_reused(store, sr, me, same, prev)
     if prev is None:
         item = bool(_MAP_ITEM.search(str(sr["invocation"])))
         first = "first run of this item" if item else "first run"
