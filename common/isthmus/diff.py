@@ -8,7 +8,8 @@ ran* (cache hit or computed, orchestrator, duration): a computed run and an all-
 inputs differ only in the latter. Small outputs (JSON or text of a few hundred bytes, loaded through
 the artifact store and checked against their hash) are shown as values, numbers with their change, a
 dict of them also key by key (``output_fields``: ``r2``, ``detail.rmse``); anything else by its content
-hash.
+hash, and the hashes of changed inputs and outputs whose artifacts gc deleted are listed
+(``deleted_artifacts``).
 """
 
 from __future__ import annotations
@@ -194,6 +195,10 @@ def step_changes(
     ):
         if changed:
             entry[name] = changed
+    named = {h for pair in (*outputs.values(), *entry.get("inputs", {}).values()) for h in pair if h}
+    deleted = sorted(named - set(store.artifacts_by_hash(sorted(named), ()))) if named else []
+    if deleted:
+        entry["deleted_artifacts"] = deleted
     if sa["cache_key"] != sb["cache_key"]:
         entry["cache_key"] = [sa["cache_key"], sb["cache_key"]]
         if not set(entry) & _KEY_PARTS:

@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from isthmus.cli.commands import argument, command, json_option
-from isthmus.cli.render import console, dump_json, print_changes, print_ran
+from isthmus.cli.render import console, dump_json, print_changes, print_ran, shown_change
 from isthmus.cli.shared import client, fail
 from isthmus.errors import IsthmusError
 
@@ -117,9 +117,9 @@ def _print_environment(env: dict[str, Any]) -> None:
     for section, changes in env.items():
         if isinstance(changes, dict):
             for k, (old, new) in changes.items():
-                console.print(f"    {section}.{k}: {old} -> {new}", markup=False)
+                console.print(f"    {section}.{k}{shown_change(old, new)}", markup=False)
         else:
-            console.print(f"    {section}: {changes[0]} -> {changes[1]}", markup=False)
+            console.print(f"    {section}{shown_change(changes[0], changes[1])}", markup=False)
 
 
 def _print_run_diff(d: dict[str, Any]) -> None:
@@ -130,7 +130,7 @@ def _print_run_diff(d: dict[str, Any]) -> None:
     console.print("[bold]what changed[/bold]")
     if d["params"]:
         for k, (old, new) in d["params"].items():
-            console.print(f"  param {k}: {old!r} -> {new!r}", markup=False)
+            console.print(f"  param {k}{shown_change(old, new)}", markup=False)
     if not d["steps"]:
         console.print(f"  steps: no changes ({len(d['unchanged_steps'])} identical)")
     for name, entry in d["steps"].items():

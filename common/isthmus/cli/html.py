@@ -1,12 +1,15 @@
 """``isthmus diff --html FILE``: one self-contained page (no scripts, no external resources), every
-recorded value escaped, code changes side by side (:class:`difflib.HtmlDiff`, which escapes the lines)."""
+recorded value escaped (its control characters shown as ``\\x1b``, as in the terminal), code changes
+side by side (:class:`difflib.HtmlDiff`, which escapes the lines), hashes gc deleted marked."""
 
 from __future__ import annotations
 
 import difflib
 import html
-import json
 from typing import Any
+
+from isthmus.cli.render import printable
+from isthmus.explain import recorded_json
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
@@ -18,8 +21,17 @@ table.diff{font-family:monospace;font-size:.85em} .diff_header{background:#eee}
 
 
 def _e(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    return html.escape(text, quote=True)
+    """A recorded value as page text: controls shown as escapes (``\\x1b``, as in the terminal), then
+    HTML-escaped."""
+    return html.escape(printable(value if isinstance(value, str) else recorded_json(value)), quote=True)
+
+
+def _marked(changes: dict[str, Any], deleted: set[str]) -> dict[str, Any]:
+    """``changes`` with each hash gc deleted marked ``(deleted)``."""
+    return {
+        k: [f"{x} (deleted)" if isinstance(x, str) and x in deleted else x for x in change]
+        for k, change in changes.items()
+    }
 
 
 def _rows(title: str, changes: dict[str, Any]) -> str:
@@ -51,12 +63,13 @@ def _step(name: str, entry: dict[str, Any]) -> str:
         else ["", c["new"]]
         for c in entry.get("key_changes", [])
     }  # a declared file or env variable: what happened to it, never a value
+    deleted = set(entry.get("deleted_artifacts", []))
     for label, changes in (
         ("params", entry.get("params", {})),
         ("dependencies", entry.get("dependencies", {})),
-        ("inputs", entry.get("inputs", {})),
+        ("inputs", _marked(entry.get("inputs", {}), deleted)),
         ("cache key parts of @step(...)", key_parts),
-        ("outputs", outputs),
+        ("outputs", _marked(outputs, deleted)),
         ("metadata", entry.get("metadata", {})),
         ("resources", entry.get("resources", {})),
     ):
@@ -66,7 +79,10 @@ def _step(name: str, entry: dict[str, Any]) -> str:
     differ = difflib.HtmlDiff(wrapcolumn=90)
     for component, (old, new) in entry.get("code_sources", {}).items():
         table = differ.make_table(
-            old.splitlines(), new.splitlines(), fromdesc=_e(f"a/{component}"), todesc=_e(f"b/{component}")
+            printable(old).splitlines(),
+            printable(new).splitlines(),
+            fromdesc=_e(f"a/{component}"),
+            todesc=_e(f"b/{component}"),
         )
         parts.append(f"<h3>code {_e(component)}</h3>{table}")
     return "".join(parts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import sys
 from typing import Any
@@ -13,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from isthmus.explain import recorded_json
 from isthmus.records import RunStatus
 
 # C0 controls but newline and tab, DEL and C1 controls: recorded text (a parameter, an alias reason, an
@@ -91,10 +93,15 @@ def status_text(status: str) -> str:
     return f"[{color}]{status}[/{color}]"
 
 
-def print_diff(text: str) -> None:
+def print_diff(text: str, indent: str = "") -> None:
+    """A unified diff, coloured, each line after ``indent``; its text shown by :func:`printable`."""
     from rich.syntax import Syntax  # and pygments: imported when a code diff is shown
 
-    console.print(Syntax(text.rstrip("\n"), "diff", theme="ansi_dark", background_color="default"))
+    shown = printable(text.rstrip("\n"))
+    syntax = Syntax(shown, "diff", theme="ansi_dark", background_color="default")
+    for line in syntax.highlight(shown).split("\n"):
+        line.pad_left(len(indent))
+        console.print(line)
 
 
 def pinned_lines(step_run: dict[str, Any]) -> list[str]:
@@ -114,12 +121,52 @@ def pinned_lines(step_run: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _text(value: Any) -> tuple[str, int]:
+    """A recorded value as text, and how much of it a line shows: a string as it is (80 characters),
+    other data as JSON (120)."""
+    return (value, 80) if isinstance(value, str) else (recorded_json(value), 120)
+
+
+def _cut(text: str, width: int, at: int = 0) -> str:
+    """``text`` cut to ``width`` characters (each cut end marked …), from near ``at`` when it is far in."""
+    if len(text) <= width:
+        return text
+    start = max(0, min(at - width // 4, len(text) - width + 1)) if at > width // 2 else 0
+    body = text[start : start + width - (2 if start else 1)]
+    return ("…" if start else "") + body + ("…" if start + len(body) < len(text) else "")
+
+
 def _shown(value: Any) -> str:
-    """A recorded value as text: numbers and short strings as they are, other data as JSON."""
-    if isinstance(value, str):
-        return value if len(value) <= 80 else value[:79] + "…"
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= 120 else text[:119] + "…"
+    """A recorded value as text: numbers and short strings as they are, other data as JSON, cut to fit."""
+    return _cut(*_text(value))
+
+
+def _shown_pair(old: Any, new: Any) -> tuple[str, str]:
+    """Two recorded values as :func:`_shown` shows them; when both are cut, each around where their
+    texts first differ (the same prefix cut from both would hide the change)."""
+    (a, wa), (b, wb) = _text(old), _text(new)
+    if len(a) <= wa or len(b) <= wb or a == b:
+        return _cut(a, wa), _cut(b, wb)
+    at = len(os.path.commonprefix([a, b]))
+    return _cut(a, wa, at), _cut(b, wb, at)
+
+
+def shown_change(old: Any, new: Any, delta: list[Any] | tuple[Any, ...] = ()) -> str:
+    """How a change ends its line: ``: old -> new (+d)``; two lists too long to show whole, by their first
+    differing item: ``[12]: "end" -> "band-012" (first difference; 13 items -> 14 items)``."""
+    if isinstance(old, list) and isinstance(new, list) and not _fits(old) and not _fits(new):
+        at = next((i for i, (x, y) in enumerate(zip(old, new, strict=False)) if x != y), min(len(old), len(new)))
+        a, b = (recorded_json(v[at]) if at < len(v) else "-" for v in (old, new))
+        sa, sb = _shown_pair(a, b)
+        counts = f"{len(old)} items each" if len(old) == len(new) else f"{len(old)} items -> {len(new)} items"
+        return f"[{at}]: {sa} -> {sb} (first difference; {counts})"
+    sa, sb = _shown_pair(old, new)
+    return f": {sa} -> {sb}{_delta(list(delta))}"
+
+
+def _fits(value: Any) -> bool:
+    text, width = _text(value)
+    return len(text) <= width
 
 
 def _plain(line: str) -> None:
@@ -128,15 +175,17 @@ def _plain(line: str) -> None:
 
 def print_changes(entry: dict[str, Any], indent: str, step: str | None = None) -> None:
     """The 'what changed' lines of one step (see :func:`isthmus.diff.step_changes`); ``step``: its name,
-    shown with an output whose keys are listed one by one (``output evaluate.output r2: …``)."""
+    shown with an output whose keys are listed one by one (``output evaluate.output r2: …``). A hash gc
+    deleted is marked ``(deleted)``; a code change is a ``code:`` line with its diff under it."""
     for field in ("status", "error"):
         if field in entry:
-            _plain(f"{indent}{field}: {_shown(entry[field][0])} -> {_shown(entry[field][1])}")
+            _plain(f"{indent}{field}{shown_change(entry[field][0], entry[field][1])}")
     for field, label in (("params", "param"), ("dependencies", "dependency"), ("resources", "resource")):
         for k, (old, new) in entry.get(field, {}).items():
-            _plain(f"{indent}{label} {k}: {_shown(old)} -> {_shown(new)}")
+            _plain(f"{indent}{label} {k}{shown_change(old, new)}")
+    deleted = set(entry.get("deleted_artifacts", []))
     for k, (old, new) in entry.get("inputs", {}).items():
-        _plain(f"{indent}input {k}: {short(old, 12)} -> {short(new, 12)}")
+        _plain(f"{indent}input {k}: {_hash(old, deleted)} -> {_hash(new, deleted)}")
     for change in entry.get("key_changes", []):
         _plain(indent + _key_change_line(change["component"], change["name"], change["old"], change["new"]))
     hashes = entry.get("outputs", {})
@@ -145,15 +194,20 @@ def print_changes(entry: dict[str, Any], indent: str, step: str | None = None) -
         if k in fields:
             where = f"{step}.{k}" if step else k
             for key, (a, b, *d) in fields[k].items():
-                _plain(f"{indent}output {where} {key}: {_shown(a)} -> {_shown(b)}{_delta(d)}")
-        elif [old, new] == hashes.get(k):
-            _plain(f"{indent}output {k}: {short(old, 12)} -> {short(new, 12)}")
+                _plain(f"{indent}output {where} {key}{shown_change(a, b, d)}")
+            continue
+        ha, hb = hashes.get(k) or (None, None)
+        if old == ha or new == hb:  # a side shown by its hash: too big, not JSON or text, or gone
+            a = _hash(old, deleted) if old == ha else _shown(old)
+            b = _hash(new, deleted) if new == hb else _shown(new)
+            _plain(f"{indent}output {k}: {a} -> {b}")
         else:
-            _plain(f"{indent}output {k}: {_shown(old)} -> {_shown(new)}{_delta(delta)}")
+            _plain(f"{indent}output {k}{shown_change(old, new, delta)}")
     for k, (old, new, *delta) in entry.get("metadata", {}).items():
-        _plain(f"{indent}metadata {k}: {json.dumps(old)} -> {json.dumps(new)}{_delta(delta)}")
-    for _component, text in entry.get("code", {}).items():
-        print_diff(text)
+        _plain(f"{indent}metadata {k}: {recorded_json(old)} -> {recorded_json(new)}{_delta(delta)}")
+    for component, text in entry.get("code", {}).items():
+        _plain(f"{indent}code: {component} changed")
+        print_diff(text, indent + "  ")
     if "cache_key_unexplained" in entry:
         _plain(f"{indent}{entry['cache_key_unexplained']}")
     elif set(entry) == {"cache_key"}:  # a diff made before the reason was part of it
@@ -161,6 +215,11 @@ def print_changes(entry: dict[str, Any], indent: str, step: str | None = None) -
             f"{indent}cache key differs, and nothing recorded does (a declared file or env value, a secret "
             "parameter's value or the secret salt)"
         )
+
+
+def _hash(content_hash: str | None, deleted: set[str]) -> str:
+    """A content hash as its first 12 digits, marked ``(deleted)`` when gc deleted its artifact."""
+    return short(content_hash, 12) + (" (deleted)" if content_hash in deleted else "")
 
 
 def _delta(delta: list[Any]) -> str:
@@ -174,8 +233,8 @@ def _key_change_line(component: str, name: str, old: Any, new: Any) -> str:
     if component in ("files", "env"):
         return f"{'declared file' if component == 'files' else 'declared env'} {name}: {new}"
     if component == "outputs":
-        return f"output {name} materializer: {_shown(old)} -> {_shown(new)}"
-    return f"{component} {name}: {_shown(old)} -> {_shown(new)}"
+        return f"output {name} materializer{shown_change(old, new)}"
+    return f"{component} {name}{shown_change(old, new)}"
 
 
 def print_ran(ran: dict[str, Any]) -> None:
@@ -226,6 +285,6 @@ def print_explanation(explanation: Any) -> None:
             was = f" (was from {old.invocation} {old.id[:8]})" if old else ""
             _plain(f"input {change.name}: {short(change.old, 12)} -> {short(change.new, 12)}{made}{was}")
         else:
-            _plain(f"{change.component} {change.name}: {_shown(change.old)} -> {_shown(change.new)}")
+            _plain(f"{change.component} {change.name}{shown_change(change.old, change.new)}")
     for note in e.notes:
         _plain(f"note: {note}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -13,14 +12,20 @@ from isthmus.cli.render import console, dump_json, duration, pinned_lines, short
 from isthmus.cli.runs_close import runs_close
 from isthmus.cli.shared import client, fail, meta
 from isthmus.errors import IsthmusError
-from isthmus.explain import short_hashes
+from isthmus.explain import recorded_json, short_hashes
 
 runs_app = group("runs", help="Pipeline runs.")
 runs_app.add_command(runs_close)
 
 
+def _at_least_one(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value < 1:
+        fail(f"--limit {value}: give how many runs to list, 1 or more (e.g. --limit 20)")
+    return value
+
+
 @runs_app.command("list")
-@click.option("--limit", "-n", type=int, default=20)
+@click.option("--limit", "-n", type=int, default=20, callback=_at_least_one, help="How many runs, newest first.")
 @click.option("--pipeline", "-p")
 @click.option("--orchestrator", "-o")
 @json_option
@@ -65,9 +70,9 @@ def runs_show(run: str, as_json: bool) -> None:
         f"orchestrator={r['orchestrator']}  started {when(r['started_at'])}  took {duration(r['started_at'], r['ended_at'])}"
     )
     if r["params"]:
-        console.print(f"params: {json.dumps(r['params'], sort_keys=True)}", markup=False)
+        console.print(f"params: {recorded_json(r['params'])}", markup=False)
     if r["context"]:
-        console.print(f"context: {json.dumps(r['context'], sort_keys=True, default=str)}", markup=False)
+        console.print(f"context: {recorded_json(r['context'])}", markup=False)
     if r["error"]:
         console.print(f"[red]error:[/red] {escape(r['error'])}")
     t = table("Steps", ["step", "step run", "attempt", "status", "cache", "took", "outputs", "why"])
@@ -113,7 +118,7 @@ def _metadata_lines(step_run: dict[str, Any]) -> list[str]:
         (f" output {k}", (v.get("metadata") or {}).get("logged")) for k, v in (step_run.get("outputs") or {}).items()
     ]
     return [
-        f"metadata of {step_run['invocation']}{where}: {json.dumps(data, sort_keys=True)}"
+        f"metadata of {step_run['invocation']}{where}: {recorded_json(data)}"
         for where, data in shown
         if isinstance(data, dict) and data
     ]
