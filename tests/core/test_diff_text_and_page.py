@@ -142,9 +142,10 @@ def test_two_long_lists_are_shown_where_they_first_differ() -> None:
 
 def test_runs_list_refuses_a_limit_below_one_in_one_line() -> None:
     echoed.run()
-    for bad in ("0", "-1"):
-        result = CliRunner().invoke(app, ["runs", "list", "--limit", bad])
-        assert result.exit_code != 0 and result.output.count("\n") == 1, result.output
-        assert "--limit" in result.output and bad in result.output, result.output
+    for command in (["runs", "list"], ["artifacts", "list"], ["cache", "list"]):
+        for bad in ("0", "-1"):
+            result = CliRunner().invoke(app, [*command, "--limit", bad])
+            assert result.exit_code != 0 and result.output.count("\n") == 1, result.output
+            assert f"--limit {bad}: give how many to list, 1 or more" in result.output, result.output
     code, out = invoke("runs", "list", "-n", "1")
     assert code == 0 and "echoed" in out

@@ -13,6 +13,7 @@ from rich.markup import escape
 from isthmus.aliases import AliasChange
 from isthmus.cli.commands import argument, command, group, json_option
 from isthmus.cli.render import console, dump_json, short, table, when
+from isthmus.cli.shared import at_least_one
 from isthmus.cli.shared import fail as _fail
 from isthmus.client import Client
 from isthmus.errors import IsthmusError
@@ -46,7 +47,7 @@ def _change_line(c: AliasChange) -> str:
 
 @artifacts_app.command("list")
 @click.option("--name", help="Only versions of this artifact (STEP.OUTPUT).")
-@click.option("--limit", "-n", type=int, default=50)
+@click.option("--limit", "-n", type=int, default=50, callback=at_least_one, help="How many, newest first.")
 @click.option("--by-run", is_flag=True, help="One row per step run that produced or reused a version.")
 @project_option
 @json_option

@@ -11,14 +11,14 @@ import click
 
 from isthmus.cli.commands import group, json_option
 from isthmus.cli.render import console, dump_json, short, table
-from isthmus.cli.shared import client, meta
+from isthmus.cli.shared import at_least_one, client, meta
 
 cache_app = group("cache", help="The step cache.")
 
 
 @cache_app.command("list")
 @click.option("--step")
-@click.option("--limit", "-n", type=int, default=100)
+@click.option("--limit", "-n", type=int, default=100, callback=at_least_one)
 @json_option
 def cache_list(step: str | None, limit: int, as_json: bool) -> None:
     """Cache entries (step, key, producing step run, expiry)."""

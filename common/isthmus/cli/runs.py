@@ -10,7 +10,7 @@ from rich.markup import escape
 from isthmus.cli.commands import argument, group, json_option
 from isthmus.cli.render import console, dump_json, duration, pinned_lines, short, status_text, table, when
 from isthmus.cli.runs_close import runs_close
-from isthmus.cli.shared import client, fail, meta
+from isthmus.cli.shared import at_least_one, client, fail, meta
 from isthmus.errors import IsthmusError
 from isthmus.explain import recorded_json, short_hashes
 
@@ -18,14 +18,8 @@ runs_app = group("runs", help="Pipeline runs.")
 runs_app.add_command(runs_close)
 
 
-def _at_least_one(ctx: click.Context, param: click.Parameter, value: int) -> int:
-    if value < 1:
-        fail(f"--limit {value}: give how many runs to list, 1 or more (e.g. --limit 20)")
-    return value
-
-
 @runs_app.command("list")
-@click.option("--limit", "-n", type=int, default=20, callback=_at_least_one, help="How many runs, newest first.")
+@click.option("--limit", "-n", type=int, default=20, callback=at_least_one, help="How many runs, newest first.")
 @click.option("--pipeline", "-p")
 @click.option("--orchestrator", "-o")
 @json_option

@@ -38,3 +38,11 @@ def client() -> Client:
     from isthmus.client import Client
 
     return Client(meta())
+
+
+def at_least_one(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    """A ``--limit`` callback: 1 or more, else one line naming the option and the fix (no usage block)."""
+    if value < 1:
+        name = param.opts[0] if param.opts else str(param.name)
+        fail(f"{name} {value}: give how many to list, 1 or more (e.g. {name} 20)")
+    return value
