@@ -909,9 +909,28 @@ def forbidden_bytes(value: Any, secrets: Iterable[str]) -> tuple[bytes, ...]:
     the spellings of ``secrets`` — none for arrays and frames (data, not credentials), for streams (the
     save drains them: they are stored, as their bytes cannot be read again) and for paths (a file or a
     tree: their materializer searches the contents)."""
-    if not secrets or opaque_data(value) or isinstance(value, (io.IOBase, os.PathLike)):
+    if not secrets or opaque_data(value) or isinstance(value, (io.IOBase, os.PathLike)) or _plain_data(value):
         return ()
     return secret_bytes(secrets)
+
+
+_PLAIN_SCALARS = (str, bytes, int, float, bool, type(None))
+
+
+def _plain_data(value: Any, depth: int = 0) -> bool:
+    """Strings, numbers and lists, tuples and dicts of them: the search of the value itself sees every
+    string in it (its stored form adds only the keys, which are names: ``{"MY_API_TOKEN": …}`` returned
+    by a step that was handed the name is no secret)."""
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return True
+    if depth > 100:
+        return False
+    if kind is list or kind is tuple:
+        return all(_plain_data(v, depth + 1) for v in value)
+    if kind is dict:
+        return all(type(k) in _PLAIN_SCALARS and _plain_data(v, depth + 1) for k, v in value.items())
+    return False
 
 
 class _Scrubber:

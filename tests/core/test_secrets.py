@@ -459,6 +459,19 @@ def test_an_output_whose_stored_form_holds_a_given_secret_is_refused(isthmus_hom
     assert plain.outputs["output"].python_type.endswith("_Slotted")
 
 
+@step
+def keyed_by(names: list) -> dict:
+    return {name: len(name) for name in names}
+
+
+def test_plain_data_is_searched_by_its_values_not_its_stored_form() -> None:
+    """A list of names that reads like a header pair makes its strings secrets the step was given; an
+    output dict keyed by those names holds no secret value (keys are names): stored, not refused."""
+    names = ["MY_API_TOKEN", "OPENLINEAGE_PARENT_ID"]
+    result = default_runner().run(keyed_by, {"names": names})
+    assert default_runner().artifacts.load(result.outputs["output"]) == {n: len(n) for n in names}
+
+
 def test_an_object_without_a_known_secret_is_still_an_input_artifact(isthmus_home: Path) -> None:
     @pipeline
     def plain(password: str):
