@@ -30,11 +30,10 @@ from isthmus.artifact_ids import (
     ResolvedArtifact,
     alias_target,
     is_version_of,
-    quoted,
     resolve_artifact,
     split_alias,
 )
-from isthmus.errors import IsthmusError
+from isthmus.errors import IsthmusError, quoted
 from isthmus.governance.projects import alias_project
 from isthmus.governance.scope import Projects
 from isthmus.redaction import redact_text

@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import and_, distinct, func, or_, select
 
-from isthmus.errors import RunNotFound
+from isthmus.errors import RunNotFound, quoted
 from isthmus.governance.projects import alias_project
 from isthmus.governance.scope import Projects, hash_in, limited, step_run_in, visible_step_runs
 from isthmus.store import schema as s
@@ -38,12 +38,6 @@ _NAME_LIMIT, _ALIAS_LIMIT = 512, 255  # the widths of the artifact_aliases colum
 _HASH_ID = re.compile(r"(?:blake3:)?[0-9a-f]+", re.IGNORECASE)
 _BACK = re.compile(r"(.+)~(\d{1,9})")
 _BAD_TEXT = re.compile(r"[\x00-\x20\x7f]")
-_SHOWN = 60
-
-
-def quoted(text: str) -> str:
-    """``text`` quoted for a one-line error, cut when long (ids may be hostile)."""
-    return repr(text if len(text) <= _SHOWN else text[:_SHOWN] + "…")
 
 
 @dataclass(frozen=True)

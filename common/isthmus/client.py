@@ -23,6 +23,7 @@ from isthmus.artifact_ids import ResolvedArtifact, list_versions, resolve_artifa
 from isthmus.cache_admin import prune
 from isthmus.diff import diff_runs, diff_step_runs
 from isthmus.errors import RunNotFound
+from isthmus.errors import quoted as _quoted
 from isthmus.explain import Explanation, explain_step_run
 from isthmus.gc import DEFAULT_GRACE, DRY_RUN_LISTING, GcReport, collect_garbage
 from isthmus.governance import audit
@@ -44,11 +45,6 @@ if TYPE_CHECKING:  # the artifact store, rerun and reproduce: imported when used
     from isthmus.run_closing import ClosedRun
 
 _LATEST = re.compile(r"latest(?:~\d+)?")
-_SHOWN = 60  # characters of a hostile id quoted in an error
-
-
-def _quoted(ref: str) -> str:
-    return repr(ref if len(ref) <= _SHOWN else ref[:_SHOWN] + "…")
 
 
 class Client:

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+_SHOWN = 60  # characters of an id quoted in an error
+
+
+def quoted(text: str) -> str:
+    """``text`` quoted for a one-line error, cut when long (ids typed or pasted may be anything)."""
+    return repr(text if len(text) <= _SHOWN else text[:_SHOWN] + "…")
+
 
 class IsthmusError(Exception):
     """Base class of isthmus errors."""

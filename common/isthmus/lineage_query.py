@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from isthmus.artifact_ids import hashes_starting, name_hint, resolve_artifact_hash
 from isthmus.errors import RunNotFound
+from isthmus.errors import quoted as _quoted
 from isthmus.governance.projects import DEFAULT
 from isthmus.governance.scope import Projects, run_visible, visible_hashes, visible_step_runs
 from isthmus.redaction import safe_params
@@ -42,7 +43,6 @@ if TYPE_CHECKING:  # the client calls this module; only its resolvers are used h
 DIRECTIONS = ("upstream", "downstream", "both")
 _LATEST = re.compile(r"latest(?:~\d+)?")
 _HEX_ID = re.compile(r"[0-9a-fA-F-]+")
-_SHOWN = 60
 _STEP_COLUMNS = (
     "invocation",
     "step_name",
@@ -168,10 +168,6 @@ def _dot(text: str) -> str:
 
 def _size(n: int | None) -> str:
     return "-" if n is None else f"{n} B"
-
-
-def _quoted(ref: str) -> str:
-    return repr(ref if len(ref) <= _SHOWN else ref[:_SHOWN] + "…")
 
 
 # -- targets ---------------------------------------------------------------------------------------

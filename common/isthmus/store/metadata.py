@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from isthmus.artifacts.refs import ArtifactRef
 from isthmus.config import check_store_url
-from isthmus.errors import ConfigurationError, IsthmusError, RunNotFound
+from isthmus.errors import ConfigurationError, IsthmusError, RunNotFound, quoted
 from isthmus.governance.projects import alias_project, project_for_run
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
 from isthmus.redaction import redact_location, redact_text, safe_params, scrub
@@ -202,11 +202,6 @@ class _RetentionSets:
     entries: Any  # (cache_key, step_run_id) of live entries to drop with prune_cache (None otherwise)
     entries_where: list[Any]  # the conditions on cache entries of ``entries``
     history: bool
-
-
-def _shown_id(ref: str, limit: int = 60) -> str:
-    """``ref`` quoted for a one-line error, cut when long (ids typed or pasted may be anything)."""
-    return repr(ref if len(ref) <= limit else ref[:limit] + "…")
 
 
 class MetadataStore:
@@ -880,7 +875,7 @@ class MetadataStore:
                     query = select(p.c.id).order_by(p.c.started_at.desc()).offset(offset).limit(1)
                     row = conn.execute(query).first()
                 if not row:
-                    raise RunNotFound(f"there is no run {_shown_id(ref)}: only {self.count_runs()} run(s) recorded")
+                    raise RunNotFound(f"there is no run {quoted(ref)}: only {self.count_runs()} run(s) recorded")
                 return str(row[0])
             rows = []
             for prefix in dict.fromkeys([ref.strip(), ref.strip().lower()]):  # a hex id typed in capitals too
@@ -889,9 +884,9 @@ class MetadataStore:
                 if rows:
                     break
         if not rows:
-            raise RunNotFound(f"no pipeline run matches {_shown_id(ref)}; see 'isthmus runs list' for run ids")
+            raise RunNotFound(f"no pipeline run matches {quoted(ref)}; see 'isthmus runs list' for run ids")
         if len(rows) > 1:
-            raise RunNotFound(f"run id prefix {_shown_id(ref)} is ambiguous; give more characters")
+            raise RunNotFound(f"run id prefix {quoted(ref)} is ambiguous; give more characters")
         return str(rows[0][0])
 
     def count_runs(self) -> int:
