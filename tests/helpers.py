@@ -70,3 +70,17 @@ def kill_when_marked(directory: Path, name: str, source: str, home: Path) -> Non
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    """``isthmus ARGS`` through click's test runner: (exit code, output). A command may end in an error
+    line and exit code, or raise an IsthmusError (the entry point prints it as one line); any other
+    exception it lets out (a traceback for the user) fails the test."""
+    from click.testing import CliRunner
+
+    from isthmus.cli import app
+    from isthmus.errors import IsthmusError
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, (SystemExit, IsthmusError)), result.exception
+    return result.exit_code, result.output

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
 
 from isthmus import Client, pipeline, step
 from isthmus.aliases import AliasRefused
 from isthmus.artifacts.refs import ArtifactRef
-from isthmus.cli import app
 from isthmus.errors import RunNotFound
 from isthmus.store import metadata as metadata_module
 from isthmus.store.metadata import MetadataStore
+from tests.helpers import invoke
 
 
 @step
@@ -35,11 +34,6 @@ def count(items: list) -> int:
 @pipeline
 def small(n: int = 3):
     return count(make(n))
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
 
 
 @pytest.fixture

@@ -12,22 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import update
 
 from isthmus import Client
 from isthmus.artifacts import tmpfiles
-from isthmus.cli import app
 from isthmus.governance import roles
 from isthmus.governance.roles import PermissionDenied, Role
 from isthmus.store import schema as s
 from tests.core import gc_steps as g
 from tests.core.test_cache_admin_json_and_dead import dead_local_run
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
+from tests.helpers import invoke
 
 
 def _dead_pid() -> int:

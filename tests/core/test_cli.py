@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from isthmus import pipeline, step
 from isthmus.cli import app
+from tests.helpers import invoke
 
 
 @step
@@ -25,11 +26,6 @@ def count(items: list) -> int:
 @pipeline
 def small(n: int = 3):
     return count(make(n))
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
 
 
 @pytest.fixture

@@ -7,12 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from isthmus import Client, RunNotFound, pipeline, step
-from isthmus.cli import app
 from tests.core.test_processes import _fake_dist
-from tests.helpers import run_python, write_module
+from tests.helpers import invoke, run_python, write_module
 
 RUN = """
 import json, sys
@@ -20,12 +18,6 @@ from proj_why import flow
 run = flow.run(x=int(sys.argv[1]) if len(sys.argv) > 1 else 1)
 print(json.dumps({"id": run.id, "hits": {k: v.cache_hit for k, v in run.steps.items()}}))
 """
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
-    return result.exit_code, result.output
 
 
 def _run(tmp_path: Path, home: Path, x: int, **env: str) -> dict:

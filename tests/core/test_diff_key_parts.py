@@ -8,18 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from isthmus import Client, pipeline, step
-from isthmus.cli import app
-from tests.helpers import import_fresh, write_module
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result.exit_code, result.output
-
+from tests.helpers import import_fresh, invoke, write_module
 
 POLICY = """
 from isthmus import CachePolicy, pipeline, step

@@ -7,17 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from click.testing import CliRunner
-
 from isthmus import Client, pipeline, step
-from isthmus.cli import app
-from tests.helpers import import_fresh, write_module
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result.exit_code, result.output
+from tests.helpers import import_fresh, invoke, write_module
 
 
 @step

@@ -12,14 +12,7 @@ from click.testing import CliRunner
 
 from isthmus import Client, pipeline, step
 from isthmus.cli import app
-from tests.helpers import import_fresh, write_module
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result.exit_code, result.output
-
+from tests.helpers import import_fresh, invoke, write_module
 
 HOSTILE = "\x1b[31mRED\x07\r"
 RAW_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")

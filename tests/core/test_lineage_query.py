@@ -6,16 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from isthmus import Client
-from isthmus.cli import app
 from tests.core import gc_steps as g
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
+from tests.helpers import invoke
 
 
 def test_upstream_of_an_artifact_reaches_the_first_step_with_params_and_code() -> None:

@@ -7,14 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import pytest
-from click.testing import CliRunner
 
 from isthmus import log_metadata, pipeline, step
-from isthmus.cli import app
 from isthmus.errors import StepFailed
 from isthmus.metadata_log import MetadataLogError
 from isthmus.runner import default_runner
-from tests.helpers import run_python, write_module
+from tests.helpers import invoke, run_python, write_module
 
 
 @step
@@ -28,11 +26,6 @@ def train(rows: int, accuracy: float) -> Annotated[dict, "model"]:
 @pipeline
 def flow(accuracy: float = 0.9):
     return train(1200, accuracy)
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
 
 
 def test_metadata_is_stored_with_the_step_run_and_the_output_ref() -> None:

@@ -6,17 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from isthmus import Client
 from isthmus.aliases import AliasRefused
-from isthmus.cli import app
 from tests.core import gc_steps as g
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
+from tests.helpers import invoke
 
 
 @pytest.fixture

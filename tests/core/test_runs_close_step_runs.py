@@ -10,19 +10,11 @@ import socket
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from isthmus import Client, config
-from isthmus.cli import app
 from isthmus.store.holders import current_holder
 from tests.core import test_run_closing as closing
-from tests.helpers import kill_when_marked
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
-
+from tests.helpers import invoke, kill_when_marked
 
 KILLED_MID_STEP = """
 import os, time

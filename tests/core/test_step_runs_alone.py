@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from isthmus import pipeline, step
-from isthmus.cli import app
 from isthmus.errors import StepFailed
 from isthmus.runner import default_runner
+from tests.helpers import invoke
 
 
 @step
@@ -26,11 +25,6 @@ def explode(n: int) -> int:
 @pipeline
 def flow():
     return scale(1)
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
 
 
 def test_a_step_run_alone_is_a_completed_pipeline_run_named_after_the_step() -> None:

@@ -8,18 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from click.testing import CliRunner
-
 from isthmus import Client, pipeline, step
-from isthmus.cli import app
-from tests.helpers import run_python, write_module
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result.exit_code, result.output
-
+from tests.helpers import invoke, run_python, write_module
 
 SCORED = """
 from isthmus import CachePolicy, pipeline, step

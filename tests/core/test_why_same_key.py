@@ -6,16 +6,8 @@ from __future__ import annotations
 
 import json
 
-from click.testing import CliRunner
-
 from isthmus import Client, pipeline, step
-from isthmus.cli import app
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result.exit_code, result.output
+from tests.helpers import invoke
 
 
 @step
