@@ -268,26 +268,65 @@ class LocalRun:
         self._run_parallel()
 
     def _run_parallel(self) -> None:
-        waiting = {node.invocation: node for node in self.graph.topological()}
+        order = self.graph.topological()
+        position = {node.invocation: i for i, node in enumerate(order)}
+        waiting = {node.invocation: node for node in order}
+        missing: dict[str, int] = {}  # upstream invocations whose results are not in yet
+        dependents: dict[str, list[str]] = {}
+        for node in order:
+            upstream = node.upstream
+            missing[node.invocation] = sum(u not in self.nodes for u in upstream)
+            for u in upstream:
+                dependents.setdefault(u, []).append(node.invocation)
+        ready = [node.invocation for node in order if not missing[node.invocation]]
+        landed: set[str] = set()
         slots: dict[str, list[Any]] = {}
         running: dict[Future[Any], tuple[Node, int | None]] = {}
         error: BaseException | None = None
+
+        def settle(inv: str) -> None:
+            """Count ``inv``'s result in for the steps that wait on it, once it is complete."""
+            if inv in self.nodes and inv not in landed:
+                landed.add(inv)
+                for dependent in dependents.get(inv, ()):
+                    missing[dependent] -= 1
+                    if not missing[dependent]:
+                        ready.append(dependent)
+
         pool = self._executor()
         try:
             while True:
-                if error is None:
-                    for inv, node in list(waiting.items()):
-                        if not all(u in self.nodes for u in node.upstream):
-                            continue
-                        del waiting[inv]
+                if error is None and ready:
+                    startable: list[tuple[Node, int | None, dict[str, Any]]] = []
+                    now, ready[:] = sorted(ready, key=position.__getitem__), []
+                    for inv in now:
+                        node = waiting.pop(inv)
                         calls = self.calls(node)
                         if node.mapped:
                             slots[inv] = [None] * len(calls)
                             if not calls:
                                 self.nodes[inv] = []
-                        for index, arguments in calls:
-                            running[self._submit(pool, node, index, arguments)] = (node, index)
+                                settle(inv)  # an empty map is complete at once
+                        startable.extend((node, index, arguments) for index, arguments in calls)
+                    if len(startable) == 1 and not running and self.pool == "threads":
+                        # The only step that can run now (a chain): here, not in a pool thread, whose
+                        # hand-offs cost more than a cached step. Nothing else could start meanwhile.
+                        node, index, arguments = startable.pop()
+                        try:
+                            alone = contextvars.copy_context().run(self.run_one, node, index, arguments)
+                        except BaseException as failure:  # noqa: BLE001 - raised below, as from a pool thread
+                            error = failure
+                        else:
+                            self._done(node, index, alone, slots)
+                            settle(node.invocation)
+                        arguments = None  # type: ignore[assignment]  # noqa: F841 - see run_one
+                        continue
+                    for node, index, arguments in startable:
+                        running[self._submit(pool, node, index, arguments)] = (node, index)
+                    startable = arguments = None  # type: ignore[assignment]  # noqa: F841 - see run_one
                 if not running:
+                    if error is None and ready:
+                        continue  # steps after an empty map
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=lambda f: _order(running[f])):
@@ -301,6 +340,7 @@ class LocalRun:
                         continue
                     assert isinstance(result, StepResult)
                     self._done(node, index, dataclasses.replace(result, artifacts=self.runner.artifacts), slots)
+                    settle(node.invocation)
         except BaseException as exc:  # an interrupt or a bad map() list: start nothing new, let running steps end
             error = error or exc
             pool.shutdown(wait=True, cancel_futures=True)

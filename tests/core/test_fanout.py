@@ -264,6 +264,39 @@ def collect_all(values: list) -> list:
     return values
 
 
+def test_a_step_that_is_the_only_one_ready_runs_in_the_calling_thread_and_others_still_overlap() -> None:
+    """A chain hands nothing to a pool thread (the hand-off costs more than a cached step); a step that
+    becomes ready while another runs goes to the pool, so the two still overlap."""
+    threads: dict[str, str] = {}
+    barrier = threading.Barrier(2, timeout=20)
+
+    @step
+    def where(tag: str, after: str = "") -> str:
+        threads[tag] = threading.current_thread().name
+        return tag
+
+    @step
+    def meet(tag: str, after: str = "") -> str:
+        barrier.wait()
+        return tag
+
+    @pipeline
+    def chain_then_branches():
+        first = where("first")
+        second = where("second", first)
+        slow = meet("slow", second)  # waits at the barrier until the step below is inside it too
+        late = meet("late", where("ready-while-slow-runs", second))
+        return both_of(slow, late)
+
+    @step
+    def both_of(a: str, b: str) -> str:
+        return a + b
+
+    assert chain_then_branches.run(max_workers=4).outputs == "slowlate"
+    caller = threading.current_thread().name
+    assert threads["first"] == threads["second"] == caller
+
+
 def test_a_failing_item_fails_the_run_and_the_other_items_are_recorded() -> None:
     @step
     def fragile(x: int) -> int:

@@ -294,9 +294,9 @@ def test_a_claim_that_waited_for_the_finishing_holder_is_a_hit(store_url: str, m
         committing = threading.Event()
         run_direct = metadata_module.run_direct
 
-        def slow_commit(engine: Any, cache: Any, fn: Any) -> Any:  # the holder's final transaction stays open
+        def slow_commit(engine: Any, cache: Any, fn: Any, **options: Any) -> Any:  # the final transaction stays open
             if engine is not first_store.engine:
-                return run_direct(engine, cache, fn)
+                return run_direct(engine, cache, fn, **options)
 
             def held(conn: Any) -> Any:
                 result = fn(conn)  # written, not committed
@@ -304,7 +304,7 @@ def test_a_claim_that_waited_for_the_finishing_holder_is_a_hit(store_url: str, m
                 time.sleep(1.5)
                 return result
 
-            return run_direct(engine, cache, held)
+            return run_direct(engine, cache, held, **options)
 
         monkeypatch.setattr(metadata_module, "run_direct", slow_commit)
 

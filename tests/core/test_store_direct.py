@@ -33,6 +33,17 @@ def sqlite_store(tmp_path: Path) -> MetadataStore:
     return st
 
 
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelined"])
+def pipelined(request: pytest.FixtureRequest) -> bool:
+    """PostgreSQL's hot path sends a transaction's statements together (psycopg's pipeline mode) and
+    reads a result when asked; SQLite runs each at once either way."""
+    return bool(request.param)
+
+
+def _direct(pipelined: bool, store: MetadataStore, fn: Any) -> Any:
+    return run_direct(store.engine, store._compiled, fn, pipelined=pipelined)
+
+
 def _stored(store: MetadataStore, sql: str) -> dict[str, tuple[object, ...]]:
     """Rows as the driver returns them, by their first column."""
     raw = store.engine.raw_connection()
@@ -68,35 +79,35 @@ def _row(step_run_id: str) -> dict[str, object]:
     }
 
 
-def test_a_row_written_on_the_driver_is_stored_as_sqlalchemy_stores_it(store: MetadataStore) -> None:
+def test_a_row_written_on_the_driver_is_stored_as_sqlalchemy_stores_it(store: MetadataStore, pipelined: bool) -> None:
     with store._write() as conn:
         conn.execute(m._INSERT_STEP_RUN, _row("by-sqlalchemy"))
-    run_direct(store.engine, store._compiled, lambda c: c.execute(m._INSERT_STEP_RUN, _row("direct")))
+    _direct(pipelined, store, lambda c: c.execute(m._INSERT_STEP_RUN, _row("direct")))
     columns = ", ".join(c.name for c in s.step_runs.c if c.name != "id")
     stored = _stored(store, f"SELECT id, {columns} FROM step_runs")
     assert stored["direct"] == stored["by-sqlalchemy"]
     assert store.get_step_run("direct")["params"] == _row("x")["params"]  # read back through SQLAlchemy
 
 
-def test_none_in_json_columns_is_stored_as_sqlalchemy_stores_it(store: MetadataStore) -> None:
+def test_none_in_json_columns_is_stored_as_sqlalchemy_stores_it(store: MetadataStore, pipelined: bool) -> None:
     """SQLAlchemy's JSON type stores None as JSON ``null`` (not SQL NULL), also in NOT NULL columns."""
     nones = {"metadata": None, "outputs": None, "deps": None, "resources": None, "params": None}
     with store._write() as conn:
         conn.execute(m._INSERT_STEP_RUN, {**_row("by-sqlalchemy"), **nones})
-    run_direct(store.engine, store._compiled, lambda c: c.execute(m._INSERT_STEP_RUN, {**_row("direct"), **nones}))
+    _direct(pipelined, store, lambda c: c.execute(m._INSERT_STEP_RUN, {**_row("direct"), **nones}))
     columns = ", ".join(f"{name} IS NULL" for name in nones)
     rows = _stored(store, f"SELECT id, {columns} FROM step_runs")
     assert rows["direct"] == rows["by-sqlalchemy"] == (False,) * len(nones)
     assert store.get_step_run("direct")["metadata"] is None
 
 
-def test_a_value_a_type_cannot_store_raises_what_sqlalchemy_raises(store: MetadataStore) -> None:
+def test_a_value_a_type_cannot_store_raises_what_sqlalchemy_raises(store: MetadataStore, pipelined: bool) -> None:
     """SQLite: SQLAlchemy's StatementError (its JSON processor fails); PostgreSQL: the driver's TypeError."""
     bad = {**_row("bad"), "params": {"x": object()}}
     with pytest.raises(Exception, match="not JSON serializable") as by_sqlalchemy, store._write() as conn:
         conn.execute(m._INSERT_STEP_RUN, bad)
     with pytest.raises(Exception, match="not JSON serializable") as direct:
-        run_direct(store.engine, store._compiled, lambda c: c.execute(m._INSERT_STEP_RUN, bad))
+        _direct(pipelined, store, lambda c: c.execute(m._INSERT_STEP_RUN, bad))
     assert type(direct.value) is type(by_sqlalchemy.value)
     assert isinstance(direct.value, StatementError if store.dialect == "sqlite" else TypeError)
 
@@ -109,7 +120,7 @@ def test_each_store_keeps_its_own_compiled_statements(tmp_path: Path) -> None:
     assert all(st._compiled._entries for st in stores)
 
 
-def test_an_update_and_a_select_on_the_driver_read_as_sqlalchemy_reads(store: MetadataStore) -> None:
+def test_an_update_and_a_select_on_the_driver_read_as_sqlalchemy_reads(store: MetadataStore, pipelined: bool) -> None:
     with store._write() as conn:
         for step_run_id in ("r1", "r2"):
             conn.execute(m._INSERT_STEP_RUN, _row(step_run_id))
@@ -118,7 +129,7 @@ def test_an_update_and_a_select_on_the_driver_read_as_sqlalchemy_reads(store: Me
             {"cache_key": "k" * 64, "step_run_id": "r1", "step_name": "train", "created_at": 1.0, "expires_at": None},
         )
     values = {"ended_at": dt.datetime(2026, 12, 1, 7, 0, tzinfo=dt.timezone.utc), "cache_hit": False}
-    done = run_direct(store.engine, store._compiled, lambda c: c.execute(m._UPDATE_STEP_RUN, {"_id": "r1", **values}))
+    done = _direct(pipelined, store, lambda c: c.execute(m._UPDATE_STEP_RUN, {"_id": "r1", **values}))
     assert done.rowcount == 1
     with store._write() as conn:
         conn.execute(m._UPDATE_STEP_RUN, {"_id": "r2", **values})
@@ -127,7 +138,7 @@ def test_an_update_and_a_select_on_the_driver_read_as_sqlalchemy_reads(store: Me
     assert direct["cache_hit"] is False
     assert direct["ended_at"].replace(tzinfo=None) == values["ended_at"].replace(tzinfo=None)  # type: ignore[attr-defined]
     args = {"key": "k" * 64, "now": 2.0, "limit": 5}
-    read = run_direct(store.engine, store._compiled, lambda c: c.execute(m._CANDIDATES, args).mappings())
+    read = _direct(pipelined, store, lambda c: c.execute(m._CANDIDATES, args).mappings())
     with store._read() as conn:
         expected = [dict(r) for r in conn.execute(m._CANDIDATES, args).mappings()]
     assert read == expected and read[0]["outputs"] == _row("x")["outputs"]
@@ -135,7 +146,7 @@ def test_an_update_and_a_select_on_the_driver_read_as_sqlalchemy_reads(store: Me
 
 
 def test_a_failed_statement_raises_sqlalchemys_error_and_nothing_of_the_transaction_stays(
-    store: MetadataStore,
+    store: MetadataStore, pipelined: bool
 ) -> None:
     def work(c: DirectConnection) -> None:
         c.execute(m._INSERT_STEP_RUN, _row("first"))
@@ -143,10 +154,10 @@ def test_a_failed_statement_raises_sqlalchemys_error_and_nothing_of_the_transact
         c.execute(m._INSERT_STEP_RUN, _row("second"))
 
     with pytest.raises(IntegrityError):
-        run_direct(store.engine, store._compiled, work)
+        _direct(pipelined, store, work)
     with store._read() as conn:
         assert conn.execute(select(s.step_runs.c.id)).all() == []
-    run_direct(store.engine, store._compiled, lambda c: c.execute(m._INSERT_STEP_RUN, _row("after")))  # usable
+    _direct(pipelined, store, lambda c: c.execute(m._INSERT_STEP_RUN, _row("after")))  # usable
     assert store.get_step_run("after")["id"] == "after"
 
 
@@ -207,6 +218,41 @@ def test_after_the_server_drops_every_connection_only_the_next_record_fails(pg_s
             except OperationalError:
                 outcomes.append("failed")
         assert outcomes == ["failed", "ok", "ok"]
+    finally:
+        store.dispose()
+        pg_server.drop_database(url)
+
+
+@pytest.mark.postgres
+def test_a_pipelined_transaction_on_a_dropped_connection_fails_once_and_the_next_reconnects(
+    pg_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The claim and finish transactions send their statements together: a server that went away fails
+    one of them with SQLAlchemy's OperationalError (no psycopg warning on the way) and the next one runs
+    on a new connection."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = pg_server.create_database()
+    store = MetadataStore(url)
+    try:
+        store.create_pipeline_run({"id": "p1", "pipeline": "demo", "orchestrator": "local"})  # type: ignore[typeddict-item]
+        plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(plain, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+        def work(c: DirectConnection) -> int:
+            c.execute(m._INSERT_STEP_RUN, _row("r1"))
+            return c.execute(m._UPDATE_STEP_RUN, {"_id": "r1", "cache_hit": False}).rowcount
+
+        with pytest.raises(OperationalError):
+            _direct(True, store, work)
+        assert _direct(True, store, work) == 1
+        assert store.get_step_run("r1")["cache_hit"] is False
+        assert not [r for r in caplog.records if r.name.startswith("psycopg")]
     finally:
         store.dispose()
         pg_server.drop_database(url)

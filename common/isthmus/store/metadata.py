@@ -304,10 +304,10 @@ class MetadataStore:
 
         return retry_locked(attempt)
 
-    def _run_hot(self, fn: Callable[[Any], Any]) -> Any:
+    def _run_hot(self, fn: Callable[[Any], Any], *, pipelined: bool = False) -> Any:
         """A write on the step-run hot path (claim, start, finish): its statements straight on the driver
         (:mod:`isthmus.store.direct`)."""
-        return retry_locked(lambda: run_direct(self.engine, self._compiled, fn))
+        return retry_locked(lambda: run_direct(self.engine, self._compiled, fn, pipelined=pipelined))
 
     def _read(self) -> Any:
         return self.engine.connect()
@@ -509,15 +509,18 @@ class MetadataStore:
             if pending:
                 return ClaimCandidates(pending)
             aborted: list[str] = []
-            if not self._take_lease(conn, cache_key, holder, ttl, aborted):
-                return ClaimBusy()
             # On PostgreSQL the lease insert may have waited for a holder's final transaction (its result
-            # and the lease's release, committed together): a statement run now sees that result, which
-            # the candidates query above could not. Then start over, and find it a hit.
-            if (
-                not recompute
-                and conn.execute(_CANDIDATES, {"key": cache_key, "now": time.time(), "limit": 1}).first() is not None
-            ):
+            # and the lease's release, committed together): a statement run after it sees that result,
+            # which the candidates query above could not. Then start over, and find it a hit. (The two
+            # statements go to the server together: one round trip.)
+            inserted = conn.execute(self._lease_insert, self._lease_row(cache_key, holder, ttl))
+            again = None if recompute else conn.execute(_CANDIDATES, {"key": cache_key, "now": time.time(), "limit": 1})
+            if inserted.rowcount != 1:  # held: by a live holder, or one this claim may take over
+                if not self._take_lease(conn, cache_key, holder, ttl, aborted):
+                    return ClaimBusy()
+                if again is not None:
+                    again = conn.execute(_CANDIDATES, {"key": cache_key, "now": time.time(), "limit": 1})
+            if again is not None and again.first() is not None:
                 raise _ResultCommitted
             start = {"started_at": utcnow(), "status": RunStatus.RUNNING, "cache_hit": False, **row}
             conn.execute(_INSERT_STEP_RUN, start)
@@ -525,7 +528,7 @@ class MetadataStore:
 
         for _ in range(5):
             try:
-                result: ClaimResult = self._run_hot(work)
+                result: ClaimResult = self._run_hot(work, pipelined=True)
             except _ResultCommitted:  # rolled back: nothing of this attempt was written
                 continue
             return result
@@ -593,7 +596,7 @@ class MetadataStore:
             if release is not None:
                 conn.execute(_RELEASE_LEASE, {"_key": release[0], "_holder": release[1]})
 
-        self._run_hot(work)
+        self._run_hot(work, pipelined=True)
 
     def get_step_run(self, step_run_id: str) -> StepRunRecord:
         """The step run with this id, or the one whose id starts with it (by the primary key)."""
@@ -750,7 +753,7 @@ class MetadataStore:
         aborted: list[str] | None = None,
     ) -> bool:
         now = time.time()
-        row = {"cache_key": cache_key, "holder": holder, "acquired_at": now, "expires_at": now + ttl}
+        row = self._lease_row(cache_key, holder, ttl, now)
         insert_lease = self._lease_insert
         for _ in range(3):
             if conn.execute(insert_lease, row).rowcount == 1:  # nobody holds it (the usual case)
@@ -771,6 +774,11 @@ class MetadataStore:
             if run_id and aborted is not None:
                 aborted.append(run_id)
         return True
+
+    @staticmethod
+    def _lease_row(cache_key: str, holder: str, ttl: float, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        return {"cache_key": cache_key, "holder": holder, "acquired_at": now, "expires_at": now + ttl}
 
     @functools.cached_property
     def _lease_insert(self) -> Any:
