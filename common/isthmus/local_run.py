@@ -7,8 +7,9 @@ order, whatever order they finished in. A list a step returned is split into one
 (:func:`split_items`), as the Airflow provider does, so each item's cache key is the same everywhere.
 
 ``max_workers=1`` (or a run started while a module is being imported) runs the steps one after the other
-in the calling thread. More workers run every step whose inputs are ready at once, in threads (``pool="threads"``, the default: see :func:`default_workers`
-for why) or in worker processes (``pool="processes"``: for pure-Python CPU-bound steps; each worker is a
+in the calling thread. More workers run every step whose inputs are ready at once, in threads
+(``pool="threads"``, the default: see :func:`default_workers` for why; a step that is the only one that
+can run runs in the calling thread, as with one worker) or in worker processes (``pool="processes"``: for pure-Python CPU-bound steps; each worker is a
 fresh interpreter that imports the steps by path and records into the same stores).
 """
 
@@ -293,22 +294,27 @@ class LocalRun:
                     if not missing[dependent]:
                         ready.append(dependent)
 
+        # A step may run in this thread when it is the only one that can (below): not with an executor
+        # (the step runs elsewhere anyway), nor under a running event loop (Jupyter's), where a step's
+        # own asyncio.run() works only in a pool thread.
+        inline = self.pool == "threads" and self.executor is None and not _event_loop_running()
         pool = self._executor()
         try:
             while True:
                 if error is None and ready:
                     startable: list[tuple[Node, int | None, dict[str, Any]]] = []
-                    now, ready[:] = sorted(ready, key=position.__getitem__), []
-                    for inv in now:
-                        node = waiting.pop(inv)
-                        calls = self.calls(node)
-                        if node.mapped:
-                            slots[inv] = [None] * len(calls)
-                            if not calls:
-                                self.nodes[inv] = []
-                                settle(inv)  # an empty map is complete at once
-                        startable.extend((node, index, arguments) for index, arguments in calls)
-                    if len(startable) == 1 and not running and self.pool == "threads":
+                    while ready:  # an empty map is complete at once: the steps after it are ready too
+                        now, ready[:] = sorted(ready, key=position.__getitem__), []
+                        for inv in now:
+                            node = waiting.pop(inv)
+                            calls = self.calls(node)
+                            if node.mapped:
+                                slots[inv] = [None] * len(calls)
+                                if not calls:
+                                    self.nodes[inv] = []
+                                    settle(inv)
+                            startable.extend((node, index, arguments) for index, arguments in calls)
+                    if len(startable) == 1 and not running and inline:
                         # The only step that can run now (a chain): here, not in a pool thread, whose
                         # hand-offs cost more than a cached step. Nothing else could start meanwhile.
                         node, index, arguments = startable.pop()
@@ -317,7 +323,7 @@ class LocalRun:
                         except BaseException as failure:  # noqa: BLE001 - raised below, as from a pool thread
                             error = failure
                         else:
-                            self._done(node, index, alone, slots)
+                            self._done(node, index, dataclasses.replace(alone, artifacts=self.runner.artifacts), slots)
                             settle(node.invocation)
                         arguments = None  # type: ignore[assignment]  # noqa: F841 - see run_one
                         continue
@@ -325,8 +331,6 @@ class LocalRun:
                         running[self._submit(pool, node, index, arguments)] = (node, index)
                     startable = arguments = None  # type: ignore[assignment]  # noqa: F841 - see run_one
                 if not running:
-                    if error is None and ready:
-                        continue  # steps after an empty map
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=lambda f: _order(running[f])):
@@ -359,6 +363,18 @@ class LocalRun:
 def _order(item: tuple[Node, int | None]) -> tuple[str, int]:
     node, index = item
     return (node.invocation, -1 if index is None else index)
+
+
+def _event_loop_running() -> bool:
+    """Whether this thread runs an asyncio event loop (none can, if asyncio was never imported)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _importing() -> bool:

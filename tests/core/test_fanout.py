@@ -297,6 +297,28 @@ def test_a_step_that_is_the_only_one_ready_runs_in_the_calling_thread_and_others
     assert threads["first"] == threads["second"] == caller
 
 
+def test_a_step_made_ready_by_an_empty_map_starts_beside_the_other_ready_step() -> None:
+    """An empty map is complete at once: the step after it is ready together with the other root, and
+    the two run at the same time (neither waits for the other to finish)."""
+    barrier = threading.Barrier(2, timeout=20)
+
+    @step
+    def meet(tag: str, after: Any = None) -> str:
+        barrier.wait()
+        return tag
+
+    @pipeline
+    def empty_then_meet():
+        nothing = square.map(x=[])
+        return both_tags(meet("root"), meet("after-empty-map", nothing))
+
+    @step
+    def both_tags(a: str, b: str) -> str:
+        return a + "+" + b
+
+    assert empty_then_meet.run(max_workers=4).outputs == "root+after-empty-map"
+
+
 def test_a_failing_item_fails_the_run_and_the_other_items_are_recorded() -> None:
     @step
     def fragile(x: int) -> int:
@@ -476,3 +498,26 @@ def test_a_pipeline_run_while_its_module_is_imported_does_not_wait_on_the_import
     write_module(tmp_path, "runs_at_import", AT_IMPORT)
     out = run_python("import runs_at_import", env={"ISTHMUS_HOME": str(isthmus_home)}, cwd=tmp_path, timeout=120)
     assert out == [2, 4, 6]
+
+
+def test_a_step_that_runs_its_own_event_loop_works_in_a_run_started_under_one() -> None:
+    """In Jupyter the calling thread runs an event loop: a step's own ``asyncio.run()`` works only in a
+    pool thread, so there no step runs in the calling thread, even alone."""
+    import asyncio
+
+    @step
+    def fetch(n: int) -> int:
+        async def get() -> int:
+            await asyncio.sleep(0)
+            return n + 1
+
+        return asyncio.run(get())
+
+    @pipeline
+    def fetch_twice(n: int = 0):
+        return fetch(fetch(n))
+
+    async def notebook_cell() -> int:
+        return fetch_twice.run(n=40, max_workers=4).outputs
+
+    assert asyncio.run(notebook_cell()) == 42

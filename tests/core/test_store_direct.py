@@ -256,3 +256,29 @@ def test_a_pipelined_transaction_on_a_dropped_connection_fails_once_and_the_next
     finally:
         store.dispose()
         pg_server.drop_database(url)
+
+
+def test_an_interrupted_transaction_leaves_nothing_and_its_connection_fit_for_the_next(
+    store: MetadataStore, pipelined: bool
+) -> None:
+    def interrupted(c: DirectConnection) -> None:
+        c.execute(m._INSERT_STEP_RUN, _row("half"))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _direct(pipelined, store, interrupted)
+    raw = store.engine.raw_connection()
+    try:
+        driver: Any = raw.driver_connection
+        if store.dialect != "sqlite":
+            from psycopg import pq
+
+            assert not driver.autocommit and driver.pgconn.pipeline_status == pq.PipelineStatus.OFF
+            assert driver.info.transaction_status == pq.TransactionStatus.IDLE
+        else:
+            assert not driver.in_transaction
+    finally:
+        raw.close()
+    with store._write() as conn:  # a SQLAlchemy transaction on the pooled connection: atomic as ever
+        conn.execute(m._INSERT_STEP_RUN, _row("later"))
+    assert [r["id"] for r in store.step_runs_of("p1")] == ["later"]

@@ -22,6 +22,7 @@ column defaults, no expanding ``IN`` parameters (a statement that needs them rai
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -220,7 +221,8 @@ def _pipelined(driver: Any, cache: CompiledCache, fn: Callable[[DirectConnection
     """``fn`` in one transaction in psycopg's pipeline mode: BEGIN, the statements and COMMIT are sent
     without waiting; the server is waited for when a result is read and once at the end, where an error
     of any statement is raised. The connection is in autocommit mode meanwhile (psycopg would otherwise
-    wait for its own BEGIN) and out of it again, its transaction ended, before it goes back to the pool."""
+    wait for its own BEGIN) and out of it again, its transaction ended, before it goes back to the pool
+    (:func:`run_direct` discards it if an interrupt cut this clean-up short)."""
     driver.autocommit = True
     try:
         mode = driver.pipeline()
@@ -236,10 +238,38 @@ def _pipelined(driver: Any, cache: CompiledCache, fn: Callable[[DirectConnection
         mode.__exit__(None, None, None)  # the last round trip: COMMIT, or the first statement that failed
         return result
     finally:
-        if not driver.broken:
-            if driver.info.transaction_status.name != "IDLE":  # failed, or fn raised: nothing of it stays
-                driver.rollback()
-            driver.autocommit = False
+        try:
+            if not driver.broken and driver.info.transaction_status.name != "IDLE":
+                driver.rollback()  # a statement failed, or fn raised: nothing of it stays
+        finally:
+            if not driver.broken:
+                driver.autocommit = False
+
+
+@functools.cache
+def _can_pipeline() -> bool:
+    """psycopg's pipeline mode needs libpq 14 or later (the binary wheels ship one; a system libpq may be
+    older): without it the statements go one by one."""
+    import psycopg
+
+    return bool(psycopg.Pipeline.is_supported())
+
+
+def _clean(driver: Any) -> bool:
+    """A PostgreSQL connection fit for the pool: open, not in autocommit or pipeline mode, no transaction."""
+    from psycopg import pq
+
+    return not (
+        driver.closed
+        or driver.autocommit
+        or driver.pgconn.pipeline_status != pq.PipelineStatus.OFF
+        or driver.info.transaction_status != pq.TransactionStatus.IDLE
+    )
+
+
+def _what(pipelined: bool) -> str:
+    """What a driver error raised outside any one statement belongs to."""
+    return "a pipelined transaction (BEGIN, its statements, COMMIT)" if pipelined else "BEGIN/COMMIT"
 
 
 def run_direct(
@@ -253,6 +283,7 @@ def run_direct(
     dialect = engine.dialect
     error = dialect.loaded_dbapi.Error
     sqlite = dialect.name == "sqlite"
+    pipelined = pipelined and not sqlite and _can_pipeline()
     raw = engine.raw_connection()
     try:
         driver: Any = raw.driver_connection
@@ -278,7 +309,13 @@ def run_direct(
                     raw.invalidate(orig)
                 if isinstance(exc, DBAPIError):
                     raise
-                raise _wrapped("BEGIN/COMMIT", orig, dialect) from exc
+                raise _wrapped(_what(pipelined), orig, dialect) from exc
+            if not sqlite and (driver.closed or (pipelined and not _clean(driver))):
+                # closed (a cancelled wait can close it) or left half-way by an interrupt: not reused
+                raw.invalidate(orig if isinstance(orig, Exception) else None)
+                if isinstance(exc, error):
+                    raise _wrapped(_what(pipelined), exc, dialect) from exc
+                raise
             try:
                 if not sqlite:
                     driver.rollback()
@@ -288,7 +325,7 @@ def run_direct(
                 raw.invalidate(rollback_exc)
                 raise _wrapped("ROLLBACK", rollback_exc, dialect) from exc
             if isinstance(exc, error):
-                raise _wrapped("BEGIN/COMMIT", exc, dialect) from exc
+                raise _wrapped(_what(pipelined), exc, dialect) from exc
             raise
         return result
     finally:
