@@ -128,3 +128,24 @@ def test_the_diff_page_shows_cache_key_settings_and_metrics_by_key() -> None:
     assert "cache key settings" in html and "version" in html
     assert "output output by key" in html and "r2" in html and "+0.01" in html
     no_markup(html)
+
+
+RAW_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def test_control_characters_in_recorded_text_are_shown_as_escapes(seeded: Seeded) -> None:
+    """A reason with a terminal escape and a bell reads on the page as the CLI prints it (``\\x1b``), and
+    the page carries no raw control character (they could reorder or hide what follows)."""
+    operator = browser(Role.OPERATOR)
+    operator.get("/artifacts/load.output@production")
+    token = operator.cookies.get(CSRF_COOKIE)
+    reason = "\x1b[31mred\x07 \u009b2J"
+    done = operator.post(
+        "/aliases/rollback",
+        data={"alias": "load.output@production", "csrf_token": token, "reason": reason},
+        follow_redirects=True,
+    )
+    assert done.status_code == 200
+    page = operator.get("/artifacts/load.output@production").text
+    assert "\\x1b[31mred\\x07 \\x9b2J" in page
+    assert not RAW_CONTROLS.search(page.replace("\n", "").replace("\t", "")), RAW_CONTROLS.findall(page)

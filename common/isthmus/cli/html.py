@@ -8,8 +8,8 @@ import difflib
 import html
 from typing import Any
 
-from isthmus.cli.render import printable
 from isthmus.explain import recorded_json
+from isthmus.printable import printable
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}

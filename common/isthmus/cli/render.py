@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import sys
 from typing import Any
 
@@ -15,16 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from isthmus.explain import recorded_json
+from isthmus.printable import printable
 from isthmus.records import RunStatus
-
-# C0 controls but newline and tab, DEL and C1 controls: recorded text (a parameter, an alias reason, an
-# error) printed to a terminal must not move the cursor, retitle the window or hide what follows
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    """``text`` with each terminal control character shown as an escape (``\\x1b``), never sent as one."""
-    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class _Console(Console):

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from isthmus import defaults
-from isthmus.cli.render import printable
 from isthmus.errors import ConfigurationError
+from isthmus.printable import printable
 
 if TYPE_CHECKING:
     from isthmus.client import Client

@@ -10,9 +10,11 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 from isthmus.context import derived_run_id
 from isthmus.governance.projects import alias_project
+from isthmus.printable import printable
 from isthmus.ui import api, auth, views
 from isthmus.ui.app import HERE
 from isthmus.ui.auth import Principal, Role
@@ -20,9 +22,17 @@ from isthmus.ui.queries import RunFilters, runs_page
 
 router = APIRouter(include_in_schema=False)
 
+
+def _shown(value: Any) -> Any:
+    """Every value a page shows: recorded text with its control characters as escapes (``\\x1b``, as the
+    CLI shows them), then HTML-escaped by autoescaping; markup a view built (escaped already) as it is."""
+    return printable(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+
+
 _env = Environment(
     loader=FileSystemLoader(HERE / "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
+    finalize=_shown,
 )
 _env.filters["ms"] = views.duration
 _env.filters["q"] = views.q
