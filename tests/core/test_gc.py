@@ -194,8 +194,10 @@ def test_cli_gc_json_and_bad_ages() -> None:
     assert result.exit_code == 0 and "deleted 3 artifact(s)" in result.output
 
 
+# Runs spread over ~1.2 s (a run takes milliseconds): results outlive gc's grace of 0.5 s while this
+# process still goes on to hit them, so gc deletes some of them under it, however fast the runs are.
 CONCURRENT = """
-import json, sys
+import json, sys, time
 from tests.core import gc_steps as g
 failures = 0
 for i in range(int(sys.argv[1])):
@@ -206,6 +208,7 @@ for i in range(int(sys.argv[1])):
     except Exception as exc:
         failures += 1
         print("FAILED", n, type(exc).__name__, exc, flush=True)
+    time.sleep(0.1)
 print(json.dumps({"failures": failures}), flush=True)
 """
 
