@@ -9,8 +9,9 @@ order, whatever order they finished in. A list a step returned is split into one
 ``max_workers=1`` (or a run started while a module is being imported) runs the steps one after the other
 in the calling thread. More workers run every step whose inputs are ready at once, in threads
 (``pool="threads"``, the default: see :func:`default_workers` for why; a step that is the only one that
-can run runs in the calling thread, as with one worker) or in worker processes (``pool="processes"``: for pure-Python CPU-bound steps; each worker is a
-fresh interpreter that imports the steps by path and records into the same stores).
+can run runs in the calling thread, as with one worker) or in worker processes (``pool="processes"``:
+for pure-Python CPU-bound steps; each worker is a fresh interpreter that imports the steps by path and
+records into the same stores).
 """
 
 from __future__ import annotations
