@@ -7,7 +7,9 @@ runs over ten pipelines, every first step reading one shared raw dataset; plus a
 alias, one failed run, and a one-byte local object file per recorded artifact, so gc walks a real objects
 directory), then times each command through ``isthmus.Client`` in this process (median of
 ``--repeat``), then each as a whole ``isthmus …`` process (what a person at the terminal waits for:
-start-up, imports and the query), and ``isthmus version`` for the start-up alone. Nothing here passes or
+start-up, imports and the query) beside the same command on a store of ``--small`` step runs of the same
+shape (interleaved; the ratio is what the store's size adds), and ``isthmus version`` for the start-up
+alone. Nothing here passes or
 fails: the numbers are for the notes and for spotting regressions.
 """
 
@@ -65,18 +67,15 @@ def _cases(client: Any, raw: str, newest: str) -> dict[str, Callable[[], Any]]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--step-runs", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    home = tempfile.mkdtemp(prefix="isthmus-bench-day2-")
+def _build(home: str, step_runs: int) -> tuple[str, str]:
+    """A store of ``step_runs`` step runs at ``home`` (see the module docstring); (raw hash, newest run id)."""
     os.environ["ISTHMUS_HOME"] = home
-    from isthmus import Client, defaults
+    from isthmus import Client, config, defaults
 
+    config.reset()  # settings re-read from the environment: this store's home
     meta = defaults.metadata_store()
     t0 = time.perf_counter()
-    raw, newest = fill(meta, args.step_runs)
+    raw, newest = fill(meta, step_runs)
     objects = _place_objects(meta, os.path.join(home, "artifacts"))
     client = Client()
     client.promote("train.output@production", "train.output~2")
@@ -85,8 +84,34 @@ def main() -> None:
     failed = client.last_runs("p1", 2)[0]["id"]
     with meta.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE pipeline_runs SET status = 'FAILED' WHERE id = ?", (failed,))
-    console.print(f"filled {args.step_runs} step runs, {objects} objects in {time.perf_counter() - t0:.1f} s ({home})")
+    console.print(f"filled {step_runs} step runs, {objects} objects in {time.perf_counter() - t0:.1f} s ({home})")
+    return raw, newest
 
+
+def _process(argv: list[str], home: str) -> float:
+    t = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "isthmus", *argv],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "ISTHMUS_HOME": home, "COLUMNS": "160"},
+    )
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--step-runs", type=int, default=100_000)
+    parser.add_argument("--small", type=int, default=100, help="step runs of the store the processes are compared to")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    small_home = tempfile.mkdtemp(prefix="isthmus-bench-day2-small-")
+    small = _build(small_home, args.small)
+    home = tempfile.mkdtemp(prefix="isthmus-bench-day2-")
+    raw, newest = _build(home, args.step_runs)
+    from isthmus import Client
+
+    client = Client()
     table = Table(title=f"day-2 commands on {args.step_runs} step runs (SQLite), median of {args.repeat}")
     for col in ("command", "median", "min", "max"):
         table.add_column(col)
@@ -99,23 +124,24 @@ def main() -> None:
         table.add_row(name, *(f"{x * 1000:.0f} ms" for x in (statistics.median(times), min(times), max(times))))
     console.print(table)
 
-    procs = Table(title=f"whole processes on {args.step_runs} step runs (SQLite), median of {args.repeat}")
-    for col in ("command", "median", "min", "max"):
+    procs = Table(
+        title=f"whole processes: {args.step_runs} against {args.small} step runs (SQLite), interleaved, "
+        f"median of {args.repeat}"
+    )
+    for col in ("command", f"{args.small} step runs", f"{args.step_runs} step runs", "ratio", "max (large)"):
         procs.add_column(col)
-    for argv in _commands(raw, newest):
-        times = []
-        for _ in range(args.repeat):
-            t = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "-m", "isthmus", *argv],
-                check=True,
-                stdout=subprocess.DEVNULL,
-                env={**os.environ, "ISTHMUS_HOME": home, "COLUMNS": "160"},
-            )
-            times.append(time.perf_counter() - t)
+    for argv, small_argv in zip(_commands(raw, newest), _commands(*small), strict=True):
+        large_t, small_t = [], []
+        for _ in range(args.repeat):  # interleaved: the two stores see the same machine state
+            small_t.append(_process(small_argv, small_home))
+            large_t.append(_process(argv, home))
+        a, b = statistics.median(small_t), statistics.median(large_t)
         procs.add_row(
-            "isthmus " + " ".join(a if len(a) < 24 else a[:12] + "…" for a in argv),
-            *(f"{x * 1000:.0f} ms" for x in (statistics.median(times), min(times), max(times))),
+            "isthmus " + " ".join(x if len(x) < 24 else x[:12] + "…" for x in argv),
+            f"{a * 1000:.0f} ms",
+            f"{b * 1000:.0f} ms",
+            f"{b / a:.2f}×",
+            f"{max(large_t) * 1000:.0f} ms",
         )
     console.print(procs)
 

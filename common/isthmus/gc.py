@@ -39,6 +39,7 @@ import datetime as dt
 import os
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -143,14 +144,17 @@ def collect_garbage(
     report.expired_entries = _expired_entries(meta, time.time()) if dry_run else meta.prune_expired(time.time())
     if dry_run:
         now = time.time()
-        summary = meta.retention_summary(
-            **_windows(now, older_than, grace), keep_last=keep_last, prune_cache=prune_cache, listing=listing
-        )
+        # the objects directory is read beside the counting query (which waits in the database, not in Python)
+        with ThreadPoolExecutor(1, thread_name_prefix="isthmus-gc") as pool:
+            listed = pool.submit(_orphans, meta, artifacts, now - grace)
+            summary = meta.retention_summary(
+                **_windows(now, older_than, grace), keep_last=keep_last, prune_cache=prune_cache, listing=listing
+            )
+            orphans = listed.result()
         report.runs, report.runs_kept, report.alias_history = summary.runs, summary.runs_kept, summary.alias_history
         report.cache_entries_dropped = summary.droppable
         report.deleted, report.listed_all = summary.listed, len(summary.listed) == summary.candidates
         report.artifacts_deleted = summary.candidates
-        orphans = _orphans(meta, artifacts, now - grace)
         parts = abandoned_parts(artifacts, now - grace)
         report.orphans_deleted = len(orphans)
         report.parts_removed, report.part_bytes = len(parts), sum(p.size for p in parts)
@@ -195,14 +199,15 @@ def _expired_entries(meta: MetadataStore, now: float) -> int:
 def _orphans(meta: MetadataStore, artifacts: ArtifactStore, cutoff: float) -> list[tuple[str, int]]:
     """(hash, size) of the local objects that no ``artifacts`` row and no step run names, last written
     before ``cutoff``."""
-    on_disk = artifacts.object_hashes()
+    on_disk = artifacts.listed_object_hashes()  # unchecked names: only the few unrecorded ones are checked
     if not on_disk:
         return []
     out = []
     for content_hash in meta.unrecorded_hashes(on_disk):
         try:
+            check_content_hash(content_hash)
             st = os.lstat(artifacts.path_for(content_hash))
-        except OSError:
+        except (InvalidArtifactRef, OSError):
             continue
         if st.st_mtime < cutoff:
             out.append((content_hash, int(st.st_size)))

@@ -170,9 +170,15 @@ def test_an_orphan_is_an_object_no_artifact_row_and_no_link_names(
     meta.forget_artifacts(outputs[:1])  # its row is gone; the step run's output link still names it
     orphan = store.save([1, 2, 3, 4, 5, 6, 7])  # committed, never recorded
     shard = Path(store.path_for(orphan.content_hash)).parent
-    (shard / orphan.content_hash[7:].upper()).write_bytes(b"x")  # not a digest isthmus writes
-    (shard / "notes.txt").write_bytes(b"x")
-    (shard / ("ab" + orphan.content_hash[9:])).write_bytes(b"x")  # in the wrong directory
+    other = "ab" if shard.name != "ab" else "cd"
+    strays = [
+        shard / orphan.content_hash[7:].upper(),  # not a digest isthmus writes
+        shard / "notes.txt",
+        shard / (other + orphan.content_hash[9:]),  # a digest in the wrong directory
+    ]
+    for stray in strays:
+        stray.write_bytes(b"x")
+        os.utime(stray, (time.time() - 7200, time.time() - 7200))  # as old as the orphan: kept by name alone
     os.symlink(store.path_for(orphan.content_hash), shard / (shard.name + "0" * 62))  # a link, not a file
     assert sorted(store.object_hashes()) == sorted({orphan.content_hash, *outputs}) == sorted(objects(client))
     assert meta.unrecorded_hashes(store.object_hashes()) == [orphan.content_hash]
@@ -181,6 +187,7 @@ def test_an_orphan_is_an_object_no_artifact_row_and_no_link_names(
     assert client.gc(grace=60, dry_run=True).orphans_deleted == 1
     assert client.gc(grace=60).orphans_deleted == 1 and not path.exists()
     assert all(Path(store.path_for(h)).exists() for h in outputs)
+    assert all(stray.exists() for stray in strays) and (shard / (shard.name + "0" * 62)).is_symlink()
 
 
 def test_cli_gc_json_and_bad_ages() -> None:
