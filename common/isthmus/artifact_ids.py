@@ -38,6 +38,7 @@ _NAME_LIMIT, _ALIAS_LIMIT = 512, 255  # the widths of the artifact_aliases colum
 _HASH_ID = re.compile(r"(?:blake3:)?[0-9a-f]+", re.IGNORECASE)
 _BACK = re.compile(r"(.+)~(\d{1,9})")
 _BAD_TEXT = re.compile(r"[\x00-\x20\x7f]")
+_WINDOW = 100  # versions_of: up to this many versions are found by the cheaper query of _window
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,8 @@ def versions_of(
     produced = count_versions(metadata, name, projects=projects)
     if not produced:
         return []
+    if content_hash is None and limit is not None and limit <= _WINDOW:
+        return _window(metadata, name, back, limit, produced, projects)
     ranked = _ranked(name, projects)
     query = select(ranked)
     if content_hash is not None:
@@ -150,6 +153,42 @@ def versions_of(
     return [
         VersionStats(str(h), int(total) - int(rank) + 1, int(total), first, last, deleted=max(produced - int(total), 0))
         for h, first, last, rank, total in rows
+    ]
+
+
+def _window(
+    metadata: MetadataStore, name: str, back: int, limit: int, produced: int, projects: Projects
+) -> list[VersionStats]:
+    """:func:`versions_of` for a few versions (``NAME~N``, a page): ordered by first production alone (no
+    window over every version, no last production for each), counted by the index, and the last
+    production looked up for the versions returned only."""
+    if limit <= 0:
+        return []
+    link, r, a = s.step_run_artifacts, s.step_runs, s.artifacts
+    first = func.min(r.c.started_at).label("first")
+    grouped = _scoped(
+        select(link.c.content_hash, first)
+        .select_from(link.join(r, r.c.id == link.c.step_run_id).join(a, a.c.content_hash == link.c.content_hash))
+        .where(link.c.artifact_name == name, link.c.role == "output")
+        .group_by(link.c.content_hash),
+        projects,
+    ).subquery()
+    query = (
+        select(grouped.c.content_hash)
+        .order_by(grouped.c.first.desc(), grouped.c.content_hash.desc())
+        .offset(back)
+        .limit(limit)
+    )
+    with metadata.engine.connect() as conn:  # one read: the numbers match the order
+        hashes = [str(h) for h in conn.execute(query).scalars()]
+        total = int(conn.execute(_counted(name, projects, True)).scalar() or 0) if hashes else 0
+    if not hashes:
+        return []
+    times = _produced(metadata, name, hashes)
+    return [
+        VersionStats(h, total - back - i, total, *times[h], deleted=max(produced - total, 0))
+        for i, h in enumerate(hashes)
+        if h in times
     ]
 
 
@@ -174,14 +213,18 @@ def _produced(metadata: MetadataStore, name: str, hashes: list[str]) -> dict[str
 def count_versions(metadata: MetadataStore, name: str, *, projects: Projects = None, stored: bool = False) -> int:
     """How many versions artifact ``name`` was produced in (from the artifact-name index alone); with
     ``stored``, only those whose artifact is still recorded (not deleted by gc)."""
+    with metadata.engine.connect() as conn:
+        return int(conn.execute(_counted(name, projects, stored)).scalar() or 0)
+
+
+def _counted(name: str, projects: Projects, stored: bool) -> Any:
     link, a = s.step_run_artifacts, s.artifacts
     query = select(func.count(distinct(link.c.content_hash))).where(
         link.c.artifact_name == name, link.c.role == "output"
     )
     if stored:
         query = query.select_from(link.join(a, a.c.content_hash == link.c.content_hash))
-    with metadata.engine.connect() as conn:
-        return int(conn.execute(_scoped(query, projects)).scalar() or 0)
+    return _scoped(query, projects)
 
 
 def names_of(metadata: MetadataStore, content_hash: str) -> list[str]:

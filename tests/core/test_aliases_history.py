@@ -482,3 +482,33 @@ def test_versions_are_numbered_by_when_they_first_appeared_under_their_name() ->
     assert rows[0]["content_hash"] == second and rows[0]["first_produced"] > rows[1]["first_produced"]
     assert invoke("artifacts", "alias", "second_of.output@prod", "second_of.output")[0] == 0
     assert client.artifact("second_of.output@prod").content_hash == second
+
+
+def test_a_few_versions_are_found_as_the_whole_ranking_finds_them(versions: list[str]) -> None:
+    """``NAME~N`` and short pages take a cheaper query than the ranking of every version; both give the
+    same versions, numbers, totals, times and deleted counts — with a version reused later (a cache hit),
+    one produced first under another name, and one deleted by gc."""
+    from isthmus import artifact_ids
+
+    two_names.run(a=1, b=2)
+    two_names.run(a=2, b=1)
+    two_names.run(a=3, b=1)
+    meta = Client().metadata
+    meta.forget_artifacts([versions[0]])  # make.output~2 deleted (gc): numbers count stored versions
+
+    def found(window: int) -> list[list[artifact_ids.VersionStats]]:
+        artifact_ids._WINDOW = window
+        try:
+            return [
+                artifact_ids.versions_of(meta, name, back=back, limit=limit)
+                for name in ("make.output", "second_of.output", "first_of.output", "nothing.output")
+                for back in range(4)
+                for limit in (0, 1, 2, 5)
+            ]
+        finally:
+            artifact_ids._WINDOW = 100
+
+    cheap, whole = found(100), found(-1)
+    assert cheap == whole and any(cheap)
+    newest = cheap[1]  # make.output, back 0, limit 1
+    assert [v.content_hash for v in newest] == [versions[2]] and (newest[0].number, newest[0].deleted) == (2, 1)
