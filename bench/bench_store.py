@@ -134,6 +134,7 @@ def _store_url(server: Any, store: str, template: str | None) -> str:
         path = f"{tempfile.mkdtemp(prefix='isthmus-bench-sqlite-')}/isthmus.db"
         if template:
             shutil.copyfile(template.removeprefix("sqlite:///"), path)
+            os.sync()  # the copy's dirty pages written back now, not under the writers' commits
         return f"sqlite:///{path}"
     if not template:
         return str(server.create_database())
@@ -143,6 +144,7 @@ def _store_url(server: Any, store: str, template: str | None) -> str:
     name = f"t_{uuid.uuid4().hex[:16]}"
     with server.admin_engine().connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(template).database}"'))
+    os.sync()
     return make_url(template).set(database=name).render_as_string(hide_password=False)
 
 
