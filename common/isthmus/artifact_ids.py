@@ -139,7 +139,9 @@ def versions_of(
     if not produced:
         return []
     if content_hash is None and limit is not None and limit <= _WINDOW:
-        return _window(metadata, name, back, limit, produced, projects)
+        window = _window(metadata, name, back, limit, produced, projects)
+        if window is not None:
+            return window
     ranked = _ranked(name, projects)
     query = select(ranked)
     if content_hash is not None:
@@ -158,10 +160,11 @@ def versions_of(
 
 def _window(
     metadata: MetadataStore, name: str, back: int, limit: int, produced: int, projects: Projects
-) -> list[VersionStats]:
+) -> list[VersionStats] | None:
     """:func:`versions_of` for a few versions (``NAME~N``, a page): ordered by first production alone (no
-    window over every version, no last production for each), counted by the index, and the last
-    production looked up for the versions returned only."""
+    window over every version, no last production for each), counted by the index in the same
+    statement, and the times looked up for the versions returned only. None when a version's records
+    changed in between (the caller ranks every version in one statement instead)."""
     if limit <= 0:
         return []
     link, r, a = s.step_run_artifacts, s.step_runs, s.artifacts
@@ -173,23 +176,21 @@ def _window(
         .group_by(link.c.content_hash),
         projects,
     ).subquery()
+    total = _counted(name, projects, True).scalar_subquery()  # one statement: the numbers match the order
     query = (
-        select(grouped.c.content_hash)
+        select(grouped.c.content_hash, total)
         .order_by(grouped.c.first.desc(), grouped.c.content_hash.desc())
         .offset(back)
         .limit(limit)
     )
-    with metadata.engine.connect() as conn:  # one read: the numbers match the order
-        hashes = [str(h) for h in conn.execute(query).scalars()]
-        total = int(conn.execute(_counted(name, projects, True)).scalar() or 0) if hashes else 0
-    if not hashes:
+    with metadata.engine.connect() as conn:
+        rows = [(str(h), int(n or 0)) for h, n in conn.execute(query).all()]
+    if not rows:
         return []
-    times = _produced(metadata, name, hashes)
-    return [
-        VersionStats(h, total - back - i, total, *times[h], deleted=max(produced - total, 0))
-        for i, h in enumerate(hashes)
-        if h in times
-    ]
+    times = _produced(metadata, name, [h for h, _ in rows])
+    if any(h not in times for h, _ in rows):
+        return None
+    return [VersionStats(h, n - back - i, n, *times[h], deleted=max(produced - n, 0)) for i, (h, n) in enumerate(rows)]
 
 
 def _produced(metadata: MetadataStore, name: str, hashes: list[str]) -> dict[str, tuple[dt.datetime, dt.datetime]]:

@@ -38,10 +38,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import stat
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import func, select
 
@@ -55,6 +57,8 @@ from isthmus.store.metadata import MetadataStore, RetentionPlan
 
 if TYPE_CHECKING:
     from isthmus.artifacts.store import ArtifactStore
+
+_T = TypeVar("_T")
 
 DEFAULT_GRACE = 3600.0
 """Seconds during which a new artifact, a new step run or a partial write is never touched."""
@@ -145,12 +149,11 @@ def collect_garbage(
     if dry_run:
         now = time.time()
         # the objects directory is read beside the counting query (which waits in the database, not in Python)
-        with ThreadPoolExecutor(1, thread_name_prefix="isthmus-gc") as pool:
-            listed = pool.submit(_orphans, meta, artifacts, now - grace)
-            summary = meta.retention_summary(
-                **_windows(now, older_than, grace), keep_last=keep_last, prune_cache=prune_cache, listing=listing
-            )
-            orphans = listed.result()
+        listed = _beside(_orphans, meta, artifacts, now - grace)
+        summary = meta.retention_summary(
+            **_windows(now, older_than, grace), keep_last=keep_last, prune_cache=prune_cache, listing=listing
+        )
+        orphans = listed.result()
         report.runs, report.runs_kept, report.alias_history = summary.runs, summary.runs_kept, summary.alias_history
         report.cache_entries_dropped = summary.droppable
         report.deleted, report.listed_all = summary.listed, len(summary.listed) == summary.candidates
@@ -185,6 +188,20 @@ def collect_garbage(
     report.bytes_freed += report.part_bytes
     report.copies_removed = _clean_loaded_copies(meta, gone, cutoff)
     return report
+
+
+def _beside(fn: Callable[..., _T], *args: Any) -> Future[_T]:
+    """``fn(*args)`` started on a daemon thread: an interrupt of the caller never waits for it."""
+    future: Future[_T] = Future()
+
+    def work() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # handed to the caller, which raises it
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="isthmus-gc-objects", daemon=True).start()
+    return future
 
 
 def _expired_entries(meta: MetadataStore, now: float) -> int:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -170,14 +171,25 @@ def test_an_orphan_is_an_object_no_artifact_row_and_no_link_names(
     meta.forget_artifacts(outputs[:1])  # its row is gone; the step run's output link still names it
     orphan = store.save([1, 2, 3, 4, 5, 6, 7])  # committed, never recorded
     shard = Path(store.path_for(orphan.content_hash)).parent
-    other = "ab" if shard.name != "ab" else "cd"
+    other, third = [p for p in ("ab", "cd", "ef") if p != shard.name][:2]
+    misplaced = [other + orphan.content_hash[9:], third + orphan.content_hash[9:]]
     strays = [
         shard / orphan.content_hash[7:].upper(),  # not a digest isthmus writes
         shard / "notes.txt",
-        shard / (other + orphan.content_hash[9:]),  # a digest in the wrong directory
+        *(shard / name for name in misplaced),  # digests in the wrong directory
     ]
     for stray in strays:
         stray.write_bytes(b"x")
+    # where the misplaced digests belong: a link to a file outside the store and a directory
+    outside = shard.parent.parent.parent / "outside.bin"
+    outside.write_bytes(b"not the store's")
+    (shard.parent / other).mkdir(exist_ok=True)
+    os.symlink(outside, shard.parent / other / misplaced[0])
+    (shard.parent / third / misplaced[1]).mkdir(parents=True)
+    not_utf8 = os.fsencode(shard.name) + b"\xff" * 62  # a digest's length, but not UTF-8
+    strays.append(Path(os.fsdecode(os.path.join(os.fsencode(shard), not_utf8))))
+    strays[-1].write_bytes(b"x")
+    for stray in strays:
         os.utime(stray, (time.time() - 7200, time.time() - 7200))  # as old as the orphan: kept by name alone
     os.symlink(store.path_for(orphan.content_hash), shard / (shard.name + "0" * 62))  # a link, not a file
     assert sorted(store.object_hashes()) == sorted({orphan.content_hash, *outputs}) == sorted(objects(client))
@@ -188,6 +200,8 @@ def test_an_orphan_is_an_object_no_artifact_row_and_no_link_names(
     assert client.gc(grace=60).orphans_deleted == 1 and not path.exists()
     assert all(Path(store.path_for(h)).exists() for h in outputs)
     assert all(stray.exists() for stray in strays) and (shard / (shard.name + "0" * 62)).is_symlink()
+    assert (shard.parent / other / misplaced[0]).is_symlink() and outside.read_bytes() == b"not the store's"
+    assert (shard.parent / third / misplaced[1]).is_dir()
 
 
 def test_cli_gc_json_and_bad_ages() -> None:
@@ -342,3 +356,29 @@ def test_a_killed_writer_not_yet_reaped_is_gone() -> None:
     child.wait()
     assert tmpfiles.writer_gone(name)  # reaped: no such process
     assert not tmpfiles.writer_gone(tmpfiles.part_name())  # this process is alive
+
+
+def test_an_interrupted_dry_run_does_not_wait_for_the_objects_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The objects directory is listed on another thread during a dry run's counting query; Ctrl-C in
+    that query ends gc at once, however long the listing (a huge or slow objects directory) would take."""
+    import isthmus.gc as gc_module
+
+    g.chain.run(n=3)
+    client = Client()
+    listing = threading.Event()
+
+    def slow_orphans(*_args: object) -> list[tuple[str, int]]:
+        listing.set()
+        time.sleep(5)
+        return []
+
+    def interrupted(**_kwargs: object) -> None:
+        assert listing.wait(5)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gc_module, "_orphans", slow_orphans)
+    monkeypatch.setattr(client.metadata, "retention_summary", interrupted)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        client.gc(dry_run=True)
+    assert time.monotonic() - started < 2

@@ -837,17 +837,26 @@ class ArtifactStore:
         return [f"blake3:{f.name}" for f in self._object_entries()]
 
     def listed_object_hashes(self) -> list[str]:
-        """What :meth:`object_hashes` lists, read faster and unchecked: ``blake3:`` and the name of every
-        regular file in a two-character directory of ``objects`` (a stray file's name may not be a digest,
-        nor in its digest's directory: check a hash, and look it up by :meth:`path_for`, before using it)."""
+        """What :meth:`object_hashes` lists, read faster and checked less: ``blake3:`` and the name of
+        every regular file that has a digest's length, is ASCII and starts with the name of its
+        two-character directory of ``objects`` (so :meth:`path_for` of it is that very file). A name may
+        still hold other characters than lowercase hex digits: check a hash before using it."""
         objects = os.path.join(self.root, "objects")
         if not self.local or not safefs.is_real_dir(objects):
             return []
         out: list[str] = []
         for sub in os.scandir(objects):
-            if len(sub.name) == 2 and sub.is_dir(follow_symlinks=False):
+            prefix = sub.name
+            if len(prefix) == 2 and sub.is_dir(follow_symlinks=False):
                 with os.scandir(sub.path) as files:
-                    out += ["blake3:" + f.name for f in files if f.is_file(follow_symlinks=False)]
+                    out += [
+                        "blake3:" + f.name
+                        for f in files
+                        if len(f.name) == _DIGITS
+                        and f.name.isascii()  # a name that is not UTF-8 never reaches the database
+                        and f.name.startswith(prefix)
+                        and f.is_file(follow_symlinks=False)
+                    ]
         return out
 
     def _object_entries(self) -> Iterator[os.DirEntry[str]]:
