@@ -15,7 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, delete, false, func, insert, inspect, or_, select, text, union, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    delete,
+    false,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    text,
+    tuple_,
+    union,
+    update,
+)
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -1226,12 +1240,17 @@ class MetadataStore:
         """Delete these (cache_key, step_run_id) entries. On PostgreSQL the table is locked first, so a
         cache hit that read one of them has committed (and is visible) before they go."""
 
+        e = s.cache_entries
+
         def work(conn: Connection) -> int:
             if self.dialect == "postgresql":
                 conn.execute(text("LOCK TABLE cache_entries IN ACCESS EXCLUSIVE MODE"))
-            done = 0
-            for key, step_run_id in entries:
-                done += conn.execute(_DROP_ENTRY, {"_key": key, "_id": step_run_id}).rowcount or 0
+            if self.dialect == "sqlite":  # one DELETE by primary key per entry, run by the driver's executemany
+                return int(conn.execute(_DROP_ENTRY, [{"_key": k, "_id": i} for k, i in entries]).rowcount or 0)
+            done = 0  # (a row-value IN list: SQLite would scan the table for each list; PostgreSQL uses the key)
+            for i in range(0, len(entries), 500):
+                pairs = [tuple(pair) for pair in entries[i : i + 500]]
+                done += conn.execute(delete(e).where(tuple_(e.c.cache_key, e.c.step_run_id).in_(pairs))).rowcount or 0
             return done
 
         return int(self._run_write(work)) if entries else 0
