@@ -834,7 +834,7 @@ class ArtifactStore:
 
     def object_hashes(self) -> list[str]:
         """The content hash of every committed object (local stores), without a ``stat`` per object."""
-        return [f"blake3:{f.name}" for f in self._object_entries()]
+        return [h for h in self.listed_object_hashes() if _HEX.issuperset(h[7:])]
 
     def listed_object_hashes(self) -> list[str]:
         """What :meth:`object_hashes` lists, read faster and checked less: ``blake3:`` and the name of
