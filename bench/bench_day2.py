@@ -9,8 +9,7 @@ directory), then times each command through ``isthmus.Client`` in this process (
 ``--repeat``), then each as a whole ``isthmus …`` process (what a person at the terminal waits for:
 start-up, imports and the query) beside the same command on a store of ``--small`` step runs of the same
 shape (interleaved; the ratio is what the store's size adds), and ``isthmus version`` for the start-up
-alone. Nothing here passes or
-fails: the numbers are for the notes and for spotting regressions.
+alone. Nothing here passes or fails: the numbers are for the notes and for spotting regressions.
 """
 
 from __future__ import annotations
