@@ -115,9 +115,18 @@ class SlurmCluster:
         out = self.run("squeue", "-h", "-o", "%i", "--states=all", check=False).stdout
         return [line.strip() for line in out.splitlines() if line.strip()]
 
-    def active_jobs(self) -> list[str]:
-        out = self.run("squeue", "-h", "-o", "%i", check=False).stdout
-        return [line.strip() for line in out.splitlines() if line.strip()]
+    def active_jobs(self, wait_for_ending: float = 0.0) -> list[str]:
+        """Ids of the jobs still queued or running. A job already ending (state COMPLETING: cancelled or
+        exited, its node still cleaning up) counts only if it has not left within ``wait_for_ending``
+        seconds."""
+        deadline = time.monotonic() + wait_for_ending
+        while True:
+            out = self.run("squeue", "-h", "-o", "%i %t", check=False).stdout
+            states = dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
+            ending_only = states and set(states.values()) == {"CG"}
+            if not ending_only or time.monotonic() >= deadline:
+                return list(states)
+            time.sleep(0.2)
 
     def log(self, daemon: str, tail: int = 40) -> str:
         path = self.base / f"{daemon}.log"

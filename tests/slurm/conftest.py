@@ -67,7 +67,7 @@ def _no_jobs_left(request: pytest.FixtureRequest):
     if "slurm_cluster" not in request.fixturenames:
         return
     cluster: SlurmCluster = request.getfixturevalue("slurm_cluster")
-    left = cluster.active_jobs()
+    left = cluster.active_jobs(wait_for_ending=30)
     if left:
         cluster.run("scancel", *left, check=False)
         pytest.fail(f"jobs left behind: {left}")

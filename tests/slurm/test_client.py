@@ -96,7 +96,7 @@ def test_resources_no_node_has(client, job_home: Path, slurm_cluster: SlurmClust
         asyncio.run(SlurmExecutor(client, default_runner()).arun(steps.wrong_gpu_type, {}))
     assert "gpu:nosuchgpu:1" in str(err.value)
     new = set(slurm_cluster.jobs()) - before
-    assert not set(slurm_cluster.active_jobs()) & new  # queued ones were cancelled
+    assert not set(slurm_cluster.active_jobs(wait_for_ending=30)) & new  # queued ones were cancelled
 
 
 def test_invalid_specs_fail_before_submitting(tmp_path: Path):

@@ -68,6 +68,7 @@ def test_a_retry_follows_the_job_it_already_submitted(client, job_home: Path):
         await ex.wait(job, timeout=60)
         after_failure = await ex.submit(steps.sleepy, {}, args, retry, cache_key=key)  # a cancelled job is not followed
         await client.cancel(after_failure.job_id)
+        await ex.wait(after_failure, timeout=60)
         return job, again, after_failure
 
     job, again, after_failure = asyncio.run(go())
