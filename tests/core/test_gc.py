@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -13,10 +14,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import update
 
 from isthmus import Client, config, defaults
 from isthmus.artifacts import tmpfiles
 from isthmus.cli import app
+from isthmus.store import metadata as metadata_module
+from isthmus.store import schema
 from tests.core import gc_steps as g
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -309,6 +313,50 @@ def test_lineage_and_gc_on_sqlite_and_postgresql(store_url: str, monkeypatch: py
     lin = client.lineage(made, direction="downstream")
     assert lin.artifacts[made].present is False and lin.step_runs
     assert not any(s.cache_hit for s in g.chain.run(n=3).steps.values())
+
+
+@pytest.mark.parametrize("few_kept", [0, 10**6], ids=["from-what-is-needed", "from-the-candidates"])
+def test_the_entries_prune_cache_drops_are_found_alike_either_way(
+    store_url: str, monkeypatch: pytest.MonkeyPatch, few_kept: int
+) -> None:
+    """With few runs kept gc finds the cache entries to drop from what is needed, otherwise from the
+    candidates: both give the same entries, dry or real, whatever protects an output (a kept run's link,
+    an alias, the alias's history, a recent artifact), on SQLite and PostgreSQL."""
+    monkeypatch.setenv("ISTHMUS_STORE_URL", store_url)
+    monkeypatch.setattr(metadata_module, "_FEW_KEPT", few_kept)  # 0: always the first way; 10**6: the second
+    config.reset()
+    first = g.chain.run(n=3)
+    old = [g.chain.run(n=n) for n in (5, 7, 9, 11)]  # outputs n and 2n: no two runs share one
+    g.chain.run(n=3, recompute=["make"])  # the run kept: it links every output of the first run again
+    client = Client()
+
+    def made(run: Any, name: str) -> str:
+        return str(run.steps[name].outputs["output"].content_hash)
+
+    client.promote("count.output@production", made(old[1], "count"))
+    client.promote("count.output@production", made(old[0], "count"))  # old[1]'s stays named by the history
+    with client.metadata.engine.begin() as conn:  # old[2]'s result written after gc's grace began
+        future = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+        conn.execute(
+            update(schema.artifacts)
+            .where(schema.artifacts.c.content_hash == made(old[2], "double"))
+            .values(created_at=future)
+        )
+    protected = {made(first, n) for n in ("make", "count", "double")}
+    protected |= {made(old[0], "count"), made(old[1], "count"), made(old[2], "double")}
+    now = time.time()
+    plan = client.metadata.retention_plan(
+        now=now, keep_last=1, age_cutoff=None, fresh=dt.datetime.fromtimestamp(now, dt.timezone.utc), prune_cache=True
+    )
+    by_run = {e["step_run_id"]: e for e in client.metadata.list_cache_entries()}
+    dropped_outputs = {made(r, n) for r in old for n in ("make", "count", "double")} - protected
+    assert len(plan.droppable) == len(dropped_outputs) == 9
+    assert {sid for _, sid in plan.droppable} <= by_run.keys()
+    assert set(plan.candidates) == dropped_outputs
+    dry = client.gc(keep_last=1, prune_cache=True, grace=0, dry_run=True)
+    assert (dry.artifacts_deleted, dry.cache_entries_dropped) == (9, 9)
+    real = client.gc(keep_last=1, prune_cache=True, grace=0)
+    assert (real.artifacts_deleted, real.cache_entries_dropped) == (9, 9) and set(real.deleted) == dropped_outputs
 
 
 def test_an_output_computed_again_stays_while_its_later_entry_is_live(

@@ -28,6 +28,7 @@ from sqlalchemy import (
     text,
     tuple_,
     union,
+    union_all,
     update,
 )
 from sqlalchemy.engine import Connection, make_url
@@ -216,6 +217,11 @@ class _RetentionSets:
     entries: Any  # (cache_key, step_run_id) of live entries to drop with prune_cache (None otherwise)
     entries_where: list[Any]  # the conditions on cache entries of ``entries``
     history: bool
+    runs: int  # pipeline runs, and how many of them are kept
+    runs_kept: int
+    # with few runs kept: the step runs (not kept) with an output among the candidates, found without
+    # the candidates (see _retention_sets); None: ``entries`` tests each entry's outputs against them
+    dropped: Any = None
 
 
 class MetadataStore:
@@ -1343,10 +1349,11 @@ class MetadataStore:
         else:  # every step run is kept: whatever is linked is needed (links cascade with their step run)
             unneeded.append(a.c.content_hash.not_in(select(link.c.content_hash)))
         history = inspect(conn).has_table("artifact_alias_history")
+        named: list[Any] = [select(al.c.content_hash)]  # hashes aliases name now or (kept) named before
         if history:
             h = s.artifact_alias_history
-            unneeded.append(a.c.content_hash.not_in(select(h.c.to_hash)))
-            unneeded.append(a.c.content_hash.not_in(select(h.c.from_hash).where(h.c.from_hash.is_not(None))))
+            named += [select(h.c.to_hash), select(h.c.from_hash).where(h.c.from_hash.is_not(None))]
+            unneeded += [a.c.content_hash.not_in(x) for x in named[1:]]
         # RUNNING step runs: their recorded inputs are needed (their links come when they finish); few rows
         in_use: set[str] = set()
         for (inputs,) in conn.execute(select(r.c.inputs).where(r.c.status == running)):
@@ -1355,7 +1362,13 @@ class MetadataStore:
                     in_use.add(ref["content_hash"])
         for chunk in _chunks(sorted(in_use)):
             unneeded.append(a.c.content_hash.not_in(chunk))
-        entries = entries_where = None
+        runs = int(conn.execute(select(func.count()).select_from(p)).scalar_one())
+        kept = (
+            runs
+            if kept_runs is None
+            else int(conn.execute(select(func.count()).select_from(kept_runs.subquery())).scalar_one())
+        )
+        entries = entries_where = dropped = None
         if prune_cache and kept_steps is not None:  # live entries of step runs not kept
             entries_where = [live, e.c.step_run_id.not_in(kept_steps)]
             entries = (
@@ -1365,7 +1378,27 @@ class MetadataStore:
                 .where(link.c.content_hash.in_(select(a.c.content_hash).where(*unneeded)))
                 .distinct()
             )
-        return _RetentionSets(unneeded, kept_runs, entries, entries_where or [], history)
+            if kept * _FEW_KEPT <= runs:
+                # ... with an output among the candidates. Testing each entry's outputs against the
+                # candidates builds the candidate set first (nearly every artifact, when few runs are
+                # kept). Instead each output is tested against what is needed (few hashes then): the
+                # conditions of ``unneeded`` as one set — the names' hashes, what kept step runs link, and
+                # "created before fresh" read as "not among the few created since" (the created_at index,
+                # not an artifact row per output) — the outputs read from the links' covering index, their
+                # artifacts from the primary key's. 0.87 -> 0.65 s at 100,000 step runs with 0.2 % kept.
+                needed = union_all(
+                    *named,
+                    select(link.c.content_hash).where(link.c.step_run_id.in_(kept_steps)),
+                    select(a.c.content_hash).where(a.c.created_at >= fresh),
+                )
+                dropped = (
+                    select(link.c.step_run_id)
+                    .join(a, a.c.content_hash == link.c.content_hash)
+                    .where(link.c.role == "output", link.c.content_hash.not_in(needed))
+                    .where(*(link.c.content_hash.not_in(chunk) for chunk in _chunks(sorted(in_use))))
+                )
+                entries = select(e.c.cache_key, e.c.step_run_id).where(*entries_where, e.c.step_run_id.in_(dropped))
+        return _RetentionSets(unneeded, kept_runs, entries, entries_where or [], history, runs, kept, dropped)
 
     def _newest_runs(self, conn: Any, keep_last: int) -> Any:
         """A condition on pipeline runs: among the ``keep_last`` newest of their pipeline. With few
@@ -1388,13 +1421,6 @@ class MetadataStore:
                 ).scalars()
             )
         return p.c.id.in_(ids) if ids else false()
-
-    def _run_counts(self, conn: Any, sets: _RetentionSets) -> tuple[int, int]:
-        """(runs, runs kept)."""
-        runs = int(conn.execute(select(func.count()).select_from(s.pipeline_runs)).scalar_one())
-        if sets.kept_runs is None:
-            return runs, runs
-        return runs, int(conn.execute(select(func.count()).select_from(sets.kept_runs.subquery())).scalar_one())
 
     def retention_plan(
         self,
@@ -1422,7 +1448,7 @@ class MetadataStore:
                 str(row[0]): int(row[1] or 0)
                 for row in conn.execute(select(a.c.content_hash, a.c.size).where(*sets.unneeded))
             }
-            runs, kept = self._run_counts(conn, sets)
+            runs, kept = sets.runs, sets.runs_kept
             droppable = (
                 sorted((str(key), str(sid)) for key, sid in conn.execute(sets.entries))
                 if sets.entries is not None and candidates
@@ -1457,19 +1483,26 @@ class MetadataStore:
             ]
             if sets.entries is not None:
                 # entries (unique rows) of dropped step runs with an output among the candidates: no DISTINCT
-                outputs = select(link.c.step_run_id).where(
-                    link.c.step_run_id == e.c.step_run_id,
-                    link.c.role == "output",
-                    link.c.content_hash.in_(select(cand.c.content_hash)),
-                )
-                droppable = select(func.count()).select_from(e).where(*sets.entries_where, outputs.exists())
+                has_candidate: Any
+                if sets.dropped is not None:
+                    has_candidate = e.c.step_run_id.in_(sets.dropped)
+                else:
+                    has_candidate = (
+                        select(link.c.step_run_id)
+                        .where(
+                            link.c.step_run_id == e.c.step_run_id,
+                            link.c.role == "output",
+                            link.c.content_hash.in_(select(cand.c.content_hash)),
+                        )
+                        .exists()
+                    )
+                droppable = select(func.count()).select_from(e).where(*sets.entries_where, has_candidate)
                 columns.append(droppable.scalar_subquery().label("entries"))
             rows = conn.execute(select(*columns).order_by(cand.c.content_hash).limit(max(listing, 1))).all()
             count, size = (int(rows[0].n), int(rows[0].size)) if rows else (0, 0)
             entries = int(rows[0].entries) if rows and sets.entries is not None else 0
             listed = [str(row.content_hash) for row in rows][: max(listing, 0)]
-            runs, kept = self._run_counts(conn, sets)
-        return RetentionSummary(runs, kept, count, size, listed, entries, sets.history)
+        return RetentionSummary(sets.runs, sets.runs_kept, count, size, listed, entries, sets.history)
 
 
 def upgrade_with_alembic(engine: Any) -> None:
@@ -1489,6 +1522,9 @@ _SCAN_CACHE_KIB = -65536  # PRAGMA cache_size: negative is KiB
 _PER_PIPELINE_LOOKUPS = 200  # gc --keep-last: up to this many pipelines, their newest runs are looked up one by one
 _HASH_SCAN_FROM = 5000  # unrecorded_hashes: from this many hashes on, one pass over the artifacts' hashes
 _LISTED_RUNS = 2000  # gc --keep-last: at most this many run ids are listed in a statement (else a window ranks them)
+# gc --prune-cache: with at most 1/_FEW_KEPT of the runs kept, the entries to drop are found from what is
+# needed (a smaller set than the candidates then), not from the candidates
+_FEW_KEPT = 4
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[list[str]]:
