@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import update
+from sqlalchemy import delete, insert, update
 
 from isthmus import Client, config, defaults
 from isthmus.artifacts import tmpfiles
@@ -320,8 +320,9 @@ def test_the_entries_prune_cache_drops_are_found_alike_either_way(
     store_url: str, monkeypatch: pytest.MonkeyPatch, few_kept: int
 ) -> None:
     """With few runs kept gc finds the cache entries to drop from what is needed, otherwise from the
-    candidates: both give the same entries, dry or real, whatever protects an output (a kept run's link,
-    an alias, the alias's history, a recent artifact), on SQLite and PostgreSQL."""
+    candidates: both give the same entries, dry or real, whatever protects an output (a kept run's link, an
+    alias, either end of an alias change, a recent artifact, a RUNNING step run's input) or leaves it out
+    (an output whose artifact row is gone), on SQLite and PostgreSQL."""
     monkeypatch.setenv("ISTHMUS_STORE_URL", store_url)
     monkeypatch.setattr(metadata_module, "_FEW_KEPT", few_kept)  # 0: always the first way; 10**6: the second
     config.reset()
@@ -335,28 +336,33 @@ def test_the_entries_prune_cache_drops_are_found_alike_either_way(
 
     client.promote("count.output@production", made(old[1], "count"))
     client.promote("count.output@production", made(old[0], "count"))  # old[1]'s stays named by the history
-    with client.metadata.engine.begin() as conn:  # old[2]'s result written after gc's grace began
-        future = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
-        conn.execute(
-            update(schema.artifacts)
-            .where(schema.artifacts.c.content_hash == made(old[2], "double"))
-            .values(created_at=future)
+    running = old[3].steps["double"].step_run_id  # RUNNING again: its input is in use, its links not yet there
+    a, h, r, link = schema.artifacts, schema.artifact_alias_history, schema.step_runs, schema.step_run_artifacts
+    with client.metadata.engine.begin() as conn:
+        now = dt.datetime.now(dt.timezone.utc)
+        later = now + dt.timedelta(days=1)  # old[2]'s result written after gc's grace began
+        conn.execute(update(a).where(a.c.content_hash == made(old[2], "double")).values(created_at=later))
+        conn.execute(delete(a).where(a.c.content_hash == made(old[3], "make")))  # its row gone, its link kept
+        conn.execute(update(r).where(r.c.id == running).values(status="RUNNING", ended_at=None))
+        conn.execute(delete(link).where(link.c.step_run_id == running))
+        change = {"name": "make.output", "alias": "x", "action": "set", "forced": False, "via": "api"}
+        conn.execute(  # old[0]'s list named only as where an alias moved from
+            insert(h).values(**change, from_hash=made(old[0], "make"), to_hash=made(first, "make"), changed_at=now)
         )
-    protected = {made(first, n) for n in ("make", "count", "double")}
-    protected |= {made(old[0], "count"), made(old[1], "count"), made(old[2], "double")}
-    now = time.time()
+    dropped = [(0, "double"), (1, "make"), (1, "double"), (2, "make"), (2, "count")]
+    droppable = {old[i].steps[name].step_run_id for i, name in dropped}
+    candidates = {made(old[0], "double"), made(old[1], "make"), made(old[1], "double"), made(old[2], "make")}
+    candidates |= {made(old[2], "count"), made(old[3], "double")}  # the RUNNING step run's own output is unlinked
+    at = time.time()
     plan = client.metadata.retention_plan(
-        now=now, keep_last=1, age_cutoff=None, fresh=dt.datetime.fromtimestamp(now, dt.timezone.utc), prune_cache=True
+        now=at, keep_last=1, age_cutoff=None, fresh=dt.datetime.fromtimestamp(at, dt.timezone.utc), prune_cache=True
     )
-    by_run = {e["step_run_id"]: e for e in client.metadata.list_cache_entries()}
-    dropped_outputs = {made(r, n) for r in old for n in ("make", "count", "double")} - protected
-    assert len(plan.droppable) == len(dropped_outputs) == 9
-    assert {sid for _, sid in plan.droppable} <= by_run.keys()
-    assert set(plan.candidates) == dropped_outputs
+    assert {sid for _, sid in plan.droppable} == droppable
+    assert set(plan.candidates) == candidates
     dry = client.gc(keep_last=1, prune_cache=True, grace=0, dry_run=True)
-    assert (dry.artifacts_deleted, dry.cache_entries_dropped) == (9, 9)
+    assert (dry.artifacts_deleted, dry.cache_entries_dropped) == (6, 5)
     real = client.gc(keep_last=1, prune_cache=True, grace=0)
-    assert (real.artifacts_deleted, real.cache_entries_dropped) == (9, 9) and set(real.deleted) == dropped_outputs
+    assert (real.artifacts_deleted, real.cache_entries_dropped) == (6, 5) and set(real.deleted) == candidates
 
 
 def test_an_output_computed_again_stays_while_its_later_entry_is_live(

@@ -219,8 +219,8 @@ class _RetentionSets:
     history: bool
     runs: int  # pipeline runs, and how many of them are kept
     runs_kept: int
-    # with few runs kept: the step runs (not kept) with an output among the candidates, found without
-    # the candidates (see _retention_sets); None: ``entries`` tests each entry's outputs against them
+    # with few runs kept: the step runs with an output among the candidates (kept ones have none), found
+    # without the candidates (see _retention_sets); None: ``entries`` tests each entry's outputs against them
     dropped: Any = None
 
 
