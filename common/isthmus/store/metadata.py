@@ -1371,13 +1371,6 @@ class MetadataStore:
         entries = entries_where = dropped = None
         if prune_cache and kept_steps is not None:  # live entries of step runs not kept
             entries_where = [live, e.c.step_run_id.not_in(kept_steps)]
-            entries = (
-                select(e.c.cache_key, e.c.step_run_id)
-                .join(link, and_(link.c.step_run_id == e.c.step_run_id, link.c.role == "output"))
-                .where(*entries_where)
-                .where(link.c.content_hash.in_(select(a.c.content_hash).where(*unneeded)))
-                .distinct()
-            )
             if kept * _FEW_KEPT <= runs:
                 # ... with an output among the candidates. Testing each entry's outputs against the
                 # candidates builds the candidate set first (nearly every artifact, when few runs are
@@ -1398,6 +1391,14 @@ class MetadataStore:
                     .where(*(link.c.content_hash.not_in(chunk) for chunk in _chunks(sorted(in_use))))
                 )
                 entries = select(e.c.cache_key, e.c.step_run_id).where(*entries_where, e.c.step_run_id.in_(dropped))
+            else:  # each entry's outputs tested against the candidates
+                entries = (
+                    select(e.c.cache_key, e.c.step_run_id)
+                    .join(link, and_(link.c.step_run_id == e.c.step_run_id, link.c.role == "output"))
+                    .where(*entries_where)
+                    .where(link.c.content_hash.in_(select(a.c.content_hash).where(*unneeded)))
+                    .distinct()
+                )
         return _RetentionSets(unneeded, kept_runs, entries, entries_where or [], history, runs, kept, dropped)
 
     def _newest_runs(self, conn: Any, keep_last: int) -> Any:
