@@ -108,13 +108,15 @@ def test_why_nearest_earlier_run_reads_the_step_name_started_at_index(filled: tu
 
 @pytest.mark.parametrize("dry_run", [False, True])
 @pytest.mark.parametrize("prune_cache", [False, True])
+@pytest.mark.parametrize("keep_last", [5, 1], ids=["half-kept", "few-kept"])  # 50 or 10 of 100 runs
 def test_gc_reads_links_and_cache_entries_by_index(
-    filled: tuple[MetadataStore, str], prune_cache: bool, dry_run: bool
+    filled: tuple[MetadataStore, str], prune_cache: bool, dry_run: bool, keep_last: int
 ) -> None:
     meta, _newest = filled
     now = 10**10
     fresh = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
-    when: dict[str, Any] = {"now": now, "keep_last": 5, "age_cutoff": None, "fresh": fresh, "prune_cache": prune_cache}
+    when: dict[str, Any] = {"now": now, "fresh": fresh, "prune_cache": prune_cache}
+    when |= {"keep_last": keep_last, "age_cutoff": None}
     plans = _plans(
         meta,
         (lambda: meta.retention_summary(**when, listing=100)) if dry_run else (lambda: meta.retention_plan(**when)),

@@ -361,6 +361,7 @@ def test_the_entries_prune_cache_drops_are_found_alike_either_way(
     assert set(plan.candidates) == candidates
     dry = client.gc(keep_last=1, prune_cache=True, grace=0, dry_run=True)
     assert (dry.artifacts_deleted, dry.cache_entries_dropped) == (6, 5)
+    assert set(dry.deleted) == candidates and dry.listed_all and dry.bytes_freed == sum(plan.candidates.values())
     real = client.gc(keep_last=1, prune_cache=True, grace=0)
     assert (real.artifacts_deleted, real.cache_entries_dropped) == (6, 5) and set(real.deleted) == candidates
 

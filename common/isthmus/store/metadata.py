@@ -23,6 +23,7 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    null,
     or_,
     select,
     text,
@@ -1379,18 +1380,26 @@ class MetadataStore:
                 # "created before fresh" read as "not among the few created since" (the created_at index,
                 # not an artifact row per output) — the outputs read from the links' covering index, their
                 # artifacts from the primary key's. 0.87 -> 0.65 s at 100,000 step runs with 0.2 % kept.
+                # The candidates are the artifacts not in that set either: one probe per artifact, not one
+                # per condition. A kept step run links only needed hashes, so none of its entries is among
+                # ``dropped``: the entries are not tested against the kept step runs again.
                 needed = union_all(
                     *named,
                     select(link.c.content_hash).where(link.c.step_run_id.in_(kept_steps)),
                     select(a.c.content_hash).where(a.c.created_at >= fresh),
                 )
+                chunks = list(_chunks(sorted(in_use)))
+                busy = [link.c.content_hash.not_in(chunk) for chunk in chunks]
+                # (with "created before fresh" again: the created_at index, not a scan of every artifact)
+                unneeded = [a.c.created_at < fresh, a.c.content_hash.not_in(needed)]
+                unneeded += [a.c.content_hash.not_in(chunk) for chunk in chunks]
                 dropped = (
                     select(link.c.step_run_id)
                     .join(a, a.c.content_hash == link.c.content_hash)
-                    .where(link.c.role == "output", link.c.content_hash.not_in(needed))
-                    .where(*(link.c.content_hash.not_in(chunk) for chunk in _chunks(sorted(in_use))))
+                    .where(link.c.role == "output", link.c.content_hash.not_in(needed), *busy)
                 )
-                entries = select(e.c.cache_key, e.c.step_run_id).where(*entries_where, e.c.step_run_id.in_(dropped))
+                entries_where = [live]
+                entries = select(e.c.cache_key, e.c.step_run_id).where(live, e.c.step_run_id.in_(dropped))
             else:  # each entry's outputs tested against the candidates
                 entries = (
                     select(e.c.cache_key, e.c.step_run_id)
@@ -1475,6 +1484,9 @@ class MetadataStore:
             sets = self._retention_sets(
                 conn, now=now, keep_last=keep_last, age_cutoff=age_cutoff, fresh=fresh, prune_cache=prune_cache
             )
+            if sets.dropped is not None:
+                count, size, entries, listed = _summary_of_few_kept(conn, sets, listing)
+                return RetentionSummary(sets.runs, sets.runs_kept, count, size, listed, entries, sets.history)
             # one evaluation of the candidate set: counted, summed and listed (window aggregates) in one query
             cand = select(a.c.content_hash, a.c.size).where(*sets.unneeded).cte("gc_candidates")
             columns = [
@@ -1484,19 +1496,15 @@ class MetadataStore:
             ]
             if sets.entries is not None:
                 # entries (unique rows) of dropped step runs with an output among the candidates: no DISTINCT
-                has_candidate: Any
-                if sets.dropped is not None:
-                    has_candidate = e.c.step_run_id.in_(sets.dropped)
-                else:
-                    has_candidate = (
-                        select(link.c.step_run_id)
-                        .where(
-                            link.c.step_run_id == e.c.step_run_id,
-                            link.c.role == "output",
-                            link.c.content_hash.in_(select(cand.c.content_hash)),
-                        )
-                        .exists()
+                has_candidate = (
+                    select(link.c.step_run_id)
+                    .where(
+                        link.c.step_run_id == e.c.step_run_id,
+                        link.c.role == "output",
+                        link.c.content_hash.in_(select(cand.c.content_hash)),
                     )
+                    .exists()
+                )
                 droppable = select(func.count()).select_from(e).where(*sets.entries_where, has_candidate)
                 columns.append(droppable.scalar_subquery().label("entries"))
             rows = conn.execute(select(*columns).order_by(cand.c.content_hash).limit(max(listing, 1))).all()
@@ -1504,6 +1512,27 @@ class MetadataStore:
             entries = int(rows[0].entries) if rows and sets.entries is not None else 0
             listed = [str(row.content_hash) for row in rows][: max(listing, 0)]
         return RetentionSummary(sets.runs, sets.runs_kept, count, size, listed, entries, sets.history)
+
+
+def _summary_of_few_kept(conn: Any, sets: _RetentionSets, listing: int) -> tuple[int, int, int, list[str]]:
+    """:meth:`MetadataStore.retention_summary` when few runs are kept (``sets.dropped`` is given): how
+    many candidates, their size, how many entries would be dropped and the first ``listing`` candidates by
+    hash, in one statement (one snapshot) — a row of totals (with no hash), then the listing, which stops
+    early (each candidate is one probe of what is needed: testing the conditions twice costs less than a
+    window over every candidate). 0.68 -> 0.48 s at 100,000 step runs with 0.2 % kept."""
+    a, e = s.artifacts, s.cache_entries
+    droppable = select(func.count()).select_from(e).where(*sets.entries_where, e.c.step_run_id.in_(sets.dropped))
+    totals = select(
+        null().label("content_hash"),
+        func.count().label("n"),
+        func.coalesce(func.sum(a.c.size), 0).label("size"),
+        droppable.scalar_subquery().label("entries"),
+    ).where(*sets.unneeded)
+    first = select(a.c.content_hash).where(*sets.unneeded).order_by(a.c.content_hash).limit(max(listing, 0))
+    rows = conn.execute(union_all(totals, select(first.subquery(), null(), null(), null()))).all()
+    total = next(row for row in rows if row[0] is None)
+    listed = sorted(str(row[0]) for row in rows if row[0] is not None)
+    return int(total.n), int(total.size or 0), int(total.entries or 0), listed
 
 
 def upgrade_with_alembic(engine: Any) -> None:
