@@ -1383,10 +1383,15 @@ class MetadataStore:
                 # The candidates are the artifacts not in that set either: one probe per artifact, not one
                 # per condition. A kept step run links only needed hashes, so none of its entries is among
                 # ``dropped``: the entries are not tested against the kept step runs again.
-                needed = union_all(
-                    *named,
-                    select(link.c.content_hash).where(link.c.step_run_id.in_(kept_steps)),
-                    select(a.c.content_hash).where(a.c.created_at >= fresh),
+                # (a CTE: a statement that tests against it in several places builds it once)
+                needed = select(
+                    union_all(
+                        *named,
+                        select(link.c.content_hash).where(link.c.step_run_id.in_(kept_steps)),
+                        select(a.c.content_hash).where(a.c.created_at >= fresh),
+                    )
+                    .cte("gc_needed")
+                    .c.content_hash
                 )
                 chunks = list(_chunks(sorted(in_use)))
                 busy = [link.c.content_hash.not_in(chunk) for chunk in chunks]
