@@ -1383,25 +1383,24 @@ class MetadataStore:
                 # The candidates are the artifacts not in that set either: one probe per artifact, not one
                 # per condition. A kept step run links only needed hashes, so none of its entries is among
                 # ``dropped``: the entries are not tested against the kept step runs again.
-                # (a CTE: a statement that tests against it in several places builds it once)
+                # (a CTE: a statement that tests against it in several places builds it once; the hashes
+                # RUNNING step runs take as inputs are in it too, their parameters bound once)
                 needed = select(
                     union_all(
                         *named,
                         select(link.c.content_hash).where(link.c.step_run_id.in_(kept_steps)),
                         select(a.c.content_hash).where(a.c.created_at >= fresh),
+                        *(select(a.c.content_hash).where(a.c.content_hash.in_(c)) for c in _chunks(sorted(in_use))),
                     )
                     .cte("gc_needed")
                     .c.content_hash
                 )
-                chunks = list(_chunks(sorted(in_use)))
-                busy = [link.c.content_hash.not_in(chunk) for chunk in chunks]
                 # (with "created before fresh" again: the created_at index, not a scan of every artifact)
                 unneeded = [a.c.created_at < fresh, a.c.content_hash.not_in(needed)]
-                unneeded += [a.c.content_hash.not_in(chunk) for chunk in chunks]
                 dropped = (
                     select(link.c.step_run_id)
                     .join(a, a.c.content_hash == link.c.content_hash)
-                    .where(link.c.role == "output", link.c.content_hash.not_in(needed), *busy)
+                    .where(link.c.role == "output", link.c.content_hash.not_in(needed))
                 )
                 entries_where = [live]
                 entries = select(e.c.cache_key, e.c.step_run_id).where(live, e.c.step_run_id.in_(dropped))
