@@ -1355,6 +1355,7 @@ class MetadataStore:
         named: list[Any] = [select(al.c.content_hash)]  # hashes aliases name now or (kept) named before
         if history:
             h = s.artifact_alias_history
+            # (no NULL from_hash: NOT IN and NOT EXISTS would differ on it, see _absent_from)
             named += [select(h.c.to_hash), select(h.c.from_hash).where(h.c.from_hash.is_not(None))]
             unneeded += [_absent_from(conn, a.c.content_hash, x) for x in named[1:]]
         # RUNNING step runs: their recorded inputs are needed (their links come when they finish); few rows
@@ -1373,7 +1374,6 @@ class MetadataStore:
         )
         entries = entries_where = dropped = None
         if prune_cache and kept_steps is not None:  # live entries of step runs not kept
-            entries_where = [live, _absent_from(conn, e.c.step_run_id, kept_steps)]
             if kept * _FEW_KEPT <= runs:
                 # ... with an output among the candidates. Testing each entry's outputs against the
                 # candidates builds the candidate set first (nearly every artifact, when few runs are
@@ -1407,6 +1407,7 @@ class MetadataStore:
                 entries_where = [live]
                 entries = select(e.c.cache_key, e.c.step_run_id).where(live, e.c.step_run_id.in_(dropped))
             else:  # each entry's outputs tested against the candidates
+                entries_where = [live, _absent_from(conn, e.c.step_run_id, kept_steps)]
                 entries = (
                     select(e.c.cache_key, e.c.step_run_id)
                     .join(link, and_(link.c.step_run_id == e.c.step_run_id, link.c.role == "output"))
@@ -1454,7 +1455,8 @@ class MetadataStore:
         ``keep_last`` newest of its pipeline (if given) and started before ``age_cutoff`` (if given); with
         neither, every run is kept. A step run is kept unless its run is dropped, it is not RUNNING and it
         started before ``fresh``. Set-based: each "needed" set is computed once and the artifacts are
-        anti-joined against it (``NOT IN``, materialized once, on indexed columns)."""
+        anti-joined against it on indexed columns (SQLite: ``NOT IN``, materialized once; PostgreSQL:
+        ``NOT EXISTS``, an anti join — see :func:`_absent_from`)."""
         a = s.artifacts
         with self._scan() as conn, conn.begin():
             sets = self._retention_sets(
