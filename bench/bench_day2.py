@@ -59,6 +59,7 @@ def _cases(client: Any, raw: str, newest: str) -> dict[str, Callable[[], Any]]:
             raw, direction="downstream", depth=1, max_step_runs=2000
         ),
         "artifacts show train.output~1": lambda: client.artifact("train.output~1"),
+        "invalidate raw --dry-run (every step run derives from it)": lambda: client.invalidate(raw, dry_run=True),
         "artifacts list": lambda: client.artifact_versions(limit=50),
         "artifacts history train.output@production": lambda: client.alias_history("train.output@production"),
         "gc --dry-run (keeps every run)": lambda: client.gc(dry_run=True),
@@ -212,6 +213,7 @@ def _commands(raw: str, newest: str) -> list[list[str]]:
         ["artifacts", "history", "train.output@production"],
         ["cache", "list"],
         ["invalidate", "train.output~1", "--downstream", "--dry-run"],
+        ["invalidate", raw, "--downstream", "--dry-run"],
         ["gc", "--dry-run"],
         ["gc", "--keep-last", "5", "--dry-run"],
         ["gc", "--keep-last", "5", "--prune-cache", "--dry-run"],

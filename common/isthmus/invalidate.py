@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import BindParameter, bindparam, func, select
 
 from isthmus.artifact_ids import resolve_artifact
 from isthmus.governance.projects import alias_project
@@ -72,21 +72,38 @@ def invalidate_downstream(
     seen_hashes = {bad.content_hash}
     frontier = [bad.content_hash]
     depth = 0
+    columns = [
+        r.c[name]
+        for name in (
+            "id",
+            "pipeline_run_id",
+            "invocation",
+            "step_name",
+            "orchestrator",
+            "cache_hit",
+            "cache_key",
+            "invalidated_at",
+            "started_at",
+        )
+    ]
+    # each statement built once, its list expanded when it runs (no per-chunk coercion and compiling)
+    ids: BindParameter[Any] = bindparam("ids", expanding=True)
+    consuming = select(link.c.step_run_id).where(link.c.content_hash.in_(ids), link.c.role == "input")
+    shown = select(*columns).where(r.c.id.in_(ids))
+    producing = select(link.c.content_hash).where(link.c.step_run_id.in_(ids), link.c.role == "output")
     with metadata.engine.connect() as conn:
         while frontier:
             depth += 1
             consumers: set[str] = set()
             for chunk in _chunks(frontier):  # by the content-hash index
-                query = select(link.c.step_run_id).where(link.c.content_hash.in_(chunk), link.c.role == "input")
-                consumers.update(str(x) for x in conn.execute(query).scalars())
+                consumers.update(str(x) for (x,) in conn.execute(consuming, {"ids": chunk}).all())
             new = sorted(consumers - rows.keys())
             outputs: set[str] = set()
-            for chunk in _chunks(new):  # by the primary keys
-                for row in conn.execute(select(r).where(r.c.id.in_(chunk))).mappings():
+            for chunk in _chunks(new):  # by the primary keys (the columns shown, not the snapshots)
+                for row in conn.execute(shown, {"ids": chunk}).mappings().all():
                     rows[row["id"]] = dict(row)
                     depth_of[row["id"]] = depth
-                query = select(link.c.content_hash).where(link.c.step_run_id.in_(chunk), link.c.role == "output")
-                outputs.update(str(x) for x in conn.execute(query).scalars())
+                outputs.update(str(x) for (x,) in conn.execute(producing, {"ids": chunk}).all())
             frontier = sorted(outputs - seen_hashes)
             seen_hashes.update(frontier)
         derived = sorted(seen_hashes - {bad.content_hash})

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from isthmus import Client, pipeline, step
 from isthmus.cli import app
+from isthmus.cli.artifacts import INVALIDATE_SHOWN
 from isthmus.store import schema as s
 from tests.helpers import REPO, run_python, write_module
 
@@ -190,3 +191,27 @@ def test_hostile_ids_are_refused_in_one_line(hostile: str) -> None:
     result = CliRunner().invoke(app, ["invalidate", hostile, "--downstream"])
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
     assert len(result.output) < 400
+
+
+def test_a_raw_dataset_feeding_every_run_is_listed_in_part_and_invalidated_in_full() -> None:
+    """The downstream of a raw dataset is the whole store: the table shows the first rows and says how many
+    there are (--json has every one); the invalidation itself covers all of them, across the chunks its
+    statements read by."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_lineage_gc import fill
+
+    client = Client()
+    raw, _newest = fill(client.metadata, 2400)  # 600 runs of 4 chained steps, each run's first step reads raw
+    runner = CliRunner()
+    text = runner.invoke(app, ["invalidate", raw, "--downstream", "--dry-run"], terminal_width=200)
+    assert text.exit_code == 0, text.output
+    assert "2400 derived step run(s)" in text.output and "would drop 2400 cache entries" in text.output
+    assert text.output.count("computed") == INVALIDATE_SHOWN
+    assert f"the first {INVALIDATE_SHOWN} of 2400 by depth and start; all of them with --json" in text.output
+    listed = json.loads(runner.invoke(app, ["invalidate", raw, "--downstream", "--dry-run", "--json"]).output)
+    assert len(listed["step_runs"]) == 2400 and listed["cache_entries"] == 2400
+    assert [sum(1 for sr in listed["step_runs"] if sr["depth"] == d) for d in (1, 2, 3, 4)] == [600] * 4
+    done = client.invalidate(raw)
+    assert (done.marked, done.cache_entries, len(done.derived_artifacts)) == (2400, 2400, 2400)
+    with client.metadata.engine.connect() as conn:
+        assert conn.execute(s.cache_entries.select()).first() is None

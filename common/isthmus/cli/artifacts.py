@@ -240,6 +240,9 @@ def rollback(alias: str, to: str | None, reason: str | None, project: str | None
     console.print(_change_line(change), markup=False)
 
 
+INVALIDATE_SHOWN = 50  # derived step runs listed in the table (--json lists every one)
+
+
 @command("invalidate")
 @argument("artifact", help=f"The bad artifact: {_IDS}.")
 @click.option("--downstream", is_flag=True, help="Everything derived from it (required: says what is dropped).")
@@ -268,7 +271,7 @@ def invalidate(artifact: str, downstream: bool, dry_run: bool, reason: str | Non
     )
     if result.step_runs:
         t = table("Derived step runs", ["depth", "step", "step run", "run", "orchestrator", "cache", "note"])
-        for sr in result.step_runs:
+        for sr in result.step_runs[:INVALIDATE_SHOWN]:  # a raw dataset's downstream can be the whole store
             t.add_row(
                 str(sr.depth),
                 escape(sr.invocation),
@@ -279,6 +282,11 @@ def invalidate(artifact: str, downstream: bool, dry_run: bool, reason: str | Non
                 "already invalidated" if sr.already_invalidated else "",
             )
         console.print(t)
+        if len(result.step_runs) > INVALIDATE_SHOWN:
+            console.print(
+                f"  the first {INVALIDATE_SHOWN} of {len(result.step_runs)} by depth and start; all of them with --json",
+                markup=False,
+            )
     if result.aliases:
         console.print(f"aliases pointing at a derived artifact: {', '.join(result.aliases)}", markup=False)
     if dry_run:
