@@ -109,13 +109,15 @@ def invalidate_downstream(
         derived = sorted(seen_hashes - {bad.content_hash})
         keys = sorted({str(row["cache_key"]) for row in rows.values() if row["cache_key"]})
         entries = 0
+        counting = select(func.count()).where(e.c.cache_key.in_(ids))
         for chunk in _chunks(keys):
-            entries += int(conn.execute(select(func.count()).where(e.c.cache_key.in_(chunk))).scalar() or 0)
+            entries += int(conn.execute(counting, {"ids": chunk}).scalar() or 0)
         aliases: list[str] = []
+        naming = select(al.c.project, al.c.name, al.c.alias).where(al.c.content_hash.in_(ids))
         for chunk in _chunks(derived):
-            query = select(al.c.project, al.c.name, al.c.alias).where(al.c.content_hash.in_(chunk))
             home = alias_project()
-            aliases.extend(f"{n}@{a}" + ("" if p == home else f" ({p})") for p, n, a in conn.execute(query).all())
+            rows_of = conn.execute(naming, {"ids": chunk}).all()
+            aliases.extend(f"{n}@{a}" + ("" if p == home else f" ({p})") for p, n, a in rows_of)
     why = f"derived from {bad.content_hash}" + (f" ({bad.name})" if bad.name else "")
     cleaned = redact_text(" ".join((reason or "").split()))[:1000]
     why = f"{why}: {cleaned}" if cleaned else why
