@@ -84,3 +84,23 @@ def invoke(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(app, list(args))
     assert result.exception is None or isinstance(result.exception, (SystemExit, IsthmusError)), result.exception
     return result.exit_code, result.output
+
+
+def queries_run(engine: Any, fn: Any) -> list[tuple[str, Any]]:
+    """The queries (SELECT / WITH statements, with their parameters) ``fn`` ran on ``engine``, in order,
+    leaving out the catalog lookups of schema inspection; fails when it ran none."""
+    from sqlalchemy import event
+
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")) and "pg_catalog" not in statement:
+            seen.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        fn()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert seen, "it ran no query"
+    return seen

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from isthmus import Client
 from isthmus.store.metadata import MetadataStore
+from tests.helpers import queries_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from bench_lineage_gc import fill  # noqa: E402
@@ -33,18 +33,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MetadataS
 
 def _plans(meta: MetadataStore, fn: Callable[[], Any]) -> list[tuple[str, list[str]]]:
     """Each SELECT ``fn`` ran, with its query plan lines."""
-    seen: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
-            seen.append((statement, params))
-
-    event.listen(meta.engine, "before_cursor_execute", capture)
-    try:
-        fn()
-    finally:
-        event.remove(meta.engine, "before_cursor_execute", capture)
-    assert seen, "the command ran no query"
+    seen = queries_run(meta.engine, fn)
     raw = meta.engine.raw_connection()
     try:
         return [

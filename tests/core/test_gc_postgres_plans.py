@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from isthmus.store.metadata import MetadataStore
+from tests.helpers import queries_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from bench_lineage_gc import fill  # noqa: E402
@@ -40,18 +40,7 @@ def pg_filled(pg_server: Any) -> Iterator[MetadataStore]:
 
 def _pg_plans(meta: MetadataStore, fn: Callable[[], Any]) -> list[tuple[str, list[str]]]:
     """Each SELECT ``fn`` ran, with its plan under ``work_mem`` = 64kB (the smallest PostgreSQL allows)."""
-    seen: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "WITH")) and "pg_catalog" not in statement:
-            seen.append((statement, params))
-
-    event.listen(meta.engine, "before_cursor_execute", capture)
-    try:
-        fn()
-    finally:
-        event.remove(meta.engine, "before_cursor_execute", capture)
-    assert seen, "gc ran no query"
+    seen = queries_run(meta.engine, fn)
     raw = meta.engine.raw_connection()
     try:
         cursor = raw.cursor()
