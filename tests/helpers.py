@@ -104,3 +104,40 @@ def queries_run(engine: Any, fn: Any) -> list[tuple[str, Any]]:
         event.remove(engine, "before_cursor_execute", capture)
     assert seen, "it ran no query"
     return seen
+
+
+def versions_from_links(store: Any) -> dict[tuple[str, str], tuple[Any, Any]]:
+    """Each (artifact name, hash) version of ``store`` (a MetadataStore) with its first and last
+    production (UTC), from the output links and their step runs themselves."""
+    from sqlalchemy import func, select
+
+    from isthmus.store import schema as s
+
+    link, r = s.step_run_artifacts, s.step_runs
+    query = (
+        select(link.c.artifact_name, link.c.content_hash, func.min(r.c.started_at), func.max(r.c.started_at))
+        .select_from(link.join(r, r.c.id == link.c.step_run_id))
+        .where(link.c.role == "output")
+        .group_by(link.c.artifact_name, link.c.content_hash)
+    )
+    with store.engine.connect() as conn:
+        return {(n, h): (as_utc(f), as_utc(last)) for n, h, f, last in conn.execute(query)}
+
+
+def versions_kept(store: Any) -> dict[tuple[str, str], tuple[Any, Any]]:
+    """``artifact_versions`` of ``store`` in the form of :func:`versions_from_links`."""
+    from sqlalchemy import select
+
+    from isthmus.store import schema as s
+
+    v = s.artifact_versions
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(v.c.artifact_name, v.c.content_hash, v.c.first_at, v.c.last_at))
+        return {(n, h): (as_utc(f), as_utc(last)) for n, h, f, last in rows}
+
+
+def as_utc(when: Any) -> Any:
+    """``when`` as an aware UTC datetime (SQLite returns naive ones)."""
+    import datetime as dt
+
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)

@@ -2,7 +2,8 @@
 
 An artifact's *name* is ``STEP.OUTPUT`` (``train.output``, ``split.test``): every step run output is linked
 under it in ``step_run_artifacts``. The *versions* of a name are the distinct content hashes produced under
-it, numbered in the order their contents were first stored (a cache hit reuses a version, never makes one).
+it (``artifact_versions``), numbered in the order they first appeared under it (a cache hit reuses a version,
+never makes one).
 An id is one of:
 
 - a content hash or a unique prefix of one (``blake3:9f3a…``, ``9f3a0c``);
@@ -25,7 +26,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, distinct, func, or_, select
+from sqlalchemy import and_, case, distinct, func, or_, select
 
 from isthmus.errors import RunNotFound, quoted
 from isthmus.governance.projects import alias_project
@@ -38,7 +39,6 @@ _NAME_LIMIT, _ALIAS_LIMIT = 512, 255  # the widths of the artifact_aliases colum
 _HASH_ID = re.compile(r"(?:blake3:)?[0-9a-f]+", re.IGNORECASE)
 _BACK = re.compile(r"(.+)~(\d{1,9})")
 _BAD_TEXT = re.compile(r"[\x00-\x20\x7f]")
-_WINDOW = 100  # versions_of: up to this many versions are found by the cheaper query of _window
 
 
 @dataclass(frozen=True)
@@ -93,32 +93,16 @@ def split_alias(text: str) -> tuple[str, str]:
 _ID_HEX = 16  # hex digits of a hash a listing shows as the id of its version
 
 
-def _scoped(query: Any, projects: Projects) -> Any:
-    """``query`` over ``step_run_artifacts`` narrowed to the versions visible in ``projects``."""
-    return query if projects is None else query.where(hash_in(s.step_run_artifacts.c.content_hash, projects))
+def _scoped(query: Any, projects: Projects, content_hash: Any) -> Any:
+    """``query`` narrowed to the versions (``content_hash``, a column) visible in ``projects``."""
+    return query if projects is None else query.where(hash_in(content_hash, projects))
 
 
-def _ranked(name: str, projects: Projects) -> Any:
-    """The stored versions of ``name`` as a subquery: hash, when first and last produced under ``name``,
-    ``rank`` (1 = the newest: the latest to first appear under the name) and ``total``. One pass over the
-    name's links (their covering index, each step run by its key)."""
-    link, r, a = s.step_run_artifacts, s.step_runs, s.artifacts
-    first, last = func.min(r.c.started_at).label("first"), func.max(r.c.started_at).label("last")
-    grouped = _scoped(
-        select(link.c.content_hash, first, last)
-        .select_from(link.join(r, r.c.id == link.c.step_run_id).join(a, a.c.content_hash == link.c.content_hash))
-        .where(link.c.artifact_name == name, link.c.role == "output")
-        .group_by(link.c.content_hash),
-        projects,
-    ).subquery()
-    order = (grouped.c.first.desc(), grouped.c.content_hash.desc())
-    return select(
-        grouped.c.content_hash,
-        grouped.c.first,
-        grouped.c.last,
-        func.row_number().over(order_by=order).label("rank"),
-        func.count().over().label("total"),
-    ).subquery()
+def _stored_versions(name: str, projects: Projects, *columns: Any) -> Any:
+    """``columns`` of the stored versions of ``name`` (``artifact_versions`` whose artifact row stands)."""
+    v, a = s.artifact_versions, s.artifacts
+    query = select(*columns).select_from(v.join(a, a.c.content_hash == v.c.content_hash))
+    return _scoped(query.where(v.c.artifact_name == name), projects, v.c.content_hash)
 
 
 def versions_of(
@@ -134,98 +118,94 @@ def versions_of(
     before the newest (all by default), or only the version ``content_hash``.
 
     Versions are numbered in the order they first appeared under ``name`` (a step run producing or
-    reusing them under that name; the same content stored earlier under another name does not count)."""
+    reusing them under that name; the same content stored earlier under another name does not count):
+    ``artifact_versions``, newest first from its index, numbered by the count of the stored versions in
+    the same statement."""
+    if limit is not None and limit <= 0:
+        return []
     produced = count_versions(metadata, name, projects=projects)
     if not produced:
         return []
-    if content_hash is None and limit is not None and limit <= _WINDOW:
-        window = _window(metadata, name, back, limit, produced, projects)
-        if window is not None:
-            return window
-    ranked = _ranked(name, projects)
-    query = select(ranked)
     if content_hash is not None:
-        query = query.where(ranked.c.content_hash == content_hash)
-    else:
-        query = query.where(ranked.c.rank > back)
-        if limit is not None:
-            query = query.where(ranked.c.rank <= back + limit)
+        with metadata.engine.connect() as conn:
+            found = conn.execute(_numbered(name, content_hash, projects)).first()
+        if found is None:
+            return []
+        h, first, last, n, number = found
+        return [VersionStats(str(h), int(number), int(n), first, last, deleted=max(produced - int(n), 0))]
+    v = s.artifact_versions
+    total = _counted(name, projects, True).scalar_subquery()
+    query = _stored_versions(name, projects, v.c.content_hash, v.c.first_at, v.c.last_at, total)
+    query = query.order_by(v.c.first_at.desc(), v.c.content_hash.desc()).offset(back)
+    if limit is not None:
+        query = query.limit(limit)
     with metadata.engine.connect() as conn:
-        rows = conn.execute(query.order_by(ranked.c.rank)).all()
+        rows = conn.execute(query).all()
     return [
-        VersionStats(str(h), int(total) - int(rank) + 1, int(total), first, last, deleted=max(produced - int(total), 0))
-        for h, first, last, rank, total in rows
+        VersionStats(str(h), int(n) - back - i, int(n), first, last, deleted=max(produced - int(n), 0))
+        for i, (h, first, last, n) in enumerate(rows)
     ]
 
 
-def _window(
-    metadata: MetadataStore, name: str, back: int, limit: int, produced: int, projects: Projects
-) -> list[VersionStats] | None:
-    """:func:`versions_of` for a few versions (``NAME~N``, a page): ordered by first production alone (no
-    window over every version, no last production for each), counted by the index in the same
-    statement, and the times looked up for the versions returned only. None when a version's records
-    changed in between (the caller ranks every version in one statement instead)."""
-    if limit <= 0:
-        return []
-    link, r, a = s.step_run_artifacts, s.step_runs, s.artifacts
-    first = func.min(r.c.started_at).label("first")
-    grouped = _scoped(
-        select(link.c.content_hash, first)
-        .select_from(link.join(r, r.c.id == link.c.step_run_id).join(a, a.c.content_hash == link.c.content_hash))
-        .where(link.c.artifact_name == name, link.c.role == "output")
-        .group_by(link.c.content_hash),
-        projects,
-    ).subquery()
-    total = _counted(name, projects, True).scalar_subquery()  # one statement: the numbers match the order
+def _nth_hash(metadata: MetadataStore, name: str, back: int, projects: Projects) -> str | None:
+    """The hash of the stored version ``back`` versions before the newest of ``name``, or None."""
+    v = s.artifact_versions
     query = (
-        select(grouped.c.content_hash, total)
-        .order_by(grouped.c.first.desc(), grouped.c.content_hash.desc())
+        _stored_versions(name, projects, v.c.content_hash)
+        .order_by(v.c.first_at.desc(), v.c.content_hash.desc())
         .offset(back)
-        .limit(limit)
+        .limit(1)
     )
     with metadata.engine.connect() as conn:
-        rows = [(str(h), int(n or 0)) for h, n in conn.execute(query).all()]
-    if not rows:
-        return []
-    times = _produced(metadata, name, [h for h, _ in rows])
-    if any(h not in times for h, _ in rows):
-        return None
-    return [VersionStats(h, n - back - i, n, *times[h], deleted=max(produced - n, 0)) for i, (h, n) in enumerate(rows)]
+        found = conn.execute(query).scalar()
+    return None if found is None else str(found)
+
+
+def _numbered(name: str, content_hash: str, projects: Projects) -> Any:
+    """The stored version ``content_hash`` of ``name`` (hash, first and last production), with the count of
+    the name's stored versions and its number among them (those first produced before it — ties by hash —
+    and itself): one pass over the name's versions."""
+    v = s.artifact_versions
+    me = _stored_versions(name, projects, v.c.content_hash, v.c.first_at, v.c.last_at)
+    me = me.where(v.c.content_hash == content_hash).subquery("me")
+    older, a = s.artifact_versions.alias("older"), s.artifacts.alias("older_artifact")
+    before = or_(
+        older.c.first_at < me.c.first_at,
+        and_(older.c.first_at == me.c.first_at, older.c.content_hash <= me.c.content_hash),
+    )
+    query = (
+        select(me.c.content_hash, me.c.first_at, me.c.last_at, func.count(), func.sum(case((before, 1), else_=0)))
+        .select_from(me.join(older, older.c.artifact_name == name).join(a, a.c.content_hash == older.c.content_hash))
+        .group_by(me.c.content_hash, me.c.first_at, me.c.last_at)
+    )
+    return _scoped(query, projects, older.c.content_hash)
 
 
 def _produced(metadata: MetadataStore, name: str, hashes: list[str]) -> dict[str, tuple[dt.datetime, dt.datetime]]:
     """When each of ``hashes`` was first and last produced under ``name``."""
-    link, r = s.step_run_artifacts, s.step_runs
+    v = s.artifact_versions
     out: dict[str, tuple[dt.datetime, dt.datetime]] = {}
     with metadata.engine.connect() as conn:
         for i in range(0, len(hashes), 500):
-            query = (
-                select(link.c.content_hash, func.min(r.c.started_at), func.max(r.c.started_at))
-                .select_from(link.join(r, r.c.id == link.c.step_run_id))
-                .where(
-                    link.c.artifact_name == name, link.c.role == "output", link.c.content_hash.in_(hashes[i : i + 500])
-                )
-                .group_by(link.c.content_hash)
+            query = select(v.c.content_hash, v.c.first_at, v.c.last_at).where(
+                v.c.artifact_name == name, v.c.content_hash.in_(hashes[i : i + 500])
             )
             out.update({str(h): (first, last) for h, first, last in conn.execute(query).all()})
     return out
 
 
 def count_versions(metadata: MetadataStore, name: str, *, projects: Projects = None, stored: bool = False) -> int:
-    """How many versions artifact ``name`` was produced in (from the artifact-name index alone); with
-    ``stored``, only those whose artifact is still recorded (not deleted by gc)."""
+    """How many versions artifact ``name`` was produced in (from the ``artifact_versions`` index alone);
+    with ``stored``, only those whose artifact is still recorded (not deleted by gc)."""
     with metadata.engine.connect() as conn:
         return int(conn.execute(_counted(name, projects, stored)).scalar() or 0)
 
 
 def _counted(name: str, projects: Projects, stored: bool) -> Any:
-    link, a = s.step_run_artifacts, s.artifacts
-    query = select(func.count(distinct(link.c.content_hash))).where(
-        link.c.artifact_name == name, link.c.role == "output"
-    )
-    if stored:
-        query = query.select_from(link.join(a, a.c.content_hash == link.c.content_hash))
-    return _scoped(query, projects)
+    v, a = s.artifact_versions, s.artifacts
+    versions = v.join(a, a.c.content_hash == v.c.content_hash) if stored else v
+    query = select(func.count()).select_from(versions).where(v.c.artifact_name == name)
+    return _scoped(query, projects, v.c.content_hash)
 
 
 def names_of(metadata: MetadataStore, content_hash: str) -> list[str]:
@@ -306,7 +286,7 @@ def name_hint(metadata: MetadataStore, name: str, projects: Projects = None) -> 
         .limit(3)
     )
     with metadata.engine.connect() as conn:
-        similar = [str(x) for x in conn.execute(_scoped(query, projects)).scalars()]
+        similar = [str(x) for x in conn.execute(_scoped(query, projects, link.c.content_hash)).scalars()]
     return f" (did you mean {', '.join(repr(x) for x in similar)}?)" if similar else ""
 
 
@@ -326,10 +306,10 @@ def resolve_artifact(
     projects: Projects = None,
 ) -> ResolvedArtifact:
     """The artifact version ``ref`` names (see the module docstring for the forms). ``numbered=False``
-    skips the version number of a hash id (a scan of every version of its name) for callers that only
+    skips the version number of a hash id (a count of its name's stored versions) for callers that only
     need the hash. ``project``: whose ``NAME@ALIAS`` (None: ``ISTHMUS_PROJECT``, else ``default``);
     ``projects``: the versions that may be named (None: all)."""
-    found = _locate(metadata, ref, project, projects)
+    found = _locate(metadata, ref, project, projects, numbered=numbered)
     return _record(
         metadata,
         found.ref,
@@ -347,7 +327,7 @@ def resolve_artifact_hash(
 ) -> str:
     """The content hash ``ref`` names, as :func:`resolve_artifact` finds it, also when that version's row
     and object were deleted (its step runs still record it: lineage stands)."""
-    return _locate(metadata, ref, project, projects).content_hash
+    return _locate(metadata, ref, project, projects, numbered=False).content_hash
 
 
 @dataclass(frozen=True)
@@ -359,14 +339,16 @@ class _Located:
     what: str | None = None
 
 
-def _locate(metadata: MetadataStore, ref: str, project: str | None, projects: Projects) -> _Located:
+def _locate(
+    metadata: MetadataStore, ref: str, project: str | None, projects: Projects, *, numbered: bool = True
+) -> _Located:
     ref = str(ref).strip()
     if not ref or len(ref) > _NAME_LIMIT + _ALIAS_LIMIT + 1 or _BAD_TEXT.search(ref):
         raise RunNotFound(f"artifact {quoted(ref)} matches no artifact; see 'isthmus artifacts list'")
     if "@" in ref:
         name, alias = split_alias(ref)
         if alias == LATEST:
-            return _nth_version(metadata, ref, name, 0, projects)
+            return _nth_version(metadata, ref, name, 0, projects, numbered)
         owner = alias_project(project)
         target = alias_target(metadata, name, alias, owner)
         if target is None:
@@ -380,7 +362,7 @@ def _locate(metadata: MetadataStore, ref: str, project: str | None, projects: Pr
         return _Located(ref, target, name, what=f"alias {quoted(ref)} points at {target[:19]}…, which")
     back = _BACK.fullmatch(ref)
     if back:
-        return _nth_version(metadata, ref, back.group(1), int(back.group(2)), projects)
+        return _nth_version(metadata, ref, back.group(1), int(back.group(2)), projects, numbered)
     if _HASH_ID.fullmatch(ref):
         needle = ref.lower() if ref.lower().startswith("blake3:") else f"blake3:{ref.lower()}"
         found = _hashes_with_prefix(metadata, needle, projects)
@@ -394,10 +376,16 @@ def _locate(metadata: MetadataStore, ref: str, project: str | None, projects: Pr
         if ref.lower().startswith("blake3:") or not count_versions(metadata, ref, projects=projects):
             what = "is ambiguous" if gone else "matches no artifact"
             raise RunNotFound(f"artifact {quoted(ref)} {what}; see 'isthmus artifacts list'")
-    return _nth_version(metadata, ref, ref, 0, projects)
+    return _nth_version(metadata, ref, ref, 0, projects, numbered)
 
 
-def _nth_version(metadata: MetadataStore, ref: str, name: str, back: int, projects: Projects) -> _Located:
+def _nth_version(
+    metadata: MetadataStore, ref: str, name: str, back: int, projects: Projects, numbered: bool = True
+) -> _Located:
+    if not numbered:  # the hash alone: no count of the name's stored versions
+        content_hash = _nth_hash(metadata, name, back, projects)
+        if content_hash is not None:
+            return _Located(ref, content_hash, name)
     found = versions_of(metadata, name, back=back, limit=1, projects=projects)
     if not found:
         total = count_versions(metadata, name, projects=projects)

@@ -58,6 +58,7 @@ from isthmus.runner import StepRunner
 from isthmus.secret_params import secret_params_from_env, secret_texts
 from isthmus.step import load_step
 from isthmus.store import schema as s
+from isthmus.store import versions
 from isthmus.store.metadata import MetadataStore
 
 _MAX_MANIFEST_BYTES = 256 * 1024 * 1024
@@ -393,6 +394,9 @@ def ingest(
             if name == "step_runs":
                 new_runs.update(row[0] for row in inserted)
             counts[name] = len(inserted)
+        created = sorted(new_runs)
+        for i in range(0, len(created), 500):  # their output links, as the store's own writes keep them
+            conn.execute(versions.merge_step_runs(store.dialect, created[i : i + 500]))
         return counts
 
     try:

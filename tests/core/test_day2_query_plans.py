@@ -121,6 +121,32 @@ def test_gc_reads_links_and_cache_entries_by_index(
     assert not any(line.startswith("SCAN artifacts") and "INDEX" not in line for line in lines), lines
 
 
+@pytest.mark.parametrize("command", ["NAME~N", "NAME~N hash only", "a hash's number", "artifacts list --name"])
+def test_artifact_ids_read_the_versions_index(filled: tuple[MetadataStore, str], command: str) -> None:
+    """``NAME~N`` and version numbers: the name's versions newest first from the artifact_versions index
+    (each checked by the artifacts' key), never its step runs' links, never a sort."""
+    from isthmus.artifact_ids import resolve_artifact, resolve_artifact_hash, versions_of
+
+    meta, _newest = filled
+    old = versions_of(meta, "train.output")[-2].content_hash
+    calls: dict[str, Callable[[], Any]] = {
+        "NAME~N": lambda: resolve_artifact(meta, "train.output~3"),
+        "NAME~N hash only": lambda: resolve_artifact_hash(meta, "train.output~3"),
+        "a hash's number": lambda: resolve_artifact(meta, old),
+        "artifacts list --name": lambda: versions_of(meta, "train.output", limit=20),
+    }
+    plans = _plans(meta, calls[command])
+    lines = [line for _, plan in plans for line in plan]
+    assert any("ix_artifact_versions_artifact_name_first_at (artifact_name=?" in line for line in lines), lines
+    for statement, plan in plans:
+        versions = "artifact_versions" in statement  # ordered by the index: never sorted
+        for line in plan:
+            assert not line.startswith("SCAN") and not (versions and "TEMP B-TREE" in line), (line, statement)
+            assert "step_runs" not in line.split(), (line, statement)
+            if "step_run_artifacts" in line.split():  # the names of one hash, by its index
+                assert "ix_step_run_artifacts_content_hash (content_hash=?)" in line, (line, statement)
+
+
 @pytest.fixture(scope="module")
 def aliased(filled: tuple[MetadataStore, str]) -> tuple[MetadataStore, str, str]:
     """``train.output@production`` in two projects, at the newest run's train output; and that hash."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, run_python, write_module
+from tests.helpers import REPO, as_utc, run_python, versions_from_links, versions_kept, write_module
 
 RUN_PIPELINE = """
 import json
@@ -326,7 +326,12 @@ def test_run_step_entrypoint_as_a_subprocess(tmp_path: Path, isthmus_home: Path)
 
     meta = defaults.metadata_store()
     assert ingest_manifest(meta, manifest2) > 0
-    assert meta.get_step_run(data2["step_run_id"])["status"] == "COMPLETED"
+    ingested = meta.get_step_run(data2["step_run_id"])
+    assert ingested["status"] == "COMPLETED"
+    # its output's version was last produced by the ingested step run (the same content as the first run's)
+    key = (f"{ingested['step_name']}.output", data2["outputs"]["output"]["content_hash"])
+    assert versions_kept(meta) == versions_from_links(meta)
+    assert versions_kept(meta)[key][1] == as_utc(ingested["started_at"])
     assert ingest_manifest(meta, manifest2) == 0  # idempotent
 
 

@@ -42,6 +42,7 @@ from isthmus.governance.projects import alias_project, project_for_run
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
 from isthmus.redaction import redact_location, redact_text, safe_params, scrub
 from isthmus.store import schema as s
+from isthmus.store import versions
 from isthmus.store.claims import CacheCandidate, ClaimBusy, ClaimCandidates, ClaimHit, ClaimResult, ClaimStarted
 from isthmus.store.direct import CompiledCache, DirectConnection, run_direct
 from isthmus.store.engine import WRITE, make_engine, retry_locked
@@ -50,7 +51,7 @@ from isthmus.store.holders import LeaseHolder, holder_is_dead
 if TYPE_CHECKING:
     from isthmus.governance.scope import Projects
 
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 # Hot-path statements are built once: constructing SQLAlchemy statements costs more than running them.
@@ -238,6 +239,7 @@ class MetadataStore:
         self.url = check_store_url(url, setting)
         self._known_snapshots: set[str] = set()
         self._ignore_stmts: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._merge_link_stmt: Any = None  # versions.merge_link for this dialect, built on first use
         try:
             self.engine = make_engine(_with_connect_timeout(self.url))
             self.dialect = self.engine.dialect.name
@@ -365,6 +367,19 @@ class MetadataStore:
                 return insert(table)
             self._ignore_stmts[cache_key] = stmt
         return stmt
+
+    def _merge_versions(self, conn: Connection | DirectConnection, links: list[dict[str, Any]]) -> None:
+        """Keep ``artifact_versions`` with the output links just written (:mod:`isthmus.store.versions`)."""
+        params = versions.link_params(links)
+        if params:
+            if self._merge_link_stmt is None:
+                self._merge_link_stmt = versions.merge_link(self.dialect)
+            conn.execute(self._merge_link_stmt, params)
+
+    def index_versions(self, step_run_ids: Collection[str] | None = None) -> None:
+        """Merge the output links of ``step_run_ids`` (None: all) into ``artifact_versions``: for links
+        written without the store (an ingest does it in its own transaction; benchmarks filling a store)."""
+        self._run_write(lambda conn: conn.execute(versions.merge_step_runs(self.dialect, step_run_ids)))
 
     # -- snapshots -------------------------------------------------------------------------------
     def save_code_snapshot(self, code_hash: str, components: dict[str, str], sources: dict[str, str]) -> None:
@@ -522,6 +537,7 @@ class MetadataStore:
                     conn.execute(_INSERT_STEP_RUN, hit_row)
                     if links:
                         conn.execute(_INSERT_LINKS, links)
+                        self._merge_versions(conn, links)
                     return ClaimHit(cand)
                 if verdict is False:
                     conn.execute(_DROP_ENTRY, {"_key": cache_key, "_id": cand["id"]})
@@ -603,6 +619,7 @@ class MetadataStore:
                 conn.execute(self._insert_ignore(s.artifacts, ["content_hash"]), art_rows)
             if link_rows:
                 conn.execute(_INSERT_LINKS, link_rows)
+                self._merge_versions(conn, link_rows)
             if cache_key is not None:
                 conn.execute(
                     _INSERT_CACHE_ENTRY,

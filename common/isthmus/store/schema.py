@@ -121,6 +121,19 @@ step_run_artifacts = Table(
     Index("ix_step_run_artifacts_versions", "artifact_name", "role", "content_hash", "step_run_id"),
 )
 
+# Each version of an artifact name: when a step run first and last produced (or reused) it under the
+# name — min and max of those step runs' started_at, kept in the transaction that links them (revision
+# 0007). NAME~N and a name's version list read the newest from the index, not every link of the name.
+artifact_versions = Table(
+    "artifact_versions",
+    metadata,
+    Column("artifact_name", String(512), primary_key=True),
+    Column("content_hash", HASH, primary_key=True),
+    Column("first_at", DateTime(timezone=True), nullable=False),
+    Column("last_at", DateTime(timezone=True), nullable=False),
+    Index("ix_artifact_versions_artifact_name_first_at", "artifact_name", "first_at", "content_hash"),
+)
+
 artifact_aliases = Table(
     "artifact_aliases",
     metadata,
