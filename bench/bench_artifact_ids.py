@@ -78,7 +78,6 @@ def build(store: MetadataStore, step_runs: int) -> None:
                             (s.artifacts, arts), (s.cache_entries, entries)):  # fmt: skip
             for i in range(0, len(rows), 5000):
                 conn.execute(table.insert(), rows[i : i + 5000])
-    store.index_versions()  # the versions of the links written by hand
 
 
 def timed(fn: Any) -> tuple[float, Any]:

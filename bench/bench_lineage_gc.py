@@ -120,7 +120,6 @@ def fill(meta: object, n_step_runs: int) -> tuple[str, str]:
         ):
             for k in range(0, len(rows), 5000):
                 conn.execute(table.insert(), rows[k : k + 5000])
-    meta.index_versions()  # type: ignore[attr-defined]  # the versions of the links written by hand
     return raw, run_id
 
 

@@ -58,7 +58,6 @@ from isthmus.runner import StepRunner
 from isthmus.secret_params import secret_params_from_env, secret_texts
 from isthmus.step import load_step
 from isthmus.store import schema as s
-from isthmus.store import versions
 from isthmus.store.metadata import MetadataStore
 
 _MAX_MANIFEST_BYTES = 256 * 1024 * 1024
@@ -386,6 +385,8 @@ def ingest(
             rows = records[name]
             if name in ("step_run_artifacts", "cache_entries"):  # only for step runs this ingest created
                 rows = [r for r in rows if r["step_run_id"] in new_runs]
+            if name == "step_run_artifacts":  # the versions they make, locked in one order by every writer
+                rows = sorted(rows, key=lambda r: (str(r["artifact_name"]), str(r["content_hash"])))
             if not rows:
                 continue
             table = s.metadata.tables[name]
@@ -394,9 +395,6 @@ def ingest(
             if name == "step_runs":
                 new_runs.update(row[0] for row in inserted)
             counts[name] = len(inserted)
-        created = sorted(new_runs)
-        for i in range(0, len(created), 500):  # their output links, as the store's own writes keep them
-            conn.execute(versions.merge_step_runs(store.dialect, created[i : i + 500]))
         return counts
 
     try:

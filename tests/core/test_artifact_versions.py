@@ -1,7 +1,8 @@
 """``artifact_versions`` agrees with the output links it is kept from, on SQLite and PostgreSQL: written by
-computed steps and cache hits, widened by a step run that started earlier but finished later, filled by
-the migration from a store written before it existed — and ``NAME~N`` and version numbers read from it
-are those the links give."""
+computed steps and cache hits, widened by a step run that started earlier but finished later, kept for a
+link that a process without this code inserts (the trigger, not the writer, keeps it), filled by the
+migration from a store written before it existed — and ``NAME~N`` and version numbers read from it are
+those the links give."""
 
 from __future__ import annotations
 
@@ -121,9 +122,14 @@ def test_the_migration_fills_versions_from_a_store_written_before_them(
     store = Client().metadata
     before = versions_kept(store)
     assert before == versions_from_links(store) and len(before) == 8
-    # the store as revision 0006 left it: no versions table
+    # the store as revision 0006 left it: no versions table, no trigger keeping it
     with store.engine.begin() as conn:
         conn.execute(text("DROP TABLE artifact_versions"))
+        if store.dialect == "postgresql":
+            conn.execute(text("DROP TRIGGER artifact_versions_of_links ON step_run_artifacts"))
+            conn.execute(text("DROP FUNCTION isthmus_artifact_version()"))
+        else:
+            conn.execute(text("DROP TRIGGER artifact_versions_of_links"))
         conn.execute(text("UPDATE alembic_version SET version_num = '0006'"))
     store.dispose()
     config.reset()
@@ -134,5 +140,27 @@ def test_the_migration_fills_versions_from_a_store_written_before_them(
         assert client.artifact("make.output~0").content_hash == made[3]
         assert client.artifact("make.output~3").content_hash == made[0]
         assert (client.artifact(made[1]).number, client.artifact(made[1]).versions) == (2, 4)
+        monkeypatch.setenv("ISTHMUS_STORE_URL", store_url)
+        config.reset()
+        newer = small.run(n=7).steps["make"].outputs["output"].content_hash  # kept by the migrated trigger
+        assert versions_kept(reopened) == versions_from_links(reopened) and len(versions_kept(reopened)) == 10
+        assert client.artifact("make.output").content_hash == newer
     finally:
         reopened.dispose()
+
+
+def test_a_link_written_without_isthmus_still_makes_its_version(metadata_store: MetadataStore) -> None:
+    """An older isthmus still writing after the upgrade, a hand-made fixture: plain INSERTs of a step run
+    and its output link keep the versions all the same (a trigger in the database)."""
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    sid = _hand_run(metadata_store, t0)
+    h = "blake3:" + "c" * 64
+    link = {"step_run_id": sid, "role": "output", "name": "output", "content_hash": h, "artifact_name": "train.output"}
+    used = {**link, "role": "input", "name": "x", "artifact_name": "x"}
+    with metadata_store.engine.begin() as conn:
+        conn.execute(s.step_run_artifacts.insert(), [link, used])
+    assert versions_kept(metadata_store) == versions_from_links(metadata_store) == {("train.output", h): (t0, t0)}
+    later = _hand_run(metadata_store, t0 + dt.timedelta(days=1))
+    with metadata_store.engine.begin() as conn:
+        conn.execute(s.step_run_artifacts.insert(), [{**link, "step_run_id": later}])
+    assert versions_kept(metadata_store) == {("train.output", h): (t0, t0 + dt.timedelta(days=1))}

@@ -116,14 +116,20 @@ def _enable_wal(cur: Any) -> None:
             delay = min(delay * 2, 0.25)
 
 
+_DEADLOCK = "40P01"  # PostgreSQL's deadlock_detected: the server rolled back one of the transactions
+
+
 def retry_locked(fn: Callable[[], T], *, attempts: int = 20) -> T:
-    """Run ``fn`` again when SQLite still reports the database locked (after its busy timeout)."""
+    """Run ``fn`` again when SQLite still reports the database locked (after its busy timeout), or when
+    PostgreSQL chose its transaction to break a deadlock."""
     delay = 0.05
     for i in range(attempts):
         try:
             return fn()
         except OperationalError as exc:
-            if "locked" not in str(exc).lower() and "busy" not in str(exc).lower() or i == attempts - 1:
+            text = str(exc).lower()
+            again = "locked" in text or "busy" in text or getattr(exc.orig, "sqlstate", None) == _DEADLOCK
+            if not again or i == attempts - 1:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 1.0)

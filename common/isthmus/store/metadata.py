@@ -42,7 +42,6 @@ from isthmus.governance.projects import alias_project, project_for_run
 from isthmus.records import PipelineRunRecord, RunStatus, StepRunRecord
 from isthmus.redaction import redact_location, redact_text, safe_params, scrub
 from isthmus.store import schema as s
-from isthmus.store import versions
 from isthmus.store.claims import CacheCandidate, ClaimBusy, ClaimCandidates, ClaimHit, ClaimResult, ClaimStarted
 from isthmus.store.direct import CompiledCache, DirectConnection, run_direct
 from isthmus.store.engine import WRITE, make_engine, retry_locked
@@ -103,10 +102,11 @@ def link_rows_for(
     outputs: dict[str, ArtifactRef] | None,
     inputs: dict[str, ArtifactRef] | None,
 ) -> list[dict[str, Any]]:
-    """Rows of ``step_run_artifacts`` for a step run's outputs and inputs."""
+    """Rows of ``step_run_artifacts`` for a step run's outputs and inputs, each role by name: every writer
+    inserts (and so locks the ``artifact_versions`` rows of) a step's outputs in one order."""
     rows = []
     for role, refs in (("output", outputs or {}), ("input", inputs or {})):
-        for name, ref in refs.items():
+        for name, ref in sorted(refs.items()):
             rows.append(
                 {
                     "step_run_id": step_run_id,
@@ -239,7 +239,6 @@ class MetadataStore:
         self.url = check_store_url(url, setting)
         self._known_snapshots: set[str] = set()
         self._ignore_stmts: dict[tuple[str, tuple[str, ...]], Any] = {}
-        self._merge_link_stmt: Any = None  # versions.merge_link for this dialect, built on first use
         try:
             self.engine = make_engine(_with_connect_timeout(self.url))
             self.dialect = self.engine.dialect.name
@@ -278,11 +277,11 @@ class MetadataStore:
 
     def _create_schema(self) -> None:
         """A new SQLite store (the embedded default, made in every new ``ISTHMUS_HOME``): the tables of
-        :mod:`isthmus.store.schema`, the audit triggers and the alembic revision, in one transaction —
+        :mod:`isthmus.store.schema`, its triggers and the alembic revision, in one transaction —
         the schema the migrations build (tested), without loading alembic and running them one by one."""
         with self._write() as conn:
             s.metadata.create_all(conn)
-            for statement in s.SQLITE_AUDIT_TRIGGERS:
+            for statement in (*s.SQLITE_AUDIT_TRIGGERS, s.SQLITE_VERSIONS_TRIGGER):
                 conn.exec_driver_sql(statement)
             conn.exec_driver_sql(
                 "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
@@ -367,19 +366,6 @@ class MetadataStore:
                 return insert(table)
             self._ignore_stmts[cache_key] = stmt
         return stmt
-
-    def _merge_versions(self, conn: Connection | DirectConnection, links: list[dict[str, Any]]) -> None:
-        """Keep ``artifact_versions`` with the output links just written (:mod:`isthmus.store.versions`)."""
-        params = versions.link_params(links)
-        if params:
-            if self._merge_link_stmt is None:
-                self._merge_link_stmt = versions.merge_link(self.dialect)
-            conn.execute(self._merge_link_stmt, params)
-
-    def index_versions(self, step_run_ids: Collection[str] | None = None) -> None:
-        """Merge the output links of ``step_run_ids`` (None: all) into ``artifact_versions``: for links
-        written without the store (an ingest does it in its own transaction; benchmarks filling a store)."""
-        self._run_write(lambda conn: conn.execute(versions.merge_step_runs(self.dialect, step_run_ids)))
 
     # -- snapshots -------------------------------------------------------------------------------
     def save_code_snapshot(self, code_hash: str, components: dict[str, str], sources: dict[str, str]) -> None:
@@ -537,7 +523,6 @@ class MetadataStore:
                     conn.execute(_INSERT_STEP_RUN, hit_row)
                     if links:
                         conn.execute(_INSERT_LINKS, links)
-                        self._merge_versions(conn, links)
                     return ClaimHit(cand)
                 if verdict is False:
                     conn.execute(_DROP_ENTRY, {"_key": cache_key, "_id": cand["id"]})
@@ -619,7 +604,6 @@ class MetadataStore:
                 conn.execute(self._insert_ignore(s.artifacts, ["content_hash"]), art_rows)
             if link_rows:
                 conn.execute(_INSERT_LINKS, link_rows)
-                self._merge_versions(conn, link_rows)
             if cache_key is not None:
                 conn.execute(
                     _INSERT_CACHE_ENTRY,
