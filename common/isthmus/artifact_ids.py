@@ -121,7 +121,7 @@ def versions_of(
     reusing them under that name; the same content stored earlier under another name does not count):
     ``artifact_versions``, newest first from its index, numbered by the count of the stored versions in
     the same statement."""
-    if limit is not None and limit <= 0:
+    if content_hash is None and limit is not None and limit <= 0:
         return []
     produced = count_versions(metadata, name, projects=projects)
     if not produced:
@@ -306,8 +306,8 @@ def resolve_artifact(
     projects: Projects = None,
 ) -> ResolvedArtifact:
     """The artifact version ``ref`` names (see the module docstring for the forms). ``numbered=False``
-    skips the version number of a hash id (a count of its name's stored versions) for callers that only
-    need the hash. ``project``: whose ``NAME@ALIAS`` (None: ``ISTHMUS_PROJECT``, else ``default``);
+    leaves the version number out (no count of the name's stored versions) for callers that only need
+    the hash. ``project``: whose ``NAME@ALIAS`` (None: ``ISTHMUS_PROJECT``, else ``default``);
     ``projects``: the versions that may be named (None: all)."""
     found = _locate(metadata, ref, project, projects, numbered=numbered)
     return _record(

@@ -13,15 +13,14 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, func, select
+from sqlalchemy import func, select
 
 from isthmus.artifact_ids import resolve_artifact
 from isthmus.governance.projects import alias_project
 from isthmus.redaction import redact_text
 from isthmus.store import schema as s
+from isthmus.store.idlists import bound, one_of
 from isthmus.store.metadata import MetadataStore
-
-_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -57,10 +56,6 @@ class Invalidation:
         return asdict(self)
 
 
-def _chunks(items: list[str]) -> list[list[str]]:
-    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
-
-
 def invalidate_downstream(
     metadata: MetadataStore, artifact: str, *, dry_run: bool = False, reason: str | None = None
 ) -> Invalidation:
@@ -86,37 +81,37 @@ def invalidate_downstream(
             "started_at",
         )
     ]
-    # each statement built once, its list expanded when it runs (no per-chunk coercion and compiling)
-    ids: BindParameter[Any] = bindparam("ids", expanding=True)
-    consuming = select(link.c.step_run_id).where(link.c.content_hash.in_(ids), link.c.role == "input")
-    shown = select(*columns).where(r.c.id.in_(ids))
-    producing = select(link.c.content_hash).where(link.c.step_run_id.in_(ids), link.c.role == "output")
+    # each list bound whole, one statement per depth (isthmus.store.idlists)
+    dialect = metadata.dialect
+
+    def ids(name: str, column: Any) -> Any:
+        return one_of(column, name, dialect)
+
+    consuming = select(link.c.step_run_id).where(ids("hashes", link.c.content_hash), link.c.role == "input")
+    shown = select(*columns).where(ids("runs", r.c.id))
+    producing = select(link.c.content_hash).where(ids("runs", link.c.step_run_id), link.c.role == "output")
     with metadata.engine.connect() as conn:
         while frontier:
             depth += 1
-            consumers: set[str] = set()
-            for chunk in _chunks(frontier):  # by the content-hash index
-                consumers.update(str(x) for (x,) in conn.execute(consuming, {"ids": chunk}).all())
-            new = sorted(consumers - rows.keys())
+            found = conn.execute(consuming, {"hashes": bound(frontier, dialect)}).all()
+            new = sorted({str(x) for (x,) in found} - rows.keys())  # by the content-hash index
             outputs: set[str] = set()
-            for chunk in _chunks(new):  # by the primary keys (the columns shown, not the snapshots)
-                for row in conn.execute(shown, {"ids": chunk}).mappings().all():
+            if new:  # by the primary keys (the columns shown, not the snapshots)
+                for row in conn.execute(shown, {"runs": bound(new, dialect)}).mappings().all():
                     rows[row["id"]] = dict(row)
                     depth_of[row["id"]] = depth
-                outputs.update(str(x) for (x,) in conn.execute(producing, {"ids": chunk}).all())
+                outputs.update(str(x) for (x,) in conn.execute(producing, {"runs": bound(new, dialect)}).all())
             frontier = sorted(outputs - seen_hashes)
             seen_hashes.update(frontier)
         derived = sorted(seen_hashes - {bad.content_hash})
         keys = sorted({str(row["cache_key"]) for row in rows.values() if row["cache_key"]})
-        entries = 0
-        counting = select(func.count()).where(e.c.cache_key.in_(ids))
-        for chunk in _chunks(keys):
-            entries += int(conn.execute(counting, {"ids": chunk}).scalar() or 0)
+        counting = select(func.count()).where(ids("keys", e.c.cache_key))
+        entries = int(conn.execute(counting, {"keys": bound(keys, dialect)}).scalar() or 0) if keys else 0
         aliases: list[str] = []
-        naming = select(al.c.project, al.c.name, al.c.alias).where(al.c.content_hash.in_(ids))
-        for chunk in _chunks(derived):
+        naming = select(al.c.project, al.c.name, al.c.alias).where(ids("hashes", al.c.content_hash))
+        if derived:
             home = alias_project()
-            rows_of = conn.execute(naming, {"ids": chunk}).all()
+            rows_of = conn.execute(naming, {"hashes": bound(derived, dialect)}).all()
             aliases.extend(f"{n}@{a}" + ("" if p == home else f" ({p})") for p, n, a in rows_of)
     why = f"derived from {bad.content_hash}" + (f" ({bad.name})" if bad.name else "")
     cleaned = redact_text(" ".join((reason or "").split()))[:1000]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from isthmus import Client, pipeline, step
+from isthmus import Client, config, pipeline, step
 from isthmus.cli import app
 from isthmus.cli.artifacts import INVALIDATE_SHOWN
 from isthmus.store import schema as s
@@ -193,13 +193,17 @@ def test_hostile_ids_are_refused_in_one_line(hostile: str) -> None:
     assert len(result.output) < 400
 
 
-def test_a_raw_dataset_feeding_every_run_is_listed_in_part_and_invalidated_in_full() -> None:
+def test_a_raw_dataset_feeding_every_run_is_listed_in_part_and_invalidated_in_full(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The downstream of a raw dataset is the whole store: the table shows the first rows and says how many
-    there are (--json has every one); the invalidation itself covers all of them, across the chunks its
-    statements read by."""
+    there are (--json has every one); the invalidation itself covers all of them, each depth's 600 ids
+    bound as one list (SQLite and PostgreSQL)."""
     sys.path.insert(0, str(REPO / "bench"))
     from bench_lineage_gc import fill
 
+    monkeypatch.setenv("ISTHMUS_STORE_URL", store_url)
+    config.reset()
     client = Client()
     raw, _newest = fill(client.metadata, 2400)  # 600 runs of 4 chained steps, each run's first step reads raw
     runner = CliRunner()
