@@ -14,11 +14,10 @@ import sqlalchemy as sa
 
 from isthmus import Client, pipeline, step
 from isthmus.aliases import AliasRefused
-from isthmus.artifacts.refs import ArtifactRef
 from isthmus.errors import RunNotFound
 from isthmus.store import metadata as metadata_module
 from isthmus.store.metadata import MetadataStore
-from tests.helpers import invoke
+from tests.helpers import finish_train_run, invoke, start_train_run
 
 
 @step
@@ -247,25 +246,8 @@ def test_a_store_from_revision_0003_keeps_its_aliases_history_starts_there(store
         run_id = str(uuid.uuid4())
         store.create_pipeline_run({"id": run_id, "pipeline": "p", "orchestrator": "local", "params": {}})
         for h in (h1, h2):
-            sid = str(uuid.uuid4())
-            store.start_step_run(
-                {
-                    "id": sid,
-                    "pipeline_run_id": run_id,
-                    "invocation": "train",
-                    "step_name": "train",
-                    "step_path": "m:train",
-                    "orchestrator": "local",
-                    "attempt": 1,
-                    "params": {},
-                    "inputs": {},
-                    "context": {},
-                }
-            )
-            ref = ArtifactRef(
-                uri=f"file:///x/{h[7:]}", content_hash=h, size=1, materializer="json", python_type="builtins:int"
-            )
-            store.finish_step_run(sid, {"status": "COMPLETED"}, outputs={"output": ref}, step_name="train")
+            sid = start_train_run(store, pipeline_run_id=run_id)
+            finish_train_run(store, sid, h)
         client.promote("train.output@prod", "train.output")
         assert client.rollback("train.output@prod").to_hash == h1
         assert client.artifact("train.output~1").content_hash == h1
