@@ -83,13 +83,9 @@ def invalidate_downstream(
     ]
     # each list bound whole, one statement per depth (isthmus.store.idlists)
     dialect = metadata.dialect
-
-    def ids(name: str, column: Any) -> Any:
-        return one_of(column, name, dialect)
-
-    consuming = select(link.c.step_run_id).where(ids("hashes", link.c.content_hash), link.c.role == "input")
-    shown = select(*columns).where(ids("runs", r.c.id))
-    producing = select(link.c.content_hash).where(ids("runs", link.c.step_run_id), link.c.role == "output")
+    consuming = select(link.c.step_run_id).where(one_of(link.c.content_hash, "hashes", dialect), link.c.role == "input")
+    shown = select(*columns).where(one_of(r.c.id, "runs", dialect))
+    producing = select(link.c.content_hash).where(one_of(link.c.step_run_id, "runs", dialect), link.c.role == "output")
     with metadata.engine.connect() as conn:
         while frontier:
             depth += 1
@@ -105,10 +101,10 @@ def invalidate_downstream(
             seen_hashes.update(frontier)
         derived = sorted(seen_hashes - {bad.content_hash})
         keys = sorted({str(row["cache_key"]) for row in rows.values() if row["cache_key"]})
-        counting = select(func.count()).where(ids("keys", e.c.cache_key))
+        counting = select(func.count()).where(one_of(e.c.cache_key, "keys", dialect))
         entries = int(conn.execute(counting, {"keys": bound(keys, dialect)}).scalar() or 0) if keys else 0
         aliases: list[str] = []
-        naming = select(al.c.project, al.c.name, al.c.alias).where(ids("hashes", al.c.content_hash))
+        naming = select(al.c.project, al.c.name, al.c.alias).where(one_of(al.c.content_hash, "hashes", dialect))
         if derived:
             home = alias_project()
             rows_of = conn.execute(naming, {"hashes": bound(derived, dialect)}).all()
