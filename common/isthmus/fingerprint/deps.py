@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from isthmus.config import get_settings
+from isthmus.fingerprint.syntax import parse
 from isthmus.hashing import hash_parts
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def _top_level_to_dists() -> dict[str, list[str]]:
 def _imports_of_file(path: str, mtime: float) -> frozenset[str]:
     try:
         with open(path, encoding="utf-8") as fh:
-            tree = ast.parse(fh.read(), filename=path)
+            tree = parse(fh.read(), filename=path)
     except (OSError, SyntaxError, UnicodeDecodeError):
         return frozenset()
     names: set[str] = set()

@@ -30,6 +30,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 
+from isthmus.fingerprint.syntax import parse
 from isthmus.installed import is_project_file
 from isthmus.redaction import REDACTED, is_secret_name, scrub, secret_env_values, secret_matcher
 
@@ -263,7 +264,7 @@ def _spans(text: str, nodes: Iterable[ast.expr]) -> tuple[bytes, list[tuple[int,
 
 def _finder(text: str, params_of: ParamsOf | None, known: frozenset[str]) -> tuple[_Finder, ast.Module] | None:
     try:
-        tree = ast.parse(text)
+        tree = parse(text)
     except (SyntaxError, ValueError):
         return None
     finder = _Finder(params_of, secret_matcher(known))

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from isthmus.fingerprint.syntax import parse
+
 
 class _StripDocstrings(ast.NodeTransformer):
     def _strip(self, node: Any) -> Any:
@@ -59,7 +61,7 @@ def source_of(obj: Any) -> str | None:
 def definition_node(source: str, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | None:
     """The top-level ``def``/``class`` called ``name`` in ``source``."""
     try:
-        module = ast.parse(source)
+        module = parse(source)
     except SyntaxError:
         return None
     for node in module.body:
@@ -301,7 +303,7 @@ def module_source(path: str | None) -> ModuleSource | None:
     except (OSError, UnicodeDecodeError, SyntaxError):
         return None
     try:
-        tree: ast.Module | None = ast.parse(text)
+        tree: ast.Module | None = parse(text)
     except (SyntaxError, ValueError):
         tree = None
     parsed = ModuleSource(path, text, tree)
