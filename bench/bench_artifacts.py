@@ -7,7 +7,12 @@ sampler thread records the peak anonymous memory (``RssAnon``) above what the pr
 Peers: ``np.save`` / ``np.load`` to a file, ``DataFrame.to_parquet`` / ``pd.read_parquet`` (pyarrow).
 isthmus: ``ArtifactStore.save`` (write, blake3 hash, atomic commit) and ``ArtifactStore.load`` (default
 verify mode). ``cpu`` is the process's user + system time for the operation (all threads): on a busy
-machine it moves less than the wall time. Dirty pages are flushed before each operation. Rounds are interleaved; medians. ``--baseline DIR``: a tree with ``common/isthmus`` of
+machine it moves less than the wall time. Before each operation, twice the data is written to a scratch
+file and deleted, and dirty pages are flushed: every operation then finds its page-cache pages already
+touched. (On a virtual machine, memory the guest has not touched yet is several times slower to fill: a
+1 GiB ``np.save`` measured 0.2-1.3 s by where in the sequence it ran, and whichever save came second
+paid for it.)
+Rounds are interleaved; medians. ``--baseline DIR``: a tree with ``common/isthmus`` of
 another version (``git archive REV common | tar -x -C DIR``), its rows interleaved. Nothing here passes
 or fails. Target: within 1.2x of the peer, peak anonymous memory <= 1.1x the data. ``held after``: the
 anonymous memory the process still holds once the operation returned (with a loaded value alive), over
@@ -100,9 +105,22 @@ print(json.dumps({"seconds": took, "cpu": cpu, "extra_anon": peak[0] - base, "he
 """
 
 
+def settle(mb: int, workdir: str) -> None:
+    """Write ``2 * mb`` MiB to a scratch file and delete it, then flush dirty pages: the next operation
+    finds the pages it fills already touched, and pays no writeback of the one before it (the dirty-page
+    throttle)."""
+    scratch = os.path.join(workdir, "scratch.bin")
+    block = bytes(64 << 20)
+    with open(scratch, "wb") as fh:
+        for _ in range(max(1, 2 * mb // 64)):
+            fh.write(block)
+    os.remove(scratch)
+    os.sync()
+
+
 def run(kind: str, op: str, mb: int, workdir: str, code: Path) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(code / "common"))
-    os.sync()  # no operation pays for the writeback of the one before it (the dirty-page throttle)
+    settle(mb, workdir)
     out = subprocess.run(
         [sys.executable, "-c", CHILD, kind, op, str(mb), workdir], env=env, capture_output=True, text=True
     )
