@@ -348,11 +348,14 @@ class Client:
         self._audit("alias.rollback", alias, details, owner)
         return change
 
-    def invalidate(self, artifact: str, *, dry_run: bool = False, reason: str | None = None) -> Invalidation:
-        """Drop the cache entries of every step run derived from ``artifact`` and mark those runs."""
+    def invalidate(
+        self, artifact: str, *, dry_run: bool = False, reason: str | None = None, listing: int | None = None
+    ) -> Invalidation:
+        """Drop the cache entries of every step run derived from ``artifact`` and mark those runs.
+        ``listing``: return only the first ``listing`` of them (the counts cover every one)."""
         if not dry_run:
             self._authorize(Role.OPERATOR, "invalidate")
-        found = invalidate_downstream(self.metadata, artifact, dry_run=dry_run, reason=reason)
+        found = invalidate_downstream(self.metadata, artifact, dry_run=dry_run, reason=reason, listing=listing)
         if not dry_run:
             self._audit("invalidate", artifact, {"reason": reason})
         return found

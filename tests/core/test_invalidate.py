@@ -213,9 +213,20 @@ def test_a_raw_dataset_feeding_every_run_is_listed_in_part_and_invalidated_in_fu
     assert text.output.count("computed") == INVALIDATE_SHOWN
     assert f"the first {INVALIDATE_SHOWN} of 2400 by depth and start; all of them with --json" in text.output
     listed = json.loads(runner.invoke(app, ["invalidate", raw, "--downstream", "--dry-run", "--json"]).output)
-    assert len(listed["step_runs"]) == 2400 and listed["cache_entries"] == 2400
+    assert len(listed["step_runs"]) == 2400 and listed["cache_entries"] == 2400 and listed["step_run_count"] == 2400
     assert [sum(1 for sr in listed["step_runs"] if sr["depth"] == d) for d in (1, 2, 3, 4)] == [600] * 4
-    done = client.invalidate(raw)
+    # the table reads only the rows it shows, sorted in the database: the same rows, in the same order
+    shown = [line.split("│")[3].strip() for line in text.output.splitlines() if "computed" in line]
+    assert shown == [sr["id"][:8] for sr in listed["step_runs"][:INVALIDATE_SHOWN]]
+    for listing in (0, 1, 599, 600, 601, 1800, 5000):  # within a depth, at its end, across depths, beyond all
+        part = client.invalidate(raw, dry_run=True, listing=listing)
+        assert [sr.id for sr in part.step_runs] == [sr["id"] for sr in listed["step_runs"][:listing]], listing
+        assert (part.step_run_count, part.cache_entries, len(part.derived_artifacts)) == (2400, 2400, 2400)
+    done = client.invalidate(raw, listing=3)  # marks and drops every one, lists three
     assert (done.marked, done.cache_entries, len(done.derived_artifacts)) == (2400, 2400, 2400)
+    assert done.step_run_count == 2400 and len(done.step_runs) == 3
+    with client.metadata.engine.connect() as conn:
+        unmarked = s.step_runs.select().where(s.step_runs.c.invalidated_at.is_(None))
+        assert conn.execute(unmarked).first() is None
     with client.metadata.engine.connect() as conn:
         assert conn.execute(s.cache_entries.select()).first() is None

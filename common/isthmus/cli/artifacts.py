@@ -256,7 +256,8 @@ def invalidate(artifact: str, downstream: bool, dry_run: bool, reason: str | Non
     if not downstream:
         _fail("invalidate needs --downstream (it drops the cache of everything derived from the artifact)")
     try:
-        result = Client().invalidate(artifact, dry_run=dry_run, reason=reason)
+        listing = None if as_json else INVALIDATE_SHOWN  # the table reads only the step runs it shows
+        result = Client().invalidate(artifact, dry_run=dry_run, reason=reason, listing=listing)
     except IsthmusError as exc:
         _fail(str(exc))
     if as_json:
@@ -264,14 +265,14 @@ def invalidate(artifact: str, downstream: bool, dry_run: bool, reason: str | Non
         return
     verb = "would drop" if dry_run else "dropped"
     console.print(
-        f"{short(result.artifact, 12)} ({result.name or 'unnamed'}): {len(result.step_runs)} derived step run(s), "
+        f"{short(result.artifact, 12)} ({result.name or 'unnamed'}): {result.step_run_count} derived step run(s), "
         f"{len(result.derived_artifacts)} derived artifact(s); {verb} {result.cache_entries} cache entr"
         f"{'y' if result.cache_entries == 1 else 'ies'}" + ("" if dry_run else f", marked {result.marked} step run(s)"),
         markup=False,
     )
     if result.step_runs:
         t = table("Derived step runs", ["depth", "step", "step run", "run", "orchestrator", "cache", "note"])
-        for sr in result.step_runs[:INVALIDATE_SHOWN]:  # a raw dataset's downstream can be the whole store
+        for sr in result.step_runs:  # the first INVALIDATE_SHOWN: a raw dataset's downstream can be the whole store
             t.add_row(
                 str(sr.depth),
                 escape(sr.invocation),
@@ -282,9 +283,9 @@ def invalidate(artifact: str, downstream: bool, dry_run: bool, reason: str | Non
                 "already invalidated" if sr.already_invalidated else "",
             )
         console.print(t)
-        if len(result.step_runs) > INVALIDATE_SHOWN:
+        if result.step_run_count > len(result.step_runs):
             console.print(
-                f"  the first {INVALIDATE_SHOWN} of {len(result.step_runs)} by depth and start; all of them with --json",
+                f"  the first {len(result.step_runs)} of {result.step_run_count} by depth and start; all of them with --json",
                 markup=False,
             )
     if result.aliases:

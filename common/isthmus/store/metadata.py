@@ -46,6 +46,7 @@ from isthmus.store.claims import CacheCandidate, ClaimBusy, ClaimCandidates, Cla
 from isthmus.store.direct import CompiledCache, DirectConnection, run_direct
 from isthmus.store.engine import WRITE, make_engine, retry_locked
 from isthmus.store.holders import LeaseHolder, holder_is_dead
+from isthmus.store.idlists import bound, one_of
 
 if TYPE_CHECKING:
     from isthmus.governance.scope import Projects
@@ -1084,30 +1085,28 @@ class MetadataStore:
     def dispose(self) -> None:
         self.engine.dispose()
 
-    def invalidate_step_runs(
-        self, step_run_ids: Sequence[str], cache_keys: Sequence[str], reason: str
-    ) -> tuple[int, int]:
+    def invalidate_step_runs(self, step_run_ids: Sequence[str], reason: str) -> tuple[int, int]:
         """Mark ``step_run_ids`` invalidated (those not marked yet; the records stay) and drop every cache
-        entry under ``cache_keys``, in one transaction. Returns (step runs marked, entries dropped)."""
+        entry under their cache keys, in one transaction: two statements, each taking the list whole
+        (:mod:`isthmus.store.idlists`). Returns (step runs marked, entries dropped)."""
         r, e = s.step_runs, s.cache_entries
+        dialect = self.dialect
+        ids = {"runs": bound(list(step_run_ids), dialect)}
+        keys = select(r.c.cache_key).where(one_of(r.c.id, "runs", dialect))
+        dropping = delete(e).where(e.c.cache_key.in_(keys))
+        marking = (
+            update(r)
+            .where(one_of(r.c.id, "runs", dialect), r.c.invalidated_at.is_(None))
+            .values(invalidated_at=bindparam("now"), invalidated_reason=bindparam("reason"))
+        )
 
         def work(conn: Connection) -> tuple[int, int]:
-            marked = dropped = 0
-            now = utcnow()
-            for i in range(0, len(step_run_ids), 500):
-                chunk = list(step_run_ids[i : i + 500])
-                marked += (
-                    conn.execute(
-                        update(r)
-                        .where(r.c.id.in_(chunk), r.c.invalidated_at.is_(None))
-                        .values(invalidated_at=now, invalidated_reason=reason)
-                    ).rowcount
-                    or 0
-                )
-            for i in range(0, len(cache_keys), 500):
-                dropped += conn.execute(delete(e).where(e.c.cache_key.in_(list(cache_keys[i : i + 500])))).rowcount or 0
+            dropped = conn.execute(dropping, ids).rowcount or 0
+            marked = conn.execute(marking, {**ids, "now": utcnow(), "reason": reason}).rowcount or 0
             return marked, dropped
 
+        if not step_run_ids:
+            return 0, 0
         result: tuple[int, int] = self._run_write(work)
         return result
 
