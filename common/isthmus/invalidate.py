@@ -81,7 +81,7 @@ def invalidate_downstream(
 
     ``listing``: read and return only the first ``listing`` derived step runs (by depth, start and id);
     the counts, the entries and the marking still cover every one. A raw dataset's downstream can be the
-    whole store, and building a row per step run was most of the time: 100,000 of them, 4.0 -> 1.5 s."""
+    whole store: the first 50 of 100,000 are listed in 1.9 s, every one in 3.9 s (SQLite, in process)."""
     bad = resolve_artifact(metadata, artifact, numbered=False)
     link, r, e, al = s.step_run_artifacts, s.step_runs, s.cache_entries, s.artifact_aliases
     depth_of: dict[str, int] = {}  # step run id -> the depth it was first reached at
@@ -95,10 +95,11 @@ def invalidate_downstream(
     with metadata.engine.connect() as conn:
         while frontier:  # ids only: the columns shown are read below, for the step runs listed
             depth += 1
-            found = {str(x) for (x,) in conn.execute(consuming, {"hashes": bound(frontier, dialect)})}
+            # (fetched whole: a row at a time costs twice as much, at 25,000 rows a depth)
+            found = set(conn.execute(consuming, {"hashes": bound(frontier, dialect)}).scalars().all())
             new = sorted(found - depth_of.keys())  # by the content-hash index
             depth_of.update((x, depth) for x in new)
-            outputs = {str(x) for (x,) in conn.execute(producing, {"runs": bound(new, dialect)})} if new else set()
+            outputs = set(conn.execute(producing, {"runs": bound(new, dialect)}).scalars().all()) if new else set()
             frontier = sorted(outputs - seen_hashes)
             seen_hashes.update(frontier)
         derived = sorted(seen_hashes - {bad.content_hash})
@@ -150,20 +151,19 @@ def invalidate_downstream(
 
 def _listed(conn: Any, depth_of: dict[str, int], listing: int | None, dialect: str) -> list[Any]:
     """The shown columns of the derived step runs, by depth, start and id: every one, or the first
-    ``listing`` (depth by depth, each depth's first rows sorted in the database)."""
+    ``listing``. Depth by depth, each sorted in the database (one order, whether cut or not)."""
     r = s.step_runs
-    shown = select(*(r.c[name] for name in _SHOWN)).where(one_of(r.c.id, "runs", dialect))
-    if listing is None:
-        rows = list(conn.execute(shown, {"runs": bound(sorted(depth_of), dialect)}).mappings())
-        return sorted(rows, key=lambda row: (depth_of[row["id"]], row["started_at"], row["id"]))
+    ordered = select(*(r.c[name] for name in _SHOWN)).where(one_of(r.c.id, "runs", dialect))
+    ordered = ordered.order_by(r.c.started_at, r.c.id)
+    first = ordered.limit(bindparam("n"))
     by_depth: dict[int, list[str]] = {}
     for step_run_id, depth in depth_of.items():
         by_depth.setdefault(depth, []).append(step_run_id)
     out: list[Any] = []
-    first = shown.order_by(r.c.started_at, r.c.id).limit(bindparam("n"))
     for depth in sorted(by_depth):
-        if len(out) >= listing:
-            break
-        ids = sorted(by_depth[depth])
-        out.extend(conn.execute(first, {"runs": bound(ids, dialect), "n": listing - len(out)}).mappings())
+        ids = {"runs": bound(sorted(by_depth[depth]), dialect)}
+        if listing is None:
+            out.extend(conn.execute(ordered, ids).mappings())
+        elif len(out) < listing:
+            out.extend(conn.execute(first, {**ids, "n": listing - len(out)}).mappings())
     return out
