@@ -33,6 +33,7 @@ from bench_lineage_gc import fill  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from isthmus.cli.artifacts import INVALIDATE_SHOWN  # noqa: E402  # the table's rows
 from isthmus.cli.lineage_gc import LINEAGE_LIMIT  # noqa: E402  # the CLI's default: what a person waits for
 
 console = Console(width=120)
@@ -59,7 +60,9 @@ def _cases(client: Any, raw: str, newest: str) -> dict[str, Callable[[], Any]]:
             raw, direction="downstream", depth=1, max_step_runs=2000
         ),
         "artifacts show train.output~1": lambda: client.artifact("train.output~1"),
-        "invalidate raw --dry-run (every step run derives from it)": lambda: client.invalidate(raw, dry_run=True),
+        # every step run derives from raw: the table lists the first rows (and counts all), --json every row
+        "invalidate raw --dry-run": lambda: client.invalidate(raw, dry_run=True, listing=INVALIDATE_SHOWN),
+        "invalidate raw --dry-run --json": lambda: client.invalidate(raw, dry_run=True),
         "artifacts list": lambda: client.artifact_versions(limit=50),
         "artifacts history train.output@production": lambda: client.alias_history("train.output@production"),
         "gc --dry-run (keeps every run)": lambda: client.gc(dry_run=True),
