@@ -4,8 +4,9 @@
 
 Builds the store once (the synthetic shape of ``bench_lineage_gc.py``: pipeline runs of four chained step
 runs over ten pipelines, every first step reading one shared raw dataset; plus a promoted and rolled-back
-alias, one failed run, and a one-byte local object file per recorded artifact, so gc walks a real objects
-directory), then times each command through ``isthmus.Client`` in this process (median of
+alias, one failed run; every artifact's object is written to the local artifact store and every step run
+records its input and output refs, so gc walks a real objects directory, ``cache prune`` checks every
+output and ``diff`` loads the small values it shows), then times each command through ``isthmus.Client`` in this process (median of
 ``--repeat``), then each as a whole ``isthmus …`` process (what a person at the terminal waits for:
 start-up, imports and the query) beside the same command on a store of ``--small`` step runs of the same
 shape (interleaved; the ratio is what the store's size adds), and ``isthmus version`` for the start-up
@@ -86,8 +87,8 @@ def _build(home: str, step_runs: int, url: str | None) -> tuple[str, str]:
     config.reset()  # settings re-read from the environment: this store's home
     meta = defaults.metadata_store()
     t0 = time.perf_counter()
-    raw, newest = fill(meta, step_runs)
-    objects = _place_objects(meta, os.path.join(home, "artifacts"))
+    raw, newest = fill(meta, step_runs, artifacts_root=os.path.join(home, "artifacts"))
+    objects = step_runs // 4 * 4 + 1  # one per step run's output, and the raw dataset
     client = Client()
     client.promote("train.output@production", "train.output~2")
     client.promote("train.output@production", "train.output~1")
@@ -180,24 +181,6 @@ def _run(args: argparse.Namespace, small_url: str | None, url: str | None, backe
             f"{max(large_t) * 1000:.0f} ms",
         )
     console.print(procs)
-
-
-def _place_objects(meta: Any, root: str) -> int:
-    """A one-byte file for every recorded artifact, written a day ago, where the local artifact store keeps
-    its object: gc walks a real objects directory (its orphan search reads every name there)."""
-    from isthmus.artifacts.store import ArtifactStore
-
-    store = ArtifactStore(root)
-    old = time.time() - 86400
-    with meta.engine.connect() as conn:
-        hashes = [row[0] for row in conn.exec_driver_sql("SELECT content_hash FROM artifacts")]
-    for content_hash in hashes:
-        path = store.path_for(content_hash)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as fh:
-            fh.write(b"x")
-        os.utime(path, (old, old))
-    return len(hashes)
 
 
 def _commands(raw: str, newest: str) -> list[list[str]]:

@@ -28,22 +28,54 @@ console = Console(width=120)
 STEPS = ("load", "clean", "featurize", "train")
 
 
+def _content(i: int, j: int) -> bytes:
+    """The stored bytes of artifact (i, j): the JSON list ``[i, j]`` as the json materializer writes it."""
+    from isthmus.artifacts.materializers import JsonMaterializer
+
+    return JsonMaterializer().dumps([i, j])
+
+
 def _hash(i: int, j: int) -> str:
-    return "blake3:" + uuid.uuid5(uuid.NAMESPACE_OID, f"{i}/{j}").hex * 2
+    from isthmus.hashing import hash_bytes
+
+    return hash_bytes(_content(i, j))
 
 
-def fill(meta: object, n_step_runs: int) -> tuple[str, str]:
-    """Synthetic runs; returns (the shared raw hash, the newest run id)."""
+def fill(meta: object, n_step_runs: int, artifacts_root: str | None = None) -> tuple[str, str]:
+    """Synthetic runs; returns (the shared raw hash, the newest run id). Each artifact is a small JSON list
+    named by its real content hash. With ``artifacts_root`` (a local artifact store's directory), every
+    object is written there (dated a day ago) and each step run records its input and output refs into
+    that store, as the runner does: commands that read or load them (``cache prune``, ``diff``) do their
+    real work per step run. Without it, refs point nowhere and step runs record none."""
+    from isthmus.artifacts.refs import ArtifactRef
+    from isthmus.artifacts.store import ArtifactStore
     from isthmus.store import schema as s
 
-    raw = _hash(-1, 0)
+    where = ArtifactStore(artifacts_root) if artifacts_root else None
+    day_ago = time.time() - 86400
+
+    def ref(i: int, j: int) -> dict[str, object]:
+        content = _content(i, j)
+        content_hash = _hash(i, j)
+        uri = "file:///x"
+        if where is not None:
+            uri = where.uri_for(content_hash)
+            path = where.path_for(content_hash)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as fh:
+                fh.write(content)
+            os.utime(path, (day_ago, day_ago))
+        return ArtifactRef(uri, content_hash, len(content), "json@1", "builtins:list").to_dict()
+
+    raw_ref = ref(-1, 0)
+    raw = str(raw_ref["content_hash"])
     now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=60)
     runs, steps, links, arts, entries = [], [], [], [], []
     arts.append(
         dict(
             content_hash=raw,
-            uri="file:///x",
-            size=10,
+            uri=raw_ref["uri"],
+            size=raw_ref["size"],
             materializer="json@1",
             python_type="builtins:list",
             metadata=None,
@@ -67,9 +99,10 @@ def fill(meta: object, n_step_runs: int) -> tuple[str, str]:
                 ended_at=started,
             )
         )
-        previous = raw
+        previous = raw_ref
         for j, name in enumerate(STEPS):
-            sid, out = str(uuid.uuid4()), _hash(i, j)
+            sid, out_ref = str(uuid.uuid4()), ref(i, j)
+            out = str(out_ref["content_hash"])
             steps.append(
                 dict(
                     id=sid,
@@ -81,8 +114,8 @@ def fill(meta: object, n_step_runs: int) -> tuple[str, str]:
                     attempt=1,
                     status="COMPLETED",
                     params={"i": i},
-                    inputs={},
-                    outputs={},
+                    inputs={"data": previous} if where else {},
+                    outputs={"output": out_ref} if where else {},
                     cache_key=f"k{i}/{j}",
                     cache_hit=False,
                     context={},
@@ -90,15 +123,23 @@ def fill(meta: object, n_step_runs: int) -> tuple[str, str]:
                     ended_at=started,
                 )
             )
-            links.append(dict(step_run_id=sid, role="input", name="data", content_hash=previous, artifact_name="data"))
+            links.append(
+                dict(
+                    step_run_id=sid,
+                    role="input",
+                    name="data",
+                    content_hash=previous["content_hash"],
+                    artifact_name="data",
+                )
+            )
             links.append(
                 dict(step_run_id=sid, role="output", name="output", content_hash=out, artifact_name=f"{name}.output")
             )
             arts.append(
                 dict(
                     content_hash=out,
-                    uri="file:///x",
-                    size=100,
+                    uri=out_ref["uri"],
+                    size=out_ref["size"],
                     materializer="json@1",
                     python_type="builtins:list",
                     metadata=None,
@@ -109,7 +150,7 @@ def fill(meta: object, n_step_runs: int) -> tuple[str, str]:
             entries.append(
                 dict(cache_key=f"k{i}/{j}", step_run_id=sid, step_name=name, created_at=0.0, expires_at=None)
             )
-            previous = out
+            previous = out_ref
     with meta.engine.begin() as conn:  # type: ignore[attr-defined]
         for table, rows in (
             (s.pipeline_runs, runs),
