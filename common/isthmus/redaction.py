@@ -179,8 +179,15 @@ def redact_url(text: str) -> str:
 
 def redact_location(url: str) -> str:
     """A store's URL (a setting) as it may be shown: :func:`redact_url`, and then its password wherever
-    it still shows, however spelled (a space or a quote in it ends a URL in free text)."""
+    it still shows, however spelled (a space or a quote in it ends a URL in free text). A value with an
+    ``@`` but no ``://`` (a slash missing) has no authority to parse: all before its last ``@`` but the
+    scheme is hidden."""
     shown = redact_url(url)
+    if "://" not in shown and "@" in shown:  # malformed (``scheme:/user:pw@host``): no authority to parse
+        scheme, sep, _ = shown.partition(":")
+        return (
+            f"{scheme}{sep}{REDACTED}{shown[shown.rindex('@') :]}" if sep else f"{REDACTED}{shown[shown.rindex('@') :]}"
+        )
     try:
         password = urllib.parse.urlsplit(url.strip()).password
     except ValueError:

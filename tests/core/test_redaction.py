@@ -547,6 +547,10 @@ def test_scrub_catches_bytes_ascii_quoted_base64_and_twice_escaped_spellings() -
         ("postgresql://u:p%40ss-w0rd@h/db", "postgresql://u:***@h/db"),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
         ("sqlite:////tmp/isthmus.db", "sqlite:////tmp/isthmus.db"),
+        # a slash missing: no authority to parse, the credentials are hidden all the same
+        ("postgresql+psycopg:/bob:hunter2secretpw@db:5432/x", "postgresql+psycopg:***@db:5432/x"),
+        ("postgresql+psycopg//bob:hunter2:pw@db/x", "postgresql+psycopg//bob:***@db/x"),
+        ("bob:hunter2secretpw@db", "bob:***@db"),
     ],
 )
 def test_a_store_url_shows_no_password_however_it_is_spelled(url: str, shown: str) -> None:
