@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from isthmus import defaults
 from isthmus.aliases import AliasChange, alias_history, promote, rollback
 from isthmus.artifact_ids import ResolvedArtifact, list_versions, resolve_artifact
+from isthmus.artifacts.refs import HASH_ALGORITHMS
 from isthmus.cache_admin import prune
 from isthmus.diff import diff_runs, diff_step_runs
 from isthmus.errors import RunNotFound
@@ -78,24 +79,52 @@ class Client:
     def resolve_step_run(self, ref: str) -> str:
         """The id of the step run ``ref`` names (id, unique prefix, or ``RUN:INVOCATION``)."""
         ref = str(ref).strip()
-        if ":" in ref:
+        algorithm, colon, _ = ref.partition(":")
+        if colon and algorithm in HASH_ALGORITHMS:  # (no run id holds these letters)
+            raise RunNotFound(
+                f"{_quoted(ref)} is an artifact's content hash, not a step run; 'isthmus lineage HASH --upstream' "
+                "shows the step run that produced it"
+            )
+        if colon:
             run_ref, _, invocation = ref.partition(":")
             return self._step_in_run(run_ref, invocation, ref)
         if not ref or _LATEST.fullmatch(ref) or not re.fullmatch(r"[0-9a-fA-F-]+", ref):
             hint = (
                 f" (a step run of a run is RUN:STEP, e.g. '{ref or 'latest'}:train')" if _LATEST.fullmatch(ref) else ""
             )
-            raise RunNotFound(f"no step run matches {_quoted(ref)}{hint}; list step runs with 'isthmus runs show RUN'")
+            raise RunNotFound(
+                (_LATEST.fullmatch(ref) and self._pipeline_run_hint(ref))
+                or f"no step run matches {_quoted(ref)}{hint}; list step runs with 'isthmus runs show RUN'"
+            )
         found = self.metadata.find_step_runs(ref.lower())
         if not found:
-            raise RunNotFound(f"no step run matches {_quoted(ref)}; list step runs with 'isthmus runs show RUN'")
+            raise RunNotFound(
+                self._pipeline_run_hint(ref)
+                or f"no step run matches {_quoted(ref)}; list step runs with 'isthmus runs show RUN'"
+            )
         if len(found) > 1:
             ids = ", ".join(str(sr["id"])[:12] for sr in found[:2])
             raise RunNotFound(f"step run id prefix {_quoted(ref)} is ambiguous ({ids}, …); give more characters")
         return str(found[0]["id"])
 
+    def _pipeline_run_hint(self, ref: str) -> str | None:
+        """When ``ref`` names no step run but a pipeline run: say so, with one of its steps as RUN:STEP."""
+        try:
+            run_id = self.resolve_run(ref)
+        except RunNotFound:
+            return None
+        steps = list(dict.fromkeys(str(sr["invocation"]) for sr in self.metadata.step_runs_of(run_id)))
+        example = f"{run_id[:8]}:{steps[0] if steps else 'STEP'}"
+        listed = f" (its steps: {', '.join(steps[:8])}{', …' if len(steps) > 8 else ''})" if steps else ""
+        return f"{_quoted(ref)} is a pipeline run; name one of its steps: RUN:STEP, e.g. {example}{listed}"
+
     def _step_in_run(self, run_ref: str, invocation: str, ref: str) -> str:
-        run_id = self.resolve_run(run_ref or "latest")
+        if not run_ref.strip() or not invocation.strip():  # "$RUN:train" with RUN unset names no run
+            raise RunNotFound(
+                f"no step run matches {_quoted(ref)}: RUN:STEP needs both parts, e.g. 'latest:train' or "
+                "'<run id>:train'"
+            )
+        run_id = self.resolve_run(run_ref)
         steps = self.metadata.step_runs_of(run_id)
         chosen = [sr for sr in steps if sr["invocation"] == invocation] or [
             sr for sr in steps if sr["step_name"] == invocation

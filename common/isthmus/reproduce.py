@@ -15,6 +15,7 @@ import pdb
 import platform
 import re
 import sys
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +31,11 @@ from isthmus.fingerprint.code import code_fingerprint
 from isthmus.fingerprint.deps import dependency_fingerprint
 from isthmus.fingerprint.environment import git_info
 from isthmus.fingerprint.files import path_digest
+from isthmus.fingerprint.redact import traceback_secret_literals
 from isthmus.metadata_log import collecting
 from isthmus.recorded_params import replay_params
 from isthmus.records import StepRunRecord
-from isthmus.redaction import scrub, secret_values
+from isthmus.redaction import resolved_secrets, scrub, secret_values
 from isthmus.step import Step, load_step
 from isthmus.store.metadata import MetadataStore
 
@@ -66,6 +68,7 @@ class Reproduction:
     value: Any = field(default=None, repr=False)
     error: BaseException | None = field(default=None, repr=False)
     error_text: str | None = None  # "Type: message", secrets given with --param hidden
+    traceback_text: str | None = None  # formatted; those secrets, and any in its source lines, hidden
 
     @property
     def raised(self) -> bool:
@@ -261,5 +264,8 @@ def reproduce(
                 outcome.value = step.fn(*positional, **keywords)
     except Exception as exc:
         outcome.error = exc
-        outcome.error_text = scrub(f"{type(exc).__name__}: {exc}", secret_values(given))
+        # as the runner records a failure: the source lines a traceback shows may hold credentials too
+        shown = secret_values(given) | traceback_secret_literals(exc.__traceback__) | resolved_secrets()
+        outcome.error_text = scrub(f"{type(exc).__name__}: {exc}", shown)
+        outcome.traceback_text = scrub("".join(traceback.format_exception(exc)), shown)
     return outcome

@@ -185,7 +185,12 @@ def test_secret_parameters_must_be_given_and_refs_are_checked(tmp_path: Path, is
     data.write_text("a\nb\nc\n")  # the file changes after the run: the path is given back, the change named
     again = client.reproduce("latest:read_rows")
     assert again.value == 3 and [(d.kind, d.name) for d in again.differences] == [("file", "src")]
-    for ref, message in [("nosuchid", "no step run matches 'nosuchid'"), ("latest:zzz", "has no step 'zzz'")]:
+    for ref, message in [
+        ("nosuchid", "no step run matches 'nosuchid'"),
+        ("latest:zzz", "has no step 'zzz'"),
+        (":call_api", "RUN:STEP needs both parts"),  # "$RUN:call_api" with RUN unset: not the latest run
+        ("latest:", "RUN:STEP needs both parts"),
+    ]:
         with pytest.raises(RunNotFound, match=message):
             client.reproduce(ref)
         proc = isthmus_cli("reproduce", ref, home=isthmus_home, cwd=tmp_path)
@@ -214,3 +219,45 @@ def test_a_tampered_input_ref_is_refused(tmp_path: Path, isthmus_home: Path, sit
         conn.execute(update(schema.step_runs).where(schema.step_runs.c.id == target).values(inputs=hostile))
     with pytest.raises(ReplayError, match=r"list input 'values' is recorded with gaps"):
         client.reproduce(target)
+
+
+NOISY_STEP = """
+import os
+from isthmus import pipeline, step
+
+
+@step
+def connect(db_url: str, password: str) -> int:
+    print("hello from the step on stdout")
+    os.write(1, b"and from its file descriptor 1\\n")
+    raise ConnectionError(f"cannot reach {db_url} with {password}")
+
+
+@pipeline
+def noisy(db_url: str = "postgresql://etl:hunter2pw@db/x", password: str = "s3cretpassw0rd"):
+    return connect(db_url, password)
+"""
+
+
+def test_a_reproduced_failure_shows_no_secret_and_json_stays_json(tmp_path: Path, isthmus_home: Path) -> None:
+    """The traceback of a reproduced failure is scrubbed like the recorded one (secrets given with --param
+    or ISTHMUS_PARAM_*, URL passwords); with --json, what the step prints goes to stderr."""
+    write_module(tmp_path, "rp_noisy", NOISY_STEP)
+    mod = import_fresh(tmp_path, "rp_noisy")
+    with pytest.raises(StepFailed):
+        mod.noisy.run()
+    secrets = ("hunter2pw", "s3cretpassw0rd")
+    params = ["--param", "password=s3cretpassw0rd", "--param", "db_url=postgresql://etl:hunter2pw@db/x"]
+    by_env = {"ISTHMUS_PARAM_PASSWORD": "s3cretpassw0rd", "ISTHMUS_PARAM_DB_URL": "postgresql://etl:hunter2pw@db/x"}
+    for args, env in [(params, None), ([], by_env)]:
+        proc = isthmus_cli("reproduce", "latest:connect", *args, home=isthmus_home, cwd=tmp_path, env=env)
+        assert proc.returncode == 1 and "Traceback" in proc.stderr and "ConnectionError" in proc.stderr
+        assert not any(s in proc.stdout + proc.stderr for s in secrets), proc.stdout + proc.stderr
+        assert "hello from the step" in proc.stdout  # without --json, the step's output stays where it was
+        proc = isthmus_cli("reproduce", "latest:connect", *args, "--json", home=isthmus_home, cwd=tmp_path, env=env)
+        assert proc.returncode == 1 and json.loads(proc.stdout)["raised"].startswith("ConnectionError")
+        assert "hello from the step on stdout" in proc.stderr and "from its file descriptor 1" in proc.stderr
+        assert not any(s in proc.stdout + proc.stderr for s in secrets)
+    proc = isthmus_cli("reproduce", "latest:connect", "--pdb", "--json", home=isthmus_home, cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1
+    assert "--pdb and --json" in proc.stderr

@@ -3,7 +3,10 @@ function, called here with its recorded inputs). Listed on the app by :mod:`isth
 
 from __future__ import annotations
 
-import traceback
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import click
@@ -24,6 +27,29 @@ param_option = click.option(
     multiple=True,
     help=f"NAME=VALUE (JSON or text) over the recorded parameters; needed for secrets (or {ENV_PREFIX}NAME).",
 )
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(active: bool) -> Iterator[None]:
+    """With ``--json``, what the steps print (``print``, a library writing to file descriptor 1) goes to
+    stderr: stdout carries the JSON alone."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    try:
+        saved: int | None = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no descriptor 1 or 2 to move: Python's own prints still go to stderr
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 @command("rerun")
@@ -48,14 +74,15 @@ def rerun_cmd(
     Cached results upstream of --from STEP are reused; STEP and everything downstream of it compute
     again (a mapped step with all its items). Works for runs recorded by any orchestrator."""
     try:
-        result = Client().rerun(
-            run,
-            from_step=from_step,
-            only=only,
-            pipeline=pipeline,
-            params=parse_param_options(list(param)),
-            max_workers=max_workers,
-        )
+        with _stdout_to_stderr(as_json):
+            result = Client().rerun(
+                run,
+                from_step=from_step,
+                only=only,
+                pipeline=pipeline,
+                params=parse_param_options(list(param)),
+                max_workers=max_workers,
+            )
     except StepFailed as exc:
         run_id = getattr(exc, "pipeline_run_id", None)
         _fail(f"{exc}" + (f" (run {run_id[:8]}; see 'isthmus runs show {run_id[:8]}')" if run_id else ""))
@@ -99,7 +126,7 @@ def _print_reproduction(r: Reproduction) -> None:
     else:
         console.print("same python, packages, git commit and code as the recorded run")
     if r.error is not None:
-        traceback.print_exception(r.error)
+        sys.stderr.write(r.traceback_text or "")  # scrubbed: secrets given, in the environment, in its source
         console.print(f"raised {r.error_text}" + (" (as recorded)" if r.reproduced else ""), markup=False)
     else:
         value = repr(r.value)
@@ -116,8 +143,11 @@ def reproduce_cmd(step_run: str, param: tuple[str, ...], debug: bool, as_json: b
 
     Prints what differs from where it ran (python, packages, git commit, code). Records nothing.
     Exits 1 when the function raises."""
+    if debug and as_json:
+        _fail("--pdb and --json: the debugger's prompt would go to stdout, into the JSON; drop one of them")
     try:
-        result = Client().reproduce(step_run, params=parse_param_options(list(param)), debug=debug)
+        with _stdout_to_stderr(as_json):
+            result = Client().reproduce(step_run, params=parse_param_options(list(param)), debug=debug)
     except IsthmusError as exc:
         _fail(str(exc))
     if as_json:
