@@ -54,6 +54,7 @@ from isthmus.config import get_settings
 from isthmus.run_closing import abort_dead_processes
 from isthmus.store import schema as s
 from isthmus.store.metadata import MetadataStore, RetentionPlan
+from isthmus.units import MAX_AGE
 
 if TYPE_CHECKING:
     from isthmus.artifacts.store import ArtifactStore
@@ -137,10 +138,12 @@ def collect_garbage(
     counts in the database and lists the first ``listing`` artifacts that would go (by hash)."""
     if keep_last is not None and keep_last < 0:
         raise ValueError(f"keep_last={keep_last} is negative; give the number of newest runs to keep per pipeline")
-    if older_than is not None and older_than < 0:
-        raise ValueError(f"older_than={older_than} is negative; give an age such as 30d")
-    if grace < 0:
-        raise ValueError(f"grace={grace} is negative; give seconds (default {DEFAULT_GRACE:.0f})")
+    if older_than is not None and not 0 <= older_than <= MAX_AGE:
+        raise ValueError(f"older_than={older_than} is not an age from 0 to 100 years (in seconds); give e.g. 30d")
+    if not 0 <= grace <= MAX_AGE:
+        raise ValueError(
+            f"grace={grace} is not from 0 to 100 years (in seconds); give seconds (default {DEFAULT_GRACE:.0f})"
+        )
     report = GcReport(dry_run=dry_run)
     dead = abort_dead_processes(meta, by="isthmus gc", dry_run=dry_run)
     report.aborted, report.runs_closed = len(dead.aborted), len(dead.closed)

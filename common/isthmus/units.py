@@ -26,6 +26,8 @@ _DUR_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 # Slurm's forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S (a bare number string is ambiguous: rejected).
 _SLURM_RE = re.compile(r"(?:(\d+)-(\d+)(?::(\d+)(?::(\d+))?)?|(\d+):(\d+)(?::(\d+))?)")
 _DUR_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# the longest age (seconds back from now) taken as a cutoff: one before year 1 has no date
+MAX_AGE = 100 * 365 * 86400.0
 
 
 def parse_memory(value: int | float | str) -> int:

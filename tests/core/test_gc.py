@@ -215,6 +215,13 @@ def test_cli_gc_json_and_bad_ages() -> None:
     assert result.exit_code == 0 and json.loads(result.output)["artifacts_deleted"] == 3
     result = CliRunner().invoke(app, ["gc", "--older-than", "soon"])
     assert result.exit_code == 1 and result.output.startswith("error: --older-than 'soon'")
+    for option in ("--older-than", "--grace"):  # a cutoff before year 1: one line, not a traceback
+        result = CliRunner().invoke(app, ["gc", "--dry-run", option, "800000d"])
+        assert result.exit_code == 1 and result.output.strip() == (
+            f"error: {option} '800000d' is longer than 36500d; use at most that (e.g. 3650d)"
+        )
+    with pytest.raises(ValueError, match="older_than=3.*not an age from 0 to 100 years"):
+        Client().gc(older_than=3e12, dry_run=True)
     result = CliRunner().invoke(app, ["gc", "--keep-last", "1", "--prune-cache", "--grace", "0"])
     assert result.exit_code == 0 and "deleted 3 artifact(s)" in result.output
 

@@ -126,3 +126,8 @@ def test_cli_runs_close_idle_zero_bare_seconds_json_and_bad_idle() -> None:
         code, out = _cli("--idle", bad)
         assert code == 1 and len(out.strip().splitlines()) == 1, out
         assert out.startswith(f"error: --idle {bad!r}: not a duration; use e.g. 30m, 6h, 2d or seconds")
+    code, out = _cli("--idle", "800000d", "--dry-run")  # a cutoff before year 1: one line, not a traceback
+    assert (
+        code == 1
+        and out.strip() == "error: --idle '800000d' is longer than 36500d; use at most that (0: every RUNNING run)"
+    )

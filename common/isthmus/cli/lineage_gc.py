@@ -154,11 +154,13 @@ def gc_cmd(
     for option, value in (("--older-than", older_than), ("--grace", grace)):
         if value is not None:
             try:
-                from isthmus.units import parse_duration  # imported when used: the CLI starts fast
+                from isthmus.units import MAX_AGE, parse_duration  # imported when used: the CLI starts fast
 
                 ages[option] = parse_duration(float(value) if _NUMBER.fullmatch(value.strip()) else value)
             except ValueError:
                 fail(f"{option} {value!r} is not an age; use e.g. 30d, 12h, 90m or seconds")
+            if ages[option] > MAX_AGE:  # a time before year 1 has no date
+                fail(f"{option} {value!r} is longer than {MAX_AGE // 86400:.0f}d; use at most that (e.g. 3650d)")
     try:
         report = _client().gc(
             keep_last=keep_last,

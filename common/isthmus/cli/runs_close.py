@@ -18,13 +18,16 @@ _SECONDS = re.compile(r"\d+(\.\d+)?")
 
 def _idle_seconds(idle: str) -> float:
     """``--idle`` in seconds: a duration (30m, 6h, 2d) or plain seconds; 0 means every RUNNING run."""
-    from isthmus.units import parse_duration  # imported when used: the CLI starts fast
+    from isthmus.units import MAX_AGE, parse_duration  # imported when used: the CLI starts fast
 
     text = idle.strip()
     try:
-        return parse_duration(float(text) if _SECONDS.fullmatch(text) else text)
+        seconds = parse_duration(float(text) if _SECONDS.fullmatch(text) else text)
     except ValueError:
         fail(f"--idle {idle!r}: not a duration; use e.g. 30m, 6h, 2d or seconds (0: every RUNNING run)")
+    if seconds > MAX_AGE:  # a time before year 1 has no date
+        fail(f"--idle {idle!r} is longer than {MAX_AGE // 86400:.0f}d; use at most that (0: every RUNNING run)")
+    return seconds
 
 
 @click.command("close", cls=Command)
