@@ -144,6 +144,7 @@ def test_a_query_imports_only_what_it_needs(tmp_path: Path) -> None:
     import sys
 
     import isthmus
+    from isthmus.store.metadata import MetadataStore
 
     script = (
         "import json, sys\n"
@@ -159,6 +160,7 @@ def test_a_query_imports_only_what_it_needs(tmp_path: Path) -> None:
         "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]),
     }
     listing = tmp_path / "modules.json"
+    MetadataStore(f"sqlite:///{tmp_path / 'home' / 'isthmus.db'}").dispose()  # an empty store: the empty table
     out = subprocess.run(
         [sys.executable, "-c", script, str(listing)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
@@ -247,3 +249,59 @@ def test_the_command_line_records_its_actions_as_cli_and_version_needs_no_store(
     imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     assert "isthmus.cli.app" in imported
     assert sorted(m for m in imported if m.startswith(("sqlalchemy", "isthmus.governance"))) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["lineage", "latest", "--depth", "-1"], "Invalid value for '--depth': -1 is not in the range x>=0."),
+        (["gc", "--keep-last", "-1"], "Invalid value for '--keep-last': -1 is not in the range x>=0."),
+        (["cache", "list", "-n", "abc"], "Invalid value for '--limit' / '-n': 'abc' is not a valid integer."),
+        (["runs", "bogus"], "No such command 'bogus'."),
+        (["why"], "Missing argument 'STEP_RUN'."),
+        (["gc", "--nope"], "No such option '--nope'."),
+    ],
+)
+def test_a_usage_mistake_is_one_line_naming_the_help(argv: list[str], message: str) -> None:
+    """A bad option value, an unknown option or command, a missing argument: one line (as every other
+    error), the value and where the help is; click's exit code for usage errors (2)."""
+    result = CliRunner().invoke(app, argv)
+    where = "isthmus " + " ".join(a for a in argv[:2] if not a.startswith("-") and a not in ("latest", "bogus"))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == f"error: {message} (see '{where.strip()} --help')\n"
+
+
+def test_a_usage_mistake_is_one_line_in_a_real_process(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ISTHMUS_HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "isthmus", "audit", "-n", "0"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: Invalid value for '--limit' / '-n': 0 is not in the range x>=1.")
+
+
+def test_a_command_that_reads_records_says_when_there_is_no_store(tmp_path: Path) -> None:
+    """A typo in ISTHMUS_HOME (or nothing run there yet): reading commands say there is no store there, in
+    one line, and create nothing; --help and commands that record still work."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "typo" / "deeper"
+    env = {**os.environ, "ISTHMUS_HOME": str(home)}
+    env.pop("ISTHMUS_STORE_URL", None)
+    for argv in (["runs", "list"], ["why", "latest:x"], ["gc", "--dry-run"], ["artifacts", "list"], ["audit"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "isthmus", *argv], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert proc.returncode == 1 and proc.stdout == "" and proc.stderr.count("\n") == 1, (argv, proc.stderr)
+        assert proc.stderr.startswith(f"error: no isthmus store at {home / 'isthmus.db'} (ISTHMUS_HOME={home})")
+    proc = subprocess.run(
+        [sys.executable, "-m", "isthmus", "runs", "list", "--help"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 0 and "Usage:" in proc.stdout
+    assert not (tmp_path / "typo").exists()

@@ -30,8 +30,64 @@ def _first_paragraph(command: click.Command) -> str:
     return " ".join(inspect.cleandoc(command.help or "").split("\n\n")[0].split())
 
 
-class Command(click.Command):
+class _UsageLine(click.UsageError):
+    """A usage error (a bad option value, an unknown option or command, a missing argument) shown as the
+    one line every other isthmus error is, not click's usage block; the exit code stays click's 2."""
+
+    def __init__(self, exc: click.UsageError) -> None:
+        super().__init__(exc.format_message(), exc.ctx)
+
+    def show(self, file: Any = None) -> None:
+        from isthmus.cli.shared import error_line
+
+        where = self.ctx.command_path if self.ctx is not None else "isthmus"
+        error_line(f"{self.format_message()} (see '{where} --help')")
+
+
+class _OneLineUsage:
+    """Mixed into the command classes: usage errors raised while parsing a command line (or resolving a
+    subcommand) become :class:`_UsageLine`."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)  # type: ignore[misc]
+        except _UsageLine:
+            raise
+        except click.UsageError as exc:
+            raise _UsageLine(exc) from None
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)  # type: ignore[misc]
+        except _UsageLine:
+            raise
+        except click.UsageError as exc:
+            raise _UsageLine(exc) from None
+
+
+# Commands (and groups of commands) that read what was recorded: on a store that does not exist they say
+# so rather than create it (:func:`isthmus.cli.shared.require_recorded_store`).
+READS_RECORDS = frozenset(
+    {"why", "diff", "lineage", "gc", "invalidate", "rollback", "reproduce", "audit", "runs", "artifacts", "cache"}
+)
+
+
+def _top_level_name(ctx: click.Context) -> str | None:
+    """The name of the top-level command ``ctx`` runs under (``runs`` for ``isthmus runs list``)."""
+    while ctx.parent is not None and ctx.parent.parent is not None:
+        ctx = ctx.parent
+    return ctx.info_name if ctx.parent is not None else None
+
+
+class Command(_OneLineUsage, click.Command):
     """A command listing its arguments with their help, and its whole first paragraph in a group's listing."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if _top_level_name(ctx) in READS_RECORDS:
+            from isthmus.cli.shared import require_recorded_store
+
+            require_recorded_store()
+        return super().invoke(ctx)
 
     def get_short_help_str(self, limit: int = 45) -> str:
         return _first_paragraph(self)
@@ -45,7 +101,7 @@ class Command(click.Command):
         super().format_options(ctx, formatter)
 
 
-class Group(click.Group):
+class Group(_OneLineUsage, click.Group):
     """A group listing its commands in the order they were added; ``group.command`` makes a :class:`Command`."""
 
     command_class = Command

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -25,6 +26,37 @@ def error_line(message: str) -> None:
 def fail(message: str) -> NoReturn:
     error_line(message)
     raise click.exceptions.Exit(1)
+
+
+def require_recorded_store() -> None:
+    """For a command that reads what was recorded: when the store is a SQLite file that does not exist (a
+    typo in ``ISTHMUS_HOME``, or nothing run there yet), say so in one line, instead of creating an empty
+    store there and answering as if it had recorded nothing."""
+    from isthmus.config import get_settings
+
+    try:
+        settings = get_settings()
+    except ConfigurationError as exc:
+        fail(str(exc))
+    url = settings.store_url
+    if not url.startswith("sqlite:"):
+        return
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:") or os.path.exists(database):
+        return
+    nearest = os.path.dirname(os.path.abspath(database))
+    while not os.path.exists(nearest) and os.path.dirname(nearest) != nearest:
+        nearest = os.path.dirname(nearest)
+    if not os.path.isdir(nearest) or not os.access(nearest, os.W_OK | os.X_OK):
+        return  # no store could be made there either: opening it names what is wrong with the setting
+    setting = settings.store_setting()
+    where = f"ISTHMUS_HOME={settings.home}" if setting == "ISTHMUS_HOME" else setting
+    fail(
+        f"no isthmus store at {database} ({where}): nothing was recorded there; run a pipeline first, or point "
+        "ISTHMUS_HOME (or ISTHMUS_STORE_URL) at the store you meant"
+    )
 
 
 def meta() -> Any:
