@@ -5,7 +5,8 @@ The collector starts at the step function and follows every path the code can ta
 
 - names and dotted chains the source loads (``helper(x)``, ``helpers.clean``, ``Model.predict``), in the
   function's globals and in the modules it imports *inside* its body (``from helpers import double``,
-  ``importlib.import_module("helpers")`` with a constant name);
+  ``importlib.import_module("helpers")`` with a constant name); a global counts only where Python's scope
+  analysis reads it as one, not where a parameter, local or closure variable of the same name is used;
 - closure cells, default values, function attributes and ``__wrapped__`` (decorators built with
   ``functools.wraps``, ``lru_cache``, ``cache``);
 - values: a module constant, a default or a closure cell is hashed by its state (see
@@ -57,6 +58,7 @@ from isthmus.fingerprint.source import (
     constant_imports,
     decorator_chain,
     definition_node,
+    global_reads,
     local_imports,
     module_source,
     normalize,
@@ -262,8 +264,8 @@ class _Collector:
             normalized = normalize(node, drop_decorator=lambda d: self._is_tool_decorator(d, globs))
             self.components[key] = hash_parts("src", normalized)
             self.sources[key] = self._redact(source or "", globs)
-            chains = referenced_chains(node)
             imports = local_imports(node)
+            chains = _read_from_module(referenced_chains(node), global_reads(source or "", code.co_freevars), imports)
             by_name = constant_imports(node)
         else:  # no source (lambda, REPL): fall back to bytecode
             self.components[key] = hash_parts("code", bytecode_digest(code))
@@ -331,7 +333,7 @@ class _Collector:
             imports = [imp for n in nodes for imp in local_imports(n)]
             if imports:
                 namespace = {**namespace, **self._resolve_imports(imports, namespace)}
-            chains: set[tuple[str, ...]] = set().union(*(referenced_chains(n) for n in nodes))
+            chains = _read_from_module(set().union(*(referenced_chains(n) for n in nodes)), global_reads(text), imports)
             self._resolve(chains, namespace, owner=key)
             path = getattr(module, "__file__", None)
             for value in list(vars(cls).values()):
@@ -482,6 +484,18 @@ class _Collector:
             self.unstable[label] = unstable
             text += f"  # no canonical state ({unstable}): this cache key is unique to the process"
         self.sources[label] = text
+
+
+def _read_from_module(
+    chains: set[tuple[str, ...]], reads: set[str] | None, imports: list[LocalImport]
+) -> set[tuple[str, ...]]:
+    """The chains whose head is a name the code reads from its module (see
+    :func:`~isthmus.fingerprint.source.global_reads`; all of them when that cannot be told) or binds by a
+    local import: a parameter or local that shares a global's name does not make the global count."""
+    if reads is None:
+        return chains
+    keep = reads | {imp.name for imp in imports}
+    return {chain for chain in chains if chain[0] in keep}
 
 
 def _positional_params(namespace: dict[str, Any], chain: tuple[str, ...]) -> tuple[str, ...] | None:

@@ -19,11 +19,11 @@ import sys
 import textwrap
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from isthmus.fingerprint.syntax import parse
+from isthmus.fingerprint.syntax import parse, scopes
 
 
 class _StripDocstrings(ast.NodeTransformer):
@@ -104,7 +104,42 @@ def referenced_chains(node: ast.AST) -> set[tuple[str, ...]]:
                 chains.add((cur.id, *reversed(parts)))
         elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load):
             chains.add((sub.id,))
+        elif isinstance(sub, ast.AugAssign) and isinstance(sub.target, ast.Name):
+            chains.add((sub.target.id,))  # ``total += 1`` reads ``total`` first
     return chains
+
+
+def global_reads(source: str, freevars: Collection[str] = ()) -> set[str] | None:
+    """The names the ``def``/``class`` statements in ``source`` (dedented) may read from their module's
+    namespace, as Python's own scope analysis resolves them; None when it cannot tell (then every name
+    may be one).
+
+    A parameter or local of the scope that uses it is not one, nor a name a nested scope takes from an
+    enclosing function (``freevars``: those the compiled function takes from outside ``source``). What a
+    ``def``/``class`` line evaluates where it stands (decorators, defaults, annotations, bases), names
+    declared ``global`` anywhere, and names a class body reads (its own or not: the module is looked up
+    when the class has none yet) all are. One set for all the scopes: a name read as a global in one of
+    them counts wherever it is used.
+    """
+    try:
+        top = scopes(source)
+    except (SyntaxError, ValueError, RecursionError):  # e.g. ``nonlocal`` bound outside the snippet
+        return None
+    reads = {sym.get_name() for sym in top.get_symbols() if sym.is_referenced()}
+    implicit: set[str] = set()
+    stack = list(top.get_children())
+    while stack:
+        table = stack.pop()
+        stack.extend(table.get_children())
+        in_function = table.get_type() == "function"
+        for sym in table.get_symbols():
+            if sym.is_declared_global():
+                reads.add(sym.get_name())
+            elif sym.is_global():
+                implicit.add(sym.get_name())
+            elif not in_function and sym.is_referenced() and not sym.is_free():
+                reads.add(sym.get_name())
+    return reads | (implicit - set(freevars))
 
 
 def class_assignments(node: ast.ClassDef) -> set[str]:
