@@ -74,6 +74,16 @@ class Client:
         ref = str(ref).strip()
         if not ref or any(c.isspace() for c in ref):
             raise RunNotFound(f"no pipeline run matches {_quoted(ref)}; see 'isthmus runs list' for run ids")
+        if ref.startswith("latest~") and not _LATEST.fullmatch(ref):
+            raise RunNotFound(
+                f"{_quoted(ref)}: latest~N takes a whole number N >= 0 (latest~0 is the latest run, latest~1 the "
+                "one before)"
+            )
+        if ":" in ref:
+            raise RunNotFound(
+                f"{_quoted(ref)} names a step run (RUN:STEP), not a pipeline run; give the run alone, or ask "
+                f"'isthmus why {ref}' about the step run"
+            )
         return self.metadata.resolve_run_id(ref)
 
     def resolve_step_run(self, ref: str) -> str:
@@ -213,7 +223,7 @@ class Client:
         return diff_runs(self.metadata, a["id"], b["id"], artifacts=self.artifacts)
 
     def diff_last_good(self, pipeline: str) -> dict[str, Any]:
-        """The diff of the latest successful run of ``pipeline`` against its latest failed one."""
+        """What changed from the latest successful run of ``pipeline`` to its latest failed one."""
         good, bad = self.last_good_and_failed(pipeline)
         return diff_runs(self.metadata, good["id"], bad["id"], artifacts=self.artifacts)
 

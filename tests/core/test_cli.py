@@ -54,6 +54,19 @@ def test_unknown_run_ids_are_clear_errors(two_runs: tuple[str, str]) -> None:
     assert code == 1 and "no pipeline run matches 'nope-not-a-run'" in out and "isthmus runs list" in out
     code, out = invoke("diff", "latest~9", "latest")
     assert code == 1 and "only 2 run(s)" in out
+    # an id of another kind than the command takes says what it is and what to give instead, in one line
+    hash_of = json.loads(invoke("artifacts", "list", "--json")[1])[0]["content_hash"]
+    for argv, said in [
+        (["runs", "show", "latest:make"], "names a step run (RUN:STEP), not a pipeline run"),
+        (["runs", "show", "latest~-1"], "latest~N takes a whole number N >= 0"),
+        (["why", "latest"], "is a pipeline run; name one of its steps: RUN:STEP"),
+        (["reproduce", two_runs[1][:8]], "is a pipeline run; name one of its steps: RUN:STEP"),
+        (["why", hash_of], "is an artifact's content hash, not a step run"),
+        (["why", ":make"], "RUN:STEP needs both parts"),
+        (["artifacts", "aliases", "--project", ""], "--project '': give a project name"),  # an unset variable
+    ]:
+        code, out = invoke(*argv)
+        assert code == 1 and said in out and len(out.strip().splitlines()) == 1, (argv, out)
 
 
 def test_diff_shows_param_and_hash_changes(two_runs: tuple[str, str]) -> None:

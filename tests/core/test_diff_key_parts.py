@@ -109,6 +109,10 @@ def test_diff_option_errors_name_the_option() -> None:
     assert code == 1 and "--last-good takes a pipeline name and no run ids" in out, out
     code, out = invoke("diff", "latest")
     assert code == 1 and "give two runs" in out
+    code, out = invoke("diff", "latest~1", "latest", "--html", "-")  # the page alone, on stdout
+    assert code == 0 and out.startswith("<!DOCTYPE html>") and out.rstrip().endswith("</html>"), out[:200]
+    code, out = invoke("diff", "latest~1", "latest", "--html", "-", "--json")
+    assert code == 1 and "--html - and --json both write to stdout" in out, out
 
 
 @step

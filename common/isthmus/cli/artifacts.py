@@ -13,7 +13,7 @@ from rich.markup import escape
 from isthmus.aliases import AliasChange
 from isthmus.cli.commands import argument, command, group, json_option
 from isthmus.cli.render import console, dump_json, short, table, when
-from isthmus.cli.shared import at_least_one
+from isthmus.cli.shared import at_least_one, named_project
 from isthmus.cli.shared import fail as _fail
 from isthmus.client import Client
 from isthmus.errors import IsthmusError
@@ -23,7 +23,9 @@ artifacts_app = group("artifacts", help="Artifacts, their versions and aliases (
 
 reason_option = click.option("--reason", help="Why (kept in the alias history).")
 project_option = click.option(
-    "--project", help="The project the alias belongs to (default: ISTHMUS_PROJECT, else 'default')."
+    "--project",
+    callback=named_project,
+    help="The project the alias belongs to (default: ISTHMUS_PROJECT, else 'default').",
 )
 _IDS = "a hash or unique prefix, NAME (its newest version), NAME@ALIAS, NAME@latest or NAME~N"
 
@@ -66,8 +68,12 @@ def artifacts_list(name: str | None, limit: int, by_run: bool, project: str | No
         from isthmus.artifact_ids import name_hint
 
         hint = name_hint(client.metadata, name) if name else ""
-        what = f"no versions of {name!r}" if name else "no artifacts"
-        console.print(f"{what} recorded in this store{hint}; see 'isthmus artifacts list'", markup=False)
+        if name:
+            console.print(
+                f"no versions of {name!r} recorded in this store{hint}; see 'isthmus artifacts list'", markup=False
+            )
+        else:
+            console.print("no artifacts recorded in this store yet: run a pipeline, then list them here", markup=False)
         return
     if by_run:
         t = table("Artifacts by step run", ["name", "hash", "type", "materializer", "size", "run", "produced"])
@@ -163,7 +169,7 @@ def artifacts_alias(
 
 
 @artifacts_app.command("aliases")
-@click.option("--project", help="Only this project's aliases (default: every project's).")
+@click.option("--project", callback=named_project, help="Only this project's aliases (default: every project's).")
 @json_option
 def artifacts_aliases(project: str | None, as_json: bool) -> None:
     """List aliases (with their project) and where they point."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +22,8 @@ if TYPE_CHECKING:
 @argument("run_a", help="Older run (id, prefix, latest~N) or step run (RUN:STEP).", required=False)
 @argument("run_b", help="Newer run, or step run.", required=False)
 @click.option("--last", help="The last two runs of this pipeline.")
-@click.option("--last-good", help="This pipeline's latest successful run against its latest failed one.")
-@click.option("--html", "html_path", help="Also write a self-contained HTML page to this file.")
+@click.option("--last-good", help="What changed from this pipeline's latest successful run to its latest failed one.")
+@click.option("--html", "html_path", help="Also write a self-contained HTML page to this file ('-': stdout only).")
 @json_option
 def diff(
     run_a: str | None,
@@ -42,7 +43,10 @@ def diff(
     _check_choice(given, last, last_good)
     if html_path is not None and not html_path.strip():
         fail(f"--html {html_path!r}: give a file name for the page, e.g. --html diff.html")
-    html_file = Path(html_path) if html_path is not None else None
+    to_stdout = html_path is not None and html_path.strip() == "-"
+    if to_stdout and as_json:
+        fail("--html - and --json both write to stdout; give the page a file name, e.g. --html diff.html")
+    html_file = Path(html_path) if html_path is not None and not to_stdout else None
     c = client()
     try:
         if last:
@@ -54,6 +58,11 @@ def diff(
             d = _diff_pair(c, run_a, run_b)
     except IsthmusError as exc:
         fail(str(exc))
+    if to_stdout:  # the page alone, for a pipe or a redirect
+        from isthmus.cli.html import diff_page
+
+        sys.stdout.write(diff_page(d))
+        return
     if html_file is not None:
         from isthmus.cli.html import diff_page
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from isthmus import defaults
 from isthmus.cli.commands import argument, command, json_option
 from isthmus.cli.render import console, dump_json, short, status_text
-from isthmus.cli.shared import fail
+from isthmus.cli.shared import fail, named_project
 from isthmus.client import Client
 from isthmus.errors import IsthmusError
 from isthmus.gc import DEFAULT_GRACE, GcReport
@@ -38,7 +38,9 @@ def _client() -> Client:
 @click.option("--depth", type=click.IntRange(min=0), help="At most this many step-run hops.")
 @json_option
 @click.option("--dot", "as_dot", is_flag=True, help="Print Graphviz DOT (pipe to 'dot -Tsvg').")
-@click.option("--project", help="The project of a name@alias target (default: ISTHMUS_PROJECT).")
+@click.option(
+    "--project", callback=named_project, help="The project of a name@alias target (default: ISTHMUS_PROJECT)."
+)
 @click.option(
     "--limit",
     type=click.IntRange(min=1),

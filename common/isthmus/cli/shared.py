@@ -72,6 +72,13 @@ def client() -> Client:
     return Client(meta())
 
 
+def named_project(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A ``--project`` callback: an empty name is a mistake (an unset variable), not the default project."""
+    if value is not None and not value.strip():
+        fail(f"--project {value!r}: give a project name, or leave --project out (ISTHMUS_PROJECT, else 'default')")
+    return value
+
+
 def at_least_one(ctx: click.Context, param: click.Parameter, value: int) -> int:
     """A ``--limit`` callback: 1 or more, else one line naming the option and the fix (no usage block)."""
     if value < 1:
