@@ -113,6 +113,13 @@ def test_cli_shows_the_nearest_step_runs_of_a_wide_lineage_and_says_there_are_mo
     assert code == 0 and "more step runs than" not in out
     data = json.loads(invoke("lineage", made, "--downstream", "--limit", "2", "--json")[1])
     assert data["truncated"] is True and len(data["step_runs"]) == 2
+    from click.testing import CliRunner
+
+    from isthmus.cli import app
+
+    dot = CliRunner().invoke(app, ["lineage", made, "--downstream", "--limit", "2", "--dot"])
+    assert dot.exit_code == 0 and dot.stdout.startswith("digraph") and dot.stdout.rstrip().endswith("}")
+    assert "the graph holds the 2 nearest step runs, there are more" in dot.stderr  # stdout stays a graph
     code, out = invoke("lineage", made, "--limit", "0")
     assert code == 2 and "Traceback" not in out
 

@@ -73,6 +73,12 @@ def lineage_cmd(
         dump_json(result.to_dict())
     elif as_dot:
         print(result.to_dot(), end="")
+        if result.truncated:  # on stderr: the DOT on stdout stays a graph
+            click.echo(
+                f"lineage: the graph holds the {len(result.step_runs)} nearest step runs, there are more; raise "
+                "--limit, or narrow with --depth or --upstream/--downstream",
+                err=True,
+            )
     else:
         _print_lineage(result)
 
