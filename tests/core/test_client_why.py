@@ -147,7 +147,9 @@ def test_unknown_and_ambiguous_ids_are_one_line_errors() -> None:
         client.resolve_step_run("ffffffff")
     with pytest.raises(RunNotFound, match="has no step 'nope'.*its steps: source_of, summed"):
         client.resolve_step_run("latest:nope")
-    with pytest.raises(RunNotFound, match="RUN:STEP, e.g. 'latest:train'"):
+    with pytest.raises(
+        RunNotFound, match="'latest' is a pipeline run; name one of its steps: RUN:STEP, e.g. [0-9a-f]{8}:"
+    ):
         client.resolve_step_run("latest")
     with pytest.raises(RunNotFound, match="only 9 run"):
         client.resolve_step_run("latest~12:summed")
