@@ -30,6 +30,7 @@ from isthmus.artifact_ids import (
     ResolvedArtifact,
     alias_target,
     is_version_of,
+    producer_under,
     resolve_artifact,
     split_alias,
 )
@@ -135,7 +136,9 @@ def promote(
     current = alias_target(metadata, name, alias, owner)
     if current == target.content_hash:
         return None
-    return _write(metadata, owner, name, alias, target, current, SET, reason=reason, force=force, via=via)
+    return _write(
+        metadata, owner, name, alias, target, current, SET, reason=reason, force=force, via=via, projects=projects
+    )
 
 
 def rollback(
@@ -182,7 +185,9 @@ def rollback(
             )
         if target.content_hash == current:
             raise AliasRefused(f"{name}@{alias} already points at {current[:19]}… ({quoted(to)})")
-    return _write(metadata, owner, name, alias, target, current, ROLLBACK, reason=reason, force=False, via=via)
+    return _write(
+        metadata, owner, name, alias, target, current, ROLLBACK, reason=reason, force=False, via=via, projects=projects
+    )
 
 
 def _names(target: ResolvedArtifact) -> str:
@@ -210,6 +215,7 @@ def _write(
     reason: str | None,
     force: bool,
     via: str,
+    projects: Projects,
 ) -> AliasChange:
     change = {
         "action": action,
@@ -219,6 +225,7 @@ def _write(
         "via": str(via)[:32],
         "reason": _clean_reason(reason),
     }
-    producer = target.producer_step_run_id
+    # the step run that made the target a version of this name (not the bytes' first producer elsewhere)
+    producer = producer_under(metadata, name, target.content_hash, projects)
     metadata.set_alias(name, alias, target.content_hash, producer, change=change, expect_from=current, project=project)
     return alias_history(metadata, f"{name}@{alias}", project)[-1]

@@ -16,6 +16,10 @@ An id is one of:
 of those projects produced or consumed (:mod:`isthmus.governance.scope`): others are absent, and versions
 are numbered among the visible ones.
 
+An id naming a name is that name's version: its producer is the step run that first output it under that
+name (:func:`producers_under`), even when the same bytes were produced earlier under another name (then
+the ``artifacts`` row names that other step run); a hash names bytes, produced first by the row's step run.
+
 An unknown or ambiguous id raises :class:`~isthmus.errors.RunNotFound` with one line naming it and the fix.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -208,6 +213,20 @@ def _counted(name: str, projects: Projects, stored: bool) -> Any:
     return _scoped(query, projects, v.c.content_hash)
 
 
+def _names_by(metadata: MetadataStore, content_hash: str, step_run_id: str | None) -> dict[str, bool]:
+    """The names ``content_hash`` was produced under (:func:`names_of`), each with whether ``step_run_id``
+    output it under that name: in the same pass along the content-hash index."""
+    link = s.step_run_artifacts
+    query = (
+        select(link.c.artifact_name, func.max(case((link.c.step_run_id == step_run_id, 1), else_=0)))
+        .where(link.c.content_hash == content_hash, link.c.role == "output")
+        .group_by(link.c.artifact_name)
+        .order_by(link.c.artifact_name)
+    )
+    with metadata.engine.connect() as conn:
+        return {str(n): bool(mine) for n, mine in conn.execute(query).all()}
+
+
 def names_of(metadata: MetadataStore, content_hash: str) -> list[str]:
     """The names ``content_hash`` was produced under (by the content-hash index)."""
     link = s.step_run_artifacts
@@ -219,6 +238,70 @@ def names_of(metadata: MetadataStore, content_hash: str) -> list[str]:
     )
     with metadata.engine.connect() as conn:
         return [str(x) for x in conn.execute(query).scalars()]
+
+
+def producers_under(metadata: MetadataStore, name: str, hashes: Sequence[str]) -> dict[str, str]:
+    """The producer of each of ``hashes`` as a version of ``name``: the step run that output it under
+    ``name`` first — the ``artifacts`` row's producer when it did (it recorded the bytes first), else the
+    one that started first (ties by id) — never one that produced the same bytes only under another name;
+    a hash ``name`` never output is absent. By primary keys and the versions indexes."""
+    a, first = s.artifacts, {}
+    with metadata.engine.connect() as conn:
+        for i in range(0, len(hashes), 500):
+            query = select(a.c.content_hash, a.c.producer_step_run_id).where(a.c.content_hash.in_(hashes[i : i + 500]))
+            first.update({str(h): producer for h, producer in conn.execute(query)})
+    return {h: sid for (_, h), sid in _producers(metadata, {name: list(hashes)}, first).items()}
+
+
+def _producers(
+    metadata: MetadataStore, by_name: dict[str, list[str]], first: dict[str, Any]
+) -> dict[tuple[str, str], str]:
+    """The producer of each version (name, hash) of ``by_name`` (:func:`producers_under`), ``first`` holding
+    each hash's ``artifacts`` row producer: which names those output their hash under (their own links, one
+    pass by the primary key), then for the other versions the step run that started first under the name."""
+    link = s.step_run_artifacts
+    ids = sorted({str(x) for x in first.values() if x})
+    made: dict[tuple[str, str], str] = {}
+    with metadata.engine.connect() as conn:
+        for i in range(0, len(ids), 500):
+            query = select(link.c.step_run_id, link.c.artifact_name, link.c.content_hash).where(
+                link.c.step_run_id.in_(ids[i : i + 500]), link.c.role == "output"
+            )
+            made.update({(str(n), str(h)): str(sid) for sid, n, h in conn.execute(query) if first.get(h) == sid})
+    for name, hashes in by_name.items():
+        rest = [h for h in hashes if (name, h) not in made]
+        if name and rest:
+            made.update({(name, h): sid for h, sid in _first_started(metadata, name, rest).items()})
+    return made
+
+
+def _first_started(metadata: MetadataStore, name: str, hashes: list[str]) -> dict[str, str]:
+    """The step run that output each of ``hashes`` under ``name`` and started first (ties by id): the one
+    of the name's output links of the hash (the covering versions index) whose step run started at the
+    version's first production (``artifact_versions.first_at``), by its key; no sort of the links."""
+    v, link, r = s.artifact_versions, s.step_run_artifacts, s.step_runs
+    links = and_(
+        link.c.artifact_name == v.c.artifact_name, link.c.role == "output", link.c.content_hash == v.c.content_hash
+    )
+    started = and_(r.c.id == link.c.step_run_id, r.c.started_at == v.c.first_at)
+    query = select(link.c.content_hash, func.min(link.c.step_run_id)).select_from(v.join(link, links).join(r, started))
+    out: dict[str, str] = {}
+    with metadata.engine.connect() as conn:
+        for i in range(0, len(hashes), 500):
+            found = query.where(v.c.artifact_name == name, v.c.content_hash.in_(hashes[i : i + 500]))
+            out.update({str(h): str(sid) for h, sid in conn.execute(found.group_by(link.c.content_hash))})
+    return out
+
+
+def producer_under(metadata: MetadataStore, name: str, content_hash: str, projects: Projects = None) -> str | None:
+    """The producer of ``content_hash`` as a version of ``name`` (:func:`producers_under`), else (never
+    output under ``name``: a forced alias target) its first producer, as ``projects`` may see it."""
+    producer = producers_under(metadata, name, [content_hash]).get(content_hash)
+    if producer is None:
+        a = s.artifacts
+        with metadata.engine.connect() as conn:
+            producer = conn.execute(select(a.c.producer_step_run_id).where(a.c.content_hash == content_hash)).scalar()
+    return _shown_producers(metadata, [producer], projects).get(producer)
 
 
 def is_version_of(metadata: MetadataStore, name: str, content_hash: str) -> bool:
@@ -330,6 +413,15 @@ def resolve_artifact_hash(
     return _locate(metadata, ref, project, projects, numbered=False).content_hash
 
 
+def resolve_artifact_name(
+    metadata: MetadataStore, ref: str, *, project: str | None = None, projects: Projects = None
+) -> tuple[str, str | None]:
+    """The content hash ``ref`` names, as :func:`resolve_artifact_hash` finds it, and the name ``ref`` named
+    it by (None for a hash or a prefix of one): a name's version is produced by :func:`producers_under`."""
+    found = _locate(metadata, ref, project, projects, numbered=False)
+    return found.content_hash, found.name
+
+
 @dataclass(frozen=True)
 class _Located:
     ref: str
@@ -425,7 +517,11 @@ def _record(
             f"{what or f'artifact {quoted(ref)} ({content_hash[:19]}…)'} was deleted from this store (gc); "
             f"its step runs still name it: 'isthmus lineage {content_hash}' shows where it came from and went"
         )
-    names = names_of(metadata, content_hash)
+    producer = row["producer_step_run_id"]  # the bytes' first producer: what a hash names
+    made = _names_by(metadata, content_hash, producer)
+    names = list(made)
+    if name in made and not made[name]:  # the id named a name its bytes' first producer did not output
+        producer = _first_started(metadata, name, [content_hash]).get(content_hash, producer)
     if name is None and len(names) == 1:
         name = names[0]
     if version is None and numbered and name is not None and name in names:
@@ -442,9 +538,7 @@ def _record(
         python_type=row["python_type"],
         metadata=row["metadata"],
         created_at=row["created_at"],
-        producer_step_run_id=_shown_producers(metadata, [row["producer_step_run_id"]], projects).get(
-            row["producer_step_run_id"]
-        ),
+        producer_step_run_id=_shown_producers(metadata, [producer], projects).get(producer),
         names=names,
         deleted_versions=version.deleted if version else None,
     )
@@ -469,15 +563,15 @@ def list_versions(
     home: str | None = None,
 ) -> list[dict[str, Any]]:
     """One row per artifact version (name, hash), newest first, with its record, its version number
-    (``name~N`` form too, with ``name``) and ``used_by``: how many step runs took or produced it.
+    (``name~N`` form too, with ``name``), its producer under that name (:func:`producers_under`) and
+    ``used_by``: how many step runs took or produced it as that version (:func:`_uses`).
 
     ``projects``: only versions visible there (and step runs there counted). ``aliases`` lists the aliases
     of ``alias_projects`` (None: every project) pointing at a version: an alias of ``home`` (the caller's
     project) as ``ALIAS``, another project's as ``ALIAS (PROJECT)``."""
-    a, link, al = s.artifacts, s.step_run_artifacts, s.artifact_aliases
+    a, al = s.artifacts, s.artifact_aliases
     home = alias_project(home)
     pairs: list[tuple[str, str, VersionStats | None, int | None]] = []
-    times: dict[tuple[str, str], tuple[dt.datetime, dt.datetime]] = {}
     if name is not None:
         for offset, v in enumerate(versions_of(metadata, name, limit=max(limit, 0), projects=projects)):
             pairs.append((name, v.content_hash, v, offset))
@@ -493,24 +587,21 @@ def list_versions(
                 for n in names_of(metadata, content_hash) or [""]:
                     pairs.append((n, content_hash, None, None))
         pairs = pairs[:limit]
-        by_name: dict[str, list[str]] = {}
-        for n, h, _, _ in pairs:
-            by_name.setdefault(n, []).append(h)
+    by_name: dict[str, list[str]] = {}
+    for n, h, _, _ in pairs:
+        by_name.setdefault(n, []).append(h)
+    times: dict[tuple[str, str], tuple[dt.datetime, dt.datetime]] = {}
+    if name is None:  # (with --name, versions_of gave them)
         times = {(n, h): t for n, hs in by_name.items() if n for h, t in _produced(metadata, n, hs).items()}
+    used = {(n, h): c for n, hs in by_name.items() for h, c in _uses(metadata, n, hs, projects).items()}
     hashes = sorted({h for _, h, _, _ in pairs})
     records: dict[str, dict[str, Any]] = {}
-    used: dict[str, int] = {}
     aliases: dict[tuple[str, str], list[str]] = {}
     with metadata.engine.connect() as conn:
         for i in range(0, len(hashes), 500):
             chunk = hashes[i : i + 500]
             for row in conn.execute(select(a).where(a.c.content_hash.in_(chunk))).mappings():
                 records[row["content_hash"]] = dict(row)
-            count = func.count(distinct(link.c.step_run_id))
-            query = select(link.c.content_hash, count).where(link.c.content_hash.in_(chunk))
-            if projects is not None:
-                query = query.where(step_run_in(link.c.step_run_id, projects))
-            used.update({str(h): int(c) for h, c in conn.execute(query.group_by(link.c.content_hash)).all()})
             alias_query = select(al.c.project, al.c.name, al.c.alias, al.c.content_hash).where(
                 al.c.content_hash.in_(chunk)
             )
@@ -518,13 +609,15 @@ def list_versions(
                 alias_query = alias_query.where(al.c.project.in_(sorted(alias_projects)))
             for owner, n, label, h in conn.execute(alias_query):
                 aliases.setdefault((n, h), []).append(label if owner == home else f"{label} ({owner})")
-    producers = _shown_producers(metadata, [r["producer_step_run_id"] for r in records.values()], projects)
+    first = {h: r["producer_step_run_id"] for h, r in records.items()}  # the bytes' first producers
+    made = _producers(metadata, by_name, first)  # each version's, under its name
+    producers = _shown_producers(metadata, list({*first.values(), *made.values()}), projects)
     rows = []
     for n, h, stats, back in pairs:
         record = records.get(h)
         if record is None:  # deleted meanwhile
             continue
-        record = {**record, "producer_step_run_id": producers.get(record["producer_step_run_id"])}
+        record = {**record, "producer_step_run_id": producers.get(made.get((n, h), first[h]))}
         rows.append(
             {
                 "name": n or None,
@@ -534,8 +627,29 @@ def list_versions(
                 **record,
                 "first_produced": stats.first_produced if stats else times.get((n, h), (record["created_at"],))[0],
                 "last_produced": stats.last_produced if stats else times.get((n, h), (None, None))[1],
-                "used_by": used.get(h, 0),
+                "used_by": used.get((n, h), 0),
                 "aliases": sorted(aliases.get((n, h), [])),
             }
         )
     return rows
+
+
+def _uses(metadata: MetadataStore, name: str, hashes: list[str], projects: Projects) -> dict[str, int]:
+    """How many step runs used each of ``hashes`` as a version of ``name``: took it as an input (an input
+    link names no upstream name: every consumer of the bytes counts) or output it under ``name`` (computed
+    or a cache hit), not one that output the same bytes only under another name; for ``name`` "" (bytes
+    produced under no name), every step run linked to it. Of ``projects`` only. By the content-hash index."""
+    link = s.step_run_artifacts
+    count = func.count(distinct(link.c.step_run_id))
+    out: dict[str, int] = {}
+    with metadata.engine.connect() as conn:
+        for i in range(0, len(hashes), 500):
+            query = select(link.c.content_hash, count).where(link.c.content_hash.in_(hashes[i : i + 500]))
+            if name:
+                query = query.where(
+                    or_(link.c.role == "input", and_(link.c.role == "output", link.c.artifact_name == name))
+                )
+            if projects is not None:
+                query = query.where(step_run_in(link.c.step_run_id, projects))
+            out.update({str(h): int(c) for h, c in conn.execute(query.group_by(link.c.content_hash)).all()})
+    return out

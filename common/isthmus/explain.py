@@ -6,13 +6,14 @@ run, and never another item for a map item (``band_stats[4]``: then it is that i
 compared component by component of what its cache key is made of, as each step run recorded it: the
 code (each changed function, with a unified diff of its stored, already redacted source), the
 dependency versions, the parameters (secrets stay ``***``), the input artifacts (and the step runs that
-produced them), the policy (its version salt and settings), each declared file pattern and environment
-variable whose contents or value changed (told apart by keyed digests the step run records; values are
-never stored or shown), the output names and materializers. What the store does not record — the
-values of secret parameters, the store's secret salt — is named as such, never guessed. The same key
-as the earlier run says why its result was not reused (invalidated: when and why; failed; gone); when
-the nearest earlier run has another key but an earlier run was recorded under this one, that run is
-the one named (its result could have been reused), with what the nearest run differs in as a note.
+produced them: the one of the consumer's own pipeline run when there is one, else the first), the policy
+(its version salt and settings), each declared file pattern and environment variable whose contents or
+value changed (told apart by keyed digests the step run records; values are never stored or shown), the
+output names and materializers. What the store does not record — the values of secret parameters, the
+store's secret salt — is named as such, never guessed. The same key as the earlier run says why its
+result was not reused (invalidated: when and why; failed; gone); when the nearest earlier run has another
+key but an earlier run was recorded under this one, that run is the one named (its result could have been
+reused), with what the nearest run differs in as a note.
 """
 
 from __future__ import annotations
@@ -142,9 +143,27 @@ def code_changes(store: MetadataStore, old_hash: str | None, new_hash: str | Non
     return list(code_diffs(store, old_hash, new_hash).values())
 
 
-def _producer(store: MetadataStore, content_hash: str | None) -> StepRunSummary | None:
+def _producer(store: MetadataStore, content_hash: str | None, pipeline_run_id: str | None) -> StepRunSummary | None:
+    """The step run an input ``content_hash`` of a step run of ``pipeline_run_id`` came from: the first of
+    that pipeline run that output it (by start, ties by id; a cache hit is that run's producer), else the
+    first that computed it anywhere (:meth:`MetadataStore.artifact_producer`) — the same bytes may have
+    been computed earlier by another step, which is not where this run's input came from. The run's own
+    step runs are read by the pipeline-run index (few), each output probed by the links' key."""
     if not content_hash:
         return None
+    if pipeline_run_id:
+        link, r, p = s.step_run_artifacts, s.step_runs, s.pipeline_runs
+        query = (
+            select(r, p.c.pipeline.label("pipeline"))
+            .select_from(r.join(link, link.c.step_run_id == r.c.id).outerjoin(p, p.c.id == r.c.pipeline_run_id))
+            .where(r.c.pipeline_run_id == pipeline_run_id, link.c.role == "output", link.c.content_hash == content_hash)
+            .order_by(r.c.started_at, r.c.id)
+            .limit(1)
+        )
+        with store.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        if row:
+            return StepRunSummary.of(dict(row))
     sr = store.artifact_producer(content_hash)
     return StepRunSummary.of(dict(sr)) if sr else None
 
@@ -162,7 +181,10 @@ def key_changes(store: MetadataStore, old: StepRunRecord, new: StepRunRecord) ->
     for name in sorted(set(old_in) | set(new_in)):
         (ha, ma), (hb, mb) = _hash_and_materializer(old_in.get(name)), _hash_and_materializer(new_in.get(name))
         if (ha, ma) != (hb, mb):
-            producers = {"old": _producer(store, ha), "new": _producer(store, hb)}
+            producers = {
+                "old": _producer(store, ha, old.get("pipeline_run_id")),
+                "new": _producer(store, hb, new.get("pipeline_run_id")),
+            }
             out.append(KeyChange("inputs", name, ha, hb, produced_by=producers))
     return out + step_part_changes(old, new)
 

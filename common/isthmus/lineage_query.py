@@ -6,10 +6,13 @@ The graph has two kinds of nodes, artifacts (by content hash) and step runs, lin
 step runs that produced it. Content addressing makes the graph orchestrator-blind: a Flyte task that
 consumed a DataFrame computed by a local run links to the same hash. Upstream of an artifact is the step
 run that computed it (``artifacts.producer_step_run_id``; a cache hit returns its source's hashes and is
-not shown as their producer), then that step run's inputs, recursively. Downstream of an artifact is every
-step run that consumed it, then what they produced, recursively. A step run node carries what made it:
-code hash, dependency hash, environment hash, parameters (secrets stay ``***``), orchestrator, status
-and, for a hit, the step run its result came from.
+not shown as their producer), then that step run's inputs, recursively; an artifact named by a name
+(``split.train``, ``~N``, ``@alias``) starts at the step run that output it under that name
+(:func:`~isthmus.artifact_ids.producers_under`), also when the same bytes were computed earlier under
+another name (``make.output``). Downstream of an artifact is every step run that consumed it, then what
+they produced, recursively. A step run node carries what made it: code hash, dependency hash, environment
+hash, parameters (secrets stay ``***``), orchestrator, status and, for a hit, the step run its result
+came from.
 
 ``depth`` counts step-run hops from the target (None: no limit). A visited set makes a cycle (impossible
 with content hashes, guarded anyway) harmless, and ``max_step_runs`` (each brought with its links) bounds an answer on a large store
@@ -30,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from isthmus.artifact_ids import hashes_starting, name_hint, resolve_artifact_hash
+from isthmus.artifact_ids import hashes_starting, name_hint, producers_under, resolve_artifact_name
 from isthmus.errors import RunNotFound
 from isthmus.errors import quoted as _quoted
 from isthmus.governance.projects import DEFAULT
@@ -176,6 +179,12 @@ def resolve_target(client: Client, ref: str, project: str | None = None) -> tupl
     ``NAME``, ``NAME@latest``, ``NAME~N``, ``NAME@ALIAS`` of ``project``), ``step_run`` (id, prefix,
     ``RUN:STEP``, ``latest~N:STEP``) or ``pipeline_run`` (id, prefix, ``latest``, ``latest~N``). A bare
     prefix matching more than one kind is an error."""
+    kind, target, _name = _resolve(client, ref, project)
+    return kind, target
+
+
+def _resolve(client: Client, ref: str, project: str | None) -> tuple[str, str, str | None]:
+    """(kind, id, the artifact name ``ref`` named its version by, else None) of :func:`resolve_target`."""
     ref = str(ref).strip()
     meta = client.metadata
     unknown = (
@@ -185,16 +194,16 @@ def resolve_target(client: Client, ref: str, project: str | None = None) -> tupl
     if not ref or any(c.isspace() for c in ref):
         raise RunNotFound(unknown)
     if _LATEST.fullmatch(ref):
-        return "pipeline_run", client.resolve_run(ref)
+        return "pipeline_run", client.resolve_run(ref), None
     if ref.lower().startswith("blake3:"):
-        return "artifact", _one_artifact(client, ref.lower(), ref)
+        return "artifact", _one_artifact(client, ref.lower(), ref), None
     run_part = ref.split(":", 1)[0]
     if ":" in ref and (_LATEST.fullmatch(run_part) or _HEX_ID.fullmatch(run_part)):  # RUN:STEP, latest~1:STEP
-        return "step_run", client.resolve_step_run(ref)
+        return "step_run", client.resolve_step_run(ref), None
     if "@" in ref or "~" in ref:
-        return "artifact", resolve_artifact_hash(meta, ref, project=project)
+        return "artifact", *resolve_artifact_name(meta, ref, project=project)
     if ":" in ref:
-        return "step_run", client.resolve_step_run(ref)
+        return "step_run", client.resolve_step_run(ref), None
     if _HEX_ID.fullmatch(ref):
         prefix = ref.lower()
         found = {
@@ -211,9 +220,9 @@ def resolve_target(client: Client, ref: str, project: str | None = None) -> tupl
                 f"{_quoted(ref)} is ambiguous (it starts {what} ids); give more characters, or blake3:HASH for an artifact"
             )
         ((kind, ids),) = kinds.items()
-        return kind, ids[0]
+        return kind, ids[0], None
     try:
-        return "artifact", resolve_artifact_hash(meta, ref, project=project)
+        return "artifact", *resolve_artifact_name(meta, ref, project=project)
     except RunNotFound:
         if "." in ref:  # an artifact name (STEP.OUTPUT): its error names the fix
             raise
@@ -308,11 +317,13 @@ class _Walk:
                 depth=min(d, known.depth) if known else d,
             )
 
-    def producers(self, hashes: list[str]) -> dict[str, str]:
-        """The step run that computed each hash: the artifact row's producer, else (row deleted) the
-        earliest computing step run that output it."""
-        rows = self.meta.artifacts_by_hash(hashes, ("producer_step_run_id",))
-        found = {h: str(r["producer_step_run_id"]) for h, r in rows.items() if r.get("producer_step_run_id")}
+    def producers(self, hashes: list[str], name: str | None = None) -> dict[str, str]:
+        """The step run that computed each hash: the one that output it under ``name`` when given (a version
+        of that name), else the artifact row's producer, else (row deleted) the earliest computing step run
+        that output it."""
+        found = producers_under(self.meta, name, hashes) if name else {}
+        rows = self.meta.artifacts_by_hash([h for h in hashes if h not in found], ("producer_step_run_id",))
+        found |= {h: str(r["producer_step_run_id"]) for h, r in rows.items() if r.get("producer_step_run_id")}
         missing = [h for h in hashes if h not in found]
         if missing:
             links = self.meta.links_of_hashes(missing, "output", limit=50 * len(missing))
@@ -371,7 +382,7 @@ def lineage(
         raise ValueError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
     if depth is not None and depth < 0:
         raise ValueError(f"depth {depth} is negative; give 0 or more (0: the target and its own links)")
-    kind, target = resolve_target(client, ref, project)
+    kind, target, name = _resolve(client, ref, project)
     if projects is not None and not _target_visible(client, kind, target, projects):
         raise RunNotFound(
             f"no artifact, step run or pipeline run matches {_quoted(str(ref).strip())}; see 'isthmus artifacts "
@@ -388,7 +399,7 @@ def lineage(
         start_steps = walk.add_step_runs([str(sr["id"]) for sr in client.metadata.step_runs_of(target)], 0)
     walk.read_links(start_steps)
     if direction in ("upstream", "both"):
-        _upstream(walk, kind, target, start_steps, depth)
+        _upstream(walk, kind, target, start_steps, depth, name)
     if direction in ("downstream", "both"):
         _downstream(walk, kind, target, start_steps, depth)
     walk.finish()
@@ -434,13 +445,15 @@ def _output_hashes(walk: _Walk, step_ids: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(e.target for e in walk.result.edges if e.role == "output" and e.source in ids))
 
 
-def _upstream(walk: _Walk, kind: str, target: str, start: list[str], depth: int | None) -> None:
+def _upstream(walk: _Walk, kind: str, target: str, start: list[str], depth: int | None, name: str | None) -> None:
+    """Producers of the target artifact (its producer under ``name``, the name it was named by) or of the
+    start step runs' inputs, then of their inputs, level by level."""
     hashes = [target] if kind == "artifact" else _input_hashes(walk, start)
     seen: set[str] = set()
     level = 1
     while hashes and (depth is None or level <= depth) and not walk.full():
         seen.update(hashes)
-        producers = walk.producers(hashes)
+        producers = walk.producers(hashes, name if level == 1 else None)
         new = walk.add_step_runs(producers.values(), level)
         walk.read_links(list(producers.values()))
         hashes = [h for h in _input_hashes(walk, new) if h not in seen]

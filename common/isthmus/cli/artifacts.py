@@ -114,7 +114,8 @@ def artifacts_show(ref: str, project: str | None, as_json: bool) -> None:
     client = Client()
     try:
         a = client.artifact(ref, project=project)
-        producer = client.metadata.artifact_producer(a.content_hash)
+        # the step run that produced this version (under its name, when named), not the bytes' first producer
+        producer = client.metadata.get_step_run(a.producer_step_run_id) if a.producer_step_run_id else None
     except IsthmusError as exc:
         _fail(str(exc))
     if as_json:
